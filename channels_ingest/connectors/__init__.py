@@ -1,0 +1,18 @@
+"""Connectors, one module per platform, registered by platform name."""
+
+from channels_ingest.connectors.base import Connector, ConnectorError, RateLimited, ReauthRequired
+from channels_ingest.connectors.demo import DemoConnector
+
+_REGISTRY: dict[str, type[Connector]] = {
+    DemoConnector.platform: DemoConnector,
+}
+
+
+def connector_for(platform: str) -> Connector:
+    try:
+        return _REGISTRY[platform]()
+    except KeyError:
+        raise ConnectorError(f"No connector is registered for platform {platform!r}.") from None
+
+
+__all__ = ["Connector", "ConnectorError", "RateLimited", "ReauthRequired", "connector_for"]

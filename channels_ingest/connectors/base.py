@@ -1,0 +1,48 @@
+"""The small interface every connector implements."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from channels_ingest.types import FetchResult, InboundPost, SendResult
+
+if TYPE_CHECKING:
+    from channels_ingest.models import ChannelAccount
+    from conversations.models import Message
+
+
+class ConnectorError(Exception):
+    """The platform refused or failed; the message is shown to admins as the channel's error."""
+
+
+class TransientError(ConnectorError):
+    """Worth retrying with backoff: timeouts, 5xx."""
+
+
+class RateLimited(ConnectorError):
+    def __init__(self, message: str, *, reset_at: datetime) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class ReauthRequired(ConnectorError):
+    """Credentials expired or were revoked; an admin must reconnect the account."""
+
+
+class PayloadError(ConnectorError):
+    """A payload we cannot read; it goes to the dead letters."""
+
+
+class Connector(Protocol):
+    platform: ClassVar[str]
+
+    def fetch(self, channel: "ChannelAccount", cursor: dict[str, Any]) -> FetchResult:
+        """New posts since the cursor, and the cursor to store once they are committed."""
+        ...
+
+    def parse(self, channel: "ChannelAccount", payload: Any) -> list[InboundPost]:
+        """Posts from one webhook payload. Raises PayloadError for a payload it cannot read."""
+        ...
+
+    def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
+        """Publish an outbound message; returns the platform's id for it."""
+        ...

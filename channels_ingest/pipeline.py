@@ -1,0 +1,124 @@
+"""The ingest pipeline: from a connector's InboundPosts to stored, threaded conversations.
+
+One transaction per batch and a fixed number of queries whatever the batch size. Batches of one
+channel are serialised by a row lock on the channel, so a post that arrives twice (poll and
+webhook, or a retried task) is stored once; the unique (channel, external id) constraint is the
+last guard. The cursor is saved in the same transaction, so it only moves if the batch commits.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+
+from channels_ingest.classify import sentiment_score
+from channels_ingest.models import ChannelAccount, DeadLetter
+from channels_ingest.types import InboundPost, RejectedPayload
+from contacts.services import SeenAuthor, identities_resolve
+from conversations.models import Message
+from conversations.services import ClassifiedPost, inbound_posts_store
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    received: int
+    stored: int
+    duplicates: int
+    conversations_created: int
+    conversation_ids: list[int]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def ingest(
+    *,
+    channel: ChannelAccount,
+    posts: Sequence[InboundPost],
+    cursor: dict[str, Any] | None = None,
+    rejected: Sequence[RejectedPayload] = (),
+    source: str = "poll",
+) -> IngestResult:
+    """Store the posts of one batch that are new, keep rejected payloads as dead letters, and
+    advance the cursor if one is given."""
+    with transaction.atomic():
+        # Row lock (PostgreSQL; SQLite's IMMEDIATE transactions already serialise writers).
+        ChannelAccount.objects.select_for_update().filter(pk=channel.pk).values_list("pk").get()
+        if rejected:
+            DeadLetter.objects.bulk_create(
+                DeadLetter(channel=channel, source=source, raw=r.raw, error=r.error)
+                for r in rejected
+            )
+
+        unique: dict[str, InboundPost] = {}
+        for post in posts:
+            unique.setdefault(post.external_id, post)
+        stored = set(
+            Message.objects.filter(channel=channel, external_id__in=unique).values_list(
+                "external_id", flat=True
+            )
+        )
+        new_posts = sorted(
+            (_normalised(p) for ext, p in unique.items() if ext not in stored),
+            key=lambda p: p.created_at,
+        )
+
+        result = IngestResult(
+            received=len(posts),
+            stored=0,
+            duplicates=len(posts) - len(new_posts),
+            conversations_created=0,
+            conversation_ids=[],
+        )
+        if new_posts:
+            identities = identities_resolve(
+                platform=channel.platform, authors=_seen_authors(new_posts)
+            )
+            classified = [
+                ClassifiedPost(
+                    post=post,
+                    sentiment=sentiment_score(post.body),
+                    language=post.language,
+                )
+                for post in new_posts
+            ]
+            stored_result = inbound_posts_store(
+                channel=channel, posts=classified, identities=identities
+            )
+            result = IngestResult(
+                received=len(posts),
+                stored=stored_result.messages,
+                duplicates=len(posts) - stored_result.messages,
+                conversations_created=stored_result.conversations_created,
+                conversation_ids=stored_result.conversation_ids,
+            )
+        if cursor is not None:
+            ChannelAccount.objects.filter(pk=channel.pk).update(cursor=cursor)
+            channel.cursor = cursor
+    return result
+
+
+def _normalised(post: InboundPost) -> InboundPost:
+    """Naive times are taken as UTC; emails are compared lower-cased."""
+    author = post.author
+    if author.email and author.email != author.email.strip().lower():
+        author = replace(author, email=author.email.strip().lower())
+    if post.created_at.tzinfo is None or author is not post.author:
+        return replace(post, created_at=_aware(post.created_at), author=author)
+    return post
+
+
+def _seen_authors(posts: Sequence[InboundPost]) -> list[SeenAuthor]:
+    """Each author once, with the profile from their latest post and the span of their posts."""
+    seen: dict[str, SeenAuthor] = {}
+    for post in posts:  # oldest first
+        earlier = seen.get(post.author.platform_user_id)
+        seen[post.author.platform_user_id] = SeenAuthor(
+            author=post.author,
+            first_seen_at=earlier.first_seen_at if earlier else post.created_at,
+            last_seen_at=post.created_at,
+        )
+    return list(seen.values())

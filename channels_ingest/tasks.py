@@ -1,0 +1,39 @@
+"""Celery tasks: thin wrappers that take ids and call a service."""
+
+from celery import shared_task
+
+from channels_ingest.connectors.base import TransientError
+from channels_ingest.services import channel_poll, channels_due_claim, message_send
+
+
+@shared_task
+def poll_due_channels() -> int:
+    """Beat tick: enqueue a poll for every channel whose interval has elapsed."""
+    claimed = channels_due_claim()
+    for channel_id in claimed:
+        poll_channel.delay(channel_id)
+    return len(claimed)
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=5,
+)
+def poll_channel(channel_id: int) -> None:
+    channel_poll(channel_id=channel_id)
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def send_message(message_id: int) -> None:
+    message_send(message_id=message_id)

@@ -1,0 +1,52 @@
+"""The platform-free shape of what a connector reads and sends. Nothing after a connector
+knows which platform a post came from, beyond the channel it arrived on."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class InboundAuthor:
+    platform_user_id: str
+    handle: str = ""
+    display_name: str = ""
+    profile_url: str = ""
+    followers_count: int | None = None
+    verified: bool = False
+    # Only some payloads carry these (a DM with a signature, a lead form); used to match contacts.
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPost:
+    external_id: str
+    kind: str  # conversations.models.MessageKind value, never "note"
+    author: InboundAuthor
+    body: str
+    created_at: datetime
+    in_reply_to_id: str = ""  # platform id of the post this answers
+    thread_id: str = ""  # DM thread id, or the platform's id of the root of a public thread
+    language: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedPayload:
+    """A payload a connector could not read, kept whole for the dead letters."""
+
+    raw: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    posts: list[InboundPost]
+    cursor: dict[str, Any]
+    rejected: list[RejectedPayload] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    external_id: str

@@ -1,0 +1,33 @@
+from django.contrib import admin
+
+from contacts.models import Contact, SocialIdentity
+
+
+class SocialIdentityInline(admin.TabularInline):
+    model = SocialIdentity
+    extra = 0
+    fields = (
+        "platform",
+        "platform_user_id",
+        "handle",
+        "display_name",
+        "followers_count",
+        "verified",
+    )
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "email", "company", "is_vip", "first_seen_at", "last_seen_at")
+    list_filter = ("is_vip",)
+    search_fields = ("name", "email", "phone", "company", "identities__handle", "external_crm_id")
+    date_hierarchy = "first_seen_at"
+    inlines = [SocialIdentityInline]
+
+
+@admin.register(SocialIdentity)
+class SocialIdentityAdmin(admin.ModelAdmin):
+    list_display = ("handle", "platform", "display_name", "contact", "followers_count", "verified")
+    list_filter = ("platform", "verified")
+    search_fields = ("handle", "display_name", "platform_user_id")
+    raw_id_fields = ("contact",)

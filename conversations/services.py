@@ -1,0 +1,393 @@
+"""Writes to conversations: threading inbound posts, and what agents do to a conversation.
+
+Every change that matters records a ConversationEvent, the timeline that KPIs are built from.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from channels_ingest.models import ChannelAccount
+from channels_ingest.types import InboundPost
+from contacts.models import SocialIdentity
+from conversations.models import (
+    ACTIVE_STATUSES,
+    Conversation,
+    ConversationEvent,
+    DeliveryStatus,
+    Direction,
+    EventKind,
+    Message,
+    MessageKind,
+    Status,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedPost:
+    post: InboundPost
+    sentiment: float | None
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    messages: int
+    conversations_created: int
+    conversation_ids: list[int]
+
+
+def _thread_key(post: InboundPost) -> str:
+    if post.kind == MessageKind.DM:
+        return f"dm:{post.thread_id or post.author.platform_user_id}"
+    return f"thread:{post.thread_id or post.in_reply_to_id or post.external_id}"
+
+
+def inbound_posts_store(
+    *,
+    channel: ChannelAccount,
+    posts: Sequence[ClassifiedPost],
+    identities: dict[str, SocialIdentity],
+) -> StoreResult:
+    """Thread new inbound posts into conversations and store them, in a fixed number of queries.
+
+    ``posts`` must be new to the channel and sorted oldest first. A reply joins the conversation
+    of the post it answers; a DM joins the open conversation of its thread; any other post by a
+    contact with an open conversation on this channel joins that; otherwise a new conversation.
+    """
+    if not posts:
+        return StoreResult(messages=0, conversations_created=0, conversation_ids=[])
+
+    in_batch = {item.post.external_id for item in posts}
+    parent_ids = {
+        item.post.in_reply_to_id
+        for item in posts
+        if item.post.in_reply_to_id and item.post.in_reply_to_id not in in_batch
+    }
+    conversation_of_parent: dict[str, int] = {
+        external_id: conversation_id
+        for external_id, conversation_id in Message.objects.filter(
+            channel=channel, external_id__in=parent_ids
+        ).values_list("external_id", "conversation_id")
+        if external_id is not None
+    }
+
+    contact_ids = {identities[item.post.author.platform_user_id].contact_id for item in posts}
+    thread_keys = {_thread_key(item.post) for item in posts}
+    # Active conversations of these contacts or threads on this channel, plus parents' ones.
+    candidates = (
+        Conversation.objects.filter(channel=channel).filter(
+            id__in=set(conversation_of_parent.values())
+        )
+        | Conversation.objects.filter(
+            channel=channel, status__in=ACTIVE_STATUSES, contact_id__in=contact_ids
+        )
+        | Conversation.objects.filter(
+            channel=channel, status__in=ACTIVE_STATUSES, thread_key__in=thread_keys
+        )
+    )
+    by_id: dict[int, Conversation] = {c.pk: c for c in candidates.order_by("last_message_at")}
+    open_by_thread: dict[str, Conversation] = {}
+    open_by_contact: dict[int, Conversation] = {}
+    for candidate in by_id.values():  # oldest first, so the newest wins each key
+        if candidate.status in ACTIVE_STATUSES:
+            open_by_thread[candidate.thread_key] = candidate
+            open_by_contact[candidate.contact_id] = candidate
+
+    conversation_of_post: dict[str, Conversation] = {
+        ext: by_id[cid] for ext, cid in conversation_of_parent.items() if cid in by_id
+    }
+    new_conversations: list[Conversation] = []
+    placed: list[tuple[ClassifiedPost, Conversation]] = []
+    default_monitoring = bool(channel.settings.get("monitor_only", channel.is_listen_only))
+
+    for item in posts:
+        post = item.post
+        identity = identities[post.author.platform_user_id]
+        key = _thread_key(post)
+        conversation: Conversation | None = (
+            conversation_of_post.get(post.in_reply_to_id) if post.in_reply_to_id else None
+        )
+        if conversation is not None and conversation.status == Status.CLOSED:
+            conversation = None
+        if conversation is None:
+            conversation = open_by_thread.get(key)
+        if conversation is None and post.kind != MessageKind.DM:
+            conversation = open_by_contact.get(identity.contact_id)
+        if conversation is None:
+            conversation = Conversation(
+                contact_id=identity.contact_id,
+                channel=channel,
+                team_id=channel.default_team_id,
+                subject=post.body.splitlines()[0][:200] if post.body else "",
+                thread_key=key,
+                is_monitoring=default_monitoring,
+                created_at=post.created_at,
+                last_message_at=post.created_at,
+            )
+            new_conversations.append(conversation)
+            open_by_thread[key] = conversation
+            open_by_contact[identity.contact_id] = conversation
+        conversation_of_post[post.external_id] = conversation
+        placed.append((item, conversation))
+
+    Conversation.objects.bulk_create(new_conversations)
+
+    now = timezone.now()
+    messages = [
+        Message(
+            conversation=conversation,
+            channel=channel,
+            direction=Direction.IN,
+            kind=item.post.kind,
+            external_id=item.post.external_id,
+            in_reply_to_external_id=item.post.in_reply_to_id,
+            author_identity=identities[item.post.author.platform_user_id],
+            body=item.post.body,
+            language=item.language,
+            sentiment=item.sentiment,
+            created_at=item.post.created_at,
+            received_at=now,
+            delivery_status=DeliveryStatus.RECEIVED,
+            raw=item.post.raw,
+        )
+        for item, conversation in placed
+    ]
+    Message.objects.bulk_create(messages)
+
+    events = [
+        ConversationEvent(conversation=c, kind=EventKind.CREATED, created_at=c.created_at)
+        for c in new_conversations
+    ]
+    inbound_counts = _inbound_counts(by_id.values())
+    touched: dict[int, Conversation] = {}
+    for (item, conversation), message in zip(placed, messages, strict=True):
+        _apply_inbound(conversation, item, inbound_counts, events)
+        events.append(
+            ConversationEvent(
+                conversation=conversation,
+                kind=EventKind.MESSAGE_RECEIVED,
+                created_at=item.post.created_at,
+                data={"message_id": message.pk, "kind": item.post.kind},
+            )
+        )
+        touched[conversation.pk] = conversation
+    Conversation.objects.bulk_update(
+        list(touched.values()),
+        [
+            "status",
+            "sentiment",
+            "message_count",
+            "last_message_preview",
+            "last_message_direction",
+            "last_message_at",
+            "last_inbound_at",
+            "waiting_since",
+            "resolved_at",
+            "updated_at",
+        ],
+    )
+    ConversationEvent.objects.bulk_create(events)
+    return StoreResult(
+        messages=len(messages),
+        conversations_created=len(new_conversations),
+        conversation_ids=list(touched),
+    )
+
+
+def _inbound_counts(conversations: Any) -> dict[int, int]:
+    """How many inbound messages each existing conversation holds, for the running mean."""
+    ids = [c.pk for c in conversations]
+    if not ids:
+        return {}
+    return dict(
+        Message.objects.filter(conversation_id__in=ids, direction=Direction.IN)
+        .values("conversation_id")
+        .annotate(n=Count("id"))
+        .values_list("conversation_id", "n")
+    )
+
+
+def _apply_inbound(
+    conversation: Conversation,
+    item: ClassifiedPost,
+    inbound_counts: dict[int, int],
+    events: list[ConversationEvent],
+) -> None:
+    post = item.post
+    if item.sentiment is not None:
+        n = inbound_counts.get(conversation.pk, 0)
+        previous = conversation.sentiment if conversation.sentiment is not None else 0.0
+        conversation.sentiment = (previous * n + item.sentiment) / (n + 1)
+        inbound_counts[conversation.pk] = n + 1
+    conversation.message_count += 1
+    if post.created_at >= conversation.last_message_at or conversation.message_count == 1:
+        conversation.last_message_at = post.created_at
+        conversation.last_message_preview = post.body[:280]
+        conversation.last_message_direction = Direction.IN
+    if conversation.last_inbound_at is None or post.created_at > conversation.last_inbound_at:
+        conversation.last_inbound_at = post.created_at
+    if conversation.waiting_since is None:
+        conversation.waiting_since = post.created_at
+    if conversation.status in (Status.RESOLVED, Status.PENDING):
+        if conversation.status == Status.RESOLVED:
+            events.append(
+                ConversationEvent(
+                    conversation=conversation, kind=EventKind.REOPENED, created_at=post.created_at
+                )
+            )
+            conversation.resolved_at = None
+        conversation.status = Status.OPEN
+
+
+# --- What agents do ---------------------------------------------------------------------
+
+
+def _record(
+    conversation: Conversation,
+    kind: str,
+    *,
+    actor: User | None,
+    at: datetime | None = None,
+    **data: Any,
+) -> ConversationEvent:
+    return ConversationEvent.objects.create(
+        conversation=conversation,
+        kind=kind,
+        actor=actor,
+        data=data,
+        created_at=at or timezone.now(),
+    )
+
+
+@transaction.atomic
+def conversation_reply_create(
+    *,
+    conversation: Conversation,
+    author: User,
+    body: str,
+    at: datetime | None = None,
+) -> Message:
+    """An agent's reply: stored as an outbound message queued for sending through the channel.
+
+    The first reply sets the first response time; any reply stops the customer's wait.
+    """
+    at = at or timezone.now()
+    kind = MessageKind.DM if conversation.thread_key.startswith("dm:") else MessageKind.REPLY
+    parent = (
+        conversation.messages.filter(direction=Direction.IN, external_id__isnull=False)
+        .order_by("-created_at", "-id")
+        .values_list("external_id", flat=True)
+        .first()
+    )
+    message = Message.objects.create(
+        conversation=conversation,
+        channel_id=conversation.channel_id,
+        direction=Direction.OUT,
+        kind=kind,
+        in_reply_to_external_id=parent or "",
+        author_user=author,
+        body=body,
+        created_at=at,
+        received_at=at,
+        delivery_status=DeliveryStatus.QUEUED,
+    )
+    first = conversation.first_response_at is None
+    conversation.message_count += 1
+    if at >= conversation.last_message_at:
+        conversation.last_message_at = at
+        conversation.last_message_preview = body[:280]
+        conversation.last_message_direction = Direction.OUT
+    conversation.waiting_since = None
+    if first:
+        conversation.first_response_at = at
+    if conversation.status == Status.NEW:
+        conversation.status = Status.OPEN
+    conversation.save()
+    _record(
+        conversation,
+        EventKind.REPLY_SENT,
+        actor=author,
+        at=at,
+        message_id=message.pk,
+        first_response=first,
+    )
+    return message
+
+
+@transaction.atomic
+def conversation_note_add(*, conversation: Conversation, author: User, body: str) -> Message:
+    """An internal note: visible to colleagues only, never sent anywhere."""
+    now = timezone.now()
+    message = Message.objects.create(
+        conversation=conversation,
+        channel_id=conversation.channel_id,
+        direction=Direction.OUT,
+        kind=MessageKind.NOTE,
+        author_user=author,
+        body=body,
+        created_at=now,
+        received_at=now,
+        delivery_status=DeliveryStatus.SENT,
+    )
+    _record(conversation, EventKind.NOTE_ADDED, actor=author, message_id=message.pk)
+    return message
+
+
+@transaction.atomic
+def conversation_assign(
+    *,
+    conversation: Conversation,
+    assignee: User | None,
+    actor: User,
+    at: datetime | None = None,
+) -> Conversation:
+    previous = conversation.assignee_id
+    if previous == (assignee.pk if assignee else None):
+        return conversation
+    conversation.assignee = assignee
+    if conversation.status == Status.NEW and assignee is not None:
+        conversation.status = Status.OPEN
+    conversation.save(update_fields=["assignee", "status", "updated_at"])
+    _record(
+        conversation,
+        EventKind.ASSIGNED,
+        actor=actor,
+        at=at,
+        previous=previous,
+        assignee=assignee.pk if assignee else None,
+    )
+    return conversation
+
+
+@transaction.atomic
+def conversation_status_set(
+    *,
+    conversation: Conversation,
+    status: str,
+    actor: User | None,
+    at: datetime | None = None,
+) -> Conversation:
+    if status not in Status.values:
+        raise ValueError(f"Unknown status {status!r}.")
+    previous = conversation.status
+    if previous == status:
+        return conversation
+    at = at or timezone.now()
+    conversation.status = status
+    if status in (Status.RESOLVED, Status.CLOSED):
+        conversation.resolved_at = conversation.resolved_at or at
+        conversation.waiting_since = None
+    elif previous in (Status.RESOLVED, Status.CLOSED):
+        conversation.resolved_at = None
+    conversation.save(update_fields=["status", "resolved_at", "waiting_since", "updated_at"])
+    _record(
+        conversation, EventKind.STATUS_CHANGED, actor=actor, at=at, previous=previous, status=status
+    )
+    return conversation

@@ -1,0 +1,49 @@
+"""Small display helpers shared by the dashboard's templates."""
+
+from datetime import datetime, timedelta
+
+from django import template
+from django.utils import timezone
+from django.utils.html import format_html
+
+register = template.Library()
+
+_PLATFORM_LETTERS = {"x": "\N{MATHEMATICAL DOUBLE-STRUCK CAPITAL X}", "facebook": "f", "demo": "D"}
+_PLATFORM_NAMES = {"x": "X", "facebook": "Facebook", "demo": "Demo"}
+
+
+@register.simple_tag
+def platform_icon(platform: str) -> str:
+    return format_html(
+        '<span class="platform platform-{}" title="{}" aria-label="{}">{}</span>',
+        platform,
+        _PLATFORM_NAMES.get(platform, platform),
+        _PLATFORM_NAMES.get(platform, platform),
+        _PLATFORM_LETTERS.get(platform, "?"),
+    )
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """A compact span: 45s, 12m, 3h 05m, 2d 4h."""
+    if value is None:
+        return "\N{EN DASH}"
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+@register.filter
+def since(moment: datetime | None) -> str:
+    """How long ago, compactly (for waiting times)."""
+    if moment is None:
+        return ""
+    return duration(timezone.now() - moment)

@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from scrm.health import healthz
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="conversations:inbox"), name="home"),
+    path("healthz", healthz, name="healthz"),
+    path(
+        "accounts/login/",
+        login_not_required(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "accounts/password/",
+        auth_views.PasswordChangeView.as_view(),
+        name="password_change",
+    ),
+    path(
+        "accounts/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    path("inbox/", include("conversations.urls")),
+    path("contacts/", include("contacts.urls")),
+    path("reports/", include("kpis.urls")),
+    path("governance/", include("governance.urls")),
+    path("admin/", admin.site.urls),
+]
