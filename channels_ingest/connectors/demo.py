@@ -257,8 +257,10 @@ class DemoConnector:
 
     def fetch(self, channel: "ChannelAccount", cursor: dict[str, Any]) -> FetchResult:
         seq = int(cursor.get("seq", 0))
-        # Seeded by channel and position only, so a retried poll gives identical posts.
-        rng = random.Random(f"demo:{channel.pk}:{seq}")
+        polls = int(cursor.get("polls", 0))
+        # Seeded by the cursor alone, so a retried poll gives identical posts; the poll count
+        # moves on even when a poll brings nothing, so quiet spells end.
+        rng = random.Random(f"demo:{channel.pk}:{seq}:{polls}")
         count = rng.choices([0, 1, 2, 3, 4], weights=[15, 35, 25, 15, 10])[0]
         now = timezone.now()
         posts, recent = generate_posts(
@@ -272,7 +274,9 @@ class DemoConnector:
             spacing=timedelta(seconds=1),
             rng=rng,
         )
-        return FetchResult(posts=posts, cursor={"seq": seq + count, "recent": recent})
+        return FetchResult(
+            posts=posts, cursor={"seq": seq + count, "polls": polls + 1, "recent": recent}
+        )
 
     def parse(self, channel: "ChannelAccount", payload: Any) -> list[InboundPost]:
         """Accepts the same shape the demo puts in ``raw``: one object or a list of them."""

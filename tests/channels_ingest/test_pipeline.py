@@ -1,0 +1,317 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from channels_ingest.connectors import connector_for
+from channels_ingest.models import ChannelMode, DeadLetter
+from channels_ingest.pipeline import ingest
+from channels_ingest.types import RejectedPayload
+from contacts.models import Contact, SocialIdentity
+from conversations.models import (
+    Conversation,
+    ConversationEvent,
+    EventKind,
+    Message,
+    Status,
+)
+from tests.factories import ChannelFactory, ContactFactory, post
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_demo_connector_posts_flow_through_the_pipeline_into_conversations():
+    channel = ChannelFactory(settings={"flavour": "x", "population": 30})
+    connector = connector_for(channel.platform)
+    stored = 0
+    for _ in range(15):
+        fetched = connector.fetch(channel, channel.cursor)
+        stored += ingest(channel=channel, posts=fetched.posts, cursor=fetched.cursor).stored
+    channel.refresh_from_db()
+    assert stored > 0
+    assert Message.objects.filter(channel=channel).count() == stored
+    assert channel.cursor["seq"] == stored
+    assert Conversation.objects.filter(channel=channel).exists()
+    assert all(m.author_identity_id for m in Message.objects.filter(channel=channel))
+
+
+def test_a_retried_demo_poll_yields_the_same_posts_and_stores_nothing_new():
+    channel = ChannelFactory()
+    connector = connector_for(channel.platform)
+    cursor = {"seq": 40}
+    first = connector.fetch(channel, cursor)
+    second = connector.fetch(channel, cursor)
+    assert [p.external_id for p in first.posts] == [p.external_id for p in second.posts]
+    ingest(channel=channel, posts=first.posts)
+    again = ingest(channel=channel, posts=second.posts)
+    assert again.stored == 0
+    assert again.duplicates == len(second.posts)
+
+
+def test_the_same_post_ingested_twice_is_stored_once():
+    channel = ChannelFactory()
+    batch = [post("1"), post("2", author="u2")]
+    assert ingest(channel=channel, posts=batch).stored == 2
+    result = ingest(channel=channel, posts=[*batch, post("1")])
+    assert (result.stored, result.duplicates) == (0, 3)
+    assert Message.objects.count() == 2
+    assert Conversation.objects.count() == 2
+
+
+def test_a_post_repeated_within_one_batch_is_stored_once():
+    channel = ChannelFactory()
+    result = ingest(channel=channel, posts=[post("1"), post("1"), post("1")])
+    assert result.stored == 1
+    assert Message.objects.count() == 1
+
+
+def test_the_same_external_id_on_two_channels_is_two_messages():
+    a, b = ChannelFactory(), ChannelFactory()
+    ingest(channel=a, posts=[post("1")])
+    ingest(channel=b, posts=[post("1")])
+    assert Message.objects.count() == 2
+
+
+# --- Identity resolution ----------------------------------------------------------------
+
+
+def test_a_new_author_gets_an_identity_and_a_contact():
+    channel = ChannelFactory()
+    ingest(
+        channel=channel, posts=[post("1", author="u9", handle="dana", followers=1200, at=at(3))]
+    )
+    identity = SocialIdentity.objects.get(platform_user_id="u9")
+    assert identity.handle == "dana"
+    assert identity.followers_count == 1200
+    assert identity.contact.name == "Name u9"
+    assert identity.contact.first_seen_at == at(3)
+
+
+def test_a_known_author_keeps_their_contact_and_profile_changes_are_stored():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1", author="u1", handle="old", followers=10)])
+    contact_id = SocialIdentity.objects.get().contact_id
+    ingest(channel=channel, posts=[post("2", author="u1", handle="new", followers=99, at=at(5))])
+    identity = SocialIdentity.objects.get()
+    assert identity.contact_id == contact_id
+    assert (identity.handle, identity.followers_count) == ("new", 99)
+    assert Contact.objects.count() == 1
+    assert Contact.objects.get().last_seen_at == at(5)
+
+
+def test_last_seen_never_moves_backwards_when_an_older_post_arrives_late():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("2", at=at(60))])
+    ingest(channel=channel, posts=[post("1", at=at(1))])
+    assert Contact.objects.get().last_seen_at == at(60)
+
+
+def test_a_new_identity_joins_the_contact_with_the_same_email():
+    channel = ChannelFactory()
+    existing = ContactFactory(email="dana@example.com")
+    ingest(channel=channel, posts=[post("1", author="u5", email="Dana@Example.com ")])
+    assert SocialIdentity.objects.get(platform_user_id="u5").contact_id == existing.pk
+    assert Contact.objects.count() == 1
+
+
+def test_two_authors_in_one_batch_get_two_contacts():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1", author="a"), post("2", author="b")])
+    assert Contact.objects.count() == 2
+
+
+# --- Threading --------------------------------------------------------------------------
+
+
+def test_a_reply_joins_the_conversation_of_the_post_it_answers():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("root", author="a")])
+    ingest(channel=channel, posts=[post("r1", author="b", kind="reply", reply_to="root", at=at(1))])
+    assert Conversation.objects.count() == 1
+    assert Conversation.objects.get().message_count == 2
+
+
+def test_a_reply_to_a_post_in_the_same_batch_joins_its_conversation():
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[
+            post("r1", author="b", kind="reply", reply_to="root", at=at(1)),
+            post("root", author="a", at=at(0)),
+        ],
+    )
+    assert Conversation.objects.count() == 1
+
+
+def test_a_reply_reopens_a_resolved_conversation_and_records_it():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("root")])
+    Conversation.objects.update(status=Status.RESOLVED, resolved_at=at(2))
+    ingest(channel=channel, posts=[post("r1", kind="reply", reply_to="root", at=at(10))])
+    conversation = Conversation.objects.get()
+    assert conversation.status == Status.OPEN
+    assert conversation.resolved_at is None
+    assert conversation.events.filter(kind=EventKind.REOPENED).count() == 1
+
+
+def test_a_reply_to_a_closed_conversation_starts_a_new_one():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("root")])
+    Conversation.objects.update(status=Status.CLOSED)
+    ingest(channel=channel, posts=[post("r1", kind="reply", reply_to="root", at=at(10))])
+    assert Conversation.objects.count() == 2
+
+
+def test_direct_messages_join_the_open_conversation_of_their_thread():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("d1", kind="dm", thread="dm-1")])
+    ingest(channel=channel, posts=[post("d2", kind="dm", thread="dm-1", at=at(1))])
+    conversation = Conversation.objects.get()
+    assert conversation.thread_key == "dm:dm-1"
+    assert conversation.message_count == 2
+
+
+def test_a_direct_message_does_not_join_the_contacts_public_conversation():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1")])
+    ingest(channel=channel, posts=[post("d1", kind="dm", thread="dm-1", at=at(1))])
+    assert Conversation.objects.count() == 2
+
+
+def test_a_new_post_by_a_contact_with_an_open_conversation_joins_it():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1")])
+    ingest(channel=channel, posts=[post("2", at=at(30))])
+    assert Conversation.objects.count() == 1
+
+
+def test_a_new_post_after_resolution_starts_a_new_conversation():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1")])
+    Conversation.objects.update(status=Status.RESOLVED)
+    ingest(channel=channel, posts=[post("2", at=at(30))])
+    assert Conversation.objects.count() == 2
+
+
+def test_conversation_rollups_follow_the_messages():
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[
+            post("1", body="I love this, thank you!", at=at(0)),
+            post("2", body="Actually it is broken and awful.", at=at(5)),
+        ],
+    )
+    conversation = Conversation.objects.get()
+    sentiments = list(Message.objects.order_by("created_at").values_list("sentiment", flat=True))
+    assert sentiments[0] > 0.05 and sentiments[1] < -0.05
+    assert conversation.sentiment == pytest.approx(sum(sentiments) / 2)
+    assert conversation.last_message_at == at(5)
+    assert conversation.waiting_since == at(0)
+    assert conversation.last_message_preview == "Actually it is broken and awful."
+    assert conversation.subject == "I love this, thank you!"
+    kinds = list(conversation.events.values_list("kind", flat=True))
+    assert kinds.count(EventKind.CREATED) == 1
+    assert kinds.count(EventKind.MESSAGE_RECEIVED) == 2
+
+
+def test_new_conversations_go_to_the_channels_default_team(world):
+    ingest(channel=world.channel_a, posts=[post("new-1", author="zz")])
+    assert Conversation.objects.get(messages__external_id="new-1").team == world.team_a
+
+
+def test_posts_on_a_listen_only_channel_are_kept_for_monitoring():
+    channel = ChannelFactory(mode=ChannelMode.LISTEN)
+    ingest(channel=channel, posts=[post("1")])
+    assert Conversation.objects.get().is_monitoring
+
+
+# --- Batches, cursor and dead letters ---------------------------------------------------
+
+
+def _batch(size: int, offset: int) -> list:
+    posts = []
+    for n in range(size):
+        number = offset + n
+        if n % 3 == 2:
+            posts.append(
+                post(f"p{number}", author=f"a{number % 7}", kind="reply",
+                     reply_to=f"p{number - 1}", at=at(number))
+            )
+        elif n % 5 == 4:
+            posts.append(post(f"p{number}", author=f"a{number}", kind="dm",
+                              thread=f"t{number % 4}", at=at(number)))
+        else:
+            posts.append(post(f"p{number}", author=f"a{number % 11}", at=at(number)))
+    return posts
+
+
+def _statement_kinds(captured) -> set[str]:
+    return {
+        q["sql"].split("(")[0].split(" WHERE ")[0].split('"s')[0][:60]
+        for q in captured.captured_queries
+    }
+
+
+def test_a_batch_costs_the_same_number_of_queries_whatever_its_size():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=_batch(20, 0))  # some known contacts and open conversations
+    with CaptureQueriesContext(connection) as small:
+        ingest(channel=channel, posts=[*_batch(10, 1000), post("solo", author="newcomer")])
+    with CaptureQueriesContext(connection) as large:
+        ingest(channel=channel, posts=[*_batch(400, 2000), post("solo2", author="newcomer2")])
+    assert _statement_kinds(large) == _statement_kinds(small)
+    if connection.vendor == "postgresql":
+        assert len(large.captured_queries) == len(small.captured_queries)
+    else:
+        # SQLite caps bound parameters per statement, so bulk inserts go in a few chunks.
+        assert len(large.captured_queries) <= len(small.captured_queries) + 12
+    assert len(large.captured_queries) < 30
+
+def test_the_cursor_is_saved_with_the_batch():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1")], cursor={"since_id": "1"})
+    channel.refresh_from_db()
+    assert channel.cursor == {"since_id": "1"}
+
+
+def test_the_cursor_does_not_move_when_the_batch_fails(monkeypatch):
+    channel = ChannelFactory(cursor={"since_id": "0"})
+
+    def explode(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("channels_ingest.pipeline.inbound_posts_store", explode)
+    with pytest.raises(RuntimeError):
+        ingest(channel=channel, posts=[post("1")], cursor={"since_id": "1"})
+    channel.refresh_from_db()
+    assert channel.cursor == {"since_id": "0"}
+    assert not Contact.objects.exists()
+
+
+def test_rejected_payloads_become_dead_letters_and_the_batch_goes_on():
+    channel = ChannelFactory()
+    result = ingest(
+        channel=channel,
+        posts=[post("1")],
+        rejected=[RejectedPayload(raw='{"broken": ', error="Unterminated JSON")],
+        source="webhook",
+    )
+    assert result.stored == 1
+    letter = DeadLetter.objects.get()
+    assert (letter.raw, letter.error, letter.source) == ('{"broken": ', "Unterminated JSON", "webhook")
+
+
+def test_events_record_when_each_message_arrived():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1", at=at(7))])
+    event = ConversationEvent.objects.get(kind=EventKind.MESSAGE_RECEIVED)
+    assert event.created_at == at(7)
+    assert event.data["message_id"] == Message.objects.get().pk

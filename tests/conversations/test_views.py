@@ -1,0 +1,192 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from channels_ingest.models import ChannelMode
+from conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    EventKind,
+    Message,
+    MessageKind,
+    Status,
+)
+from tests.factories import (
+    ConversationFactory,
+    IdentityFactory,
+    MessageFactory,
+    TagFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _fill(channel, team, n, tags=()):
+    now = timezone.now()
+    for i in range(n):
+        identity = IdentityFactory()
+        conversation = ConversationFactory(
+            channel=channel, team=team, contact=identity.contact,
+            last_message_at=now - timedelta(minutes=i), waiting_since=now - timedelta(hours=1),
+        )
+        conversation.tags.add(*tags)
+        MessageFactory(conversation=conversation, author_identity=identity)
+
+
+@pytest.mark.parametrize("count", [3, 60])
+def test_the_inbox_page_costs_a_fixed_number_of_queries(
+    login, world, django_assert_max_num_queries, count
+):
+    _fill(world.channel_a, world.team_a, count, tags=[TagFactory(), TagFactory()])
+    client = login(world.agent_a)
+    with django_assert_max_num_queries(12):
+        response = client.get("/inbox/?view=all")
+    assert response.status_code == 200
+    with django_assert_max_num_queries(12):
+        client.get("/inbox/?view=team&status=new&channel=%d&q=order" % world.channel_a.pk)
+
+
+def test_inbox_pages_follow_each_other_without_overlap(login, world, settings):
+    settings.SCRM_INBOX_PAGE_SIZE = 7
+    _fill(world.channel_a, world.team_a, 20)
+    client = login(world.agent_a)
+    seen: list[int] = []
+    after = ""
+    while True:
+        response = client.get("/inbox/", {"after": after} if after else {})
+        page = response.context["page"]
+        seen += [c.pk for c in page.conversations]
+        if not page.next_cursor:
+            break
+        after = page.next_cursor
+    visible = Conversation.objects.filter(channel=world.channel_a)
+    assert sorted(seen) == sorted(visible.values_list("pk", flat=True))
+    assert len(seen) == len(set(seen))
+
+
+def test_a_garbled_cursor_shows_the_first_page(login, world):
+    response = login(world.agent_a).get("/inbox/?after=not-a-cursor")
+    assert response.status_code == 200
+    assert response.context["page"].conversations
+
+
+def test_load_more_returns_only_rows_to_htmx(login, world, settings):
+    settings.SCRM_INBOX_PAGE_SIZE = 2
+    _fill(world.channel_a, world.team_a, 5)
+    client = login(world.agent_a)
+    cursor = client.get("/inbox/").context["page"].next_cursor
+    response = client.get(f"/inbox/?after={cursor}", HTTP_HX_REQUEST="true")
+    assert b"<html" not in response.content
+    assert b'class="row"' in response.content
+
+
+def test_inbox_views_count_what_they_list(login, world):
+    _fill(world.channel_a, world.team_a, 4)
+    Conversation.objects.filter(channel=world.channel_a).update(assignee=world.agent_a)
+    mine = ConversationFactory(channel=world.channel_a, status=Status.ESCALATED)
+    client = login(world.agent_a)
+    counts = client.get("/inbox/").context["counts"]
+    assert counts["mine"] == 5  # 4 filled + the world's conversation A
+    assert counts["unassigned"] == 1
+    assert counts["escalated"] == 1
+    assert counts["all"] == 6
+    assert mine.pk in [c.pk for c in client.get("/inbox/?view=escalated").context["page"].conversations]
+
+
+def test_inbox_search_finds_a_contact_by_handle(login, world):
+    identity = IdentityFactory(handle="dana_rossi")
+    target = ConversationFactory(channel=world.channel_a, contact=identity.contact)
+    response = login(world.agent_a).get("/inbox/?q=@dana_ros")
+    assert [c.pk for c in response.context["page"].conversations] == [target.pk]
+
+
+def test_the_conversation_page_costs_a_fixed_number_of_queries(
+    login, world, django_assert_max_num_queries
+):
+    conversation = world.conversation_a
+    for _ in range(40):
+        MessageFactory(conversation=conversation)
+    ConversationFactory.create_batch(5, channel=world.channel_a, contact=conversation.contact)
+    client = login(world.agent_a)
+    with django_assert_max_num_queries(12):
+        response = client.get(f"/inbox/{conversation.pk}/")
+    assert response.status_code == 200
+    assert len(response.context["history"]) == 5
+
+
+def test_a_reply_is_sent_through_the_channel_and_shown_as_sent(
+    login, world, django_capture_on_commit_callbacks
+):
+    conversation = world.conversation_a
+    client = login(world.agent_a)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/inbox/{conversation.pk}/reply/", {"body": "We're on it!"})
+    assert response.status_code == 302
+    reply = Message.objects.get(conversation=conversation, direction=Direction.OUT)
+    assert reply.delivery_status == DeliveryStatus.SENT
+    assert reply.external_id == f"demo-out-{reply.pk}"
+    assert reply.author_user == world.agent_a
+    conversation.refresh_from_db()
+    assert conversation.first_response_at is not None
+    assert conversation.waiting_since is None
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "We&#x27;re on it!" in page and "Sent" in page
+
+
+def test_a_listen_only_channel_shows_no_reply_box_and_refuses_replies(
+    login, world, django_capture_on_commit_callbacks
+):
+    world.channel_a.mode = ChannelMode.LISTEN
+    world.channel_a.save()
+    client = login(world.agent_a)
+    url = f"/inbox/{world.conversation_a.pk}/"
+    assert 'id="id_reply"' not in client.get(url).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url + "reply/", {"body": "hello"}, follow=True)
+    assert "listen-only" in response.content.decode()
+    assert not Message.objects.filter(direction=Direction.OUT).exists()
+
+
+def test_a_reply_over_the_platform_limit_is_refused_with_the_reason(login, world):
+    response = login(world.agent_a).post(
+        f"/inbox/{world.conversation_a.pk}/reply/", {"body": "x" * 281}, follow=True
+    )
+    assert "at most 280 characters" in response.content.decode()
+    assert not Message.objects.filter(direction=Direction.OUT).exists()
+
+
+def test_a_view_only_team_cannot_reply(login, world):
+    world.channel_a.access.update(can_reply=False)
+    response = login(world.agent_a).post(
+        f"/inbox/{world.conversation_a.pk}/reply/", {"body": "hello"}, follow=True
+    )
+    assert "may not reply" in response.content.decode()
+
+
+def test_a_note_stays_internal_and_is_on_the_timeline(login, world):
+    client = login(world.agent_a)
+    client.post(f"/inbox/{world.conversation_a.pk}/note/", {"body": "VIP, be nice"})
+    note = Message.objects.get(kind=MessageKind.NOTE)
+    assert note.external_id is None
+    assert world.conversation_a.events.filter(kind=EventKind.NOTE_ADDED).exists()
+    assert "msg note" in client.get(f"/inbox/{world.conversation_a.pk}/").content.decode()
+
+
+def test_claim_and_resolve_are_recorded(login, world):
+    client = login(world.agent_a)
+    pk = world.conversation_a.pk
+    client.post(f"/inbox/{pk}/claim/")
+    client.post(f"/inbox/{pk}/status/", {"status": "resolved"})
+    conversation = Conversation.objects.get(pk=pk)
+    assert conversation.assignee == world.agent_a
+    assert conversation.status == Status.RESOLVED
+    assert conversation.resolved_at is not None
+    kinds = set(conversation.events.values_list("kind", flat=True))
+    assert {EventKind.ASSIGNED, EventKind.STATUS_CHANGED} <= kinds
+
+
+def test_an_unknown_status_is_ignored(login, world):
+    login(world.agent_a).post(f"/inbox/{world.conversation_a.pk}/status/", {"status": "gone"})
+    assert Conversation.objects.get(pk=world.conversation_a.pk).status == Status.NEW

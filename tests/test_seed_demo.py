@@ -1,0 +1,44 @@
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from channels_ingest.demo_seed import DEMO_USERS, seed_demo
+from channels_ingest.models import ChannelAccount
+from contacts.models import Contact
+from conversations.models import Conversation, ConversationEvent, DeliveryStatus, Message, Status
+from governance.roles import role_of
+
+pytestmark = pytest.mark.django_db
+
+
+def _counts() -> dict[str, int]:
+    return {
+        "users": User.objects.count(),
+        "channels": ChannelAccount.objects.count(),
+        "contacts": Contact.objects.count(),
+        "conversations": Conversation.objects.count(),
+        "messages": Message.objects.count(),
+        "events": ConversationEvent.objects.count(),
+    }
+
+
+def test_seed_demo_creates_every_role_and_a_realistic_history():
+    report = seed_demo(days=12)
+    assert report.users_created == len(DEMO_USERS)
+    for person in DEMO_USERS:
+        user = User.objects.get(username=person.username)
+        assert role_of(user) == person.role
+        assert user.check_password("social-crm-demo")
+    assert Contact.objects.count() > 30
+    assert Conversation.objects.filter(status=Status.RESOLVED).exists()
+    assert Conversation.objects.filter(status__in=[Status.NEW, Status.OPEN]).exists()
+    assert Conversation.objects.filter(is_monitoring=True).exists()
+    assert Message.objects.filter(delivery_status=DeliveryStatus.SENT).exists()
+    assert all(c.cursor.get("seq") for c in ChannelAccount.objects.all())
+
+
+def test_seed_demo_run_twice_changes_nothing():
+    call_command("seed_demo", days=5)
+    before = _counts()
+    call_command("seed_demo", days=5)
+    assert _counts() == before
