@@ -1,0 +1,1 @@
+"""Command-line benchmarks; see bench/README.md."""
