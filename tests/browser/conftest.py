@@ -9,7 +9,6 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-
 @pytest.fixture(scope="session")
 def browser():
     if not shutil.which(CHROMIUM):

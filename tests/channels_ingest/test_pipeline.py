@@ -84,9 +84,7 @@ def test_the_same_external_id_on_two_channels_is_two_messages():
 
 def test_a_new_author_gets_an_identity_and_a_contact():
     channel = ChannelFactory()
-    ingest(
-        channel=channel, posts=[post("1", author="u9", handle="dana", followers=1200, at=at(3))]
-    )
+    ingest(channel=channel, posts=[post("1", author="u9", handle="dana", followers=1200, at=at(3))])
     identity = SocialIdentity.objects.get(platform_user_id="u9")
     assert identity.handle == "dana"
     assert identity.followers_count == 1200
@@ -242,12 +240,24 @@ def _batch(size: int, offset: int) -> list:
         number = offset + n
         if n % 3 == 2:
             posts.append(
-                post(f"p{number}", author=f"a{number % 7}", kind="reply",
-                     reply_to=f"p{number - 1}", at=at(number))
+                post(
+                    f"p{number}",
+                    author=f"a{number % 7}",
+                    kind="reply",
+                    reply_to=f"p{number - 1}",
+                    at=at(number),
+                )
             )
         elif n % 5 == 4:
-            posts.append(post(f"p{number}", author=f"a{number}", kind="dm",
-                              thread=f"t{number % 4}", at=at(number)))
+            posts.append(
+                post(
+                    f"p{number}",
+                    author=f"a{number}",
+                    kind="dm",
+                    thread=f"t{number % 4}",
+                    at=at(number),
+                )
+            )
         else:
             posts.append(post(f"p{number}", author=f"a{number % 11}", at=at(number)))
     return posts
@@ -274,6 +284,7 @@ def test_a_batch_costs_the_same_number_of_queries_whatever_its_size():
         # SQLite caps bound parameters per statement, so bulk inserts go in a few chunks.
         assert len(large.captured_queries) <= len(small.captured_queries) + 12
     assert len(large.captured_queries) < 30
+
 
 def test_the_cursor_is_saved_with_the_batch():
     channel = ChannelFactory()
@@ -306,7 +317,11 @@ def test_rejected_payloads_become_dead_letters_and_the_batch_goes_on():
     )
     assert result.stored == 1
     letter = DeadLetter.objects.get()
-    assert (letter.raw, letter.error, letter.source) == ('{"broken": ', "Unterminated JSON", "webhook")
+    assert (letter.raw, letter.error, letter.source) == (
+        '{"broken": ',
+        "Unterminated JSON",
+        "webhook",
+    )
 
 
 def test_events_record_when_each_message_arrived():

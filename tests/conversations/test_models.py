@@ -19,7 +19,9 @@ def test_many_unsent_messages_may_lack_an_external_id():
     conversation = ConversationFactory()
     for _ in range(3):
         MessageFactory(
-            conversation=conversation, external_id=None, direction=Direction.OUT,
+            conversation=conversation,
+            external_id=None,
+            direction=Direction.OUT,
             kind=MessageKind.NOTE,
         )
     assert conversation.messages.count() == 3

@@ -28,8 +28,11 @@ def _fill(channel, team, n, tags=()):
     for i in range(n):
         identity = IdentityFactory()
         conversation = ConversationFactory(
-            channel=channel, team=team, contact=identity.contact,
-            last_message_at=now - timedelta(minutes=i), waiting_since=now - timedelta(hours=1),
+            channel=channel,
+            team=team,
+            contact=identity.contact,
+            last_message_at=now - timedelta(minutes=i),
+            waiting_since=now - timedelta(hours=1),
         )
         conversation.tags.add(*tags)
         MessageFactory(conversation=conversation, author_identity=identity)
@@ -45,7 +48,7 @@ def test_the_inbox_page_costs_a_fixed_number_of_queries(
         response = client.get("/inbox/?view=all")
     assert response.status_code == 200
     with django_assert_max_num_queries(12):
-        client.get("/inbox/?view=team&status=new&channel=%d&q=order" % world.channel_a.pk)
+        client.get(f"/inbox/?view=team&status=new&channel={world.channel_a.pk}&q=order")
 
 
 def test_inbox_pages_follow_each_other_without_overlap(login, world, settings):
@@ -92,7 +95,9 @@ def test_inbox_views_count_what_they_list(login, world):
     assert counts["unassigned"] == 1
     assert counts["escalated"] == 1
     assert counts["all"] == 6
-    assert mine.pk in [c.pk for c in client.get("/inbox/?view=escalated").context["page"].conversations]
+    assert mine.pk in [
+        c.pk for c in client.get("/inbox/?view=escalated").context["page"].conversations
+    ]
 
 
 def test_inbox_search_finds_a_contact_by_handle(login, world):

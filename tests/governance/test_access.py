@@ -28,7 +28,12 @@ def _url(route: str, pk: int) -> str:
 
 def test_the_route_walk_finds_every_page():
     names = {name for name, _ in _routes()}
-    assert {"conversations:inbox", "conversations:detail", "contacts:list", "kpis:overview"} <= names
+    assert {
+        "conversations:inbox",
+        "conversations:detail",
+        "contacts:list",
+        "kpis:overview",
+    } <= names
 
 
 @pytest.mark.django_db
@@ -66,9 +71,9 @@ def test_conversation_pages_are_scoped_to_the_teams_channels(login, world, perso
 def test_the_inbox_lists_only_conversations_the_user_may_see(login, world, persona):
     client = login(world.persona(persona))
     content = client.get("/inbox/").content.decode()
-    assert (world.conversation_a.subject in content or f"/inbox/{world.conversation_a.pk}/" in content) == (
-        CONVERSATION_A[persona] == 200
-    )
+    assert (
+        world.conversation_a.subject in content or f"/inbox/{world.conversation_a.pk}/" in content
+    ) == (CONVERSATION_A[persona] == 200)
     sees_b = persona in ("admin", "agent_b")
     assert (f"/inbox/{world.conversation_b.pk}/" in content) == sees_b
 
