@@ -51,7 +51,7 @@ class World:
 
 
 @pytest.fixture
-def world(db) -> World:
+def world(db):
     team_a, team_b = TeamFactory(name="Team A"), TeamFactory(name="Team B")
     admin = UserFactory(username="alice", role=Role.ADMIN)
     manager = UserFactory(username="mona", role=Role.MANAGER)

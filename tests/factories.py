@@ -13,7 +13,7 @@ from conversations.models import Conversation, Direction, Message, MessageKind, 
 from governance.models import ChannelAccess, Team, TeamMembership
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = User
         skip_postgeneration_save = True
@@ -31,7 +31,7 @@ class UserFactory(factory.django.DjangoModelFactory):
             self.save()
 
 
-class TeamFactory(factory.django.DjangoModelFactory):
+class TeamFactory(factory.django.DjangoModelFactory[Team]):
     class Meta:
         model = Team
 
@@ -39,7 +39,7 @@ class TeamFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"team-{n}")
 
 
-class TeamMembershipFactory(factory.django.DjangoModelFactory):
+class TeamMembershipFactory(factory.django.DjangoModelFactory[TeamMembership]):
     class Meta:
         model = TeamMembership
 
@@ -47,7 +47,7 @@ class TeamMembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
 
 
-class ChannelFactory(factory.django.DjangoModelFactory):
+class ChannelFactory(factory.django.DjangoModelFactory[ChannelAccount]):
     class Meta:
         model = ChannelAccount
 
@@ -58,7 +58,7 @@ class ChannelFactory(factory.django.DjangoModelFactory):
     settings = factory.LazyFunction(lambda: {"flavour": "x"})
 
 
-class ChannelAccessFactory(factory.django.DjangoModelFactory):
+class ChannelAccessFactory(factory.django.DjangoModelFactory[ChannelAccess]):
     class Meta:
         model = ChannelAccess
 
@@ -67,14 +67,14 @@ class ChannelAccessFactory(factory.django.DjangoModelFactory):
     can_reply = True
 
 
-class ContactFactory(factory.django.DjangoModelFactory):
+class ContactFactory(factory.django.DjangoModelFactory[Contact]):
     class Meta:
         model = Contact
 
     name = factory.Faker("name")
 
 
-class IdentityFactory(factory.django.DjangoModelFactory):
+class IdentityFactory(factory.django.DjangoModelFactory[SocialIdentity]):
     class Meta:
         model = SocialIdentity
 
@@ -84,7 +84,7 @@ class IdentityFactory(factory.django.DjangoModelFactory):
     handle = factory.Sequence(lambda n: f"handle{n}")
 
 
-class ConversationFactory(factory.django.DjangoModelFactory):
+class ConversationFactory(factory.django.DjangoModelFactory[Conversation]):
     class Meta:
         model = Conversation
 
@@ -95,7 +95,7 @@ class ConversationFactory(factory.django.DjangoModelFactory):
     last_message_preview = "My order never arrived"
 
 
-class MessageFactory(factory.django.DjangoModelFactory):
+class MessageFactory(factory.django.DjangoModelFactory[Message]):
     class Meta:
         model = Message
 
@@ -139,7 +139,7 @@ def post(
     )
 
 
-class TagFactory(factory.django.DjangoModelFactory):
+class TagFactory(factory.django.DjangoModelFactory[Tag]):
     class Meta:
         model = Tag
 
