@@ -41,6 +41,14 @@ class RejectedPayload:
 
 
 @dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What one webhook payload held: the posts read, and any events that could not be read."""
+
+    posts: list[InboundPost]
+    rejected: list[RejectedPayload] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class FetchResult:
     posts: list[InboundPost]
     cursor: dict[str, Any]

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from channels_ingest.types import FetchResult, InboundPost, SendResult
+from channels_ingest.types import FetchResult, ParseResult, SendResult
 
 if TYPE_CHECKING:
     from channels_ingest.models import ChannelAccount
@@ -39,8 +39,9 @@ class Connector(Protocol):
         """New posts since the cursor, and the cursor to store once they are committed."""
         ...
 
-    def parse(self, channel: "ChannelAccount", payload: Any) -> list[InboundPost]:
-        """Posts from one webhook payload. Raises PayloadError for a payload it cannot read."""
+    def parse(self, channel: "ChannelAccount", payload: Any) -> ParseResult:
+        """Posts from one decoded webhook payload; events it cannot read come back rejected,
+        with their raw JSON and the reason, so the rest of the payload still goes through."""
         ...
 
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:

@@ -5,6 +5,7 @@ pipeline. What it produces is derived from the cursor alone (a seeded random gen
 poll that is retried yields the very same posts and the pipeline stores them once.
 """
 
+import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,9 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.utils import timezone
 
-from channels_ingest.connectors.base import PayloadError
 from channels_ingest.platforms import Platform
-from channels_ingest.types import FetchResult, InboundAuthor, InboundPost, SendResult
+from channels_ingest.types import (
+    FetchResult,
+    InboundAuthor,
+    InboundPost,
+    ParseResult,
+    RejectedPayload,
+    SendResult,
+)
 
 if TYPE_CHECKING:
     from channels_ingest.models import ChannelAccount
@@ -278,10 +285,10 @@ class DemoConnector:
             posts=posts, cursor={"seq": seq + count, "polls": polls + 1, "recent": recent}
         )
 
-    def parse(self, channel: "ChannelAccount", payload: Any) -> list[InboundPost]:
+    def parse(self, channel: "ChannelAccount", payload: Any) -> ParseResult:
         """Accepts the same shape the demo puts in ``raw``: one object or a list of them."""
         items = payload if isinstance(payload, list) else [payload]
-        posts = []
+        posts, rejected = [], []
         for item in items:
             try:
                 posts.append(
@@ -300,9 +307,13 @@ class DemoConnector:
                         raw=item,
                     )
                 )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise PayloadError(f"Unreadable demo payload: {exc!r}") from exc
-        return posts
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                rejected.append(
+                    RejectedPayload(
+                        raw=json.dumps(item, default=str), error=f"Unreadable demo post: {exc!r}"
+                    )
+                )
+        return ParseResult(posts=posts, rejected=rejected)
 
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
         # Derived from our own id, so a retried send reports the same platform id.
