@@ -4,11 +4,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Case, F, Q, Value, When
-from django.db.models.functions import Greatest
+from django.db.models import Q
 
 from channels_ingest.types import InboundAuthor
 from contacts.models import Contact, SocialIdentity
+from scrm.bulk import rows_update
 
 _PROFILE_FIELDS = ("handle", "display_name", "profile_url", "followers_count", "verified")
 
@@ -44,10 +44,15 @@ def identities_resolve(
     _refresh_profiles(identities, by_user_id)
 
     new = [seen for user_id, seen in by_user_id.items() if user_id not in identities]
+    created_contacts: set[int] = set()
     if new:
-        identities.update(_create_identities(platform, new))
+        created, created_contacts = _create_identities(platform, new)
+        identities.update(created)
 
-    _touch_contacts(identities, by_user_id)
+    # Contacts made in this batch were inserted with their last-seen time already.
+    _touch_contacts(
+        {u: i for u, i in identities.items() if i.contact_id not in created_contacts}, by_user_id
+    )
     return identities
 
 
@@ -70,7 +75,10 @@ def _refresh_profiles(
         SocialIdentity.objects.bulk_update(changed, [*_PROFILE_FIELDS, "updated_at"])
 
 
-def _create_identities(platform: str, new: list[SeenAuthor]) -> dict[str, SocialIdentity]:
+def _create_identities(
+    platform: str, new: list[SeenAuthor]
+) -> tuple[dict[str, SocialIdentity], set[int]]:
+    """Identities for new authors, and the ids of the contacts created for them."""
     emails = {seen.author.email.lower() for seen in new if seen.author.email}
     phones = {seen.author.phone for seen in new if seen.author.phone}
     known: dict[str, int] = {}
@@ -129,7 +137,7 @@ def _create_identities(platform: str, new: list[SeenAuthor]) -> dict[str, Social
     ]
     if orphans:
         Contact.objects.filter(pk__in=orphans).delete()
-    return created
+    return created, {c.pk for c in contacts_to_create if c.pk not in orphans}
 
 
 def _pk(contact: Contact | int) -> int:
@@ -150,9 +158,9 @@ def _touch_contacts(
         seen_at = by_user_id[user_id].last_seen_at
         if identity.contact_id not in latest or latest[identity.contact_id] < seen_at:
             latest[identity.contact_id] = seen_at
-    Contact.objects.filter(pk__in=latest).update(
-        last_seen_at=Greatest(
-            F("last_seen_at"),
-            Case(*(When(pk=pk, then=Value(at)) for pk, at in latest.items())),
-        )
+    rows_update(
+        Contact,
+        [{"pk": pk, "last_seen_at": at} for pk, at in latest.items()],
+        ["last_seen_at"],
+        combine={"last_seen_at": "greatest"},
     )

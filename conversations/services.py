@@ -10,7 +10,6 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
@@ -27,6 +26,7 @@ from conversations.models import (
     MessageKind,
     Status,
 )
+from scrm.bulk import rows_update
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,21 @@ class StoreResult:
     messages: int
     conversations_created: int
     conversation_ids: list[int]
+
+
+# What an inbound message changes on its conversation.
+_ROLLUP_FIELDS = (
+    "status",
+    "sentiment",
+    "inbound_count",
+    "message_count",
+    "last_message_preview",
+    "last_message_direction",
+    "last_message_at",
+    "last_inbound_at",
+    "waiting_since",
+    "resolved_at",
+)
 
 
 def _thread_key(post: InboundPost) -> str:
@@ -137,6 +152,11 @@ def inbound_posts_store(
         conversation_of_post[post.external_id] = conversation
         placed.append((item, conversation))
 
+    # Roll each message into its conversation in memory first, so new conversations are
+    # inserted complete and only those that existed already need an UPDATE.
+    reopened: list[tuple[Conversation, datetime]] = []
+    for item, conversation in placed:
+        _apply_inbound(conversation, item, reopened)
     Conversation.objects.bulk_create(new_conversations)
 
     now = timezone.now()
@@ -161,71 +181,52 @@ def inbound_posts_store(
     ]
     Message.objects.bulk_create(messages)
 
+    created = {id(c) for c in new_conversations}
+    existing = {c.pk: c for _, c in placed if id(c) not in created}
+    rows_update(
+        Conversation,
+        [
+            {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
+            for pk, c in existing.items()
+        ],
+        [*_ROLLUP_FIELDS, "updated_at"],
+    )
     events = [
         ConversationEvent(conversation=c, kind=EventKind.CREATED, created_at=c.created_at)
         for c in new_conversations
     ]
-    inbound_counts = _inbound_counts(by_id.values())
-    touched: dict[int, Conversation] = {}
-    for (item, conversation), message in zip(placed, messages, strict=True):
-        _apply_inbound(conversation, item, inbound_counts, events)
-        events.append(
-            ConversationEvent(
-                conversation=conversation,
-                kind=EventKind.MESSAGE_RECEIVED,
-                created_at=item.post.created_at,
-                data={"message_id": message.pk, "kind": item.post.kind},
-            )
+    events += [
+        ConversationEvent(conversation=c, kind=EventKind.REOPENED, created_at=at)
+        for c, at in reopened
+    ]
+    events += [
+        ConversationEvent(
+            conversation=conversation,
+            kind=EventKind.MESSAGE_RECEIVED,
+            created_at=item.post.created_at,
+            data={"message_id": message.pk, "kind": item.post.kind},
         )
-        touched[conversation.pk] = conversation
-    Conversation.objects.bulk_update(
-        list(touched.values()),
-        [
-            "status",
-            "sentiment",
-            "message_count",
-            "last_message_preview",
-            "last_message_direction",
-            "last_message_at",
-            "last_inbound_at",
-            "waiting_since",
-            "resolved_at",
-            "updated_at",
-        ],
-    )
+        for (item, conversation), message in zip(placed, messages, strict=True)
+    ]
     ConversationEvent.objects.bulk_create(events)
     return StoreResult(
         messages=len(messages),
         conversations_created=len(new_conversations),
-        conversation_ids=list(touched),
-    )
-
-
-def _inbound_counts(conversations: Any) -> dict[int, int]:
-    """How many inbound messages each existing conversation holds, for the running mean."""
-    ids = [c.pk for c in conversations]
-    if not ids:
-        return {}
-    return dict(
-        Message.objects.filter(conversation_id__in=ids, direction=Direction.IN)
-        .values("conversation_id")
-        .annotate(n=Count("id"))
-        .values_list("conversation_id", "n")
+        conversation_ids=list({c.pk: None for _, c in placed}),
     )
 
 
 def _apply_inbound(
     conversation: Conversation,
     item: ClassifiedPost,
-    inbound_counts: dict[int, int],
-    events: list[ConversationEvent],
+    reopened: list[tuple[Conversation, datetime]],
 ) -> None:
     post = item.post
     if item.sentiment is not None:
-        n = inbound_counts.get(conversation.pk, 0)
+        n = conversation.inbound_count
         previous = conversation.sentiment if conversation.sentiment is not None else 0.0
         conversation.sentiment = (previous * n + item.sentiment) / (n + 1)
-        inbound_counts[conversation.pk] = n + 1
+    conversation.inbound_count += 1
     conversation.message_count += 1
     if post.created_at >= conversation.last_message_at or conversation.message_count == 1:
         conversation.last_message_at = post.created_at
@@ -237,11 +238,7 @@ def _apply_inbound(
         conversation.waiting_since = post.created_at
     if conversation.status in (Status.RESOLVED, Status.PENDING):
         if conversation.status == Status.RESOLVED:
-            events.append(
-                ConversationEvent(
-                    conversation=conversation, kind=EventKind.REOPENED, created_at=post.created_at
-                )
-            )
+            reopened.append((conversation, post.created_at))
             conversation.resolved_at = None
         conversation.status = Status.OPEN
 

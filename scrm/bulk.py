@@ -1,0 +1,74 @@
+"""Updating many rows with different values each, in one statement.
+
+Django's ``bulk_update`` writes ``CASE WHEN pk=… THEN …`` per row and per field; building those
+expressions costs far more than running the query (most of the ingest pipeline's time went
+there). ``rows_update`` sends the values instead: ``UPDATE … FROM (VALUES …)`` on PostgreSQL,
+and a prepared statement executed per row on SQLite, where statements run in-process.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+from django.db import connection
+from django.db.models import Field, Model
+
+Combine = Literal["set", "greatest"]
+
+
+def rows_update(
+    model: type[Model],
+    rows: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    *,
+    combine: Mapping[str, Combine] | None = None,
+) -> int:
+    """Set ``fields`` of each row identified by its ``"pk"`` key. ``combine`` may ask for a
+    field to keep the greater of the stored and the given value. Returns rows sent."""
+    if not rows:
+        return 0
+    combine = combine or {}
+    meta = model._meta
+    table = connection.ops.quote_name(meta.db_table)
+    pk_field = meta.pk
+    assert pk_field is not None
+    pk_column = connection.ops.quote_name(str(pk_field.column))
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
+
+    def prepared(row: Mapping[str, Any]) -> list[Any]:
+        values = [pk_field.get_db_prep_value(row["pk"], connection)]
+        for name, field in zip(fields, model_fields, strict=True):
+            values.append(field.get_db_prep_value(row[name], connection))
+        return values
+
+    def assignment(name: str, column: str, source: str) -> str:
+        if combine.get(name) == "greatest":
+            greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+            return f"{column} = {greatest}({table}.{column}, {source})"
+        return f"{column} = {source}"
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            types = [pk_field.db_type(connection)] + [f.db_type(connection) for f in model_fields]
+            placeholder = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+            aliases = ", ".join(["pk", *(f"v{i}" for i in range(len(fields)))])
+            sets = ", ".join(
+                assignment(name, column, f"v.v{i}")
+                for i, (name, column) in enumerate(zip(fields, columns, strict=True))
+            )
+            sql = (
+                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([placeholder] * len(rows))})"
+                f" AS v({aliases}) WHERE {table}.{pk_column} = v.pk"
+            )
+            cursor.execute(sql, [value for row in rows for value in prepared(row)])
+        else:
+            sets = ", ".join(
+                assignment(name, column, "%s") for name, column in zip(fields, columns, strict=True)
+            )
+            sql = f"UPDATE {table} SET {sets} WHERE {pk_column} = %s"
+            params = []
+            for row in rows:
+                pk, *values = prepared(row)
+                params.append([*values, pk])
+            cursor.executemany(sql, params)
+    return len(rows)
