@@ -6,7 +6,7 @@ listed so an old key keeps decrypting while rows are re-encrypted with the new o
 
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -38,7 +38,14 @@ def decrypt_json(token: str) -> Any:
         ) from exc
 
 
-class EncryptedJSONField(models.TextField):
+if TYPE_CHECKING:
+    # For type checkers, a field that is set and read as a dict.
+    _TextBase = models.TextField[dict[str, Any], dict[str, Any]]
+else:
+    _TextBase = models.TextField
+
+
+class EncryptedJSONField(_TextBase):
     """A JSON value stored as a Fernet token: a raw read of the table shows no plaintext."""
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:

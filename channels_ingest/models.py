@@ -89,3 +89,33 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"Dead letter #{self.pk} ({self.source})"
+
+
+class WebhookStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSED = "processed", "Processed"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """A verified webhook body, stored before we answer the platform so nothing is lost if the
+    broker or a worker fails; a task turns it into posts."""
+
+    channel = models.ForeignKey(
+        ChannelAccount, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    body = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.PENDING
+    )
+    processed_at = models.DateTimeField(null=True, blank=True)
+    posts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "received_at"], name="webhook_status_idx")]
+
+    def __str__(self) -> str:
+        return f"Webhook delivery #{self.pk} ({self.status})"

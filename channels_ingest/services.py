@@ -1,5 +1,6 @@
 """Polling channels and sending outbound messages through their connectors."""
 
+import json
 import logging
 from datetime import timedelta
 
@@ -14,8 +15,9 @@ from channels_ingest.connectors.base import (
     ReauthRequired,
     TransientError,
 )
-from channels_ingest.models import ChannelAccount, ChannelHealth
+from channels_ingest.models import ChannelAccount, ChannelHealth, DeadLetter, DeadLetterStatus
 from channels_ingest.pipeline import IngestResult, ingest
+from channels_ingest.platforms import Platform
 from conversations.models import ConversationEvent, DeliveryStatus, EventKind, Message
 
 logger = logging.getLogger(__name__)
@@ -136,3 +138,82 @@ def message_send(*, message_id: int) -> Message | None:
             data={"message_id": message.pk, "external_id": sent.external_id},
         )
     return Message.objects.get(pk=message_id)
+
+
+# --- Channel administration -------------------------------------------------------------
+
+# The secrets each platform's connector reads from a channel's credentials.
+CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    Platform.X: (
+        "bearer_token",
+        "consumer_key",
+        "consumer_secret",
+        "access_token",
+        "access_token_secret",
+    ),
+    Platform.FACEBOOK: ("page_access_token", "app_secret", "verify_token"),
+    Platform.DEMO: (),
+}
+
+
+def credential_hint(value: object) -> str:
+    """Enough of a secret to recognise it, never enough to use it."""
+    text = str(value or "")
+    if not text:
+        return "not set"
+    return f"set, ends …{text[-4:]}" if len(text) >= 12 else "set"
+
+
+@transaction.atomic
+def channel_save(
+    *, channel: ChannelAccount, credentials: dict[str, str], replace_credentials: bool = False
+) -> ChannelAccount:
+    """Save a channel; credential fields left empty keep their stored value unless
+    ``replace_credentials``. A changed secret clears a needs-re-authentication state."""
+    stored = {} if replace_credentials else dict(channel.credentials or {})
+    changed = False
+    for name in CREDENTIAL_FIELDS.get(channel.platform, ()):
+        value = credentials.get(name, "").strip()
+        if value and stored.get(name) != value:
+            stored[name] = value
+            changed = True
+    channel.credentials = stored
+    if changed and channel.health == ChannelHealth.NEEDS_REAUTH:
+        channel.health, channel.last_error = ChannelHealth.OK, ""
+    if channel.next_poll_at is None:
+        channel.next_poll_at = timezone.now()
+    channel.save()
+    return channel
+
+
+def dead_letter_retry(*, letter: DeadLetter) -> DeadLetter:
+    """Read a dead letter's payload again with its channel's connector and ingest what it
+    yields. If it still cannot be read, the letter stays, with the new reason."""
+    if letter.channel is None:
+        raise ConnectorError("The channel of this dead letter no longer exists.")
+    try:
+        payload = json.loads(letter.raw)
+        parsed = connector_for(letter.channel.platform).parse(letter.channel, payload)
+    except (json.JSONDecodeError, ConnectorError) as exc:
+        DeadLetter.objects.filter(pk=letter.pk).update(error=f"Retry failed: {exc}")
+        letter.refresh_from_db()
+        return letter
+    if parsed.rejected or not parsed.posts:
+        reason = parsed.rejected[0].error if parsed.rejected else "It holds no posts."
+        DeadLetter.objects.filter(pk=letter.pk).update(error=f"Retry failed: {reason}")
+    else:
+        with transaction.atomic():
+            ingest(channel=letter.channel, posts=parsed.posts, source=letter.source)
+            DeadLetter.objects.filter(pk=letter.pk).update(
+                status=DeadLetterStatus.RETRIED, resolved_at=timezone.now()
+            )
+    letter.refresh_from_db()
+    return letter
+
+
+def dead_letter_discard(*, letter: DeadLetter) -> DeadLetter:
+    DeadLetter.objects.filter(pk=letter.pk).update(
+        status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
+    )
+    letter.refresh_from_db()
+    return letter

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from channels_ingest.connectors.base import TransientError
 from channels_ingest.services import channel_poll, channels_due_claim, message_send
+from channels_ingest.webhooks import stale_deliveries, webhook_process
 
 
 @shared_task
@@ -37,3 +38,17 @@ def poll_channel(channel_id: int) -> None:
 )
 def send_message(message_id: int) -> None:
     message_send(message_id=message_id)
+
+
+@shared_task(acks_late=True)
+def process_webhook(delivery_id: int) -> None:
+    webhook_process(delivery_id=delivery_id)
+
+
+@shared_task
+def requeue_stale_webhooks() -> int:
+    """Beat: deliveries whose task was lost (a broker restart) are enqueued again."""
+    stale = stale_deliveries()
+    for delivery_id in stale:
+        process_webhook.delay(delivery_id)
+    return len(stale)

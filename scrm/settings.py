@@ -10,10 +10,14 @@ Every variable may also be given as a file path in ``<NAME>_FILE`` (Docker secre
 from collections.abc import Callable
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
+
+# Lets generic Django classes (ModelForm[Model], QuerySet[Model]) be subscripted at run time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -152,6 +156,10 @@ CELERY_BEAT_SCHEDULE = {
     "poll-due-channels": {
         "task": "channels_ingest.tasks.poll_due_channels",
         "schedule": env.float("SCRM_POLL_TICK_SECONDS", default=5.0),
+    },
+    "requeue-stale-webhooks": {
+        "task": "channels_ingest.tasks.requeue_stale_webhooks",
+        "schedule": 60.0,
     },
 }
 

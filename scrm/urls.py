@@ -29,5 +29,7 @@ urlpatterns = [
     path("contacts/", include("contacts.urls")),
     path("reports/", include("kpis.urls")),
     path("governance/", include("governance.urls")),
+    path("channels/", include("channels_ingest.urls")),
+    path("webhooks/", include("channels_ingest.webhook_urls")),
     path("admin/", admin.site.urls),
 ]

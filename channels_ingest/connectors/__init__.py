@@ -2,9 +2,11 @@
 
 from channels_ingest.connectors.base import Connector, ConnectorError, RateLimited, ReauthRequired
 from channels_ingest.connectors.demo import DemoConnector
+from channels_ingest.connectors.facebook import FacebookConnector
+from channels_ingest.connectors.x import XConnector
 
 _REGISTRY: dict[str, type[Connector]] = {
-    DemoConnector.platform: DemoConnector,
+    connector.platform: connector for connector in (DemoConnector, XConnector, FacebookConnector)
 }
 
 

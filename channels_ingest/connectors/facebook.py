@@ -124,8 +124,8 @@ class FacebookConnector:
 
     def parse(self, channel: "ChannelAccount", payload: Any) -> ParseResult:
         """Reads a Page webhook delivery: feed changes and Messenger messages. Only additions
-        count (edits and removals are ignored), and so do neither the Page's own items nor the
-        echoes of what it sent; entries for another Page are left to that Page's channel."""
+        are read (edits and removals are ignored); the Page's own items and the echoes of what
+        it sent are skipped, and entries for another Page are left to that Page's channel."""
         page_id = channel.external_account_id
         batch = _Batch()
         if not isinstance(payload, dict) or payload.get("object") != "page":

@@ -397,9 +397,7 @@ def test_a_rate_limit_waits_as_long_as_the_usage_header_says(channel, graph):
 
 
 def test_a_rate_limit_without_a_usage_header_waits_fifteen_minutes(channel, graph):
-    graph.get(
-        FEED_URL, status=400, json=graph_error(4, "(#4) Application request limit reached")
-    )
+    graph.get(FEED_URL, status=400, json=graph_error(4, "(#4) Application request limit reached"))
     with pytest.raises(RateLimited) as caught:
         FacebookConnector().fetch(channel, CURSOR)
     expected = timezone.now() + timedelta(minutes=15)
@@ -660,7 +658,11 @@ def test_the_signature_covers_the_raw_bytes_of_a_non_ascii_body():
     ("query", "expected"),
     [
         (
-            {"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"},
+            {
+                "hub.mode": "subscribe",
+                "hub.verify_token": "verify-me",
+                "hub.challenge": "1158201444",
+            },
             "1158201444",
         ),
         (
@@ -693,7 +695,7 @@ def test_the_graph_version_is_the_newest_facebook_sdk_accepts():
         return tuple(int(part) for part in version.split("."))
 
     newest = max(facebook.VALID_API_VERSIONS, key=as_tuple)
-    assert fb.GRAPH_API_VERSION == newest
+    assert newest == fb.GRAPH_API_VERSION
 
 
 def test_fetched_posts_are_stored_and_threaded_once(channel, page):

@@ -5,6 +5,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 # Routes anyone may open, and the admin, which has its own login and staff check.
 PUBLIC = {"login", "healthz"}
+# Open to the platforms but guarded by signatures: see test_webhooks_refuse_unsigned_requests.
+SIGNED = {"webhooks:x", "webhooks:facebook"}
 SKIP_NAMESPACES = {"admin"}
 
 
@@ -22,8 +24,9 @@ def _routes(resolver=None, prefix="", namespace=""):
 
 
 def _url(route: str, pk: int) -> str:
-    path = route.replace("<int:pk>", str(pk)).lstrip("^").rstrip("$")
-    return "/" + path
+    path = route.replace("<int:pk>", str(pk)).replace("<int:channel_id>", str(pk))
+    path = path.replace("<str:action>", "retry")
+    return "/" + path.lstrip("^").rstrip("$")
 
 
 def test_the_route_walk_finds_every_page():
@@ -37,7 +40,7 @@ def test_the_route_walk_finds_every_page():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("name", "route"), [r for r in _routes() if r[0] not in PUBLIC])
+@pytest.mark.parametrize(("name", "route"), [r for r in _routes() if r[0] not in PUBLIC | SIGNED])
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_every_page_requires_login(client, world, name, route, method):
     url = _url(route, world.conversation_a.pk)
@@ -46,10 +49,20 @@ def test_every_page_requires_login(client, world, name, route, method):
     assert response["Location"].startswith("/accounts/login/")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "route"), [r for r in _routes() if r[0] in SIGNED])
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_webhooks_refuse_unsigned_requests(client, world, name, route, method):
+    for channel in (world.channel_a, world.channel_b):
+        response = getattr(client, method)(_url(route, channel.pk))
+        assert response.status_code in (403, 404), f"{name} answered {response.status_code}"
+
+
 # persona -> may open conversation A (on channel A, team A)
 CONVERSATION_A = {"admin": 200, "manager": 200, "agent_a": 200, "agent_b": 404}
 REPORTS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
 GOVERNANCE = {"admin": 200, "manager": 403, "agent_a": 403, "agent_b": 403}
+ADMIN_PAGES = ["/governance/", "/channels/", "/channels/new/", "/channels/dead-letters/"]
 
 
 @pytest.mark.django_db
@@ -96,8 +109,10 @@ def test_reports_are_for_managers_and_admins(login, world, persona):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("persona", GOVERNANCE)
-def test_governance_is_for_admins(login, world, persona):
-    assert login(world.persona(persona)).get("/governance/").status_code == GOVERNANCE[persona]
+def test_governance_and_channels_are_for_admins(login, world, persona):
+    client = login(world.persona(persona))
+    for url in [*ADMIN_PAGES, f"/channels/{world.channel_a.pk}/"]:
+        assert client.get(url).status_code == GOVERNANCE[persona], url
 
 
 @pytest.mark.django_db

@@ -1,0 +1,264 @@
+import base64
+import hashlib
+import hmac
+import json
+import threading
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from channels_ingest.models import DeadLetter, WebhookDelivery, WebhookStatus
+from channels_ingest.tasks import requeue_stale_webhooks
+from channels_ingest.webhooks import webhook_process
+from conversations.models import Conversation, Message
+from tests.factories import ChannelFactory
+
+pytestmark = pytest.mark.django_db
+
+FB_SECRET = "fb-app-secret"
+X_SECRET = "x-consumer-secret"
+PAGE_ID = "1234567890"
+
+
+def fb_signature(body: bytes, secret: str = FB_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def x_signature(body: bytes, secret: str = X_SECRET) -> str:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode()
+
+
+@pytest.fixture
+def fb_channel():
+    return ChannelFactory(
+        platform="facebook",
+        external_account_id=PAGE_ID,
+        credentials={"page_access_token": "t", "app_secret": FB_SECRET, "verify_token": "vt-1"},
+    )
+
+
+@pytest.fixture
+def x_channel():
+    return ChannelFactory(
+        platform="x",
+        external_account_id="2244994945",
+        credentials={"bearer_token": "b", "consumer_secret": X_SECRET},
+    )
+
+
+def fb_comment_payload(comment_id: str = "111_222", text: str = "Where is my order?") -> bytes:
+    return json.dumps(
+        {
+            "object": "page",
+            "entry": [
+                {
+                    "id": PAGE_ID,
+                    "time": 1767600000,
+                    "changes": [
+                        {
+                            "field": "feed",
+                            "value": {
+                                "item": "comment",
+                                "verb": "add",
+                                "post_id": f"{PAGE_ID}_999",
+                                "comment_id": comment_id,
+                                "parent_id": f"{PAGE_ID}_999",
+                                "from": {"id": "5550001", "name": "Grete Müller"},
+                                "message": text,
+                                "created_time": 1767600000,
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def x_tweet_payload() -> bytes:
+    return json.dumps(
+        {
+            "for_user_id": "2244994945",
+            "tweet_create_events": [
+                {
+                    "id_str": "1880000000000000001",
+                    "text": "@acme my router died again",
+                    "created_at": "Mon Jan 05 12:00:00 +0000 2026",
+                    "in_reply_to_status_id_str": None,
+                    "user": {
+                        "id_str": "778899",
+                        "screen_name": "dana",
+                        "name": "Dana",
+                        "followers_count": 42,
+                        "verified": False,
+                    },
+                }
+            ],
+        }
+    ).encode()
+
+
+# --- Facebook ---------------------------------------------------------------------------
+
+
+def test_facebook_handshake_echoes_the_challenge_for_the_right_token(client, fb_channel):
+    url = f"/webhooks/facebook/{fb_channel.pk}/"
+    ok = client.get(
+        url, {"hub.mode": "subscribe", "hub.verify_token": "vt-1", "hub.challenge": "1158201444"}
+    )
+    assert (ok.status_code, ok.content) == (200, b"1158201444")
+    wrong = client.get(
+        url, {"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"}
+    )
+    assert wrong.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [
+        (lambda body: fb_signature(body), 200),
+        (lambda body: fb_signature(body + b" "), 403),  # tampered body
+        (lambda body: None, 403),  # missing
+        (lambda body: fb_signature(body, "wrong-secret"), 403),
+        (lambda body: "sha1=" + hashlib.sha1(body).hexdigest(), 403),
+    ],
+)
+def test_facebook_posts_are_stored_only_with_a_valid_signature(
+    client, fb_channel, django_capture_on_commit_callbacks, signature, expected
+):
+    body = fb_comment_payload(text="Grüße aus München 👋, wo ist meine Bestellung?")
+    headers = {}
+    if (sig := signature(body)) is not None:
+        headers["HTTP_X_HUB_SIGNATURE_256"] = sig
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"/webhooks/facebook/{fb_channel.pk}/", body, content_type="application/json", **headers
+        )
+    assert response.status_code == expected
+    stored = Message.objects.filter(channel=fb_channel)
+    if expected == 200:
+        assert stored.get().body.startswith("Grüße aus München 👋")
+        assert WebhookDelivery.objects.get().status == WebhookStatus.PROCESSED
+    else:
+        assert not stored.exists()
+        assert not WebhookDelivery.objects.exists()
+
+
+def test_a_webhook_for_another_platforms_channel_is_404(client, x_channel):
+    body = fb_comment_payload()
+    response = client.post(
+        f"/webhooks/facebook/{x_channel.pk}/",
+        body,
+        content_type="application/json",
+        HTTP_X_HUB_SIGNATURE_256=fb_signature(body),
+    )
+    assert response.status_code == 404
+
+
+# --- X ----------------------------------------------------------------------------------
+
+
+def test_x_crc_answers_with_the_signed_token(client, x_channel):
+    response = client.get(f"/webhooks/x/{x_channel.pk}/", {"crc_token": "challenge-123"})
+    expected = base64.b64encode(
+        hmac.new(X_SECRET.encode(), b"challenge-123", hashlib.sha256).digest()
+    ).decode()
+    assert response.json() == {"response_token": f"sha256={expected}"}
+    assert client.get(f"/webhooks/x/{x_channel.pk}/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [
+        (lambda body: x_signature(body), 200),
+        (lambda body: x_signature(body.replace(b"died", b"works")), 403),
+        (lambda body: None, 403),
+        (lambda body: x_signature(body, "wrong"), 403),
+    ],
+)
+def test_x_events_are_stored_only_with_a_valid_signature(
+    client, x_channel, django_capture_on_commit_callbacks, signature, expected
+):
+    body = x_tweet_payload()
+    headers = {}
+    if (sig := signature(body)) is not None:
+        headers["HTTP_X_TWITTER_WEBHOOKS_SIGNATURE"] = sig
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            f"/webhooks/x/{x_channel.pk}/", body, content_type="application/json", **headers
+        )
+    assert response.status_code == expected
+    assert Message.objects.filter(channel=x_channel).count() == (1 if expected == 200 else 0)
+
+
+# --- Processing -------------------------------------------------------------------------
+
+
+def test_a_body_that_is_not_json_becomes_a_dead_letter_with_the_raw_body(fb_channel):
+    delivery = WebhookDelivery.objects.create(channel=fb_channel, body='{"object": "page", ')
+    assert webhook_process(delivery_id=delivery.pk) is None
+    letter = DeadLetter.objects.get()
+    assert letter.raw == '{"object": "page", '
+    assert "Not JSON" in letter.error
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookStatus.FAILED
+
+
+def test_processing_a_delivery_twice_stores_its_posts_once(fb_channel):
+    delivery = WebhookDelivery.objects.create(
+        channel=fb_channel, body=fb_comment_payload().decode()
+    )
+    assert webhook_process(delivery_id=delivery.pk).stored == 1
+    assert webhook_process(delivery_id=delivery.pk) is None
+    again = WebhookDelivery.objects.create(channel=fb_channel, body=fb_comment_payload().decode())
+    assert webhook_process(delivery_id=again.pk).stored == 0
+    assert Message.objects.count() == 1
+
+
+def test_deliveries_whose_task_was_lost_are_processed_by_the_sweeper(fb_channel):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    WebhookDelivery.objects.create(
+        channel=fb_channel,
+        body=fb_comment_payload().decode(),
+        received_at=timezone.now() - timedelta(minutes=10),
+    )
+    assert requeue_stale_webhooks() == 1
+    assert Message.objects.count() == 1
+    assert requeue_stale_webhooks() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_post_delivered_fifty_times_at_once_is_stored_once(fb_channel):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers; the race needs a server database")
+    body = fb_comment_payload(comment_id="111_race")
+    signature = fb_signature(body)
+    url = f"/webhooks/facebook/{fb_channel.pk}/"
+    barrier = threading.Barrier(50)
+    statuses: list[int] = []
+
+    def deliver() -> None:
+        try:
+            barrier.wait()
+            response = Client().post(
+                url, body, content_type="application/json", HTTP_X_HUB_SIGNATURE_256=signature
+            )
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 50
+    assert WebhookDelivery.objects.count() == 50
+    assert Message.objects.filter(external_id="111_race").count() == 1
+    assert Conversation.objects.filter(channel=fb_channel).count() == 1
