@@ -58,6 +58,11 @@ _ROLLUP_FIELDS = (
 )
 
 
+def _is_dm(thread_key: str) -> bool:
+    """Private threads never take in public posts: a reply there would go out as a DM."""
+    return thread_key.startswith("dm:")
+
+
 def _thread_key(post: InboundPost) -> str:
     if post.kind == MessageKind.DM:
         return f"dm:{post.thread_id or post.author.platform_user_id}"
@@ -113,7 +118,8 @@ def inbound_posts_store(
     for candidate in by_id.values():  # oldest first, so the newest wins each key
         if candidate.status in ACTIVE_STATUSES:
             open_by_thread[candidate.thread_key] = candidate
-            open_by_contact[candidate.contact_id] = candidate
+            if not _is_dm(candidate.thread_key):
+                open_by_contact[candidate.contact_id] = candidate
 
     conversation_of_post: dict[str, Conversation] = {
         ext: by_id[cid] for ext, cid in conversation_of_parent.items() if cid in by_id
@@ -148,7 +154,8 @@ def inbound_posts_store(
             )
             new_conversations.append(conversation)
             open_by_thread[key] = conversation
-            open_by_contact[identity.contact_id] = conversation
+            if not _is_dm(key):
+                open_by_contact[identity.contact_id] = conversation
         conversation_of_post[post.external_id] = conversation
         placed.append((item, conversation))
 
@@ -276,7 +283,7 @@ def conversation_reply_create(
     The first reply sets the first response time; any reply stops the customer's wait.
     """
     at = at or timezone.now()
-    kind = MessageKind.DM if conversation.thread_key.startswith("dm:") else MessageKind.REPLY
+    kind = MessageKind.DM if _is_dm(conversation.thread_key) else MessageKind.REPLY
     parent = (
         conversation.messages.filter(direction=Direction.IN, external_id__isnull=False)
         .order_by("-created_at", "-id")

@@ -332,3 +332,22 @@ def test_events_record_when_each_message_arrived():
     event = ConversationEvent.objects.get(kind=EventKind.MESSAGE_RECEIVED)
     assert event.created_at == at(7)
     assert event.data["message_id"] == Message.objects.get().pk
+
+
+def test_a_public_post_does_not_join_the_contacts_open_direct_message_thread():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("d1", kind="dm", thread="dm-1")])
+    ingest(channel=channel, posts=[post("p1", at=at(1))])
+    assert Conversation.objects.count() == 2
+    public = Conversation.objects.get(messages__external_id="p1")
+    assert public.thread_key == "thread:p1"
+
+
+def test_a_dm_and_a_public_post_in_one_batch_get_separate_conversations():
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[post("d1", kind="dm", thread="dm-1"), post("p1", at=at(1)), post("p2", at=at(2))],
+    )
+    assert Conversation.objects.count() == 2
+    assert Conversation.objects.get(thread_key="thread:p1").message_count == 2
