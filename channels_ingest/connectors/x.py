@@ -95,14 +95,15 @@ class XConnector:
 
     def fetch(self, channel: "ChannelAccount", cursor: dict[str, Any]) -> FetchResult:
         """Mentions, then search hits if the channel has a query, then direct messages if it
-        has user tokens. Any error aborts the whole poll: the cursor is not advanced, so the
-        next poll reads the same posts again and the pipeline stores them once."""
+        has user tokens (unless its ``direct_messages`` setting is false). Any error aborts the
+        whole poll: the cursor is not advanced, so the next poll reads the same posts again and
+        the pipeline stores them once."""
         own_id = _own_account_id(channel)
         client = _client(channel)
         as_user = _reads_as_user(channel)
         new_cursor = dict(cursor)
         # Keyed by id: a tweet that is both a mention and a search hit is taken once, as the
-        # mention it is.
+        # mentions stream read it.
         posts: dict[str, InboundPost] = {}
         rejected: list[RejectedPayload] = []
 
@@ -141,11 +142,14 @@ class XConnector:
                         user_auth=as_user,
                     )
 
-            # A search hit that neither mentions nor answers anyone is a post about the brand.
+            # A search hit is a post about the brand (a reply stays a reply); one that also
+            # mentions the account has normally been taken from the mentions already.
             for tweet, users in _tweet_stream(search_page, "search", cursor, new_cursor):
                 _take(tweet, users, _tweet_reader(own_id, "post"), "post", posts, rejected)
 
-        if _has_user_tokens(channel):
+        # Reading DMs needs the account's tokens and an app allowed to read them; an admin whose
+        # app is not can turn them off rather than see every poll fail.
+        if _has_user_tokens(channel) and channel.settings.get("direct_messages", True):
 
             def dm_page(token: str | None) -> Any:
                 with _x_errors("reading direct messages"):
