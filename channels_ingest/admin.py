@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from channels_ingest.models import ChannelAccount, DeadLetter
+from channels_ingest.models import ChannelAccount, DeadLetter, KeywordList, WebhookDelivery
 from governance.models import ChannelAccess
 
 
@@ -34,3 +34,17 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_filter = ("status", "source", "channel")
     search_fields = ("error", "raw")
     readonly_fields = ("raw", "error", "created_at")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("pk", "channel", "status", "posts", "received_at", "processed_at")
+    list_filter = ("status", "channel")
+    readonly_fields = ("channel", "body", "received_at", "processed_at", "posts", "error")
+
+
+@admin.register(KeywordList)
+class KeywordListAdmin(admin.ModelAdmin):
+    list_display = ("name", "tag", "is_active")
+    list_filter = ("is_active",)
+    search_fields = ("name",)

@@ -27,6 +27,12 @@ class ChannelForm(forms.ModelForm[ChannelAccount]):
     search_query = forms.CharField(
         required=False, help_text="A raw X search query; overrides the keywords when set."
     )
+    monitor_unactionable = forms.BooleanField(
+        required=False,
+        label="Monitor posts that ask nothing",
+        help_text="Mentions without a question, complaint or watched keyword go to Monitoring "
+        "until the customer asks something.",
+    )
     monitor_only = forms.BooleanField(
         required=False,
         label="Monitoring only",
@@ -57,6 +63,9 @@ class ChannelForm(forms.ModelForm[ChannelAccount]):
         self.fields["keywords"].initial = ", ".join(settings.get("keywords", []))
         self.fields["search_query"].initial = settings.get("search_query", "")
         self.fields["monitor_only"].initial = bool(settings.get("monitor_only", False))
+        self.fields["monitor_unactionable"].initial = bool(
+            settings.get("monitor_unactionable", False)
+        )
         stored = self.instance.credentials or {} if self.instance.pk else {}
         for names in CREDENTIAL_FIELDS.values():
             for name in names:
@@ -104,6 +113,7 @@ class ChannelForm(forms.ModelForm[ChannelAccount]):
             ("keywords", keywords),
             ("search_query", self.cleaned_data["search_query"].strip()),
             ("monitor_only", self.cleaned_data["monitor_only"]),
+            ("monitor_unactionable", self.cleaned_data["monitor_unactionable"]),
         ):
             if value:
                 settings[key] = value

@@ -119,3 +119,25 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"Webhook delivery #{self.pk} ({self.status})"
+
+
+class KeywordList(models.Model):
+    """Terms admins watch for; a match is stored on the message and tags its conversation."""
+
+    name = models.CharField(max_length=50, unique=True)
+    terms = models.JSONField(default=list, help_text="Words or phrases, matched whole-word")
+    tag = models.ForeignKey(
+        "conversations.Tag",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Tag added to conversations with a match",
+    )
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

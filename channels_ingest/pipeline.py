@@ -13,8 +13,8 @@ from typing import Any
 
 from django.db import transaction
 
-from channels_ingest.classify import sentiment_score
-from channels_ingest.models import ChannelAccount, DeadLetter
+from channels_ingest.classify import KeywordMatcher, asks_for_action, language_of, sentiment_score
+from channels_ingest.models import ChannelAccount, DeadLetter, KeywordList
 from channels_ingest.types import InboundPost, RejectedPayload
 from contacts.services import SeenAuthor, identities_resolve
 from conversations.models import Message
@@ -77,16 +77,16 @@ def ingest(
             identities = identities_resolve(
                 platform=channel.platform, authors=_seen_authors(new_posts)
             )
-            classified = [
-                ClassifiedPost(
-                    post=post,
-                    sentiment=sentiment_score(post.body),
-                    language=post.language,
-                )
-                for post in new_posts
-            ]
+            keyword_lists = list(
+                KeywordList.objects.filter(is_active=True).values_list("name", "terms", "tag_id")
+            )
+            matcher = KeywordMatcher.build([(name, terms) for name, terms, _ in keyword_lists])
+            classified = [_classify(post, matcher) for post in new_posts]
             stored_result = inbound_posts_store(
-                channel=channel, posts=classified, identities=identities
+                channel=channel,
+                posts=classified,
+                identities=identities,
+                keyword_tags={name: tag for name, _, tag in keyword_lists if tag},
             )
             result = IngestResult(
                 received=len(posts),
@@ -99,6 +99,18 @@ def ingest(
             ChannelAccount.objects.filter(pk=channel.pk).update(cursor=cursor)
             channel.cursor = cursor
     return result
+
+
+def _classify(post: InboundPost, matcher: KeywordMatcher) -> ClassifiedPost:
+    sentiment = sentiment_score(post.body)
+    keywords = matcher.match(post.body)
+    return ClassifiedPost(
+        post=post,
+        sentiment=sentiment,
+        language=language_of(post.body, stated=post.language),
+        keywords=keywords,
+        actionable=asks_for_action(post.body, sentiment=sentiment, keywords=keywords),
+    )
 
 
 def _normalised(post: InboundPost) -> InboundPost:

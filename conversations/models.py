@@ -194,6 +194,7 @@ class Message(models.Model):
     body = models.TextField()
     language = models.CharField(max_length=16, blank=True)
     sentiment = models.FloatField(null=True, blank=True)
+    keywords = models.JSONField(default=list, blank=True, help_text="Keyword lists matched")
     created_at = models.DateTimeField(default=timezone.now)
     received_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)

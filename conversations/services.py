@@ -4,7 +4,7 @@ Every change that matters records a ConversationEvent, the timeline that KPIs ar
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,8 @@ class ClassifiedPost:
     post: InboundPost
     sentiment: float | None
     language: str
+    keywords: list[str] = field(default_factory=list)
+    actionable: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class StoreResult:
 # What an inbound message changes on its conversation.
 _ROLLUP_FIELDS = (
     "status",
+    "is_monitoring",
     "sentiment",
     "inbound_count",
     "message_count",
@@ -74,6 +77,7 @@ def inbound_posts_store(
     channel: ChannelAccount,
     posts: Sequence[ClassifiedPost],
     identities: dict[str, SocialIdentity],
+    keyword_tags: dict[str, int] | None = None,
 ) -> StoreResult:
     """Thread new inbound posts into conversations and store them, in a fixed number of queries.
 
@@ -126,7 +130,10 @@ def inbound_posts_store(
     }
     new_conversations: list[Conversation] = []
     placed: list[tuple[ClassifiedPost, Conversation]] = []
-    default_monitoring = bool(channel.settings.get("monitor_only", channel.is_listen_only))
+    # Listen-only and monitoring-only channels keep everything out of the work views; others may
+    # keep posts that ask nothing of us (brand mentions) there until one does.
+    always_monitor = bool(channel.settings.get("monitor_only", channel.is_listen_only))
+    monitor_unactionable = bool(channel.settings.get("monitor_unactionable", False))
 
     for item in posts:
         post = item.post
@@ -148,7 +155,7 @@ def inbound_posts_store(
                 team_id=channel.default_team_id,
                 subject=post.body.splitlines()[0][:200] if post.body else "",
                 thread_key=key,
-                is_monitoring=default_monitoring,
+                is_monitoring=always_monitor or (monitor_unactionable and not item.actionable),
                 created_at=post.created_at,
                 last_message_at=post.created_at,
             )
@@ -164,6 +171,8 @@ def inbound_posts_store(
     reopened: list[tuple[Conversation, datetime]] = []
     for item, conversation in placed:
         _apply_inbound(conversation, item, reopened)
+        if conversation.is_monitoring and item.actionable and not always_monitor:
+            conversation.is_monitoring = False
     Conversation.objects.bulk_create(new_conversations)
 
     now = timezone.now()
@@ -179,6 +188,7 @@ def inbound_posts_store(
             body=item.post.body,
             language=item.language,
             sentiment=item.sentiment,
+            keywords=item.keywords,
             created_at=item.post.created_at,
             received_at=now,
             delivery_status=DeliveryStatus.RECEIVED,
@@ -216,6 +226,17 @@ def inbound_posts_store(
         for (item, conversation), message in zip(placed, messages, strict=True)
     ]
     ConversationEvent.objects.bulk_create(events)
+    if keyword_tags:
+        through = Conversation.tags.through
+        through.objects.bulk_create(
+            {
+                (c.pk, keyword_tags[name]): through(conversation_id=c.pk, tag_id=keyword_tags[name])
+                for item, c in placed
+                for name in item.keywords
+                if name in keyword_tags
+            }.values(),
+            ignore_conflicts=True,
+        )
     return StoreResult(
         messages=len(messages),
         conversations_created=len(new_conversations),
