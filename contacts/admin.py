@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from contacts.models import Contact, SocialIdentity
+from contacts.models import Contact, MergeSuggestion, SocialIdentity
 
 
 class SocialIdentityInline(admin.TabularInline):
@@ -31,3 +31,10 @@ class SocialIdentityAdmin(admin.ModelAdmin):
     list_filter = ("platform", "verified")
     search_fields = ("handle", "display_name", "platform_user_id")
     raw_id_fields = ("contact",)
+
+
+@admin.register(MergeSuggestion)
+class MergeSuggestionAdmin(admin.ModelAdmin):
+    list_display = ("contact", "other", "reason", "status", "created_at")
+    list_filter = ("status",)
+    raw_id_fields = ("contact", "other")

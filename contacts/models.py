@@ -57,3 +57,34 @@ class SocialIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_platform_display()} @{self.handle or self.platform_user_id}"
+
+
+class MergeSuggestionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACCEPTED = "accepted", "Merged"
+    DISMISSED = "dismissed", "Dismissed"
+
+
+class MergeSuggestion(models.Model):
+    """Two contacts that look like one customer; an agent decides, nothing merges silently.
+    The pair is stored lower id first so each pair is suggested once."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    other = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=10, choices=MergeSuggestionStatus.choices, default=MergeSuggestionStatus.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["contact", "other"], name="merge_suggestion_pair"),
+            models.CheckConstraint(
+                condition=models.Q(contact__lt=models.F("other")), name="merge_suggestion_ordered"
+            ),
+        ]
+        indexes = [models.Index(fields=["other"], name="merge_suggestion_other_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} ~ {self.other_id}: {self.reason}"

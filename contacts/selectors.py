@@ -1,8 +1,10 @@
 """Reads of contacts, scoped to what the user may see."""
 
+from dataclasses import dataclass
+
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
-from contacts.models import Contact, SocialIdentity
+from contacts.models import Contact, MergeSuggestion, MergeSuggestionStatus, SocialIdentity
 from conversations.models import Conversation
 from governance.selectors import visible_channel_ids
 from scrm.types import AnyUser
@@ -38,3 +40,22 @@ def contact_list(*, user: AnyUser, search: str = "") -> QuerySet[Contact]:
     return contacts.prefetch_related(
         Prefetch("identities", queryset=SocialIdentity.objects.order_by("platform", "handle"))
     ).order_by("-last_seen_at", "-id")
+
+
+@dataclass(frozen=True)
+class MergeCandidate:
+    suggestion: MergeSuggestion
+    contact: Contact
+
+
+def merge_candidates(*, user: AnyUser, contact_id: int) -> list[MergeCandidate]:
+    """Open suggestions that this contact may be someone the user can also see."""
+    suggestions = list(
+        MergeSuggestion.objects.filter(
+            Q(contact_id=contact_id) | Q(other_id=contact_id),
+            status=MergeSuggestionStatus.OPEN,
+        )
+    )
+    others = {s.other_id if s.contact_id == contact_id else s.contact_id: s for s in suggestions}
+    visible = contacts_visible_to(user=user).filter(pk__in=others).prefetch_related("identities")
+    return [MergeCandidate(suggestion=others[c.pk], contact=c) for c in visible]

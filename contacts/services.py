@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from channels_ingest.types import InboundAuthor
-from contacts.models import Contact, SocialIdentity
+from contacts.models import Contact, MergeSuggestion, SocialIdentity
 from scrm.bulk import rows_update
 
 _PROFILE_FIELDS = ("handle", "display_name", "profile_url", "followers_count", "verified")
@@ -48,6 +49,7 @@ def identities_resolve(
     if new:
         created, created_contacts = _create_identities(platform, new)
         identities.update(created)
+        merge_suggestions_find(identities=list(created.values()))
 
     # Contacts made in this batch were inserted with their last-seen time already.
     _touch_contacts(
@@ -164,3 +166,36 @@ def _touch_contacts(
         ["last_seen_at"],
         combine={"last_seen_at": "greatest"},
     )
+
+
+# Handles shorter than this are too common to say anything about who is behind them.
+_MIN_HANDLE_FOR_MATCH = 4
+
+
+def merge_suggestions_find(*, identities: list[SocialIdentity]) -> int:
+    """Suggest merging contacts whose identities share a handle across platforms. One query
+    to find them and one to store the pairs, whatever the number of identities."""
+    by_handle: dict[str, list[SocialIdentity]] = {}
+    for identity in identities:
+        handle = identity.handle.strip().lstrip("@").lower()
+        if len(handle) >= _MIN_HANDLE_FOR_MATCH:
+            by_handle.setdefault(handle, []).append(identity)
+    if not by_handle:
+        return 0
+    pairs: dict[tuple[int, int], str] = {}
+    for other in SocialIdentity.objects.annotate(lower_handle=Lower("handle")).filter(
+        lower_handle__in=by_handle
+    ):
+        for identity in by_handle[other.lower_handle]:
+            if other.platform == identity.platform or other.contact_id == identity.contact_id:
+                continue
+            low, high = sorted((identity.contact_id, other.contact_id))
+            pairs[(low, high)] = (
+                f"Same handle @{other.handle} on {other.get_platform_display()} "
+                f"and {identity.get_platform_display()}"
+            )
+    MergeSuggestion.objects.bulk_create(
+        [MergeSuggestion(contact_id=a, other_id=b, reason=r) for (a, b), r in pairs.items()],
+        ignore_conflicts=True,
+    )
+    return len(pairs)

@@ -2,7 +2,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
 
-from contacts.selectors import contact_list, contacts_visible_to
+from contacts.selectors import contact_list, contacts_visible_to, merge_candidates
 from conversations.selectors import contact_history
 from scrm.types import AuthedRequest
 
@@ -21,4 +21,12 @@ def contact_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     if contact is None:
         raise Http404("No such contact.")
     history = contact_history(user=request.user, contact_id=contact.pk, limit=100)
-    return render(request, "contacts/detail.html", {"contact": contact, "history": history})
+    return render(
+        request,
+        "contacts/detail.html",
+        {
+            "contact": contact,
+            "history": history,
+            "merge_candidates": merge_candidates(user=request.user, contact_id=contact.pk),
+        },
+    )

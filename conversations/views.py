@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH
 from channels_ingest.tasks import send_message
+from contacts.selectors import merge_candidates
 from conversations import services
 from conversations.forms import NoteForm, ReplyForm, StatusForm
 from conversations.models import Conversation, Status
@@ -66,6 +67,9 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
                 for c in contact_history(user=request.user, contact_id=conversation.contact_id)
                 if c.pk != conversation.pk
             ],
+            "merge_candidates": merge_candidates(
+                user=request.user, contact_id=conversation.contact_id
+            ),
             "reply_form": ReplyForm(),
             "note_form": NoteForm(),
             "statuses": Status.choices,
