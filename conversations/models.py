@@ -232,7 +232,6 @@ class Message(models.Model):
 
 class EventKind(models.TextChoices):
     CREATED = "created", "Conversation created"
-    MESSAGE_RECEIVED = "message_received", "Message received"
     REPLY_SENT = "reply_sent", "Reply written"
     MESSAGE_SENT = "message_sent", "Message delivered"
     NOTE_ADDED = "note_added", "Note added"

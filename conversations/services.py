@@ -216,15 +216,7 @@ def inbound_posts_store(
         ConversationEvent(conversation=c, kind=EventKind.REOPENED, created_at=at)
         for c, at in reopened
     ]
-    events += [
-        ConversationEvent(
-            conversation=conversation,
-            kind=EventKind.MESSAGE_RECEIVED,
-            created_at=item.post.created_at,
-            data={"message_id": message.pk, "kind": item.post.kind},
-        )
-        for (item, conversation), message in zip(placed, messages, strict=True)
-    ]
+    # Inbound messages are facts in their own table; the timeline records changes of state.
     ConversationEvent.objects.bulk_create(events)
     if keyword_tags:
         through = Conversation.tags.through
