@@ -51,7 +51,11 @@ class ChannelForm(forms.ModelForm[ChannelAccount]):
             "poll_interval_seconds",
             "default_team",
         ]
-        labels = {"external_account_id": "Account id on the platform"}
+        labels = {
+            "external_account_id": "Account id on the platform",
+            "is_active": "Active (poll this channel)",
+            "poll_interval_seconds": "Poll every (seconds)",
+        }
         help_texts = {
             "external_account_id": "The X user id, or the Facebook Page id.",
             "poll_interval_seconds": "How often to look for new posts.",

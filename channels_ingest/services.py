@@ -190,7 +190,11 @@ def dead_letter_retry(*, letter: DeadLetter) -> DeadLetter:
     """Read a dead letter's payload again with its channel's connector and ingest what it
     yields. If it still cannot be read, the letter stays, with the new reason."""
     if letter.channel is None:
-        raise ConnectorError("The channel of this dead letter no longer exists.")
+        DeadLetter.objects.filter(pk=letter.pk).update(
+            error="Retry failed: the channel of this dead letter no longer exists."
+        )
+        letter.refresh_from_db()
+        return letter
     try:
         payload = json.loads(letter.raw)
         parsed = connector_for(letter.channel.platform).parse(letter.channel, payload)

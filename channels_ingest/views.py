@@ -88,6 +88,9 @@ def dead_letter_list(request: AuthedRequest) -> HttpResponse:
 def dead_letter_action(request: AuthedRequest, pk: int, action: str) -> HttpResponse:
     _admin_only(request)
     letter = get_object_or_404(DeadLetter, pk=pk)
+    if letter.status != DeadLetterStatus.NEW:
+        messages.error(request, f"Dead letter #{letter.pk} was already {letter.status}.")
+        return redirect("channels:dead_letters")
     if action == "retry":
         letter = dead_letter_retry(letter=letter)
         if letter.status == DeadLetterStatus.RETRIED:

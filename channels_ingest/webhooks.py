@@ -6,19 +6,22 @@ HTTP and to the pipeline. A body is verified over its raw bytes before anything 
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from channels_ingest.connectors import connector_for
+from channels_ingest.connectors import connector_for, facebook, x
 from channels_ingest.models import (
     ChannelAccount,
     DeadLetter,
     WebhookDelivery,
     WebhookStatus,
 )
-from channels_ingest.pipeline import IngestResult, ingest
+from channels_ingest.pipeline import ingest
+from channels_ingest.platforms import Platform
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +40,9 @@ def webhook_receive(*, channel: ChannelAccount, body: bytes) -> WebhookDelivery:
     return delivery
 
 
-def webhook_process(*, delivery_id: int) -> IngestResult | None:
-    """Parse a stored delivery and ingest its posts. Safe to run twice: a processed delivery
-    is skipped, and the pipeline stores each post once anyway."""
+def webhook_process(*, delivery_id: int) -> int | None:
+    """Parse a stored delivery and ingest its posts; returns how many were new. Safe to run
+    twice: a processed delivery is skipped, and the pipeline stores each post once anyway."""
     delivery = (
         WebhookDelivery.objects.select_related("channel")
         .filter(pk=delivery_id, status=WebhookStatus.PENDING)
@@ -57,13 +60,46 @@ def webhook_process(*, delivery_id: int) -> IngestResult | None:
             )
             _finish(delivery, WebhookStatus.FAILED, error=f"Not JSON: {exc}")
         return None
-    parsed = connector_for(channel.platform).parse(channel, payload)
+    stored = 0
     with transaction.atomic():
-        result = ingest(
-            channel=channel, posts=parsed.posts, rejected=parsed.rejected, source="webhook"
+        for target, part in _route(channel, payload):
+            parsed = connector_for(target.platform).parse(target, part)
+            stored += ingest(
+                channel=target, posts=parsed.posts, rejected=parsed.rejected, source="webhook"
+            ).stored
+        _finish(delivery, WebhookStatus.PROCESSED, posts=stored)
+    return stored
+
+
+# Which credential signs a platform's webhooks: only channels sharing it may receive a body
+# that arrived at another channel's address.
+_SIGNING_SECRET: dict[str, str] = {Platform.X: "consumer_secret", Platform.FACEBOOK: "app_secret"}
+
+
+def _route(channel: ChannelAccount, payload: Any) -> list[tuple[ChannelAccount, Any]]:
+    """Hand each account's part of a body to that account's channel. An app has one callback
+    address for all its accounts, so one body may concern several channels."""
+    split: dict[str, Callable[[Any], dict[str, Any]]] = {
+        Platform.X: x.payloads_by_account,
+        Platform.FACEBOOK: facebook.payloads_by_account,
+    }
+    if channel.platform not in split:
+        return [(channel, payload)]
+    parts = split[channel.platform](payload)
+    if not parts:
+        return [(channel, payload)]
+    secret_name = _SIGNING_SECRET[channel.platform]
+    secret = channel.credentials.get(secret_name)
+    siblings = {
+        c.external_account_id: c
+        for c in ChannelAccount.objects.filter(
+            platform=channel.platform, external_account_id__in=parts
         )
-        _finish(delivery, WebhookStatus.PROCESSED, posts=result.stored)
-    return result
+        if c.credentials.get(secret_name) == secret
+    }
+    # A part for no known account stays with the receiving channel, whose parser rejects it
+    # into the dead letters rather than dropping it.
+    return [(siblings.get(account, channel), part) for account, part in parts.items()]
 
 
 def _finish(delivery: WebhookDelivery, status: str, *, posts: int = 0, error: str = "") -> None:

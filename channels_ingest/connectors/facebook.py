@@ -595,3 +595,15 @@ def _dm_from_webhook(event: dict[str, Any]) -> InboundPost:
         thread_id=author.platform_user_id,
         raw=event,
     )
+
+
+def payloads_by_account(payload: Any) -> dict[str, Any]:
+    """Split a Page webhook body by Page id: one app delivers every Page's events to the same
+    callback, so a body may hold entries of several Pages."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("entry"), list):
+        return {}
+    pages: dict[str, list[Any]] = {}
+    for entry in payload["entry"]:
+        page_id = str(entry.get("id", "")) if isinstance(entry, dict) else ""
+        pages.setdefault(page_id, []).append(entry)
+    return {page_id: {**payload, "entry": entries} for page_id, entries in pages.items()}

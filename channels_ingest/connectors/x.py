@@ -801,3 +801,10 @@ def _created_id(response: Any, key: str, what: str) -> str:
     if not value:
         raise ConnectorError(f"X accepted the {what} but did not return its id.")
     return str(value)
+
+
+def payloads_by_account(payload: Any) -> dict[str, Any]:
+    """Account Activity bodies name the subscribed account they are for."""
+    if not isinstance(payload, dict):
+        return {}
+    return {str(payload.get("for_user_id") or ""): payload}

@@ -211,10 +211,10 @@ def test_processing_a_delivery_twice_stores_its_posts_once(fb_channel):
     delivery = WebhookDelivery.objects.create(
         channel=fb_channel, body=fb_comment_payload().decode()
     )
-    assert webhook_process(delivery_id=delivery.pk).stored == 1
+    assert webhook_process(delivery_id=delivery.pk) == 1
     assert webhook_process(delivery_id=delivery.pk) is None
     again = WebhookDelivery.objects.create(channel=fb_channel, body=fb_comment_payload().decode())
-    assert webhook_process(delivery_id=again.pk).stored == 0
+    assert webhook_process(delivery_id=again.pk) == 0
     assert Message.objects.count() == 1
 
 
@@ -262,3 +262,41 @@ def test_the_same_post_delivered_fifty_times_at_once_is_stored_once(fb_channel):
     assert WebhookDelivery.objects.count() == 50
     assert Message.objects.filter(external_id="111_race").count() == 1
     assert Conversation.objects.filter(channel=fb_channel).count() == 1
+
+
+def _two_page_payload(other_page: str) -> str:
+    payload = json.loads(fb_comment_payload(comment_id="111_a"))
+    other = json.loads(fb_comment_payload(comment_id="222_b", text="Second page here"))
+    other["entry"][0]["id"] = other_page
+    other["entry"][0]["changes"][0]["value"]["post_id"] = f"{other_page}_5"
+    other["entry"][0]["changes"][0]["value"]["parent_id"] = f"{other_page}_5"
+    payload["entry"].append(other["entry"][0])
+    return json.dumps(payload)
+
+
+def test_one_apps_body_with_two_pages_feeds_each_pages_channel(fb_channel):
+    second = ChannelFactory(
+        platform="facebook",
+        external_account_id="9876543210",
+        credentials={"page_access_token": "t2", "app_secret": FB_SECRET},
+    )
+    delivery = WebhookDelivery.objects.create(
+        channel=fb_channel, body=_two_page_payload("9876543210")
+    )
+    assert webhook_process(delivery_id=delivery.pk) == 2
+    assert Message.objects.get(channel=fb_channel).external_id == "111_a"
+    assert Message.objects.get(channel=second).external_id == "222_b"
+
+
+def test_a_page_of_another_app_is_not_fed_from_this_apps_body(fb_channel):
+    foreign = ChannelFactory(
+        platform="facebook",
+        external_account_id="9876543210",
+        credentials={"page_access_token": "t2", "app_secret": "another-apps-secret"},
+    )
+    delivery = WebhookDelivery.objects.create(
+        channel=fb_channel, body=_two_page_payload("9876543210")
+    )
+    webhook_process(delivery_id=delivery.pk)
+    assert not Message.objects.filter(channel=foreign).exists()
+    assert Message.objects.filter(channel=fb_channel).count() == 1

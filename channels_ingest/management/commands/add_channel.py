@@ -22,8 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--handle", default="")
         parser.add_argument("--account-id", default="", help="X user id or Facebook Page id")
-        parser.add_argument("--mode", choices=ChannelMode.values, default=ChannelMode.ENGAGE)
-        parser.add_argument("--poll-interval", type=int, default=60)
+        parser.add_argument(
+            "--mode", choices=ChannelMode.values, help="default: engage for a new channel"
+        )
+        parser.add_argument("--poll-interval", type=int, help="seconds; default 60")
         parser.add_argument("--keyword", action="append", default=[], help="repeatable")
         parser.add_argument(
             "--credential", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
@@ -35,17 +37,21 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         platform = options["platform"]
         credentials = {}
+        allowed = ", ".join(CREDENTIAL_FIELDS[platform]) or "none"
         for pair in options["credential"]:
             name, sep, value = pair.partition("=")
-            if not sep or name not in CREDENTIAL_FIELDS[platform]:
-                allowed = ", ".join(CREDENTIAL_FIELDS[platform]) or "none"
-                raise CommandError(f"Bad --credential {name!r}; {platform} takes: {allowed}.")
+            if not sep:
+                # Never repeat the argument: it may be a secret typed with the wrong separator.
+                raise CommandError(f"--credential expects NAME=VALUE; {platform} takes: {allowed}.")
+            if name not in CREDENTIAL_FIELDS[platform]:
+                raise CommandError(f"Unknown credential {name!r}; {platform} takes: {allowed}.")
             credentials[name] = value
-        teams = list(Team.objects.filter(slug__in=options["team"]))
-        missing = set(options["team"]) - {t.slug for t in teams}
+        by_slug = {t.slug: t for t in Team.objects.filter(slug__in=options["team"])}
+        missing = set(options["team"]) - set(by_slug)
         if missing:
             raise CommandError(f"No team with slug {', '.join(sorted(missing))}.")
-        if options["poll_interval"] < 10:
+        teams = [by_slug[slug] for slug in dict.fromkeys(options["team"])]  # in the order given
+        if options["poll_interval"] is not None and options["poll_interval"] < 10:
             raise CommandError("Poll at most every 10 seconds.")
 
         channel = ChannelAccount.objects.filter(name=options["name"]).first()
@@ -56,8 +62,11 @@ class Command(BaseCommand):
             raise CommandError(f"{channel.name} is a {channel.platform} channel.")
         channel.handle = options["handle"] or channel.handle
         channel.external_account_id = options["account_id"] or channel.external_account_id
-        channel.mode = options["mode"]
-        channel.poll_interval_seconds = options["poll_interval"]
+        # Options not given keep what an existing channel has.
+        if options["mode"]:
+            channel.mode = options["mode"]
+        if options["poll_interval"] is not None:
+            channel.poll_interval_seconds = options["poll_interval"]
         if options["keyword"]:
             channel.settings = {**(channel.settings or {}), "keywords": options["keyword"]}
         if teams:
