@@ -26,7 +26,7 @@ from conversations.models import (
     MessageKind,
     Status,
 )
-from scrm.bulk import rows_update
+from scrm.bulk import rows_insert, rows_update
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,25 @@ class StoreResult:
     conversations_created: int
     conversation_ids: list[int]
 
+
+_MESSAGE_COLUMNS = (
+    "conversation",
+    "channel",
+    "direction",
+    "kind",
+    "external_id",
+    "in_reply_to_external_id",
+    "author_identity",
+    "body",
+    "language",
+    "sentiment",
+    "keywords",
+    "created_at",
+    "received_at",
+    "delivery_status",
+    "error",
+    "raw",
+)
 
 # What an inbound message changes on its conversation.
 _ROLLUP_FIELDS = (
@@ -176,27 +195,31 @@ def inbound_posts_store(
     Conversation.objects.bulk_create(new_conversations)
 
     now = timezone.now()
-    messages = [
-        Message(
-            conversation=conversation,
-            channel=channel,
-            direction=Direction.IN,
-            kind=item.post.kind,
-            external_id=item.post.external_id,
-            in_reply_to_external_id=item.post.in_reply_to_id,
-            author_identity=identities[item.post.author.platform_user_id],
-            body=item.post.body,
-            language=item.language,
-            sentiment=item.sentiment,
-            keywords=item.keywords,
-            created_at=item.post.created_at,
-            received_at=now,
-            delivery_status=DeliveryStatus.RECEIVED,
-            raw=item.post.raw,
-        )
-        for item, conversation in placed
-    ]
-    Message.objects.bulk_create(messages)
+    rows_insert(
+        Message,
+        _MESSAGE_COLUMNS,
+        [
+            (
+                conversation.pk,
+                channel.pk,
+                Direction.IN,
+                item.post.kind,
+                item.post.external_id,
+                item.post.in_reply_to_id,
+                identities[item.post.author.platform_user_id].pk,
+                item.post.body,
+                item.language,
+                item.sentiment,
+                item.keywords,
+                item.post.created_at,
+                now,
+                DeliveryStatus.RECEIVED,
+                "",
+                item.post.raw,
+            )
+            for item, conversation in placed
+        ],
+    )
 
     created = {id(c) for c in new_conversations}
     existing = {c.pk: c for _, c in placed if id(c) not in created}
@@ -230,7 +253,7 @@ def inbound_posts_store(
             ignore_conflicts=True,
         )
     return StoreResult(
-        messages=len(messages),
+        messages=len(placed),
         conversations_created=len(new_conversations),
         conversation_ids=list({c.pk: None for _, c in placed}),
     )

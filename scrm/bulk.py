@@ -6,9 +6,11 @@ there). ``rows_update`` sends the values instead: ``UPDATE … FROM (VALUES …)
 and a prepared statement executed per row on SQLite, where statements run in-process.
 """
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Field, Model
 
@@ -72,3 +74,39 @@ def rows_update(
                 params.append([*values, pk])
             cursor.executemany(sql, params)
     return len(rows)
+
+
+def rows_insert(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Insert rows given as value tuples in ``fields`` order, without building model instances
+    (their construction and Django's per-value compilation cost more than the insert itself).
+    Values must be what the fields hold in Python; JSON and datetimes are adapted here."""
+    if not rows:
+        return 0
+    meta = model._meta
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    adapters = [_adapter(field) for field in model_fields]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    # Stay under SQLite's bound-parameter cap; PostgreSQL takes the whole batch at once.
+    per_statement = max(1, 999 // len(fields)) if connection.vendor == "sqlite" else len(rows)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                adapt(value) for row in chunk for adapt, value in zip(adapters, row, strict=True)
+            ]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}",
+                params,
+            )
+    return len(rows)
+
+
+def _adapter(field: "Field[Any, Any]") -> "Callable[[Any], Any]":
+    internal = field.get_internal_type()
+    if internal == "JSONField":
+        return lambda value: json.dumps(value, cls=DjangoJSONEncoder)
+    if internal == "DateTimeField":
+        return lambda value: connection.ops.adapt_datetimefield_value(value)
+    return lambda value: value
