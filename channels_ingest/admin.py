@@ -24,7 +24,16 @@ class ChannelAccountAdmin(admin.ModelAdmin):
     search_fields = ("name", "handle", "external_account_id")
     # Credentials are write-only in the admin: never rendered back.
     exclude = ("credentials",)
-    readonly_fields = ("last_polled_at", "poll_lease_until", "created_at", "updated_at")
+    readonly_fields = (
+        "health",
+        "last_error",
+        "rate_limited_until",
+        "last_polled_at",
+        "poll_lease_until",
+        "cursor",
+        "created_at",
+        "updated_at",
+    )
     inlines = [ChannelAccessInline]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from datetime import timedelta
 
 from django.db import transaction
@@ -71,7 +72,7 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
         )
     except RateLimited as exc:
         _channel_health_set(
-            channel_id,
+            channel,
             ChannelHealth.RATE_LIMITED,
             str(exc),
             rate_limited_until=exc.reset_at,
@@ -79,13 +80,13 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
         )
         return None
     except ReauthRequired as exc:
-        _channel_health_set(channel_id, ChannelHealth.NEEDS_REAUTH, str(exc))
+        _channel_health_set(channel, ChannelHealth.NEEDS_REAUTH, str(exc))
         return None
     except TransientError as exc:
-        _channel_health_set(channel_id, ChannelHealth.ERROR, str(exc))
+        _channel_health_set(channel, ChannelHealth.ERROR, str(exc))
         raise
     except ConnectorError as exc:
-        _channel_health_set(channel_id, ChannelHealth.ERROR, str(exc))
+        _channel_health_set(channel, ChannelHealth.ERROR, str(exc))
         return None
     finally:
         ChannelAccount.objects.filter(pk=channel_id).update(poll_lease_until=None)
@@ -96,35 +97,66 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
     return result
 
 
-def _channel_health_set(channel_id: int, health: str, error: str, **fields: object) -> None:
-    logger.warning("Channel %s: %s (%s)", channel_id, health, error)
-    ChannelAccount.objects.filter(pk=channel_id).update(
-        health=health, last_error=error[:2000], last_polled_at=timezone.now(), **fields
+_TOKEN_IN_URL = re.compile(r"((?:access_token|client_secret|appsecret_proof)=)[^&\s'\"]+")
+
+
+def redacted(text: str, channel: ChannelAccount) -> str:
+    """An error text fit to store and show: no credential of the channel, no token in a URL."""
+    for secret in (channel.credentials or {}).values():
+        if isinstance(secret, str) and len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    return _TOKEN_IN_URL.sub(r"\1[redacted]", text)
+
+
+def _channel_health_set(channel: ChannelAccount, health: str, error: str, **fields: object) -> None:
+    error = redacted(error, channel)[:2000]
+    logger.warning("Channel %s: %s (%s)", channel.pk, health, error)
+    ChannelAccount.objects.filter(pk=channel.pk).update(
+        health=health, last_error=error, last_polled_at=timezone.now(), **fields
     )
+
+
+class SendLater(Exception):
+    """The send did not reach the platform and may be tried again after ``delay`` seconds."""
+
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+# A send still "sending" after this long lost its worker; its outcome is unknown.
+SEND_DEADLINE = timedelta(minutes=15)
 
 
 def message_send(*, message_id: int) -> Message | None:
     """Send one queued outbound message through its channel's connector, at most once.
 
     The message is claimed by moving it from queued to sending; a second delivery of the task
-    finds nothing to claim and does nothing.
+    finds nothing to claim. It is sent again only when the platform certainly did not act on
+    the first try (raises SendLater); when that is unknown it fails with the reason shown to
+    the agent, since a reply posted twice is worse than one the agent re-sends by hand.
     """
     claimed = Message.objects.filter(pk=message_id, delivery_status=DeliveryStatus.QUEUED).update(
-        delivery_status=DeliveryStatus.SENDING
+        delivery_status=DeliveryStatus.SENDING, send_started_at=timezone.now()
     )
     if not claimed:
         return None
-    message = Message.objects.select_related("channel").get(pk=message_id)
+    message = Message.objects.select_related("channel", "conversation").get(pk=message_id)
     try:
         sent = connector_for(message.channel.platform).send(message.channel, message)
-    except TransientError:
-        Message.objects.filter(pk=message_id).update(delivery_status=DeliveryStatus.QUEUED)
-        raise
-    except ConnectorError as exc:
-        Message.objects.filter(pk=message_id).update(
-            delivery_status=DeliveryStatus.FAILED, error=str(exc)[:2000]
+    except RateLimited as exc:
+        _requeue(message_id)
+        raise SendLater(str(exc), delay=(exc.reset_at - timezone.now()).total_seconds()) from exc
+    except TransientError as exc:
+        if not exc.request_sent:
+            _requeue(message_id)
+            raise SendLater(str(exc)) from exc
+        return message_fail(
+            message_id=message_id,
+            reason=f"{exc} It may have been posted: check on the platform before sending again.",
         )
-        return Message.objects.get(pk=message_id)
+    except ConnectorError as exc:
+        return message_fail(message_id=message_id, reason=str(exc))
     with transaction.atomic():
         Message.objects.filter(pk=message_id).update(
             delivery_status=DeliveryStatus.SENT,
@@ -138,6 +170,32 @@ def message_send(*, message_id: int) -> Message | None:
             data={"message_id": message.pk, "external_id": sent.external_id},
         )
     return Message.objects.get(pk=message_id)
+
+
+def _requeue(message_id: int) -> None:
+    Message.objects.filter(pk=message_id, delivery_status=DeliveryStatus.SENDING).update(
+        delivery_status=DeliveryStatus.QUEUED, send_started_at=None
+    )
+
+
+def message_fail(*, message_id: int, reason: str) -> Message:
+    """Mark an outbound message failed, with the reason the agent will see."""
+    Message.objects.filter(
+        pk=message_id, delivery_status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SENDING]
+    ).update(delivery_status=DeliveryStatus.FAILED, error=reason[:2000])
+    return Message.objects.get(pk=message_id)
+
+
+def stalled_sends_fail() -> int:
+    """Sends whose worker died mid-way: their outcome is unknown, so they fail visibly."""
+    return Message.objects.filter(
+        delivery_status=DeliveryStatus.SENDING,
+        send_started_at__lt=timezone.now() - SEND_DEADLINE,
+    ).update(
+        delivery_status=DeliveryStatus.FAILED,
+        error="Sending was interrupted; it may have been posted: check on the platform "
+        "before sending again.",
+    )
 
 
 # --- Channel administration -------------------------------------------------------------

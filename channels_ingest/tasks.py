@@ -1,9 +1,18 @@
 """Celery tasks: thin wrappers that take ids and call a service."""
 
-from celery import shared_task
+import random
+
+from celery import Task, shared_task
 
 from channels_ingest.connectors.base import TransientError
-from channels_ingest.services import channel_poll, channels_due_claim, message_send
+from channels_ingest.services import (
+    SendLater,
+    channel_poll,
+    channels_due_claim,
+    message_fail,
+    message_send,
+    stalled_sends_fail,
+)
 from channels_ingest.webhooks import stale_deliveries, webhook_process
 
 
@@ -28,16 +37,23 @@ def poll_channel(channel_id: int) -> None:
     channel_poll(channel_id=channel_id)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(TransientError,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-)
-def send_message(message_id: int) -> None:
-    message_send(message_id=message_id)
+@shared_task(bind=True, acks_late=True, max_retries=8)
+def send_message(self: Task, message_id: int) -> None:
+    try:
+        message_send(message_id=message_id)
+    except SendLater as exc:
+        if self.request.retries >= (self.max_retries or 0):
+            message_fail(message_id=message_id, reason=f"Not sent after several tries: {exc}")
+            return
+        # Exponential backoff with jitter, or the platform's own reset time.
+        delay = exc.delay if exc.delay is not None else 5 * 2**self.request.retries
+        raise self.retry(countdown=max(1.0, delay) + random.uniform(0, 3)) from exc
+
+
+@shared_task
+def fail_stalled_sends() -> int:
+    """Beat: sends whose worker died mid-way fail visibly instead of staying "sending"."""
+    return stalled_sends_fail()
 
 
 @shared_task(acks_late=True)

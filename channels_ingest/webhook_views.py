@@ -4,6 +4,8 @@ CSRF-exempt and open to the platforms, so every POST is checked against the chan
 over the raw body before anything is stored: a bad or missing signature gets 403.
 """
 
+import re
+
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -14,6 +16,8 @@ from channels_ingest.connectors import facebook, x
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import Platform
 from channels_ingest.webhooks import webhook_receive
+
+_CRC_TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{1,128}")
 
 
 def _channel(platform: str, channel_id: int) -> ChannelAccount:
@@ -30,8 +34,11 @@ def x_webhook(request: HttpRequest, channel_id: int) -> HttpResponse:
         return HttpResponseForbidden("This channel has no consumer secret.")
     if request.method == "GET":
         token = request.GET.get("crc_token", "")
-        if not token:
-            return HttpResponseForbidden("crc_token is missing.")
+        # The CRC answer is the same HMAC that signs bodies: answering for arbitrary text would
+        # let anyone obtain a valid signature for a body of their choosing. X's tokens are
+        # short base64 strings, which no JSON body can be.
+        if not _CRC_TOKEN.fullmatch(token):
+            return HttpResponseForbidden("crc_token is missing or malformed.")
         return JsonResponse({"response_token": x.crc_response_token(secret, token)})
     header = request.headers.get("x-twitter-webhooks-signature")
     if not x.signature_is_valid(secret, request.body, header):

@@ -198,6 +198,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     received_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When a worker took the message to send it: a send stuck past a deadline failed unseen.
+    send_started_at = models.DateTimeField(null=True, blank=True)
     delivery_status = models.CharField(
         max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.RECEIVED
     )

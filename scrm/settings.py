@@ -159,6 +159,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_ingest.tasks.poll_due_channels",
         "schedule": env.float("SCRM_POLL_TICK_SECONDS", default=5.0),
     },
+    "fail-stalled-sends": {
+        "task": "channels_ingest.tasks.fail_stalled_sends",
+        "schedule": 120.0,
+    },
     "requeue-stale-webhooks": {
         "task": "channels_ingest.tasks.requeue_stale_webhooks",
         "schedule": 60.0,

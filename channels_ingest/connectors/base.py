@@ -15,7 +15,16 @@ class ConnectorError(Exception):
 
 
 class TransientError(ConnectorError):
-    """Worth retrying with backoff: timeouts, 5xx."""
+    """Worth retrying with backoff: timeouts, 5xx.
+
+    ``request_sent`` says whether the platform may have acted on the request (a read timeout,
+    a connection dropped mid-answer). A read is safe to repeat either way; a send is repeated
+    only when the request certainly had no effect, so a customer never gets a reply twice.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class RateLimited(ConnectorError):

@@ -224,21 +224,27 @@ class _Graph:
             result = request()
         except facebook.GraphAPIError as exc:
             raise _graph_error(exc, self._response) from exc
+        # Never quote a requests exception: its text holds the URL, and facebook-sdk puts the
+        # access token in the URL.
+        except requests.ConnectTimeout as exc:
+            raise TransientError("Facebook could not be reached.", request_sent=False) from exc
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise TransientError(f"Facebook could not be reached: {exc}") from exc
+            raise TransientError(f"Facebook did not answer ({type(exc).__name__}).") from exc
         except requests.RequestException as exc:
-            raise ConnectorError(f"The request to Facebook failed: {exc}") from exc
+            raise ConnectorError(f"The request to Facebook failed ({type(exc).__name__}).") from exc
         except (ValueError, KeyError) as exc:
             # The SDK fails this way on a body it cannot decode, or one without a content type.
             status = self._response.status_code if self._response is not None else None
             if status is not None and status >= 500:
-                raise TransientError(f"Facebook answered with HTTP {status}.") from exc
+                raise TransientError(
+                    f"Facebook answered with HTTP {status}.", request_sent=False
+                ) from exc
             raise ConnectorError(
                 f"Facebook sent a response that could not be read (HTTP {status})."
             ) from exc
         status = self._response.status_code if self._response is not None else 200
         if status >= 500:
-            raise TransientError(f"Facebook answered with HTTP {status}.")
+            raise TransientError(f"Facebook answered with HTTP {status}.", request_sent=False)
         if status >= 400 or not isinstance(result, dict):
             raise ConnectorError(
                 f"Facebook sent a response that could not be read (HTTP {status})."
@@ -277,7 +283,8 @@ def _graph_error(exc: facebook.GraphAPIError, response: requests.Response | None
             f"Facebook is rate limiting this Page: {text}", reset_at=_rate_limit_reset(response)
         )
     if code in TRANSIENT_CODES or error.get("is_transient") or (status or 0) >= 500:
-        return TransientError(f"Facebook had a temporary problem: {text}")
+        # An error answer: Facebook did not act on the request.
+        return TransientError(f"Facebook had a temporary problem: {text}", request_sent=False)
     return ConnectorError(f"Facebook refused the request: {text}")
 
 

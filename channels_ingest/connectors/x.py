@@ -349,9 +349,13 @@ def _x_errors(action: str) -> Iterator[None]:
             ) from exc
         raise ConnectorError(f"X refused {action}: {_detail(exc)}") from exc
     except tweepy.TwitterServerError as exc:
-        raise TransientError(f"X had a server problem while {action} ({_detail(exc)}).") from exc
+        raise TransientError(
+            f"X had a server problem while {action} ({_detail(exc)}).", request_sent=False
+        ) from exc
     except tweepy.HTTPException as exc:
         raise ConnectorError(f"X rejected the request while {action}: {_detail(exc)}") from exc
+    except requests.exceptions.ConnectTimeout as exc:
+        raise TransientError(f"Could not reach X while {action}.", request_sent=False) from exc
     except requests.exceptions.Timeout as exc:
         raise TransientError(f"X did not answer in time while {action}.") from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -1,13 +1,19 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery.exceptions import Retry
 from django.utils import timezone
 
 from channels_ingest import services
-from channels_ingest.connectors.base import RateLimited, ReauthRequired, TransientError
+from channels_ingest.connectors.base import (
+    ConnectorError,
+    RateLimited,
+    ReauthRequired,
+    TransientError,
+)
 from channels_ingest.connectors.demo import DemoConnector
 from channels_ingest.models import ChannelAccount, ChannelHealth
-from channels_ingest.tasks import poll_due_channels
+from channels_ingest.tasks import poll_due_channels, send_message
 from channels_ingest.types import FetchResult
 from conversations.models import DeliveryStatus, EventKind, Message
 from conversations.services import conversation_reply_create
@@ -117,14 +123,96 @@ def test_a_queued_reply_is_sent_once_even_if_the_task_runs_twice():
     assert conversation.events.filter(kind=EventKind.MESSAGE_SENT).count() == 1
 
 
-def test_a_transient_send_failure_leaves_the_reply_queued_for_the_retry(monkeypatch):
+def _queued_reply():
     conversation = ConversationFactory()
-    reply = conversation_reply_create(conversation=conversation, author=UserFactory(), body="Hi")
+    return conversation_reply_create(conversation=conversation, author=UserFactory(), body="Hi")
 
-    def down(self, channel, message):
-        raise TransientError("timeout")
 
-    monkeypatch.setattr(DemoConnector, "send", down)
-    with pytest.raises(TransientError):
+def test_a_send_that_never_reached_the_platform_is_queued_again_for_a_retry(monkeypatch):
+    reply = _queued_reply()
+
+    def refused(self, channel, message):
+        raise TransientError("503 Service Unavailable", request_sent=False)
+
+    monkeypatch.setattr(DemoConnector, "send", refused)
+    with pytest.raises(services.SendLater):
         services.message_send(message_id=reply.pk)
     assert Message.objects.get(pk=reply.pk).delivery_status == DeliveryStatus.QUEUED
+
+
+def test_a_send_that_may_have_been_posted_fails_visibly_instead_of_repeating(monkeypatch):
+    reply = _queued_reply()
+    calls = []
+
+    def timed_out(self, channel, message):
+        calls.append(1)
+        raise TransientError("X did not answer in time while replying.")
+
+    monkeypatch.setattr(DemoConnector, "send", timed_out)
+    failed = services.message_send(message_id=reply.pk)
+    assert failed.delivery_status == DeliveryStatus.FAILED
+    assert "check on the platform before sending again" in failed.error
+    assert services.message_send(message_id=reply.pk) is None
+    assert calls == [1]
+
+
+def test_a_rate_limited_send_waits_for_the_reset(monkeypatch):
+    reply = _queued_reply()
+    reset = timezone.now() + timedelta(minutes=7)
+
+    def limited(self, channel, message):
+        raise RateLimited("429", reset_at=reset)
+
+    monkeypatch.setattr(DemoConnector, "send", limited)
+    with pytest.raises(services.SendLater) as raised:
+        services.message_send(message_id=reply.pk)
+    assert 410 < raised.value.delay <= 420
+    assert Message.objects.get(pk=reply.pk).delivery_status == DeliveryStatus.QUEUED
+
+
+def test_a_refused_send_is_retried_and_fails_with_the_reason_after_the_last_try(monkeypatch):
+    reply = _queued_reply()
+
+    def refused(self, channel, message):
+        raise TransientError("503 Service Unavailable", request_sent=False)
+
+    monkeypatch.setattr(DemoConnector, "send", refused)
+    with pytest.raises(Retry):
+        send_message.apply(args=(reply.pk,), retries=0)
+    assert Message.objects.get(pk=reply.pk).delivery_status == DeliveryStatus.QUEUED
+
+    send_message.apply(args=(reply.pk,), retries=send_message.max_retries)
+    failed = Message.objects.get(pk=reply.pk)
+    assert failed.delivery_status == DeliveryStatus.FAILED
+    assert "Not sent after several tries: 503 Service Unavailable" in failed.error
+
+
+def test_a_send_whose_worker_died_fails_after_the_deadline():
+    reply = _queued_reply()
+    Message.objects.filter(pk=reply.pk).update(
+        delivery_status=DeliveryStatus.SENDING,
+        send_started_at=timezone.now() - services.SEND_DEADLINE - timedelta(seconds=1),
+    )
+    fresh = _queued_reply()
+    Message.objects.filter(pk=fresh.pk).update(
+        delivery_status=DeliveryStatus.SENDING, send_started_at=timezone.now()
+    )
+    assert services.stalled_sends_fail() == 1
+    assert Message.objects.get(pk=reply.pk).delivery_status == DeliveryStatus.FAILED
+    assert Message.objects.get(pk=fresh.pk).delivery_status == DeliveryStatus.SENDING
+
+
+def test_a_channel_error_never_stores_a_credential(monkeypatch):
+    channel = ChannelFactory(credentials={"page_access_token": "EAAB-very-secret-token"})
+
+    def leaky(self, channel, cursor):
+        raise ConnectorError(
+            "Max retries exceeded with url: /v3.1/123/feed?fields=id"
+            "&access_token=EAAB-very-secret-token&since=1 (token EAAB-very-secret-token)"
+        )
+
+    monkeypatch.setattr(DemoConnector, "fetch", leaky)
+    services.channel_poll(channel_id=channel.pk)
+    channel.refresh_from_db()
+    assert "EAAB-very-secret-token" not in channel.last_error
+    assert "access_token=[redacted]" in channel.last_error

@@ -170,6 +170,13 @@ def test_x_crc_answers_with_the_signed_token(client, x_channel):
     assert client.get(f"/webhooks/x/{x_channel.pk}/").status_code == 403
 
 
+def test_the_crc_check_cannot_be_used_to_sign_a_forged_body(client, x_channel):
+    forged = x_tweet_payload()
+    response = client.get(f"/webhooks/x/{x_channel.pk}/", {"crc_token": forged.decode()})
+    assert response.status_code == 403
+    assert b"response_token" not in response.content
+
+
 @pytest.mark.parametrize(
     ("signature", "expected"),
     [
