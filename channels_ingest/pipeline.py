@@ -6,12 +6,14 @@ webhook, or a retried task) is stored once; the unique (channel, external id) co
 last guard. The cursor is saved in the same transaction, so it only moves if the batch commits.
 """
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from channels_ingest.classify import KeywordMatcher, asks_for_action, language_of, sentiment_score
 from channels_ingest.models import ChannelAccount, DeadLetter, KeywordList
@@ -19,6 +21,8 @@ from channels_ingest.types import InboundPost, RejectedPayload
 from contacts.services import SeenAuthor, identities_resolve
 from conversations.models import Message
 from conversations.services import ClassifiedPost, inbound_posts_store
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,50 @@ def ingest(
     source: str = "poll",
 ) -> IngestResult:
     """Store the posts of one batch that are new, keep rejected payloads as dead letters, and
-    advance the cursor if one is given."""
+    advance the cursor if one is given.
+
+    If the batch fails for any reason but the database being unavailable, one bad post must
+    not hold the channel: the posts are stored one by one and those that fail become dead
+    letters, with their payload and the error.
+    """
+    try:
+        return _ingest_batch(channel, posts, cursor, rejected, source)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unavailable: the whole batch is tried again later
+    except Exception:
+        if len(posts) <= 1 and not cursor:
+            raise
+        logger.exception("Batch of %d posts on %s failed; storing one by one", len(posts), channel)
+    results, failed = [], list(rejected)
+    for post in posts:
+        try:
+            results.append(_ingest_batch(channel, [post], None, (), source))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolate any fault; it is recorded
+            failed.append(
+                RejectedPayload(
+                    raw=json.dumps(post.raw, default=str),
+                    error=f"Could not be stored: {type(exc).__name__}: {exc}"[:2000],
+                )
+            )
+    _ingest_batch(channel, [], cursor, failed, source)
+    return IngestResult(
+        received=len(posts),
+        stored=sum(r.stored for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        conversations_created=sum(r.conversations_created for r in results),
+        conversation_ids=[pk for r in results for pk in r.conversation_ids],
+    )
+
+
+def _ingest_batch(
+    channel: ChannelAccount,
+    posts: Sequence[InboundPost],
+    cursor: dict[str, Any] | None,
+    rejected: Sequence[RejectedPayload],
+    source: str,
+) -> IngestResult:
     with transaction.atomic():
         # Row lock (PostgreSQL; SQLite's IMMEDIATE transactions already serialise writers).
         ChannelAccount.objects.select_for_update().filter(pk=channel.pk).values_list("pk").get()
@@ -114,12 +161,14 @@ def _classify(post: InboundPost, matcher: KeywordMatcher) -> ClassifiedPost:
 
 
 def _normalised(post: InboundPost) -> InboundPost:
-    """Naive times are taken as UTC; emails are compared lower-cased."""
+    """Naive times are taken as UTC; emails are compared lower-cased; NUL characters, which
+    no database text column takes, are dropped from the text."""
     author = post.author
     if author.email and author.email != author.email.strip().lower():
         author = replace(author, email=author.email.strip().lower())
-    if post.created_at.tzinfo is None or author is not post.author:
-        return replace(post, created_at=_aware(post.created_at), author=author)
+    body = post.body.replace("\x00", "") if "\x00" in post.body else post.body
+    if post.created_at.tzinfo is None or author is not post.author or body is not post.body:
+        return replace(post, created_at=_aware(post.created_at), author=author, body=body)
     return post
 
 

@@ -88,6 +88,10 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
     except ConnectorError as exc:
         _channel_health_set(channel, ChannelHealth.ERROR, str(exc))
         return None
+    except Exception as exc:
+        # A fault of ours, not the platform's: admins still see it on the channel.
+        _channel_health_set(channel, ChannelHealth.ERROR, f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         ChannelAccount.objects.filter(pk=channel_id).update(poll_lease_until=None)
     ChannelAccount.objects.filter(pk=channel_id).update(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from channels_ingest.connectors import connector_for, facebook, x
@@ -61,13 +61,26 @@ def webhook_process(*, delivery_id: int) -> int | None:
             _finish(delivery, WebhookStatus.FAILED, error=f"Not JSON: {exc}")
         return None
     stored = 0
-    with transaction.atomic():
-        for target, part in _route(channel, payload):
-            parsed = connector_for(target.platform).parse(target, part)
-            stored += ingest(
-                channel=target, posts=parsed.posts, rejected=parsed.rejected, source="webhook"
-            ).stored
-        _finish(delivery, WebhookStatus.PROCESSED, posts=stored)
+    try:
+        with transaction.atomic():
+            for target, part in _route(channel, payload):
+                parsed = connector_for(target.platform).parse(target, part)
+                stored += ingest(
+                    channel=target, posts=parsed.posts, rejected=parsed.rejected, source="webhook"
+                ).stored
+            _finish(delivery, WebhookStatus.PROCESSED, posts=stored)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unavailable: the sweeper brings the delivery back
+    except Exception as exc:
+        # Anything else would fail the same way each time: keep the body, do not loop.
+        logger.exception("Webhook delivery %s could not be processed", delivery.pk)
+        error = f"Could not be processed: {type(exc).__name__}: {exc}"[:2000]
+        with transaction.atomic():
+            DeadLetter.objects.create(
+                channel=channel, source="webhook", raw=delivery.body, error=error
+            )
+            _finish(delivery, WebhookStatus.FAILED, error=error)
+        return None
     return stored
 
 

@@ -106,7 +106,25 @@ def rows_insert(model: type[Model], fields: Sequence[str], rows: Sequence[Sequen
 def _adapter(field: "Field[Any, Any]") -> "Callable[[Any], Any]":
     internal = field.get_internal_type()
     if internal == "JSONField":
-        return lambda value: json.dumps(value, cls=DjangoJSONEncoder)
+        return _json
     if internal == "DateTimeField":
         return lambda value: connection.ops.adapt_datetimefield_value(value)
     return lambda value: value
+
+
+def _json(value: Any) -> str:
+    """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
+    text = json.dumps(value, cls=DjangoJSONEncoder)
+    if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
+        text = json.dumps(_without_nul(value), cls=DjangoJSONEncoder)
+    return text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value

@@ -2,13 +2,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from channels_ingest.connectors import connector_for
 from channels_ingest.models import ChannelMode, DeadLetter
 from channels_ingest.pipeline import ingest
-from channels_ingest.types import RejectedPayload
+from channels_ingest.types import InboundPost, RejectedPayload
 from contacts.models import Contact, SocialIdentity
 from conversations.models import (
     Conversation,
@@ -17,6 +17,7 @@ from conversations.models import (
     Message,
     Status,
 )
+from conversations.services import inbound_posts_store
 from tests.factories import ChannelFactory, ContactFactory, post
 
 pytestmark = pytest.mark.django_db
@@ -294,18 +295,56 @@ def test_the_cursor_is_saved_with_the_batch():
     assert channel.cursor == {"since_id": "1"}
 
 
-def test_the_cursor_does_not_move_when_the_batch_fails(monkeypatch):
+def test_the_cursor_does_not_move_when_the_database_is_unavailable(monkeypatch):
     channel = ChannelFactory(cursor={"since_id": "0"})
 
-    def explode(**kwargs):
-        raise RuntimeError("database went away")
+    def unavailable(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr("channels_ingest.pipeline.inbound_posts_store", explode)
-    with pytest.raises(RuntimeError):
-        ingest(channel=channel, posts=[post("1")], cursor={"since_id": "1"})
+    monkeypatch.setattr("channels_ingest.pipeline.inbound_posts_store", unavailable)
+    with pytest.raises(OperationalError):
+        ingest(channel=channel, posts=[post("1"), post("2")], cursor={"since_id": "2"})
     channel.refresh_from_db()
     assert channel.cursor == {"since_id": "0"}
     assert not Contact.objects.exists()
+
+
+def test_a_post_that_cannot_be_stored_is_dead_lettered_and_the_rest_go_through(monkeypatch):
+    channel = ChannelFactory(cursor={"since_id": "0"})
+    real_store = inbound_posts_store
+
+    def fails_on_poison(**kwargs):
+        if any(item.post.external_id == "poison" for item in kwargs["posts"]):
+            raise ValueError("cannot store this one")
+        return real_store(**kwargs)
+
+    monkeypatch.setattr("channels_ingest.pipeline.inbound_posts_store", fails_on_poison)
+    batch = [post("1", at=at(1)), post("poison", at=at(2)), post("3", author="u3", at=at(3))]
+    result = ingest(channel=channel, posts=batch, cursor={"since_id": "3"})
+    assert result.stored == 2
+    assert sorted(Message.objects.values_list("external_id", flat=True)) == ["1", "3"]
+    letter = DeadLetter.objects.get()
+    assert "cannot store this one" in letter.error
+    assert '"poison"' in letter.raw
+    channel.refresh_from_db()
+    assert channel.cursor == {"since_id": "3"}
+
+
+def test_nul_characters_are_dropped_rather_than_failing_the_post():
+    channel = ChannelFactory()
+    nul = "\x00"
+    bad = InboundPost(
+        external_id="n1",
+        kind="mention",
+        author=post("x").author,
+        body=f"broken{nul}text",
+        created_at=at(0),
+        raw={"text": f"broken{nul}text", "nested": [f"a{nul}b"]},
+    )
+    assert ingest(channel=channel, posts=[bad]).stored == 1
+    message = Message.objects.get()
+    assert message.body == "brokentext"
+    assert message.raw == {"text": "brokentext", "nested": ["ab"]}
 
 
 def test_rejected_payloads_become_dead_letters_and_the_batch_goes_on():

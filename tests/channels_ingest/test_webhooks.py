@@ -307,3 +307,20 @@ def test_a_page_of_another_app_is_not_fed_from_this_apps_body(fb_channel):
     webhook_process(delivery_id=delivery.pk)
     assert not Message.objects.filter(channel=foreign).exists()
     assert Message.objects.filter(channel=fb_channel).count() == 1
+
+
+def test_a_delivery_that_cannot_be_processed_is_kept_and_not_retried_forever(
+    fb_channel, monkeypatch
+):
+    def broken(self, channel, payload):
+        raise RuntimeError("parser fault")
+
+    monkeypatch.setattr("channels_ingest.connectors.facebook.FacebookConnector.parse", broken)
+    body = fb_comment_payload().decode()
+    delivery = WebhookDelivery.objects.create(channel=fb_channel, body=body)
+    assert webhook_process(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookStatus.FAILED
+    letter = DeadLetter.objects.get()
+    assert letter.raw == body and "parser fault" in letter.error
+    assert requeue_stale_webhooks() == 0
