@@ -135,7 +135,10 @@ def inbound_posts_store(
             channel=channel, status__in=ACTIVE_STATUSES, thread_key__in=thread_keys
         )
     )
-    by_id: dict[int, Conversation] = {c.pk: c for c in candidates.order_by("last_message_at")}
+    # Locked so an agent's change to one of them waits for this batch instead of being lost.
+    by_id: dict[int, Conversation] = {
+        c.pk: c for c in candidates.select_for_update().order_by("last_message_at")
+    }
     open_by_thread: dict[str, Conversation] = {}
     open_by_contact: dict[int, Conversation] = {}
     for candidate in by_id.values():  # oldest first, so the newest wins each key
@@ -306,6 +309,12 @@ def _record(
     )
 
 
+def _locked(conversation: Conversation) -> Conversation:
+    """The conversation as stored now, locked until the transaction ends: the ingest pipeline
+    may have changed it since the caller loaded it."""
+    return Conversation.objects.select_for_update().get(pk=conversation.pk)
+
+
 @transaction.atomic
 def conversation_reply_create(
     *,
@@ -318,6 +327,7 @@ def conversation_reply_create(
 
     The first reply sets the first response time; any reply stops the customer's wait.
     """
+    conversation = _locked(conversation)
     at = at or timezone.now()
     kind = MessageKind.DM if _is_dm(conversation.thread_key) else MessageKind.REPLY
     parent = (
@@ -349,7 +359,18 @@ def conversation_reply_create(
         conversation.first_response_at = at
     if conversation.status == Status.NEW:
         conversation.status = Status.OPEN
-    conversation.save()
+    conversation.save(
+        update_fields=[
+            "message_count",
+            "last_message_at",
+            "last_message_preview",
+            "last_message_direction",
+            "waiting_since",
+            "first_response_at",
+            "status",
+            "updated_at",
+        ]
+    )
     _record(
         conversation,
         EventKind.REPLY_SENT,
@@ -388,6 +409,7 @@ def conversation_assign(
     actor: User,
     at: datetime | None = None,
 ) -> Conversation:
+    conversation = _locked(conversation)
     previous = conversation.assignee_id
     if previous == (assignee.pk if assignee else None):
         return conversation
@@ -416,6 +438,7 @@ def conversation_status_set(
 ) -> Conversation:
     if status not in Status.values:
         raise ValueError(f"Unknown status {status!r}.")
+    conversation = _locked(conversation)
     previous = conversation.status
     if previous == status:
         return conversation

@@ -136,6 +136,9 @@ class FacebookConnector:
                 batch.reject(entry, "A webhook entry that is not an object")
                 continue
             if page_id and str(entry.get("id", page_id)) != page_id:
+                # Webhook routing hands every Page its own entries; one left here belongs to a
+                # Page no channel (signed by this app) serves: keep it rather than drop it.
+                batch.reject(entry, f"An entry for Page {entry.get('id')}, not this channel's")
                 continue
             for change in entry.get("changes") or []:
                 if not isinstance(change, dict) or change.get("field") != "feed":

@@ -576,11 +576,12 @@ def test_parse_reads_additions_and_ignores_edits_echoes_and_the_pages_own_items(
     assert "no author" in rejected.error
 
 
-def test_parse_leaves_entries_of_another_page_alone(channel):
+def test_parse_keeps_entries_of_another_page_as_dead_letters(channel):
     payload = load("webhook")
     payload["entry"][0]["id"] = "999999"
     result = FacebookConnector().parse(channel, payload)
     assert set(by_id(result.posts)) == {"m_CCCCCCCCCCCCCCCCCCCCC1"}
+    assert any("Page 999999" in r.error for r in result.rejected)
 
 
 def test_parse_rejects_what_is_not_a_page_delivery(channel):

@@ -396,3 +396,25 @@ def test_a_dm_and_a_public_post_in_one_batch_get_separate_conversations():
     )
     assert Conversation.objects.count() == 2
     assert Conversation.objects.get(thread_key="thread:p1").message_count == 2
+
+
+def test_an_agent_acting_on_a_stale_page_keeps_what_ingest_stored_meanwhile():
+    from conversations.services import conversation_reply_create, conversation_status_set
+    from tests.factories import UserFactory
+
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("1", at=at(0))])
+    seen_by_agent = Conversation.objects.get()  # the agent's page loads here
+    ingest(channel=channel, posts=[post("2", at=at(5))])
+    conversation_reply_create(
+        conversation=seen_by_agent, author=UserFactory(), body="On it", at=at(10)
+    )
+    conversation = Conversation.objects.get()
+    assert (conversation.inbound_count, conversation.message_count) == (2, 3)
+    assert conversation.last_inbound_at == at(5)
+
+    ingest(channel=channel, posts=[post("3", at=at(20))])
+    conversation_status_set(conversation=seen_by_agent, status=Status.PENDING, actor=None)
+    conversation = Conversation.objects.get()
+    assert conversation.inbound_count == 3
+    assert conversation.waiting_since == at(20)

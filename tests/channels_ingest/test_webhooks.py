@@ -307,6 +307,7 @@ def test_a_page_of_another_app_is_not_fed_from_this_apps_body(fb_channel):
     webhook_process(delivery_id=delivery.pk)
     assert not Message.objects.filter(channel=foreign).exists()
     assert Message.objects.filter(channel=fb_channel).count() == 1
+    assert "Page 9876543210" in DeadLetter.objects.get(channel=fb_channel).error
 
 
 def test_a_delivery_that_cannot_be_processed_is_kept_and_not_retried_forever(
