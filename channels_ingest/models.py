@@ -38,6 +38,7 @@ class ChannelAccount(models.Model):
     last_polled_at = models.DateTimeField(null=True, blank=True)
     # A lease taken by the worker polling this channel, so no two workers poll it at once.
     poll_lease_until = models.DateTimeField(null=True, blank=True)
+    poll_lease_token = models.CharField(max_length=32, blank=True)
     health = models.CharField(
         max_length=20, choices=ChannelHealth.choices, default=ChannelHealth.OK
     )

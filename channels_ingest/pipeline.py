@@ -25,6 +25,10 @@ from conversations.services import ClassifiedPost, inbound_posts_store
 logger = logging.getLogger(__name__)
 
 
+class LeaseLost(Exception):
+    """Another worker took over the channel's poll: this batch must not move its cursor."""
+
+
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     received: int
@@ -45,18 +49,20 @@ def ingest(
     cursor: dict[str, Any] | None = None,
     rejected: Sequence[RejectedPayload] = (),
     source: str = "poll",
+    lease: str = "",
 ) -> IngestResult:
     """Store the posts of one batch that are new, keep rejected payloads as dead letters, and
-    advance the cursor if one is given.
+    advance the cursor if one is given (only while ``lease`` still holds the channel's poll,
+    when given: else LeaseLost and nothing is stored).
 
     If the batch fails for any reason but the database being unavailable, one bad post must
     not hold the channel: the posts are stored one by one and those that fail become dead
     letters, with their payload and the error.
     """
     try:
-        return _ingest_batch(channel, posts, cursor, rejected, source)
-    except (OperationalError, InterfaceError):
-        raise  # the database is unavailable: the whole batch is tried again later
+        return _ingest_batch(channel, posts, cursor, rejected, source, lease)
+    except (OperationalError, InterfaceError, LeaseLost):
+        raise  # the database is unavailable, or the poll is another worker's: not a bad post
     except Exception:
         if len(posts) <= 1 and not cursor:
             raise
@@ -64,7 +70,7 @@ def ingest(
     results, failed = [], list(rejected)
     for post in posts:
         try:
-            results.append(_ingest_batch(channel, [post], None, (), source))
+            results.append(_ingest_batch(channel, [post], None, (), source, ""))
         except (OperationalError, InterfaceError):
             raise
         except Exception as exc:  # noqa: BLE001 - isolate any fault; it is recorded
@@ -74,7 +80,7 @@ def ingest(
                     error=f"Could not be stored: {type(exc).__name__}: {exc}"[:2000],
                 )
             )
-    _ingest_batch(channel, [], cursor, failed, source)
+    _ingest_batch(channel, [], cursor, failed, source, lease)
     return IngestResult(
         received=len(posts),
         stored=sum(r.stored for r in results),
@@ -90,6 +96,7 @@ def _ingest_batch(
     cursor: dict[str, Any] | None,
     rejected: Sequence[RejectedPayload],
     source: str,
+    lease: str,
 ) -> IngestResult:
     with transaction.atomic():
         # Row lock (PostgreSQL; SQLite's IMMEDIATE transactions already serialise writers).
@@ -143,7 +150,11 @@ def _ingest_batch(
                 conversation_ids=stored_result.conversation_ids,
             )
         if cursor is not None:
-            ChannelAccount.objects.filter(pk=channel.pk).update(cursor=cursor)
+            holder = ChannelAccount.objects.filter(pk=channel.pk)
+            if lease:
+                holder = holder.filter(poll_lease_token=lease)
+            if not holder.update(cursor=cursor):
+                raise LeaseLost(f"The poll of {channel} was taken over; its batch is dropped.")
             channel.cursor = cursor
     return result
 

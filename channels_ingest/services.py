@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import uuid
 from datetime import timedelta
 
 from django.db import transaction
@@ -17,7 +18,7 @@ from channels_ingest.connectors.base import (
     TransientError,
 )
 from channels_ingest.models import ChannelAccount, ChannelHealth, DeadLetter, DeadLetterStatus
-from channels_ingest.pipeline import IngestResult, ingest
+from channels_ingest.pipeline import IngestResult, LeaseLost, ingest
 from channels_ingest.platforms import Platform
 from conversations.models import ConversationEvent, DeliveryStatus, EventKind, Message
 
@@ -57,10 +58,11 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
     errors propagate so the task retries with backoff.
     """
     now = timezone.now()
+    token = uuid.uuid4().hex
     leased = (
         ChannelAccount.objects.filter(pk=channel_id, is_active=True)
         .filter(Q(poll_lease_until__isnull=True) | Q(poll_lease_until__lt=now))
-        .update(poll_lease_until=now + POLL_LEASE)
+        .update(poll_lease_until=now + POLL_LEASE, poll_lease_token=token)
     )
     if not leased:
         return None
@@ -68,8 +70,15 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
     try:
         fetched = connector_for(channel.platform).fetch(channel, dict(channel.cursor))
         result = ingest(
-            channel=channel, posts=fetched.posts, cursor=fetched.cursor, rejected=fetched.rejected
+            channel=channel,
+            posts=fetched.posts,
+            cursor=fetched.cursor,
+            rejected=fetched.rejected,
+            lease=token,
         )
+    except LeaseLost:
+        logger.warning("Poll of channel %s outlived its lease; another worker has it", channel_id)
+        return None
     except RateLimited as exc:
         _channel_health_set(
             channel,
@@ -93,7 +102,9 @@ def channel_poll(*, channel_id: int) -> IngestResult | None:
         _channel_health_set(channel, ChannelHealth.ERROR, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        ChannelAccount.objects.filter(pk=channel_id).update(poll_lease_until=None)
+        ChannelAccount.objects.filter(pk=channel_id, poll_lease_token=token).update(
+            poll_lease_until=None, poll_lease_token=""
+        )
     ChannelAccount.objects.filter(pk=channel_id).update(
         health=ChannelHealth.OK, last_error="", rate_limited_until=None, last_polled_at=now
     )

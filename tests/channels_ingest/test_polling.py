@@ -216,3 +216,23 @@ def test_a_channel_error_never_stores_a_credential(monkeypatch):
     channel.refresh_from_db()
     assert "EAAB-very-secret-token" not in channel.last_error
     assert "access_token=[redacted]" in channel.last_error
+
+
+def test_a_poll_that_outlived_its_lease_does_not_move_the_cursor(monkeypatch):
+    channel = ChannelFactory(cursor={"seq": 5})
+    real_fetch = DemoConnector.fetch
+
+    def slow_fetch(self, ch, cursor):
+        result = real_fetch(self, ch, cursor)
+        # Meanwhile the lease expired and another worker took the channel.
+        ChannelAccount.objects.filter(pk=ch.pk).update(
+            poll_lease_token="someone-else", poll_lease_until=timezone.now() + timedelta(minutes=5)
+        )
+        return FetchResult([post("late-1")], {**result.cursor, "seq": 99})
+
+    monkeypatch.setattr(DemoConnector, "fetch", slow_fetch)
+    assert services.channel_poll(channel_id=channel.pk) is None
+    channel.refresh_from_db()
+    assert channel.cursor == {"seq": 5}
+    assert channel.poll_lease_token == "someone-else"  # not released by the late worker
+    assert not Message.objects.filter(external_id="late-1").exists()
