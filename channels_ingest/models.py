@@ -94,6 +94,7 @@ class DeadLetter(models.Model):
 
 class WebhookStatus(models.TextChoices):
     PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
     PROCESSED = "processed", "Processed"
     FAILED = "failed", "Failed"
 
@@ -110,6 +111,7 @@ class WebhookDelivery(models.Model):
     status = models.CharField(
         max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.PENDING
     )
+    claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     posts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)

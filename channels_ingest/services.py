@@ -237,6 +237,22 @@ def credential_hint(value: object) -> str:
     return f"set, ends …{text[-4:]}" if len(text) >= 12 else "set"
 
 
+_EDITABLE_CHANNEL_FIELDS = [
+    "name",
+    "handle",
+    "external_account_id",
+    "mode",
+    "credentials",
+    "settings",
+    "is_active",
+    "poll_interval_seconds",
+    "default_team",
+    "health",
+    "last_error",
+    "updated_at",
+]
+
+
 @transaction.atomic
 def channel_save(
     *, channel: ChannelAccount, credentials: dict[str, str], replace_credentials: bool = False
@@ -255,7 +271,11 @@ def channel_save(
         channel.health, channel.last_error = ChannelHealth.OK, ""
     if channel.next_poll_at is None:
         channel.next_poll_at = timezone.now()
-    channel.save()
+    if channel.pk is None:
+        channel.save()
+    else:
+        # Not the cursor, lease or poll times: a poll may have moved them meanwhile.
+        channel.save(update_fields=_EDITABLE_CHANNEL_FIELDS)
     return channel
 
 

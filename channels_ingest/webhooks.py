@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # A delivery still pending after this long lost its task (broker restart): enqueue it again.
 STALE_AFTER = timedelta(minutes=2)
+# One still processing after this long lost its worker: it goes back to pending.
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 def webhook_receive(*, channel: ChannelAccount, body: bytes) -> WebhookDelivery:
@@ -43,13 +45,13 @@ def webhook_receive(*, channel: ChannelAccount, body: bytes) -> WebhookDelivery:
 def webhook_process(*, delivery_id: int) -> int | None:
     """Parse a stored delivery and ingest its posts; returns how many were new. Safe to run
     twice: a processed delivery is skipped, and the pipeline stores each post once anyway."""
-    delivery = (
-        WebhookDelivery.objects.select_related("channel")
-        .filter(pk=delivery_id, status=WebhookStatus.PENDING)
-        .first()
+    # Claimed by a conditional update: of two tasks for one delivery, one does the work.
+    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookStatus.PENDING).update(
+        status=WebhookStatus.PROCESSING, claimed_at=timezone.now()
     )
-    if delivery is None:
+    if not claimed:
         return None
+    delivery = WebhookDelivery.objects.select_related("channel").get(pk=delivery_id)
     channel = delivery.channel
     try:
         payload = json.loads(delivery.body)
@@ -122,8 +124,14 @@ def _finish(delivery: WebhookDelivery, status: str, *, posts: int = 0, error: st
 
 
 def stale_deliveries() -> list[int]:
+    """Deliveries whose task was lost, and those whose worker died while processing (put back
+    to pending): the ids to enqueue again. A duplicate task finds nothing to claim."""
+    now = timezone.now()
+    WebhookDelivery.objects.filter(
+        status=WebhookStatus.PROCESSING, claimed_at__lt=now - ABANDONED_AFTER
+    ).update(status=WebhookStatus.PENDING)
     return list(
         WebhookDelivery.objects.filter(
-            status=WebhookStatus.PENDING, received_at__lt=timezone.now() - STALE_AFTER
+            status=WebhookStatus.PENDING, received_at__lt=now - STALE_AFTER
         ).values_list("pk", flat=True)[:500]
     )

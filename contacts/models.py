@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from channels_ingest.platforms import Platform
@@ -22,7 +23,7 @@ class Contact(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["email"], name="contact_email_idx"),
+            models.Index(Lower("email"), name="contact_email_lower_idx"),
             models.Index(fields=["phone"], name="contact_phone_idx"),
             models.Index(fields=["first_seen_at"], name="contact_first_seen_idx"),
             models.Index(fields=["-last_seen_at", "-id"], name="contact_last_seen_idx"),
@@ -53,7 +54,11 @@ class SocialIdentity(models.Model):
                 fields=["platform", "platform_user_id"], name="identity_platform_user_unique"
             ),
         ]
-        indexes = [models.Index(fields=["platform", "handle"], name="identity_handle_idx")]
+        indexes = [
+            models.Index(fields=["platform", "handle"], name="identity_handle_idx"),
+            # Merge suggestions look handles up across platforms, ignoring case.
+            models.Index(Lower("handle"), name="identity_handle_lower_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_platform_display()} @{self.handle or self.platform_user_id}"

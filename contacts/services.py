@@ -44,7 +44,8 @@ def identities_resolve(
 
     _refresh_profiles(identities, by_user_id)
 
-    new = [seen for user_id, seen in by_user_id.items() if user_id not in identities]
+    # Sorted, so two batches writing the same rows take their locks in the same order.
+    new = [by_user_id[u] for u in sorted(by_user_id) if u not in identities]
     created_contacts: set[int] = set()
     if new:
         created, created_contacts = _create_identities(platform, new)
@@ -85,9 +86,11 @@ def _create_identities(
     phones = {seen.author.phone for seen in new if seen.author.phone}
     known: dict[str, int] = {}
     if emails or phones:
-        for contact_id, email, phone in Contact.objects.filter(
-            Q(email__in=emails) | Q(phone__in=phones)
-        ).values_list("id", "email", "phone"):
+        for contact_id, email, phone in (
+            Contact.objects.annotate(email_lower=Lower("email"))
+            .filter(Q(email_lower__in=emails) | Q(phone__in=phones))
+            .values_list("id", "email", "phone")
+        ):
             if email:
                 known[email.lower()] = contact_id
             if phone:
@@ -162,7 +165,7 @@ def _touch_contacts(
             latest[identity.contact_id] = seen_at
     rows_update(
         Contact,
-        [{"pk": pk, "last_seen_at": at} for pk, at in latest.items()],
+        [{"pk": pk, "last_seen_at": at} for pk, at in sorted(latest.items())],
         ["last_seen_at"],
         combine={"last_seen_at": "greatest"},
     )

@@ -104,8 +104,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 
 def inbox_counts(*, user: AnyUser) -> dict[str, int]:
     """The live count of every inbox view, in one query."""
-    return conversations_visible_to(user=user).aggregate(
-        **{view: Count("pk", filter=_view_filter(view, user)) for view in INBOX_VIEWS}
+    # Every view counts active conversations only: the closed history is never scanned.
+    return (
+        conversations_visible_to(user=user)
+        .filter(status__in=ACTIVE_STATUSES)
+        .aggregate(**{view: Count("pk", filter=_view_filter(view, user)) for view in INBOX_VIEWS})
     )
 
 

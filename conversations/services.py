@@ -230,7 +230,7 @@ def inbound_posts_store(
         Conversation,
         [
             {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
-            for pk, c in existing.items()
+            for pk, c in sorted(existing.items())
         ],
         [*_ROLLUP_FIELDS, "updated_at"],
     )

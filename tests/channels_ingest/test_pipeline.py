@@ -418,3 +418,9 @@ def test_an_agent_acting_on_a_stale_page_keeps_what_ingest_stored_meanwhile():
     conversation = Conversation.objects.get()
     assert conversation.inbound_count == 3
     assert conversation.waiting_since == at(20)
+
+
+def test_an_email_stored_in_capitals_still_matches():
+    existing = ContactFactory(email="Dana.Rossi@Example.com")
+    ingest(channel=ChannelFactory(), posts=[post("1", author="u8", email="dana.rossi@example.com")])
+    assert SocialIdentity.objects.get(platform_user_id="u8").contact_id == existing.pk

@@ -325,3 +325,21 @@ def test_a_delivery_that_cannot_be_processed_is_kept_and_not_retried_forever(
     letter = DeadLetter.objects.get()
     assert letter.raw == body and "parser fault" in letter.error
     assert requeue_stale_webhooks() == 0
+
+
+def test_a_delivery_abandoned_by_a_dead_worker_is_processed_again(fb_channel):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timedelta(minutes=30)
+    WebhookDelivery.objects.create(
+        channel=fb_channel,
+        body=fb_comment_payload().decode(),
+        received_at=long_ago,
+        status=WebhookStatus.PROCESSING,
+        claimed_at=long_ago,
+    )
+    assert requeue_stale_webhooks() == 1
+    assert Message.objects.count() == 1
+    assert WebhookDelivery.objects.get().status == WebhookStatus.PROCESSED
