@@ -144,7 +144,21 @@ if CELERY_BROKER_URL == "filesystem://":
         # Exchange tables; kombu would otherwise write them to ./control.
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # kombu sleeps this long whenever it finds no message it may take (also while the one
+        # it holds runs); its 1 s default left the worker idle most of the time.
+        "polling_interval": 0.1,
     }
+# Separate queues so a slow poll never holds up webhook processing or replies; one worker may
+# serve them all (make run), or each its own workers (see docker-compose.yml).
+# Every queue a worker must serve (Procfile.dev and docker-compose.yml list these; a test
+# keeps them in step).
+SCRM_WORKER_QUEUES = ("default", "polling", "webhooks", "sends")
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "channels_ingest.tasks.poll_channel": {"queue": "polling"},
+    "channels_ingest.tasks.process_webhook": {"queue": "webhooks"},
+    "channels_ingest.tasks.send_message": {"queue": "sends"},
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -350,3 +350,13 @@ def test_split_command_separates_a_shell_chain():
 def test_command_check_rejects_what_does_not_exist(command, reason):
     with pytest.raises(CommandCheckError, match=reason):
         check_command(command)
+
+
+def test_every_worker_command_serves_every_queue():
+    from django.conf import settings
+
+    expected = ",".join(settings.SCRM_WORKER_QUEUES)
+    procfile = (ROOT / "Procfile.dev").read_text()
+    assert f"--queues {expected}" in procfile
+    compose_worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    assert f"--queues {expected}" in str(compose_worker["command"])
