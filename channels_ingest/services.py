@@ -201,6 +201,19 @@ def message_fail(*, message_id: int, reason: str) -> Message:
     return Message.objects.get(pk=message_id)
 
 
+def message_retry(*, message_id: int) -> bool:
+    """Queue a failed outbound message again, at the agent's request. Returns whether it was
+    queued (only a failed message is)."""
+    from channels_ingest.tasks import send_message
+
+    requeued = Message.objects.filter(pk=message_id, delivery_status=DeliveryStatus.FAILED).update(
+        delivery_status=DeliveryStatus.QUEUED, error="", send_started_at=None
+    )
+    if requeued:
+        transaction.on_commit(lambda: send_message.delay(message_id))
+    return bool(requeued)
+
+
 def stalled_sends_fail() -> int:
     """Sends whose worker died mid-way: their outcome is unknown, so they fail visibly."""
     return Message.objects.filter(

@@ -125,9 +125,17 @@ class Conversation(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True)
     first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Set while snoozed: the conversation waits as pending and reopens then, or when the
+    # customer writes first.
+    snoozed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
+            models.Index(
+                fields=["snoozed_until"],
+                name="conv_snoozed_idx",
+                condition=models.Q(snoozed_until__isnull=False),
+            ),
             # Inbox views: newest first within a status, optionally per channel/assignee/team.
             models.Index(
                 fields=["status", "-last_message_at", "-id"], name="conv_status_recent_idx"
@@ -240,6 +248,10 @@ class EventKind(models.TextChoices):
     ASSIGNED = "assigned", "Assigned"
     STATUS_CHANGED = "status_changed", "Status changed"
     PRIORITY_CHANGED = "priority_changed", "Priority changed"
+    TAGGED = "tagged", "Tag added"
+    UNTAGGED = "untagged", "Tag removed"
+    SNOOZED = "snoozed", "Snoozed"
+    WOKE = "woke", "Snooze ended"
     REOPENED = "reopened", "Reopened"
 
 
@@ -264,3 +276,29 @@ class ConversationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} on #{self.conversation_id}"
+
+
+class CannedResponse(models.Model):
+    """A prepared reply, shared with a team or kept by one agent. Placeholders such as
+    {first_name} are filled in for the conversation at hand."""
+
+    title = models.CharField(max_length=100)
+    body = models.TextField()
+    team = models.ForeignKey(
+        "governance.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="canned_responses",
+        help_text="Set for a personal response; leave empty with a team for a shared one.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return self.title

@@ -6,12 +6,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from contacts.models import SocialIdentity
-from conversations.models import ACTIVE_STATUSES, Conversation, Message, Status
-from governance.models import TeamMembership
+from conversations.models import (
+    ACTIVE_STATUSES,
+    CannedResponse,
+    Conversation,
+    ConversationEvent,
+    Message,
+    Status,
+)
+from governance.models import Role, TeamMembership
 from governance.selectors import visible_channel_ids
 from scrm.types import AnyUser, user_id
 
@@ -185,4 +193,39 @@ def contact_history(*, user: AnyUser, contact_id: int, limit: int = 20) -> list[
         .filter(contact_id=contact_id)
         .select_related("channel")
         .order_by("-last_message_at", "-pk")[:limit]
+    )
+
+
+def conversation_timeline(*, conversation: Conversation) -> list[ConversationEvent]:
+    """Who did what when, newest first."""
+    return list(conversation.events.select_related("actor").order_by("-created_at", "-id")[:200])
+
+
+def canned_responses_for(*, user: AnyUser) -> list[CannedResponse]:
+    """The user's own responses, their teams', and those shared with everyone."""
+    return list(
+        CannedResponse.objects.filter(
+            Q(owner_id=user_id(user))
+            | Q(owner__isnull=True, team__isnull=True)
+            | Q(owner__isnull=True, team__memberships__user_id=user_id(user))
+        )
+        .distinct()
+        .order_by("title")
+    )
+
+
+def assignable_agents(*, conversation: Conversation) -> list[User]:
+    """Active users whose teams may reply on the conversation's channel, and admins."""
+    return list(
+        User.objects.filter(is_active=True)
+        .filter(
+            Q(
+                team_memberships__team__channel_access__channel_id=conversation.channel_id,
+                team_memberships__team__channel_access__can_reply=True,
+            )
+            | Q(is_superuser=True)
+            | Q(groups__name=Role.ADMIN)
+        )
+        .distinct()
+        .order_by("first_name", "username")
     )

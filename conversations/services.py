@@ -3,6 +3,7 @@
 Every change that matters records a ConversationEvent, the timeline that KPIs are built from.
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from channels_ingest.types import InboundPost
 from contacts.models import SocialIdentity
 from conversations.models import (
     ACTIVE_STATUSES,
+    CannedResponse,
     Conversation,
     ConversationEvent,
     DeliveryStatus,
@@ -24,7 +26,9 @@ from conversations.models import (
     EventKind,
     Message,
     MessageKind,
+    Priority,
     Status,
+    Tag,
 )
 from scrm.bulk import rows_insert, rows_update
 
@@ -77,6 +81,7 @@ _ROLLUP_FIELDS = (
     "last_inbound_at",
     "waiting_since",
     "resolved_at",
+    "snoozed_until",
 )
 
 
@@ -282,6 +287,7 @@ def _apply_inbound(
         conversation.last_inbound_at = post.created_at
     if conversation.waiting_since is None:
         conversation.waiting_since = post.created_at
+    conversation.snoozed_until = None
     if conversation.status in (Status.RESOLVED, Status.PENDING):
         if conversation.status == Status.RESOLVED:
             reopened.append((conversation, post.created_at))
@@ -449,8 +455,94 @@ def conversation_status_set(
         conversation.waiting_since = None
     elif previous in (Status.RESOLVED, Status.CLOSED):
         conversation.resolved_at = None
-    conversation.save(update_fields=["status", "resolved_at", "waiting_since", "updated_at"])
+    conversation.snoozed_until = None
+    conversation.save(
+        update_fields=["status", "resolved_at", "waiting_since", "snoozed_until", "updated_at"]
+    )
     _record(
         conversation, EventKind.STATUS_CHANGED, actor=actor, at=at, previous=previous, status=status
     )
     return conversation
+
+
+@transaction.atomic
+def conversation_priority_set(
+    *, conversation: Conversation, priority: int, actor: User
+) -> Conversation:
+    if priority not in Priority.values:
+        raise ValueError(f"Unknown priority {priority!r}.")
+    conversation = _locked(conversation)
+    previous = conversation.priority
+    if previous == priority:
+        return conversation
+    conversation.priority = priority
+    conversation.save(update_fields=["priority", "updated_at"])
+    _record(
+        conversation, EventKind.PRIORITY_CHANGED, actor=actor, previous=previous, priority=priority
+    )
+    return conversation
+
+
+@transaction.atomic
+def conversation_tag(
+    *, conversation: Conversation, tag: Tag, actor: User, add: bool = True
+) -> Conversation:
+    """Add or remove one tag; recorded only when it changes something."""
+    present = conversation.tags.filter(pk=tag.pk).exists()
+    if add and not present:
+        conversation.tags.add(tag)
+        _record(conversation, EventKind.TAGGED, actor=actor, tag=tag.name)
+    elif not add and present:
+        conversation.tags.remove(tag)
+        _record(conversation, EventKind.UNTAGGED, actor=actor, tag=tag.name)
+    return conversation
+
+
+@transaction.atomic
+def conversation_snooze(
+    *, conversation: Conversation, until: datetime, actor: User
+) -> Conversation:
+    """Put a conversation aside until a time: it waits as pending and comes back as open then,
+    or as soon as the customer writes."""
+    if until <= timezone.now():
+        raise ValueError("Snooze until a time in the future.")
+    conversation = _locked(conversation)
+    conversation.status = Status.PENDING
+    conversation.snoozed_until = until
+    conversation.save(update_fields=["status", "snoozed_until", "updated_at"])
+    _record(conversation, EventKind.SNOOZED, actor=actor, until=until.isoformat())
+    return conversation
+
+
+def snoozes_wake(*, now: datetime | None = None) -> int:
+    """Reopen conversations whose snooze has ended. One indexed query finds them; each is
+    claimed by a conditional update, so two beats never wake one twice."""
+    now = now or timezone.now()
+    woken = 0
+    for pk in Conversation.objects.filter(snoozed_until__lte=now).values_list("pk", flat=True):
+        with transaction.atomic():
+            changed = Conversation.objects.filter(pk=pk, snoozed_until__lte=now).update(
+                snoozed_until=None, status=Status.OPEN, updated_at=now
+            )
+            if changed:
+                ConversationEvent.objects.create(
+                    conversation_id=pk, kind=EventKind.WOKE, created_at=now
+                )
+                woken += 1
+    return woken
+
+
+_PLACEHOLDER = re.compile(r"\{(first_name|name|agent_name|agent_first_name|channel)\}")
+
+
+def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: User) -> str:
+    """A canned response with its placeholders filled in for this conversation."""
+    contact_name = conversation.contact.name or "there"
+    values = {
+        "name": contact_name,
+        "first_name": contact_name.split()[0],
+        "agent_name": agent.get_full_name() or agent.get_username(),
+        "agent_first_name": agent.first_name or agent.get_username(),
+        "channel": conversation.channel.name,
+    }
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], canned.body)

@@ -3,21 +3,36 @@ from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH
+from channels_ingest.services import message_retry
 from channels_ingest.tasks import send_message
 from contacts.selectors import merge_candidates
 from conversations import services
-from conversations.forms import NoteForm, ReplyForm, StatusForm
-from conversations.models import Conversation, Status
+from conversations.forms import (
+    SNOOZE_CHOICES,
+    AssignForm,
+    NoteForm,
+    PriorityForm,
+    ReplyForm,
+    SnoozeForm,
+    StatusForm,
+    TagForm,
+)
+from conversations.models import Conversation, Priority, Status, Tag
+from conversations.presence import presence_report
 from conversations.selectors import (
     INBOX_VIEWS,
     InboxFilters,
+    assignable_agents,
+    canned_responses_for,
     contact_history,
     conversation_for_user,
     conversation_thread,
+    conversation_timeline,
     inbox_counts,
     inbox_page,
 )
@@ -71,6 +86,13 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
                 user=request.user, contact_id=conversation.contact_id
             ),
             "reply_form": ReplyForm(),
+            "timeline": conversation_timeline(conversation=conversation),
+            "canned_responses": canned_responses_for(user=request.user),
+            "agents": assignable_agents(conversation=conversation),
+            "priorities": Priority.choices,
+            "known_tags": Tag.objects.values_list("name", flat=True)[:200],
+            "snooze_choices": SNOOZE_CHOICES,
+            "assigned_to_other": conversation.assignee_id not in (None, request.user.pk),
             "note_form": NoteForm(),
             "statuses": Status.choices,
             "reply_limit": REPLY_MAX_LENGTH.get(channel.platform),
@@ -87,6 +109,14 @@ def conversation_reply(request: AuthedRequest, pk: int) -> HttpResponse:
         messages.error(request, "Write something to send.")
         return redirect("conversations:detail", pk=pk)
     body = form.cleaned_data["body"]
+    if conversation.assignee_id not in (None, request.user.pk) and not form.cleaned_data.get(
+        "confirm_not_assignee"
+    ):
+        messages.error(
+            request,
+            f"{conversation.assignee} is assigned to this conversation: confirm to reply anyway.",
+        )
+        return redirect("conversations:detail", pk=pk)
     decision = outbound_check(user=request.user, channel=conversation.channel, text=body)
     if not decision.allowed:
         for reason in decision.reasons:
@@ -131,3 +161,92 @@ def conversation_status(request: AuthedRequest, pk: int) -> HttpResponse:
         )
         messages.success(request, f"Status set to {conversation.get_status_display().lower()}.")
     return redirect("conversations:detail", pk=pk)
+
+
+@require_POST
+def conversation_assign(request: AuthedRequest, pk: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, pk)
+    form = AssignForm(request.POST, agents=assignable_agents(conversation=conversation))
+    if form.is_valid():
+        assignee = form.cleaned_data["assignee"]
+        services.conversation_assign(
+            conversation=conversation, assignee=assignee, actor=request.user
+        )
+        messages.success(request, f"Assigned to {assignee}." if assignee else "Unassigned.")
+    else:
+        messages.error(request, "That colleague cannot take conversations on this channel.")
+    return redirect("conversations:detail", pk=pk)
+
+
+@require_POST
+def conversation_priority(request: AuthedRequest, pk: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, pk)
+    form = PriorityForm(request.POST)
+    if form.is_valid():
+        services.conversation_priority_set(
+            conversation=conversation, priority=form.cleaned_data["priority"], actor=request.user
+        )
+    return redirect("conversations:detail", pk=pk)
+
+
+@require_POST
+def conversation_tag(request: AuthedRequest, pk: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, pk)
+    form = TagForm(request.POST)
+    if form.is_valid():
+        services.conversation_tag(
+            conversation=conversation,
+            tag=form.tag(),
+            actor=request.user,
+            add=not form.cleaned_data["remove"],
+        )
+    return redirect("conversations:detail", pk=pk)
+
+
+@require_POST
+def conversation_snooze(request: AuthedRequest, pk: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, pk)
+    form = SnoozeForm(request.POST)
+    if form.is_valid():
+        until = form.cleaned_data["until"]
+        services.conversation_snooze(conversation=conversation, until=until, actor=request.user)
+        messages.success(request, f"Snoozed until {timezone.localtime(until):%a %b %-d, %H:%M}.")
+    else:
+        for error in form.non_field_errors():
+            messages.error(request, str(error))
+    return redirect("conversations:detail", pk=pk)
+
+
+@require_POST
+def message_retry_view(request: AuthedRequest, pk: int, message_id: int) -> HttpResponse:
+    conversation = _conversation_or_404(request, pk)
+    if not conversation.messages.filter(pk=message_id).exists():
+        raise Http404("No such message in this conversation.")
+    if message_retry(message_id=message_id):
+        messages.success(request, "The reply is queued again.")
+    else:
+        messages.error(request, "Only a failed reply can be sent again.")
+    return redirect("conversations:detail", pk=pk)
+
+
+def canned_text(request: AuthedRequest, pk: int, canned_id: int) -> HttpResponse:
+    """A canned response filled in for this conversation, for the reply box."""
+    conversation = _conversation_or_404(request, pk)
+    canned = next((c for c in canned_responses_for(user=request.user) if c.pk == canned_id), None)
+    if canned is None:
+        raise Http404("No such canned response.")
+    text = services.canned_render(canned=canned, conversation=conversation, agent=request.user)
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+@require_POST
+def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
+    """The page reports itself every few seconds; the answer lists who else is here."""
+    conversation = _conversation_or_404(request, pk)
+    others = presence_report(
+        conversation_id=conversation.pk,
+        user_id=request.user.pk,
+        name=request.user.get_full_name() or request.user.get_username(),
+        typing=request.POST.get("typing") == "1",
+    )
+    return render(request, "conversations/_presence.html", {"others": others})

@@ -173,6 +173,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_ingest.tasks.poll_due_channels",
         "schedule": env.float("SCRM_POLL_TICK_SECONDS", default=5.0),
     },
+    "wake-snoozed-conversations": {
+        "task": "conversations.tasks.wake_snoozed_conversations",
+        "schedule": 60.0,
+    },
     "fail-stalled-sends": {
         "task": "channels_ingest.tasks.fail_stalled_sends",
         "schedule": 120.0,

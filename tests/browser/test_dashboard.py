@@ -38,11 +38,26 @@ def test_an_agent_works_a_conversation_from_the_inbox(page, live_server, screens
     expect(page.get_by_role("heading", level=2, name="History across channels")).to_be_visible()
     conversation_id = int(re.search(r"/inbox/(\d+)/", page.url).group(1))
 
+    # Replying over a colleague's assignment asks first; the agent confirms.
+    dialogs: list[str] = []
+
+    def accept(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    assigned_to_colleague = (
+        Conversation.objects.filter(pk=conversation_id)
+        .exclude(assignee__isnull=True)
+        .exclude(assignee__username="agent")
+        .exists()
+    )
     reply = page.get_by_label(re.compile("^Reply on"))
     reply.fill("Hi! Sorry about that, we're looking into it right now.")
     expect(page.locator("#reply-counter")).to_have_text(re.compile(r"^5\d / 280$"))
     page.get_by_role("button", name="Send reply").click()
     expect(page.get_by_role("status")).to_contain_text("Reply queued")
+    assert bool(dialogs) == assigned_to_colleague
     sent = page.locator("li.msg.out").last
     expect(sent).to_contain_text("we're looking into it")
     expect(sent).to_contain_text("Sent")

@@ -1,5 +1,7 @@
 """Who may open what. Walks every route so a new page that forgets login or scoping fails."""
 
+import re
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
@@ -24,8 +26,7 @@ def _routes(resolver=None, prefix="", namespace=""):
 
 
 def _url(route: str, pk: int) -> str:
-    path = route.replace("<int:pk>", str(pk)).replace("<int:channel_id>", str(pk))
-    path = path.replace("<str:action>", "retry")
+    path = re.sub(r"<int:\w+>", str(pk), route).replace("<str:action>", "retry")
     return "/" + path.lstrip("^").rstrip("$")
 
 

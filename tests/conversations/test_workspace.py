@@ -1,0 +1,203 @@
+"""The conversation workspace: assignment, priority, tags, snooze, canned responses, presence,
+replying over a colleague's assignment, retrying a failed reply, and the timeline."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from conversations.models import (
+    CannedResponse,
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    EventKind,
+    Message,
+    MessageKind,
+    Priority,
+    Status,
+)
+from conversations.services import snoozes_wake
+from conversations.tasks import wake_snoozed_conversations
+from tests.factories import MessageFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    cache.clear()
+
+
+def url(world, action: str = "") -> str:
+    base = f"/inbox/{world.conversation_a.pk}/"
+    return f"{base}{action}/" if action else base
+
+
+def fresh(world) -> Conversation:
+    return Conversation.objects.get(pk=world.conversation_a.pk)
+
+
+def test_an_agent_assigns_a_colleague_of_the_channel_and_can_unassign(login, world):
+    client = login(world.agent_a)
+    client.post(url(world, "assign"), {"assignee": world.manager.pk})
+    assert fresh(world).assignee == world.manager
+    client.post(url(world, "assign"), {"assignee": ""})
+    assert fresh(world).assignee is None
+    assert fresh(world).events.filter(kind=EventKind.ASSIGNED).count() == 2
+
+
+def test_a_colleague_without_access_to_the_channel_cannot_be_assigned(login, world):
+    response = login(world.agent_a).post(
+        url(world, "assign"), {"assignee": world.agent_b.pk}, follow=True
+    )
+    assert fresh(world).assignee is None
+    assert "cannot take conversations on this channel" in response.content.decode()
+
+
+def test_priority_changes_are_recorded(login, world):
+    login(world.agent_a).post(url(world, "priority"), {"priority": Priority.URGENT})
+    conversation = fresh(world)
+    assert conversation.priority == Priority.URGENT
+    event = conversation.events.get(kind=EventKind.PRIORITY_CHANGED)
+    assert (event.data["previous"], event.data["priority"]) == (Priority.NORMAL, Priority.URGENT)
+
+
+def test_tags_are_added_once_and_removed(login, world):
+    client = login(world.agent_a)
+    client.post(url(world, "tag"), {"name": "Refund "})
+    client.post(url(world, "tag"), {"name": "refund"})
+    assert list(fresh(world).tags.values_list("name", flat=True)) == ["refund"]
+    client.post(url(world, "tag"), {"name": "refund", "remove": "1"})
+    assert not fresh(world).tags.exists()
+    kinds = list(fresh(world).events.values_list("kind", flat=True))
+    assert kinds.count(EventKind.TAGGED) == 1 and kinds.count(EventKind.UNTAGGED) == 1
+
+
+def test_a_snoozed_conversation_waits_and_comes_back_when_its_time_comes(login, world):
+    login(world.agent_a).post(url(world, "snooze"), {"preset": "1h"})
+    conversation = fresh(world)
+    assert conversation.status == Status.PENDING
+    assert conversation.snoozed_until > timezone.now() + timedelta(minutes=59)
+    assert snoozes_wake() == 0
+    assert snoozes_wake(now=timezone.now() + timedelta(hours=2)) == 1
+    conversation = fresh(world)
+    assert (conversation.status, conversation.snoozed_until) == (Status.OPEN, None)
+    assert snoozes_wake(now=timezone.now() + timedelta(hours=3)) == 0
+    assert conversation.events.filter(kind=EventKind.WOKE).count() == 1
+
+
+def test_the_customer_writing_ends_a_snooze(login, world):
+    from channels_ingest.pipeline import ingest
+    from tests.factories import post
+
+    identity = world.conversation_a.contact.identities.get()
+    login(world.agent_a).post(url(world, "snooze"), {"preset": "tomorrow"})
+    ingest(
+        channel=world.channel_a,
+        posts=[post("later", author=identity.platform_user_id, at=timezone.now())],
+    )
+    conversation = fresh(world)
+    assert (conversation.status, conversation.snoozed_until) == (Status.OPEN, None)
+    assert wake_snoozed_conversations() == 0
+
+
+def test_snoozing_into_the_past_is_refused(login, world):
+    past = (timezone.localtime() - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    response = login(world.agent_a).post(url(world, "snooze"), {"until": past}, follow=True)
+    assert "in the future" in response.content.decode()
+    assert fresh(world).snoozed_until is None
+
+
+def test_a_canned_response_is_filled_in_for_the_customer_and_agent(login, world):
+    contact = world.conversation_a.contact
+    contact.name = "Dana Rossi"
+    contact.save()
+    canned = CannedResponse.objects.create(
+        title="Sorry",
+        body="Hi {first_name}, {agent_first_name} here from {channel}.",
+        team=world.team_a,
+    )
+    response = login(world.agent_a).get(url(world, f"canned/{canned.pk}"))
+    assert response.content.decode() == (
+        f"Hi Dana, {world.agent_a.first_name} here from Channel A."
+    )
+
+
+def test_canned_responses_are_personal_team_or_shared(login, world):
+    mine = CannedResponse.objects.create(title="Mine", body="m", owner=world.agent_a)
+    theirs = CannedResponse.objects.create(title="Theirs", body="t", owner=world.agent_b)
+    team_b = CannedResponse.objects.create(title="Team B", body="b", team=world.team_b)
+    shared = CannedResponse.objects.create(title="Everyone", body="e")
+    client = login(world.agent_a)
+    offered = [c.pk for c in client.get(url(world)).context["canned_responses"]]
+    assert sorted(offered) == sorted([mine.pk, shared.pk])
+    assert client.get(url(world, f"canned/{theirs.pk}")).status_code == 404
+    assert client.get(url(world, f"canned/{team_b.pk}")).status_code == 404
+
+
+def test_colleagues_see_who_else_is_viewing_and_typing(login, world):
+    from django.test import Client
+
+    manager = Client()
+    manager.force_login(world.manager)
+    agent = login(world.agent_a)
+    assert agent.post(url(world, "presence")).content.decode().strip() == ""
+    manager.post(url(world, "presence"), {"typing": "1"})
+    seen = agent.post(url(world, "presence")).content.decode()
+    assert world.manager.first_name in seen and "is typing" in seen
+    assert world.agent_a.first_name not in seen
+    assert "is viewing" in manager.post(url(world, "presence")).content.decode()
+
+
+def test_replying_over_a_colleagues_assignment_needs_confirmation(
+    login, world, django_capture_on_commit_callbacks
+):
+    Conversation.objects.filter(pk=world.conversation_a.pk).update(assignee=world.manager)
+    client = login(world.agent_a)
+    refused = client.post(url(world, "reply"), {"body": "Hello!"}, follow=True)
+    assert "confirm to reply anyway" in refused.content.decode()
+    assert not Message.objects.filter(direction=Direction.OUT).exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(url(world, "reply"), {"body": "Hello!", "confirm_not_assignee": "on"})
+    assert Message.objects.get(direction=Direction.OUT).delivery_status == DeliveryStatus.SENT
+
+
+def test_a_failed_reply_can_be_sent_again(login, world, django_capture_on_commit_callbacks):
+    failed = MessageFactory(
+        conversation=world.conversation_a,
+        direction=Direction.OUT,
+        kind=MessageKind.REPLY,
+        external_id=None,
+        delivery_status=DeliveryStatus.FAILED,
+        error="503",
+        author_user=world.agent_a,
+    )
+    client = login(world.agent_a)
+    assert "Send again" in client.get(url(world)).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(url(world, f"messages/{failed.pk}/retry"))
+    failed.refresh_from_db()
+    assert failed.delivery_status == DeliveryStatus.SENT
+    response = client.post(url(world, f"messages/{failed.pk}/retry"), follow=True)
+    assert "Only a failed reply" in response.content.decode()
+
+
+def test_a_message_of_another_conversation_cannot_be_retried_from_this_one(login, world):
+    other = MessageFactory(
+        conversation=world.conversation_b,
+        direction=Direction.OUT,
+        external_id=None,
+        delivery_status=DeliveryStatus.FAILED,
+    )
+    assert login(world.agent_a).post(url(world, f"messages/{other.pk}/retry")).status_code == 404
+
+
+def test_the_timeline_shows_who_did_what(login, world):
+    client = login(world.agent_a)
+    client.post(url(world, "claim"))
+    client.post(url(world, "priority"), {"priority": Priority.HIGH})
+    page = client.get(url(world)).content.decode()
+    assert "Priority changed" in page and "Assigned" in page
+    assert world.agent_a.first_name in page
