@@ -21,7 +21,15 @@ from channels_ingest.pipeline import ingest
 from channels_ingest.platforms import Platform
 from channels_ingest.services import message_send
 from conversations import services as conversation_services
-from conversations.models import ACTIVE_STATUSES, Conversation, Message, Status, Tag
+from conversations.models import (
+    ACTIVE_STATUSES,
+    Conversation,
+    ConversationEvent,
+    EventKind,
+    Message,
+    Status,
+    Tag,
+)
 from governance.models import ChannelAccess, Role, Team, TeamMembership
 from governance.services import roles_ensure
 
@@ -234,6 +242,11 @@ def _work_the_queue(
                 at=answered_at,
             )
         message_send(message_id=reply.pk)
+        # History: the reply went out when it was written, not when the demo was loaded.
+        Message.objects.filter(pk=reply.pk).update(sent_at=answered_at)
+        ConversationEvent.objects.filter(
+            kind=EventKind.MESSAGE_SENT, data__message_id=reply.pk
+        ).update(created_at=answered_at)
         sent += 1
         resolved_at = answered_at + timedelta(minutes=rng.lognormvariate(4.5, 1.0))
         if resolved_at < now - timedelta(days=1) and rng.random() < 0.8:

@@ -42,3 +42,13 @@ def test_seed_demo_run_twice_changes_nothing():
     before = _counts()
     call_command("seed_demo", days=5)
     assert _counts() == before
+
+
+def test_demo_replies_are_dated_when_they_were_written():
+    from conversations.models import EventKind
+
+    seed_demo(days=6)
+    reply = Message.objects.filter(delivery_status=DeliveryStatus.SENT).order_by("created_at")[0]
+    assert reply.sent_at == reply.created_at
+    event = ConversationEvent.objects.get(kind=EventKind.MESSAGE_SENT, data__message_id=reply.pk)
+    assert event.created_at == reply.created_at
