@@ -1,4 +1,6 @@
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 from django.utils import timezone
 
@@ -169,6 +171,10 @@ class Conversation(models.Model):
         return self.status in ACTIVE_STATUSES
 
 
+# What the inbox searches in message bodies on PostgreSQL; the index below is on exactly this.
+MESSAGE_SEARCH_VECTOR = SearchVector("body", config="simple")
+
+
 class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
@@ -226,6 +232,8 @@ class Message(models.Model):
             models.Index(fields=["conversation", "created_at", "id"], name="msg_conversation_idx"),
             models.Index(fields=["created_at"], name="msg_created_idx"),
             models.Index(fields=["channel", "created_at"], name="msg_channel_created_idx"),
+            # Created on PostgreSQL only (see the migration); SQLite searches by substring.
+            GinIndex(MESSAGE_SEARCH_VECTOR, name="msg_body_search_idx"),
         ]
 
     def __str__(self) -> str:

@@ -2,21 +2,30 @@
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.contrib.postgres.search import SearchQuery
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from channels_ingest.platforms import Platform
 from contacts.models import SocialIdentity
 from conversations.models import (
     ACTIVE_STATUSES,
+    MESSAGE_SEARCH_VECTOR,
     CannedResponse,
     Conversation,
     ConversationEvent,
     Message,
+    Priority,
     Status,
 )
 from governance.models import Role, TeamMembership
@@ -69,24 +78,113 @@ def _view_filter(view: str, user: AnyUser) -> Q:
     return work
 
 
+SORTS = {"newest": "Newest activity", "waiting": "Waiting longest", "priority": "Priority"}
+
+# Keyset order of each sort: (field, descending). The last field is unique, so every row has
+# one place and a cursor can say where a page ended.
+_SORT_KEYS: dict[str, list[tuple[str, bool]]] = {
+    "newest": [("last_message_at", True), ("pk", True)],
+    "waiting": [("wait_key", False), ("pk", False)],
+    "priority": [("priority", True), ("last_message_at", True), ("pk", True)],
+}
+# Conversations nobody waits on sort after all that do.
+_NOT_WAITING = datetime(9999, 12, 31, tzinfo=UTC)
+_SENTIMENT = {
+    "positive": Q(sentiment__gte=0.05),
+    "neutral": Q(sentiment__gt=-0.05, sentiment__lt=0.05),
+    "negative": Q(sentiment__lte=-0.05),
+}
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
+
+
+def _day(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class InboxFilters:
     view: str = "all"
     status: str = ""
     channel: int | None = None
+    platform: str = ""
+    team: int | None = None
+    assignee: str = ""  # a user id, or "none"
+    priority: int | None = None
+    sentiment: str = ""
+    tag: str = ""
+    since: date | None = None
+    until: date | None = None
     search: str = ""
+    sort: str = "newest"
 
     @classmethod
     def from_query(cls, params: Any) -> "InboxFilters":
+        """Read from a query string; anything unknown or malformed is ignored."""
         view = params.get("view", "all")
         status = params.get("status", "")
-        channel = params.get("channel", "")
+        assignee = params.get("assignee", "")
+        priority = _int(params.get("priority", ""))
         return cls(
             view=view if view in INBOX_VIEWS else "all",
             status=status if status in Status.values else "",
-            channel=int(channel) if channel.isdigit() else None,
+            channel=_int(params.get("channel", "")),
+            platform=params.get("platform", "")
+            if params.get("platform") in Platform.values
+            else "",
+            team=_int(params.get("team", "")),
+            assignee=assignee if assignee == "none" or assignee.isdigit() else "",
+            priority=priority if priority in Priority.values else None,
+            sentiment=params.get("sentiment", "") if params.get("sentiment") in _SENTIMENT else "",
+            tag=params.get("tag", "").strip()[:50],
+            since=_day(params.get("since", "")),
+            until=_day(params.get("until", "")),
             search=params.get("q", "").strip()[:200],
+            sort=params.get("sort", "newest") if params.get("sort") in SORTS else "newest",
         )
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything beyond the view narrows the list."""
+        return any(
+            (
+                self.status,
+                self.channel,
+                self.platform,
+                self.team,
+                self.assignee,
+                self.priority,
+                self.sentiment,
+                self.tag,
+                self.since,
+                self.until,
+                self.search,
+            )
+        )
+
+    def query_string(self) -> str:
+        """These filters as a query string, for links that keep the agent's place."""
+        pairs = {
+            "view": self.view,
+            "status": self.status,
+            "channel": self.channel,
+            "platform": self.platform,
+            "team": self.team,
+            "assignee": self.assignee,
+            "priority": self.priority,
+            "sentiment": self.sentiment,
+            "tag": self.tag,
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+            "q": self.search,
+            "sort": "" if self.sort == "newest" else self.sort,
+        }
+        return urlencode({k: v for k, v in pairs.items() if v not in ("", None)})
 
 
 @dataclass
@@ -96,18 +194,97 @@ class InboxPage:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _encode_cursor(conversation: Conversation) -> str:
-    raw = f"{conversation.last_message_at.isoformat()}|{conversation.pk}"
+def _encode_cursor(sort: str, row: Conversation) -> str:
+    values = [getattr(row, name) for name, _ in _SORT_KEYS[sort]]
+    raw = json.dumps([sort, *(v.isoformat() if isinstance(v, datetime) else v for v in values)])
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+def _decode_cursor(sort: str, cursor: str) -> list[Any] | None:
+    """The key values a page ended at, or None for a cursor of another sort or a garbled one."""
     try:
-        at, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        moment = parse_datetime(at)
-        return (moment, int(pk)) if moment else None
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raw = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(raw, list) or raw[0] != sort or len(raw) != len(_SORT_KEYS[sort]) + 1:
+            return None
+        values: list[Any] = []
+        for (name, _), value in zip(_SORT_KEYS[sort], raw[1:], strict=True):
+            if name in ("last_message_at", "wait_key"):
+                moment = parse_datetime(str(value))
+                if moment is None:
+                    return None
+                values.append(moment)
+            else:
+                values.append(int(value))
+        return values
+    except (ValueError, TypeError, IndexError, binascii.Error, UnicodeDecodeError):
         return None
+
+
+def _after(sort: str, values: list[Any]) -> Q:
+    """Rows that come after the given key values in the sort's order."""
+    keys = _SORT_KEYS[sort]
+    condition = Q(pk__in=[])
+    for i, (name, descending) in enumerate(keys):
+        equal = Q(**{f"{n}": v for (n, _), v in zip(keys[:i], values[:i], strict=True)})
+        beyond = Q(**{f"{name}__{'lt' if descending else 'gt'}": values[i]})
+        condition |= equal & beyond
+    return condition
+
+
+def _search(term: str) -> Q:
+    """Message bodies, contact names and handles. PostgreSQL matches words with its full-text
+    search (an index on the message bodies); SQLite falls back to substring matching."""
+    handle = term.lstrip("@")
+    people = Q(contact__name__icontains=term) | Exists(
+        SocialIdentity.objects.filter(contact_id=OuterRef("contact_id"), handle__icontains=handle)
+    )
+    messages = Message.objects.filter(conversation_id=OuterRef("pk"))
+    if connection.vendor == "postgresql":
+        messages = messages.annotate(document=MESSAGE_SEARCH_VECTOR).filter(
+            document=SearchQuery(term, config="simple", search_type="websearch")
+        )
+    else:
+        # Every word somewhere in the message, as full-text search would match them.
+        for word in term.split()[:8]:
+            messages = messages.filter(body__icontains=word)
+    return people | Exists(messages)
+
+
+def inbox_queryset(*, user: AnyUser, filters: InboxFilters) -> QuerySet[Conversation]:
+    """The conversations of the inbox with every filter applied, in no particular order."""
+    conversations = conversations_visible_to(user=user).filter(_view_filter(filters.view, user))
+    exact = {
+        "status": filters.status,
+        "channel_id": filters.channel,
+        "channel__platform": filters.platform,
+        "team_id": filters.team,
+        "priority": filters.priority,
+    }
+    conversations = conversations.filter(**{k: v for k, v in exact.items() if v})
+    if filters.assignee == "none":
+        conversations = conversations.filter(assignee__isnull=True)
+    elif filters.assignee:
+        conversations = conversations.filter(assignee_id=int(filters.assignee))
+    if filters.sentiment:
+        conversations = conversations.filter(_SENTIMENT[filters.sentiment])
+    if filters.tag:
+        conversations = conversations.filter(
+            Exists(
+                Conversation.tags.through.objects.filter(
+                    conversation_id=OuterRef("pk"), tag__name=filters.tag
+                )
+            )
+        )
+    zone = timezone.get_current_timezone()
+    if filters.since:
+        start = datetime.combine(filters.since, datetime.min.time(), tzinfo=zone)
+        conversations = conversations.filter(last_message_at__gte=start)
+    if filters.until:
+        end = datetime.combine(filters.until + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        conversations = conversations.filter(last_message_at__lt=end)
+    if filters.search:
+        conversations = conversations.filter(_search(filters.search))
+    return conversations
 
 
 def inbox_counts(*, user: AnyUser) -> dict[str, int]:
@@ -127,28 +304,17 @@ def inbox_page(
     after: str = "",
     size: int = 50,
 ) -> InboxPage:
-    """One page of the inbox, newest activity first, by keyset: deep pages cost as much as the
+    """One page of the inbox in the chosen order, by keyset: deep pages cost as much as the
     first. Related rows come in a fixed number of queries whatever the page size."""
-    conversations = conversations_visible_to(user=user).filter(_view_filter(filters.view, user))
-    if filters.status:
-        conversations = conversations.filter(status=filters.status)
-    if filters.channel:
-        conversations = conversations.filter(channel_id=filters.channel)
-    if filters.search:
-        term = filters.search
-        handle = term.lstrip("@")
-        conversations = conversations.filter(
-            Q(contact__name__icontains=term)
-            | Q(subject__icontains=term)
-            | Q(last_message_preview__icontains=term)
-            | Q(contact__identities__handle__icontains=handle)
-        ).distinct()
-    position = _decode_cursor(after) if after else None
-    if position:
-        at, pk = position
-        conversations = conversations.filter(
-            Q(last_message_at__lt=at) | Q(last_message_at=at, pk__lt=pk)
+    conversations = inbox_queryset(user=user, filters=filters)
+    if filters.sort == "waiting":
+        conversations = conversations.annotate(
+            wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
         )
+    position = _decode_cursor(filters.sort, after) if after else None
+    if position:
+        conversations = conversations.filter(_after(filters.sort, position))
+    order = [f"{'-' if descending else ''}{name}" for name, descending in _SORT_KEYS[filters.sort]]
     rows = list(
         conversations.select_related("contact", "channel", "assignee", "team")
         .prefetch_related(
@@ -158,10 +324,15 @@ def inbox_page(
                 queryset=SocialIdentity.objects.order_by("platform", "id"),
             ),
         )
-        .order_by("-last_message_at", "-pk")[: size + 1]
+        .order_by(*order)[: size + 1]
     )
-    next_cursor = _encode_cursor(rows[size - 1]) if len(rows) > size else None
+    next_cursor = _encode_cursor(filters.sort, rows[size - 1]) if len(rows) > size else None
     return InboxPage(conversations=rows[:size], next_cursor=next_cursor)
+
+
+def inbox_new_since(*, user: AnyUser, filters: InboxFilters, since: datetime) -> int:
+    """How many conversations in this list had activity after the page was drawn."""
+    return inbox_queryset(user=user, filters=filters).filter(last_message_at__gt=since).count()
 
 
 # --- One conversation -------------------------------------------------------------------

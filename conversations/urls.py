@@ -6,6 +6,8 @@ app_name = "conversations"
 
 urlpatterns = [
     path("", views.inbox, name="inbox"),
+    path("updates/", views.inbox_updates, name="updates"),
+    path("bulk/", views.inbox_bulk, name="bulk"),
     path("<int:pk>/", views.conversation_detail, name="detail"),
     path("<int:pk>/reply/", views.conversation_reply, name="reply"),
     path("<int:pk>/note/", views.conversation_note, name="note"),

@@ -3,11 +3,13 @@ from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from channels_ingest.models import ChannelAccount
-from channels_ingest.platforms import REPLY_MAX_LENGTH
+from channels_ingest.platforms import REPLY_MAX_LENGTH, Platform
 from channels_ingest.services import message_retry
 from channels_ingest.tasks import send_message
 from contacts.selectors import merge_candidates
@@ -26,6 +28,7 @@ from conversations.models import Conversation, Priority, Status, Tag
 from conversations.presence import presence_report
 from conversations.selectors import (
     INBOX_VIEWS,
+    SORTS,
     InboxFilters,
     assignable_agents,
     canned_responses_for,
@@ -33,9 +36,12 @@ from conversations.selectors import (
     conversation_for_user,
     conversation_thread,
     conversation_timeline,
+    conversations_visible_to,
     inbox_counts,
+    inbox_new_since,
     inbox_page,
 )
+from governance.models import Team
 from governance.selectors import channels_visible_to
 from governance.services import outbound_check
 from scrm.types import AuthedRequest
@@ -49,16 +55,68 @@ def inbox(request: AuthedRequest) -> HttpResponse:
         after=request.GET.get("after", ""),
         size=settings.SCRM_INBOX_PAGE_SIZE,
     )
-    context = {"page": page, "filters": filters}
+    context = {"page": page, "filters": filters, "query": filters.query_string()}
     if request.htmx and request.GET.get("after"):
         return render(request, "conversations/_inbox_rows.html", context)
     context |= {
         "views": INBOX_VIEWS,
         "counts": inbox_counts(user=request.user),
         "statuses": Status.choices,
+        "priorities": Priority.choices,
+        "platforms": Platform.choices,
+        "sorts": SORTS,
         "channels": channels_visible_to(user=request.user).only("id", "name", "platform"),
+        "teams": Team.objects.only("id", "name"),
+        "drawn_at": timezone.now().isoformat(),
+        "bulk_statuses": [(s, label) for s, label in Status.choices if s != Status.NEW],
     }
     return render(request, "conversations/inbox.html", context)
+
+
+def inbox_updates(request: AuthedRequest) -> HttpResponse:
+    """Polled by the inbox: how many conversations of this list moved since it was drawn.
+    Announced, not inserted, so the agent's place in the list never jumps."""
+    filters = InboxFilters.from_query(request.GET)
+    since = parse_datetime(request.GET.get("since", "")) or timezone.now()
+    count = inbox_new_since(user=request.user, filters=filters, since=since)
+    return render(
+        request,
+        "conversations/_inbox_updates.html",
+        {"count": count, "query": filters.query_string()},
+    )
+
+
+@require_POST
+def inbox_bulk(request: AuthedRequest) -> HttpResponse:
+    """Apply one action to the ticked conversations the user may see."""
+    ids = [int(pk) for pk in request.POST.getlist("ids") if pk.isdigit()][:500]
+    action = request.POST.get("action", "")
+    selected = list(conversations_visible_to(user=request.user).filter(pk__in=ids))
+    done = 0
+    for conversation in selected:
+        if action == "assign_me":
+            services.conversation_assign(
+                conversation=conversation, assignee=request.user, actor=request.user
+            )
+        elif action == "unassign":
+            services.conversation_assign(
+                conversation=conversation, assignee=None, actor=request.user
+            )
+        elif action.startswith("status:") and action[7:] in Status.values:
+            services.conversation_status_set(
+                conversation=conversation, status=action[7:], actor=request.user
+            )
+        elif action == "tag" and request.POST.get("tag", "").strip():
+            tag = Tag.objects.get_or_create(name=request.POST["tag"].strip().lower()[:50])[0]
+            services.conversation_tag(conversation=conversation, tag=tag, actor=request.user)
+        else:
+            messages.error(request, "Choose an action for the selected conversations.")
+            break
+        done += 1
+    if done:
+        messages.success(request, f"Done for {done} conversation{'s' if done != 1 else ''}.")
+    back = request.POST.get("next", "")
+    return redirect(f"{reverse('conversations:inbox')}?{back}" if back else "conversations:inbox")
 
 
 def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:

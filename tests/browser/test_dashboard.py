@@ -28,7 +28,7 @@ def test_an_agent_works_a_conversation_from_the_inbox(page, live_server, screens
     screenshot("inbox")
 
     page.get_by_label("Status").select_option("open")
-    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("button", name="Filter", exact=True).click()
     expect(page).to_have_url(re.compile(r"status=open"))
     expect(rows.first).to_be_visible()
     for badge in page.locator("a.row .badge[class*='status-']").all_inner_texts():
