@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from contacts.models import Contact, MergeSuggestion, SocialIdentity
+from contacts.models import Contact, ContactImport, MergeSuggestion, SocialIdentity
 
 
 class SocialIdentityInline(admin.TabularInline):
@@ -18,8 +18,17 @@ class SocialIdentityInline(admin.TabularInline):
 
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "email", "company", "is_vip", "first_seen_at", "last_seen_at")
-    list_filter = ("is_vip",)
+    list_display = (
+        "__str__",
+        "email",
+        "company",
+        "is_vip",
+        "source",
+        "first_seen_at",
+        "last_seen_at",
+    )
+    list_filter = ("is_vip", "source")
+    raw_id_fields = ("created_by",)
     search_fields = ("name", "email", "phone", "company", "identities__handle", "external_crm_id")
     date_hierarchy = "first_seen_at"
     inlines = [SocialIdentityInline]
@@ -38,3 +47,11 @@ class MergeSuggestionAdmin(admin.ModelAdmin):
     list_display = ("contact", "other", "reason", "status", "created_at")
     list_filter = ("status",)
     raw_id_fields = ("contact", "other")
+
+
+@admin.register(ContactImport)
+class ContactImportAdmin(admin.ModelAdmin):
+    list_display = ("file_name", "status", "created_by", "created_at", "finished_at")
+    list_filter = ("status",)
+    readonly_fields = ("created_at", "updated_at", "finished_at")
+    exclude = ("content",)

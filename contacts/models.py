@@ -1,8 +1,19 @@
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from channels_ingest.platforms import Platform
+
+
+class ContactSource(models.TextChoices):
+    SOCIAL = "social", "Social channel"
+    MANUAL = "manual", "Added by hand"
+    IMPORT = "import", "CSV import"
+
+
+# Contacts that did not arrive through a channel belong to no team: everyone may see them.
+SHARED_CONTACT_SOURCES = (ContactSource.MANUAL, ContactSource.IMPORT)
 
 
 class Contact(models.Model):
@@ -18,12 +29,27 @@ class Contact(models.Model):
     external_crm_url = models.URLField("external CRM link", blank=True)
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
+    # A database default too, so raw bulk inserts by the ingest pipeline stay "social".
+    source = models.CharField(
+        max_length=10,
+        choices=ContactSource.choices,
+        default=ContactSource.SOCIAL,
+        db_default=ContactSource.SOCIAL,
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         indexes = [
             models.Index(Lower("email"), name="contact_email_lower_idx"),
+            models.Index(fields=["external_crm_id"], name="contact_crm_id_idx"),
             models.Index(fields=["phone"], name="contact_phone_idx"),
             models.Index(fields=["first_seen_at"], name="contact_first_seen_idx"),
             models.Index(fields=["-last_seen_at", "-id"], name="contact_last_seen_idx"),
@@ -93,3 +119,64 @@ class MergeSuggestion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.contact_id} ~ {self.other_id}: {self.reason}"
+
+
+class ContactImportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting"
+    RUNNING = "running", "Importing"
+    DONE = "done", "Finished"
+    FAILED = "failed", "Failed"
+
+
+class ContactImport(models.Model):
+    """One uploaded CSV file of contacts and how far its import got.
+
+    The file's text is kept in the row so whichever worker picks the job up can read it; it
+    is dropped once the import ends. ``errors`` holds ``{"row", "column", "message"}`` items
+    (a row may have several); ``skipped_count`` counts the rows they kept out.
+    """
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file_name = models.CharField(max_length=255)
+    content = models.TextField(blank=True)
+    delimiter = models.CharField(max_length=1, default=",")
+    ignored_columns = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ContactImportStatus.choices, default=ContactImportStatus.PENDING
+    )
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    failure = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-created_at"], name="contact_import_recent_idx")]
+
+    # The report keeps this many problems; the counts stay exact beyond it.
+    MAX_ERRORS = 1000
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.get_status_display()})"
+
+    @property
+    def errors_truncated(self) -> bool:
+        return len(self.errors) >= self.MAX_ERRORS
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (ContactImportStatus.DONE, ContactImportStatus.FAILED)
+
+    @property
+    def percent(self) -> int:
+        if not self.total_rows:
+            return 100 if self.is_finished else 0
+        return min(100, self.processed_rows * 100 // self.total_rows)

@@ -1,17 +1,29 @@
 """Reads of contacts, scoped to what the user may see."""
 
+import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
-from contacts.models import Contact, MergeSuggestion, MergeSuggestionStatus, SocialIdentity
+from contacts.models import (
+    SHARED_CONTACT_SOURCES,
+    Contact,
+    ContactImport,
+    MergeSuggestion,
+    MergeSuggestionStatus,
+    SocialIdentity,
+)
 from conversations.models import Conversation
+from governance.roles import is_admin
 from governance.selectors import visible_channel_ids
 from scrm.types import AnyUser
 
 
 def contacts_visible_to(*, user: AnyUser) -> QuerySet[Contact]:
-    """Contacts with at least one conversation on a channel the user may see."""
+    """Contacts with at least one conversation on a channel the user may see, and contacts
+    that came through no channel (added by hand or imported), which belong to no team."""
     if not user.is_authenticated:
         return Contact.objects.none()
     ids = visible_channel_ids(user=user)
@@ -20,11 +32,12 @@ def contacts_visible_to(*, user: AnyUser) -> QuerySet[Contact]:
     seen_on_visible_channel = Conversation.objects.filter(
         contact_id=OuterRef("pk"), channel_id__in=ids
     )
-    return Contact.objects.filter(Exists(seen_on_visible_channel))
+    return Contact.objects.filter(
+        Exists(seen_on_visible_channel) | Q(source__in=SHARED_CONTACT_SOURCES)
+    )
 
 
-def contact_list(*, user: AnyUser, search: str = "") -> QuerySet[Contact]:
-    contacts = contacts_visible_to(user=user)
+def _contacts_matching(contacts: QuerySet[Contact], search: str) -> QuerySet[Contact]:
     if search:
         handle = search.lstrip("@")
         matching_identity = SocialIdentity.objects.filter(
@@ -37,6 +50,11 @@ def contact_list(*, user: AnyUser, search: str = "") -> QuerySet[Contact]:
             | Q(company__icontains=search)
             | Exists(matching_identity)
         )
+    return contacts
+
+
+def contact_list(*, user: AnyUser, search: str = "") -> QuerySet[Contact]:
+    contacts = _contacts_matching(contacts_visible_to(user=user), search)
     return contacts.prefetch_related(
         Prefetch("identities", queryset=SocialIdentity.objects.order_by("platform", "handle"))
     ).order_by("-last_seen_at", "-id")
@@ -59,3 +77,113 @@ def merge_candidates(*, user: AnyUser, contact_id: int) -> list[MergeCandidate]:
     others = {s.other_id if s.contact_id == contact_id else s.contact_id: s for s in suggestions}
     visible = contacts_visible_to(user=user).filter(pk__in=others).prefetch_related("identities")
     return [MergeCandidate(suggestion=others[c.pk], contact=c) for c in visible]
+
+
+def contact_for_user(*, user: AnyUser, pk: int) -> Contact | None:
+    return (
+        contacts_visible_to(user=user)
+        .select_related("created_by")
+        .prefetch_related("identities")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def contact_crm_id_taken(*, external_crm_id: str, exclude_pk: int | None = None) -> bool:
+    """Whether another contact holds this CRM id: imports match contacts by it."""
+    if not external_crm_id:
+        return False
+    holders = Contact.objects.filter(external_crm_id=external_crm_id)
+    if exclude_pk is not None:
+        holders = holders.exclude(pk=exclude_pk)
+    return holders.exists()
+
+
+# --- CSV ---------------------------------------------------------------------------------
+# The columns of an export, which an import reads back; the last four are export-only.
+CSV_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "phone",
+    "company",
+    "vip",
+    "external_crm_id",
+    "external_crm_url",
+    "first_seen_at",
+    "last_seen_at",
+    "identities",
+    "attributes",
+)
+EXPORT_CHUNK_SIZE = 2000
+
+# Spreadsheets run a cell that starts with one of these as a formula. Names and handles come
+# from strangers on social media, so such cells are exported behind a quote mark, which an
+# import removes again. Plain numbers such as "+1 555 0100" are harmless and left alone.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9 ().-]*")
+
+
+def csv_cell_escape(value: str) -> str:
+    if value.startswith(FORMULA_TRIGGERS) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _identity_label(identity: SocialIdentity) -> str:
+    who = f"@{identity.handle}" if identity.handle else identity.display_name
+    return f"{identity.platform}:{who or identity.platform_user_id}"
+
+
+def _export_row(contact: Contact) -> list[str]:
+    return [
+        str(contact.pk),
+        contact.name,
+        contact.email,
+        contact.phone,
+        contact.company,
+        "yes" if contact.is_vip else "no",
+        contact.external_crm_id,
+        contact.external_crm_url,
+        contact.first_seen_at.isoformat(),
+        contact.last_seen_at.isoformat(),
+        "; ".join(_identity_label(i) for i in contact.identities.all()),
+        json.dumps(contact.attributes, ensure_ascii=False, sort_keys=True)
+        if contact.attributes
+        else "",
+    ]
+
+
+def contacts_export_rows(*, user: AnyUser, search: str = "") -> Iterator[list[str]]:
+    """The header, then one row per contact the user may see, read a chunk at a time: each
+    chunk costs one query for its contacts and one for their identities, so memory and
+    queries stay flat however many contacts there are."""
+    yield list(CSV_COLUMNS)
+    contacts = (
+        _contacts_matching(contacts_visible_to(user=user), search)
+        .order_by("pk")
+        .prefetch_related(
+            Prefetch(
+                "identities",
+                queryset=SocialIdentity.objects.order_by("platform", "handle", "pk").only(
+                    "contact_id", "platform", "platform_user_id", "handle", "display_name"
+                ),
+            )
+        )
+    )
+    for contact in contacts.iterator(chunk_size=EXPORT_CHUNK_SIZE):
+        yield [csv_cell_escape(value) for value in _export_row(contact)]
+
+
+def contact_imports_for(*, user: AnyUser) -> QuerySet[ContactImport]:
+    """Imports the user may follow: their own; admins see everyone's."""
+    imports = ContactImport.objects.defer("content").select_related("created_by")
+    if not user.is_authenticated:
+        return imports.none()
+    if not is_admin(user):
+        imports = imports.filter(created_by_id=user.pk)
+    return imports.order_by("-created_at", "-pk")
+
+
+def contact_import_for(*, user: AnyUser, pk: int) -> ContactImport | None:
+    return contact_imports_for(user=user).filter(pk=pk).first()

@@ -1,15 +1,37 @@
 """Writes to contacts and their social identities."""
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import csv
+import io
+import itertools
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Q
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
+from django.db import transaction
+from django.db.models import CharField, Q
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 from channels_ingest.types import InboundAuthor
-from contacts.models import Contact, MergeSuggestion, SocialIdentity
+from contacts.models import (
+    Contact,
+    ContactImport,
+    ContactImportStatus,
+    ContactSource,
+    MergeSuggestion,
+    SocialIdentity,
+)
+from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS
 from scrm.bulk import rows_update
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
 
 _PROFILE_FIELDS = ("handle", "display_name", "profile_url", "followers_count", "verified")
 
@@ -202,3 +224,420 @@ def merge_suggestions_find(*, identities: list[SocialIdentity]) -> int:
         ignore_conflicts=True,
     )
     return len(pairs)
+
+
+# --- Contacts entered by hand ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactData:
+    """What a person may set on a contact; the rest comes from the channels."""
+
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    company: str = ""
+    is_vip: bool = False
+    external_crm_id: str = ""
+    external_crm_url: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+_EDITABLE_FIELDS = tuple(f.name for f in fields(ContactData))
+
+
+def contact_create(*, data: ContactData, actor: User) -> Contact:
+    """A contact added by hand. It came through no channel, so every team may see it."""
+    now = timezone.now()
+    contact = Contact(
+        **{name: getattr(data, name) for name in _EDITABLE_FIELDS},
+        source=ContactSource.MANUAL,
+        created_by=actor,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+    contact.save()
+    return contact
+
+
+def contact_update(*, contact: Contact, data: ContactData, actor: User) -> Contact:
+    for name in _EDITABLE_FIELDS:
+        setattr(contact, name, getattr(data, name))
+    contact.save(update_fields=[*_EDITABLE_FIELDS, "updated_at"])
+    return contact
+
+
+# --- CSV import --------------------------------------------------------------------------
+
+IMPORT_BATCH_SIZE = 500
+# A running import whose worker went quiet this long may be taken over by a redelivery.
+IMPORT_STALE_AFTER = timedelta(minutes=10)
+
+_IMPORTED_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "phone",
+    "company",
+    "vip",
+    "external_crm_id",
+    "external_crm_url",
+    "attributes",
+)
+_MAX_LENGTHS: dict[str, int] = {
+    f.name: f.max_length
+    for f in Contact._meta.get_fields()
+    if isinstance(f, CharField) and f.max_length and f.name in _IMPORTED_COLUMNS
+}
+_JSON_EXAMPLE = '{"plan": "gold"}'
+_YES = {"yes", "y", "true", "1", "x", "vip"}
+_NO = {"no", "n", "false", "0"}
+
+
+class ImportFileError(ValueError):
+    """The file as a whole cannot be imported (its rows are never looked at)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFile:
+    text: str
+    delimiter: str
+    ignored_columns: list[str]
+    total_rows: int
+
+
+def _column_name(heading: str) -> str:
+    return re.sub(r"[\s-]+", "_", heading.strip().lower())
+
+
+def _csv_reader(text: str, delimiter: str) -> "CsvReader":
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
+def import_file_read(*, raw: bytes) -> ImportFile:
+    """Check an uploaded file's encoding and header and count its rows."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(
+            "The file is not UTF-8 text. Save it from your spreadsheet as “CSV UTF-8”."
+        ) from exc
+    if "\x00" in text:
+        raise ImportFileError("The file holds binary data, not CSV text.")
+    first_line = text.split("\n", 1)[0]
+    # Column names hold neither character, so the header alone tells which one separates.
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = _csv_reader(text, delimiter)
+    try:
+        header = [_column_name(h) for h in next(reader, [])]
+        if not any(header):
+            raise ImportFileError("The file is empty: it needs a header row, then contacts.")
+        duplicates = sorted({name for name in header if name and header.count(name) > 1})
+        if duplicates:
+            raise ImportFileError(f"The header repeats columns: {', '.join(duplicates)}.")
+        if not {"name", "email"} & set(header):
+            raise ImportFileError(
+                "The header row needs a “name” or an “email” column "
+                f"(it has: {', '.join(h for h in header if h) or 'nothing'})."
+            )
+        total = sum(1 for record in reader if any(cell.strip() for cell in record))
+    except csv.Error as exc:
+        raise ImportFileError(f"The file is not valid CSV: {exc}.") from exc
+    if not total:
+        raise ImportFileError("The file has a header row but no contacts.")
+    return ImportFile(
+        text=text,
+        delimiter=delimiter,
+        ignored_columns=[h for h in header if h and h not in CSV_COLUMNS],
+        total_rows=total,
+    )
+
+
+def contact_import_create(*, file: ImportFile, file_name: str, actor: User) -> ContactImport:
+    """Store an upload as a job; the caller enqueues ``contact_import_run`` after commit."""
+    return ContactImport.objects.create(
+        created_by=actor,
+        file_name=file_name[:255],
+        content=file.text,
+        delimiter=file.delimiter,
+        ignored_columns=file.ignored_columns,
+        total_rows=file.total_rows,
+    )
+
+
+@dataclass(slots=True)
+class _Row:
+    number: int
+    values: dict[str, Any]
+    errors: list[dict[str, Any]]
+
+
+def _cell_unescape(value: str) -> str:
+    """Undo the quote mark an export puts before cells a spreadsheet would run as formulas."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_TRIGGERS):
+        return value[1:]
+    return value
+
+
+def _shown(value: str) -> str:
+    return f"“{value[:60]}…”" if len(value) > 60 else f"“{value}”"
+
+
+def _cell_parse(column: str, value: str) -> Any:
+    """The value of one non-empty cell; raises ValueError with a message for the report."""
+    if column in _MAX_LENGTHS and len(value) > _MAX_LENGTHS[column]:
+        raise ValueError(f"Too long: at most {_MAX_LENGTHS[column]} characters.")
+    if column == "id":
+        if not value.isdigit():
+            raise ValueError(f"{_shown(value)} is not a contact id (a whole number).")
+        return int(value)
+    if column == "email":
+        try:
+            validate_email(value)
+        except ValidationError as exc:
+            raise ValueError(f"{_shown(value)} is not a valid email address.") from exc
+    elif column == "external_crm_url":
+        try:
+            URLValidator(schemes=["http", "https"])(value)
+        except ValidationError as exc:
+            raise ValueError(f"{_shown(value)} is not a web address (http or https).") from exc
+    elif column == "vip":
+        if value.lower() in _YES:
+            return True
+        if value.lower() in _NO:
+            return False
+        raise ValueError(f"{_shown(value)}: write yes or no.")
+    elif column == "attributes":
+        try:
+            attributes = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Not valid JSON: write an object such as {_JSON_EXAMPLE}.") from exc
+        if not isinstance(attributes, dict):
+            raise ValueError(f"Write an object such as {_JSON_EXAMPLE}, not a list or a value.")
+        return attributes
+    return value
+
+
+def _row_parse(number: int, header: list[str], record: list[str]) -> _Row:
+    row = _Row(number=number, values={}, errors=[])
+    if len(record) > len(header) and any(cell.strip() for cell in record[len(header) :]):
+        row.errors.append(
+            {
+                "row": number,
+                "column": "",
+                "message": f"{len(record)} values but the header has {len(header)} columns.",
+            }
+        )
+    for column, cell in zip(header, record, strict=False):
+        value = _cell_unescape(cell.strip())
+        if column not in _IMPORTED_COLUMNS or not value:
+            continue
+        try:
+            row.values[column] = _cell_parse(column, value)
+        except ValueError as exc:
+            row.errors.append({"row": number, "column": column, "message": str(exc)})
+    if not row.errors and not (row.values.get("name") or row.values.get("email")):
+        row.errors.append(
+            {"row": number, "column": "name", "message": "Give a name or an email address."}
+        )
+    return row
+
+
+def _records(job: ContactImport) -> Iterator[tuple[int, list[str], list[str]]]:
+    """(line number, header, cells) of every non-blank record after the header."""
+    reader = _csv_reader(job.content, job.delimiter)
+    header = [_column_name(h) for h in next(reader, [])]
+    while True:
+        line = reader.line_num + 1
+        record = next(reader, None)
+        if record is None:
+            return
+        if any(cell.strip() for cell in record):
+            yield line, header, record
+
+
+@dataclass(slots=True)
+class _BatchOutcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+_SNAPSHOT_FIELDS = (
+    "name",
+    "email",
+    "phone",
+    "company",
+    "is_vip",
+    "external_crm_id",
+    "external_crm_url",
+    "attributes",
+)
+
+
+def _snapshot(contact: Contact) -> tuple[Any, ...]:
+    return tuple(
+        dict(contact.attributes) if name == "attributes" else getattr(contact, name)
+        for name in _SNAPSHOT_FIELDS
+    )
+
+
+def _row_apply(contact: Contact, values: dict[str, Any]) -> None:
+    """Empty cells were left out of ``values``: an import fills and corrects, never erases."""
+    for column, value in values.items():
+        if column == "id":
+            continue
+        if column == "vip":
+            contact.is_vip = value
+        elif column == "attributes":
+            contact.attributes = {**(contact.attributes or {}), **value}
+        else:
+            setattr(contact, column, value)
+
+
+def _batch_import(
+    records: list[tuple[int, list[str], list[str]]], actor_id: int | None
+) -> _BatchOutcome:
+    outcome = _BatchOutcome()
+    rows = []
+    for number, header, record in records:
+        row = _row_parse(number, header, record)
+        if row.errors:
+            outcome.skipped += 1
+            outcome.errors.extend(row.errors)
+        else:
+            rows.append(row)
+
+    crm_ids = {r.values["external_crm_id"] for r in rows if "external_crm_id" in r.values}
+    ids = {r.values["id"] for r in rows if "id" in r.values}
+    emails = {r.values["email"].lower() for r in rows if "email" in r.values}
+    by_crm_id: dict[str, Contact] = {}
+    by_id: dict[int, Contact] = {}
+    by_email: dict[str, Contact] = {}
+    if crm_ids or ids or emails:
+        # Oldest first, so of several contacts sharing an email the oldest is the match.
+        found: Contact
+        for found in (
+            Contact.objects.annotate(email_lower=Lower("email"))
+            .filter(Q(external_crm_id__in=crm_ids) | Q(pk__in=ids) | Q(email_lower__in=emails))
+            .order_by("pk")
+        ):
+            by_id[found.pk] = found
+            if found.external_crm_id:
+                by_crm_id.setdefault(found.external_crm_id, found)
+            if found.email:
+                by_email.setdefault(found.email.lower(), found)
+    originals = {pk: _snapshot(contact) for pk, contact in by_id.items()}
+
+    now = timezone.now()
+    new: list[Contact] = []
+    for row in rows:
+        values = row.values
+        contact = (
+            by_crm_id.get(values.get("external_crm_id", ""))
+            or by_id.get(values.get("id", 0))
+            or by_email.get(values.get("email", "").lower())
+        )
+        if contact is None:
+            contact = Contact(
+                source=ContactSource.IMPORT,
+                created_by_id=actor_id,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            new.append(contact)
+            _row_apply(contact, values)
+            outcome.created += 1
+        else:
+            before = _snapshot(contact)
+            _row_apply(contact, values)
+            if _snapshot(contact) == before:
+                outcome.unchanged += 1
+            else:
+                outcome.updated += 1
+        # Later rows of the file that name the same customer land on this contact.
+        if contact.external_crm_id:
+            by_crm_id.setdefault(contact.external_crm_id, contact)
+        if contact.email:
+            by_email.setdefault(contact.email.lower(), contact)
+
+    changed = [c for pk, c in by_id.items() if _snapshot(c) != originals[pk]]
+    for contact in changed:
+        contact.updated_at = now
+    Contact.objects.bulk_create(new)
+    Contact.objects.bulk_update(changed, [*_SNAPSHOT_FIELDS, "updated_at"])
+    return outcome
+
+
+def contact_import_run(*, job_id: int) -> ContactImport | None:
+    """Import a stored file in batches, each committed with the job's progress, so the page
+    can show it and a redelivered task resumes after the last committed batch. Rows with
+    problems are reported and skipped; contacts match by CRM id, then by their id here (as
+    exported), then by email ignoring case, so importing a file twice creates nothing new.
+    Returns the job, or None when another worker holds it or it is finished."""
+    now = timezone.now()
+    claimed = (
+        ContactImport.objects.filter(pk=job_id)
+        .filter(
+            Q(status=ContactImportStatus.PENDING)
+            | Q(status=ContactImportStatus.RUNNING, updated_at__lt=now - IMPORT_STALE_AFTER)
+        )
+        .update(status=ContactImportStatus.RUNNING, updated_at=now)
+    )
+    if claimed != 1:
+        return None
+    job = ContactImport.objects.get(pk=job_id)
+    try:
+        records = itertools.islice(_records(job), job.processed_rows, None)
+        while batch := list(itertools.islice(records, IMPORT_BATCH_SIZE)):
+            with transaction.atomic():
+                outcome = _batch_import(batch, job.created_by_id)
+                job.processed_rows += len(batch)
+                job.created_count += outcome.created
+                job.updated_count += outcome.updated
+                job.unchanged_count += outcome.unchanged
+                job.skipped_count += outcome.skipped
+                room = ContactImport.MAX_ERRORS - len(job.errors)
+                job.errors = [*job.errors, *outcome.errors[: max(room, 0)]]
+                job.save(
+                    update_fields=[
+                        "processed_rows",
+                        "created_count",
+                        "updated_count",
+                        "unchanged_count",
+                        "skipped_count",
+                        "errors",
+                        "updated_at",
+                    ]
+                )
+    except Exception:
+        ContactImport.objects.filter(pk=job_id).update(
+            status=ContactImportStatus.FAILED,
+            failure=(
+                f"The import stopped after {job.processed_rows} of {job.total_rows} rows. "
+                "The rows before were imported; upload the file again to finish, "
+                "rows already imported will be matched, not duplicated."
+            ),
+            content="",
+            finished_at=timezone.now(),
+        )
+        raise
+    job.status = ContactImportStatus.DONE
+    job.content = ""
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "content", "finished_at", "updated_at"])
+    return job
+
+
+def contact_imports_stalled() -> list[int]:
+    """Imports waiting for a task that never came (a lost broker message) or whose worker
+    died: their ids, to enqueue again. ``contact_import_run`` claims each once."""
+    now = timezone.now()
+    return list(
+        ContactImport.objects.filter(
+            Q(status=ContactImportStatus.PENDING, created_at__lt=now - timedelta(minutes=2))
+            | Q(status=ContactImportStatus.RUNNING, updated_at__lt=now - IMPORT_STALE_AFTER)
+        ).values_list("pk", flat=True)[:100]
+    )

@@ -6,5 +6,11 @@ app_name = "contacts"
 
 urlpatterns = [
     path("", views.contact_list_view, name="list"),
+    path("new/", views.contact_create_view, name="create"),
+    path("export.csv", views.contact_export, name="export"),
+    path("imports/", views.contact_import_view, name="import"),
+    path("imports/<int:pk>/", views.contact_import_detail, name="import_detail"),
+    path("imports/<int:pk>/progress/", views.contact_import_progress, name="import_progress"),
     path("<int:pk>/", views.contact_detail, name="detail"),
+    path("<int:pk>/edit/", views.contact_edit, name="edit"),
 ]

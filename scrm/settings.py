@@ -177,6 +177,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.wake_snoozed_conversations",
         "schedule": 60.0,
     },
+    "resume-stalled-imports": {
+        "task": "contacts.tasks.resume_stalled_imports",
+        "schedule": 120.0,
+    },
     "fail-stalled-sends": {
         "task": "channels_ingest.tasks.fail_stalled_sends",
         "schedule": 120.0,

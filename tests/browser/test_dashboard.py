@@ -67,11 +67,18 @@ def test_an_agent_works_a_conversation_from_the_inbox(page, live_server, screens
     expect(page.locator("li.msg.note").last).to_contain_text("keep an eye on it")
     screenshot("conversation")
 
-    page.get_by_role("button", name="Resolve").click()
+    page.get_by_label("Assignee").select_option(label="Jamie Chen (me)")
+    page.get_by_role("button", name="Assign", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Assigned to")
+
+    # Keyboard: "e" resolves (nothing is focused, so the key is not typed into a field).
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("e")
     expect(page.locator(".conv-head .badge").first).to_have_text("Resolved")
 
     conversation = Conversation.objects.get(pk=conversation_id)
     assert conversation.status == Status.RESOLVED
+    assert conversation.assignee.username == "agent"
     reply_message = Message.objects.filter(
         conversation=conversation, direction=Direction.OUT, kind__in=["reply", "dm"]
     ).latest("id")
