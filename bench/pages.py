@@ -439,13 +439,16 @@ def _body_sql(n: str, k: str) -> str:
     )
 
 
-# Layer 1 draws the random numbers once per row (OFFSET 0 keeps the planner from inlining the
-# subquery, which would draw again for each use); layer 2 decides status, channel, times and
-# size; layer 3 derives the columns that depend on those.
+# Layer 1 draws the random numbers once per row of generate_series, n (OFFSET 0 keeps the
+# planner from inlining the subquery, which would draw again for each use); layer 2 decides
+# status, channel, times and size; layer 3 derives the columns that depend on those; the last
+# numbers the rows in the order they were created, as ids are given in production, so the
+# conversations still active are the recent ones, near the end of the table (or, with
+# ``--id-order random``, in the order drawn: active rows spread over the whole table).
 CONVERSATIONS_SQL = """
 INSERT INTO conversations_conversation ({columns})
-SELECT n, status, priority,
-       (%(subjects)s::text[])[1 + mod(n, {subject_count})] || ' #' || n,
+SELECT id, status, priority,
+       (%(subjects)s::text[])[1 + mod(id, {subject_count})] || ' #' || id,
        'bench-thread-' || n,
        is_monitoring, sentiment, mc, (mc + 1) / 2,
        left({preview}, 280),
@@ -457,21 +460,23 @@ SELECT n, status, priority,
        CASE WHEN NOT active THEN lma END,
        assignee_id, channel_id, contact_id, team_id
 FROM (
+  SELECT row_number() OVER (ORDER BY {id_order}) AS id, *
+  FROM (
     SELECT *, span / greatest(mc - 1, 1) AS step
     FROM (
         SELECT n, active, is_monitoring, sentiment, contact_id,
-               CASE WHEN n = %(big_id)s THEN 'open'
+               CASE WHEN n = %(big_draw)s THEN 'open'
                     WHEN active THEN (%(active_statuses)s::text[])
                                      [1 + width_bucket(r3, %(active_bounds)s::float8[])]
                     ELSE (%(done_statuses)s::text[])
                          [1 + width_bucket(r3, %(done_bounds)s::float8[])] END AS status,
                (1 + width_bucket(r8, %(priority_bounds)s::float8[]))::smallint AS priority,
-               CASE WHEN n = %(big_id)s THEN %(now)s - interval '2 hours'
+               CASE WHEN n = %(big_draw)s THEN %(now)s - interval '2 hours'
                     WHEN active THEN %(now)s - r4 * r4 * interval '{active_days} days'
                     ELSE %(now)s - r4 * interval '365 days' END AS lma,
-               CASE WHEN n = %(big_id)s THEN interval '60 days'
+               CASE WHEN n = %(big_draw)s THEN interval '60 days'
                     ELSE r6 * interval '3 days' END AS span,
-               CASE WHEN n = %(big_id)s THEN {big_messages}
+               CASE WHEN n = %(big_draw)s THEN {big_messages}
                     ELSE 1 + floor(r5 * (2 * %(per_conversation)s - 1))::int END AS mc,
                (%(channel_ids)s::bigint[])[channel_slot] AS channel_id,
                (%(channel_team_ids)s::bigint[])[channel_slot] AS team_id,
@@ -481,11 +486,11 @@ FROM (
                         + 1 + floor(r13 * {agents_per_team})::int] END AS assignee_id
         FROM (
             SELECT n, r3, r4, r5, r6, r8, r12, r13,
-                   n <> %(big_id)s AND r2 < %(active_share)s OR n = %(big_id)s AS active,
-                   CASE WHEN n = %(big_id)s THEN 1
+                   n <> %(big_draw)s AND r2 < %(active_share)s OR n = %(big_draw)s AS active,
+                   CASE WHEN n = %(big_draw)s THEN 1
                         ELSE 1 + width_bucket(r1, %(channel_bounds)s::float8[]) END
                        AS channel_slot,
-                   n <> %(big_id)s AND r11 < %(monitoring_share)s AS is_monitoring,
+                   n <> %(big_draw)s AND r11 < %(monitoring_share)s AS is_monitoring,
                    CASE WHEN r9 < 0.2 THEN NULL ELSE round((r10 * 2 - 1)::numeric, 3)::float8 END
                        AS sentiment,
                    1 + floor(r7 * %(contacts)s)::bigint AS contact_id
@@ -502,7 +507,8 @@ FROM (
         OFFSET 0
     ) AS shaped
     OFFSET 0
-) AS derived
+  ) AS derived
+) AS numbered
 """
 
 # Message k of a conversation is at created_at + (last_message_at - created_at) * (k-1)/(mc-1),
@@ -653,12 +659,18 @@ def _progress(text: str) -> None:
 
 
 def generate(
-    world: World, *, conversations: int, per_conversation: int, active_share: float, seed: float
+    world: World,
+    *,
+    conversations: int,
+    per_conversation: int,
+    active_share: float,
+    id_order: str,
+    seed: float,
 ) -> Generated:
     from django.db import DatabaseError, connection
 
     contacts = max(1, conversations // 3)
-    big_id = conversations // 2
+    big_draw = conversations // 2  # the row of generate_series that becomes the big one
     steps: dict[str, float] = {}
     common: dict[str, Any] = {
         "now": datetime.now(UTC),
@@ -666,7 +678,7 @@ def generate(
         "conversations": conversations,
         "contacts": contacts,
         "per_conversation": per_conversation,
-        "big_id": big_id,
+        "big_draw": big_draw,
         "active_share": active_share,
         "monitoring_share": MONITORING_SHARE,
         "unassigned_share": UNASSIGNED_ACTIVE_SHARE,
@@ -725,7 +737,8 @@ def generate(
                 CONVERSATIONS_SQL.format(
                     columns=", ".join(CONVERSATION_COLUMNS),
                     subject_count=len(SUBJECTS),
-                    preview=_body_sql("n", "mc"),
+                    preview=_body_sql("id", "mc"),
+                    id_order="n" if id_order == "random" else "lma - span, n",
                     active_days=ACTIVE_WINDOW_DAYS,
                     big_messages=BIG_CONVERSATION_MESSAGES,
                     agents_per_team=AGENTS_PER_TEAM,
@@ -802,9 +815,10 @@ def generate(
         )
         status_counts = {str(s): int(n) for s, n in cursor.fetchall()}
         cursor.execute(
-            "SELECT message_count FROM conversations_conversation WHERE id = %s", [big_id]
+            "SELECT id, message_count FROM conversations_conversation WHERE thread_key = %s",
+            [f"bench-thread-{big_draw}"],
         )
-        big_messages = int(cursor.fetchone()[0])
+        big_id, big_messages = (int(value) for value in cursor.fetchone())
         sizes: dict[str, float] = {}
         for table in LOADED_TABLES:
             cursor.execute(
@@ -853,6 +867,7 @@ class Figure:
     rows: int  # conversations (inbox) or messages (conversation page) on the page
     bytes: int
     query_sql: list[str] = field(default_factory=list, repr=False)
+    query_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def met(self) -> bool:
@@ -926,6 +941,7 @@ def measure(
         rows=content.count(ROW_MARKERS[kind]),
         bytes=len(response.content),
         query_sql=[q["sql"] for q in captured.captured_queries],
+        query_ms=[round(float(q["time"]) * 1000, 2) for q in captured.captured_queries],
     )
 
 
@@ -1088,6 +1104,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.05,
         help="share of conversations still active: new, open, pending, escalated (0.05)",
     )
+    parser.add_argument(
+        "--id-order",
+        choices=("created", "random"),
+        default="created",
+        help="conversation ids in creation order, as production gives them (default), or in "
+        "random order: the active ones then lie all over the table",
+    )
     parser.add_argument("--repeat", type=int, default=50, help="timed requests per page (50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests first (5)")
     parser.add_argument("--depth", type=int, default=200, help="pages down for the deep page")
@@ -1159,7 +1182,10 @@ def run(args: argparse.Namespace, database: str) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
+    from django.urls import resolve
 
+    # The pages' code is imported before the long load, so that an error in it shows at once.
+    resolve("/inbox/")
     started = time.perf_counter()
     _progress("migrate ...")
     call_command("migrate", interactive=False, verbosity=0)
@@ -1169,6 +1195,7 @@ def run(args: argparse.Namespace, database: str) -> dict[str, Any]:
         conversations=args.conversations,
         per_conversation=args.messages_per_conversation,
         active_share=args.active_share,
+        id_order=args.id_order,
         seed=args.seed,
     )
     generation_seconds = time.perf_counter() - started
@@ -1260,6 +1287,8 @@ def run(args: argparse.Namespace, database: str) -> dict[str, Any]:
             "agent",
             _is_thread_query,
         ),
+        ("main inbox query, Unassigned, agent", "inbox, Unassigned", "agent", _is_inbox_query),
+        ("main inbox query, My team, agent", "inbox, My team", "agent", _is_inbox_query),
         (
             "timeline query, conversation page, agent",
             f"conversation, {generated.big_conversation_messages} messages",
@@ -1303,8 +1332,9 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         f"{result['shared_buffers']}, work_mem {result['work_mem']}",
         f"Runtime   : Python {platform.python_version()}, {platform.platform()}, "
         f"{os.cpu_count()} CPUs",
-        f"Scale     : {generated.conversations:,} conversations, {generated.messages:,} messages"
-        f" (mean {args.messages_per_conversation}), {generated.contacts:,} contacts, "
+        f"Scale     : {generated.conversations:,} conversations (ids in {args.id_order} order), "
+        f"{generated.messages:,} messages (mean {args.messages_per_conversation}), "
+        f"{generated.contacts:,} contacts, "
         f"{generated.tagged_links:,} tag links, {generated.events:,} timeline events; "
         f"{active:,} active "
         f"({active / generated.conversations:.1%})",
@@ -1335,6 +1365,14 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         f"Target p95 <= {TARGET_P95_MS:.0f} ms: "
         + ("met by every page" if not missed else f"missed by {len(missed)} of {len(figures)}")
     )
+    broken_down = ("inbox, first page", "inbox, same filters, page", "conversation,")
+    for f in figures:
+        if f.user == "agent" and not f.htmx and f.page.startswith(broken_down):
+            lines += ["", f"Queries of '{f.page}' as {f.user} (ms, statement start):"]
+            lines += [
+                f"  {ms:6.1f}  {' '.join(sql.split())[:150]}"
+                for ms, sql in zip(f.query_ms, f.query_sql, strict=True)
+            ]
     lines += ["", "EXPLAIN (ANALYZE, BUFFERS) digests:"]
     for plan in result["plans"]:
         lines += [plan_digest(plan)]
@@ -1385,7 +1423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         payload = _jsonable(result)
         for figure in payload["figures"]:
-            figure.pop("query_sql", None)
+            figure["query_sql"] = [" ".join(sql.split())[:300] for sql in figure["query_sql"]]
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         print(f"\nfigures written to {args.json}")
     return 0

@@ -43,6 +43,10 @@ class Contact(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Set when this contact was merged into another: it is hidden, and its page leads there.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,3 +184,26 @@ class ContactImport(models.Model):
         if not self.total_rows:
             return 100 if self.is_finished else 0
         return min(100, self.processed_rows * 100 // self.total_rows)
+
+
+class ContactMerge(models.Model):
+    """A merge of one contact into another, with what it moved and changed, so that it can be
+    undone exactly and shows who merged what when."""
+
+    kept = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="merges_in")
+    merged = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="merges_out")
+    identity_ids = models.JSONField(default=list)
+    conversation_ids = models.JSONField(default=list)
+    # Fields of the kept contact the merge filled in, with the values they had before.
+    previous_values = models.JSONField(default=dict)
+    merged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.merged_id} into {self.kept_id}"

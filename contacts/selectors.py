@@ -11,6 +11,7 @@ from contacts.models import (
     SHARED_CONTACT_SOURCES,
     Contact,
     ContactImport,
+    ContactMerge,
     MergeSuggestion,
     MergeSuggestionStatus,
     SocialIdentity,
@@ -26,15 +27,15 @@ def contacts_visible_to(*, user: AnyUser) -> QuerySet[Contact]:
     that came through no channel (added by hand or imported), which belong to no team."""
     if not user.is_authenticated:
         return Contact.objects.none()
+    # A contact merged into another lives on in that one.
+    contacts = Contact.objects.filter(merged_into__isnull=True)
     ids = visible_channel_ids(user=user)
     if ids is None:
-        return Contact.objects.all()
+        return contacts
     seen_on_visible_channel = Conversation.objects.filter(
         contact_id=OuterRef("pk"), channel_id__in=ids
     )
-    return Contact.objects.filter(
-        Exists(seen_on_visible_channel) | Q(source__in=SHARED_CONTACT_SOURCES)
-    )
+    return contacts.filter(Exists(seen_on_visible_channel) | Q(source__in=SHARED_CONTACT_SOURCES))
 
 
 def _contacts_matching(contacts: QuerySet[Contact], search: str) -> QuerySet[Contact]:
@@ -187,3 +188,19 @@ def contact_imports_for(*, user: AnyUser) -> QuerySet[ContactImport]:
 
 def contact_import_for(*, user: AnyUser, pk: int) -> ContactImport | None:
     return contact_imports_for(user=user).filter(pk=pk).first()
+
+
+def merges_into(*, contact_id: int) -> list[ContactMerge]:
+    """The merges that brought other contacts into this one and were not undone."""
+    return list(
+        ContactMerge.objects.filter(kept_id=contact_id, undone_at__isnull=True)
+        .select_related("merged", "merged_by")
+        .order_by("-created_at")
+    )
+
+
+def merged_contact_destination(*, user: AnyUser, contact_id: int) -> Contact | None:
+    """Where a merged contact's page should lead: the contact it joined, if the user may see
+    it."""
+    target = Contact.objects.filter(pk=contact_id).values_list("merged_into", flat=True).first()
+    return contacts_visible_to(user=user).filter(pk=target).first() if target else None

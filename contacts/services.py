@@ -23,11 +23,14 @@ from contacts.models import (
     Contact,
     ContactImport,
     ContactImportStatus,
+    ContactMerge,
     ContactSource,
     MergeSuggestion,
+    MergeSuggestionStatus,
     SocialIdentity,
 )
 from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS
+from conversations.models import Conversation
 from scrm.bulk import rows_update
 
 if TYPE_CHECKING:
@@ -641,3 +644,105 @@ def contact_imports_stalled() -> list[int]:
             | Q(status=ContactImportStatus.RUNNING, updated_at__lt=now - IMPORT_STALE_AFTER)
         ).values_list("pk", flat=True)[:100]
     )
+
+
+# Fields a merge may fill in on the kept contact when it has no value of its own.
+_MERGE_FILLS = ("name", "email", "phone", "company", "external_crm_id", "external_crm_url")
+
+
+class MergeRefused(Exception):
+    """The two contacts cannot be merged; the message says why."""
+
+
+@transaction.atomic
+def contact_merge(*, merged: Contact, kept: Contact, actor: User) -> ContactMerge:
+    """Merge one contact into another: its identities and conversations move to the kept
+    contact, which takes any details it lacks. Nothing of the kept contact is overwritten,
+    and what moved is recorded so ``contact_merge_undo`` can put it back."""
+    if merged.pk == kept.pk:
+        raise MergeRefused("A contact cannot be merged into itself.")
+    locked = {
+        c.pk: c
+        for c in Contact.objects.select_for_update()
+        .filter(pk__in=[merged.pk, kept.pk])
+        .order_by("pk")
+    }
+    merged, kept = locked[merged.pk], locked[kept.pk]
+    if merged.merged_into_id or kept.merged_into_id:
+        raise MergeRefused("One of these contacts was already merged into another.")
+
+    identity_ids = list(SocialIdentity.objects.filter(contact=merged).values_list("pk", flat=True))
+    conversation_ids = list(
+        Conversation.objects.filter(contact=merged).values_list("pk", flat=True)
+    )
+    SocialIdentity.objects.filter(pk__in=identity_ids).update(contact=kept)
+    Conversation.objects.filter(pk__in=conversation_ids).update(contact=kept)
+
+    previous: dict[str, object] = {}
+    for name in _MERGE_FILLS:
+        if not getattr(kept, name) and getattr(merged, name):
+            previous[name] = getattr(kept, name)
+            setattr(kept, name, getattr(merged, name))
+    if merged.is_vip and not kept.is_vip:
+        previous["is_vip"], kept.is_vip = False, True
+    extra = {k: v for k, v in merged.attributes.items() if k not in kept.attributes}
+    if extra:
+        previous["attributes"] = dict(kept.attributes)
+        kept.attributes = {**kept.attributes, **extra}
+    if merged.first_seen_at < kept.first_seen_at:
+        previous["first_seen_at"] = kept.first_seen_at.isoformat()
+        kept.first_seen_at = merged.first_seen_at
+    if merged.last_seen_at > kept.last_seen_at:
+        previous["last_seen_at"] = kept.last_seen_at.isoformat()
+        kept.last_seen_at = merged.last_seen_at
+    kept.save()
+    merged.merged_into = kept
+    merged.save(update_fields=["merged_into", "updated_at"])
+
+    low, high = sorted((merged.pk, kept.pk))
+    MergeSuggestion.objects.filter(contact_id=low, other_id=high).update(
+        status=MergeSuggestionStatus.ACCEPTED
+    )
+    return ContactMerge.objects.create(
+        kept=kept,
+        merged=merged,
+        identity_ids=identity_ids,
+        conversation_ids=conversation_ids,
+        previous_values=previous,
+        merged_by=actor,
+    )
+
+
+@transaction.atomic
+def contact_merge_undo(*, merge: ContactMerge, actor: User) -> ContactMerge:
+    """Put a merge back: the identities and conversations it moved return, and the details it
+    filled in are cleared again (unless changed since)."""
+    merge = ContactMerge.objects.select_for_update().get(pk=merge.pk)
+    if merge.undone_at:
+        raise MergeRefused("This merge was already undone.")
+    kept = Contact.objects.select_for_update().get(pk=merge.kept_id)
+    SocialIdentity.objects.filter(pk__in=merge.identity_ids, contact=kept).update(
+        contact_id=merge.merged_id
+    )
+    Conversation.objects.filter(pk__in=merge.conversation_ids, contact=kept).update(
+        contact_id=merge.merged_id
+    )
+    for name, value in merge.previous_values.items():
+        if name in ("first_seen_at", "last_seen_at"):
+            value = datetime.fromisoformat(str(value))
+        setattr(kept, name, value)
+    kept.save()
+    Contact.objects.filter(pk=merge.merged_id).update(merged_into=None)
+    low, high = sorted((merge.merged_id, merge.kept_id))
+    MergeSuggestion.objects.filter(contact_id=low, other_id=high).update(
+        status=MergeSuggestionStatus.OPEN
+    )
+    merge.undone_at, merge.undone_by = timezone.now(), actor
+    merge.save(update_fields=["undone_at", "undone_by"])
+    return merge
+
+
+def merge_suggestion_dismiss(*, suggestion: MergeSuggestion) -> MergeSuggestion:
+    MergeSuggestion.objects.filter(pk=suggestion.pk).update(status=MergeSuggestionStatus.DISMISSED)
+    suggestion.refresh_from_db()
+    return suggestion

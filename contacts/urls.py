@@ -13,4 +13,11 @@ urlpatterns = [
     path("imports/<int:pk>/progress/", views.contact_import_progress, name="import_progress"),
     path("<int:pk>/", views.contact_detail, name="detail"),
     path("<int:pk>/edit/", views.contact_edit, name="edit"),
+    path("<int:pk>/merge/", views.contact_merge_view, name="merge"),
+    path("merges/<int:pk>/undo/", views.contact_merge_undo_view, name="merge_undo"),
+    path(
+        "suggestions/<int:pk>/dismiss/",
+        views.merge_suggestion_dismiss_view,
+        name="suggestion_dismiss",
+    ),
 ]

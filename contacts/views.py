@@ -6,20 +6,34 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import Http404, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
 from contacts.forms import ContactForm, ContactImportForm
-from contacts.models import Contact, ContactImport
+from contacts.models import Contact, ContactImport, ContactMerge, MergeSuggestion
 from contacts.selectors import (
     contact_for_user,
     contact_import_for,
     contact_imports_for,
     contact_list,
     contacts_export_rows,
+    contacts_visible_to,
     merge_candidates,
+    merged_contact_destination,
+    merges_into,
 )
-from contacts.services import contact_create, contact_import_create, contact_update
+from contacts.services import (
+    MergeRefused,
+    contact_create,
+    contact_import_create,
+    contact_merge,
+    contact_merge_undo,
+    contact_update,
+    merge_suggestion_dismiss,
+)
 from contacts.tasks import import_contacts
 from conversations.selectors import contact_history
 from governance.roles import is_manager_or_admin
@@ -55,6 +69,9 @@ def contact_list_view(request: AuthedRequest) -> HttpResponse:
 
 
 def contact_detail(request: AuthedRequest, pk: int) -> HttpResponse:
+    destination = merged_contact_destination(user=request.user, contact_id=pk)
+    if destination is not None:
+        return redirect("contacts:detail", pk=destination.pk)
     contact = _contact_or_404(request, pk)
     history = contact_history(user=request.user, contact_id=contact.pk, limit=100)
     return render(
@@ -64,8 +81,62 @@ def contact_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "contact": contact,
             "history": history,
             "merge_candidates": merge_candidates(user=request.user, contact_id=contact.pk),
+            "merges": merges_into(contact_id=contact.pk),
         },
     )
+
+
+@require_POST
+def contact_merge_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Merge another contact (both visible to the user) into this one."""
+    kept = _contact_or_404(request, pk)
+    other = request.POST.get("other", "")
+    merged = (
+        contacts_visible_to(user=request.user)
+        .filter(pk=int(other) if other.isdigit() else 0)
+        .first()
+    )
+    if merged is None:
+        raise Http404("No such contact.")
+    try:
+        contact_merge(merged=merged, kept=kept, actor=request.user)
+    except MergeRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{merged} was merged into {kept}. You can undo it below.")
+    return redirect(_next_or(request, reverse("contacts:detail", args=[kept.pk])))
+
+
+@require_POST
+def contact_merge_undo_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    merge = get_object_or_404(ContactMerge, pk=pk)
+    _contact_or_404(request, merge.kept_id)
+    try:
+        contact_merge_undo(merge=merge, actor=request.user)
+    except MergeRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "The merge was undone.")
+    return redirect("contacts:detail", pk=merge.kept_id)
+
+
+@require_POST
+def merge_suggestion_dismiss_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    suggestion = get_object_or_404(MergeSuggestion, pk=pk)
+    for contact_id in (suggestion.contact_id, suggestion.other_id):
+        _contact_or_404(request, contact_id)
+    merge_suggestion_dismiss(suggestion=suggestion)
+    messages.success(request, "Suggestion dismissed.")
+    return redirect(_next_or(request, reverse("contacts:detail", args=[suggestion.contact_id])))
+
+
+def _next_or(request: AuthedRequest, default: str) -> str:
+    """The page to go back to, if it is one of ours; never another site."""
+    next_url = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return next_url if next_url and safe else default
 
 
 def contact_create_view(request: AuthedRequest) -> HttpResponse:
