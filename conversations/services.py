@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
@@ -26,10 +27,12 @@ from conversations.models import (
     EventKind,
     Message,
     MessageKind,
+    Notification,
     Priority,
     Status,
     Tag,
 )
+from governance.selectors import visible_channel_ids
 from scrm.bulk import rows_insert, rows_update
 
 
@@ -403,8 +406,43 @@ def conversation_note_add(*, conversation: Conversation, author: User, body: str
         received_at=now,
         delivery_status=DeliveryStatus.SENT,
     )
-    _record(conversation, EventKind.NOTE_ADDED, actor=author, message_id=message.pk)
+    mentioned = _mentioned_colleagues(conversation, body, author)
+    Notification.objects.bulk_create(
+        Notification(
+            recipient=user,
+            conversation=conversation,
+            actor=author,
+            text=f"{author.get_full_name() or author.get_username()} mentioned you: {body[:200]}",
+        )
+        for user in mentioned
+    )
+    _record(
+        conversation,
+        EventKind.NOTE_ADDED,
+        actor=author,
+        message_id=message.pk,
+        mentioned=[u.get_username() for u in mentioned],
+    )
     return message
+
+
+_MENTION = re.compile(r"(?<![\w@])@([\w.+-]{1,150})")
+
+
+def _mentioned_colleagues(conversation: Conversation, body: str, author: User) -> list[User]:
+    """Users named as @username in a note who may see the conversation, the author aside."""
+    names = {name.rstrip(".").lower() for name in _MENTION.findall(body)}
+    if not names:
+        return []
+    candidates = User.objects.filter(is_active=True).exclude(pk=author.pk)
+    candidates = candidates.annotate(lower_name=Lower("username")).filter(lower_name__in=names)
+    channel_ids = {conversation.channel_id}
+    return [
+        user
+        for user in candidates
+        if (visible := visible_channel_ids(user=user)) is None
+        or channel_ids <= set(visible.values_list("channel_id", flat=True))
+    ]
 
 
 @transaction.atomic

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -24,7 +24,7 @@ from conversations.forms import (
     StatusForm,
     TagForm,
 )
-from conversations.models import Conversation, Priority, Status, Tag
+from conversations.models import Conversation, Notification, Priority, Status, Tag
 from conversations.presence import presence_report
 from conversations.selectors import (
     INBOX_VIEWS,
@@ -308,3 +308,20 @@ def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
         typing=request.POST.get("typing") == "1",
     )
     return render(request, "conversations/_presence.html", {"others": others})
+
+
+def notifications(request: AuthedRequest) -> HttpResponse:
+    """The user's mentions, newest first; unread ones are marked."""
+    rows = list(
+        Notification.objects.filter(recipient=request.user)
+        .select_related("conversation__contact", "actor")
+        .order_by("-created_at")[:100]
+    )
+    return render(request, "conversations/notifications.html", {"notifications": rows})
+
+
+def notification_open(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Mark a mention read and go to its conversation (if the user may still see it)."""
+    notification = get_object_or_404(Notification, pk=pk, recipient=request.user)
+    Notification.objects.filter(pk=pk, read_at__isnull=True).update(read_at=timezone.now())
+    return redirect("conversations:detail", pk=notification.conversation_id)
