@@ -358,6 +358,13 @@ def conversation_reply_create(
         delivery_status=DeliveryStatus.QUEUED,
     )
     first = conversation.first_response_at is None
+    # How long the customer had waited for this reply: the first response time for the first
+    # reply, a next response time for the later ones (none if nobody was waiting).
+    waited = (
+        max(0.0, (at - conversation.waiting_since).total_seconds())
+        if conversation.waiting_since
+        else None
+    )
     conversation.message_count += 1
     if at >= conversation.last_message_at:
         conversation.last_message_at = at
@@ -387,6 +394,7 @@ def conversation_reply_create(
         at=at,
         message_id=message.pk,
         first_response=first,
+        response_seconds=waited,
     )
     return message
 

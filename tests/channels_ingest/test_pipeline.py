@@ -424,3 +424,23 @@ def test_an_email_stored_in_capitals_still_matches():
     existing = ContactFactory(email="Dana.Rossi@Example.com")
     ingest(channel=ChannelFactory(), posts=[post("1", author="u8", email="dana.rossi@example.com")])
     assert SocialIdentity.objects.get(platform_user_id="u8").contact_id == existing.pk
+
+
+def test_each_reply_records_how_long_the_customer_waited():
+    from conversations.services import conversation_reply_create
+    from tests.factories import UserFactory
+
+    channel = ChannelFactory()
+    agent = UserFactory()
+    ingest(channel=channel, posts=[post("1", at=at(0))])
+    conversation = Conversation.objects.get()
+    conversation_reply_create(conversation=conversation, author=agent, body="Hi", at=at(12))
+    ingest(channel=channel, posts=[post("2", at=at(30)), post("3", at=at(31))])
+    conversation_reply_create(conversation=conversation, author=agent, body="Done", at=at(40))
+    conversation_reply_create(conversation=conversation, author=agent, body="Also", at=at(41))
+    replies = ConversationEvent.objects.filter(kind=EventKind.REPLY_SENT).order_by("created_at")
+    assert [(e.data["first_response"], e.data["response_seconds"]) for e in replies] == [
+        (True, 12 * 60.0),
+        (False, 10 * 60.0),
+        (False, None),
+    ]
