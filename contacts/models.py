@@ -207,3 +207,20 @@ class ContactMerge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.merged_id} into {self.kept_id}"
+
+
+class IdentityMove(models.Model):
+    """An agent moved a social identity (and the conversations only it took part in) to
+    another contact: recorded for the customer's history and the audit."""
+
+    identity = models.ForeignKey(SocialIdentity, on_delete=models.CASCADE, related_name="moves")
+    from_contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    to_contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    conversation_ids = models.JSONField(default=list)
+    moved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.identity} from {self.from_contact_id} to {self.to_contact_id}"

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.db import transaction
-from django.db.models import CharField, Q
+from django.db.models import CharField, Count, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from contacts.models import (
     ContactImportStatus,
     ContactMerge,
     ContactSource,
+    IdentityMove,
     MergeSuggestion,
     MergeSuggestionStatus,
     SocialIdentity,
@@ -746,3 +747,33 @@ def merge_suggestion_dismiss(*, suggestion: MergeSuggestion) -> MergeSuggestion:
     MergeSuggestion.objects.filter(pk=suggestion.pk).update(status=MergeSuggestionStatus.DISMISSED)
     suggestion.refresh_from_db()
     return suggestion
+
+
+@transaction.atomic
+def identity_move(*, identity: SocialIdentity, to: Contact, actor: User) -> IdentityMove:
+    """Attach an identity to another contact, with the conversations in which no one else
+    wrote to us (those are this identity's); shared threads stay where they are."""
+    identity = SocialIdentity.objects.select_for_update().get(pk=identity.pk)
+    source_id = identity.contact_id
+    if source_id == to.pk:
+        raise MergeRefused("The identity already belongs to that contact.")
+    inbound = Q(messages__direction="in")
+    only_this_identity = (
+        Conversation.objects.filter(contact_id=source_id)
+        .annotate(
+            mine=Count("messages", filter=inbound & Q(messages__author_identity=identity)),
+            others=Count("messages", filter=inbound & ~Q(messages__author_identity=identity)),
+        )
+        .filter(mine__gt=0, others=0)
+        .values_list("pk", flat=True)
+    )
+    conversation_ids = list(only_this_identity)
+    Conversation.objects.filter(pk__in=conversation_ids).update(contact=to)
+    SocialIdentity.objects.filter(pk=identity.pk).update(contact=to)
+    return IdentityMove.objects.create(
+        identity=identity,
+        from_contact_id=source_id,
+        to_contact=to,
+        conversation_ids=conversation_ids,
+        moved_by=actor,
+    )

@@ -15,6 +15,7 @@ urlpatterns = [
     path("<int:pk>/edit/", views.contact_edit, name="edit"),
     path("<int:pk>/merge/", views.contact_merge_view, name="merge"),
     path("merges/<int:pk>/undo/", views.contact_merge_undo_view, name="merge_undo"),
+    path("identities/<int:pk>/move/", views.identity_move_view, name="identity_move"),
     path(
         "suggestions/<int:pk>/dismiss/",
         views.merge_suggestion_dismiss_view,

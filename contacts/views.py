@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from contacts.forms import ContactForm, ContactImportForm
-from contacts.models import Contact, ContactImport, ContactMerge, MergeSuggestion
+from contacts.models import Contact, ContactImport, ContactMerge, MergeSuggestion, SocialIdentity
 from contacts.selectors import (
     contact_for_user,
     contact_import_for,
@@ -32,6 +32,7 @@ from contacts.services import (
     contact_merge,
     contact_merge_undo,
     contact_update,
+    identity_move,
     merge_suggestion_dismiss,
 )
 from contacts.tasks import import_contacts
@@ -128,6 +129,36 @@ def merge_suggestion_dismiss_view(request: AuthedRequest, pk: int) -> HttpRespon
     merge_suggestion_dismiss(suggestion=suggestion)
     messages.success(request, "Suggestion dismissed.")
     return redirect(_next_or(request, reverse("contacts:detail", args=[suggestion.contact_id])))
+
+
+@require_POST
+def identity_move_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Move one of a contact's identities to another contact, named by number or email."""
+    identity = get_object_or_404(SocialIdentity, pk=pk)
+    source = _contact_or_404(request, identity.contact_id)
+    wanted = request.POST.get("to", "").strip()
+    visible = contacts_visible_to(user=request.user)
+    target = (
+        visible.filter(pk=int(wanted)).first()
+        if wanted.isdigit()
+        else visible.filter(email__iexact=wanted).first()
+        if wanted
+        else None
+    )
+    if target is None:
+        messages.error(request, f"No contact {wanted!r} that you can see.")
+        return redirect("contacts:detail", pk=source.pk)
+    try:
+        move = identity_move(identity=identity, to=target, actor=request.user)
+    except MergeRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("contacts:detail", pk=source.pk)
+    moved = len(move.conversation_ids)
+    plural = "s" if moved != 1 else ""
+    messages.success(
+        request, f"{identity} now belongs to {target}, with {moved} conversation{plural}."
+    )
+    return redirect("contacts:detail", pk=target.pk)
 
 
 def _next_or(request: AuthedRequest, default: str) -> str:

@@ -131,3 +131,47 @@ def test_merge_and_dismiss_never_redirect_to_another_site(login, world, pair):
 def test_the_conversation_panel_offers_the_merge(login, world, pair):
     page = login(world.agent_a).get(f"/inbox/{world.conversation_a.pk}/").content.decode()
     assert "Merge into" in page and "Not the same" in page
+
+
+def test_an_identity_moves_to_another_contact_with_its_own_conversations(login, world):
+    from contacts.models import IdentityMove, SocialIdentity
+    from tests.factories import MessageFactory
+
+    wrong = ContactFactory(name="Wrong Person")
+    identity = IdentityFactory(contact=wrong, platform="x", handle="dana")
+    other_identity = IdentityFactory(contact=wrong, platform="facebook")
+    own = ConversationFactory(channel=world.channel_a, contact=wrong)
+    MessageFactory(conversation=own, author_identity=identity)
+    shared = ConversationFactory(channel=world.channel_a, contact=wrong)
+    MessageFactory(conversation=shared, author_identity=identity)
+    MessageFactory(conversation=shared, author_identity=other_identity)
+    right = ContactFactory(name="Dana Rossi", email="dana@example.com")
+    ConversationFactory(channel=world.channel_a, contact=right)
+
+    response = login(world.agent_a).post(
+        f"/contacts/identities/{identity.pk}/move/", {"to": "DANA@example.com"}
+    )
+    assert response["Location"] == f"/contacts/{right.pk}/"
+    assert SocialIdentity.objects.get(pk=identity.pk).contact_id == right.pk
+    assert Conversation.objects.get(pk=own.pk).contact_id == right.pk
+    assert Conversation.objects.get(pk=shared.pk).contact_id == wrong.pk
+    move = IdentityMove.objects.get()
+    assert (move.from_contact_id, move.moved_by) == (wrong.pk, world.agent_a)
+
+
+def test_an_identity_cannot_move_to_a_contact_the_agent_cannot_see(login, world):
+    from contacts.models import SocialIdentity
+
+    identity = world.conversation_a.contact.identities.get()
+    hidden = world.conversation_b.contact
+    response = login(world.agent_a).post(
+        f"/contacts/identities/{identity.pk}/move/", {"to": hidden.pk}, follow=True
+    )
+    assert "that you can see" in response.content.decode()
+    assert SocialIdentity.objects.get(pk=identity.pk).contact_id == world.conversation_a.contact_id
+    assert (
+        login(world.agent_b)
+        .post(f"/contacts/identities/{identity.pk}/move/", {"to": hidden.pk})
+        .status_code
+        == 404
+    )
