@@ -185,7 +185,7 @@ def contact_edit(request: AuthedRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         contact_update(contact=contact, data=form.contact_data(), actor=request.user)
         messages.success(request, f"{contact} saved.")
-        return redirect("contacts:detail", pk=contact.pk)
+        return redirect(_next_or(request, reverse("contacts:detail", args=[contact.pk])))
     return render(request, "contacts/form.html", {"form": form, "contact": contact})
 
 

@@ -175,3 +175,22 @@ def test_an_identity_cannot_move_to_a_contact_the_agent_cannot_see(login, world)
         .status_code
         == 404
     )
+
+
+def test_editing_from_the_conversation_returns_to_it(login, world):
+    contact = world.conversation_a.contact
+    back = f"/inbox/{world.conversation_a.pk}/"
+    client = login(world.agent_a)
+    page = client.get(back).content.decode()
+    assert f"/contacts/{contact.pk}/edit/?next=" in page
+    form = client.get(f"/contacts/{contact.pk}/edit/?next={back}").content.decode()
+    assert f'name="next" value="{back}"' in form
+    response = client.post(
+        f"/contacts/{contact.pk}/edit/", {"name": "Dana Rossi", "email": "", "next": back}
+    )
+    assert response.status_code == 302 and response["Location"] == back
+    response = client.post(
+        f"/contacts/{contact.pk}/edit/",
+        {"name": "Dana Rossi", "next": "https://elsewhere.example/"},
+    )
+    assert response["Location"] == f"/contacts/{contact.pk}/"
