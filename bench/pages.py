@@ -20,10 +20,10 @@ repeatedly. ``EXPLAIN (ANALYZE, BUFFERS)`` of the main inbox query of the deep p
 counts query follows the table.
 
 The database ``scrm_pages_<pid>`` is created on the PostgreSQL server of ``DATABASE_URL``
-(loopback only; default ``postgres://postgres@127.0.0.1:5432/postgres``, whose database is only
-used to create and drop the throwaway one) and dropped at the end, with the temporary
-``SCRM_DATA_DIR``, on every exit path: normal end, error, Ctrl-C, ``kill``, or the time budget
-(``--budget``) running out.
+(loopback only; default ``postgres://postgres@127.0.0.1:5432/postgres``; the database the URL
+names is never opened, only the server's ``postgres`` database to create and drop the
+throwaway one) and dropped at the end, with the temporary ``SCRM_DATA_DIR``, on every exit
+path: normal end, error, Ctrl-C, ``kill``, or the time budget (``--budget``) running out.
 
     python bench/pages.py --conversations 100000 --messages-per-conversation 10 [--json out.json]
 """
@@ -146,10 +146,9 @@ def target_for(server_url: str) -> Target:
     if not _loopback(parts.hostname):
         raise SystemExit(f"Refusing a database server on {parts.hostname}: loopback only.")
     name = f"scrm_pages_{os.getpid()}"
-    connect: dict[str, Any] = {
-        "dbname": parts.path.lstrip("/") or "postgres",
-        "connect_timeout": 10,
-    }
+    # The server's maintenance database, to create and drop the throwaway one; the database
+    # named in the URL is never opened.
+    connect: dict[str, Any] = {"dbname": "postgres", "connect_timeout": 10}
     for key, value in (
         ("host", parts.hostname),
         ("port", parts.port),
@@ -1113,7 +1112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=50, help="timed requests per page (50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests first (5)")
-    parser.add_argument("--depth", type=int, default=200, help="pages down for the deep page")
+    parser.add_argument("--depth", type=int, default=200, help="pages down for the deep page (200)")
     parser.add_argument(
         "--budget",
         type=float,
@@ -1125,7 +1124,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--database-url",
         default=os.environ.get("DATABASE_URL") or DEFAULT_SERVER_URL,
         help="the PostgreSQL server to create the throwaway database on (DATABASE_URL, or "
-        f"{DEFAULT_SERVER_URL}); its own database is only used to create and drop",
+        f"{DEFAULT_SERVER_URL}); the database it names is never opened",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     args = parser.parse_args(argv)

@@ -498,10 +498,23 @@ def _author(sender: Any) -> InboundAuthor:
     )
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Unreadable("no text (a sticker, photo or other attachment alone)")
-    return value
+def _text(value: Any, item: Mapping[str, Any]) -> str:
+    """The text, or for a photo, sticker or file sent alone a placeholder naming it: the
+    customer still said something an agent should see."""
+    if isinstance(value, str) and value.strip():
+        return value
+    return f"[{_attachment_kind(item)}]"
+
+
+def _attachment_kind(item: Mapping[str, Any]) -> str:
+    found = item.get("attachments") or item.get("attachment")
+    if isinstance(found, dict):  # the Graph edge form: {"data": [...]}, or a single one
+        found = found.get("data", [found])
+    if isinstance(found, list) and found and isinstance(found[0], dict):
+        kind = str(found[0].get("type") or "").replace("_", " ").strip()
+        if kind:
+            return kind
+    return "attachment without text"
 
 
 def _graph_time(value: Any) -> datetime:
@@ -529,7 +542,7 @@ def _post_from_feed(post: dict[str, Any]) -> InboundPost:
         external_id=str(post["id"]),
         kind="post",
         author=_author(post.get("from")),
-        body=_text(post.get("message")),
+        body=_text(post.get("message"), post),
         created_at=_graph_time(post.get("created_time")),
         thread_id=str(post["id"]),
         raw=post,
@@ -543,7 +556,7 @@ def _comment_from_feed(comment: dict[str, Any], post_id: str) -> InboundPost:
         external_id=str(comment["id"]),
         kind="reply" if parent_id else "comment",
         author=_author(comment.get("from")),
-        body=_text(comment.get("message")),
+        body=_text(comment.get("message"), comment),
         created_at=_graph_time(comment.get("created_time")),
         in_reply_to_id=parent_id or post_id,
         thread_id=post_id,
@@ -557,7 +570,7 @@ def _dm_from_graph(message: dict[str, Any]) -> InboundPost:
         external_id=str(message["id"]),
         kind="dm",
         author=author,
-        body=_text(message.get("message")),
+        body=_text(message.get("message"), message),
         created_at=_graph_time(message.get("created_time")),
         # One thread per customer, keyed by their Page-scoped id, which is where replies go.
         thread_id=author.platform_user_id,
@@ -570,7 +583,7 @@ def _post_from_webhook(value: dict[str, Any]) -> InboundPost:
         external_id=str(value["post_id"]),
         kind="post",
         author=_author(value.get("from")),
-        body=_text(value.get("message")),
+        body=_text(value.get("message"), value),
         created_at=_unix_time(value.get("created_time")),
         thread_id=str(value["post_id"]),
         raw=value,
@@ -585,7 +598,7 @@ def _comment_from_webhook(value: dict[str, Any]) -> InboundPost:
         external_id=str(value["comment_id"]),
         kind="comment" if parent_id == post_id else "reply",
         author=_author(value.get("from")),
-        body=_text(value.get("message")),
+        body=_text(value.get("message"), value),
         created_at=_unix_time(value.get("created_time")),
         in_reply_to_id=parent_id,
         thread_id=post_id,
@@ -600,7 +613,7 @@ def _dm_from_webhook(event: dict[str, Any]) -> InboundPost:
         external_id=str(message["mid"]),
         kind="dm",
         author=author,
-        body=_text(message.get("text")),
+        body=_text(message.get("text"), message),
         created_at=_unix_time(event.get("timestamp"), per_second=1000),
         thread_id=author.platform_user_id,
         raw=event,

@@ -262,7 +262,7 @@ def test_fetch_rejects_a_comment_without_author_and_takes_the_rest(channel, page
     assert len(result.posts) == 8
 
 
-def test_a_post_without_text_is_rejected(channel, graph):
+def test_a_post_without_text_arrives_with_a_placeholder(channel, graph):
     photo_only = {
         "id": "1234567890_1009",
         "created_time": "2024-05-01T10:00:00+0000",
@@ -271,8 +271,8 @@ def test_a_post_without_text_is_rejected(channel, graph):
     graph.get(FEED_URL, json={"data": [photo_only]})
     graph.get(CONVERSATIONS_URL, json={"data": []})
     result = FacebookConnector().fetch(channel, CURSOR)
-    assert result.posts == []
-    assert "no text" in result.rejected[0].error
+    assert result.rejected == []
+    assert [p.body for p in result.posts] == ["[attachment without text]"]
 
 
 def test_the_inbox_walk_stops_at_conversations_not_updated_since_the_last_poll(channel, page):
@@ -590,7 +590,7 @@ def test_parse_rejects_what_is_not_a_page_delivery(channel):
     assert "Not a Facebook Page" in result.rejected[0].error
 
 
-def test_parse_rejects_a_message_without_text_and_keeps_the_rest(channel):
+def test_parse_gives_a_message_sent_without_text_a_placeholder(channel):
     payload = {
         "object": "page",
         "entry": [
@@ -618,8 +618,11 @@ def test_parse_rejects_a_message_without_text_and_keeps_the_rest(channel):
         ],
     }
     result = FacebookConnector().parse(channel, payload)
-    assert [p.external_id for p in result.posts] == ["m_txt"]
-    assert json.loads(result.rejected[0].raw)["message"]["mid"] == "m_img"
+    assert [(p.external_id, p.body) for p in result.posts] == [
+        ("m_img", "[image]"),
+        ("m_txt", "That's the parcel."),
+    ]
+    assert result.rejected == []
 
 
 def sign(secret: str, body: bytes) -> str:
