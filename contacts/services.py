@@ -30,7 +30,7 @@ from contacts.models import (
     MergeSuggestionStatus,
     SocialIdentity,
 )
-from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS
+from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS, contacts_visible_to
 from conversations.models import Conversation
 from scrm.bulk import rows_update
 
@@ -502,7 +502,7 @@ def _row_apply(contact: Contact, values: dict[str, Any]) -> None:
 
 
 def _batch_import(
-    records: list[tuple[int, list[str], list[str]]], actor_id: int | None
+    records: list[tuple[int, list[str], list[str]]], actor: User | None
 ) -> _BatchOutcome:
     outcome = _BatchOutcome()
     rows = []
@@ -523,8 +523,11 @@ def _batch_import(
     if crm_ids or ids or emails:
         # Oldest first, so of several contacts sharing an email the oldest is the match.
         found: Contact
+        # Only contacts the importer may see can match: a file must not reach, or reveal,
+        # another team's customers. A CRM id or email known only there makes a new contact.
+        scope = contacts_visible_to(user=actor) if actor else Contact.objects.none()
         for found in (
-            Contact.objects.annotate(email_lower=Lower("email"))
+            scope.annotate(email_lower=Lower("email"))
             .filter(Q(external_crm_id__in=crm_ids) | Q(pk__in=ids) | Q(email_lower__in=emails))
             .order_by("pk")
         ):
@@ -537,6 +540,14 @@ def _batch_import(
 
     now = timezone.now()
     new: list[Contact] = []
+    for row in list(rows):
+        if "id" in row.values and row.values["id"] not in by_id:
+            rows.remove(row)
+            outcome.skipped += 1
+            outcome.errors.append(
+                {"row": row.number, "column": "id",
+                 "message": f"No contact #{row.values['id']} that you may see."}
+            )
     for row in rows:
         values = row.values
         contact = (
@@ -547,7 +558,7 @@ def _batch_import(
         if contact is None:
             contact = Contact(
                 source=ContactSource.IMPORT,
-                created_by_id=actor_id,
+                created_by_id=actor.pk if actor else None,
                 first_seen_at=now,
                 last_seen_at=now,
             )
@@ -597,7 +608,7 @@ def contact_import_run(*, job_id: int) -> ContactImport | None:
         records = itertools.islice(_records(job), job.processed_rows, None)
         while batch := list(itertools.islice(records, IMPORT_BATCH_SIZE)):
             with transaction.atomic():
-                outcome = _batch_import(batch, job.created_by_id)
+                outcome = _batch_import(batch, job.created_by)
                 job.processed_rows += len(batch)
                 job.created_count += outcome.created
                 job.updated_count += outcome.updated

@@ -169,7 +169,9 @@ def test_an_import_creates_contacts_visible_to_every_team(login, world, upload):
 
 
 def test_an_import_updates_the_contact_with_the_same_crm_id(world, upload):
-    contact = ContactFactory(name="Old", email="old@example.com", external_crm_id="CRM-5")
+    contact = ContactFactory(
+        name="Old", email="old@example.com", external_crm_id="CRM-5", source=ContactSource.IMPORT
+    )
     job = upload("external_crm_id,name,email\nCRM-5,New Name,new@example.com\n")
     assert (job.created_count, job.updated_count) == (0, 1)
     contact.refresh_from_db()
@@ -177,7 +179,9 @@ def test_an_import_updates_the_contact_with_the_same_crm_id(world, upload):
 
 
 def test_an_import_matches_emails_ignoring_case(world, upload):
-    contact = ContactFactory(name="Dana", email="Dana.Reyes@Example.com")
+    contact = ContactFactory(
+        name="Dana", email="Dana.Reyes@Example.com", source=ContactSource.MANUAL
+    )
     job = upload("email,company\ndana.reyes@example.COM,Acme\n")
     assert (job.created_count, job.updated_count) == (0, 1)
     contact.refresh_from_db()
@@ -186,8 +190,8 @@ def test_an_import_matches_emails_ignoring_case(world, upload):
 
 
 def test_the_crm_id_wins_over_the_email(world, upload):
-    by_crm = ContactFactory(external_crm_id="CRM-1")
-    by_email = ContactFactory(email="dana@example.com")
+    by_crm = ContactFactory(external_crm_id="CRM-1", source=ContactSource.IMPORT)
+    by_email = ContactFactory(email="dana@example.com", source=ContactSource.MANUAL)
     upload("external_crm_id,email,company\nCRM-1,dana@example.com,Acme\n")
     by_crm.refresh_from_db()
     by_email.refresh_from_db()
@@ -197,7 +201,11 @@ def test_the_crm_id_wins_over_the_email(world, upload):
 
 def test_empty_cells_keep_what_is_stored_and_attributes_are_added(world, upload):
     contact = ContactFactory(
-        email="dana@example.com", phone="555", company="Acme", attributes={"a": 1, "b": 2}
+        email="dana@example.com",
+        phone="555",
+        company="Acme",
+        attributes={"a": 1, "b": 2},
+        source=ContactSource.MANUAL,
     )
     upload('email,phone,company,attributes\ndana@example.com,,Globex,"{""b"": 3, ""c"": 4}"\n')
     contact.refresh_from_db()
@@ -408,3 +416,34 @@ def test_imports_whose_task_was_lost_are_resumed(world, django_capture_on_commit
     job.refresh_from_db()
     assert job.status == ContactImportStatus.DONE
     assert resume_stalled_imports() == 0
+
+
+def test_an_import_cannot_reach_contacts_of_another_team(world, django_capture_on_commit_callbacks):
+    from contacts.models import Contact, ContactImport
+    from contacts.services import contact_import_run
+
+    hidden = world.conversation_b.contact
+    hidden.email = "secret@example.com"
+    hidden.save()
+    before = Contact.objects.get(pk=hidden.pk)
+    job = ContactImport.objects.create(
+        file_name="attack.csv",
+        content=(f"id,name,company\n{hidden.pk},Overwritten,Evil\n\n"),
+        created_by=world.manager,
+    )
+    contact_import_run(job_id=job.pk)
+    job.refresh_from_db()
+    after = Contact.objects.get(pk=hidden.pk)
+    assert (after.name, after.company) == (before.name, before.company)
+    assert job.updated_count == 0
+    assert any("that you may see" in e["message"] for e in job.errors)
+
+    probe = ContactImport.objects.create(
+        file_name="probe.csv",
+        content="name,email\nProbe,SECRET@example.com\n",
+        created_by=world.manager,
+    )
+    contact_import_run(job_id=probe.pk)
+    probe.refresh_from_db()
+    assert (probe.created_count, probe.updated_count) == (1, 0)
+    assert Contact.objects.get(pk=hidden.pk).name == before.name
