@@ -545,8 +545,11 @@ def _batch_import(
             rows.remove(row)
             outcome.skipped += 1
             outcome.errors.append(
-                {"row": row.number, "column": "id",
-                 "message": f"No contact #{row.values['id']} that you may see."}
+                {
+                    "row": row.number,
+                    "column": "id",
+                    "message": f"No contact #{row.values['id']} that you may see.",
+                }
             )
     for row in rows:
         values = row.values
@@ -727,25 +730,51 @@ def contact_merge(*, merged: Contact, kept: Contact, actor: User) -> ContactMerg
 
 @transaction.atomic
 def contact_merge_undo(*, merge: ContactMerge, actor: User) -> ContactMerge:
-    """Put a merge back: the identities and conversations it moved return, and the details it
-    filled in are cleared again (unless changed since)."""
+    """Put a merge back: the identities it moved return with every conversation only they
+    wrote in (also those that began after the merge), and each detail it filled in is
+    cleared again unless someone changed it since."""
     merge = ContactMerge.objects.select_for_update().get(pk=merge.pk)
     if merge.undone_at:
         raise MergeRefused("This merge was already undone.")
     kept = Contact.objects.select_for_update().get(pk=merge.kept_id)
+    if kept.merged_into_id:
+        raise MergeRefused(f"{kept} was itself merged into another contact since; undo that first.")
+    merged = Contact.objects.get(pk=merge.merged_id)
+
+    inbound = Q(messages__direction="in")
+    theirs = (
+        Conversation.objects.filter(contact=kept)
+        .annotate(
+            mine=Count(
+                "messages", filter=inbound & Q(messages__author_identity__in=merge.identity_ids)
+            ),
+            others=Count(
+                "messages",
+                filter=inbound & ~Q(messages__author_identity__in=merge.identity_ids),
+            ),
+        )
+        .filter(Q(pk__in=merge.conversation_ids) | Q(mine__gt=0, others=0))
+        .values_list("pk", flat=True)
+    )
+    Conversation.objects.filter(pk__in=list(theirs)).update(contact_id=merged.pk)
     SocialIdentity.objects.filter(pk__in=merge.identity_ids, contact=kept).update(
-        contact_id=merge.merged_id
+        contact_id=merged.pk
     )
-    Conversation.objects.filter(pk__in=merge.conversation_ids, contact=kept).update(
-        contact_id=merge.merged_id
-    )
+
     for name, value in merge.previous_values.items():
+        if name == "attributes":
+            # Only the keys the merge added, and only if they still hold its values.
+            for key in set(kept.attributes) - set(value):
+                if kept.attributes[key] == merged.attributes.get(key):
+                    kept.attributes.pop(key)
+            continue
         if name in ("first_seen_at", "last_seen_at"):
             value = datetime.fromisoformat(str(value))
-        setattr(kept, name, value)
+        if getattr(kept, name) == getattr(merged, name):
+            setattr(kept, name, value)
     kept.save()
-    Contact.objects.filter(pk=merge.merged_id).update(merged_into=None)
-    low, high = sorted((merge.merged_id, merge.kept_id))
+    Contact.objects.filter(pk=merged.pk).update(merged_into=None)
+    low, high = sorted((merged.pk, kept.pk))
     MergeSuggestion.objects.filter(contact_id=low, other_id=high).update(
         status=MergeSuggestionStatus.OPEN
     )

@@ -434,22 +434,36 @@ def conversation_note_add(*, conversation: Conversation, author: User, body: str
     return message
 
 
-_MENTION = re.compile(r"(?<![\w@])@([\w.+-]{1,150})")
+# "@" then a username (which may itself hold "@", like an email); not inside a word or address.
+_MENTION = re.compile(r"(?<![\w@])@([\w.@+-]{1,150})")
+_TRAILING = ".,;:!?-"
 
 
 def _mentioned_colleagues(conversation: Conversation, body: str, author: User) -> list[User]:
-    """Users named as @username in a note who may see the conversation, the author aside."""
-    names = {name.rstrip(".").lower() for name in _MENTION.findall(body)}
-    if not names:
+    """Users named as @username in a note who may see the conversation, the author aside.
+    An exact username wins; otherwise a case-insensitive match counts only if it is the only
+    one."""
+    tokens = {t.rstrip(_TRAILING) for t in _MENTION.findall(body)} - {""}
+    if not tokens:
         return []
-    candidates = User.objects.filter(is_active=True).exclude(pk=author.pk)
-    candidates = candidates.annotate(lower_name=Lower("username")).filter(lower_name__in=names)
-    channel_ids = {conversation.channel_id}
+    users = list(
+        User.objects.filter(is_active=True)
+        .annotate(lower_name=Lower("username"))
+        .filter(lower_name__in={t.lower() for t in tokens})
+    )
+    chosen: dict[int, User] = {}
+    for token in tokens:
+        exact = [u for u in users if u.username == token]
+        loose = [u for u in users if u.username.lower() == token.lower()]
+        match = exact or (loose if len(loose) == 1 else [])
+        for user in match:
+            chosen[user.pk] = user
+    chosen.pop(author.pk, None)
     return [
         user
-        for user in candidates
+        for user in chosen.values()
         if (visible := visible_channel_ids(user=user)) is None
-        or channel_ids <= set(visible.values_list("channel_id", flat=True))
+        or visible.filter(channel_id=conversation.channel_id).exists()
     ]
 
 
@@ -553,11 +567,28 @@ def conversation_snooze(
     if until <= timezone.now():
         raise ValueError("Snooze until a time in the future.")
     conversation = _locked(conversation)
+    if conversation.status not in SNOOZABLE_STATUSES:
+        raise ValueError(
+            f"A conversation that is {conversation.get_status_display().lower()} cannot be snoozed."
+        )
+    previous = conversation.status
     conversation.status = Status.PENDING
     conversation.snoozed_until = until
     conversation.save(update_fields=["status", "snoozed_until", "updated_at"])
     _record(conversation, EventKind.SNOOZED, actor=actor, until=until.isoformat())
+    if previous != Status.PENDING:
+        _record(
+            conversation,
+            EventKind.STATUS_CHANGED,
+            actor=actor,
+            previous=previous,
+            status=Status.PENDING,
+        )
     return conversation
+
+
+# Escalated conversations wait on a department, resolved ones on nobody: neither is snoozed.
+SNOOZABLE_STATUSES = (Status.NEW, Status.OPEN, Status.PENDING)
 
 
 def snoozes_wake(*, now: datetime | None = None) -> int:
@@ -571,8 +602,16 @@ def snoozes_wake(*, now: datetime | None = None) -> int:
                 snoozed_until=None, status=Status.OPEN, updated_at=now
             )
             if changed:
-                ConversationEvent.objects.create(
-                    conversation_id=pk, kind=EventKind.WOKE, created_at=now
+                ConversationEvent.objects.bulk_create(
+                    [
+                        ConversationEvent(conversation_id=pk, kind=EventKind.WOKE, created_at=now),
+                        ConversationEvent(
+                            conversation_id=pk,
+                            kind=EventKind.STATUS_CHANGED,
+                            created_at=now,
+                            data={"previous": Status.PENDING, "status": Status.OPEN},
+                        ),
+                    ]
                 )
                 woken += 1
     return woken
@@ -583,7 +622,7 @@ _PLACEHOLDER = re.compile(r"\{(first_name|name|agent_name|agent_first_name|chann
 
 def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: User) -> str:
     """A canned response with its placeholders filled in for this conversation."""
-    contact_name = conversation.contact.name or "there"
+    contact_name = conversation.contact.name.strip() or "there"
     values = {
         "name": contact_name,
         "first_name": contact_name.split()[0],

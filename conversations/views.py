@@ -150,6 +150,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "priorities": Priority.choices,
             "known_tags": Tag.objects.values_list("name", flat=True)[:200],
             "snooze_choices": SNOOZE_CHOICES,
+            "snoozable": services.SNOOZABLE_STATUSES,
             "assigned_to_other": conversation.assignee_id not in (None, request.user.pk),
             "note_form": NoteForm(),
             "statuses": Status.choices,
@@ -267,7 +268,11 @@ def conversation_snooze(request: AuthedRequest, pk: int) -> HttpResponse:
     form = SnoozeForm(request.POST)
     if form.is_valid():
         until = form.cleaned_data["until"]
-        services.conversation_snooze(conversation=conversation, until=until, actor=request.user)
+        try:
+            services.conversation_snooze(conversation=conversation, until=until, actor=request.user)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+            return redirect("conversations:detail", pk=pk)
         messages.success(request, f"Snoozed until {timezone.localtime(until):%a %b %-d, %H:%M}.")
     else:
         for error in form.non_field_errors():
@@ -278,9 +283,17 @@ def conversation_snooze(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def message_retry_view(request: AuthedRequest, pk: int, message_id: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
-    if not conversation.messages.filter(pk=message_id).exists():
-        raise Http404("No such message in this conversation.")
-    if message_retry(message_id=message_id):
+    message = (
+        conversation.messages.filter(pk=message_id, direction="out").exclude(kind="note").first()
+    )
+    if message is None:
+        raise Http404("No such reply in this conversation.")
+    # Sending again is sending: the same rules as a new reply (listen-only, reply rights...).
+    decision = outbound_check(user=request.user, channel=conversation.channel, text=message.body)
+    if not decision.allowed:
+        for reason in decision.reasons:
+            messages.error(request, reason)
+    elif message_retry(message_id=message_id):
         messages.success(request, "The reply is queued again.")
     else:
         messages.error(request, "Only a failed reply can be sent again.")

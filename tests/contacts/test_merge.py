@@ -194,3 +194,31 @@ def test_editing_from_the_conversation_returns_to_it(login, world):
         {"name": "Dana Rossi", "next": "https://elsewhere.example/"},
     )
     assert response["Location"] == f"/contacts/{contact.pk}/"
+
+
+def test_undo_keeps_what_was_changed_after_the_merge(login, world, pair):
+    from tests.factories import MessageFactory
+
+    kept, other, identity, _, _ = pair
+    client = login(world.agent_a)
+    client.post(f"/contacts/{kept.pk}/merge/", {"other": other.pk})
+    Contact.objects.filter(pk=kept.pk).update(email="new@example.com")
+    later = ConversationFactory(channel=world.channel_a, contact=kept)
+    MessageFactory(conversation=later, author_identity=identity)
+    client.post(f"/contacts/merges/{ContactMerge.objects.get().pk}/undo/")
+    kept.refresh_from_db()
+    assert kept.email == "new@example.com"
+    assert Conversation.objects.get(pk=later.pk).contact_id == other.pk
+
+
+def test_a_merge_cannot_be_undone_once_the_kept_contact_was_merged_onward(login, world, pair):
+    kept, other, *_ = pair
+    client = login(world.agent_a)
+    client.post(f"/contacts/{kept.pk}/merge/", {"other": other.pk})
+    third = ConversationFactory(channel=world.channel_a).contact
+    first_merge = ContactMerge.objects.get()
+    from contacts.services import MergeRefused, contact_merge, contact_merge_undo
+
+    contact_merge(merged=kept, kept=third, actor=world.agent_a)
+    with pytest.raises(MergeRefused, match="undo that first"):
+        contact_merge_undo(merge=first_merge, actor=world.agent_a)

@@ -51,3 +51,25 @@ def test_a_notification_belongs_to_its_recipient(login, world):
     notification = Notification.objects.get()
     assert login(world.agent_a).get(f"/inbox/mentions/{notification.pk}/").status_code == 404
     assert login(world.manager).get("/inbox/mentions/").context["notifications"] == [notification]
+
+
+def test_a_username_with_an_at_sign_is_mentioned_whole(login, world):
+    from tests.factories import TeamMembershipFactory, UserFactory
+
+    carol = UserFactory(username="carol", role="agent")
+    carol_corp = UserFactory(username="carol@corp.example", role="agent")
+    for user in (carol, carol_corp):
+        TeamMembershipFactory(team=world.team_a, user=user)
+    note(login(world.agent_a), world, "thanks @carol@corp.example!")
+    assert [n.recipient for n in Notification.objects.all()] == [carol_corp]
+
+
+def test_an_ambiguous_case_insensitive_name_notifies_nobody(login, world):
+    from tests.factories import TeamMembershipFactory, UserFactory
+
+    for name in ("Dana", "dana"):
+        TeamMembershipFactory(team=world.team_a, user=UserFactory(username=name, role="agent"))
+    note(login(world.agent_a), world, "@DANA please")
+    assert not Notification.objects.exists()
+    note(login(world.agent_a), world, "@Dana please")
+    assert [n.recipient.username for n in Notification.objects.all()] == ["Dana"]

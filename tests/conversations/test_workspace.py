@@ -201,3 +201,39 @@ def test_the_timeline_shows_who_did_what(login, world):
     page = client.get(url(world)).content.decode()
     assert "Priority changed" in page and "Assigned" in page
     assert world.agent_a.first_name in page
+
+
+def test_sending_again_follows_the_same_rules_as_a_reply(login, world):
+    failed = MessageFactory(
+        conversation=world.conversation_a,
+        direction=Direction.OUT,
+        kind=MessageKind.REPLY,
+        external_id=None,
+        delivery_status=DeliveryStatus.FAILED,
+        author_user=world.manager,
+    )
+    world.channel_a.access.update(can_reply=False)
+    response = login(world.agent_a).post(url(world, f"messages/{failed.pk}/retry"), follow=True)
+    assert "may not reply" in response.content.decode()
+    assert Message.objects.get(pk=failed.pk).delivery_status == DeliveryStatus.FAILED
+
+
+def test_a_resolved_or_escalated_conversation_cannot_be_snoozed(login, world):
+    for status in (Status.RESOLVED, Status.ESCALATED):
+        Conversation.objects.filter(pk=world.conversation_a.pk).update(status=status)
+        client = login(world.agent_a)
+        assert "Snooze</button>" not in client.get(url(world)).content.decode()
+        response = client.post(url(world, "snooze"), {"preset": "1h"}, follow=True)
+        assert "cannot be snoozed" in response.content.decode()
+        assert fresh(world).status == status
+
+
+def test_snooze_and_wake_record_the_status_changes(login, world):
+    Conversation.objects.filter(pk=world.conversation_a.pk).update(status=Status.OPEN)
+    login(world.agent_a).post(url(world, "snooze"), {"preset": "1h"})
+    snoozes_wake(now=timezone.now() + timedelta(hours=2))
+    changes = [
+        (e.data["previous"], e.data["status"])
+        for e in fresh(world).events.filter(kind=EventKind.STATUS_CHANGED).order_by("created_at")
+    ]
+    assert changes == [(Status.OPEN, Status.PENDING), (Status.PENDING, Status.OPEN)]
