@@ -214,6 +214,18 @@ def message_retry(*, message_id: int) -> bool:
     return bool(requeued)
 
 
+def lost_sends() -> list[int]:
+    """Replies queued for a while whose task never ran (a broker restart): to enqueue again.
+    Sending claims each message, so an extra task does nothing."""
+    return list(
+        Message.objects.filter(
+            delivery_status=DeliveryStatus.QUEUED,
+            received_at__lt=timezone.now() - timedelta(minutes=5),
+            send_started_at__isnull=True,
+        ).values_list("pk", flat=True)[:500]
+    )
+
+
 def stalled_sends_fail() -> int:
     """Sends whose worker died mid-way: their outcome is unknown, so they fail visibly."""
     return Message.objects.filter(

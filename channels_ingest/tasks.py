@@ -9,6 +9,7 @@ from channels_ingest.services import (
     SendLater,
     channel_poll,
     channels_due_claim,
+    lost_sends,
     message_fail,
     message_send,
     stalled_sends_fail,
@@ -52,7 +53,10 @@ def send_message(self: Task, message_id: int) -> None:
 
 @shared_task
 def fail_stalled_sends() -> int:
-    """Beat: sends whose worker died mid-way fail visibly instead of staying "sending"."""
+    """Beat: sends whose worker died mid-way fail visibly instead of staying "sending", and
+    replies whose task was lost are enqueued again."""
+    for message_id in lost_sends():
+        send_message.delay(message_id)
     return stalled_sends_fail()
 
 

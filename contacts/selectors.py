@@ -203,4 +203,17 @@ def merged_contact_destination(*, user: AnyUser, contact_id: int) -> Contact | N
     """Where a merged contact's page should lead: the contact it joined, if the user may see
     it."""
     target = Contact.objects.filter(pk=contact_id).values_list("merged_into", flat=True).first()
-    return contacts_visible_to(user=user).filter(pk=target).first() if target else None
+    if not target:
+        return None
+    # Only if the merged contact was one the user could see: its conversations moved with the
+    # merge, so the merge record says where they were.
+    from conversations.selectors import conversations_visible_to  # conversations imports us
+
+    merge = ContactMerge.objects.filter(merged_id=contact_id, undone_at__isnull=True).first()
+    moved = merge.conversation_ids if merge else []
+    was_visible = (
+        visible_channel_ids(user=user) is None
+        or Contact.objects.filter(pk=contact_id, source__in=SHARED_CONTACT_SOURCES).exists()
+        or conversations_visible_to(user=user).filter(pk__in=moved).exists()
+    )
+    return contacts_visible_to(user=user).filter(pk=target).first() if was_visible else None

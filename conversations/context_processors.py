@@ -1,6 +1,7 @@
 from django.http import HttpRequest
 
 from conversations.models import Notification
+from conversations.selectors import conversations_visible_to
 
 
 def unread_notifications(request: HttpRequest) -> dict[str, object]:
@@ -9,6 +10,8 @@ def unread_notifications(request: HttpRequest) -> dict[str, object]:
         return {}
     return {
         "unread_notifications": Notification.objects.filter(
-            recipient_id=request.user.pk, read_at__isnull=True
+            recipient_id=request.user.pk,
+            read_at__isnull=True,
+            conversation__in=conversations_visible_to(user=request.user),
         ).count()
     }

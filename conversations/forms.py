@@ -83,12 +83,13 @@ class SnoozeForm(forms.Form):
 
 
 def _preset_time(preset: str) -> datetime | None:
-    """Presets in the organisation's time zone."""
+    """Presets: hours counted in real time (UTC, so a clock change does not stretch them),
+    days at 9:00 in the organisation's time zone."""
     now = timezone.localtime()
     nine = now.replace(hour=9, minute=0, second=0, microsecond=0)
     return {
-        "1h": now + timedelta(hours=1),
-        "4h": now + timedelta(hours=4),
+        "1h": timezone.now() + timedelta(hours=1),
+        "4h": timezone.now() + timedelta(hours=4),
         "tomorrow": nine + timedelta(days=1),
         "week": nine + timedelta(days=7 - now.weekday()),
     }.get(preset)

@@ -228,16 +228,22 @@ def _after(sort: str, values: list[Any]) -> Q:
         equal = Q(**{f"{n}": v for (n, _), v in zip(keys[:i], values[:i], strict=True)})
         beyond = Q(**{f"{name}__{'lt' if descending else 'gt'}": values[i]})
         condition |= equal & beyond
-    return condition
+    # The same rows, plus a plain bound on the leading key that an index range can use
+    # (the OR alone is applied as a filter after the index, so deep pages scanned on).
+    first, descending = keys[0]
+    return Q(Q(**{f"{first}__{'lte' if descending else 'gte'}": values[0]}), condition)
 
 
 def _search(term: str) -> Q:
     """Message bodies, contact names and handles. PostgreSQL matches words with its full-text
     search (an index on the message bodies); SQLite falls back to substring matching."""
     handle = term.lstrip("@")
-    people = Q(contact__name__icontains=term) | Exists(
-        SocialIdentity.objects.filter(contact_id=OuterRef("contact_id"), handle__icontains=handle)
-    )
+    people = Q(contact__name__icontains=term)
+    if handle:
+        by_handle = SocialIdentity.objects.filter(
+            contact_id=OuterRef("contact_id"), handle__icontains=handle
+        )
+        people = Q(people, Exists(by_handle), _connector=Q.OR)
     messages = Message.objects.filter(conversation_id=OuterRef("pk"))
     if connection.vendor == "postgresql":
         messages = messages.annotate(document=MESSAGE_SEARCH_VECTOR).filter(
@@ -247,7 +253,7 @@ def _search(term: str) -> Q:
         # Every word somewhere in the message, as full-text search would match them.
         for word in term.split()[:8]:
             messages = messages.filter(body__icontains=word)
-    return people | Exists(messages)
+    return Q(people, Exists(messages), _connector=Q.OR)
 
 
 def inbox_queryset(*, user: AnyUser, filters: InboxFilters) -> QuerySet[Conversation]:

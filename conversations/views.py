@@ -42,7 +42,8 @@ from conversations.selectors import (
     inbox_page,
 )
 from governance.models import Team
-from governance.selectors import channels_visible_to
+from governance.roles import is_admin
+from governance.selectors import channels_visible_to, replyable_channel_ids, teams_of
 from governance.services import outbound_check
 from scrm.types import AuthedRequest
 
@@ -66,7 +67,9 @@ def inbox(request: AuthedRequest) -> HttpResponse:
         "platforms": Platform.choices,
         "sorts": SORTS,
         "channels": channels_visible_to(user=request.user).only("id", "name", "platform"),
-        "teams": Team.objects.only("id", "name"),
+        "teams": (
+            Team.objects.all() if is_admin(request.user) else teams_of(user=request.user)
+        ).only("id", "name"),
         "drawn_at": timezone.now().isoformat(),
         "bulk_statuses": [(s, label) for s, label in Status.choices if s != Status.NEW],
     }
@@ -95,6 +98,8 @@ def inbox_bulk(request: AuthedRequest) -> HttpResponse:
     done = 0
     for conversation in selected:
         if action == "assign_me":
+            if not _may_reply(request, conversation):
+                continue
             services.conversation_assign(
                 conversation=conversation, assignee=request.user, actor=request.user
             )
@@ -102,7 +107,11 @@ def inbox_bulk(request: AuthedRequest) -> HttpResponse:
             services.conversation_assign(
                 conversation=conversation, assignee=None, actor=request.user
             )
-        elif action.startswith("status:") and action[7:] in Status.values:
+        elif (
+            action.startswith("status:")
+            and action[7:] in Status.values
+            and action[7:] != Status.NEW
+        ):
             services.conversation_status_set(
                 conversation=conversation, status=action[7:], actor=request.user
             )
@@ -117,6 +126,12 @@ def inbox_bulk(request: AuthedRequest) -> HttpResponse:
         messages.success(request, f"Done for {done} conversation{'s' if done != 1 else ''}.")
     back = request.POST.get("next", "")
     return redirect(f"{reverse('conversations:inbox')}?{back}" if back else "conversations:inbox")
+
+
+def _may_reply(request: AuthedRequest, conversation: Conversation) -> bool:
+    """Taking a conversation means answering it: only for those whose teams may reply."""
+    replyable = replyable_channel_ids(user=request.user)
+    return replyable is None or conversation.channel_id in replyable
 
 
 def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:
@@ -203,6 +218,9 @@ def conversation_note(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def conversation_claim(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
+    if not _may_reply(request, conversation):
+        messages.error(request, "Your teams may only view this channel, not take conversations.")
+        return redirect("conversations:detail", pk=pk)
     services.conversation_assign(
         conversation=conversation, assignee=request.user, actor=request.user
     )
@@ -326,7 +344,10 @@ def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
 def notifications(request: AuthedRequest) -> HttpResponse:
     """The user's mentions, newest first; unread ones are marked."""
     rows = list(
-        Notification.objects.filter(recipient=request.user)
+        Notification.objects.filter(
+            recipient=request.user,
+            conversation__in=conversations_visible_to(user=request.user),
+        )
         .select_related("conversation__contact", "actor")
         .order_by("-created_at")[:100]
     )
