@@ -47,13 +47,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+# Run as a file (python bench/x.py), the repository root is not on the path yet.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import (
+    postgres_target,
+    restore_environ,
+    shield_teardown,
+    throwaway_postgres,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql"}
 # Settings read from the environment that could point this process at real data or change
 # what is measured: each is set here or removed, with its ``<NAME>_FILE`` variant.
 CONTROLLED_VARIABLES = (
@@ -128,75 +136,6 @@ LAST_NAMES = ("Martin", "Schmidt", "Rossi", "Dubois", "Novak", "Silva", "Berg", 
 # --- Throwaway environment ---------------------------------------------------------------
 
 
-def _loopback(host: str | None) -> bool:
-    return not host or host.lower() in LOOPBACK_HOSTS
-
-
-@dataclass
-class Target:
-    url: str  # DATABASE_URL of the throwaway database
-    name: str
-    connect: dict[str, Any]  # psycopg2 arguments for the server's maintenance database
-
-
-def target_for(server_url: str) -> Target:
-    parts = urlsplit(server_url)
-    if parts.scheme not in POSTGRES_SCHEMES:
-        raise SystemExit(f"A PostgreSQL URL is needed ({parts.scheme}:// given).")
-    if not _loopback(parts.hostname):
-        raise SystemExit(f"Refusing a database server on {parts.hostname}: loopback only.")
-    name = f"scrm_pages_{os.getpid()}"
-    # The server's maintenance database, to create and drop the throwaway one; the database
-    # named in the URL is never opened.
-    connect: dict[str, Any] = {"dbname": "postgres", "connect_timeout": 10}
-    for key, value in (
-        ("host", parts.hostname),
-        ("port", parts.port),
-        ("user", parts.username),
-        ("password", parts.password),
-    ):
-        if value:
-            connect[key] = value
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    return Target(url=url, name=name, connect=connect)
-
-
-@contextmanager
-def throwaway_database(target: Target) -> Iterator[str]:
-    """Create the database, yield the server's version, and drop it at the end (forcibly: a
-    statement still running in it, cut short by the time budget, is ended with it)."""
-    import psycopg2
-    from psycopg2 import sql
-
-    def admin_connection() -> Any:
-        conn = psycopg2.connect(**target.connect)
-        conn.autocommit = True
-        return conn
-
-    conn = admin_connection()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            version = str(cursor.fetchone()[0])
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.name)))
-        server_version_num = conn.server_version
-    finally:
-        conn.close()
-    try:
-        yield version
-    finally:
-        conn = admin_connection()
-        try:
-            force = sql.SQL(" WITH (FORCE)") if server_version_num >= 130000 else sql.SQL("")
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target.name))
-                    + force
-                )
-        finally:
-            conn.close()
-
-
 def _switch_environment(data_dir: Path, database_url: str) -> None:
     """This process's settings point at the throwaway folder and database only. Must run
     before Django reads its settings."""
@@ -221,18 +160,6 @@ def _switch_environment(data_dir: Path, database_url: str) -> None:
         sys.path.insert(0, str(REPO_ROOT))
 
 
-def _shield_teardown() -> None:
-    """Cleaning up is not to be cut short by the alarm or a second Ctrl-C or kill."""
-    signal.alarm(0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _restore_environ(caller: dict[str, str]) -> None:
-    os.environ.clear()
-    os.environ.update(caller)
-
-
 def _close_django_connections() -> None:
     from django.db import connections
 
@@ -245,14 +172,14 @@ def _close_django_connections() -> None:
 def throwaway_environment(server_url: str) -> Iterator[str]:
     """Temporary data folder and database, both removed at the end; yields a description."""
     caller = dict(os.environ)
-    target = target_for(server_url)
+    target = postgres_target(server_url, prefix="scrm_pages")
     data_dir = Path(tempfile.mkdtemp(prefix="scrm-pages-"))
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
-        version = stack.enter_context(throwaway_database(target))
-        stack.callback(_restore_environ, caller)
+        version = stack.enter_context(throwaway_postgres(target))
+        stack.callback(restore_environ, caller)
         stack.callback(_close_django_connections)
-        stack.callback(_shield_teardown)  # runs first on the way out
+        stack.callback(shield_teardown)  # runs first on the way out
         _switch_environment(data_dir, target.url)
         yield f"PostgreSQL {version}, throwaway database '{target.name}'"
 
@@ -1361,7 +1288,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     ]
     missed = [f for f in figures if not f.met]
     lines.append(
-        f"Target p95 <= {TARGET_P95_MS:.0f} ms: "
+        f"PostgresTarget p95 <= {TARGET_P95_MS:.0f} ms: "
         + ("met by every page" if not missed else f"missed by {len(missed)} of {len(figures)}")
     )
     broken_down = ("inbox, first page", "inbox, same filters, page", "conversation,")

@@ -54,13 +54,23 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
+# Run as a file (python bench/x.py), the repository root is not on the path yet.
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.support import (
+    loopback,
+    postgres_target,
+    restore_environ,
+    shield_teardown,
+    throwaway_postgres,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PAGE_ID = "1234567890"
 CHANNEL_NAME = "Bench"
 ADMIN_USERNAME = "latency-admin"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql"}
 REDIS_SCHEMES = {"redis", "rediss"}
 # Settings read from the environment that could point a process at real data: each is set
 # here or removed, with its ``<NAME>_FILE`` variant (the settings read those too).
@@ -97,76 +107,6 @@ COMMENT_TEXTS = (
 # --- Throwaway environment ---------------------------------------------------------------
 
 
-def _loopback(host: str | None) -> bool:
-    """Loopback or a local socket (no host at all)."""
-    return not host or host.lower() in LOOPBACK_HOSTS
-
-
-@dataclass
-class PostgresTarget:
-    url: str  # DATABASE_URL of the throwaway database
-    name: str
-    connect: dict[str, Any]  # psycopg2 arguments for the server's maintenance database
-
-
-def postgres_target(database_url: str) -> PostgresTarget:
-    parts = urlsplit(database_url)
-    if parts.scheme not in POSTGRES_SCHEMES:
-        raise SystemExit(
-            f"DATABASE_URL must be a PostgreSQL URL ({parts.scheme}:// given); "
-            "leave it unset for a throwaway SQLite file."
-        )
-    if not _loopback(parts.hostname):
-        raise SystemExit(f"Refusing a database on {parts.hostname}: loopback only.")
-    name = f"scrm_latency_{os.getpid()}"
-    connect: dict[str, Any] = {"dbname": "postgres", "connect_timeout": 10}
-    if parts.hostname:
-        connect["host"] = parts.hostname
-    if parts.port:
-        connect["port"] = parts.port
-    if parts.username:
-        connect["user"] = parts.username
-    if parts.password:
-        connect["password"] = parts.password
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    return PostgresTarget(url=url, name=name, connect=connect)
-
-
-@contextmanager
-def throwaway_postgres(target: PostgresTarget) -> Iterator[str]:
-    """Create the database, yield its server version, and drop it at the end."""
-    import psycopg2
-    from psycopg2 import sql
-
-    def admin_connection() -> Any:
-        conn = psycopg2.connect(**target.connect)
-        conn.autocommit = True
-        return conn
-
-    conn = admin_connection()
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            version = str(cursor.fetchone()[0])
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.name)))
-        server_version_num = conn.server_version
-    finally:
-        conn.close()
-    try:
-        yield version
-    finally:
-        conn = admin_connection()
-        try:
-            force = sql.SQL(" WITH (FORCE)") if server_version_num >= 130000 else sql.SQL("")
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target.name))
-                    + force
-                )
-        finally:
-            conn.close()
-
-
 @contextmanager
 def throwaway_redis(redis_url: str, db: int) -> Iterator[tuple[str, str]]:
     """Redis database ``db`` of the same server, which must be empty; emptied at the end.
@@ -176,7 +116,7 @@ def throwaway_redis(redis_url: str, db: int) -> Iterator[tuple[str, str]]:
     parts = urlsplit(redis_url)
     if parts.scheme not in REDIS_SCHEMES:
         raise SystemExit(f"REDIS_URL must be a redis:// URL ({parts.scheme}:// given).")
-    if not _loopback(parts.hostname):
+    if not loopback(parts.hostname):
         raise SystemExit(f"Refusing a Redis server on {parts.hostname}: loopback only.")
     url = urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -239,7 +179,7 @@ def throwaway_environment(args: argparse.Namespace) -> Iterator[Environment]:
 
         database_url = caller.get("DATABASE_URL", "")
         if database_url:
-            target = postgres_target(database_url)
+            target = postgres_target(database_url, prefix="scrm_latency")
             version = stack.enter_context(throwaway_postgres(target))
             env["DATABASE_URL"] = target.url
             database = f"PostgreSQL {version}, throwaway database '{target.name}'"
@@ -256,9 +196,9 @@ def throwaway_environment(args: argparse.Namespace) -> Iterator[Environment]:
 
         os.environ.clear()
         os.environ.update(env)
-        stack.callback(_restore_environ, caller)
+        stack.callback(restore_environ, caller)
         # Runs first on the way out: the removals above are not to be cut short.
-        stack.callback(_shield_teardown)
+        stack.callback(shield_teardown)
         if str(REPO_ROOT) not in sys.path:
             sys.path.insert(0, str(REPO_ROOT))
 
@@ -274,18 +214,6 @@ def throwaway_environment(args: argparse.Namespace) -> Iterator[Environment]:
         if migrate.returncode != 0:
             raise SystemExit(f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
         yield Environment(data_dir=data_dir, env=env, database=database, broker=broker)
-
-
-def _shield_teardown() -> None:
-    """Cleaning up is bounded on its own; a second Ctrl-C or the time budget's alarm must not
-    interrupt it halfway."""
-    signal.alarm(0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _restore_environ(caller: dict[str, str]) -> None:
-    os.environ.clear()
-    os.environ.update(caller)
 
 
 # --- Subprocesses ------------------------------------------------------------------------
@@ -984,7 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with throwaway_environment(args) as environment, ExitStack() as stack:
 
             def stop_children() -> None:
-                _shield_teardown()
+                shield_teardown()
                 try:
                     for child in reversed(children):
                         child.stop()
