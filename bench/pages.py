@@ -45,7 +45,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 # Run as a file (python bench/x.py), the repository root is not on the path yet.
@@ -53,9 +52,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.support import (
+    RunOverdue,
+    overdue,
     postgres_target,
     restore_environ,
     shield_teardown,
+    terminated,
     throwaway_postgres,
 )
 
@@ -1068,18 +1070,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class RunOverdue(Exception):
-    pass
-
-
-def _overdue(signum: int, frame: FrameType | None) -> None:
-    raise RunOverdue("the run took longer than its time budget")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    sys.exit(128 + signum)
-
-
 def _interruptible_wait(conn: Any) -> None:
     """psycopg2 wait callback: a statement is waited for in Python, so a signal's exception
     (Ctrl-C, kill, the time budget) ends the wait at once. The statement itself is left to the
@@ -1321,8 +1311,8 @@ def _jsonable(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGALRM, _overdue)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGALRM, overdue)
     signal.alarm(math.ceil(args.budget))
 
     import psycopg2.extensions

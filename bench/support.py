@@ -3,9 +3,11 @@ care their teardown needs. The developer's own database is never opened."""
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -95,3 +97,16 @@ def shield_teardown() -> None:
 def restore_environ(caller: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(caller)
+
+
+class RunOverdue(Exception):
+    """The run took longer than its time budget (raised from the alarm's handler)."""
+
+
+def overdue(signum: int, frame: FrameType | None) -> None:
+    raise RunOverdue("the run took longer than its time budget")
+
+
+def terminated(signum: int, frame: FrameType | None) -> None:
+    """On SIGTERM, leave through the normal way out, so cleanup runs."""
+    sys.exit(128 + signum)

@@ -50,7 +50,6 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,10 +58,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.support import (
+    RunOverdue,
     loopback,
+    overdue,
     postgres_target,
     restore_environ,
     shield_teardown,
+    terminated,
     throwaway_postgres,
 )
 
@@ -838,18 +840,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class RunOverdue(Exception):
-    pass
-
-
-def _overdue(signum: int, frame: FrameType | None) -> None:
-    raise RunOverdue("the run took longer than its time budget")
-
-
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    sys.exit(128 + signum)
-
-
 def setup_channel(app_secret: str) -> tuple[int, Any]:
     """The Facebook channel, through the management command, kept out of polling; and an
     admin to read the inbox as."""
@@ -892,8 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + 2 * args.timeout
         + 60
     )
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGALRM, _overdue)
+    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGALRM, overdue)
     signal.alarm(int(budget) + 1)
     app_secret = secrets.token_hex(16)
     rng = random.Random(args.seed)
