@@ -2,13 +2,13 @@
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from channels_ingest.forms import ChannelForm
 from channels_ingest.models import ChannelAccount, DeadLetter, DeadLetterStatus
+from channels_ingest.selectors import channels_with_health
 from channels_ingest.services import (
     CREDENTIAL_FIELDS,
     channel_save,
@@ -26,10 +26,7 @@ def _admin_only(request: AuthedRequest) -> None:
 
 def channel_list(request: AuthedRequest) -> HttpResponse:
     _admin_only(request)
-    channels = ChannelAccount.objects.select_related("default_team").annotate(
-        open_dead_letters=Count("dead_letters", filter=Q(dead_letters__status=DeadLetterStatus.NEW))
-    )
-    return render(request, "channels_ingest/list.html", {"channels": channels})
+    return render(request, "channels_ingest/list.html", {"channels": channels_with_health()})
 
 
 def channel_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:

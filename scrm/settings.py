@@ -282,7 +282,6 @@ if PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Product settings -------------------------------------------------------------------
-SCRM_DEFAULT_POLL_INTERVAL = env.int("SCRM_DEFAULT_POLL_INTERVAL", default=60)
 SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
 
 LOGGING = {

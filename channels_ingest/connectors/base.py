@@ -37,10 +37,6 @@ class ReauthRequired(ConnectorError):
     """Credentials expired or were revoked; an admin must reconnect the account."""
 
 
-class PayloadError(ConnectorError):
-    """A payload we cannot read; it goes to the dead letters."""
-
-
 class Connector(Protocol):
     platform: ClassVar[str]
 

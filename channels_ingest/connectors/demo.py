@@ -87,7 +87,6 @@ LAST_NAMES = [
     "Yilmaz",
     "Zimmer",
 ]
-COMPANIES = ["", "", "", "", "Northwind", "Globex", "Initech", "Umbrella Health", "Stark Retail"]
 PRODUCTS = [
     "the X200 router",
     "my Acme Plus plan",
@@ -155,7 +154,6 @@ class DemoPersona:
     handle: str
     followers: int
     verified: bool
-    company: str
 
 
 def persona(index: int) -> DemoPersona:
@@ -169,7 +167,6 @@ def persona(index: int) -> DemoPersona:
         handle=f"{first.lower()}{last.lower()[:3]}{index}",
         followers=rng.randint(20_000, 400_000) if influencer else rng.randint(3, 2_500),
         verified=influencer and rng.random() < 0.6,
-        company=rng.choice(COMPANIES),
     )
 
 
