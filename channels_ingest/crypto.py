@@ -60,3 +60,22 @@ class EncryptedJSONField(_TextBase):
 
     def get_prep_value(self, value: Any) -> str:
         return encrypt_json(value if value is not None else {})
+
+
+if TYPE_CHECKING:
+    _StrBase = models.TextField[str, str]
+else:
+    _StrBase = models.TextField
+
+
+class EncryptedTextField(_StrBase):
+    """A secret string stored as a Fernet token, like EncryptedJSONField."""
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> str:
+        return str(decrypt_json(value)) if value else ""
+
+    def to_python(self, value: Any) -> str:
+        return "" if value is None else str(value)
+
+    def get_prep_value(self, value: Any) -> str:
+        return encrypt_json(value or "")

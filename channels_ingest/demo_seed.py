@@ -9,7 +9,7 @@ channels that hold no messages yet.
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import Group, User
 from django.db import transaction
@@ -23,10 +23,19 @@ from channels_ingest.services import message_send
 from conversations import services as conversation_services
 from conversations.models import (
     ACTIVE_STATUSES,
+    BusinessCalendar,
     Conversation,
     ConversationEvent,
+    Department,
+    DepartmentDelivery,
+    EscalationLevel,
+    EscalationPath,
     EventKind,
+    Holiday,
     Message,
+    Priority,
+    RoutingRule,
+    SlaPolicy,
     Status,
     Tag,
 )
@@ -113,6 +122,7 @@ def seed_demo(*, days: int = HISTORY_DAYS, rng_seed: int = 7) -> SeedReport:
     for name, (color, _) in DEMO_TAGS.items():
         Tag.objects.get_or_create(name=name, defaults={"color": color})
 
+    _service_levels()
     rng = random.Random(rng_seed)
     for spec in DEMO_CHANNELS:
         channel, created = ChannelAccount.objects.get_or_create(
@@ -134,7 +144,141 @@ def seed_demo(*, days: int = HISTORY_DAYS, rng_seed: int = 7) -> SeedReport:
         if not Message.objects.filter(channel=channel).exists():
             agents = [users[u.username] for u in DEMO_USERS if u.team in spec.teams]
             _play_history(channel, spec, agents, days, rng, report)
+    # Rules come after the history: they route what arrives from now on.
+    _routing(teams, users)
     return report
+
+
+def _service_levels() -> None:
+    """Support hours and SLA policies, so the history already has due times and breaches."""
+    hours, _ = BusinessCalendar.objects.get_or_create(
+        name="Acme support hours",
+        defaults={
+            "time_zone": "Europe/Berlin",
+            "weekly_hours": {
+                **{str(day): [["08:00", "20:00"]] for day in range(5)},
+                "5": [["10:00", "16:00"]],
+            },
+            "is_default": True,
+        },
+    )
+    for day, name in (((12, 25), "Christmas Day"), ((12, 26), "Boxing Day"), ((1, 1), "New Year")):
+        for year in (timezone.now().year - 1, timezone.now().year, timezone.now().year + 1):
+            Holiday.objects.get_or_create(
+                calendar=hours, date=date(year, *day), defaults={"name": name}
+            )
+    policies = [
+        ("Standard", None, False, 4 * 60, 8 * 60, 24 * 60),
+        ("Urgent", Priority.URGENT, False, 30, 60, 4 * 60),
+        ("VIP customers", None, True, 60, 2 * 60, 8 * 60),
+    ]
+    for name, priority, vip_only, first, following, resolution in policies:
+        SlaPolicy.objects.get_or_create(
+            name=name,
+            defaults={
+                "priority": priority,
+                "vip_only": vip_only,
+                "first_response_minutes": first,
+                "next_response_minutes": following,
+                "resolution_minutes": resolution,
+                "calendar": hours,
+                "at_risk_minutes": 30 if priority != Priority.URGENT else 10,
+            },
+        )
+
+
+def _routing(teams: dict[str, Team], users: dict[str, User]) -> None:
+    """Departments, an escalation path and a few routing rules an admin would start with."""
+    billing, _ = Department.objects.get_or_create(
+        name="Billing", defaults={"delivery": DepartmentDelivery.IN_APP, "team": teams["billing"]}
+    )
+    logistics, _ = Department.objects.get_or_create(
+        name="Logistics",
+        defaults={"delivery": DepartmentDelivery.EMAIL, "email": "logistics@acme.example"},
+    )
+    path, created = EscalationPath.objects.get_or_create(
+        name="Billing disputes",
+        defaults={"description": "Billing first; the support manager if Billing cannot help."},
+    )
+    if created:
+        EscalationLevel.objects.create(path=path, position=0, department=billing)
+        EscalationLevel.objects.create(path=path, position=1, user=users["manager"])
+    tags = {tag.name: tag.pk for tag in Tag.objects.filter(name__in=DEMO_TAGS)}
+    rules = [
+        (
+            "Outages are urgent",
+            ["message_received"],
+            [{"field": "text", "op": "contains_any", "value": ["not working", "crash", "down"]}],
+            [
+                {"type": "set_priority", "value": Priority.URGENT},
+                {"type": "add_tags", "value": [tags["outage"]]},
+            ],
+        ),
+        (
+            "Billing questions go to Billing",
+            ["conversation_created"],
+            [{"field": "text", "op": "contains_any", "value": ["refund", "invoice", "charged"]}],
+            [
+                {"type": "set_team", "value": teams["billing"].pk},
+                {"type": "add_tags", "value": [tags["billing"]]},
+            ],
+        ),
+        (
+            "Angry customers get attention",
+            ["message_received"],
+            [{"field": "sentiment", "op": "below", "value": -0.6}],
+            [{"type": "set_priority", "value": Priority.HIGH}],
+        ),
+        (
+            "Out-of-hours acknowledgement for DMs",
+            ["conversation_created"],
+            [
+                {"field": "kind", "op": "is", "value": ["dm"]},
+                {"field": "business_hours", "op": "outside", "value": None},
+            ],
+            [
+                {
+                    "type": "acknowledge",
+                    "value": "Thanks {first_name}! We're offline now and will answer as soon "
+                    "as we open.",
+                }
+            ],
+        ),
+        (
+            "Share new conversations among online agents",
+            ["conversation_created"],
+            [],
+            [{"type": "assign", "value": "auto"}],
+        ),
+        (
+            "Tell the manager about urgent breaches",
+            ["sla_breached"],
+            [{"field": "priority", "op": "is", "value": Priority.URGENT}],
+            [
+                {
+                    "type": "notify",
+                    "value": {
+                        "users": [users["manager"].pk],
+                        "teams": [],
+                        "assignee": True,
+                        "email": False,
+                        "message": "An urgent conversation missed its SLA",
+                    },
+                }
+            ],
+        ),
+    ]
+    for position, (name, events, conditions, actions) in enumerate(rules):
+        RoutingRule.objects.get_or_create(
+            name=name,
+            defaults={
+                "position": position,
+                "events": events,
+                "conditions": conditions,
+                "actions": actions,
+                "created_by": users["admin"],
+            },
+        )
 
 
 def _user(spec: DemoUser) -> tuple[User, bool]:

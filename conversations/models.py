@@ -1,8 +1,12 @@
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
+
+from channels_ingest.crypto import EncryptedTextField
 
 
 class Status(models.TextChoices):
@@ -64,6 +68,18 @@ def sentiment_label(score: float | None) -> str:
     if score <= -0.05:
         return Sentiment.NEGATIVE
     return Sentiment.NEUTRAL
+
+
+class SlaState(models.TextChoices):
+    OK = "ok", "On track"
+    AT_RISK = "at_risk", "At risk"
+    BREACHED = "breached", "Breached"
+
+
+class SlaTarget(models.TextChoices):
+    FIRST_RESPONSE = "first_response", "First response"
+    NEXT_RESPONSE = "next_response", "Next response"
+    RESOLUTION = "resolution", "Resolution"
 
 
 class Tag(models.Model):
@@ -130,9 +146,34 @@ class Conversation(models.Model):
     # Set while snoozed: the conversation waits as pending and reopens then, or when the
     # customer writes first.
     snoozed_until = models.DateTimeField(null=True, blank=True)
+    # SLA timers: the policy chosen for the conversation and the due time of each target that is
+    # running (NULL when met, not set by the policy, or not started).
+    sla_policy = models.ForeignKey(
+        "SlaPolicy", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_response_due_at = models.DateTimeField(null=True, blank=True)
+    next_response_due_at = models.DateTimeField(null=True, blank=True)
+    resolution_due_at = models.DateTimeField(null=True, blank=True)
+    # The earliest running due time, and from when it counts as at risk: the inbox's SLA state.
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    sla_warn_at = models.DateTimeField(null=True, blank=True)
+    # When the SLA check must next look at the conversation (a warning or breach to fire).
+    sla_check_at = models.DateTimeField(null=True, blank=True)
+    # Set while the clocks stand still: the customer has the ball, or nobody does.
+    sla_paused_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
+            models.Index(
+                fields=["sla_check_at"],
+                name="conv_sla_check_idx",
+                condition=models.Q(sla_check_at__isnull=False),
+            ),
+            models.Index(
+                fields=["sla_due_at", "id"],
+                name="conv_sla_due_idx",
+                condition=models.Q(sla_due_at__isnull=False),
+            ),
             models.Index(
                 fields=["snoozed_until"],
                 name="conv_snoozed_idx",
@@ -169,6 +210,17 @@ class Conversation(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    def sla_state(self, now: "datetime | None" = None) -> str:
+        """ok, at_risk or breached for the running targets; empty when none runs."""
+        if self.sla_due_at is None or self.sla_paused_at is not None:
+            return ""
+        now = now or timezone.now()
+        if self.sla_due_at <= now:
+            return SlaState.BREACHED
+        if self.sla_warn_at is not None and self.sla_warn_at <= now:
+            return SlaState.AT_RISK
+        return SlaState.OK
 
 
 # What the inbox searches in message bodies on PostgreSQL; the index below is on exactly this.
@@ -261,6 +313,14 @@ class EventKind(models.TextChoices):
     SNOOZED = "snoozed", "Snoozed"
     WOKE = "woke", "Snooze ended"
     REOPENED = "reopened", "Reopened"
+    TEAM_CHANGED = "team_changed", "Team changed"
+    MONITORING = "monitoring", "Marked for monitoring"
+    RULE_APPLIED = "rule_applied", "Routing rule applied"
+    SLA_AT_RISK = "sla_at_risk", "SLA at risk"
+    SLA_BREACHED = "sla_breached", "SLA breached"
+    ESCALATED = "escalated", "Escalated"
+    DEESCALATED = "deescalated", "Returned from escalation"
+    ESCALATION_CLOSED = "escalation_closed", "Escalation closed"
 
 
 class ConversationEvent(models.Model):
@@ -340,3 +400,371 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"To {self.recipient_id}: {self.text}"
+
+
+# --- Business hours and SLAs --------------------------------------------------------------
+
+
+def _default_weekly_hours() -> dict[str, list[list[str]]]:
+    return {str(day): [["09:00", "17:00"]] for day in range(5)}
+
+
+class BusinessCalendar(models.Model):
+    """Opening hours in a time zone, with holidays: SLA clocks only run while open."""
+
+    name = models.CharField(max_length=100, unique=True)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    # Weekday ("0" = Monday) -> local [start, end) intervals as "HH:MM"; "24:00" ends at midnight.
+    weekly_hours = models.JSONField(default=_default_weekly_hours)
+    is_default = models.BooleanField(
+        default=False, help_text="The organisation's hours, used where no calendar is named"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="calendar_one_default",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Holiday(models.Model):
+    calendar = models.ForeignKey(
+        BusinessCalendar, on_delete=models.CASCADE, related_name="holidays"
+    )
+    date = models.DateField()
+    name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(fields=["calendar", "date"], name="holiday_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.name}".strip()
+
+
+class SlaPolicy(models.Model):
+    """Response and resolution targets, chosen per conversation by priority, channel and VIP.
+
+    The most specific active policy wins: a channel counts most, then VIP, then priority.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, null=True, blank=True, help_text="Empty for any priority"
+    )
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty for every channel",
+    )
+    vip_only = models.BooleanField("VIP contacts only", default=False)
+    first_response_minutes = models.PositiveIntegerField(null=True, blank=True)
+    next_response_minutes = models.PositiveIntegerField(null=True, blank=True)
+    resolution_minutes = models.PositiveIntegerField(null=True, blank=True)
+    calendar = models.ForeignKey(
+        BusinessCalendar,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Business hours the clocks run in; empty for around the clock",
+    )
+    at_risk_minutes = models.PositiveIntegerField(
+        default=30, help_text="How long before a due time the conversation shows as at risk"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "SLA policy"
+        verbose_name_plural = "SLA policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SlaEventKind(models.TextChoices):
+    AT_RISK = "at_risk", "At risk"
+    BREACHED = "breached", "Breached"
+
+
+class SlaEvent(models.Model):
+    """A target that came near or past its due time: fired once, whatever retries happen."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="sla_events", db_index=False
+    )
+    policy = models.ForeignKey(
+        SlaPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target = models.CharField(max_length=20, choices=SlaTarget.choices)
+    kind = models.CharField(max_length=10, choices=SlaEventKind.choices)
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "target", "kind", "due_at"], name="sla_event_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["kind", "created_at"], name="sla_event_kind_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_target_display()} {self.get_kind_display().lower()}"
+
+
+# --- Routing rules ----------------------------------------------------------------------
+
+
+class RoutingRule(models.Model):
+    """Conditions and actions run in order on events; the definitions are checked by
+    ``conversations.rules`` when saved, so they never fail at run time."""
+
+    name = models.CharField(max_length=100)
+    position = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+    events = models.JSONField(default=list)
+    match = models.CharField(
+        max_length=3, choices=[("all", "All conditions"), ("any", "Any condition")], default="all"
+    )
+    conditions = models.JSONField(default=list, blank=True)
+    actions = models.JSONField(default=list)
+    stop_processing = models.BooleanField(
+        "Stop processing further rules", default=False, help_text="when this rule matches"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookEndpoint(models.Model):
+    """An outside system we call: signed JSON POSTs, retried until they are accepted."""
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    secret = EncryptedTextField(blank=True, help_text="Signs each call (HMAC-SHA256)")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookCallStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookCall(models.Model):
+    """One event to deliver to an endpoint. ``key`` makes a repeated request harmless."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="calls")
+    key = models.CharField(max_length=200, unique=True)
+    event = models.CharField(max_length=50)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=WebhookCallStatus.choices, default=WebhookCallStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_call_due_idx",
+                condition=models.Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.endpoint}"
+
+
+# --- Escalation -------------------------------------------------------------------------
+
+
+class DepartmentDelivery(models.TextChoices):
+    IN_APP = "in_app", "In the app (the team's queue)"
+    EMAIL = "email", "Email"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class Department(models.Model):
+    """Where escalations go: a team in the product (tier 2, billing) or a department outside
+    it (logistics, the call center) reached by email or a signed webhook with a link back."""
+
+    name = models.CharField(max_length=100, unique=True)
+    delivery = models.CharField(
+        max_length=10, choices=DepartmentDelivery.choices, default=DepartmentDelivery.IN_APP
+    )
+    team = models.ForeignKey(
+        "governance.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    email = models.EmailField(blank=True)
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EscalationPath(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EscalationLevel(models.Model):
+    """One step of a path: a department, or a named person such as the support manager."""
+
+    path = models.ForeignKey(EscalationPath, on_delete=models.CASCADE, related_name="levels")
+    position = models.PositiveSmallIntegerField(default=0)
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["path", "position", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(department__isnull=False, user__isnull=True)
+                | models.Q(department__isnull=True, user__isnull=False),
+                name="escalation_level_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} level {self.position + 1}: {self.department or self.user}"
+
+
+class EscalationTrigger(models.TextChoices):
+    AGENT = "agent", "An agent"
+    RULE = "rule", "A routing rule"
+    SLA = "sla", "An SLA breach"
+
+
+class EscalationStatus(models.TextChoices):
+    OPEN = "open", "Waiting for the department"
+    RETURNED = "returned", "Answered, back with support"
+    CLOSED = "closed", "Closed"
+
+
+class EscalationOutcome(models.TextChoices):
+    RESOLVED_IN_CHANNEL = "resolved_in_channel", "Resolved in the channel"
+    RESOLVED_BY_DEPARTMENT = "resolved_by_department", "Resolved by the department"
+    MOVED_OFFLINE = "moved_offline", "Moved to phone or email"
+    ABANDONED = "abandoned", "Abandoned"
+
+
+class Escalation(models.Model):
+    """A conversation handed to a department: who, why, to whom and when, the answer, and
+    how it ended. One is open per conversation at a time; moving up a level updates it."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="escalations", db_index=False
+    )
+    path = models.ForeignKey(
+        EscalationPath, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    level = models.PositiveSmallIntegerField(default=0)
+    department = models.ForeignKey(
+        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="escalations"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    trigger = models.CharField(max_length=10, choices=EscalationTrigger.choices)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(
+        max_length=10, choices=EscalationStatus.choices, default=EscalationStatus.OPEN
+    )
+    # Whom the conversation goes back to when the department answers.
+    previous_assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    previous_team = models.ForeignKey(
+        "governance.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    answer = models.TextField(blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    answered_by_name = models.CharField(max_length=200, blank=True)
+    returned_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=30, choices=EscalationOutcome.choices, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="open"),
+                name="escalation_one_open",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "status"], name="escalation_conversation_idx"),
+            models.Index(fields=["department", "status"], name="escalation_department_idx"),
+            models.Index(fields=["created_at"], name="escalation_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Escalation of #{self.conversation_id} to {self.department or self.user}"
+
+    @property
+    def target_name(self) -> str:
+        if self.department_id:
+            return str(self.department)
+        return str(self.user) if self.user_id else ""

@@ -41,3 +41,32 @@ def presence_report(
         for uid, entry in sorted(seen.items())
         if uid != user_id
     ]
+
+
+# --- Who is online: auto-assignment only gives work to agents who are there ---------------
+
+# The inbox and conversation pages poll every few seconds; two minutes of silence is away.
+ONLINE_FOR = 120
+
+
+def _agent_key(user_id: int) -> str:
+    return f"presence:agent:{user_id}"
+
+
+def agent_seen(*, user_id: int) -> None:
+    cache.set(_agent_key(user_id), time.time(), timeout=ONLINE_FOR)
+
+
+def agent_away(*, user_id: int) -> None:
+    cache.delete(_agent_key(user_id))
+
+
+def agents_online(*, user_ids: "set[int] | list[int]") -> set[int]:
+    """The users among these seen in the last two minutes: one cache round trip."""
+    if not user_ids:
+        return set()
+    keys = {_agent_key(uid): uid for uid in user_ids}
+    now = time.time()
+    return {
+        keys[key] for key, seen in cache.get_many(list(keys)).items() if now - seen < ONLINE_FOR
+    }

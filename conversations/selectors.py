@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 
 from channels_ingest.platforms import Platform
 from contacts.models import SocialIdentity
+from conversations.escalations import escalated_conversation_ids
 from conversations.models import (
     ACTIVE_STATUSES,
     MESSAGE_SEARCH_VECTOR,
@@ -26,6 +27,7 @@ from conversations.models import (
     ConversationEvent,
     Message,
     Priority,
+    SlaState,
     Status,
 )
 from governance.models import Role, TeamMembership
@@ -39,7 +41,12 @@ def conversations_visible_to(*, user: AnyUser) -> QuerySet[Conversation]:
         return Conversation.objects.none()
     ids = visible_channel_ids(user=user)
     conversations = Conversation.objects.all()
-    return conversations if ids is None else conversations.filter(channel_id__in=ids)
+    if ids is None:
+        return conversations
+    # A department's team sees what was escalated to it, whatever channels it watches.
+    return conversations.filter(
+        Q(channel_id__in=ids) | Q(pk__in=escalated_conversation_ids(user=user))
+    )
 
 
 def messages_visible_to(*, user: AnyUser) -> QuerySet[Message]:
@@ -78,7 +85,12 @@ def _view_filter(view: str, user: AnyUser) -> Q:
     return work
 
 
-SORTS = {"newest": "Newest activity", "waiting": "Waiting longest", "priority": "Priority"}
+SORTS = {
+    "newest": "Newest activity",
+    "waiting": "Waiting longest",
+    "priority": "Priority",
+    "sla": "SLA due soonest",
+}
 
 # Keyset order of each sort: (field, descending). The last field is unique, so every row has
 # one place and a cursor can say where a page ended.
@@ -86,7 +98,10 @@ _SORT_KEYS: dict[str, list[tuple[str, bool]]] = {
     "newest": [("last_message_at", True), ("pk", True)],
     "waiting": [("wait_key", False), ("pk", False)],
     "priority": [("priority", True), ("last_message_at", True), ("pk", True)],
+    "sla": [("sla_key", False), ("pk", False)],
 }
+# Keys that hold a time (for reading cursors back), and what stands in for "no due time".
+_TIME_KEYS = ("last_message_at", "wait_key", "sla_key")
 # Conversations nobody waits on sort after all that do.
 _NOT_WAITING = datetime(9999, 12, 31, tzinfo=UTC)
 _SENTIMENT = {
@@ -118,6 +133,7 @@ class InboxFilters:
     priority: int | None = None
     sentiment: str = ""
     tag: str = ""
+    sla: str = ""
     since: date | None = None
     until: date | None = None
     search: str = ""
@@ -142,6 +158,7 @@ class InboxFilters:
             priority=priority if priority in Priority.values else None,
             sentiment=params.get("sentiment", "") if params.get("sentiment") in _SENTIMENT else "",
             tag=params.get("tag", "").strip()[:50],
+            sla=params.get("sla", "") if params.get("sla") in SlaState.values else "",
             since=_day(params.get("since", "")),
             until=_day(params.get("until", "")),
             search=params.get("q", "").strip()[:200],
@@ -161,6 +178,7 @@ class InboxFilters:
                 self.priority,
                 self.sentiment,
                 self.tag,
+                self.sla,
                 self.since,
                 self.until,
                 self.search,
@@ -179,6 +197,7 @@ class InboxFilters:
             "priority": self.priority,
             "sentiment": self.sentiment,
             "tag": self.tag,
+            "sla": self.sla,
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
             "q": self.search,
@@ -208,7 +227,7 @@ def _decode_cursor(sort: str, cursor: str) -> list[Any] | None:
             return None
         values: list[Any] = []
         for (name, _), value in zip(_SORT_KEYS[sort], raw[1:], strict=True):
-            if name in ("last_message_at", "wait_key"):
+            if name in _TIME_KEYS:
                 moment = parse_datetime(str(value))
                 if moment is None:
                     return None
@@ -281,6 +300,8 @@ def inbox_queryset(*, user: AnyUser, filters: InboxFilters) -> QuerySet[Conversa
                 )
             )
         )
+    if filters.sla:
+        conversations = conversations.filter(_sla_filter(filters.sla, timezone.now()))
     zone = timezone.get_current_timezone()
     if filters.since:
         start = datetime.combine(filters.since, datetime.min.time(), tzinfo=zone)
@@ -291,6 +312,15 @@ def inbox_queryset(*, user: AnyUser, filters: InboxFilters) -> QuerySet[Conversa
     if filters.search:
         conversations = conversations.filter(_search(filters.search))
     return conversations
+
+
+def _sla_filter(state: str, now: datetime) -> Q:
+    """Conversations in an SLA state now; the partial index on the due time serves it."""
+    if state == SlaState.BREACHED:
+        return Q(sla_due_at__lte=now)
+    if state == SlaState.AT_RISK:
+        return Q(sla_due_at__gt=now, sla_warn_at__lte=now)
+    return Q(sla_due_at__gt=now, sla_warn_at__gt=now)
 
 
 def inbox_counts(*, user: AnyUser) -> dict[str, int]:
@@ -317,6 +347,8 @@ def inbox_page(
         conversations = conversations.annotate(
             wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
         )
+    elif filters.sort == "sla":
+        conversations = conversations.annotate(sla_key=Coalesce("sla_due_at", Value(_NOT_WAITING)))
     position = _decode_cursor(filters.sort, after) if after else None
     if position:
         conversations = conversations.filter(_after(filters.sort, position))
@@ -347,7 +379,7 @@ def inbox_new_since(*, user: AnyUser, filters: InboxFilters, since: datetime) ->
 def conversation_for_user(*, user: AnyUser, pk: int) -> Conversation | None:
     return (
         conversations_visible_to(user=user)
-        .select_related("contact", "channel", "assignee", "team")
+        .select_related("contact", "channel", "assignee", "team", "sla_policy")
         .prefetch_related("tags", "contact__identities")
         .filter(pk=pk)
         .first()

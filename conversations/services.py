@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.types import InboundPost
-from contacts.models import SocialIdentity
+from contacts.models import Contact, SocialIdentity
 from conversations.models import (
     ACTIVE_STATUSES,
     CannedResponse,
@@ -24,6 +24,8 @@ from conversations.models import (
     ConversationEvent,
     DeliveryStatus,
     Direction,
+    Escalation,
+    EscalationStatus,
     EventKind,
     Message,
     MessageKind,
@@ -31,6 +33,24 @@ from conversations.models import (
     Priority,
     Status,
     Tag,
+)
+from conversations.routing import (
+    Decisions,
+    RuleBook,
+    acknowledgements_prepare,
+    auto_assign,
+    decisions_take,
+    decisions_write,
+)
+from conversations.rules import Facts
+from conversations.sla import (
+    SLA_FIELDS,
+    SlaSetup,
+    sla_on_inbound,
+    sla_on_reply,
+    sla_on_status,
+    sla_policy_change,
+    sla_start,
 )
 from governance.selectors import visible_channel_ids
 from scrm.bulk import rows_insert, rows_update
@@ -86,6 +106,46 @@ _ROLLUP_FIELDS = (
     "resolved_at",
     "snoozed_until",
 )
+
+
+# What routing rules may change on a conversation, and the SLA timers.
+_ROUTED_FIELDS = ("priority", "team_id", "assignee_id")
+_SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in SLA_FIELDS)
+
+
+@dataclass
+class _BatchFacts:
+    """What the rules and SLA policies of a batch need to know beyond the posts: loaded only
+    when some rule or policy asks for it, one query each."""
+
+    vip_contacts: set[int] = field(default_factory=set)
+    escalated_contacts: set[int] = field(default_factory=set)
+    tags: dict[int, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, *, book: RuleBook, setup: SlaSetup, contact_ids: set[int], conversation_ids: set[int]
+    ) -> "_BatchFacts":
+        facts = cls()
+        if "vip" in book.needed or setup.needs_vip:
+            facts.vip_contacts = set(
+                Contact.objects.filter(pk__in=contact_ids, is_vip=True).values_list("pk", flat=True)
+            )
+        if "open_escalation" in book.needed:
+            facts.escalated_contacts = set(
+                Escalation.objects.filter(
+                    status=EscalationStatus.OPEN, conversation__contact_id__in=contact_ids
+                ).values_list("conversation__contact_id", flat=True)
+            )
+        if "tags" in book.needed and conversation_ids:
+            for conversation_id, tag_id in Conversation.tags.through.objects.filter(
+                conversation_id__in=conversation_ids
+            ).values_list("conversation_id", "tag_id"):
+                facts.tags.setdefault(conversation_id, set()).add(tag_id)
+        return facts
+
+    def tags_of(self, conversation: Conversation) -> set[int]:
+        return self.tags.get(conversation.pk, set()) if conversation.pk else set()
 
 
 def _is_dm(thread_key: str) -> bool:
@@ -197,15 +257,83 @@ def inbound_posts_store(
         placed.append((item, conversation))
 
     # Roll each message into its conversation in memory first, so new conversations are
-    # inserted complete and only those that existed already need an UPDATE.
+    # inserted complete and only those that existed already need an UPDATE. Routing and SLA
+    # clocks run here too, on the rows in memory.
+    book = RuleBook.load()
+    setup = SlaSetup.load()
+    facts = _BatchFacts.load(
+        book=book, setup=setup, contact_ids=contact_ids, conversation_ids=set(by_id)
+    )
+    decisions = Decisions()
+    keyword_tags = keyword_tags or {}
+    created = {id(c) for c in new_conversations}
+    started: set[int] = set()
     reopened: list[tuple[Conversation, datetime]] = []
     for item, conversation in placed:
+        post = item.post
+        identity = identities[post.author.platform_user_id]
+        previous_status = conversation.status
+        was_waiting = conversation.waiting_since is not None
+        reopened_before = len(reopened)
         _apply_inbound(conversation, item, reopened)
         if conversation.is_monitoring and item.actionable and not always_monitor:
             conversation.is_monitoring = False
-    Conversation.objects.bulk_create(new_conversations)
-
+        is_first = id(conversation) in created and id(conversation) not in started
+        rule_events = ["message_received"]
+        if is_first:
+            rule_events.insert(0, "conversation_created")
+        elif len(reopened) > reopened_before:
+            rule_events.insert(0, "conversation_reopened")
+        priority_before = conversation.priority
+        if book.rules:
+            matches = book.evaluate(
+                Facts(
+                    event=rule_events[0],
+                    platform=channel.platform,
+                    channel_id=channel.pk,
+                    kind=post.kind,
+                    text=post.body,
+                    sentiment=item.sentiment,
+                    language=item.language,
+                    is_vip=identity.contact_id in facts.vip_contacts,
+                    followers=identity.followers_count,
+                    has_open_escalation=identity.contact_id in facts.escalated_contacts,
+                    tag_ids=frozenset(
+                        facts.tags_of(conversation)
+                        | decisions.tags[id(conversation)]
+                        | {keyword_tags[k] for k in item.keywords if k in keyword_tags}
+                    ),
+                    priority=conversation.priority,
+                    at=post.created_at,
+                ),
+                rule_events,
+            )
+            decisions_take(
+                conversation,
+                matches,
+                decisions,
+                at=post.created_at,
+                key=post.external_id,
+                name=identity.display_name or identity.handle,
+            )
+        is_vip = identity.contact_id in facts.vip_contacts
+        if is_first:
+            started.add(id(conversation))
+            sla_start(conversation, setup=setup, is_vip=is_vip, at=post.created_at)
+        else:
+            sla_on_inbound(
+                conversation,
+                setup=setup,
+                at=post.created_at,
+                was_waiting=was_waiting,
+                previous_status=previous_status,
+            )
+            if conversation.priority != priority_before:
+                sla_policy_change(conversation, setup=setup, is_vip=is_vip, at=post.created_at)
     now = timezone.now()
+    auto_assign(decisions, now=now)
+    acknowledgements = acknowledgements_prepare(decisions, channel=channel, now=now)
+    Conversation.objects.bulk_create(new_conversations)
     rows_insert(
         Message,
         _MESSAGE_COLUMNS,
@@ -232,15 +360,20 @@ def inbound_posts_store(
         ],
     )
 
-    created = {id(c) for c in new_conversations}
     existing = {c.pk: c for _, c in placed if id(c) not in created}
+    # Only the columns something in this batch may have changed: fewer to write, faster.
+    columns = [
+        *_ROLLUP_FIELDS,
+        *(_ROUTED_FIELDS if decisions.changed else ()),
+        *(_SLA_COLUMNS if setup.policies else ()),
+    ]
     rows_update(
         Conversation,
         [
-            {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
+            {"pk": pk, **{name: getattr(c, name) for name in columns}, "updated_at": now}
             for pk, c in sorted(existing.items())
         ],
-        [*_ROLLUP_FIELDS, "updated_at"],
+        [*columns, "updated_at"],
     )
     events = [
         ConversationEvent(conversation=c, kind=EventKind.CREATED, created_at=c.created_at)
@@ -252,17 +385,21 @@ def inbound_posts_store(
     ]
     # Inbound messages are facts in their own table; the timeline records changes of state.
     ConversationEvent.objects.bulk_create(events)
+    tag_pairs = decisions.tag_pairs(c for _, c in placed)
     if keyword_tags:
+        tag_pairs |= {
+            (c.pk, keyword_tags[name])
+            for item, c in placed
+            for name in item.keywords
+            if name in keyword_tags
+        }
+    if tag_pairs:
         through = Conversation.tags.through
         through.objects.bulk_create(
-            {
-                (c.pk, keyword_tags[name]): through(conversation_id=c.pk, tag_id=keyword_tags[name])
-                for item, c in placed
-                for name in item.keywords
-                if name in keyword_tags
-            }.values(),
+            [through(conversation_id=c, tag_id=t) for c, t in sorted(tag_pairs)],
             ignore_conflicts=True,
         )
+    decisions_write(decisions, channel=channel, acknowledgements=acknowledgements, now=now)
     return StoreResult(
         messages=len(placed),
         conversations_created=len(new_conversations),
@@ -375,6 +512,7 @@ def conversation_reply_create(
         conversation.first_response_at = at
     if conversation.status == Status.NEW:
         conversation.status = Status.OPEN
+    sla = sla_on_reply(conversation, at=at)
     conversation.save(
         update_fields=[
             "message_count",
@@ -384,6 +522,7 @@ def conversation_reply_create(
             "waiting_since",
             "first_response_at",
             "status",
+            *SLA_FIELDS,
             "updated_at",
         ]
     )
@@ -395,6 +534,7 @@ def conversation_reply_create(
         message_id=message.pk,
         first_response=first,
         response_seconds=waited,
+        **sla,
     )
     return message
 
@@ -516,12 +656,30 @@ def conversation_status_set(
     elif previous in (Status.RESOLVED, Status.CLOSED):
         conversation.resolved_at = None
     conversation.snoozed_until = None
+    sla = sla_on_status(conversation, setup=SlaSetup.load(), previous=previous, at=at)
     conversation.save(
-        update_fields=["status", "resolved_at", "waiting_since", "snoozed_until", "updated_at"]
+        update_fields=[
+            "status",
+            "resolved_at",
+            "waiting_since",
+            "snoozed_until",
+            *SLA_FIELDS,
+            "updated_at",
+        ]
     )
     _record(
-        conversation, EventKind.STATUS_CHANGED, actor=actor, at=at, previous=previous, status=status
+        conversation,
+        EventKind.STATUS_CHANGED,
+        actor=actor,
+        at=at,
+        previous=previous,
+        status=status,
+        **sla,
     )
+    if status in (Status.RESOLVED, Status.CLOSED):
+        from conversations.escalations import escalations_settle
+
+        escalations_settle(conversation_id=conversation.pk, status=status, at=at)
     return conversation
 
 
@@ -536,7 +694,13 @@ def conversation_priority_set(
     if previous == priority:
         return conversation
     conversation.priority = priority
-    conversation.save(update_fields=["priority", "updated_at"])
+    sla_policy_change(
+        conversation,
+        setup=SlaSetup.load(),
+        is_vip=Contact.objects.filter(pk=conversation.contact_id, is_vip=True).exists(),
+        at=timezone.now(),
+    )
+    conversation.save(update_fields=["priority", *SLA_FIELDS, "updated_at"])
     _record(
         conversation, EventKind.PRIORITY_CHANGED, actor=actor, previous=previous, priority=priority
     )
@@ -574,7 +738,8 @@ def conversation_snooze(
     previous = conversation.status
     conversation.status = Status.PENDING
     conversation.snoozed_until = until
-    conversation.save(update_fields=["status", "snoozed_until", "updated_at"])
+    sla_on_status(conversation, setup=SlaSetup.load(), previous=previous, at=timezone.now())
+    conversation.save(update_fields=["status", "snoozed_until", *SLA_FIELDS, "updated_at"])
     _record(conversation, EventKind.SNOOZED, actor=actor, until=until.isoformat())
     if previous != Status.PENDING:
         _record(
@@ -596,12 +761,18 @@ def snoozes_wake(*, now: datetime | None = None) -> int:
     claimed by a conditional update, so two beats never wake one twice."""
     now = now or timezone.now()
     woken = 0
+    setup: SlaSetup | None = None
     for pk in Conversation.objects.filter(snoozed_until__lte=now).values_list("pk", flat=True):
         with transaction.atomic():
             changed = Conversation.objects.filter(pk=pk, snoozed_until__lte=now).update(
                 snoozed_until=None, status=Status.OPEN, updated_at=now
             )
             if changed:
+                # The clocks that stood still while snoozed run again.
+                setup = setup or SlaSetup.load()
+                conversation = Conversation.objects.select_related("sla_policy").get(pk=pk)
+                sla_on_status(conversation, setup=setup, previous=Status.PENDING, at=now)
+                conversation.save(update_fields=list(SLA_FIELDS))
                 ConversationEvent.objects.bulk_create(
                     [
                         ConversationEvent(conversation_id=pk, kind=EventKind.WOKE, created_at=now),

@@ -1,11 +1,61 @@
 """Celery tasks of conversations: thin wrappers around services."""
 
 from celery import shared_task
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.mail import send_mail
 
 from conversations.services import snoozes_wake
+from conversations.sla import sla_check
 
 
 @shared_task
 def wake_snoozed_conversations() -> int:
     """Beat: conversations whose snooze has ended come back as open."""
     return snoozes_wake()
+
+
+@shared_task
+def check_slas() -> int:
+    """Beat: fire the SLA warnings and breaches that are due (each once)."""
+    return len(sla_check())
+
+
+@shared_task(acks_late=True)
+def send_notification_emails(emails: list[tuple[list[int], str]]) -> int:
+    """Rule notifications that asked for email, one message per recipient list."""
+    sent = 0
+    for user_ids, text in emails:
+        addresses = list(
+            User.objects.filter(pk__in=user_ids, is_active=True)
+            .exclude(email="")
+            .values_list("email", flat=True)
+        )
+        if addresses:
+            subject = text.splitlines()[0][:120]
+            sent += send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, addresses)
+    return sent
+
+
+@shared_task(acks_late=True)
+def deliver_webhook_call(call_id: int) -> str:
+    """One attempt at an outbound webhook call; a failed one is retried by the sweep below."""
+    from conversations.models import WebhookCall
+    from conversations.webhook_calls import webhook_call_deliver
+
+    try:
+        return webhook_call_deliver(call_id=call_id).status
+    except WebhookCall.DoesNotExist:
+        return "gone"
+
+
+@shared_task
+def retry_due_webhook_calls() -> int:
+    """Beat: enqueue webhook calls whose next attempt is due (retries, and calls whose task
+    was lost with a worker or broker)."""
+    from conversations.webhook_calls import webhook_calls_due
+
+    due = webhook_calls_due()
+    for call_id in due:
+        deliver_webhook_call.delay(call_id)
+    return len(due)

@@ -24,8 +24,9 @@ from conversations.forms import (
     StatusForm,
     TagForm,
 )
-from conversations.models import Conversation, Notification, Priority, Status, Tag
-from conversations.presence import presence_report
+from conversations.escalations import escalation_panel_context
+from conversations.models import Conversation, Notification, Priority, SlaState, Status, Tag
+from conversations.presence import agent_seen, presence_report
 from conversations.selectors import (
     INBOX_VIEWS,
     SORTS,
@@ -50,6 +51,7 @@ from scrm.types import AuthedRequest
 
 def inbox(request: AuthedRequest) -> HttpResponse:
     filters = InboxFilters.from_query(request.GET)
+    agent_seen(user_id=request.user.pk)
     page = inbox_page(
         user=request.user,
         filters=filters,
@@ -65,6 +67,7 @@ def inbox(request: AuthedRequest) -> HttpResponse:
         "statuses": Status.choices,
         "priorities": Priority.choices,
         "platforms": Platform.choices,
+        "sla_states": SlaState.choices,
         "sorts": SORTS,
         "channels": channels_visible_to(user=request.user).only("id", "name", "platform"),
         "teams": (
@@ -80,6 +83,7 @@ def inbox_updates(request: AuthedRequest) -> HttpResponse:
     """Polled by the inbox: how many conversations of this list moved since it was drawn.
     Announced, not inserted, so the agent's place in the list never jumps."""
     filters = InboxFilters.from_query(request.GET)
+    agent_seen(user_id=request.user.pk)
     since = parse_datetime(request.GET.get("since", "")) or timezone.now()
     count = inbox_new_since(user=request.user, filters=filters, since=since)
     return render(
@@ -168,8 +172,10 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "snoozable": services.SNOOZABLE_STATUSES,
             "assigned_to_other": conversation.assignee_id not in (None, request.user.pk),
             "note_form": NoteForm(),
-            "statuses": Status.choices,
+            # Escalating goes through the escalation panel, which says to whom and why.
+            "statuses": [(s, label) for s, label in Status.choices if s != Status.ESCALATED],
             "reply_limit": REPLY_MAX_LENGTH.get(channel.platform),
+            **escalation_panel_context(conversation=conversation, user=request.user),
             "can_reply": not channel.is_listen_only,
         },
     )
@@ -332,6 +338,7 @@ def canned_text(request: AuthedRequest, pk: int, canned_id: int) -> HttpResponse
 def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
     """The page reports itself every few seconds; the answer lists who else is here."""
     conversation = _conversation_or_404(request, pk)
+    agent_seen(user_id=request.user.pk)
     others = presence_report(
         conversation_id=conversation.pk,
         user_id=request.user.pk,

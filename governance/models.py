@@ -31,6 +31,10 @@ class TeamMembership(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships"
     )
+    # Auto-assignment: at most this many active conversations (empty: no limit), and the
+    # member assigned longest ago goes next.
+    capacity = models.PositiveIntegerField(null=True, blank=True)
+    last_auto_assigned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

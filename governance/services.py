@@ -79,11 +79,13 @@ class OutboundDecision:
         return self.verdict == Verdict.ALLOWED
 
 
-def outbound_check(*, user: User, channel: ChannelAccount, text: str) -> OutboundDecision:
+def outbound_check(*, user: User | None, channel: ChannelAccount, text: str) -> OutboundDecision:
+    """``user`` is None for what the product sends on its own (a rule's acknowledgement): an
+    admin set it up, so no team's reply rights apply, but every other check does."""
     reasons = []
     if channel.is_listen_only:
         reasons.append(f"{channel.name} is listen-only: nothing can be sent from it.")
-    replyable = replyable_channel_ids(user=user)
+    replyable = replyable_channel_ids(user=user) if user is not None else None
     if replyable is not None and channel.pk not in replyable:
         reasons.append(f"Your teams may not reply on {channel.name}.")
     if not text.strip():

@@ -174,6 +174,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_ingest.tasks.poll_due_channels",
         "schedule": env.float("SCRM_POLL_TICK_SECONDS", default=5.0),
     },
+    # SLA warnings and breaches fire within this many seconds of their due time.
+    "check-slas": {
+        "task": "conversations.tasks.check_slas",
+        "schedule": env.float("SCRM_SLA_TICK_SECONDS", default=30.0),
+    },
+    # Outbound webhook calls that failed are retried from here, so retries survive restarts.
+    "retry-due-webhook-calls": {
+        "task": "conversations.tasks.retry_due_webhook_calls",
+        "schedule": 30.0,
+    },
     "wake-snoozed-conversations": {
         "task": "conversations.tasks.wake_snoozed_conversations",
         "schedule": 60.0,
@@ -283,6 +293,9 @@ if PRODUCTION:
 
 # --- Product settings -------------------------------------------------------------------
 SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
+# The address people outside the product use to reach it: links in escalation emails and
+# webhooks point here.
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
 
 LOGGING = {
     "version": 1,

@@ -26,6 +26,7 @@ urlpatterns = [
         name="password_change_done",
     ),
     path("inbox/", include("conversations.urls")),
+    path("escalations/", include("conversations.escalation_urls")),
     path("contacts/", include("contacts.urls")),
     path("reports/", include("kpis.urls")),
     path("governance/", include("governance.urls")),

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client
 
 from channels_ingest.models import ChannelAccount
@@ -27,6 +28,7 @@ from tests.factories import (
 def _isolated_services(settings):
     """Tests run tasks in-process and keep the cache in memory."""
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    cache.clear()  # ids are reused from test to test; what the cache knew of them is not
     # A deliberately slow hash protects real passwords; tests need none of that cost.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     celery_app.conf.task_always_eager = True

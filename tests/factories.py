@@ -144,3 +144,42 @@ class TagFactory(factory.django.DjangoModelFactory[Tag]):
         model = Tag
 
     name = factory.Sequence(lambda n: f"tag-{n}")
+
+
+# --- Escalation and outbound webhooks (models named by label: the imports above stay as they are)
+
+
+class WebhookEndpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.WebhookEndpoint"
+
+    name = factory.Sequence(lambda n: f"Endpoint {n}")
+    url = factory.Sequence(lambda n: f"https://hooks.example.com/scrm/{n}")
+    secret = "whsec-test"
+
+
+class DepartmentFactory(factory.django.DjangoModelFactory):
+    """An in-app department by default: give it a team (or delivery email/webhook)."""
+
+    class Meta:
+        model = "conversations.Department"
+
+    name = factory.Sequence(lambda n: f"Department {n}")
+    delivery = "in_app"
+    team = factory.SubFactory(TeamFactory)
+
+
+class EscalationPathFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.EscalationPath"
+
+    name = factory.Sequence(lambda n: f"Path {n}")
+
+
+class EscalationLevelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.EscalationLevel"
+
+    path = factory.SubFactory(EscalationPathFactory)
+    position = factory.Sequence(lambda n: n)
+

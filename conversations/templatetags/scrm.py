@@ -1,6 +1,7 @@
 """Small display helpers shared by the dashboard's templates."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django import template
 from django.utils import timezone
@@ -47,3 +48,24 @@ def since(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return duration(timezone.now() - moment)
+
+
+@register.simple_tag
+def sla_badge(conversation: Any) -> str:
+    """The SLA state of a conversation as a badge: due in…, at risk, or breached …ago."""
+    state = conversation.sla_state()
+    if not state:
+        return ""
+    due = conversation.sla_due_at
+    now = timezone.now()
+    if state == "breached":
+        text = f"SLA breached {duration(now - due)} ago"
+    else:
+        text = f"SLA due in {duration(due - now)}"
+    return format_html(
+        '<span class="badge sla sla-{}" title="{} (due {})">{}</span>',
+        state.replace("_", "-"),
+        {"ok": "On track", "at_risk": "At risk", "breached": "Breached"}[state],
+        timezone.localtime(due).strftime("%Y-%m-%d %H:%M"),
+        text,
+    )

@@ -1,0 +1,711 @@
+"""The escalation workflow: a conversation handed to a department or a person, moved up its
+path, answered, and taken back by support.
+
+Every change happens with the conversation locked (``select_for_update``) and records a
+ConversationEvent. Departments in the app get the conversation in their team's queue;
+departments outside it get an email or a signed webhook carrying a link back
+(``escalation_answer_url``) where they answer without an account.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core import signing
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations.models import (
+    Conversation,
+    ConversationEvent,
+    DeliveryStatus,
+    Department,
+    DepartmentDelivery,
+    Direction,
+    Escalation,
+    EscalationLevel,
+    EscalationOutcome,
+    EscalationPath,
+    EscalationStatus,
+    EscalationTrigger,
+    EventKind,
+    Message,
+    MessageKind,
+    Notification,
+    Status,
+)
+from conversations.services import _record
+from conversations.webhook_calls import webhook_call_enqueue
+from governance.models import TeamMembership
+from governance.roles import is_manager_or_admin
+from scrm.types import AnyUser, user_id
+
+ANSWER_SALT = "escalation-answer"
+ANSWER_LINK_MAX_AGE = timedelta(days=30)
+# How much of the conversation a department is shown with the request.
+LAST_MESSAGES = 5
+
+# What an answer says about how the matter ends. Empty: support answers the customer in the
+# channel and resolves the conversation as usual.
+ANSWER_OUTCOMES = [
+    ("", "Answer — support replies in the channel"),
+    (EscalationOutcome.RESOLVED_BY_DEPARTMENT, "Resolved by the department"),
+    (EscalationOutcome.MOVED_OFFLINE, "Moved to phone or email"),
+]
+_ANSWER_OUTCOME_VALUES = frozenset(value for value, _ in ANSWER_OUTCOMES)
+
+
+# --- Opening and raising ----------------------------------------------------------------
+
+
+@transaction.atomic
+def escalation_open(
+    *,
+    conversation: Conversation,
+    trigger: str,
+    actor: User | None,
+    reason: str = "",
+    path: EscalationPath | None = None,
+    department: Department | None = None,
+    user: User | None = None,
+    rule_name: str = "",
+) -> Escalation:
+    """Hand a conversation to the first level of a path, a department, or a person.
+
+    A conversation already escalated moves up its path instead when asked again with that
+    path (or with no target); asking for another target is refused.
+    """
+    if trigger not in EscalationTrigger.values:
+        raise ValueError(f"Unknown escalation trigger {trigger!r}.")
+    if sum(target is not None for target in (path, department, user)) > 1:
+        raise ValueError("Escalate to one path, department or person at a time.")
+    conversation = _lock(conversation.pk)
+    current = _open_escalation(conversation.pk)
+    if current is not None:
+        if department is None and user is None and path in (None, current.path):
+            return _raise(
+                conversation, current, actor=actor, reason=reason, trigger=trigger, rule=rule_name
+            )
+        raise ValueError(
+            f"This conversation is already escalated to {current.target_name}: "
+            "raise that escalation or take it back first."
+        )
+    if path is None and department is None and user is None:
+        raise ValueError("Choose an escalation path, a department or a person to escalate to.")
+    if conversation.status in (Status.RESOLVED, Status.CLOSED):
+        raise ValueError(
+            f"This conversation is {conversation.get_status_display().lower()}: "
+            "reopen it before escalating."
+        )
+    if path is not None:
+        levels = _levels(path)
+        if not levels:
+            raise ValueError(f"The escalation path {path} has no levels yet.")
+        department, user = levels[0].department, levels[0].user
+    _check_reachable(department=department, user=user)
+    escalation = Escalation.objects.create(
+        conversation=conversation,
+        path=path,
+        level=0,
+        department=department,
+        user=user,
+        trigger=trigger,
+        reason=reason.strip(),
+        created_by=actor,
+        previous_assignee_id=conversation.assignee_id,
+        previous_team_id=conversation.team_id,
+    )
+    _hand_over(
+        conversation,
+        escalation,
+        actor=actor,
+        trigger=trigger,
+        reason=escalation.reason,
+        rule=rule_name,
+    )
+    return escalation
+
+
+@transaction.atomic
+def escalation_raise(*, escalation: Escalation, actor: User | None, reason: str = "") -> Escalation:
+    """Move an open escalation to the next level of its path."""
+    conversation = _lock(escalation.conversation_id)
+    escalation = _fresh(escalation.pk)
+    trigger = EscalationTrigger.AGENT if actor is not None else escalation.trigger
+    return _raise(conversation, escalation, actor=actor, reason=reason, trigger=trigger, rule="")
+
+
+def _raise(
+    conversation: Conversation,
+    escalation: Escalation,
+    *,
+    actor: User | None,
+    reason: str,
+    trigger: str,
+    rule: str,
+) -> Escalation:
+    if escalation.status != EscalationStatus.OPEN:
+        raise ValueError("Only an open escalation moves up a level.")
+    path = escalation.path
+    if path is None:
+        raise ValueError(
+            f"The escalation to {escalation.target_name} is not on a path: there is no next level."
+        )
+    levels = _levels(path)
+    following = escalation.level + 1
+    if following >= len(levels):
+        raise ValueError(f"This escalation is already at the last level of {path}.")
+    level = levels[following]
+    _check_reachable(department=level.department, user=level.user)
+    reason = reason.strip()
+    escalation.level = following
+    escalation.department = level.department
+    escalation.user = level.user
+    if reason:
+        # The next level reads the whole story: the first reason and why it went further.
+        escalation.reason = f"{escalation.reason}\n\nLevel {following + 1}: {reason}".strip()
+    escalation.save(update_fields=["level", "department", "user", "reason"])
+    _hand_over(conversation, escalation, actor=actor, trigger=trigger, reason=reason, rule=rule)
+    return escalation
+
+
+def _hand_over(
+    conversation: Conversation,
+    escalation: Escalation,
+    *,
+    actor: User | None,
+    trigger: str,
+    reason: str,
+    rule: str,
+) -> None:
+    """Put the conversation where the escalation's target works and tell the target."""
+    department = escalation.department
+    if department is not None and department.delivery == DepartmentDelivery.IN_APP:
+        # The department's queue: its team, nobody in particular.
+        team_id, assignee_id = department.team_id, None
+    elif escalation.user_id is not None:
+        team_id, assignee_id = escalation.previous_team_id, escalation.user_id
+    else:
+        # A department outside the app: support keeps the conversation while it waits.
+        team_id, assignee_id = escalation.previous_team_id, escalation.previous_assignee_id
+    previous_status = conversation.status
+    conversation.team_id = team_id
+    conversation.assignee_id = assignee_id
+    conversation.status = Status.ESCALATED
+    # Escalated conversations wait on a department, not on a clock.
+    conversation.snoozed_until = None
+    conversation.save(update_fields=["team", "assignee", "status", "snoozed_until", "updated_at"])
+    now = timezone.now()
+    if previous_status != Status.ESCALATED:
+        _record(
+            conversation,
+            EventKind.STATUS_CHANGED,
+            actor=actor,
+            at=now,
+            previous=previous_status,
+            status=Status.ESCALATED,
+        )
+    _record(
+        conversation,
+        EventKind.ESCALATED,
+        actor=actor,
+        at=now,
+        escalation=escalation.pk,
+        target=escalation.target_name,
+        trigger=trigger,
+        reason=reason,
+        rule=rule,
+        path=escalation.path.name if escalation.path else None,
+        level=escalation.level,
+    )
+    _reach(conversation, escalation, actor=actor)
+
+
+def _reach(conversation: Conversation, escalation: Escalation, *, actor: User | None) -> None:
+    """Tell the target: notifications in the app, an email, or a webhook call."""
+    department = escalation.department
+    if department is None:
+        recipients = [escalation.user_id] if escalation.user_id else []
+    elif department.delivery == DepartmentDelivery.IN_APP:
+        recipients = (
+            list(
+                TeamMembership.objects.filter(
+                    team_id=department.team_id, user__is_active=True
+                ).values_list("user_id", flat=True)
+            )
+            if department.team_id is not None
+            else []
+        )
+    elif department.delivery == DepartmentDelivery.EMAIL:
+        _send_email(conversation, escalation, actor=actor)
+        return
+    else:
+        _call_webhook(conversation, escalation, actor=actor)
+        return
+    who = _who(actor, escalation.trigger)
+    text = f"{who} escalated this conversation to {escalation.target_name}"
+    if escalation.reason:
+        text += f": {escalation.reason}"
+    Notification.objects.bulk_create(
+        Notification(recipient_id=pk, conversation=conversation, actor=actor, text=text[:300])
+        for pk in dict.fromkeys(recipients)
+        if pk != (actor.pk if actor else None)
+    )
+
+
+def _send_email(conversation: Conversation, escalation: Escalation, *, actor: User | None) -> None:
+    department = escalation.department
+    assert department is not None
+    brief = escalation_brief(escalation=escalation, conversation=conversation)
+    lines = [
+        f"{_who(actor, escalation.trigger)} escalated a customer conversation to "
+        f"{department.name} and asks for your help.",
+        "",
+        f"Why: {escalation.reason or '(no reason given)'}",
+        "",
+        f"Customer: {brief['contact']['name']}",
+    ]
+    handles = ", ".join(f"@{h['handle']} ({h['platform']})" for h in brief["contact"]["handles"])
+    if handles:
+        lines.append(f"Accounts: {handles}")
+    lines += [f"Channel: {conversation.channel.name}", "", "Last messages:"]
+    for message in brief["messages"]:
+        at = timezone.localtime(message["at"])
+        lines.append(f"  {at:%Y-%m-%d %H:%M} · {message['author']}: {message['body']}")
+    if not brief["messages"]:
+        lines.append("  (none)")
+    lines += [
+        "",
+        f"Answer here (the link works once, for {ANSWER_LINK_MAX_AGE.days} days):",
+        brief["answer_url"],
+    ]
+    subject = f"Escalation from support: {brief['contact']['name']}"[:150]
+    body = "\n".join(lines)
+    recipient = department.email
+    # Sent once the escalation is stored; a mail server that is down must not undo it.
+    transaction.on_commit(
+        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [recipient]), robust=True
+    )
+
+
+def _call_webhook(
+    conversation: Conversation, escalation: Escalation, *, actor: User | None
+) -> None:
+    department = escalation.department
+    assert department is not None and department.endpoint is not None
+    brief = escalation_brief(escalation=escalation, conversation=conversation)
+    payload = {
+        "event": "escalation.opened",
+        "escalation": {
+            "id": escalation.pk,
+            "level": escalation.level,
+            "path": escalation.path.name if escalation.path else None,
+            "department": department.name,
+            "trigger": escalation.trigger,
+            "reason": escalation.reason,
+            "escalated_by": _who(actor, escalation.trigger),
+            "created_at": escalation.created_at.isoformat(),
+        },
+        "conversation": {
+            "id": conversation.pk,
+            "subject": conversation.subject,
+            "channel": conversation.channel.name,
+            "priority": conversation.priority,
+        },
+        "contact": brief["contact"],
+        "messages": [{**m, "at": m["at"].isoformat()} for m in brief["messages"]],
+        "answer_url": brief["answer_url"],
+    }
+    webhook_call_enqueue(
+        endpoint=department.endpoint,
+        event="escalation.opened",
+        payload=payload,
+        key=f"escalation:{escalation.pk}:{escalation.level}",
+    )
+
+
+# --- Answering, taking back, settling ---------------------------------------------------
+
+
+@transaction.atomic
+def escalation_answer(
+    *,
+    escalation: Escalation,
+    answer: str,
+    outcome: str,
+    answered_by: User | None,
+    answered_by_name: str = "",
+) -> Escalation:
+    """The department's answer: stored, added to the conversation as an internal note, and the
+    conversation goes back to whoever had it before. An outcome other than "" closes the
+    escalation (the department settled the matter itself)."""
+    if outcome not in _ANSWER_OUTCOME_VALUES:
+        raise ValueError(f"Unknown outcome {outcome!r}.")
+    answer = answer.strip()
+    if not answer:
+        raise ValueError("Write an answer for support.")
+    conversation = _lock(escalation.conversation_id)
+    escalation = _fresh(escalation.pk)
+    if escalation.status != EscalationStatus.OPEN:
+        if escalation.answer:
+            raise ValueError("This escalation was already answered.")
+        raise ValueError("This escalation was closed: support took the conversation back.")
+    now = timezone.now()
+    target = escalation.target_name
+    name = answered_by_name.strip() or (_name(answered_by) if answered_by else "")
+    escalation.answer = answer
+    escalation.outcome = outcome
+    escalation.answered_by = answered_by
+    escalation.answered_by_name = name[:200]
+    escalation.returned_at = now
+    if outcome:
+        escalation.status = EscalationStatus.CLOSED
+        escalation.closed_at = now
+    else:
+        escalation.status = EscalationStatus.RETURNED
+    escalation.save(
+        update_fields=[
+            "answer",
+            "outcome",
+            "answered_by",
+            "answered_by_name",
+            "returned_at",
+            "status",
+            "closed_at",
+        ]
+    )
+    _give_back(conversation, escalation, actor=answered_by, at=now)
+    signed = f" ({name})" if name and name != target else ""
+    note = Message.objects.create(
+        conversation=conversation,
+        channel_id=conversation.channel_id,
+        direction=Direction.OUT,
+        kind=MessageKind.NOTE,
+        author_user=answered_by,
+        body=f"Answer from {target}{signed}: {answer}",
+        created_at=now,
+        received_at=now,
+        delivery_status=DeliveryStatus.SENT,
+    )
+    if escalation.previous_assignee_id not in (None, _pk(answered_by)):
+        Notification.objects.create(
+            recipient_id=escalation.previous_assignee_id,
+            conversation=conversation,
+            actor=answered_by,
+            text=f"{target} answered the escalation: {answer}"[:300],
+            created_at=now,
+        )
+    _record(
+        conversation,
+        EventKind.DEESCALATED,
+        actor=answered_by,
+        at=now,
+        escalation=escalation.pk,
+        target=target,
+        outcome=outcome,
+        answered_by=name,
+        message_id=note.pk,
+    )
+    return escalation
+
+
+@transaction.atomic
+def escalation_withdraw(*, escalation: Escalation, actor: User | None) -> Escalation:
+    """Support takes the conversation back before the department answered."""
+    conversation = _lock(escalation.conversation_id)
+    escalation = _fresh(escalation.pk)
+    if escalation.status != EscalationStatus.OPEN:
+        raise ValueError("Only an open escalation can be taken back.")
+    now = timezone.now()
+    escalation.outcome = EscalationOutcome.ABANDONED
+    escalation.status = EscalationStatus.CLOSED
+    escalation.closed_at = now
+    escalation.save(update_fields=["outcome", "status", "closed_at"])
+    _give_back(conversation, escalation, actor=actor, at=now)
+    _record(
+        conversation,
+        EventKind.ESCALATION_CLOSED,
+        actor=actor,
+        at=now,
+        escalation=escalation.pk,
+        target=escalation.target_name,
+        outcome=EscalationOutcome.ABANDONED,
+    )
+    return escalation
+
+
+@transaction.atomic
+def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> int:
+    """The conversation was resolved or closed: escalations it still had end with it. An
+    answered one counts as resolved in the channel (when resolved); one still waiting for
+    its department is abandoned. Returns how many ended; a fixed number of queries."""
+    if status not in (Status.RESOLVED, Status.CLOSED):
+        return 0
+    list(
+        Conversation.objects.select_for_update()
+        .filter(pk=conversation_id)
+        .values_list("pk", flat=True)
+    )
+    pending = list(
+        Escalation.objects.filter(conversation_id=conversation_id)
+        .filter(Q(status=EscalationStatus.OPEN) | Q(status=EscalationStatus.RETURNED, outcome=""))
+        .select_related("department", "user")
+    )
+    for escalation in pending:
+        if escalation.status == EscalationStatus.OPEN:
+            escalation.outcome = EscalationOutcome.ABANDONED
+        elif status == Status.RESOLVED:
+            escalation.outcome = EscalationOutcome.RESOLVED_IN_CHANNEL
+        escalation.status = EscalationStatus.CLOSED
+        escalation.closed_at = at
+    Escalation.objects.bulk_update(pending, ["outcome", "status", "closed_at"])
+    ConversationEvent.objects.bulk_create(
+        ConversationEvent(
+            conversation_id=conversation_id,
+            kind=EventKind.ESCALATION_CLOSED,
+            created_at=at,
+            data={
+                "escalation": escalation.pk,
+                "target": escalation.target_name,
+                "outcome": escalation.outcome,
+                "conversation_status": status,
+            },
+        )
+        for escalation in pending
+    )
+    return len(pending)
+
+
+def _give_back(
+    conversation: Conversation, escalation: Escalation, *, actor: User | None, at: datetime
+) -> None:
+    """Back to whoever had the conversation before the escalation, as open (unless someone
+    moved it on meanwhile, say to pending)."""
+    previous_status = conversation.status
+    conversation.assignee_id = escalation.previous_assignee_id
+    conversation.team_id = escalation.previous_team_id
+    if previous_status == Status.ESCALATED:
+        conversation.status = Status.OPEN
+    conversation.save(update_fields=["assignee", "team", "status", "updated_at"])
+    if previous_status != conversation.status:
+        _record(
+            conversation,
+            EventKind.STATUS_CHANGED,
+            actor=actor,
+            at=at,
+            previous=previous_status,
+            status=conversation.status,
+        )
+
+
+# --- The link back ----------------------------------------------------------------------
+
+
+def escalation_answer_url(*, escalation: Escalation) -> str:
+    """The absolute, signed link where the department answers without an account. It names
+    the level too: once the escalation moves up, the previous level's link stops working."""
+    token = signing.dumps({"e": escalation.pk, "l": escalation.level}, salt=ANSWER_SALT)
+    base = (getattr(settings, "SITE_URL", "") or "http://localhost:8000").rstrip("/")
+    return base + reverse("escalations:answer_link", kwargs={"token": token})
+
+
+def escalation_from_token(token: str, *, max_age: timedelta = ANSWER_LINK_MAX_AGE) -> Escalation:
+    """The escalation a link back points at. Raises ``signing.BadSignature`` (or its subclass
+    ``SignatureExpired``) for a forged, garbled or expired link and
+    ``Escalation.DoesNotExist`` when the escalation is gone or has moved to another level."""
+    data = signing.loads(token, salt=ANSWER_SALT, max_age=max_age)
+    if not (isinstance(data, dict) and isinstance(data.get("e"), int)):
+        raise signing.BadSignature("Not an escalation link.")
+    escalation = Escalation.objects.select_related(
+        "conversation__contact", "conversation__channel", "department", "user", "path"
+    ).get(pk=data["e"])
+    if escalation.level != data.get("l"):
+        raise Escalation.DoesNotExist("The escalation has moved on to another level.")
+    return escalation
+
+
+# --- Reads ------------------------------------------------------------------------------
+
+
+def escalation_brief(
+    *, escalation: Escalation, conversation: Conversation | None = None
+) -> dict[str, Any]:
+    """What a department is shown: the customer, their accounts, the last messages (oldest
+    first, internal notes left out) and the link back. Three queries."""
+    conversation = conversation or escalation.conversation
+    contact = conversation.contact
+    recent = list(
+        conversation.messages.exclude(kind=MessageKind.NOTE)
+        .select_related("author_identity", "author_user")
+        .order_by("-created_at", "-id")[:LAST_MESSAGES]
+    )
+    return {
+        "contact": {
+            "name": contact.name or "Unknown customer",
+            "handles": [
+                {"platform": identity.platform, "handle": identity.handle}
+                for identity in contact.identities.order_by("platform", "id")
+                if identity.handle
+            ],
+        },
+        "messages": [
+            {
+                "at": message.created_at,
+                "direction": message.direction,
+                "author": _author(message, contact.name),
+                "body": message.body,
+            }
+            for message in reversed(recent)
+        ],
+        "answer_url": escalation_answer_url(escalation=escalation),
+    }
+
+
+def escalation_panel_context(*, conversation: Conversation, user: AnyUser) -> dict[str, Any]:
+    """What the workspace's escalation panel shows, in four queries whatever the data: the
+    open escalation (or the last one answered), the paths and departments to escalate to,
+    and whether this user may answer."""
+    escalation = (
+        Escalation.objects.filter(
+            conversation_id=conversation.pk,
+            status__in=[EscalationStatus.OPEN, EscalationStatus.RETURNED],
+        )
+        .select_related("path", "department", "user", "created_by", "answered_by")
+        .annotate(
+            level_count=Coalesce(
+                Subquery(
+                    EscalationLevel.objects.filter(path_id=OuterRef("path_id"))
+                    .values("path_id")
+                    .annotate(n=Count("pk"))
+                    .values("n")
+                ),
+                0,
+            )
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    return {
+        "conversation": conversation,
+        "escalation": escalation,
+        "escalation_paths": list(
+            EscalationPath.objects.filter(levels__isnull=False).distinct().order_by("name")
+        ),
+        "departments": list(Department.objects.order_by("name")),
+        "can_answer": escalation is not None
+        and escalation_answerable_by(escalation=escalation, user=user),
+    }
+
+
+def escalation_is_addressed_to(*, escalation: Escalation, user: AnyUser) -> bool:
+    """Whether the escalation waits on this user: the person escalated to, or a member of the
+    team of the department in the app that has it."""
+    if not user.is_authenticated:
+        return False
+    if escalation.user_id == user.pk:
+        return True
+    department = escalation.department
+    return (
+        department is not None
+        and department.delivery == DepartmentDelivery.IN_APP
+        and department.team_id is not None
+        and TeamMembership.objects.filter(team_id=department.team_id, user_id=user.pk).exists()
+    )
+
+
+def escalation_answerable_by(*, escalation: Escalation, user: AnyUser) -> bool:
+    """An open escalation is answered in the app by those it waits on, or by a manager or
+    admin (say, for a department that phoned its answer in). Callers scope the conversation."""
+    if escalation.status != EscalationStatus.OPEN:
+        return False
+    return is_manager_or_admin(user) or escalation_is_addressed_to(escalation=escalation, user=user)
+
+
+def escalated_conversation_ids(*, user: AnyUser) -> QuerySet[Escalation, Any]:
+    """A subquery of conversations with an open escalation waiting on the user (see
+    ``escalation_is_addressed_to``): they see those whatever channels their teams watch."""
+    uid = user_id(user)
+    return (
+        Escalation.objects.filter(status=EscalationStatus.OPEN)
+        .filter(
+            Q(user_id=uid)
+            | Q(
+                department__delivery=DepartmentDelivery.IN_APP,
+                department__team__memberships__user_id=uid,
+            )
+        )
+        .values("conversation_id")
+    )
+
+
+# --- Helpers ----------------------------------------------------------------------------
+
+
+def _lock(conversation_id: int) -> Conversation:
+    """The conversation as stored now, locked until the transaction ends."""
+    return Conversation.objects.select_for_update().get(pk=conversation_id)
+
+
+def _fresh(escalation_id: int) -> Escalation:
+    """The escalation as stored now: read after its conversation is locked, so no one else
+    changes it meanwhile."""
+    return Escalation.objects.select_related("path", "department", "user").get(pk=escalation_id)
+
+
+def _open_escalation(conversation_id: int) -> Escalation | None:
+    return (
+        Escalation.objects.filter(conversation_id=conversation_id, status=EscalationStatus.OPEN)
+        .select_related("path", "department", "user")
+        .first()
+    )
+
+
+def _levels(path: EscalationPath) -> list[EscalationLevel]:
+    return list(path.levels.select_related("department", "user").order_by("position", "id"))
+
+
+def _check_reachable(*, department: Department | None, user: User | None) -> None:
+    """Refuse a target that could never answer, before anything changes."""
+    if department is None:
+        if user is None or not user.is_active:
+            raise ValueError("That person can no longer take escalations.")
+        return
+    if department.delivery == DepartmentDelivery.IN_APP and department.team_id is None:
+        raise ValueError(f"{department} has no team to take escalations: set one up first.")
+    if department.delivery == DepartmentDelivery.EMAIL and not department.email:
+        raise ValueError(f"{department} has no email address to send escalations to.")
+    if department.delivery == DepartmentDelivery.WEBHOOK and (
+        department.endpoint is None or not department.endpoint.is_active
+    ):
+        raise ValueError(f"{department} has no active webhook to send escalations to.")
+
+
+def _name(user: User) -> str:
+    return user.get_full_name() or user.get_username()
+
+
+def _pk(user: User | None) -> int | None:
+    return user.pk if user is not None else None
+
+
+def _who(actor: User | None, trigger: str) -> str:
+    if actor is not None:
+        return _name(actor)
+    if trigger == EscalationTrigger.RULE:
+        return "A routing rule"
+    if trigger == EscalationTrigger.SLA:
+        return "An SLA breach"
+    return "Support"
+
+
+def _author(message: Message, contact_name: str) -> str:
+    if message.direction == Direction.IN:
+        identity = message.author_identity
+        name = (identity.display_name if identity else "") or contact_name or "Customer"
+        return f"{name} (@{identity.handle})" if identity and identity.handle else name
+    return f"Support ({_name(message.author_user)})" if message.author_user else "Support"

@@ -1,0 +1,585 @@
+"""Routing: the admins' rules run on events, and what they decide is carried out.
+
+The ingest pipeline routes a whole batch at once: rules are evaluated in memory for each new
+post, the changes they make to a conversation (priority, team, assignee, monitoring) are
+applied before the batch's conversations are written, so routing adds no per-post query; the
+rest (tags, timeline, acknowledgements, notifications, webhooks) is written in bulk after.
+Escalations, rare by nature, go through the escalation service one by one.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from channels_ingest.models import ChannelAccount
+from conversations import business_hours, presence
+from conversations.models import (
+    ACTIVE_STATUSES,
+    BusinessCalendar,
+    Conversation,
+    ConversationEvent,
+    DeliveryStatus,
+    Department,
+    Direction,
+    Escalation,
+    EscalationPath,
+    EscalationStatus,
+    EscalationTrigger,
+    EventKind,
+    Holiday,
+    Message,
+    MessageKind,
+    Notification,
+    RoutingRule,
+    Status,
+    WebhookEndpoint,
+)
+from conversations.rules import (
+    Action,
+    CompiledRule,
+    Facts,
+    RuleError,
+    RuleMatch,
+    acknowledgement_render,
+    facts_needed,
+    rule_compile,
+    rules_evaluate,
+)
+from governance.models import TeamMembership
+from governance.services import outbound_check
+
+logger = logging.getLogger(__name__)
+
+
+class Calendars:
+    """Business calendars for the ``business_hours`` condition, loaded when a rule needs them."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[int, business_hours.BusinessCalendar] | None = None
+        self._default: int | None = None
+
+    def _load(self) -> dict[int, business_hours.BusinessCalendar]:
+        if self._loaded is None:
+            models = list(BusinessCalendar.objects.all())
+            days: dict[int, set[Any]] = defaultdict(set)
+            for calendar_id, day in Holiday.objects.values_list("calendar_id", "date"):
+                days[calendar_id].add(day)
+            self._loaded = {
+                c.pk: business_hours.BusinessCalendar.from_config(
+                    time_zone=c.time_zone, weekly_hours=c.weekly_hours, holidays=days[c.pk]
+                )
+                for c in models
+            }
+            self._default = next((c.pk for c in models if c.is_default), None)
+        return self._loaded
+
+    def within(self, calendar_id: int | None, at: datetime) -> bool:
+        calendars = self._load()
+        chosen = calendars.get(calendar_id if calendar_id is not None else self._default or 0)
+        # Without any calendar the organisation is taken to be always open.
+        return True if chosen is None else chosen.is_open(at)
+
+
+@dataclass
+class RuleBook:
+    """The active rules, compiled once for a batch of work."""
+
+    rules: list[CompiledRule]
+    needed: frozenset[str]
+    calendars: Calendars = field(default_factory=Calendars)
+
+    @classmethod
+    def load(cls) -> "RuleBook":
+        rules = []
+        for rule in RoutingRule.objects.filter(is_active=True).order_by("position", "id"):
+            try:
+                rules.append(
+                    rule_compile(
+                        id=rule.pk,
+                        name=rule.name,
+                        events=rule.events,
+                        match=rule.match,
+                        conditions=rule.conditions,
+                        actions=rule.actions,
+                        stop_processing=rule.stop_processing,
+                    )
+                )
+            except RuleError:
+                # Only a definition written around the editor gets here; it must not stop
+                # the channel, so it is skipped and logged.
+                logger.exception("Routing rule %s cannot be compiled; skipped", rule.pk)
+        return cls(rules=rules, needed=facts_needed(rules))
+
+    def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
+        """Rules matching any of the events, each rule once, in order. The changes of earlier
+        matches are visible to later rules; a matching rule that stops processing ends it."""
+        done: set[int] = set()
+        found: list[tuple[str, RuleMatch]] = []
+        for event in events:
+            remaining = [r for r in self.rules if r.id not in done]
+            for match in rules_evaluate(
+                remaining, replace(facts, event=event), within_hours=self.calendars.within
+            ):
+                done.add(match.rule.id)
+                found.append((event, match))
+                facts = _facts_after(facts, match.actions)
+                if match.rule.stop_processing:
+                    return found
+        return found
+
+
+def _facts_after(facts: Facts, actions: Iterable[Action]) -> Facts:
+    for action in actions:
+        if action.type == "set_priority":
+            facts = replace(facts, priority=int(action.value))
+        elif action.type == "add_tags":
+            facts = replace(facts, tag_ids=facts.tag_ids | frozenset(action.value))
+    return facts
+
+
+# --- What the rules decided, carried out ------------------------------------------------
+
+
+@dataclass
+class Acknowledgement:
+    conversation: Conversation
+    template: str
+    rule_id: int
+    name: str  # the customer's name as they show it
+    reply_to: str  # the post acknowledged
+
+
+@dataclass
+class Decisions:
+    """Everything the rules of one batch want done beyond the conversation rows themselves."""
+
+    events: list[tuple[Conversation, str, dict[str, Any], datetime]] = field(default_factory=list)
+    tags: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # id(conv)
+    acknowledgements: dict[int, Acknowledgement] = field(default_factory=dict)
+    escalations: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
+    notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
+    webhooks: list[tuple[Conversation, int, str, str]] = field(default_factory=list)
+    auto_assign: dict[int, Conversation] = field(default_factory=dict)
+    changed: dict[int, Conversation] = field(default_factory=dict)
+
+    def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
+        return {(c.pk, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
+
+
+def decisions_take(
+    conversation: Conversation,
+    matches: Sequence[tuple[str, RuleMatch]],
+    decisions: Decisions,
+    *,
+    at: datetime,
+    key: str,
+    name: str = "",
+) -> None:
+    """Apply what changes the conversation row itself now (in memory), note the rest."""
+    for event, match in matches:
+        rule = match.rule
+        decisions.events.append(
+            (
+                conversation,
+                EventKind.RULE_APPLIED,
+                {
+                    "rule": rule.id,
+                    "name": rule.name,
+                    "event": event,
+                    "actions": [a.type for a in match.actions],
+                },
+                at,
+            )
+        )
+        for action in match.actions:
+            _take(conversation, rule, action, decisions, at=at, key=key, name=name)
+
+
+def _take(
+    conversation: Conversation,
+    rule: CompiledRule,
+    action: Action,
+    decisions: Decisions,
+    *,
+    at: datetime,
+    key: str,
+    name: str,
+) -> None:
+    by_rule = {"rule": rule.id}
+    value = action.value
+
+    def change(kind: str, **data: Any) -> None:
+        decisions.events.append((conversation, kind, {**by_rule, **data}, at))
+        decisions.changed[id(conversation)] = conversation
+
+    if action.type == "set_priority" and conversation.priority != value:
+        change(EventKind.PRIORITY_CHANGED, previous=conversation.priority, priority=value)
+        conversation.priority = value
+    elif action.type == "set_team" and conversation.team_id != value:
+        change(EventKind.TEAM_CHANGED, previous=conversation.team_id, team=value)
+        conversation.team_id = value
+    elif action.type == "assign":
+        if value == "auto":
+            if conversation.assignee_id is None:
+                decisions.auto_assign[id(conversation)] = conversation
+        elif conversation.assignee_id != value:
+            change(EventKind.ASSIGNED, previous=conversation.assignee_id, assignee=value)
+            conversation.assignee_id = value
+            decisions.auto_assign.pop(id(conversation), None)
+            if conversation.status == Status.NEW:
+                conversation.status = Status.OPEN
+    elif action.type == "add_tags":
+        decisions.tags[id(conversation)].update(value)
+    elif action.type == "mark_monitoring" and not conversation.is_monitoring:
+        change(EventKind.MONITORING)
+        conversation.is_monitoring = True
+    elif action.type == "acknowledge":
+        # One acknowledgement per conversation and batch: the first rule's.
+        decisions.acknowledgements.setdefault(
+            id(conversation), Acknowledgement(conversation, value, rule.id, name, key)
+        )
+    elif action.type == "escalate":
+        decisions.escalations.append((conversation, dict(value), rule.name))
+    elif action.type == "notify":
+        decisions.notifications.append((conversation, dict(value), rule.name))
+    elif action.type == "webhook":
+        decisions.webhooks.append((conversation, int(value), rule.name, key))
+
+
+def auto_assign(decisions: Decisions, *, now: datetime) -> None:
+    """Round robin within each conversation's team, over members who are online and under
+    their capacity: the one assigned longest ago goes next. Two queries whatever the batch."""
+    wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
+    if not wanted:
+        return
+    memberships = list(
+        TeamMembership.objects.filter(
+            team_id__in={c.team_id for c in wanted}, user__is_active=True
+        ).order_by("pk")
+    )
+    online = presence.agents_online(user_ids={m.user_id for m in memberships})
+    members = [m for m in memberships if m.user_id in online]
+    if not members:
+        return
+    load: dict[int, int] = dict(
+        Conversation.objects.filter(
+            assignee_id__in={m.user_id for m in members}, status__in=ACTIVE_STATUSES
+        )
+        .values("assignee_id")
+        .annotate(n=Count("id"))
+        .values_list("assignee_id", "n")
+    )
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    touched: dict[int, TeamMembership] = {}
+    for turn, conversation in enumerate(wanted):
+        candidates = [
+            m
+            for m in members
+            if m.team_id == conversation.team_id
+            and (m.capacity is None or load.get(m.user_id, 0) < m.capacity)
+        ]
+        if not candidates:
+            continue  # everyone is away or full: it waits in the team's queue
+        chosen = min(candidates, key=lambda m: (m.last_auto_assigned_at or never, m.pk))
+        # Each turn a little later than the one before, so the order holds within a batch.
+        chosen.last_auto_assigned_at = now + timedelta(microseconds=turn)
+        touched[chosen.pk] = chosen
+        load[chosen.user_id] = load.get(chosen.user_id, 0) + 1
+        decisions.events.append(
+            (
+                conversation,
+                EventKind.ASSIGNED,
+                {"previous": None, "assignee": chosen.user_id, "auto": True},
+                now,
+            )
+        )
+        decisions.changed[id(conversation)] = conversation
+        conversation.assignee_id = chosen.user_id
+        if conversation.status == Status.NEW:
+            conversation.status = Status.OPEN
+    if touched:
+        TeamMembership.objects.bulk_update(list(touched.values()), ["last_auto_assigned_at"])
+
+
+def acknowledgements_prepare(
+    decisions: Decisions, *, channel: ChannelAccount, now: datetime
+) -> list[Acknowledgement]:
+    """The acknowledgements governance lets out, rolled into their conversations in memory;
+    refused ones go on the timeline with the reasons. An acknowledgement is no response by a
+    person: it neither meets an SLA target nor stops the customer's wait."""
+    allowed: list[Acknowledgement] = []
+    for ack in decisions.acknowledgements.values():
+        name = ack.name.strip() or "there"
+        ack.template = acknowledgement_render(
+            text=ack.template, first_name=name.split()[0], name=name, channel=channel.name
+        )
+        decision = outbound_check(user=None, channel=channel, text=ack.template)
+        if not decision.allowed:
+            decisions.events.append(
+                (
+                    ack.conversation,
+                    EventKind.RULE_APPLIED,
+                    {"rule": ack.rule_id, "acknowledgement_refused": decision.reasons},
+                    now,
+                )
+            )
+            continue
+        conversation = ack.conversation
+        conversation.message_count += 1
+        if now >= conversation.last_message_at:
+            conversation.last_message_at = now
+            conversation.last_message_preview = ack.template[:280]
+            conversation.last_message_direction = Direction.OUT
+        allowed.append(ack)
+    return allowed
+
+
+def decisions_write(
+    decisions: Decisions,
+    *,
+    channel: ChannelAccount,
+    acknowledgements: Sequence[Acknowledgement],
+    now: datetime,
+) -> None:
+    """After the conversations are stored: timeline, acknowledgements, notifications, webhooks
+    and escalations. Tags are written by the caller with its own."""
+    ConversationEvent.objects.bulk_create(
+        ConversationEvent(conversation=c, kind=kind, data=data, created_at=at)
+        for c, kind, data, at in decisions.events
+    )
+    if acknowledgements:
+        _acknowledgements_queue(channel, acknowledgements, now)
+    if decisions.notifications:
+        _notify(decisions.notifications, now)
+    if decisions.webhooks:
+        _webhooks(decisions.webhooks)
+    for conversation, target, rule_name in decisions.escalations:
+        _escalate(conversation, target, rule_name)
+
+
+def _acknowledgements_queue(
+    channel: ChannelAccount, acknowledgements: Sequence[Acknowledgement], now: datetime
+) -> None:
+    from channels_ingest.tasks import send_message
+
+    messages = Message.objects.bulk_create(
+        Message(
+            conversation=ack.conversation,
+            channel=channel,
+            direction=Direction.OUT,
+            kind=MessageKind.DM
+            if ack.conversation.thread_key.startswith("dm:")
+            else MessageKind.REPLY,
+            in_reply_to_external_id=ack.reply_to,
+            body=ack.template,
+            created_at=now,
+            received_at=now,
+            delivery_status=DeliveryStatus.QUEUED,
+        )
+        for ack in acknowledgements
+    )
+    ids = [m.pk for m in messages]
+    transaction.on_commit(lambda: [send_message.delay(pk) for pk in ids])
+
+
+def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: datetime) -> None:
+    team_ids = {t for _, spec, _ in items for t in spec.get("teams", ())}
+    members: dict[int, set[int]] = defaultdict(set)
+    if team_ids:
+        for team_id, member_id in TeamMembership.objects.filter(team_id__in=team_ids).values_list(
+            "team_id", "user_id"
+        ):
+            members[team_id].add(member_id)
+    rows = []
+    emails: list[tuple[list[int], str]] = []
+    for conversation, spec, rule_name in items:
+        recipients = set(spec.get("users", ()))
+        for team_id in spec.get("teams", ()):
+            recipients |= members[team_id]
+        if spec.get("assignee") and conversation.assignee_id:
+            recipients.add(conversation.assignee_id)
+        text = f"{spec.get('message') or f'Rule “{rule_name}” matched'} (#{conversation.pk})"
+        rows += [
+            Notification(
+                recipient_id=uid, conversation=conversation, text=text[:300], created_at=now
+            )
+            for uid in sorted(recipients)
+        ]
+        if spec.get("email") and recipients:
+            emails.append((sorted(recipients), f"{text}\n\n{conversation.last_message_preview}"))
+    Notification.objects.bulk_create(rows)
+    if emails:
+        from conversations.tasks import send_notification_emails
+
+        transaction.on_commit(lambda: send_notification_emails.delay(emails))
+
+
+def _webhooks(items: Sequence[tuple[Conversation, int, str, str]]) -> None:
+    from conversations.webhook_calls import webhook_call_enqueue
+
+    endpoints = WebhookEndpoint.objects.in_bulk({endpoint for _, endpoint, *_ in items})
+    for conversation, endpoint_id, rule_name, key in items:
+        endpoint = endpoints.get(endpoint_id)
+        if endpoint is None or not endpoint.is_active:
+            continue
+        webhook_call_enqueue(
+            endpoint=endpoint,
+            event="rule.matched",
+            payload={"rule": rule_name, "conversation": conversation_payload(conversation)},
+            key=f"rule:{rule_name}:{conversation.pk}:{key}"[:200],
+        )
+
+
+def conversation_payload(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.pk,
+        "channel": conversation.channel_id,
+        "status": conversation.status,
+        "priority": conversation.priority,
+        "team": conversation.team_id,
+        "assignee": conversation.assignee_id,
+        "subject": conversation.subject,
+        "last_message": conversation.last_message_preview,
+        "sentiment": conversation.sentiment,
+        "url": f"{_site_url()}/inbox/{conversation.pk}/",
+    }
+
+
+def _site_url() -> str:
+    from django.conf import settings
+
+    return (getattr(settings, "SITE_URL", "") or "http://localhost:8000").rstrip("/")
+
+
+def _escalate(conversation: Conversation, target: dict[str, Any], rule_name: str) -> None:
+    from conversations.escalations import escalation_open
+
+    path = EscalationPath.objects.filter(pk=target.get("path") or 0).first()
+    department = Department.objects.filter(pk=target.get("department") or 0).first()
+    if path is None and department is None:
+        return
+    try:
+        escalation_open(
+            conversation=conversation,
+            trigger=EscalationTrigger.RULE,
+            actor=None,
+            reason=target.get("reason", "") or f"Rule “{rule_name}”",
+            path=path,
+            department=department,
+            rule_name=rule_name,
+        )
+    except ValueError as exc:
+        # Already with a department, or at the last level: the timeline says why.
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.RULE_APPLIED,
+            data={"name": rule_name, "escalation_refused": str(exc)},
+        )
+
+
+# --- Rules on one conversation, outside the pipeline -----------------------------------
+
+
+def rules_run_on_breaches(*, conversation_ids: Sequence[int]) -> int:
+    """Run the rules listening for "SLA breached" on these conversations. Breaches are few, so
+    each conversation is routed on its own; returns how many rules matched."""
+    book = RuleBook.load()
+    if not any("sla_breached" in rule.events for rule in book.rules):
+        return 0
+    return sum(
+        rules_run(conversation_id=pk, event="sla_breached", book=book)
+        for pk in sorted(set(conversation_ids))
+    )
+
+
+def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None) -> int:
+    """Evaluate the rules for an event on a stored conversation and carry out what matches,
+    with the facts of its latest customer message."""
+    from conversations.sla import SLA_FIELDS, SlaSetup, sla_policy_change
+
+    book = book or RuleBook.load()
+    now = timezone.now()
+    with transaction.atomic():
+        conversation = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("channel", "contact")
+            .filter(pk=conversation_id)
+            .first()
+        )
+        if conversation is None:
+            return 0
+        last = (
+            Message.objects.filter(conversation=conversation, direction=Direction.IN)
+            .select_related("author_identity")
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        facts = Facts(
+            event=event,
+            platform=conversation.channel.platform,
+            channel_id=conversation.channel_id,
+            kind=last.kind if last else "",
+            text=last.body if last else "",
+            sentiment=last.sentiment if last else conversation.sentiment,
+            language=last.language if last else "",
+            is_vip=conversation.contact.is_vip,
+            followers=last.author_identity.followers_count
+            if last and last.author_identity
+            else None,
+            has_open_escalation=Escalation.objects.filter(
+                conversation__contact_id=conversation.contact_id, status=EscalationStatus.OPEN
+            ).exists(),
+            tag_ids=frozenset(conversation.tags.values_list("pk", flat=True)),
+            priority=conversation.priority,
+            at=now,
+        )
+        matches = book.evaluate(facts, [event])
+        if not matches:
+            return 0
+        decisions = Decisions()
+        priority_before = conversation.priority
+        decisions_take(
+            conversation,
+            matches,
+            decisions,
+            at=now,
+            key=f"{event}:{now.isoformat()}",
+            name=conversation.contact.name,
+        )
+        auto_assign(decisions, now=now)
+        acknowledgements = acknowledgements_prepare(
+            decisions, channel=conversation.channel, now=now
+        )
+        if conversation.priority != priority_before:
+            sla_policy_change(
+                conversation, setup=SlaSetup.load(), is_vip=conversation.contact.is_vip, at=now
+            )
+        conversation.save(
+            update_fields=[
+                "priority",
+                "team",
+                "assignee",
+                "status",
+                "is_monitoring",
+                "message_count",
+                "last_message_at",
+                "last_message_preview",
+                "last_message_direction",
+                *SLA_FIELDS,
+                "updated_at",
+            ]
+        )
+        tag_ids = decisions.tags.get(id(conversation), set())
+        if tag_ids:
+            conversation.tags.add(*tag_ids)
+        decisions_write(
+            decisions, channel=conversation.channel, acknowledgements=acknowledgements, now=now
+        )
+    return len(matches)

@@ -1,0 +1,615 @@
+"""Routing rules: validate an admin's definition, compile it once, evaluate it per event.
+
+Pure code without database access: the caller loads the rules and the facts of an event, and
+performs the actions that come back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeGuard
+
+EVENTS: dict[str, str] = {
+    "message_received": "Message received",
+    "conversation_created": "Conversation created",
+    "conversation_reopened": "Conversation reopened",
+    "sla_breached": "SLA breached",
+}
+MATCH_MODES: dict[str, str] = {"all": "All conditions match", "any": "Any condition matches"}
+CONDITION_FIELDS: dict[str, tuple[str, ...]] = {
+    "platform": ("is", "is_not"),
+    "channel": ("is", "is_not"),
+    "kind": ("is", "is_not"),
+    "text": ("contains_any", "contains_none", "matches_regex"),
+    "sentiment": ("below", "above"),
+    "language": ("is", "is_not"),
+    "vip": ("is",),
+    "followers": ("above", "below"),
+    "open_escalation": ("is",),
+    "business_hours": ("within", "outside"),
+    "tags": ("has_any", "has_all", "has_none"),
+    "priority": ("is", "at_least", "at_most"),
+}
+ACTION_TYPES: tuple[str, ...] = (
+    "set_priority",
+    "set_team",
+    "assign",
+    "add_tags",
+    "mark_monitoring",
+    "acknowledge",
+    "escalate",
+    "notify",
+    "webhook",
+)
+KINDS: dict[str, str] = {
+    "post": "post",
+    "comment": "comment",
+    "mention": "mention",
+    "dm": "direct message",
+    "reply": "reply",
+}
+PRIORITIES: dict[int, str] = {1: "Low", 2: "Normal", 3: "High", 4: "Urgent"}
+ACKNOWLEDGE_PLACEHOLDERS: tuple[str, ...] = ("first_name", "name", "channel")
+ACKNOWLEDGE_MAX_LENGTH = 1000
+REGEX_MAX_LENGTH = 500
+NOTE_MAX_LENGTH = 500
+
+_SINGLE_USE_ACTIONS = {
+    "set_priority": "set the priority",
+    "set_team": "set the team",
+    "assign": "assign",
+}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_LANGUAGE_CODE = re.compile(r"[a-z]{2}")
+_PRIORITY_PROBLEM = "needs a priority from 1 (Low) to 4 (Urgent)."
+# Cheap attribute checks run first so that a failing one spares the text search and the
+# business-hours callback; the conditions are pure, so their order never changes the result.
+_COST = {"text": 1, "business_hours": 2}
+
+
+class RuleError(ValueError):
+    def __init__(self, messages: Sequence[str]) -> None:
+        self.messages = list(messages)
+        super().__init__(" ".join(self.messages))
+
+
+@dataclass(frozen=True)
+class Known:
+    """The ids and platforms a rule may refer to when an admin saves it."""
+
+    platforms: frozenset[str] = frozenset()
+    channel_ids: frozenset[int] = frozenset()
+    team_ids: frozenset[int] = frozenset()
+    agent_ids: frozenset[int] = frozenset()
+    user_ids: frozenset[int] = frozenset()
+    tag_ids: frozenset[int] = frozenset()
+    calendar_ids: frozenset[int] = frozenset()
+    path_ids: frozenset[int] = frozenset()
+    department_ids: frozenset[int] = frozenset()
+    endpoint_ids: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.agent_ids <= self.user_ids:
+            raise ValueError("Every agent must also be a known user.")
+
+
+@dataclass(frozen=True)
+class Action:
+    """`value` is normalised: add_tags a tuple of ids, webhook the endpoint id, mark_monitoring
+    None, escalate {"path", "department", "reason"} and notify {"users", "teams", "assignee",
+    "email", "message"} with every key present."""
+
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Facts:
+    event: str
+    platform: str
+    channel_id: int
+    kind: str
+    text: str
+    sentiment: float | None
+    language: str
+    is_vip: bool
+    followers: int | None
+    has_open_escalation: bool
+    tag_ids: frozenset[int]
+    priority: int
+    at: datetime
+
+
+class _Subject:
+    """The facts as the next rule sees them: earlier matching rules may have changed the
+    priority and added tags."""
+
+    __slots__ = ("_lowered_text", "facts", "priority", "tag_ids", "within_hours")
+
+    def __init__(self, facts: Facts, within_hours: Callable[[int | None, datetime], bool]) -> None:
+        self.facts = facts
+        self.priority = facts.priority
+        self.tag_ids = facts.tag_ids
+        self.within_hours = within_hours
+        self._lowered_text: str | None = None
+
+    def lowered_text(self) -> str:
+        if self._lowered_text is None:
+            self._lowered_text = self.facts.text.lower()
+        return self._lowered_text
+
+
+Matcher = Callable[[_Subject], bool]
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: int
+    name: str
+    events: frozenset[str]
+    stop_processing: bool
+    actions: tuple[Action, ...]
+    match_all: bool = True
+    matchers: tuple[Matcher, ...] = field(default=(), repr=False, compare=False)
+    fields: frozenset[str] = frozenset()
+    set_priority: int | None = None
+    added_tag_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    rule: CompiledRule
+    actions: tuple[Action, ...]
+
+
+def rule_validate(*, events: Any, match: Any, conditions: Any, actions: Any, known: Known) -> None:
+    if problems := _problems(events, match, conditions, actions, known):
+        raise RuleError(problems)
+
+
+def rule_compile(
+    *,
+    id: int,
+    name: str,
+    events: Any,
+    match: Any,
+    conditions: Any,
+    actions: Any,
+    stop_processing: bool,
+) -> CompiledRule:
+    """Raises RuleError if the stored definition is malformed. Ids are not checked against what
+    exists now: a rule whose team was deleted still compiles, and the caller skips that action."""
+    if problems := _problems(events, match, conditions, actions, known=None):
+        raise RuleError(problems)
+    ordered = sorted(conditions, key=lambda c: _COST.get(c["field"], 0))
+    compiled_actions = tuple(_action(a["type"], a.get("value")) for a in actions)
+    priorities = [a.value for a in compiled_actions if a.type == "set_priority"]
+    tags = [a.value for a in compiled_actions if a.type == "add_tags"]
+    return CompiledRule(
+        id=id,
+        name=name,
+        events=frozenset(events),
+        stop_processing=bool(stop_processing),
+        actions=compiled_actions,
+        match_all=match == "all",
+        matchers=tuple(_matcher(c["field"], c["op"], c["value"]) for c in ordered),
+        fields=frozenset(c["field"] for c in conditions),
+        set_priority=priorities[0] if priorities else None,
+        added_tag_ids=frozenset().union(*tags),
+    )
+
+
+def rules_evaluate(
+    rules: Sequence[CompiledRule],
+    facts: Facts,
+    *,
+    within_hours: Callable[[int | None, datetime], bool],
+) -> list[RuleMatch]:
+    subject = _Subject(facts, within_hours)
+    found = []
+    for rule in rules:
+        if facts.event not in rule.events:
+            continue
+        if rule.matchers:
+            combine = all if rule.match_all else any
+            if not combine(matcher(subject) for matcher in rule.matchers):
+                continue
+        found.append(RuleMatch(rule=rule, actions=rule.actions))
+        if rule.set_priority is not None:
+            subject.priority = rule.set_priority
+        if rule.added_tag_ids:
+            subject.tag_ids = subject.tag_ids | rule.added_tag_ids
+        if rule.stop_processing:
+            break
+    return found
+
+
+def facts_needed(rules: Sequence[CompiledRule]) -> frozenset[str]:
+    return frozenset().union(*(rule.fields for rule in rules))
+
+
+def acknowledgement_render(*, text: str, first_name: str, name: str, channel: str) -> str:
+    # One pass, so a customer named "{channel}" is not substituted a second time.
+    values = {"first_name": first_name, "name": name, "channel": channel}
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+# Validation
+
+
+def _problems(
+    events: Any, match: Any, conditions: Any, actions: Any, known: Known | None
+) -> list[str]:
+    problems = []
+    if not isinstance(events, list) or not events:
+        problems.append("Choose at least one event.")
+    else:
+        problems += [f"Unknown event {e!r}." for e in events if not _is_one_of(e, EVENTS)]
+    if not _is_one_of(match, MATCH_MODES):
+        problems.append("Match must be 'all' or 'any'.")
+    if not isinstance(conditions, list):
+        problems.append("Conditions must be a list.")
+    else:
+        for n, condition in enumerate(conditions, 1):
+            problems += [f"Condition {n}: {p}" for p in _condition_problems(condition, known)]
+    if not isinstance(actions, list) or not actions:
+        problems.append("Add at least one action.")
+        return problems
+    seen: set[str] = set()
+    for n, action in enumerate(actions, 1):
+        problems += [f"Action {n}: {p}" for p in _action_problems(action, known)]
+        kind = action.get("type") if isinstance(action, dict) else None
+        if _is_one_of(kind, _SINGLE_USE_ACTIONS):
+            if kind in seen:
+                problems.append(f"Action {n}: a rule can {_SINGLE_USE_ACTIONS[kind]} only once.")
+            seen.add(kind)
+    return problems
+
+
+def _condition_problems(condition: Any, known: Known | None) -> list[str]:
+    if not isinstance(condition, dict) or not {"field", "op", "value"} <= condition.keys():
+        return ["needs a 'field', an 'op' and a 'value'."]
+    problems = [f"unexpected key {k!r}." for k in _extra_keys(condition, {"field", "op", "value"})]
+    name, op, value = condition["field"], condition["op"], condition["value"]
+    if not _is_one_of(name, CONDITION_FIELDS):
+        return [*problems, f"unknown field {name!r}."]
+    if op not in CONDITION_FIELDS[name]:
+        choices = _join([repr(o) for o in CONDITION_FIELDS[name]], "or")
+        return [*problems, f"'{name}' has no operator {op!r}; use {choices}."]
+    if problem := _condition_value_problem(name, op, value, known):
+        problems.append(f"'{name}' {problem}")
+    return problems
+
+
+def _condition_value_problem(name: str, op: str, value: Any, known: Known | None) -> str | None:
+    if name == "platform":
+        return _strings_problem(value, "platform", _pool(known, "platforms"))
+    if name == "channel":
+        return _ids_problem(value, "channel", _pool(known, "channel_ids"))
+    if name == "kind":
+        return _strings_problem(value, "message kind", KINDS)
+    if name == "tags":
+        return _ids_problem(value, "tag", _pool(known, "tag_ids"))
+    if name == "business_hours" and value is not None:
+        return _id_problem(value, "calendar", _pool(known, "calendar_ids"))
+    if name == "text" and op == "matches_regex":
+        return _regex_problem(value)
+    if name == "text" and not (_list_of(value, str) and all(v.strip() for v in value)):
+        return "needs a non-empty list of keywords or phrases, none of them blank."
+    if name == "language" and not (
+        _list_of(value, str) and all(_LANGUAGE_CODE.fullmatch(v) for v in value)
+    ):
+        return "needs a list of two-letter lowercase ISO 639-1 codes such as 'en'."
+    if name == "sentiment" and not (_is_number(value) and -1 <= value <= 1):
+        return "needs a number between -1 and 1."
+    if name == "followers" and not (_is_int(value) and value >= 0):
+        return "needs a whole number of followers, 0 or more."
+    if name in ("vip", "open_escalation") and not isinstance(value, bool):
+        return "needs true or false."
+    if name == "priority" and not _is_priority(value):
+        return _PRIORITY_PROBLEM
+    return None
+
+
+def _action_problems(action: Any, known: Known | None) -> list[str]:
+    if not isinstance(action, dict) or "type" not in action:
+        return ["needs a 'type'."]
+    problems = [f"unexpected key {k!r}." for k in _extra_keys(action, {"type", "value"})]
+    kind, value = action["type"], action.get("value")
+    if not _is_one_of(kind, ACTION_TYPES):
+        return [*problems, f"unknown action type {kind!r}."]
+    if problem := _action_value_problem(kind, value, known):
+        problems.append(f"'{kind}' {problem}")
+    return problems
+
+
+def _action_value_problem(kind: str, value: Any, known: Known | None) -> str | None:
+    if kind == "set_priority":
+        return None if _is_priority(value) else _PRIORITY_PROBLEM
+    if kind == "set_team":
+        return _id_problem(value, "team", _pool(known, "team_ids"))
+    if kind == "assign" and value != "auto":
+        return _id_problem(
+            value, "agent", _pool(known, "agent_ids"), "needs an agent id or 'auto'."
+        )
+    if kind == "add_tags":
+        return _ids_problem(value, "tag", _pool(known, "tag_ids"))
+    if kind == "acknowledge":
+        return _acknowledgement_problem(value)
+    if kind == "escalate":
+        return _escalation_problem(value, known)
+    if kind == "notify":
+        return _notification_problem(value, known)
+    if kind == "webhook" and not (isinstance(value, dict) and value.keys() == {"endpoint"}):
+        return "needs an object with an 'endpoint'."
+    if kind == "webhook":
+        return _id_problem(value["endpoint"], "endpoint", _pool(known, "endpoint_ids"))
+    return None
+
+
+def _acknowledgement_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "needs the text of the reply."
+    if len(value) > ACKNOWLEDGE_MAX_LENGTH:
+        return f"needs a reply of at most {ACKNOWLEDGE_MAX_LENGTH} characters."
+    unknown = [f"{{{p}}}" for p in _PLACEHOLDER.findall(value) if p not in ACKNOWLEDGE_PLACEHOLDERS]
+    if unknown:
+        return (
+            f"uses the unknown placeholder {', '.join(unknown)};"
+            " only {first_name}, {name} and {channel} are filled in."
+        )
+    return None
+
+
+def _escalation_problem(value: Any, known: Known | None) -> str | None:
+    if not isinstance(value, dict) or _extra_keys(value, {"path", "department", "reason"}):
+        return "needs an object with a 'path' or a 'department' and an optional 'reason'."
+    targets = [key for key in ("path", "department") if key in value]
+    if len(targets) != 1:
+        return "needs exactly one of 'path' or 'department'."
+    if problem := _note_problem(value.get("reason"), "reason"):
+        return problem
+    if targets == ["path"]:
+        return _id_problem(value["path"], "escalation path", _pool(known, "path_ids"))
+    return _id_problem(value["department"], "department", _pool(known, "department_ids"))
+
+
+def _notification_problem(value: Any, known: Known | None) -> str | None:
+    if not isinstance(value, dict) or _extra_keys(
+        value, {"users", "teams", "assignee", "email", "message"}
+    ):
+        return "needs an object with 'users', 'teams', 'assignee', 'email' and 'message'."
+    for key, noun, pool in (("users", "user", "user_ids"), ("teams", "team", "team_ids")):
+        recipients = value.get(key, [])
+        if recipients != [] and (problem := _ids_problem(recipients, noun, _pool(known, pool))):
+            return problem
+    if not all(isinstance(value.get(key, False), bool) for key in ("assignee", "email")):
+        return "needs true or false for 'assignee' and 'email'."
+    if not (value.get("users") or value.get("teams") or value.get("assignee")):
+        return "needs at least one recipient: users, teams or the assignee."
+    return _note_problem(value.get("message"), "message")
+
+
+def _note_problem(value: Any, noun: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > NOTE_MAX_LENGTH):
+        return f"needs a {noun} of at most {NOTE_MAX_LENGTH} characters."
+    return None
+
+
+def _regex_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "needs a regular expression."
+    if len(value) > REGEX_MAX_LENGTH:
+        return f"needs a regular expression of at most {REGEX_MAX_LENGTH} characters."
+    try:
+        re.compile(value, re.IGNORECASE)
+    except (re.error, OverflowError, RecursionError) as error:
+        return f"has an invalid regular expression: {error}."
+    return None
+
+
+def _strings_problem(value: Any, noun: str, allowed: Container[str] | None) -> str | None:
+    if not _list_of(value, str):
+        return f"needs a non-empty list of {noun}s."
+    if allowed is not None and (unknown := [v for v in value if v not in allowed]):
+        return f"has the unknown {noun} {', '.join(map(repr, unknown))}."
+    return None
+
+
+def _ids_problem(value: Any, noun: str, pool: Container[int] | None) -> str | None:
+    if not _list_of(value, int):
+        return f"needs a non-empty list of {noun} ids."
+    if pool is not None and (unknown := [v for v in value if v not in pool]):
+        return f"refers to the unknown {noun} id {', '.join(map(str, unknown))}."
+    return None
+
+
+def _id_problem(value: Any, noun: str, pool: Container[int] | None, needs: str = "") -> str | None:
+    if not _is_int(value):
+        return needs or f"needs {'an' if noun[0] in 'aeiou' else 'a'} {noun} id."
+    return _ids_problem([value], noun, pool)
+
+
+def _pool(known: Known | None, name: str) -> Container[Any] | None:
+    return None if known is None else getattr(known, name)
+
+
+def _list_of(value: Any, kind: type) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    return all(_is_int(v) if kind is int else isinstance(v, kind) for v in value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_priority(value: Any) -> bool:
+    return _is_int(value) and value in PRIORITIES
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _is_one_of(value: Any, allowed: Container[str]) -> TypeGuard[str]:
+    return isinstance(value, str) and value in allowed
+
+
+def _extra_keys(value: dict[Any, Any], allowed: set[str]) -> list[Any]:
+    return sorted(value.keys() - allowed, key=str)
+
+
+# Compilation
+
+
+def _matcher(name: str, op: str, value: Any) -> Matcher:
+    if name in ("platform", "channel", "kind", "language"):
+        attribute = {"platform": "platform", "channel": "channel_id"}.get(name, name)
+        values = frozenset(value)
+        if op == "is":
+            return lambda s: getattr(s.facts, attribute) in values
+        return lambda s: getattr(s.facts, attribute) not in values
+    if name == "text" and op == "matches_regex":
+        pattern = re.compile(value, re.IGNORECASE)
+        return lambda s: pattern.search(s.facts.text) is not None
+    if name == "text":
+        keywords = _keywords_pattern(value)
+        if op == "contains_any":
+            return lambda s: keywords.search(s.lowered_text()) is not None
+        return lambda s: keywords.search(s.lowered_text()) is None
+    if name in ("sentiment", "followers"):
+        attribute, threshold = name, value
+        if op == "below":
+            return lambda s: (v := getattr(s.facts, attribute)) is not None and v < threshold
+        return lambda s: (v := getattr(s.facts, attribute)) is not None and v > threshold
+    if name in ("vip", "open_escalation"):
+        attribute = "is_vip" if name == "vip" else "has_open_escalation"
+        return lambda s: getattr(s.facts, attribute) == value
+    if name == "business_hours":
+        wanted = op == "within"
+        return lambda s: bool(s.within_hours(value, s.facts.at)) is wanted
+    if name == "tags":
+        tags = frozenset(value)
+        if op == "has_any":
+            return lambda s: not tags.isdisjoint(s.tag_ids)
+        if op == "has_all":
+            return lambda s: tags <= s.tag_ids
+        return lambda s: tags.isdisjoint(s.tag_ids)
+    if op == "at_least":
+        return lambda s: s.priority >= value
+    if op == "at_most":
+        return lambda s: s.priority <= value
+    return lambda s: s.priority == value
+
+
+def _keywords_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
+    # Whole words and phrases only: "refund" matches "Refund!" but not "refunded", and the
+    # words of a phrase may be separated by any whitespace. Searched in the lowered text.
+    phrases = dict.fromkeys(r"\s+".join(map(re.escape, k.lower().split())) for k in keywords)
+    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)")
+
+
+def _action(kind: str, value: Any) -> Action:
+    if kind == "add_tags":
+        value = tuple(dict.fromkeys(value))
+    elif kind == "mark_monitoring":
+        value = None
+    elif kind == "webhook":
+        value = value["endpoint"]
+    elif kind == "escalate":
+        value = {"path": None, "department": None, **value, "reason": value.get("reason") or ""}
+    elif kind == "notify":
+        defaults = {"users": [], "teams": [], "assignee": False, "email": False}
+        value = {**defaults, **value, "message": value.get("message") or ""}
+    return Action(type=kind, value=value)
+
+
+# Description
+
+
+def rule_describe(
+    *, conditions: Any, actions: Any, names: Mapping[str, Mapping[Any, str]] | None = None
+) -> list[str]:
+    labels = names or {}
+
+    def label(kind: str, value: Any) -> str:
+        fallback = value if isinstance(value, str) else f"#{value}"
+        return labels.get(kind, {}).get(value, fallback)
+
+    return [_describe_condition(c, label) for c in conditions] + [
+        _describe_action(a["type"], a.get("value"), label) for a in actions
+    ]
+
+
+def _describe_condition(condition: dict[str, Any], label: Callable[[str, Any], str]) -> str:
+    name, op, value = condition["field"], condition["op"], condition["value"]
+    verb = {"is": "is", "is_not": "is not"}.get(op, op.replace("_", " "))
+    if name in ("platform", "channel", "language"):
+        return f"{name.capitalize()} {verb} {_join([label(name, v) for v in value], 'or')}"
+    if name == "kind":
+        return f"Message kind {verb} {_join([KINDS[v] for v in value], 'or')}"
+    if name == "text" and op == "matches_regex":
+        return f"Text matches the pattern /{value}/"
+    if name == "text":
+        quoted = [f'"{v}"' for v in value]
+        if op == "contains_any":
+            return f"Text contains {_join(quoted, 'or')}"
+        return f"Text contains none of {', '.join(quoted)}"
+    if name == "sentiment":
+        return f"Sentiment {verb} {value:g}"
+    if name == "followers":
+        return f"Followers {verb} {value:,}"
+    if name == "vip":
+        return "Contact is VIP" if value else "Contact is not VIP"
+    if name == "open_escalation":
+        return f"Contact has {'an' if value else 'no'} open escalation"
+    if name == "business_hours":
+        calendar = "" if value is None else f" of {label('calendar', value)}"
+        return f"{'Within' if op == 'within' else 'Outside'} business hours{calendar}"
+    if name == "tags":
+        quantity = {"has_any": "any of", "has_all": "all of", "has_none": "none of"}[op]
+        return f"Has {quantity} the tags {', '.join(label('tag', v) for v in value)}"
+    return f"Priority {verb} {PRIORITIES.get(value, value)}"
+
+
+def _describe_action(kind: str, value: Any, label: Callable[[str, Any], str]) -> str:
+    if kind == "set_priority":
+        return f"Set priority to {PRIORITIES.get(value, value)}"
+    if kind == "set_team":
+        return f"Set team to {label('team', value)}"
+    if kind == "assign":
+        if value == "auto":
+            return "Assign automatically within the team"
+        return f"Assign to {label('user', value)}"
+    if kind == "add_tags":
+        return f"Add tags {', '.join(label('tag', v) for v in value)}"
+    if kind == "mark_monitoring":
+        return "Mark as monitoring (no reply needed)"
+    if kind == "acknowledge":
+        text = value if len(value) <= 60 else value[:59] + "…"
+        return f'Acknowledge with "{text}"'
+    if kind == "escalate":
+        if "path" in value:
+            target = f"along the path {label('path', value['path'])}"
+        else:
+            target = f"to the department {label('department', value['department'])}"
+        reason = f" (reason: {value['reason']})" if value.get("reason") else ""
+        return f"Escalate {target}{reason}"
+    if kind == "notify":
+        recipients = [label("user", v) for v in value.get("users", [])]
+        recipients += [f"team {label('team', v)}" for v in value.get("teams", [])]
+        recipients += ["the assignee"] if value.get("assignee") else []
+        email = " (also by email)" if value.get("email") else ""
+        return f"Notify {_join(recipients, 'and')}{email}"
+    return f"Call the webhook {label('endpoint', value['endpoint'])}"
+
+
+def _join(items: Sequence[str], word: str) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {word} {items[-1]}"

@@ -1,0 +1,409 @@
+"""SLA timers: due times per target, pausing, and the check that fires warnings and breaches.
+
+A conversation gets the most specific active policy when it is created (after routing has set
+its priority). Its targets run in the policy's business hours:
+
+- first response: from creation until the first reply;
+- next response: from a customer message that arrives after we replied, until the next reply;
+- resolution: from creation (or a reopening) until resolved.
+
+While the customer has the ball (pending) or nobody does (resolved, closed) the clocks stand
+still; when the conversation comes back, each target that had not yet run out gets the business
+time it had left. ``sla_due_at`` is the earliest running due time, which the inbox shows and
+filters on; ``sla_check_at`` tells the beat when to look next. The functions that start, stop
+and move timers work on the conversation in memory: callers save the SLA fields with their own
+write, so the ingest pipeline keeps one UPDATE per batch.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations import business_hours
+from conversations.models import (
+    ACTIVE_STATUSES,
+    Conversation,
+    ConversationEvent,
+    EventKind,
+    Holiday,
+    Notification,
+    SlaEvent,
+    SlaEventKind,
+    SlaPolicy,
+    SlaTarget,
+    Status,
+)
+
+SLA_FIELDS = (
+    "sla_policy",
+    "first_response_due_at",
+    "next_response_due_at",
+    "resolution_due_at",
+    "sla_due_at",
+    "sla_warn_at",
+    "sla_check_at",
+    "sla_paused_at",
+)
+
+_DUE_FIELDS = {
+    SlaTarget.FIRST_RESPONSE: "first_response_due_at",
+    SlaTarget.NEXT_RESPONSE: "next_response_due_at",
+    SlaTarget.RESOLUTION: "resolution_due_at",
+}
+
+# Statuses in which no SLA clock runs.
+_PAUSED_STATUSES = (Status.PENDING, Status.RESOLVED, Status.CLOSED)
+
+
+@dataclass
+class SlaSetup:
+    """The active policies and their calendars, loaded once for a batch of work."""
+
+    policies: list[SlaPolicy] = field(default_factory=list)
+    calendars: dict[int, business_hours.BusinessCalendar] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> "SlaSetup":
+        policies = list(SlaPolicy.objects.filter(is_active=True).select_related("calendar"))
+        calendar_models = {p.calendar.pk: p.calendar for p in policies if p.calendar is not None}
+        holidays: dict[int, set[date]] = {pk: set() for pk in calendar_models}
+        if calendar_models:
+            for calendar_id, day in Holiday.objects.filter(
+                calendar_id__in=calendar_models
+            ).values_list("calendar_id", "date"):
+                holidays[calendar_id].add(day)
+        calendars = {
+            pk: business_hours.BusinessCalendar.from_config(
+                time_zone=model.time_zone,
+                weekly_hours=model.weekly_hours,
+                holidays=holidays[pk],
+            )
+            for pk, model in calendar_models.items()
+        }
+        return cls(policies=policies, calendars=calendars)
+
+    @property
+    def needs_vip(self) -> bool:
+        return any(p.vip_only for p in self.policies)
+
+    def policy_for(self, *, priority: int, channel_id: int, is_vip: bool) -> SlaPolicy | None:
+        """The most specific policy that applies: channel, then VIP, then priority."""
+        best: tuple[int, int] | None = None
+        chosen = None
+        for policy in self.policies:
+            if policy.priority is not None and policy.priority != priority:
+                continue
+            if policy.channel_id is not None and policy.channel_id != channel_id:
+                continue
+            if policy.vip_only and not is_vip:
+                continue
+            rank = (
+                4 * (policy.channel_id is not None)
+                + 2 * policy.vip_only
+                + (policy.priority is not None),
+                -policy.pk,
+            )
+            if best is None or rank > best:
+                best, chosen = rank, policy
+        return chosen
+
+    def policy(self, pk: int | None) -> SlaPolicy | None:
+        return next((p for p in self.policies if p.pk == pk), None)
+
+    def add(self, policy: SlaPolicy, start: datetime, minutes: int) -> datetime:
+        return business_hours.add_business_time(
+            self.calendars.get(policy.calendar_id or 0), start, timedelta(minutes=minutes)
+        )
+
+    def between(self, policy: SlaPolicy, start: datetime, end: datetime) -> timedelta:
+        return business_hours.business_time_between(
+            self.calendars.get(policy.calendar_id or 0), start, end
+        )
+
+
+def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime) -> None:
+    """Choose the conversation's policy and start its first response and resolution clocks."""
+    policy = setup.policy_for(
+        priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
+    )
+    conversation.sla_policy = policy
+    if policy is None:
+        _clear(conversation)
+        return
+    conversation.first_response_due_at = (
+        setup.add(policy, at, policy.first_response_minutes)
+        if policy.first_response_minutes and conversation.first_response_at is None
+        else None
+    )
+    conversation.next_response_due_at = None
+    conversation.resolution_due_at = (
+        setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
+    )
+    conversation.sla_paused_at = None
+    _summarise(conversation, policy)
+
+
+def sla_on_inbound(
+    conversation: Conversation,
+    *,
+    setup: SlaSetup,
+    at: datetime,
+    was_waiting: bool,
+    previous_status: str,
+) -> None:
+    """A customer message arrived on an existing conversation."""
+    policy = setup.policy(conversation.sla_policy_id)
+    if policy is None:
+        return
+    if previous_status in (Status.RESOLVED, Status.CLOSED):
+        # A new round: the resolution clock starts again from the reopening.
+        conversation.sla_paused_at = None
+        conversation.resolution_due_at = (
+            setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
+        )
+    elif conversation.sla_paused_at is not None:
+        _resume(conversation, setup, policy, at)
+    if (
+        not was_waiting
+        and conversation.first_response_at is not None
+        and policy.next_response_minutes
+    ):
+        conversation.next_response_due_at = setup.add(policy, at, policy.next_response_minutes)
+    _summarise(conversation, policy)
+
+
+def sla_on_reply(conversation: Conversation, *, at: datetime) -> dict[str, object]:
+    """An agent replied: the response targets that ran are met (or were missed). Returns what
+    the reply event records for the KPIs."""
+    due = conversation.first_response_due_at or conversation.next_response_due_at
+    facts: dict[str, object] = {}
+    if due is not None:
+        facts = {"sla_due_at": due.isoformat(), "sla_met": at <= due}
+    conversation.first_response_due_at = None
+    conversation.next_response_due_at = None
+    policy = conversation.sla_policy
+    if policy is not None:
+        _summarise(conversation, policy)
+    return facts
+
+
+def sla_on_status(
+    conversation: Conversation, *, setup: SlaSetup, previous: str, at: datetime
+) -> dict[str, object]:
+    """The status changed: pause, resume, or (on resolving) meet the resolution target."""
+    policy = setup.policy(conversation.sla_policy_id)
+    facts: dict[str, object] = {}
+    if policy is None:
+        return facts
+    status = conversation.status
+    if status in (Status.RESOLVED, Status.CLOSED):
+        due = conversation.resolution_due_at
+        if due is not None and previous not in (Status.RESOLVED, Status.CLOSED):
+            facts = {"sla_due_at": due.isoformat(), "sla_met": at <= due}
+        conversation.first_response_due_at = None
+        conversation.next_response_due_at = None
+        conversation.resolution_due_at = None
+        conversation.sla_paused_at = at
+    elif status in _PAUSED_STATUSES:
+        if conversation.sla_paused_at is None:
+            conversation.sla_paused_at = at
+    elif previous in (Status.RESOLVED, Status.CLOSED):
+        conversation.sla_paused_at = None
+        conversation.resolution_due_at = (
+            setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
+        )
+    elif conversation.sla_paused_at is not None:
+        _resume(conversation, setup, policy, at)
+    _summarise(conversation, policy)
+    return facts
+
+
+def sla_policy_change(
+    conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime
+) -> None:
+    """The priority (or channel) changed: the policy that now applies takes over, with its
+    clocks counted from when each target started."""
+    policy = setup.policy_for(
+        priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
+    )
+    if policy is None:
+        conversation.sla_policy = None
+        _clear(conversation)
+        return
+    if conversation.sla_policy_id == policy.pk:
+        return
+    conversation.sla_policy = policy
+    start = conversation.created_at
+    conversation.first_response_due_at = (
+        setup.add(policy, start, policy.first_response_minutes)
+        if policy.first_response_minutes and conversation.first_response_at is None
+        else None
+    )
+    conversation.next_response_due_at = (
+        setup.add(policy, conversation.waiting_since, policy.next_response_minutes)
+        if policy.next_response_minutes
+        and conversation.first_response_at is not None
+        and conversation.waiting_since is not None
+        else None
+    )
+    conversation.resolution_due_at = (
+        setup.add(policy, start, policy.resolution_minutes)
+        if policy.resolution_minutes and conversation.status in ACTIVE_STATUSES
+        else None
+    )
+    if conversation.status not in _PAUSED_STATUSES:
+        conversation.sla_paused_at = None
+    _summarise(conversation, policy)
+
+
+def _resume(conversation: Conversation, setup: SlaSetup, policy: SlaPolicy, at: datetime) -> None:
+    """Give each target that had time left when paused that much business time from now."""
+    paused_at = conversation.sla_paused_at
+    assert paused_at is not None
+    for name in _DUE_FIELDS.values():
+        due = getattr(conversation, name)
+        if due is not None and due > paused_at:
+            left = setup.between(policy, paused_at, due)
+            setattr(
+                conversation,
+                name,
+                business_hours.add_business_time(
+                    setup.calendars.get(policy.calendar_id or 0), at, left
+                ),
+            )
+    conversation.sla_paused_at = None
+
+
+def _clear(conversation: Conversation) -> None:
+    for name in (*_DUE_FIELDS.values(), "sla_due_at", "sla_warn_at", "sla_check_at"):
+        setattr(conversation, name, None)
+    conversation.sla_paused_at = None
+
+
+def _running(conversation: Conversation) -> list[tuple[str, datetime]]:
+    return [
+        (target, due)
+        for target, name in _DUE_FIELDS.items()
+        if (due := getattr(conversation, name)) is not None
+    ]
+
+
+def _summarise(conversation: Conversation, policy: SlaPolicy) -> None:
+    """Set the fields the inbox and the beat read from the running targets."""
+    running = [] if conversation.sla_paused_at is not None else _running(conversation)
+    if not running:
+        conversation.sla_due_at = conversation.sla_warn_at = conversation.sla_check_at = None
+        return
+    warn = timedelta(minutes=policy.at_risk_minutes)
+    conversation.sla_due_at = min(due for _, due in running)
+    conversation.sla_warn_at = conversation.sla_due_at - warn
+    # The earliest moment anything is to fire; a moment already passed is looked at again and
+    # fires nothing twice (SlaEvent is unique per target, kind and due time).
+    conversation.sla_check_at = min(min(due - warn, due) for _, due in running)
+
+
+# --- The check run by beat --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlaFired:
+    conversation_id: int
+    target: str
+    kind: str
+    due_at: datetime
+
+
+def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired]:
+    """Fire the warnings and breaches that are due: one indexed query finds the conversations,
+    each is claimed under a row lock, and a unique row per target, kind and due time makes a
+    second run (or a second beat) fire nothing again. Breaches then go to the routing rules."""
+    now = now or timezone.now()
+    due_ids = list(
+        Conversation.objects.filter(sla_check_at__lte=now)
+        .order_by("sla_check_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    fired: list[SlaFired] = []
+    for pk in due_ids:
+        fired.extend(_check_one(pk, now))
+    if any(f.kind == SlaEventKind.BREACHED for f in fired):
+        from conversations.routing import rules_run_on_breaches
+
+        rules_run_on_breaches(
+            conversation_ids=[f.conversation_id for f in fired if f.kind == SlaEventKind.BREACHED]
+        )
+    return fired
+
+
+def _check_one(pk: int, now: datetime) -> list[SlaFired]:
+    fired: list[SlaFired] = []
+    with transaction.atomic():
+        conversation = (
+            Conversation.objects.select_for_update(skip_locked=True)
+            .filter(pk=pk, sla_check_at__lte=now)
+            .first()
+        )
+        if conversation is None:
+            return fired  # someone else holds it, or it changed since the scan
+        policy = conversation.sla_policy
+        warn = timedelta(minutes=policy.at_risk_minutes if policy else 0)
+        for target, due in _running(conversation):
+            kind = (
+                SlaEventKind.BREACHED
+                if due <= now
+                else SlaEventKind.AT_RISK
+                if due - warn <= now
+                else None
+            )
+            if kind is None:
+                continue
+            if _fire_once(conversation, policy, target, kind, due, now):
+                fired.append(SlaFired(conversation.pk, target, kind, due))
+        upcoming = [
+            moment
+            for _, due in _running(conversation)
+            for moment in (due - warn, due)
+            if moment > now
+        ]
+        conversation.sla_check_at = min(upcoming) if upcoming else None
+        conversation.save(update_fields=["sla_check_at"])
+    return fired
+
+
+def _fire_once(
+    conversation: Conversation,
+    policy: SlaPolicy | None,
+    target: str,
+    kind: str,
+    due: datetime,
+    now: datetime,
+) -> bool:
+    try:
+        with transaction.atomic():
+            SlaEvent.objects.create(
+                conversation=conversation,
+                policy=policy,
+                target=target,
+                kind=kind,
+                due_at=due,
+                created_at=now,
+            )
+    except IntegrityError:
+        return False
+    ConversationEvent.objects.create(
+        conversation=conversation,
+        kind=EventKind.SLA_BREACHED if kind == SlaEventKind.BREACHED else EventKind.SLA_AT_RISK,
+        created_at=now,
+        data={"target": target, "due_at": due.isoformat(), "policy": policy.name if policy else ""},
+    )
+    if kind == SlaEventKind.AT_RISK and conversation.assignee_id is not None:
+        Notification.objects.create(
+            recipient_id=conversation.assignee_id,
+            conversation=conversation,
+            text=f"{SlaTarget(target).label} due {timezone.localtime(due):%H:%M} "
+            f"on conversation #{conversation.pk}",
+            created_at=now,
+        )
+    return True

@@ -1,0 +1,367 @@
+"""Routing rules run by the ingest pipeline: conditions, actions, auto-assignment, timeline."""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+import responses
+from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from channels_ingest.models import ChannelMode
+from channels_ingest.pipeline import ingest
+from conversations import presence
+from conversations.models import (
+    BusinessCalendar,
+    Conversation,
+    ConversationEvent,
+    DeliveryStatus,
+    Direction,
+    EventKind,
+    Message,
+    Notification,
+    Priority,
+    RoutingRule,
+    Status,
+    WebhookCall,
+    WebhookEndpoint,
+)
+from governance.models import TeamMembership
+from tests.factories import (
+    ChannelFactory,
+    ContactFactory,
+    TagFactory,
+    TeamFactory,
+    TeamMembershipFactory,
+    UserFactory,
+    post,
+)
+
+pytestmark = pytest.mark.django_db
+
+MONDAY_NOON = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def rule(name="Rule", events=("message_received",), conditions=(), actions=(), **fields):
+    return RoutingRule.objects.create(
+        name=name,
+        events=list(events),
+        conditions=list(conditions),
+        actions=list(actions),
+        position=RoutingRule.objects.count(),
+        **fields,
+    )
+
+
+def conversation_of(external_id: str) -> Conversation:
+    return Conversation.objects.get(messages__external_id=external_id)
+
+
+def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
+    billing = TeamFactory(name="Billing")
+    tag = TagFactory(name="refund")
+    rule(
+        name="Refunds",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["refund"]}],
+        actions=[
+            {"type": "set_priority", "value": Priority.URGENT},
+            {"type": "set_team", "value": billing.pk},
+            {"type": "add_tags", "value": [tag.pk]},
+        ],
+    )
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[post("r1", body="I want a refund!"), post("n1", author="u2", body="Nice shop")],
+    )
+
+    refund = conversation_of("r1")
+    assert refund.priority == Priority.URGENT
+    assert refund.team == billing
+    assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
+    applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
+    assert applied.data["name"] == "Refunds"
+    assert ConversationEvent.objects.filter(
+        conversation=refund, kind=EventKind.PRIORITY_CHANGED, data__rule=applied.data["rule"]
+    ).exists()
+
+    other = conversation_of("n1")
+    assert other.priority == Priority.NORMAL
+    assert not other.tags.exists()
+
+
+def test_a_rule_on_existing_conversations_updates_them():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1", body="Hello")])
+    rule(
+        conditions=[{"field": "sentiment", "op": "below", "value": -0.3}],
+        actions=[{"type": "set_priority", "value": Priority.HIGH}],
+    )
+    ingest(
+        channel=channel,
+        posts=[post("p2", reply_to="p1", body="This is terrible, awful service, I hate it")],
+    )
+    assert conversation_of("p1").priority == Priority.HIGH
+
+
+def test_conversation_created_rules_run_once_for_the_first_message_only():
+    tag = TagFactory(name="new")
+    rule(events=["conversation_created"], actions=[{"type": "add_tags", "value": [tag.pk]}])
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1"), post("p2", reply_to="p1")])
+    conversation = conversation_of("p1")
+    assert conversation_of("p2") == conversation
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+
+
+def test_stop_processing_keeps_later_rules_from_running():
+    rule(
+        name="First",
+        actions=[{"type": "set_priority", "value": Priority.HIGH}],
+        stop_processing=True,
+    )
+    rule(name="Second", actions=[{"type": "set_priority", "value": Priority.LOW}])
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    assert conversation_of("p1").priority == Priority.HIGH
+    assert list(
+        ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).values_list(
+            "data__name", flat=True
+        )
+    ) == ["First"]
+
+
+def test_later_rules_see_the_tags_earlier_rules_added():
+    first, second = TagFactory(name="angry"), TagFactory(name="escalate-me")
+    rule(name="Tag", actions=[{"type": "add_tags", "value": [first.pk]}])
+    rule(
+        name="Follow up",
+        conditions=[{"field": "tags", "op": "has_any", "value": [first.pk]}],
+        actions=[{"type": "add_tags", "value": [second.pk]}],
+    )
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    assert set(conversation_of("p1").tags.values_list("name", flat=True)) == {
+        "angry",
+        "escalate-me",
+    }
+
+
+def test_vip_follower_and_kind_conditions_use_the_authors_facts():
+    rule(
+        match="all",
+        conditions=[
+            {"field": "vip", "op": "is", "value": True},
+            {"field": "followers", "op": "above", "value": 1000},
+            {"field": "kind", "op": "is", "value": ["mention"]},
+        ],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+    )
+    ContactFactory(is_vip=True, email="star@example.com")
+    ingest(
+        channel=ChannelFactory(),
+        posts=[
+            post("star", author="s", email="star@example.com", followers=50_000),
+            post("plain", author="p", followers=50_000),
+        ],
+    )
+    assert conversation_of("star").priority == Priority.URGENT
+    assert conversation_of("plain").priority == Priority.NORMAL
+
+
+def test_business_hours_condition_uses_the_default_calendar():
+    BusinessCalendar.objects.create(
+        name="Office",
+        time_zone="UTC",
+        is_default=True,
+        weekly_hours={str(day): [["09:00", "17:00"]] for day in range(5)},
+    )
+    tag = TagFactory(name="after-hours")
+    rule(
+        conditions=[{"field": "business_hours", "op": "outside", "value": None}],
+        actions=[{"type": "add_tags", "value": [tag.pk]}],
+    )
+    ingest(
+        channel=ChannelFactory(),
+        posts=[
+            post("day", author="a", at=MONDAY_NOON),
+            post("night", author="b", at=datetime(2026, 1, 5, 22, 0, tzinfo=UTC)),
+        ],
+    )
+    assert not conversation_of("day").tags.exists()
+    assert conversation_of("night").tags.get().name == "after-hours"
+
+
+def test_monitoring_rule_keeps_the_conversation_out_of_the_work_views():
+    rule(
+        conditions=[{"field": "text", "op": "contains_any", "value": ["love"]}],
+        actions=[{"type": "mark_monitoring", "value": None}],
+    )
+    ingest(channel=ChannelFactory(), posts=[post("p1", body="I love this brand")])
+    assert conversation_of("p1").is_monitoring
+
+
+def test_assign_to_a_named_agent():
+    agent = UserFactory(role="agent")
+    rule(actions=[{"type": "assign", "value": agent.pk}])
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    conversation = conversation_of("p1")
+    assert conversation.assignee == agent
+    assert conversation.status == Status.OPEN
+
+
+def _team_with(*agents, capacity=None):
+    team = TeamFactory()
+    for agent in agents:
+        TeamMembershipFactory(team=team, user=agent)
+    TeamMembership.objects.filter(team=team).update(capacity=capacity)
+    return team
+
+
+def test_auto_assignment_takes_turns_among_online_agents():
+    ann, ben, cid = (UserFactory(role="agent") for _ in range(3))
+    team = _team_with(ann, ben, cid)
+    for agent in (ann, ben):
+        presence.agent_seen(user_id=agent.pk)
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    channel = ChannelFactory(default_team=team)
+    ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(4)])
+
+    assignees = [conversation_of(f"p{i}").assignee_id for i in range(4)]
+    # Cid is offline and gets nothing; the two online agents alternate.
+    assert sorted(assignees) == sorted([ann.pk, ann.pk, ben.pk, ben.pk])
+    assert assignees[0] != assignees[1]
+    assert ConversationEvent.objects.filter(kind=EventKind.ASSIGNED, data__auto=True).count() == 4
+
+
+def test_auto_assignment_respects_capacity_and_leaves_the_rest_in_the_queue():
+    ann = UserFactory(role="agent")
+    team = _team_with(ann, capacity=2)
+    presence.agent_seen(user_id=ann.pk)
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    channel = ChannelFactory(default_team=team)
+    ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(3)])
+    assignees = [conversation_of(f"p{i}").assignee_id for i in range(3)]
+    assert assignees.count(ann.pk) == 2
+    assert assignees.count(None) == 1
+
+
+def test_auto_assignment_continues_the_rotation_across_batches():
+    ann, ben = UserFactory(role="agent"), UserFactory(role="agent")
+    team = _team_with(ann, ben)
+    for agent in (ann, ben):
+        presence.agent_seen(user_id=agent.pk)
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    channel = ChannelFactory(default_team=team)
+    ingest(channel=channel, posts=[post("p1", author="a1")])
+    ingest(channel=channel, posts=[post("p2", author="a2")])
+    assert {conversation_of("p1").assignee_id, conversation_of("p2").assignee_id} == {
+        ann.pk,
+        ben.pk,
+    }
+
+
+def test_nobody_online_leaves_the_conversation_unassigned():
+    team = _team_with(UserFactory(role="agent"))
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    ingest(channel=ChannelFactory(default_team=team), posts=[post("p1")])
+    assert conversation_of("p1").assignee is None
+
+
+def test_an_acknowledgement_is_sent_through_the_channel_with_the_customers_name(
+    django_capture_on_commit_callbacks,
+):
+    rule(
+        events=["conversation_created"],
+        actions=[{"type": "acknowledge", "value": "Thanks {first_name}, we are on it."}],
+    )
+    channel = ChannelFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest(channel=channel, posts=[post("p1")])
+    conversation = conversation_of("p1")
+    ack = Message.objects.get(conversation=conversation, direction=Direction.OUT)
+    assert ack.body == "Thanks Name, we are on it."
+    assert ack.in_reply_to_external_id == "p1"
+    assert ack.delivery_status == DeliveryStatus.SENT  # the demo connector sent it
+    # An automatic message is no response by a person: the customer still waits.
+    assert conversation.waiting_since is not None
+    assert conversation.first_response_at is None
+
+
+def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded():
+    rule(actions=[{"type": "acknowledge", "value": "Thanks!"}])
+    ingest(channel=ChannelFactory(mode=ChannelMode.LISTEN), posts=[post("p1")])
+    conversation = conversation_of("p1")
+    assert not Message.objects.filter(conversation=conversation, direction=Direction.OUT).exists()
+    refused = ConversationEvent.objects.get(
+        conversation=conversation,
+        kind=EventKind.RULE_APPLIED,
+        data__has_key="acknowledgement_refused",
+    )
+    assert "listen-only" in refused.data["acknowledgement_refused"][0]
+
+
+def test_notify_reaches_team_members_in_app_and_by_email(django_capture_on_commit_callbacks):
+    ann, ben = UserFactory(role="agent"), UserFactory(role="agent")
+    team = _team_with(ann, ben)
+    rule(
+        actions=[
+            {
+                "type": "notify",
+                "value": {
+                    "users": [],
+                    "teams": [team.pk],
+                    "assignee": False,
+                    "email": True,
+                    "message": "A complaint came in",
+                },
+            }
+        ]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest(channel=ChannelFactory(), posts=[post("p1")])
+    assert set(Notification.objects.values_list("recipient_id", flat=True)) == {ann.pk, ben.pk}
+    assert len(mail.outbox) == 1
+    assert set(mail.outbox[0].to) == {ann.email, ben.email}
+    assert "A complaint came in" in mail.outbox[0].subject
+
+
+@responses.activate
+def test_a_webhook_action_calls_the_endpoint_once_even_if_the_batch_is_repeated(
+    django_capture_on_commit_callbacks,
+):
+    endpoint = WebhookEndpoint.objects.create(
+        name="CRM", url="https://crm.example.com/hook", secret="s3cret"
+    )
+    responses.post("https://crm.example.com/hook", status=200)
+    rule(actions=[{"type": "webhook", "value": {"endpoint": endpoint.pk}}])
+    channel = ChannelFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        ingest(channel=channel, posts=[post("p1")])
+        ingest(channel=channel, posts=[post("p1")])  # a redelivery: a duplicate, nothing new
+
+    assert WebhookCall.objects.count() == 1
+    assert len(responses.calls) == 1
+    assert responses.calls[0].request.headers["X-SCRM-Signature"].startswith("sha256=")
+
+
+def test_routing_costs_a_fixed_number_of_queries_whatever_the_batch_size():
+    tag = TagFactory()
+    rule(
+        conditions=[{"field": "tags", "op": "has_none", "value": [tag.pk]}],
+        actions=[
+            {"type": "set_priority", "value": Priority.HIGH},
+            {"type": "add_tags", "value": [tag.pk]},
+        ],
+    )
+
+    def queries_for(n: int, prefix: str) -> list[str]:
+        channel = ChannelFactory()
+        with CaptureQueriesContext(connection) as captured:
+            ingest(
+                channel=channel,
+                posts=[post(f"{prefix}{i}", author=f"{prefix}{i}") for i in range(n)],
+            )
+        return [re.sub(r"\d+", "N", q["sql"])[:50] for q in captured]
+
+    # (SQLite splits an INSERT of more rows than its 999 parameters allow; 20 rows fit.)
+    assert queries_for(5, "a") == queries_for(20, "b")

@@ -1,0 +1,343 @@
+"""SLA timers through the real services: policies, business hours, pausing, breach detection."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from django.test import Client
+
+from channels_ingest.pipeline import ingest
+from conversations import services
+from conversations.models import (
+    BusinessCalendar,
+    Conversation,
+    ConversationEvent,
+    EventKind,
+    Holiday,
+    Notification,
+    Priority,
+    RoutingRule,
+    SlaEvent,
+    SlaEventKind,
+    SlaPolicy,
+    SlaState,
+    Status,
+)
+from conversations.sla import SlaSetup, sla_check
+from tests.factories import ChannelFactory, ContactFactory, UserFactory, post
+
+pytestmark = pytest.mark.django_db
+
+# Friday 2026-01-09 15:30 UTC = 16:30 in Berlin (winter, UTC+1).
+FRIDAY_AFTERNOON = datetime(2026, 1, 9, 15, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def office_hours() -> BusinessCalendar:
+    calendar = BusinessCalendar.objects.create(
+        name="Berlin office",
+        time_zone="Europe/Berlin",
+        weekly_hours={str(day): [["09:00", "17:00"]] for day in range(5)},
+    )
+    Holiday.objects.create(calendar=calendar, date=date(2026, 1, 12), name="Closed Monday")
+    return calendar
+
+
+def _policy(**fields) -> SlaPolicy:
+    defaults = {
+        "name": f"Policy {SlaPolicy.objects.count() + 1}",
+        "first_response_minutes": 60,
+        "resolution_minutes": 8 * 60,
+        "at_risk_minutes": 15,
+    }
+    return SlaPolicy.objects.create(**(defaults | fields))
+
+
+def _conversation(channel, external_id="p1", at=FRIDAY_AFTERNOON, **kwargs) -> Conversation:
+    ingest(channel=channel, posts=[post(external_id, at=at, **kwargs)])
+    return Conversation.objects.get(messages__external_id=external_id, channel=channel)
+
+
+def test_the_most_specific_policy_applies():
+    channel, other = ChannelFactory(), ChannelFactory()
+    general = _policy(name="Everyone")
+    urgent = _policy(name="Urgent", priority=Priority.URGENT)
+    vip = _policy(name="VIP", vip_only=True)
+    on_channel = _policy(name="This channel", channel=channel)
+    setup = SlaSetup.load()
+
+    assert setup.policy_for(priority=Priority.NORMAL, channel_id=other.pk, is_vip=False) == general
+    assert setup.policy_for(priority=Priority.URGENT, channel_id=other.pk, is_vip=False) == urgent
+    assert setup.policy_for(priority=Priority.URGENT, channel_id=other.pk, is_vip=True) == vip
+    assert setup.policy_for(priority=Priority.URGENT, channel_id=channel.pk, is_vip=True) == (
+        on_channel
+    )
+
+
+def test_a_new_conversation_gets_due_times_in_business_hours(office_hours):
+    _policy(calendar=office_hours)
+    conversation = _conversation(ChannelFactory())
+
+    # 30 minutes left on Friday, Monday is a holiday: 30 more minutes on Tuesday from 09:00.
+    assert conversation.first_response_due_at == datetime(2026, 1, 13, 8, 30, tzinfo=UTC)
+    assert conversation.sla_due_at == conversation.first_response_due_at
+    assert conversation.sla_warn_at == conversation.sla_due_at - timedelta(minutes=15)
+    assert conversation.sla_state(now=FRIDAY_AFTERNOON) == SlaState.OK
+    # 8 business hours: 30 minutes on Friday and 7h30 on Tuesday.
+    assert conversation.resolution_due_at == datetime(2026, 1, 13, 15, 30, tzinfo=UTC)
+
+
+def test_without_a_policy_no_clock_runs():
+    conversation = _conversation(ChannelFactory())
+    assert conversation.sla_policy is None
+    assert conversation.sla_due_at is None
+    assert conversation.sla_state() == ""
+
+
+def test_a_reply_in_time_meets_the_first_response_target():
+    _policy()
+    agent = UserFactory()
+    conversation = _conversation(ChannelFactory())
+    services.conversation_reply_create(
+        conversation=conversation,
+        author=agent,
+        body="On it",
+        at=FRIDAY_AFTERNOON + timedelta(minutes=20),
+    )
+    conversation.refresh_from_db()
+
+    assert conversation.first_response_due_at is None
+    assert conversation.sla_due_at == conversation.resolution_due_at
+    reply = ConversationEvent.objects.get(conversation=conversation, kind=EventKind.REPLY_SENT)
+    assert reply.data["sla_met"] is True
+
+
+def test_a_late_reply_is_recorded_as_missed():
+    _policy()
+    conversation = _conversation(ChannelFactory())
+    services.conversation_reply_create(
+        conversation=conversation,
+        author=UserFactory(),
+        body="Sorry for the wait",
+        at=FRIDAY_AFTERNOON + timedelta(minutes=90),
+    )
+    reply = ConversationEvent.objects.get(conversation=conversation, kind=EventKind.REPLY_SENT)
+    assert reply.data["sla_met"] is False
+
+
+def test_a_customer_message_after_our_reply_starts_the_next_response_clock():
+    _policy(next_response_minutes=30)
+    channel = ChannelFactory()
+    conversation = _conversation(channel)
+    services.conversation_reply_create(
+        conversation=conversation,
+        author=UserFactory(),
+        body="Hello",
+        at=FRIDAY_AFTERNOON + timedelta(minutes=5),
+    )
+    later = FRIDAY_AFTERNOON + timedelta(minutes=40)
+    ingest(channel=channel, posts=[post("p2", at=later, reply_to="p1")])
+    conversation.refresh_from_db()
+
+    assert conversation.next_response_due_at == later + timedelta(minutes=30)
+    assert conversation.sla_due_at == conversation.next_response_due_at
+
+
+def test_waiting_on_the_customer_pauses_the_clocks_and_resuming_keeps_the_time_left():
+    _policy(first_response_minutes=None, resolution_minutes=120)
+    conversation = _conversation(ChannelFactory(), at=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    due = conversation.resolution_due_at
+    assert due == datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+    paused_at = datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
+    services.conversation_status_set(
+        conversation=conversation, status=Status.PENDING, actor=None, at=paused_at
+    )
+    conversation.refresh_from_db()
+    assert conversation.sla_paused_at == paused_at
+    assert conversation.sla_due_at is None
+    assert conversation.sla_state() == ""
+
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.OPEN,
+        actor=None,
+        at=datetime(2026, 1, 5, 15, 0, tzinfo=UTC),
+    )
+    conversation.refresh_from_db()
+    # One hour was left when it paused: due one hour after it came back.
+    assert conversation.resolution_due_at == datetime(2026, 1, 5, 16, 0, tzinfo=UTC)
+    assert conversation.sla_paused_at is None
+
+
+def test_a_customer_writing_back_resumes_a_paused_conversation():
+    _policy(first_response_minutes=None, resolution_minutes=120)
+    channel = ChannelFactory()
+    conversation = _conversation(channel, at=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.PENDING,
+        actor=None,
+        at=datetime(2026, 1, 5, 10, 30, tzinfo=UTC),
+    )
+    ingest(
+        channel=channel,
+        posts=[post("p2", reply_to="p1", at=datetime(2026, 1, 6, 9, 0, tzinfo=UTC))],
+    )
+    conversation.refresh_from_db()
+    assert conversation.status == Status.OPEN
+    assert conversation.resolution_due_at == datetime(2026, 1, 6, 10, 30, tzinfo=UTC)
+
+
+def test_resolving_meets_the_resolution_target_and_a_reopening_starts_a_new_one():
+    _policy(first_response_minutes=None, resolution_minutes=60)
+    channel = ChannelFactory()
+    conversation = _conversation(channel, at=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.RESOLVED,
+        actor=None,
+        at=datetime(2026, 1, 5, 10, 30, tzinfo=UTC),
+    )
+    conversation.refresh_from_db()
+    assert conversation.resolution_due_at is None
+    assert conversation.sla_due_at is None
+    resolved = ConversationEvent.objects.get(
+        conversation=conversation, kind=EventKind.STATUS_CHANGED
+    )
+    assert resolved.data["sla_met"] is True
+
+    reopened_at = datetime(2026, 1, 7, 8, 0, tzinfo=UTC)
+    ingest(channel=channel, posts=[post("p2", reply_to="p1", at=reopened_at)])
+    conversation.refresh_from_db()
+    assert conversation.status == Status.OPEN
+    assert conversation.resolution_due_at == reopened_at + timedelta(minutes=60)
+
+
+def test_changing_the_priority_moves_the_conversation_to_that_priority_policy():
+    _policy(name="Normal", first_response_minutes=240)
+    _policy(name="Urgent", priority=Priority.URGENT, first_response_minutes=15)
+    conversation = _conversation(ChannelFactory())
+    assert conversation.first_response_due_at == FRIDAY_AFTERNOON + timedelta(minutes=240)
+
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    assert conversation.sla_policy.name == "Urgent"
+    assert conversation.first_response_due_at == FRIDAY_AFTERNOON + timedelta(minutes=15)
+
+
+def test_the_check_fires_at_risk_then_breached_each_exactly_once():
+    _policy(first_response_minutes=60, resolution_minutes=None, at_risk_minutes=15)
+    assignee = UserFactory()
+    conversation = _conversation(ChannelFactory())
+    Conversation.objects.filter(pk=conversation.pk).update(assignee=assignee)
+    due = FRIDAY_AFTERNOON + timedelta(minutes=60)
+
+    assert sla_check(now=due - timedelta(minutes=20)) == []
+    warned = sla_check(now=due - timedelta(minutes=10))
+    assert [(f.kind, f.target) for f in warned] == [(SlaEventKind.AT_RISK, "first_response")]
+    assert Notification.objects.filter(recipient=assignee).count() == 1
+    assert sla_check(now=due - timedelta(minutes=5)) == []
+
+    breached = sla_check(now=due + timedelta(seconds=1))
+    assert [(f.kind, f.target) for f in breached] == [(SlaEventKind.BREACHED, "first_response")]
+    assert sla_check(now=due + timedelta(minutes=5)) == []
+
+    conversation.refresh_from_db()
+    assert conversation.sla_check_at is None
+    assert conversation.sla_state(now=due + timedelta(minutes=5)) == SlaState.BREACHED
+    assert SlaEvent.objects.filter(conversation=conversation).count() == 2
+    assert (
+        ConversationEvent.objects.filter(
+            conversation=conversation, kind=EventKind.SLA_BREACHED
+        ).count()
+        == 1
+    )
+
+
+def test_a_check_that_runs_again_on_the_same_breach_fires_nothing_twice():
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    conversation = _conversation(ChannelFactory())
+    after = FRIDAY_AFTERNOON + timedelta(hours=2)
+    assert len(sla_check(now=after)) == 1
+    # As if a second beat had scanned before the first saved its next check time.
+    Conversation.objects.filter(pk=conversation.pk).update(sla_check_at=FRIDAY_AFTERNOON)
+    assert sla_check(now=after) == []
+    assert SlaEvent.objects.filter(kind=SlaEventKind.BREACHED).count() == 1
+
+
+def test_a_breach_runs_the_rules_listening_for_it():
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    RoutingRule.objects.create(
+        name="Breached goes urgent",
+        events=["sla_breached"],
+        conditions=[],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+    )
+    conversation = _conversation(ChannelFactory())
+    sla_check(now=FRIDAY_AFTERNOON + timedelta(hours=2))
+    conversation.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
+    assert ConversationEvent.objects.filter(
+        conversation=conversation, kind=EventKind.RULE_APPLIED, data__name="Breached goes urgent"
+    ).exists()
+
+
+def test_the_check_finds_due_conversations_with_one_query_whatever_their_number(
+    django_assert_max_num_queries,
+):
+    _policy(first_response_minutes=60, resolution_minutes=None, at_risk_minutes=0)
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(5)])
+    future = datetime(2026, 1, 1, tzinfo=UTC)
+    with django_assert_max_num_queries(1):
+        assert sla_check(now=future) == []
+
+
+def test_the_inbox_filters_and_sorts_by_sla_state(client: Client):
+    _policy(first_response_minutes=60, resolution_minutes=None, at_risk_minutes=15)
+    admin = UserFactory(role="admin")
+    channel = ChannelFactory()
+    now = datetime.now(tz=UTC)
+    late = _conversation(channel, "late", at=now - timedelta(hours=2), author="a")
+    close = _conversation(channel, "close", at=now - timedelta(minutes=50), author="b")
+    fine = _conversation(channel, "fine", at=now, author="c")
+    client.force_login(admin)
+
+    def listed(query: str) -> list[int]:
+        page = client.get(f"/inbox/?{query}").context["page"]
+        return [c.pk for c in page.conversations]
+
+    assert listed("sla=breached") == [late.pk]
+    assert listed("sla=at_risk") == [close.pk]
+    assert listed("sla=ok") == [fine.pk]
+    assert listed("sort=sla") == [late.pk, close.pk, fine.pk]
+    assert "SLA breached" in client.get("/inbox/").content.decode()
+
+
+def test_snoozing_pauses_and_waking_resumes():
+    _policy(first_response_minutes=None, resolution_minutes=120)
+    now = datetime.now(tz=UTC)
+    conversation = _conversation(ChannelFactory(), at=now)
+    services.conversation_snooze(
+        conversation=conversation, until=now + timedelta(hours=1), actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    assert conversation.sla_paused_at is not None
+    services.snoozes_wake(now=now + timedelta(hours=2))
+    conversation.refresh_from_db()
+    assert conversation.status == Status.OPEN
+    assert conversation.sla_paused_at is None
+    assert conversation.resolution_due_at > now + timedelta(hours=3)
+
+
+def test_vip_contacts_get_the_vip_policy():
+    _policy(name="Everyone", first_response_minutes=240)
+    _policy(name="VIP", vip_only=True, first_response_minutes=30)
+    channel = ChannelFactory()
+    contact = ContactFactory(is_vip=True, email="vip@example.com")
+    ingest(channel=channel, posts=[post("v1", author="vip", email="vip@example.com")])
+    conversation = Conversation.objects.get(messages__external_id="v1")
+    assert conversation.contact_id == contact.pk
+    assert conversation.sla_policy.name == "VIP"
