@@ -13,7 +13,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core import signing
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -287,10 +286,11 @@ def _send_email(conversation: Conversation, escalation: Escalation, *, actor: Us
     subject = f"Escalation from support: {brief['contact']['name']}"[:150]
     body = "\n".join(lines)
     recipient = department.email
-    # Sent once the escalation is stored; a mail server that is down must not undo it.
-    transaction.on_commit(
-        lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [recipient]), robust=True
-    )
+    # Sent by a worker once the escalation is stored: a slow or absent mail server neither
+    # holds the request nor undoes the escalation.
+    from conversations.tasks import send_email
+
+    transaction.on_commit(lambda: send_email.delay(subject, body, [recipient]))
 
 
 def _call_webhook(

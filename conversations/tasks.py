@@ -1,5 +1,7 @@
 """Celery tasks of conversations: thin wrappers around services."""
 
+import smtplib
+
 from celery import shared_task
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -19,6 +21,19 @@ def wake_snoozed_conversations() -> int:
 def check_slas() -> int:
     """Beat: fire the SLA warnings and breaches that are due (each once)."""
     return len(sla_check())
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OSError, smtplib.SMTPException),
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    retry_jitter=True,
+    max_retries=6,
+)
+def send_email(subject: str, body: str, recipients: list[str]) -> int:
+    """One email, retried while the mail server is unreachable, so no request waits on it."""
+    return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
 
 
 @shared_task(acks_late=True)

@@ -14,6 +14,7 @@ from channels_ingest.services import message_retry
 from channels_ingest.tasks import send_message
 from contacts.selectors import merge_candidates
 from conversations import services
+from conversations.escalations import escalation_panel_context
 from conversations.forms import (
     SNOOZE_CHOICES,
     AssignForm,
@@ -24,7 +25,6 @@ from conversations.forms import (
     StatusForm,
     TagForm,
 )
-from conversations.escalations import escalation_panel_context
 from conversations.models import Conversation, Notification, Priority, SlaState, Status, Tag
 from conversations.presence import agent_seen, presence_report
 from conversations.selectors import (
@@ -74,7 +74,9 @@ def inbox(request: AuthedRequest) -> HttpResponse:
             Team.objects.all() if is_admin(request.user) else teams_of(user=request.user)
         ).only("id", "name"),
         "drawn_at": timezone.now().isoformat(),
-        "bulk_statuses": [(s, label) for s, label in Status.choices if s != Status.NEW],
+        "bulk_statuses": [
+            (s, label) for s, label in Status.choices if s not in (Status.NEW, Status.ESCALATED)
+        ],
     }
     return render(request, "conversations/inbox.html", context)
 
