@@ -27,7 +27,8 @@ class NoteForm(forms.Form):
 
 
 class StatusForm(forms.Form):
-    status = forms.ChoiceField(choices=Status.choices)
+    # Escalating says to whom and why: it goes through the escalation panel instead.
+    status = forms.ChoiceField(choices=[c for c in Status.choices if c[0] != Status.ESCALATED])
 
 
 class PriorityForm(forms.Form):

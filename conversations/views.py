@@ -116,7 +116,7 @@ def inbox_bulk(request: AuthedRequest) -> HttpResponse:
         elif (
             action.startswith("status:")
             and action[7:] in Status.values
-            and action[7:] != Status.NEW
+            and action[7:] not in (Status.NEW, Status.ESCALATED)
         ):
             services.conversation_status_set(
                 conversation=conversation, status=action[7:], actor=request.user
