@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "MAX_CLOSED_DAYS",
+    "WEEKDAY_NAMES",
     "BusinessCalendar",
     "CalendarError",
     "add_business_time",
@@ -215,14 +217,11 @@ def _is_list(value: object) -> bool:
 
 
 def _parse_weekday(key: str | int) -> int:
-    if isinstance(key, bool) or not (
-        isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit())
-    ):
+    is_number = isinstance(key, int) and not isinstance(key, bool)
+    is_digits = isinstance(key, str) and key.isascii() and key.isdigit()
+    if not (is_number or is_digits) or not 0 <= int(key) <= 6:
         raise CalendarError(f"Weekday {key!r} must be 0 (Monday) to 6 (Sunday).")
-    weekday = int(key)
-    if not 0 <= weekday <= 6:
-        raise CalendarError(f"Weekday {key!r} must be 0 (Monday) to 6 (Sunday).")
-    return weekday
+    return int(key)
 
 
 def _parse_clock(weekday_name: str, text: str, *, end: bool = False) -> time:

@@ -18,12 +18,12 @@ WEEKDAYS = range(5)
 MIDNIGHT = time(0)
 
 
-def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)
+def berlin(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def calendar(weekly, *, time_zone="Europe/Berlin", holidays=()) -> BusinessCalendar:
@@ -86,6 +86,26 @@ def test_an_interval_wholly_inside_the_spring_gap_is_closed_that_day():
     vanishing = calendar({6: [(time(2, 30), time(3))]})
     assert vanishing.between(berlin(2026, 3, 29), berlin(2026, 3, 30)) == timedelta(0)
     assert vanishing.next_opening(berlin(2026, 3, 29)) == berlin(2026, 4, 5, 2, 30)
+
+
+def test_a_closing_time_in_a_gap_before_midnight_runs_into_the_next_day():
+    # Nuuk springs forward from Saturday 23:00 to Sunday 00:00 on 2026-03-28, so 23:30 on
+    # Saturday, read with the old offset, is 00:30 on Sunday.
+    nuuk = ZoneInfo("America/Nuuk")
+    saturday_late = calendar({5: [(time(22), time(23, 30))]}, time_zone="America/Nuuk")
+    sunday_early = datetime(2026, 3, 29, 0, 15, tzinfo=nuuk)
+    assert saturday_late.is_open(sunday_early) is True
+    assert saturday_late.add(sunday_early, 15 * MINUTE) == datetime(2026, 3, 29, 0, 30, tzinfo=nuuk)
+    assert saturday_late.between(sunday_early, datetime(2026, 3, 30, tzinfo=nuuk)) == 15 * MINUTE
+
+
+def test_a_skipped_calendar_day_is_not_counted_twice():
+    # Samoa skipped Friday 2011-12-30. Read with the old offset, Friday's hours are the same
+    # instants as Saturday's, and count once.
+    apia = ZoneInfo("Pacific/Apia")
+    every_day = calendar({day: [(time(9), time(17))] for day in range(7)}, time_zone="Pacific/Apia")
+    thursday, monday = datetime(2011, 12, 29, tzinfo=apia), datetime(2012, 1, 2, tzinfo=apia)
+    assert every_day.between(thursday, monday) == 3 * 8 * H
 
 
 def test_a_weekend_with_a_dst_change_keeps_office_wall_clock_hours():
