@@ -163,7 +163,7 @@ class Decisions:
     events: list[tuple[Conversation, str, dict[str, Any], datetime]] = field(default_factory=list)
     tags: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # id(conv)
     acknowledgements: dict[int, Acknowledgement] = field(default_factory=dict)
-    escalations: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
+    escalations: list[tuple[Conversation, dict[str, Any], str, str]] = field(default_factory=list)
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
@@ -199,7 +199,7 @@ def decisions_take(
             )
         )
         for action in match.actions:
-            _take(conversation, rule, action, decisions, at=at, key=key, name=name)
+            _take(conversation, rule, action, decisions, at=at, key=key, name=name, event=event)
 
 
 def _take(
@@ -211,6 +211,7 @@ def _take(
     at: datetime,
     key: str,
     name: str,
+    event: str,
 ) -> None:
     by_rule = {"rule": rule.id}
     value = action.value
@@ -246,7 +247,9 @@ def _take(
             id(conversation), Acknowledgement(conversation, value, rule.id, name, key)
         )
     elif action.type == "escalate":
-        decisions.escalations.append((conversation, dict(value), rule.name))
+        # A rule acting on a breach escalates because of the SLA.
+        trigger = EscalationTrigger.SLA if event == "sla_breached" else EscalationTrigger.RULE
+        decisions.escalations.append((conversation, dict(value), rule.name, trigger))
     elif action.type == "notify":
         decisions.notifications.append((conversation, dict(value), rule.name))
     elif action.type == "webhook":
@@ -360,8 +363,8 @@ def decisions_write(
         _notify(decisions.notifications, now)
     if decisions.webhooks:
         _webhooks(decisions.webhooks)
-    for conversation, target, rule_name in decisions.escalations:
-        _escalate(conversation, target, rule_name)
+    for conversation, target, rule_name, trigger in decisions.escalations:
+        _escalate(conversation, target, rule_name, trigger)
 
 
 def _acknowledgements_queue(
@@ -458,7 +461,9 @@ def _site_url() -> str:
     return (getattr(settings, "SITE_URL", "") or "http://localhost:8000").rstrip("/")
 
 
-def _escalate(conversation: Conversation, target: dict[str, Any], rule_name: str) -> None:
+def _escalate(
+    conversation: Conversation, target: dict[str, Any], rule_name: str, trigger: str
+) -> None:
     from conversations.escalations import escalation_open
 
     path = EscalationPath.objects.filter(pk=target.get("path") or 0).first()
@@ -468,7 +473,7 @@ def _escalate(conversation: Conversation, target: dict[str, Any], rule_name: str
     try:
         escalation_open(
             conversation=conversation,
-            trigger=EscalationTrigger.RULE,
+            trigger=trigger,
             actor=None,
             reason=target.get("reason", "") or f"Rule “{rule_name}”",
             path=path,

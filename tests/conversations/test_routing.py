@@ -1,7 +1,7 @@
 """Routing rules run by the ingest pipeline: conditions, actions, auto-assignment, timeline."""
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import responses
@@ -12,21 +12,28 @@ from django.test.utils import CaptureQueriesContext
 from channels_ingest.models import ChannelMode
 from channels_ingest.pipeline import ingest
 from conversations import presence
+from conversations.escalations import escalation_open
 from conversations.models import (
     BusinessCalendar,
     Conversation,
     ConversationEvent,
     DeliveryStatus,
+    Department,
+    DepartmentDelivery,
     Direction,
+    Escalation,
+    EscalationTrigger,
     EventKind,
     Message,
     Notification,
     Priority,
     RoutingRule,
+    SlaPolicy,
     Status,
     WebhookCall,
     WebhookEndpoint,
 )
+from conversations.sla import sla_check
 from governance.models import TeamMembership
 from tests.factories import (
     ChannelFactory,
@@ -365,3 +372,60 @@ def test_routing_costs_a_fixed_number_of_queries_whatever_the_batch_size():
 
     # (SQLite splits an INSERT of more rows than its 999 parameters allow; 20 rows fit.)
     assert queries_for(5, "a") == queries_for(20, "b")
+
+
+def test_an_escalate_action_hands_the_conversation_to_the_department():
+    billing_team = TeamFactory(name="Billing")
+    department = Department.objects.create(
+        name="Billing", delivery=DepartmentDelivery.IN_APP, team=billing_team
+    )
+    rule(
+        name="Chargebacks",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["chargeback"]}],
+        actions=[{"type": "escalate", "value": {"department": department.pk, "reason": "Money"}}],
+    )
+    ingest(channel=ChannelFactory(), posts=[post("p1", body="Filing a chargeback today")])
+    conversation = conversation_of("p1")
+    escalation = Escalation.objects.get(conversation=conversation)
+    assert conversation.status == Status.ESCALATED
+    assert conversation.team == billing_team
+    assert (escalation.trigger, escalation.reason, escalation.department) == (
+        EscalationTrigger.RULE,
+        "Money",
+        department,
+    )
+
+
+def test_a_breach_rule_escalates_with_the_sla_as_the_trigger():
+    SlaPolicy.objects.create(name="Fast", first_response_minutes=10)
+    department = Department.objects.create(
+        name="Tier 2", delivery=DepartmentDelivery.IN_APP, team=TeamFactory()
+    )
+    rule(
+        events=["sla_breached"],
+        actions=[{"type": "escalate", "value": {"department": department.pk}}],
+    )
+    ingest(channel=ChannelFactory(), posts=[post("p1", at=MONDAY_NOON)])
+    sla_check(now=MONDAY_NOON + timedelta(hours=1))
+    assert Escalation.objects.get().trigger == EscalationTrigger.SLA
+
+
+def test_a_contact_with_an_open_escalation_matches_that_condition():
+    tag = TagFactory(name="watch")
+    rule(
+        conditions=[{"field": "open_escalation", "op": "is", "value": True}],
+        actions=[{"type": "add_tags", "value": [tag.pk]}],
+    )
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1", author="a")])
+    escalation_open(
+        conversation=conversation_of("p1"),
+        trigger=EscalationTrigger.AGENT,
+        actor=UserFactory(),
+        department=Department.objects.create(
+            name="Tier 2", delivery=DepartmentDelivery.IN_APP, team=TeamFactory()
+        ),
+    )
+    # A DM from the same customer opens a second conversation; they are waiting elsewhere.
+    ingest(channel=channel, posts=[post("d1", author="a", kind="dm")])
+    assert conversation_of("d1").tags.get() == tag
