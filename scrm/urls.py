@@ -31,6 +31,7 @@ urlpatterns = [
     path("reports/", include("kpis.urls")),
     path("governance/", include("governance.urls")),
     path("channels/", include("channels_ingest.urls")),
+    path("routing/", include("conversations.settings_urls")),
     path("webhooks/", include("channels_ingest.webhook_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -183,3 +183,34 @@ class EscalationLevelFactory(factory.django.DjangoModelFactory):
     path = factory.SubFactory(EscalationPathFactory)
     position = factory.Sequence(lambda n: n)
 
+
+# --- Routing settings: rules, SLA policies and business hours
+
+
+class RoutingRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.RoutingRule"
+
+    name = factory.Sequence(lambda n: f"Rule {n}")
+    position = factory.Sequence(lambda n: n)
+    events = factory.LazyFunction(lambda: ["message_received"])
+    conditions = factory.LazyFunction(
+        lambda: [{"field": "text", "op": "contains_any", "value": ["refund"]}]
+    )
+    actions = factory.LazyFunction(lambda: [{"type": "set_priority", "value": 4}])
+
+
+class BusinessCalendarFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.BusinessCalendar"
+
+    name = factory.Sequence(lambda n: f"Hours {n}")
+    time_zone = "Europe/Berlin"
+
+
+class SlaPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "conversations.SlaPolicy"
+
+    name = factory.Sequence(lambda n: f"Policy {n}")
+    first_response_minutes = 60

@@ -7,8 +7,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 # Routes anyone may open, and the admin, which has its own login and staff check.
 PUBLIC = {"login", "healthz"}
-# Open to the platforms but guarded by signatures: see test_webhooks_refuse_unsigned_requests.
-SIGNED = {"webhooks:x", "webhooks:facebook"}
+# Open to the platforms (or to a department outside the product, by the signed link in its
+# email) but guarded by signatures: see test_webhooks_refuse_unsigned_requests.
+SIGNED = {"webhooks:x", "webhooks:facebook", "escalations:answer_link"}
 SKIP_NAMESPACES = {"admin"}
 
 
@@ -63,7 +64,26 @@ def test_webhooks_refuse_unsigned_requests(client, world, name, route, method):
 CONVERSATION_A = {"admin": 200, "manager": 200, "agent_a": 200, "agent_b": 404}
 REPORTS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
 GOVERNANCE = {"admin": 200, "manager": 403, "agent_a": 403, "agent_b": 403}
-ADMIN_PAGES = ["/governance/", "/channels/", "/channels/new/", "/channels/dead-letters/"]
+ADMIN_PAGES = [
+    "/governance/",
+    "/channels/",
+    "/channels/new/",
+    "/channels/dead-letters/",
+    "/routing/",
+    "/routing/rules/new/",
+    "/routing/dry-run/",
+    "/routing/sla/",
+    "/routing/sla/new/",
+    "/routing/hours/",
+    "/routing/hours/new/",
+    "/routing/departments/",
+    "/routing/departments/new/",
+    "/routing/paths/",
+    "/routing/paths/new/",
+    "/routing/endpoints/",
+    "/routing/endpoints/new/",
+    "/routing/assignment/",
+]
 
 
 @pytest.mark.django_db

@@ -1,0 +1,532 @@
+"""The routing settings pages for admins: rules and their dry run, SLA policies, business
+hours, departments, escalation paths, webhook endpoints and auto-assignment capacities."""
+
+from collections.abc import Callable, Iterable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Model, Prefetch, ProtectedError, RestrictedError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from channels_ingest.platforms import Platform
+from conversations.models import (
+    ACTIVE_STATUSES,
+    BusinessCalendar,
+    Conversation,
+    Department,
+    Direction,
+    Escalation,
+    EscalationLevel,
+    EscalationPath,
+    Message,
+    RoutingRule,
+    SlaPolicy,
+    WebhookEndpoint,
+)
+from conversations.presence import agents_online
+from conversations.routing import RuleBook
+from conversations.rules import CONDITION_FIELDS, EVENTS, KINDS, PRIORITIES, Facts
+from conversations.selectors import messages_visible_to
+from conversations.settings_forms import (
+    NEW_ACTION,
+    NEW_CONDITION,
+    NONE_SHOWN,
+    OP_LABELS,
+    CalendarForm,
+    CapacityForm,
+    Catalog,
+    DepartmentForm,
+    DryRunForm,
+    EscalationPathForm,
+    RuleForm,
+    RuleMoveForm,
+    SlaPolicyForm,
+    WebhookEndpointForm,
+    action_view,
+    condition_view,
+    minutes_display,
+    rule_summary,
+    rules_naming,
+    weekly_summary,
+)
+from governance.models import TeamMembership
+from governance.roles import is_admin
+from scrm.types import AuthedRequest
+
+View = Callable[..., HttpResponse]
+
+TABS = [
+    ("rules", "Rules", "routing:rules"),
+    ("dry_run", "Dry run", "routing:dry_run"),
+    ("sla", "SLA policies", "routing:sla"),
+    ("hours", "Business hours", "routing:hours"),
+    ("departments", "Departments", "routing:departments"),
+    ("paths", "Escalation paths", "routing:paths"),
+    ("endpoints", "Webhooks", "routing:endpoints"),
+    ("assignment", "Auto-assignment", "routing:assignment"),
+]
+
+
+def admins_only(view: View) -> View:
+    @wraps(view)
+    def guarded(request: AuthedRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_admin(request.user):
+            raise PermissionDenied("Routing, SLAs and escalation are managed by admins.")
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+def _page(request: AuthedRequest, template: str, tab: str, **context: Any) -> HttpResponse:
+    context["tabs"] = [(key == tab, label, reverse(name)) for key, label, name in TABS]
+    return render(request, f"conversations/settings/{template}", context)
+
+
+def _delete(
+    request: AuthedRequest,
+    thing: Model,
+    *,
+    noun: str,
+    back: str,
+    tab: str,
+    warnings: Iterable[str] = (),
+) -> HttpResponse:
+    """Ask first; on POST delete, or say what still uses the thing."""
+    name = str(thing)
+    if request.method == "POST":
+        try:
+            thing.delete()
+        except ProtectedError as error:
+            messages.error(request, _still_used(noun, name, error.protected_objects))
+            return redirect(back)
+        except RestrictedError as error:
+            messages.error(request, _still_used(noun, name, error.restricted_objects))
+            return redirect(back)
+        messages.success(request, f"{noun} “{name}” deleted.")
+        return redirect(back)
+    return _page(
+        request,
+        "confirm_delete.html",
+        tab,
+        noun=noun,
+        name=name,
+        back=back,
+        warnings=list(warnings),
+    )
+
+
+def _still_used(noun: str, name: str, users: Iterable[Model]) -> str:
+    return (
+        f"{noun} “{name}” cannot be deleted: it is still used by {_users_of(users)}."
+        " Change those first."
+    )
+
+
+def _users_of(objects: Iterable[Model]) -> str:
+    """Such as: SLA policies “Gold”, “Silver” and 3 escalations. Levels name their path."""
+    named: dict[tuple[str, str], list[str]] = {}
+    counted: dict[tuple[str, str], int] = {}
+    for thing in objects:
+        if isinstance(thing, EscalationLevel):
+            thing = thing.path
+        meta = thing._meta
+        key = (str(meta.verbose_name), str(meta.verbose_name_plural))
+        if isinstance(thing, Escalation):
+            counted[key] = counted.get(key, 0) + 1
+        elif str(thing) not in named.setdefault(key, []):
+            named[key].append(str(thing))
+    parts = [
+        f"{one if len(names) == 1 else many} {', '.join(f'“{n}”' for n in names)}"
+        for (one, many), names in named.items()
+    ]
+    parts += [f"{n} {one if n == 1 else many}" for (one, many), n in counted.items()]
+    return " and ".join(parts)
+
+
+def _rules_warning(kind: str, pk: int) -> list[str]:
+    rules = rules_naming(kind, pk)
+    if not rules:
+        return []
+    names = ", ".join(f"“{rule.name}”" for rule in rules)
+    return [
+        f"Routing rules that name it: {names}. They skip that part until you edit them, "
+        "and cannot be saved again until you choose something else."
+    ]
+
+
+# --- Rules -----------------------------------------------------------------------------
+
+
+@admins_only
+def rule_list(request: AuthedRequest) -> HttpResponse:
+    names = Catalog.load().names()
+    rules = list(RoutingRule.objects.order_by("position", "id"))
+    return _page(
+        request,
+        "rules.html",
+        "rules",
+        rules=[(rule, rule_summary(rule, names)) for rule in rules],
+    )
+
+
+@admins_only
+def rule_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    rule = get_object_or_404(RoutingRule, pk=pk) if pk else RoutingRule()
+    catalog = Catalog.load()
+    form = RuleForm(
+        request.POST if request.method == "POST" else None, instance=rule, catalog=catalog
+    )
+    if request.method == "POST" and form.is_valid():
+        rule = form.save(actor=request.user)
+        messages.success(request, f"Rule “{rule.name}” saved.")
+        return redirect("routing:rules")
+    conditions = form.condition_rows()
+    actions = form.action_rows()
+    return _page(
+        request,
+        "rule_form.html",
+        "rules",
+        form=form,
+        rule=rule,
+        options=catalog.options(),
+        conditions=conditions,
+        actions=actions,
+        next_condition=len(conditions),
+        next_action=len(actions),
+        new_condition=condition_view("conditions-__index__", NEW_CONDITION),
+        new_action=action_view("actions-__index__", NEW_ACTION),
+        condition_templates=[
+            condition_view("conditions-__index__", {"field": name, "op": ops[0], "value": None})
+            for name, ops in CONDITION_FIELDS.items()
+        ],
+        action_templates=[
+            action_view("actions-__index__", {"type": kind, "value": None})
+            for kind, _ in catalog.options()["action"]
+        ],
+        operators={
+            name: [(op, OP_LABELS[op]) for op in ops] for name, ops in CONDITION_FIELDS.items()
+        },
+    )
+
+
+@require_POST
+@admins_only
+def rule_move(request: AuthedRequest, pk: int) -> HttpResponse:
+    rule = get_object_or_404(RoutingRule, pk=pk)
+    form = RuleMoveForm(request.POST)
+    if form.is_valid():
+        form.save(rule=rule)
+    return redirect("routing:rules")
+
+
+@require_POST
+@admins_only
+def rule_toggle(request: AuthedRequest, pk: int) -> HttpResponse:
+    rule = get_object_or_404(RoutingRule, pk=pk)
+    rule.is_active = not rule.is_active
+    rule.save(update_fields=["is_active", "updated_at"])
+    state = "active" if rule.is_active else "inactive"
+    messages.success(request, f"Rule “{rule.name}” is {state}.")
+    return redirect("routing:rules")
+
+
+@admins_only
+def rule_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    rule = get_object_or_404(RoutingRule, pk=pk)
+    return _delete(request, rule, noun="Rule", back=reverse("routing:rules"), tab="rules")
+
+
+@admins_only
+def dry_run(request: AuthedRequest) -> HttpResponse:
+    """What the active rules would do with an event, in order; nothing is written."""
+    form = DryRunForm(request.POST if request.method == "POST" else None, user=request.user)
+    context: dict[str, Any] = {"form": form, "recent": _recent_messages(request)}
+    if request.method == "POST" and form.is_valid():
+        facts = form.facts()
+        book = RuleBook.load()
+        matches = {match.rule.id: match for _, match in book.evaluate(facts, [facts.event])}
+        stored = RoutingRule.objects.in_bulk([rule.id for rule in book.rules])
+        catalog = Catalog.load()
+        names = catalog.names()
+        results = []
+        stopped_by = ""
+        priority, added_tags = facts.priority, list[int]()
+        for compiled in book.rules:
+            rule = stored.get(compiled.id)
+            if rule is None:  # deleted since the rules were loaded
+                continue
+            if compiled.id in matches:
+                state = "matched"
+                for action in matches[compiled.id].actions:
+                    if action.type == "set_priority":
+                        priority = action.value
+                    elif action.type == "add_tags":
+                        added_tags += [t for t in action.value if t not in added_tags]
+            elif stopped_by:
+                state = "skipped"
+            elif facts.event not in compiled.events:
+                state = "other_event"
+            else:
+                state = "no_match"
+            results.append(
+                {
+                    "rule": rule,
+                    "summary": rule_summary(rule, names),
+                    "state": state,
+                    "by": stopped_by,
+                }
+            )
+            if state == "matched" and compiled.stop_processing:
+                stopped_by = compiled.name
+        context["results"] = results
+        context["facts"] = _facts_shown(facts, catalog)
+        context["outcome"] = {
+            "matched": len(matches),
+            "priority": PRIORITIES.get(priority, str(priority)),
+            "tags": [catalog.tags.get(t, f"#{t}") for t in added_tags],
+        }
+    return _page(request, "dry_run.html", "dry_run", **context)
+
+
+def _facts_shown(facts: Facts, catalog: Catalog) -> list[tuple[str, str]]:
+    def maybe(value: Any) -> str:
+        return NONE_SHOWN if value is None or value == "" else str(value)
+
+    tags = ", ".join(catalog.tags.get(t, f"#{t}") for t in sorted(facts.tag_ids))
+    return [
+        ("Event", EVENTS.get(facts.event, facts.event)),
+        ("Channel", catalog.channels.get(facts.channel_id, NONE_SHOWN)),
+        ("Platform", dict(Platform.choices).get(facts.platform, maybe(facts.platform))),
+        ("Message kind", KINDS.get(facts.kind, maybe(facts.kind))),
+        ("Sentiment", NONE_SHOWN if facts.sentiment is None else f"{facts.sentiment:.2f}"),
+        ("Language", maybe(facts.language)),
+        ("VIP contact", "yes" if facts.is_vip else "no"),
+        ("Followers", maybe(facts.followers)),
+        ("Open escalation", "yes" if facts.has_open_escalation else "no"),
+        ("Tags", tags or NONE_SHOWN),
+        ("Priority", PRIORITIES.get(facts.priority, str(facts.priority))),
+        ("At", timezone.localtime(facts.at).strftime("%Y-%m-%d %H:%M %Z")),
+    ]
+
+
+def _recent_messages(request: AuthedRequest) -> list[Message]:
+    return list(
+        messages_visible_to(user=request.user)
+        .filter(direction=Direction.IN)
+        .order_by("-created_at", "-id")
+        .only("id", "body")[:30]
+    )
+
+
+# --- SLA policies ------------------------------------------------------------------------
+
+
+@admins_only
+def sla_list(request: AuthedRequest) -> HttpResponse:
+    policies = [
+        (
+            policy,
+            [
+                minutes_display(policy.first_response_minutes),
+                minutes_display(policy.next_response_minutes),
+                minutes_display(policy.resolution_minutes),
+            ],
+        )
+        for policy in SlaPolicy.objects.select_related("channel", "calendar")
+    ]
+    return _page(request, "sla_list.html", "sla", policies=policies)
+
+
+@admins_only
+def sla_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    policy = get_object_or_404(SlaPolicy, pk=pk) if pk else SlaPolicy()
+    form = SlaPolicyForm(request.POST or None, instance=policy)
+    if request.method == "POST" and form.is_valid():
+        policy = form.save()
+        messages.success(request, f"SLA policy “{policy.name}” saved.")
+        return redirect("routing:sla")
+    return _page(request, "sla_form.html", "sla", form=form, policy=policy)
+
+
+@admins_only
+def sla_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    policy = get_object_or_404(SlaPolicy, pk=pk)
+    return _delete(request, policy, noun="SLA policy", back=reverse("routing:sla"), tab="sla")
+
+
+# --- Business hours ------------------------------------------------------------------------
+
+
+@admins_only
+def calendar_list(request: AuthedRequest) -> HttpResponse:
+    calendars = [
+        (calendar, weekly_summary(calendar.weekly_hours))
+        for calendar in BusinessCalendar.objects.annotate(holiday_count=Count("holidays"))
+    ]
+    return _page(request, "calendar_list.html", "hours", calendars=calendars)
+
+
+@admins_only
+def calendar_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    calendar = get_object_or_404(BusinessCalendar, pk=pk) if pk else BusinessCalendar()
+    form = CalendarForm(request.POST if request.method == "POST" else None, instance=calendar)
+    if request.method == "POST" and form.is_valid():
+        calendar = form.save()
+        messages.success(request, f"Business hours “{calendar.name}” saved.")
+        return redirect("routing:hours")
+    return _page(request, "calendar_form.html", "hours", form=form, calendar=calendar)
+
+
+@admins_only
+def calendar_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    calendar = get_object_or_404(BusinessCalendar, pk=pk)
+    return _delete(
+        request,
+        calendar,
+        noun="Business hours",
+        back=reverse("routing:hours"),
+        tab="hours",
+        warnings=_rules_warning("calendar", calendar.pk),
+    )
+
+
+# --- Departments ---------------------------------------------------------------------------
+
+
+@admins_only
+def department_list(request: AuthedRequest) -> HttpResponse:
+    departments = Department.objects.select_related("team", "endpoint")
+    return _page(request, "department_list.html", "departments", departments=departments)
+
+
+@admins_only
+def department_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    department = get_object_or_404(Department, pk=pk) if pk else Department()
+    form = DepartmentForm(request.POST or None, instance=department)
+    if request.method == "POST" and form.is_valid():
+        department = form.save()
+        messages.success(request, f"Department “{department.name}” saved.")
+        return redirect("routing:departments")
+    return _page(request, "department_form.html", "departments", form=form, department=department)
+
+
+@admins_only
+def department_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    department = get_object_or_404(Department, pk=pk)
+    return _delete(
+        request,
+        department,
+        noun="Department",
+        back=reverse("routing:departments"),
+        tab="departments",
+        warnings=_rules_warning("department", department.pk),
+    )
+
+
+# --- Escalation paths ----------------------------------------------------------------------
+
+
+@admins_only
+def path_list(request: AuthedRequest) -> HttpResponse:
+    paths = EscalationPath.objects.prefetch_related(
+        Prefetch("levels", queryset=EscalationLevel.objects.select_related("department", "user"))
+    )
+    return _page(request, "path_list.html", "paths", paths=paths)
+
+
+@admins_only
+def path_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    path = get_object_or_404(EscalationPath, pk=pk) if pk else EscalationPath()
+    form = EscalationPathForm(
+        request.POST if request.method == "POST" else None, instance=path, catalog=Catalog.load()
+    )
+    if request.method == "POST" and form.is_valid():
+        path = form.save()
+        messages.success(request, f"Escalation path “{path.name}” saved.")
+        return redirect("routing:paths")
+    return _page(request, "path_form.html", "paths", form=form, path=path)
+
+
+@admins_only
+def path_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    path = get_object_or_404(EscalationPath, pk=pk)
+    return _delete(
+        request,
+        path,
+        noun="Escalation path",
+        back=reverse("routing:paths"),
+        tab="paths",
+        warnings=_rules_warning("path", path.pk),
+    )
+
+
+# --- Webhook endpoints ---------------------------------------------------------------------
+
+
+@admins_only
+def endpoint_list(request: AuthedRequest) -> HttpResponse:
+    endpoints = WebhookEndpoint.objects.all()
+    return _page(request, "endpoint_list.html", "endpoints", endpoints=endpoints)
+
+
+@admins_only
+def endpoint_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
+    endpoint = get_object_or_404(WebhookEndpoint, pk=pk) if pk else WebhookEndpoint()
+    form = WebhookEndpointForm(request.POST or None, instance=endpoint)
+    if request.method == "POST" and form.is_valid():
+        endpoint = form.save()
+        messages.success(request, f"Webhook endpoint “{endpoint.name}” saved.")
+        return redirect("routing:endpoints")
+    return _page(request, "endpoint_form.html", "endpoints", form=form, endpoint=endpoint)
+
+
+@admins_only
+def endpoint_delete(request: AuthedRequest, pk: int) -> HttpResponse:
+    endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+    return _delete(
+        request,
+        endpoint,
+        noun="Webhook endpoint",
+        back=reverse("routing:endpoints"),
+        tab="endpoints",
+        warnings=_rules_warning("endpoint", endpoint.pk),
+    )
+
+
+# --- Auto-assignment -----------------------------------------------------------------------
+
+
+@admins_only
+def assignment(request: AuthedRequest) -> HttpResponse:
+    memberships = list(
+        TeamMembership.objects.filter(user__is_active=True)
+        .select_related("team", "user")
+        .order_by("team__name", "user__first_name", "user__username")
+    )
+    form = CapacityForm(request.POST if request.method == "POST" else None, memberships=memberships)
+    if request.method == "POST" and form.is_valid():
+        changed = form.save()
+        messages.success(request, f"Capacities saved ({changed} changed).")
+        return redirect("routing:assignment")
+    user_ids = {m.user_id for m in memberships}
+    online = agents_online(user_ids=user_ids)
+    load: dict[int, int] = dict(
+        Conversation.objects.filter(assignee_id__in=user_ids, status__in=ACTIVE_STATUSES)
+        .values("assignee_id")
+        .annotate(n=Count("id"))
+        .values_list("assignee_id", "n")
+    )
+    teams = [
+        (
+            team,
+            [(m, field, m.user_id in online, load.get(m.user_id, 0)) for m, field in members],
+        )
+        for team, members in form.by_team()
+    ]
+    return _page(request, "assignment.html", "assignment", form=form, teams=teams)
