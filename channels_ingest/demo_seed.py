@@ -192,7 +192,7 @@ def _routing(teams: dict[str, Team], users: dict[str, User]) -> None:
     billing, _ = Department.objects.get_or_create(
         name="Billing", defaults={"delivery": DepartmentDelivery.IN_APP, "team": teams["billing"]}
     )
-    logistics, _ = Department.objects.get_or_create(
+    Department.objects.get_or_create(
         name="Logistics",
         defaults={"delivery": DepartmentDelivery.EMAIL, "email": "logistics@acme.example"},
     )

@@ -1,8 +1,8 @@
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector
-from datetime import datetime
-
 from django.db import models
 from django.utils import timezone
 

@@ -71,12 +71,15 @@ class Calendars:
             days: dict[int, set[Any]] = defaultdict(set)
             for calendar_id, day in Holiday.objects.values_list("calendar_id", "date"):
                 days[calendar_id].add(day)
-            self._loaded = {
-                c.pk: business_hours.BusinessCalendar.from_config(
-                    time_zone=c.time_zone, weekly_hours=c.weekly_hours, holidays=days[c.pk]
-                )
-                for c in models
-            }
+            self._loaded = {}
+            for c in models:
+                try:
+                    self._loaded[c.pk] = business_hours.BusinessCalendar.from_config(
+                        time_zone=c.time_zone, weekly_hours=c.weekly_hours, holidays=days[c.pk]
+                    )
+                except business_hours.CalendarError:
+                    # Only hours written around the form get here: taken as always open.
+                    logger.exception("Business hours %s cannot be read", c.pk)
             self._default = next((c.pk for c in models if c.is_default), None)
         return self._loaded
 

@@ -361,7 +361,7 @@ def test_routing_costs_a_fixed_number_of_queries_whatever_the_batch_size():
         ],
     )
 
-    def queries_for(n: int, prefix: str) -> list[str]:
+    def queries_for(n, prefix):
         channel = ChannelFactory()
         with CaptureQueriesContext(connection) as captured:
             ingest(

@@ -3,7 +3,6 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.test import Client
 
 from channels_ingest.pipeline import ingest
 from conversations import services
@@ -295,7 +294,7 @@ def test_the_check_finds_due_conversations_with_one_query_whatever_their_number(
         assert sla_check(now=future) == []
 
 
-def test_the_inbox_filters_and_sorts_by_sla_state(client: Client):
+def test_the_inbox_filters_and_sorts_by_sla_state(client):
     _policy(first_response_minutes=60, resolution_minutes=None, at_risk_minutes=15)
     admin = UserFactory(role="admin")
     channel = ChannelFactory()
@@ -305,7 +304,7 @@ def test_the_inbox_filters_and_sorts_by_sla_state(client: Client):
     fine = _conversation(channel, "fine", at=now, author="c")
     client.force_login(admin)
 
-    def listed(query: str) -> list[int]:
+    def listed(query):
         page = client.get(f"/inbox/?{query}").context["page"]
         return [c.pk for c in page.conversations]
 
