@@ -69,3 +69,8 @@ def sla_badge(conversation: Any) -> str:
         timezone.localtime(due).strftime("%Y-%m-%d %H:%M"),
         text,
     )
+
+
+@register.filter
+def is_past(moment: datetime | None) -> bool:
+    return moment is not None and moment <= timezone.now()
