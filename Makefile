@@ -38,5 +38,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The same benchmark without and with routing rules and SLAs; PostgreSQL too with DATABASE_URL.
+.PHONY: bench-routing
+bench-routing: $(STAMP)
+	$(PY) bench/routing_overhead.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache staticfiles

@@ -6,6 +6,10 @@ Two phases on one demo channel:
   batch creates them) and about 30% are replies, as ``generate_posts`` produces them;
 * duplicate storm: the very same batches again, which must store nothing.
 
+With ``--routing`` the run first sets up what a support team routes with (``routing_setup.py``:
+a business calendar, three SLA policies, ten rules), so both phases also evaluate the rules
+and run the SLA clocks; ``routing_overhead.py`` compares runs with and without it.
+
 For each phase it prints posts per second, the SQL queries of one representative batch, the
 batch latencies, peak Python memory (tracemalloc) and the process's peak RSS, and which call
 sites spend the database time. It reports figures only and never judges them.
@@ -14,7 +18,7 @@ Without DATABASE_URL the database is a SQLite file in a temporary folder; with D
 (PostgreSQL) it is Django's test database ``test_<name>``, dropped at the end. The developer's
 own database and data folder are never opened.
 
-    python bench/run.py --posts 20000 --batch 500 [--json results.json]
+    python bench/run.py --posts 20000 --batch 500 [--routing] [--json results.json]
 """
 
 import argparse
@@ -32,9 +36,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -67,6 +72,10 @@ def prepare_environment() -> Path:
     data_dir = Path(tempfile.mkdtemp(prefix="scrm-bench-"))
     os.environ["SCRM_DATA_DIR"] = str(data_dir)
     os.environ["DEBUG"] = "false"  # no query log growing during the timed runs
+    # Tasks the pipeline enqueues (a rule's acknowledgement) stay in this process: nothing is
+    # consumed or sent, and no broker of the developer's is ever reached.
+    os.environ["CELERY_BROKER_URL"] = "memory://localhost/"
+    os.environ.pop("CELERY_BROKER_URL_FILE", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
@@ -296,6 +305,7 @@ class PhaseResult:
     posts: int
     batches: int
     seconds: float
+    cpu_seconds: float  # this process's CPU time: all of it on SQLite, PostgreSQL's excluded
     posts_per_second: float
     batch_ms_median: float
     batch_ms_p95: float
@@ -353,6 +363,7 @@ def run_phase(
         tracemalloc.reset_peak()
     with connection.execute_wrapper(profile):
         started = time.perf_counter()
+        cpu_started = time.process_time()
         for index, batch in enumerate(batches):
             position += len(batch)
             cursor = {"seq": position}
@@ -366,6 +377,7 @@ def run_phase(
             durations.append(time.perf_counter() - batch_started)
             stored += result.stored
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
     traced_peak = tracemalloc.get_traced_memory()[1] / (1024 * 1024) if trace_memory else None
 
     messages_after, conversations_after, contacts_after = _row_counts()
@@ -379,6 +391,7 @@ def run_phase(
         posts=position,
         batches=len(batches),
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         posts_per_second=position / seconds if seconds else 0.0,
         batch_ms_median=statistics.median(durations) * 1000,
         batch_ms_p95=_percentile(durations, 0.95) * 1000,
@@ -407,6 +420,57 @@ def run_phase(
     )
 
 
+def _count_published_tasks() -> Counter[str]:
+    """Tasks published from now on, by name (acknowledgements queue a send each)."""
+    from celery.signals import before_task_publish
+
+    published: Counter[str] = Counter()
+
+    def count(sender: str | None = None, **kwargs: Any) -> None:
+        published[sender or "?"] += 1
+
+    before_task_publish.connect(count, weak=False)
+    return published
+
+
+def routing_outcome(published: Counter[str]) -> dict[str, Any]:
+    """What the rules and SLA policies did in the phases, the warm-up left out (read after
+    them, untimed). Rules and clocks take the posts' times, which start at ``START``."""
+    from conversations.models import (
+        Conversation,
+        ConversationEvent,
+        DeliveryStatus,
+        Direction,
+        EventKind,
+        Message,
+        RoutingRule,
+    )
+
+    names = dict(RoutingRule.objects.values_list("pk", "name"))
+    by_rule: Counter[int] = Counter()
+    routed: set[int] = set()
+    applied = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED, created_at__gte=START)
+    for conversation_id, data in applied.values_list("conversation_id", "data"):
+        if "rule" in data and "acknowledgement_refused" not in data:
+            by_rule[data["rule"]] += 1
+            routed.add(conversation_id)
+    policies = Counter(
+        Conversation.objects.filter(created_at__gte=START)
+        .values_list("sla_policy__name", flat=True)
+        .iterator()
+    )
+    return {
+        "rule_applications": sum(by_rule.values()),
+        "routed_conversations": len(routed),
+        "by_rule": {name: by_rule[pk] for pk, name in names.items()},
+        "sla_policies": {str(name or "none"): n for name, n in policies.most_common()},
+        "acknowledgements": Message.objects.filter(
+            direction=Direction.OUT, delivery_status=DeliveryStatus.QUEUED
+        ).count(),
+        "tasks_published": sum(published.values()),
+    }
+
+
 # --- Output ------------------------------------------------------------------------------
 
 
@@ -429,6 +493,38 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _routing_line(routing: dict[str, Any]) -> str:
+    if not routing["enabled"]:
+        return "Routing  : off (no rules, no SLA policies, no business calendar)"
+    return (
+        f"Routing  : on, {routing['setup']}\n"
+        f"           actions not exercised: {routing['left_out']}"
+    )
+
+
+def _routing_outcome(routing: dict[str, Any]) -> list[str]:
+    if not routing["enabled"]:
+        return []
+    outcome = routing["outcome"]
+    lines = [
+        "",
+        f"routing in the phases: {outcome['rule_applications']:,} rule applications on "
+        f"{outcome['routed_conversations']:,} conversations; SLA policy per new conversation: "
+        + ", ".join(f"{name} {n:,}" for name, n in outcome["sla_policies"].items()),
+        f"  acknowledgements: {outcome['acknowledgements']:,} queued (outbound messages, "
+        "counted in 'new messages' above), "
+        f"{outcome['tasks_published']:,} send tasks published to the in-memory broker, "
+        "none consumed or sent",
+    ]
+    lines.append(
+        _table(
+            ["  rule (position order)", "applied"],
+            [["  " + name, f"{n:,}"] for name, n in outcome["by_rule"].items()],
+        )
+    )
+    return lines
+
+
 def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
     db = meta["database"]
     work = meta["workload"]
@@ -441,6 +537,7 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
         f"           {work['known_share']:.1%} from contacts known beforehand "
         f"({work['warmup_posts']} warm-up posts), {work['reply_share']:.1%} replies, "
         f"{work['dm_share']:.1%} DMs",
+        _routing_line(meta["routing"]),
         "",
     ]
     headers = [
@@ -492,7 +589,8 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
             f"ran {p.sample_batch_queries} queries (+{p.sample_batch_transaction_statements} tx)"
         )
         lines.append(
-            f"  {p.seconds:.2f} s in all: {p.db_seconds:.2f} s executing SQL, "
+            f"  {p.seconds:.2f} s in all ({p.cpu_seconds:.2f} s CPU of this process): "
+            f"{p.db_seconds:.2f} s executing SQL, "
             f"{p.seconds - p.db_seconds:.2f} s in Python (ORM, classification); "
             "call sites by SQL execution time:"
         )
@@ -510,6 +608,7 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
                 ],
             )
         )
+    lines += _routing_outcome(meta["routing"])
     return "\n".join(lines)
 
 
@@ -535,6 +634,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="share of posts from contacts that exist before the run (0.2)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed for the posts (1)")
+    parser.add_argument(
+        "--routing",
+        action="store_true",
+        help="set up a business calendar, SLA policies and routing rules first "
+        "(bench/routing_setup.py), so that the phases route and time SLAs",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     parser.add_argument(
         "--tracemalloc",
@@ -560,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     django.setup()
 
+    from bench.routing_setup import LEFT_OUT, routing_setup, vip_contacts_mark
     from channels_ingest.models import ChannelAccount
     from channels_ingest.pipeline import ingest
 
@@ -571,8 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         channel = ChannelAccount.objects.create(
             platform="demo", name="Benchmark", handle=BRAND, settings={"flavour": FLAVOUR}
         )
+        setup = routing_setup() if args.routing else None
         for batch in batched(workload.warmup, args.batch):
             ingest(channel=channel, posts=batch)
+        if setup is not None:
+            setup = replace(setup, vip_contacts=vip_contacts_mark())
+        published = _count_published_tasks()
 
         batches = batched(workload.posts, args.batch)
         trace_memory = args.tracemalloc
@@ -586,6 +696,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if trace_memory:
                 tracemalloc.stop()
+        routing: dict[str, Any] = {"enabled": setup is not None}
+        if setup is not None:
+            routing.update(
+                setup=setup.describe(),
+                rules=setup.rules,
+                policies=setup.policies,
+                vip_contacts=setup.vip_contacts,
+                left_out=LEFT_OUT,
+                outcome=routing_outcome(published),
+            )
 
     meta = {
         "database": {**description, "name": db_name},
@@ -601,6 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dm_share": workload.dm_share,
             "tracemalloc": trace_memory,
         },
+        "routing": routing,
     }
     print(report(meta, phases))
 

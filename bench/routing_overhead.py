@@ -1,0 +1,258 @@
+"""What routing rules and SLA timers add to the ingest benchmark's time.
+
+Runs ``bench/run.py`` as subprocesses, without and with ``--routing`` (same posts, seed and
+batch size), alternating which goes first in each round, and compares the medians of the full
+pipeline phase: posts per second and queries per batch. On SQLite always; on PostgreSQL too
+when ``DATABASE_URL`` is given (loopback only). The PostgreSQL runs use Django's throwaway test
+database of a name unique to this process (``test_<name>_routing_<pid>``), so a benchmark
+running at the same time on the same server is not clobbered.
+
+    python bench/routing_overhead.py --posts 10000 --batch 500 [--rounds 3] [--json out.json]
+
+The issue's target: rule evaluation adds at most 10% to the benchmark's time. Figures only:
+the exit status is 0 whatever the overhead, 1 when a run fails.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RUN = BENCH_DIR / "run.py"
+PHASE = "full pipeline"
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench.support import POSTGRES_SCHEMES, loopback  # noqa: E402
+
+
+def private_database_url(database_url: str) -> str:
+    """The same server, a database name of this process's own."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise SystemExit(f"A PostgreSQL URL is needed ({parts.scheme}:// given).")
+    if not loopback(parts.hostname):
+        raise SystemExit(f"Refusing a database server on {parts.hostname}: loopback only.")
+    name = parts.path.lstrip("/") or "scrm"
+    return urlunsplit(
+        (parts.scheme, parts.netloc, f"/{name}_routing_{os.getpid()}", parts.query, "")
+    )
+
+
+def run_once(
+    *, database_url: str | None, routing: bool, args: argparse.Namespace, folder: Path, tag: str
+) -> dict[str, Any]:
+    output = folder / f"{tag}.json"
+    command = [
+        sys.executable,
+        str(RUN),
+        "--posts",
+        str(args.posts),
+        "--batch",
+        str(args.batch),
+        "--seed",
+        str(args.seed),
+        "--json",
+        str(output),
+    ]
+    if routing:
+        command.append("--routing")
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_URL_FILE")
+    }
+    if database_url:
+        environ["DATABASE_URL"] = database_url
+    completed = subprocess.run(
+        command, cwd=REPO_ROOT, env=environ, capture_output=True, text=True, check=False
+    )
+    (folder / f"{tag}.txt").write_text(completed.stdout + completed.stderr)
+    if completed.returncode != 0 or not output.exists():
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
+        raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}):\n{tail}")
+    figures = json.loads(output.read_text())
+    phase = next(p for p in figures["phases"] if p["name"] == PHASE)
+    return {
+        "posts_per_second": phase["posts_per_second"],
+        "seconds": phase["seconds"],
+        "cpu_seconds": phase["cpu_seconds"],
+        "db_seconds": phase["db_seconds"],
+        "queries_per_batch": phase["queries_per_batch_mean"],
+        "sample_batch_queries": phase["sample_batch_queries"],
+        "vendor": figures["database"]["vendor"],
+        "server_version": figures["database"]["server_version"],
+        "routing": figures["routing"],
+    }
+
+
+def compare(
+    *, label: str, database_url: str | None, args: argparse.Namespace, folder: Path
+) -> dict[str, Any]:
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for round_number in range(args.rounds):
+        order = (False, True) if round_number % 2 == 0 else (True, False)
+        for routing in order:
+            tag = f"{label}-{'on' if routing else 'off'}-{round_number + 1}"
+            result = run_once(
+                database_url=database_url, routing=routing, args=args, folder=folder, tag=tag
+            )
+            runs[routing].append(result)
+            print(
+                f"  {label} round {round_number + 1} routing {'on ' if routing else 'off'}: "
+                f"{result['posts_per_second']:,.0f} posts/s, "
+                f"{result['queries_per_batch']:.1f} queries/batch",
+                flush=True,
+            )
+
+    def median(routing: bool, key: str) -> float:
+        return statistics.median(r[key] for r in runs[routing])
+
+    def best(routing: bool, key: str) -> float:
+        return min(r[key] for r in runs[routing])
+
+    without, with_ = median(False, "seconds"), median(True, "seconds")
+    return {
+        "database": label,
+        "vendor": runs[False][0]["vendor"],
+        "server_version": runs[False][0]["server_version"],
+        "posts_per_second_without": median(False, "posts_per_second"),
+        "posts_per_second_with": median(True, "posts_per_second"),
+        "seconds_without": without,
+        "seconds_with": with_,
+        "overhead": with_ / without - 1,
+        "overhead_best": best(True, "seconds") / best(False, "seconds") - 1,
+        "cpu_seconds_without": median(False, "cpu_seconds"),
+        "cpu_seconds_with": median(True, "cpu_seconds"),
+        "cpu_overhead": median(True, "cpu_seconds") / median(False, "cpu_seconds") - 1,
+        "sql_seconds_without": median(False, "db_seconds"),
+        "sql_seconds_with": median(True, "db_seconds"),
+        "queries_per_batch_without": median(False, "queries_per_batch"),
+        "queries_per_batch_with": median(True, "queries_per_batch"),
+        "sample_batch_queries_without": median(False, "sample_batch_queries"),
+        "sample_batch_queries_with": median(True, "sample_batch_queries"),
+        "posts_per_second_runs_without": [r["posts_per_second"] for r in runs[False]],
+        "posts_per_second_runs_with": [r["posts_per_second"] for r in runs[True]],
+        "routing": runs[True][0]["routing"],
+    }
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = [
+        "database",
+        "posts/s without",
+        "posts/s with",
+        "overhead",
+        "best runs",
+        "CPU s without",
+        "with",
+        "CPU overhead",
+        "queries/batch without",
+        "with",
+        "SQL s without",
+        "with",
+    ]
+    cells = [
+        [
+            f"{r['database']} {r['server_version'].split()[0]}",
+            f"{r['posts_per_second_without']:,.0f}",
+            f"{r['posts_per_second_with']:,.0f}",
+            f"{r['overhead']:+.1%}",
+            f"{r['overhead_best']:+.1%}",
+            f"{r['cpu_seconds_without']:.2f}",
+            f"{r['cpu_seconds_with']:.2f}",
+            f"{r['cpu_overhead']:+.1%}",
+            f"{r['queries_per_batch_without']:.1f}",
+            f"{r['queries_per_batch_with']:.1f}",
+            f"{r['sql_seconds_without']:.2f}",
+            f"{r['sql_seconds_with']:.2f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        pairs = enumerate(zip(values, widths, strict=True))
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in pairs)
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells)])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Compare the ingest benchmark without and with routing rules and SLAs."
+    )
+    parser.add_argument("--posts", type=int, default=10000, help="posts per run (10000)")
+    parser.add_argument("--batch", type=int, default=500, help="posts per ingest call (500)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for the posts (1)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each kind (3)")
+    parser.add_argument(
+        "--skip-sqlite", action="store_true", help="only PostgreSQL (needs DATABASE_URL)"
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be positive")
+    if args.skip_sqlite and not os.environ.get("DATABASE_URL"):
+        parser.error("--skip-sqlite needs DATABASE_URL")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    targets: list[tuple[str, str | None]] = []
+    if not args.skip_sqlite:
+        targets.append(("sqlite", None))
+    if database_url := os.environ.get("DATABASE_URL"):
+        targets.append(("postgresql", private_database_url(database_url)))
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="scrm-routing-overhead-") as folder:
+        try:
+            for label, url in targets:
+                rows.append(compare(label=label, database_url=url, args=args, folder=Path(folder)))
+        except RuntimeError as error:
+            print(error, file=sys.stderr)
+            return 1
+
+    print()
+    print(
+        f"Full pipeline phase of bench/run.py, {args.posts} posts in batches of {args.batch}, "
+        f"seed {args.seed}; median of {args.rounds} runs each, alternating which goes first."
+    )
+    if rows:
+        print(f"Routing: {rows[0]['routing']['setup']}")
+        print(f"Not exercised: {rows[0]['routing']['left_out']}")
+    print()
+    print(table(rows))
+    print(
+        "overhead: median time of the phase with routing over the median without, minus one "
+        "(target: at most +10%);\nbest runs: the same from the fastest run of each kind, "
+        "the least disturbed by other work on the machine;\nCPU: this process's CPU time in "
+        "the phase (on PostgreSQL the server's is not in it); queries/batch: mean over all "
+        "batches, transaction control left out; SQL s: time spent executing SQL."
+    )
+    for row in rows:
+        print(
+            f"{row['database']} posts/s per run: without "
+            + ", ".join(f"{v:,.0f}" for v in row["posts_per_second_runs_without"])
+            + "; with "
+            + ", ".join(f"{v:,.0f}" for v in row["posts_per_second_runs_with"])
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": rows}, indent=2)
+            + "\n"
+        )
+        print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
