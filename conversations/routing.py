@@ -7,6 +7,7 @@ rest (tags, timeline, acknowledgements, notifications, webhooks) is written in b
 Escalations, rare by nature, go through the escalation service one by one.
 """
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -53,7 +54,9 @@ from conversations.rules import (
     rules_evaluate,
 )
 from governance.models import TeamMembership
-from governance.services import outbound_check
+from governance.policy import policy_for
+from governance.services import Verdict, outbound_check
+from scrm.bulk import rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class RuleBook:
                 # Only a definition written around the editor gets here; it must not stop
                 # the channel, so it is skipped and logged.
                 logger.exception("Routing rule %s cannot be compiled; skipped", rule.pk)
+        rules = _without_missing_targets(rules)
         return cls(rules=rules, needed=facts_needed(rules))
 
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
@@ -127,15 +131,80 @@ class RuleBook:
         found: list[tuple[str, RuleMatch]] = []
         for event in events:
             remaining = [r for r in self.rules if r.id not in done]
-            for match in rules_evaluate(
-                remaining, replace(facts, event=event), within_hours=self.calendars.within
-            ):
+            if facts.event != event:
+                facts = replace(facts, event=event)
+            for match in rules_evaluate(remaining, facts, within_hours=self.calendars.within):
                 done.add(match.rule.id)
                 found.append((event, match))
                 facts = _facts_after(facts, match.actions)
                 if match.rule.stop_processing:
                     return found
         return found
+
+
+def _without_missing_targets(rules: list[CompiledRule]) -> list[CompiledRule]:
+    """Rules name teams, tags and users by id; one deleted since the rule was saved is left
+    out of its actions (its foreign key would fail the whole batch), and logged."""
+    wanted: dict[str, set[int]] = {"team": set(), "tag": set(), "user": set()}
+    for rule in rules:
+        for action in rule.actions:
+            if action.type == "set_team":
+                wanted["team"].add(action.value)
+            elif action.type == "add_tags":
+                wanted["tag"].update(action.value)
+            elif action.type == "assign" and action.value != "auto":
+                wanted["user"].add(action.value)
+            elif action.type == "notify":
+                wanted["user"].update(action.value.get("users") or ())
+                wanted["team"].update(action.value.get("teams") or ())
+    if not any(wanted.values()):
+        return rules
+    from django.contrib.auth.models import User
+
+    from conversations.models import Tag
+    from governance.models import Team
+
+    present = {
+        "team": set(Team.objects.filter(pk__in=wanted["team"]).values_list("pk", flat=True)),
+        "tag": set(Tag.objects.filter(pk__in=wanted["tag"]).values_list("pk", flat=True)),
+        "user": set(
+            User.objects.filter(pk__in=wanted["user"], is_active=True).values_list("pk", flat=True)
+        ),
+    }
+    if all(wanted[kind] <= present[kind] for kind in wanted):
+        return rules
+    kept = []
+    for rule in rules:
+        actions = []
+        for action in rule.actions:
+            value = action.value
+            if action.type == "set_team" and value not in present["team"]:
+                continue
+            if action.type == "assign" and value != "auto" and value not in present["user"]:
+                continue
+            if action.type == "add_tags":
+                value = tuple(t for t in value if t in present["tag"])
+                if not value:
+                    continue
+            if action.type == "notify":
+                value = {
+                    **value,
+                    "users": [u for u in value.get("users") or () if u in present["user"]],
+                    "teams": [t for t in value.get("teams") or () if t in present["team"]],
+                }
+            actions.append(replace(action, value=value))
+        if len(actions) != len(rule.actions) or actions != list(rule.actions):
+            logger.warning("Routing rule %s names something deleted; that part is skipped", rule.id)
+        kept.append(
+            replace(
+                rule,
+                actions=tuple(actions),
+                added_tag_ids=frozenset(
+                    t for a in actions if a.type == "add_tags" for t in a.value
+                ),
+            )
+        )
+    return kept
 
 
 def _facts_after(facts: Facts, actions: Iterable[Action]) -> Facts:
@@ -157,6 +226,7 @@ class Acknowledgement:
     rule_id: int
     name: str  # the customer's name as they show it
     reply_to: str  # the post acknowledged
+    held_for: list[str] = field(default_factory=list)  # why it waits for approval, if it does
 
 
 @dataclass
@@ -168,7 +238,7 @@ class Decisions:
     acknowledgements: dict[int, Acknowledgement] = field(default_factory=dict)
     escalations: list[tuple[Conversation, dict[str, Any], str, str]] = field(default_factory=list)
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
-    webhooks: list[tuple[Conversation, int, str, str]] = field(default_factory=list)
+    webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
     changed: dict[int, Conversation] = field(default_factory=dict)
 
@@ -185,24 +255,33 @@ def decisions_take(
     key: str,
     name: str = "",
 ) -> None:
-    """Apply what changes the conversation row itself now (in memory), note the rest."""
+    """Apply what changes the conversation row itself now (in memory), note the rest. A rule
+    that did something goes on the timeline once, with what it did; one that matched but
+    found everything as it wanted leaves no entry."""
     for event, match in matches:
         rule = match.rule
-        decisions.events.append(
-            (
-                conversation,
-                EventKind.RULE_APPLIED,
-                {
-                    "rule": rule.id,
-                    "name": rule.name,
-                    "event": event,
-                    "actions": [a.type for a in match.actions],
-                },
-                at,
-            )
-        )
+        effects: dict[str, Any] = {}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, at=at, key=key, name=name, event=event)
+            _take(
+                conversation,
+                rule,
+                action,
+                decisions,
+                effects,
+                at=at,
+                key=key,
+                name=name,
+                event=event,
+            )
+        if effects:
+            decisions.events.append(
+                (
+                    conversation,
+                    EventKind.RULE_APPLIED,
+                    {"rule": rule.id, "name": rule.name, "event": event, **effects},
+                    at,
+                )
+            )
 
 
 def _take(
@@ -210,58 +289,75 @@ def _take(
     rule: CompiledRule,
     action: Action,
     decisions: Decisions,
+    effects: dict[str, Any],
     *,
     at: datetime,
     key: str,
     name: str,
     event: str,
 ) -> None:
-    by_rule = {"rule": rule.id}
     value = action.value
-
-    def change(kind: str, **data: Any) -> None:
-        decisions.events.append((conversation, kind, {**by_rule, **data}, at))
-        decisions.changed[id(conversation)] = conversation
-
     if action.type == "set_priority" and conversation.priority != value:
-        change(EventKind.PRIORITY_CHANGED, previous=conversation.priority, priority=value)
+        effects["priority"] = [conversation.priority, value]
+        decisions.changed[id(conversation)] = conversation
         conversation.priority = value
     elif action.type == "set_team" and conversation.team_id != value:
-        change(EventKind.TEAM_CHANGED, previous=conversation.team_id, team=value)
+        effects["team"] = [conversation.team_id, value]
+        decisions.changed[id(conversation)] = conversation
         conversation.team_id = value
     elif action.type == "assign":
         if value == "auto":
             if conversation.assignee_id is None:
                 decisions.auto_assign[id(conversation)] = conversation
+                effects["assign"] = "auto"
         elif conversation.assignee_id != value:
-            change(EventKind.ASSIGNED, previous=conversation.assignee_id, assignee=value)
+            # Assignments are facts of their own (the KPIs time them), as when agents assign.
+            decisions.events.append(
+                (
+                    conversation,
+                    EventKind.ASSIGNED,
+                    {"rule": rule.id, "previous": conversation.assignee_id, "assignee": value},
+                    at,
+                )
+            )
+            decisions.changed[id(conversation)] = conversation
+            effects["assign"] = value
             conversation.assignee_id = value
             decisions.auto_assign.pop(id(conversation), None)
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
     elif action.type == "add_tags":
-        decisions.tags[id(conversation)].update(value)
+        added = set(value) - decisions.tags[id(conversation)]
+        if added:
+            decisions.tags[id(conversation)].update(added)
+            effects["tags"] = sorted(added)
     elif action.type == "mark_monitoring" and not conversation.is_monitoring:
-        change(EventKind.MONITORING)
+        effects["monitoring"] = True
         conversation.is_monitoring = True
     elif action.type == "acknowledge":
         # One acknowledgement per conversation and batch: the first rule's.
-        decisions.acknowledgements.setdefault(
-            id(conversation), Acknowledgement(conversation, value, rule.id, name, key)
-        )
+        if id(conversation) not in decisions.acknowledgements:
+            decisions.acknowledgements[id(conversation)] = Acknowledgement(
+                conversation, value, rule.id, name, key
+            )
+            effects["acknowledge"] = True
     elif action.type == "escalate":
         # A rule acting on a breach escalates because of the SLA.
         trigger = EscalationTrigger.SLA if event == "sla_breached" else EscalationTrigger.RULE
         decisions.escalations.append((conversation, dict(value), rule.name, trigger))
+        effects["escalate"] = {k: v for k, v in value.items() if v}
     elif action.type == "notify":
         decisions.notifications.append((conversation, dict(value), rule.name))
+        effects["notify"] = True
     elif action.type == "webhook":
-        decisions.webhooks.append((conversation, int(value), rule.name, key))
+        decisions.webhooks.append((conversation, int(value), rule.name, rule.id, key))
+        effects["webhook"] = int(value)
 
 
 def auto_assign(decisions: Decisions, *, now: datetime) -> None:
     """Round robin within each conversation's team, over members who are online and under
     their capacity: the one assigned longest ago goes next. Two queries whatever the batch."""
+    named_assignments_check(decisions)
     wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
     if not wanted:
         return
@@ -274,6 +370,7 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
     members = [m for m in memberships if m.user_id in online]
     if not members:
         return
+    may_reply = _reply_rights({m.user_id for m in members}, {c.channel_id for c in wanted})
     load: dict[int, int] = dict(
         Conversation.objects.filter(
             assignee_id__in={m.user_id for m in members}, status__in=ACTIVE_STATUSES
@@ -289,6 +386,7 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
             m
             for m in members
             if m.team_id == conversation.team_id
+            and may_reply(m.user_id, conversation.channel_id)
             and (m.capacity is None or load.get(m.user_id, 0) < m.capacity)
         ]
         if not candidates:
@@ -314,28 +412,75 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
         TeamMembership.objects.bulk_update(list(touched.values()), ["last_auto_assigned_at"])
 
 
+def _reply_rights(user_ids: set[int], channel_ids: set[int], *, reply: bool = True) -> Any:
+    """Who of these may reply on (or only see) which of these channels, admins on all: two
+    queries. Work only goes to someone who can open the conversation and answer it."""
+    from django.contrib.auth.models import User
+
+    from governance.models import ChannelAccess, Role
+
+    access = ChannelAccess.objects.filter(
+        channel_id__in=channel_ids, team__memberships__user_id__in=user_ids
+    )
+    if reply:
+        access = access.filter(can_reply=True)
+    pairs = set(access.values_list("team__memberships__user_id", "channel_id"))
+    admins = set(
+        User.objects.filter(pk__in=user_ids, groups__name=Role.ADMIN).values_list("pk", flat=True)
+    )
+    return lambda user_id, channel_id: user_id in admins or (user_id, channel_id) in pairs
+
+
+def named_assignments_check(decisions: Decisions) -> None:
+    """A rule that names an agent who may not reply on the conversation's channel assigns
+    nobody: the conversation stays in its queue, and the timeline says why."""
+    named = [
+        (c, data)
+        for c, kind, data, _ in decisions.events
+        if kind == EventKind.ASSIGNED and "rule" in data and c.assignee_id == data["assignee"]
+    ]
+    if not named:
+        return
+    may_reply = _reply_rights(
+        {data["assignee"] for _, data in named}, {c.channel_id for c, _ in named}
+    )
+    for conversation, data in named:
+        if not may_reply(conversation.assignee_id, conversation.channel_id):
+            conversation.assignee_id = data["previous"]
+            data["refused"] = "The agent may not reply on this channel."
+
+
 def acknowledgements_prepare(
     decisions: Decisions, *, channel: ChannelAccount, now: datetime
 ) -> list[Acknowledgement]:
-    """The acknowledgements governance lets out, rolled into their conversations in memory;
-    refused ones go on the timeline with the reasons. An acknowledgement is no response by a
-    person: it neither meets an SLA target nor stops the customer's wait."""
+    """The acknowledgements governance lets out, rolled into their conversations in memory,
+    and those it holds for approval (``held_for``: stored, not sent, counted once approved);
+    refused and held ones go on the timeline with the reasons. An acknowledgement is no
+    response by a person: it neither meets an SLA target nor stops the customer's wait."""
     allowed: list[Acknowledgement] = []
+    policy = policy_for(channel) if decisions.acknowledgements else None
     for ack in decisions.acknowledgements.values():
         name = ack.name.strip() or "there"
         ack.template = acknowledgement_render(
             text=ack.template, first_name=name.split()[0], name=name, channel=channel.name
         )
-        decision = outbound_check(user=None, channel=channel, text=ack.template)
+        decision = outbound_check(
+            user=None, channel=channel, text=ack.template, now=now, policy=policy
+        )
         if not decision.allowed:
+            held = decision.verdict == Verdict.NEEDS_APPROVAL
+            key = "acknowledgement_held" if held else "acknowledgement_refused"
             decisions.events.append(
                 (
                     ack.conversation,
                     EventKind.RULE_APPLIED,
-                    {"rule": ack.rule_id, "acknowledgement_refused": decision.reasons},
+                    {"rule": ack.rule_id, key: decision.reasons},
                     now,
                 )
             )
+            if held:
+                ack.held_for = decision.reasons
+                allowed.append(ack)
             continue
         conversation = ack.conversation
         conversation.message_count += 1
@@ -356,9 +501,10 @@ def decisions_write(
 ) -> None:
     """After the conversations are stored: timeline, acknowledgements, notifications, webhooks
     and escalations. Tags are written by the caller with its own."""
-    ConversationEvent.objects.bulk_create(
-        ConversationEvent(conversation=c, kind=kind, data=data, created_at=at)
-        for c, kind, data, at in decisions.events
+    rows_insert(
+        ConversationEvent,
+        ("conversation", "kind", "data", "created_at"),
+        [(c.pk, kind, data, at) for c, kind, data, at in decisions.events],
     )
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)
@@ -366,14 +512,18 @@ def decisions_write(
         _notify(decisions.notifications, now)
     if decisions.webhooks:
         _webhooks(decisions.webhooks)
+    escalated: set[int] = set()
     for conversation, target, rule_name, trigger in decisions.escalations:
-        _escalate(conversation, target, rule_name, trigger)
+        if conversation.pk not in escalated:  # once per conversation and batch
+            escalated.add(conversation.pk)
+            _escalate(conversation, target, rule_name, trigger)
 
 
 def _acknowledgements_queue(
     channel: ChannelAccount, acknowledgements: Sequence[Acknowledgement], now: datetime
 ) -> None:
-    from channels_ingest.tasks import send_message
+    from channels_ingest.tasks import send_messages
+    from governance.approvals import approval_request
 
     messages = Message.objects.bulk_create(
         Message(
@@ -387,12 +537,28 @@ def _acknowledgements_queue(
             body=ack.template,
             created_at=now,
             received_at=now,
-            delivery_status=DeliveryStatus.QUEUED,
+            delivery_status=DeliveryStatus.PENDING_APPROVAL
+            if ack.held_for
+            else DeliveryStatus.QUEUED,
         )
         for ack in acknowledgements
     )
-    ids = [m.pk for m in messages]
-    transaction.on_commit(lambda: [send_message.delay(pk) for pk in ids])
+    held = [(m, ack) for m, ack in zip(messages, acknowledgements, strict=True) if ack.held_for]
+    policy = policy_for(channel) if held else None
+    for message, ack in held:
+        approval_request(
+            message=message,
+            requested_by=None,
+            reasons=ack.held_for,
+            channel=channel,
+            policy=policy,
+            now=now,
+        )
+    ids = [m.pk for m, ack in zip(messages, acknowledgements, strict=True) if not ack.held_for]
+    if ids:
+        # One task for the batch: a worker enqueues each send, so the ingest does not pay
+        # a broker round trip per acknowledgement.
+        transaction.on_commit(lambda: send_messages.delay(ids))
 
 
 def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: datetime) -> None:
@@ -405,12 +571,20 @@ def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: date
             members[team_id].add(member_id)
     rows = []
     emails: list[tuple[list[int], str]] = []
+    wanted: list[tuple[Conversation, set[int], dict[str, Any], str]] = []
     for conversation, spec, rule_name in items:
         recipients = set(spec.get("users", ()))
         for team_id in spec.get("teams", ()):
             recipients |= members[team_id]
         if spec.get("assignee") and conversation.assignee_id:
             recipients.add(conversation.assignee_id)
+        wanted.append((conversation, recipients, spec, rule_name))
+    # The notification quotes the customer: only people who may see the channel get it.
+    may_see = _reply_rights(
+        {u for _, r, _, _ in wanted for u in r}, {c.channel_id for c, *_ in wanted}, reply=False
+    )
+    for conversation, recipients, spec, rule_name in wanted:
+        recipients = {u for u in recipients if may_see(u, conversation.channel_id)}
         text = f"{spec.get('message') or f'Rule “{rule_name}” matched'} (#{conversation.pk})"
         rows += [
             Notification(
@@ -427,20 +601,29 @@ def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: date
         transaction.on_commit(lambda: send_notification_emails.delay(emails))
 
 
-def _webhooks(items: Sequence[tuple[Conversation, int, str, str]]) -> None:
-    from conversations.webhook_calls import webhook_call_enqueue
+def _call_key(*parts: object) -> str:
+    """A unique key per call: readable when short, hashed when the parts are long."""
+    key = ":".join(str(p) for p in parts)
+    return key if len(key) <= 200 else f"{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _webhooks(items: Sequence[tuple[Conversation, int, str, int, str]]) -> None:
+    from conversations.models import WebhookCall
+    from conversations.webhook_calls import webhook_calls_enqueue
 
     endpoints = WebhookEndpoint.objects.in_bulk({endpoint for _, endpoint, *_ in items})
-    for conversation, endpoint_id, rule_name, key in items:
-        endpoint = endpoints.get(endpoint_id)
-        if endpoint is None or not endpoint.is_active:
-            continue
-        webhook_call_enqueue(
-            endpoint=endpoint,
-            event="rule.matched",
-            payload={"rule": rule_name, "conversation": conversation_payload(conversation)},
-            key=f"rule:{rule_name}:{conversation.pk}:{key}"[:200],
-        )
+    webhook_calls_enqueue(
+        [
+            WebhookCall(
+                endpoint=endpoint,
+                event="rule.matched",
+                payload={"rule": rule_name, "conversation": conversation_payload(conversation)},
+                key=_call_key("rule", rule_id, endpoint_id, conversation.pk, key),
+            )
+            for conversation, endpoint_id, rule_name, rule_id, key in items
+            if (endpoint := endpoints.get(endpoint_id)) is not None and endpoint.is_active
+        ]
+    )
 
 
 def conversation_payload(conversation: Conversation) -> dict[str, Any]:
@@ -473,6 +656,13 @@ def _escalate(
     department = Department.objects.filter(pk=target.get("department") or 0).first()
     if path is None and department is None:
         return
+    if (
+        trigger == EscalationTrigger.RULE
+        and Escalation.objects.filter(
+            conversation=conversation, status=EscalationStatus.OPEN
+        ).exists()
+    ):
+        return  # with a department already: another angry message does not climb a level
     try:
         escalation_open(
             conversation=conversation,
@@ -513,6 +703,8 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
     from conversations.sla import SLA_FIELDS, SlaSetup, sla_policy_change
 
     book = book or RuleBook.load()
+    if not any(event in rule.events for rule in book.rules):
+        return 0
     now = timezone.now()
     with transaction.atomic():
         conversation = (

@@ -46,6 +46,7 @@ from conversations.rules import Facts
 from conversations.sla import (
     SLA_FIELDS,
     SlaSetup,
+    sla_clear,
     sla_on_inbound,
     sla_on_reply,
     sla_on_status,
@@ -111,6 +112,7 @@ _ROLLUP_FIELDS = (
 # What routing rules may change on a conversation, and the SLA timers.
 _ROUTED_FIELDS = ("priority", "team_id", "assignee_id")
 _SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in SLA_FIELDS)
+_TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 
 
 @dataclass
@@ -264,6 +266,7 @@ def inbound_posts_store(
     facts = _BatchFacts.load(
         book=book, setup=setup, contact_ids=contact_ids, conversation_ids=set(by_id)
     )
+    tracked_before = {pk: tuple(getattr(c, name) for name in _TRACKED) for pk, c in by_id.items()}
     decisions = Decisions()
     keyword_tags = keyword_tags or {}
     created = {id(c) for c in new_conversations}
@@ -274,6 +277,7 @@ def inbound_posts_store(
         identity = identities[post.author.platform_user_id]
         previous_status = conversation.status
         was_waiting = conversation.waiting_since is not None
+        was_monitoring = conversation.is_monitoring
         reopened_before = len(reopened)
         _apply_inbound(conversation, item, reopened)
         if conversation.is_monitoring and item.actionable and not always_monitor:
@@ -319,6 +323,12 @@ def inbound_posts_store(
         is_vip = identity.contact_id in facts.vip_contacts
         if is_first:
             started.add(id(conversation))
+        if conversation.is_monitoring:
+            # Only listened to: no reply is expected, so no clock runs.
+            if conversation.sla_due_at is not None or conversation.sla_paused_at is not None:
+                sla_clear(conversation)
+        elif is_first or was_monitoring:
+            # New, or the customer now asks something of us: the clocks start here.
             sla_start(conversation, setup=setup, is_vip=is_vip, at=post.created_at)
         else:
             sla_on_inbound(
@@ -361,30 +371,31 @@ def inbound_posts_store(
     )
 
     existing = {c.pk: c for _, c in placed if id(c) not in created}
-    # Only the columns something in this batch may have changed: fewer to write, faster.
-    columns = [
-        *_ROLLUP_FIELDS,
-        *(_ROUTED_FIELDS if decisions.changed else ()),
-        *(_SLA_COLUMNS if setup.policies else ()),
-    ]
     rows_update(
         Conversation,
         [
-            {"pk": pk, **{name: getattr(c, name) for name in columns}, "updated_at": now}
+            {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
             for pk, c in sorted(existing.items())
         ],
-        [*columns, "updated_at"],
+        [*_ROLLUP_FIELDS, "updated_at"],
     )
-    events = [
-        ConversationEvent(conversation=c, kind=EventKind.CREATED, created_at=c.created_at)
-        for c in new_conversations
+    # Routing and SLA columns only for the rows whose values moved: most follow-ups change
+    # neither, and a narrower UPDATE is cheaper.
+    moved = [
+        (pk, values)
+        for pk, c in sorted(existing.items())
+        if (values := tuple(getattr(c, name) for name in _TRACKED)) != tracked_before.get(pk)
     ]
-    events += [
-        ConversationEvent(conversation=c, kind=EventKind.REOPENED, created_at=at)
-        for c, at in reopened
-    ]
+    rows_update(
+        Conversation,
+        [{"pk": pk, **dict(zip(_TRACKED, values, strict=True))} for pk, values in moved],
+        _TRACKED,
+    )
     # Inbound messages are facts in their own table; the timeline records changes of state.
-    ConversationEvent.objects.bulk_create(events)
+    decisions.events[:0] = [
+        *((c, EventKind.CREATED, {}, c.created_at) for c in new_conversations),
+        *((c, EventKind.REOPENED, {}, at) for c, at in reopened),
+    ]
     tag_pairs = decisions.tag_pairs(c for _, c in placed)
     if keyword_tags:
         tag_pairs |= {
@@ -468,10 +479,13 @@ def conversation_reply_create(
     author: User,
     body: str,
     at: datetime | None = None,
+    delivery_status: str = DeliveryStatus.QUEUED,
 ) -> Message:
     """An agent's reply: stored as an outbound message queued for sending through the channel.
+    Governance gates it first (``governance.approvals.reply_submit`` checks and stores).
 
-    The first reply sets the first response time; any reply stops the customer's wait.
+    The first reply sets the first response time; any reply stops the customer's wait. A reply
+    held for approval is only stored: it counts once let out (``conversation_reply_released``).
     """
     conversation = _locked(conversation)
     at = at or timezone.now()
@@ -492,8 +506,38 @@ def conversation_reply_create(
         body=body,
         created_at=at,
         received_at=at,
-        delivery_status=DeliveryStatus.QUEUED,
+        delivery_status=delivery_status,
     )
+    if delivery_status != DeliveryStatus.PENDING_APPROVAL:
+        _reply_count(conversation, message, at=at)
+    return message
+
+
+@transaction.atomic
+def conversation_reply_released(*, message: Message, at: datetime | None = None) -> None:
+    """A message held for approval was let out: it counts from now, as a reply by its author
+    (an automatic one is no response by a person: the customer still waits)."""
+    conversation = Conversation.objects.select_for_update().get(pk=message.conversation_id)
+    _reply_count(conversation, message, at=at or timezone.now())
+
+
+def _reply_count(conversation: Conversation, message: Message, *, at: datetime) -> None:
+    conversation.message_count += 1
+    if at >= conversation.last_message_at:
+        conversation.last_message_at = at
+        conversation.last_message_preview = message.body[:280]
+        conversation.last_message_direction = Direction.OUT
+    if message.author_user_id is None:
+        conversation.save(
+            update_fields=[
+                "message_count",
+                "last_message_at",
+                "last_message_preview",
+                "last_message_direction",
+                "updated_at",
+            ]
+        )
+        return
     first = conversation.first_response_at is None
     # How long the customer had waited for this reply: the first response time for the first
     # reply, a next response time for the later ones (none if nobody was waiting).
@@ -502,11 +546,6 @@ def conversation_reply_create(
         if conversation.waiting_since
         else None
     )
-    conversation.message_count += 1
-    if at >= conversation.last_message_at:
-        conversation.last_message_at = at
-        conversation.last_message_preview = body[:280]
-        conversation.last_message_direction = Direction.OUT
     conversation.waiting_since = None
     if first:
         conversation.first_response_at = at
@@ -529,14 +568,13 @@ def conversation_reply_create(
     _record(
         conversation,
         EventKind.REPLY_SENT,
-        actor=author,
+        actor=message.author_user,
         at=at,
         message_id=message.pk,
         first_response=first,
         response_seconds=waited,
         **sla,
     )
-    return message
 
 
 @transaction.atomic

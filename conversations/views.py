@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import messages
-from django.db import transaction
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,7 +11,6 @@ from django.views.decorators.http import require_POST
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH, Platform
 from channels_ingest.services import message_retry
-from channels_ingest.tasks import send_message
 from contacts.selectors import merge_candidates
 from conversations import services
 from conversations.escalations import escalation_panel_context
@@ -25,7 +24,15 @@ from conversations.forms import (
     StatusForm,
     TagForm,
 )
-from conversations.models import Conversation, Notification, Priority, SlaState, Status, Tag
+from conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Notification,
+    Priority,
+    SlaState,
+    Status,
+    Tag,
+)
 from conversations.presence import agent_seen, presence_report
 from conversations.selectors import (
     INBOX_VIEWS,
@@ -42,6 +49,7 @@ from conversations.selectors import (
     inbox_new_since,
     inbox_page,
 )
+from governance.approvals import reply_submit
 from governance.models import Team
 from governance.roles import is_admin
 from governance.selectors import channels_visible_to, replyable_channel_ids, teams_of
@@ -150,12 +158,20 @@ def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:
 def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
     channel: ChannelAccount = conversation.channel
+    thread = conversation_thread(conversation=conversation)
+    # Held and rejected replies show why: their approvals, in one query.
+    held = [
+        m
+        for m in thread
+        if m.delivery_status in (DeliveryStatus.PENDING_APPROVAL, DeliveryStatus.REJECTED)
+    ]
+    prefetch_related_objects(held, "approval")
     return render(
         request,
         "conversations/detail.html",
         {
             "conversation": conversation,
-            "thread": conversation_thread(conversation=conversation),
+            "thread": thread,
             "history": [
                 c
                 for c in contact_history(user=request.user, contact_id=conversation.contact_id)
@@ -199,16 +215,15 @@ def conversation_reply(request: AuthedRequest, pk: int) -> HttpResponse:
             f"{conversation.assignee} is assigned to this conversation: confirm to reply anyway.",
         )
         return redirect("conversations:detail", pk=pk)
-    decision = outbound_check(user=request.user, channel=conversation.channel, text=body)
-    if not decision.allowed:
-        for reason in decision.reasons:
+    submitted = reply_submit(conversation=conversation, author=request.user, body=body)
+    reasons = submitted.decision.reasons
+    if submitted.message is None:
+        for reason in reasons:
             messages.error(request, reason)
-        return redirect("conversations:detail", pk=pk)
-    message = services.conversation_reply_create(
-        conversation=conversation, author=request.user, body=body
-    )
-    transaction.on_commit(lambda: send_message.delay(message.pk))
-    messages.success(request, f"Reply queued for {conversation.channel.name}.")
+    elif submitted.approval is not None:
+        messages.warning(request, "Waiting for approval: " + " ".join(reasons))
+    else:
+        messages.success(request, f"Reply queued for {conversation.channel.name}.")
     return redirect("conversations:detail", pk=pk)
 
 

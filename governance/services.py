@@ -6,14 +6,18 @@ reasons in plain words.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from django.contrib.auth.models import Group, Permission, User
 from django.db.models import Q
+from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH
-from governance.models import Role
+from governance.models import ApprovalRequirement, PolicyAction, PublishingPolicy, Role
+from governance.policy import approval_required, policy_approver_ids, policy_for, policy_hits
+from governance.roles import is_manager_or_admin
 from governance.selectors import replyable_channel_ids
 
 # What each role may do in the Django admin and API, as "app_label.codename" (or a whole app).
@@ -79,14 +83,36 @@ class OutboundDecision:
         return self.verdict == Verdict.ALLOWED
 
 
-def outbound_check(*, user: User | None, channel: ChannelAccount, text: str) -> OutboundDecision:
+def outbound_check(
+    *,
+    user: User | None,
+    channel: ChannelAccount,
+    text: str,
+    now: datetime | None = None,
+    policy: PublishingPolicy | None = None,
+) -> OutboundDecision:
     """``user`` is None for what the product sends on its own (a rule's acknowledgement): an
-    admin set it up, so no team's reply rights apply, but every other check does."""
-    reasons = []
+    admin set it up, so no team's reply rights apply, but every other check does.
+
+    Refused: listen-only channel, no reply rights, empty, too long, or a policy check set to
+    refuse. Needs approval: a check set to approval, or the policy holds this sender's
+    messages. ``policy`` saves the lookup when the caller checks many messages of one channel.
+    """
     if channel.is_listen_only:
-        reasons.append(f"{channel.name} is listen-only: nothing can be sent from it.")
+        # Nothing else matters: no edit and no approval can make this channel send.
+        return OutboundDecision(
+            Verdict.REFUSED, [f"{channel.name} is listen-only: nothing can be sent from it."]
+        )
+    policy = policy if policy is not None else policy_for(channel)
+    reasons = []
     replyable = replyable_channel_ids(user=user) if user is not None else None
-    if replyable is not None and channel.pk not in replyable:
+    if (
+        user is not None
+        and replyable is not None
+        and channel.pk not in replyable
+        # The policy's named approvers send what they approve, team or no team.
+        and user.pk not in policy_approver_ids(policy)
+    ):
         reasons.append(f"Your teams may not reply on {channel.name}.")
     if not text.strip():
         reasons.append("The reply is empty.")
@@ -98,4 +124,21 @@ def outbound_check(*, user: User | None, channel: ChannelAccount, text: str) -> 
         )
     if reasons:
         return OutboundDecision(Verdict.REFUSED, reasons)
+    hits = policy_hits(policy, text=text, at=now or timezone.now())
+    blocked = [hit.reason for hit in hits if hit.action == PolicyAction.BLOCK]
+    if blocked:
+        return OutboundDecision(Verdict.REFUSED, blocked)
+    held = [hit.reason for hit in hits if hit.action == PolicyAction.APPROVE]
+    if approval_required(
+        policy,
+        is_person=user is not None,
+        is_manager=user is not None and is_manager_or_admin(user),
+    ):
+        held.append(
+            f"On {channel.name}, every message is sent after approval."
+            if policy.approval == ApprovalRequirement.EVERYONE
+            else f"On {channel.name}, agents' replies are sent after approval."
+        )
+    if held:
+        return OutboundDecision(Verdict.NEEDS_APPROVAL, held)
     return OutboundDecision(Verdict.ALLOWED)

@@ -1,0 +1,20 @@
+"""The approvals count beside "Approvals" in the navigation."""
+
+from typing import Any
+
+from django import template
+
+from governance.approvals import approvals_pending_for, is_approver
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def approvals_waiting(context: dict[str, Any]) -> int | None:
+    """How many messages wait for this user's decision; None for those who approve nothing
+    (no link). One query for managers and admins, one or two for agents."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not is_approver(user):
+        return None
+    return approvals_pending_for(user=user).count()
