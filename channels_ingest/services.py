@@ -6,6 +6,7 @@ import re
 import uuid
 from datetime import timedelta
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -21,6 +22,7 @@ from channels_ingest.models import ChannelAccount, ChannelHealth, DeadLetter, De
 from channels_ingest.pipeline import IngestResult, LeaseLost, ingest
 from channels_ingest.platforms import Platform
 from conversations.models import ConversationEvent, DeliveryStatus, EventKind, Message
+from governance.audit import audit_change, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +158,15 @@ def message_send(*, message_id: int) -> Message | None:
     )
     if not claimed:
         return None
-    message = Message.objects.select_related("channel", "conversation").get(pk=message_id)
+    message = Message.objects.select_related("channel", "conversation", "author_user").get(
+        pk=message_id
+    )
+    if message.channel.is_listen_only:
+        # Queued before the channel became listen-only: nothing leaves it, whatever the path.
+        return message_fail(
+            message_id=message_id,
+            reason=f"{message.channel.name} is listen-only now: the message was not sent.",
+        )
     try:
         sent = connector_for(message.channel.platform).send(message.channel, message)
     except RateLimited as exc:
@@ -184,6 +194,15 @@ def message_send(*, message_id: int) -> Message | None:
             kind=EventKind.MESSAGE_SENT,
             data={"message_id": message.pk, "external_id": sent.external_id},
         )
+        # What went out, where, by whom; never the text.
+        audit_record(
+            action="message.sent",
+            actor=message.author_user,
+            obj=message,
+            channel=message.channel_id,
+            conversation=message.conversation_id,
+            external_id=sent.external_id,
+        )
     return Message.objects.get(pk=message_id)
 
 
@@ -195,10 +214,25 @@ def _requeue(message_id: int) -> None:
 
 def message_fail(*, message_id: int, reason: str) -> Message:
     """Mark an outbound message failed, with the reason the agent will see."""
-    Message.objects.filter(
-        pk=message_id, delivery_status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SENDING]
-    ).update(delivery_status=DeliveryStatus.FAILED, error=reason[:2000])
+    with transaction.atomic():
+        failed = Message.objects.filter(
+            pk=message_id, delivery_status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SENDING]
+        ).update(delivery_status=DeliveryStatus.FAILED, error=reason[:2000])
+        if failed:
+            _message_failed_record(message_id, reason)
     return Message.objects.get(pk=message_id)
+
+
+def _message_failed_record(message_id: int, reason: str) -> None:
+    message = Message.objects.select_related("channel", "author_user").get(pk=message_id)
+    audit_record(
+        action="message.failed",
+        actor=message.author_user,
+        obj=message,
+        channel=message.channel_id,
+        conversation=message.conversation_id,
+        reason=redacted(reason, message.channel)[:300],
+    )
 
 
 def message_retry(*, message_id: int) -> bool:
@@ -228,14 +262,24 @@ def lost_sends() -> list[int]:
 
 def stalled_sends_fail() -> int:
     """Sends whose worker died mid-way: their outcome is unknown, so they fail visibly."""
-    return Message.objects.filter(
+    reason = (
+        "Sending was interrupted; it may have been posted: check on the platform "
+        "before sending again."
+    )
+    stalled = Message.objects.filter(
         delivery_status=DeliveryStatus.SENDING,
         send_started_at__lt=timezone.now() - SEND_DEADLINE,
-    ).update(
-        delivery_status=DeliveryStatus.FAILED,
-        error="Sending was interrupted; it may have been posted: check on the platform "
-        "before sending again.",
     )
+    failed = 0
+    # One by one, each claimed by its conditional update, so each failure is audited once.
+    for message_id in list(stalled.values_list("pk", flat=True)):
+        with transaction.atomic():
+            if stalled.filter(pk=message_id).update(
+                delivery_status=DeliveryStatus.FAILED, error=reason
+            ):
+                _message_failed_record(message_id, reason)
+                failed += 1
+    return failed
 
 
 # --- Channel administration -------------------------------------------------------------
@@ -280,10 +324,15 @@ _EDITABLE_CHANNEL_FIELDS = [
 
 @transaction.atomic
 def channel_save(
-    *, channel: ChannelAccount, credentials: dict[str, str], replace_credentials: bool = False
+    *,
+    channel: ChannelAccount,
+    credentials: dict[str, str],
+    replace_credentials: bool = False,
+    actor: User | None = None,
 ) -> ChannelAccount:
     """Save a channel; credential fields left empty keep their stored value unless
-    ``replace_credentials``. A changed secret clears a needs-re-authentication state."""
+    ``replace_credentials``. A changed secret clears a needs-re-authentication state.
+    Audited: the settings before and after, and only the names of changed credentials."""
     stored = {} if replace_credentials else dict(channel.credentials or {})
     changed = False
     for name in CREDENTIAL_FIELDS.get(channel.platform, ()):
@@ -296,17 +345,31 @@ def channel_save(
         channel.health, channel.last_error = ChannelHealth.OK, ""
     if channel.next_poll_at is None:
         channel.next_poll_at = timezone.now()
-    if channel.pk is None:
-        channel.save()
-    else:
-        # Not the cursor, lease or poll times: a poll may have moved them meanwhile.
-        channel.save(update_fields=_EDITABLE_CHANNEL_FIELDS)
+    with audit_change(channel, actor=actor):
+        if channel.pk is None:
+            channel.save()
+        else:
+            # Not the cursor, lease or poll times: a poll may have moved them meanwhile.
+            channel.save(update_fields=_EDITABLE_CHANNEL_FIELDS)
     return channel
 
 
-def dead_letter_retry(*, letter: DeadLetter) -> DeadLetter:
+@transaction.atomic
+def dead_letter_retry(*, letter: DeadLetter, actor: User | None = None) -> DeadLetter:
     """Read a dead letter's payload again with its channel's connector and ingest what it
     yields. If it still cannot be read, the letter stays, with the new reason."""
+    letter = _dead_letter_retry(letter)
+    audit_record(
+        action="dead_letter.retried",
+        actor=actor,
+        obj=letter,
+        channel=letter.channel_id,
+        outcome="stored" if letter.status == DeadLetterStatus.RETRIED else "still unreadable",
+    )
+    return letter
+
+
+def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
     if letter.channel is None:
         DeadLetter.objects.filter(pk=letter.pk).update(
             error="Retry failed: the channel of this dead letter no longer exists."
@@ -333,9 +396,11 @@ def dead_letter_retry(*, letter: DeadLetter) -> DeadLetter:
     return letter
 
 
-def dead_letter_discard(*, letter: DeadLetter) -> DeadLetter:
+@transaction.atomic
+def dead_letter_discard(*, letter: DeadLetter, actor: User | None = None) -> DeadLetter:
     DeadLetter.objects.filter(pk=letter.pk).update(
         status=DeadLetterStatus.DISCARDED, resolved_at=timezone.now()
     )
     letter.refresh_from_db()
+    audit_record(action="dead_letter.discarded", actor=actor, obj=letter, channel=letter.channel_id)
     return letter

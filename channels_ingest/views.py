@@ -36,7 +36,7 @@ def channel_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         channel = form.save(commit=False)
         channel.settings = form.settings_value()
-        channel_save(channel=channel, credentials=form.credentials())
+        channel_save(channel=channel, credentials=form.credentials(), actor=request.user)
         messages.success(request, f"{channel.name} saved.")
         return redirect("channels:list")
     webhook_path = ""
@@ -89,13 +89,13 @@ def dead_letter_action(request: AuthedRequest, pk: int, action: str) -> HttpResp
         messages.error(request, f"Dead letter #{letter.pk} was already {letter.status}.")
         return redirect("channels:dead_letters")
     if action == "retry":
-        letter = dead_letter_retry(letter=letter)
+        letter = dead_letter_retry(letter=letter, actor=request.user)
         if letter.status == DeadLetterStatus.RETRIED:
             messages.success(request, f"Dead letter #{letter.pk} was read and stored.")
         else:
             messages.error(request, f"Dead letter #{letter.pk}: {letter.error}")
     elif action == "discard":
-        dead_letter_discard(letter=letter)
+        dead_letter_discard(letter=letter, actor=request.user)
         messages.success(request, f"Dead letter #{letter.pk} discarded.")
     else:
         raise PermissionDenied("Unknown action.")

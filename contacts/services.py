@@ -32,6 +32,7 @@ from contacts.models import (
 )
 from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS, contacts_visible_to
 from conversations.models import Conversation
+from governance.audit import audit_record
 from scrm.bulk import rows_update
 
 if TYPE_CHECKING:
@@ -359,14 +360,24 @@ def import_file_read(*, raw: bytes) -> ImportFile:
 
 def contact_import_create(*, file: ImportFile, file_name: str, actor: User) -> ContactImport:
     """Store an upload as a job; the caller enqueues ``contact_import_run`` after commit."""
-    return ContactImport.objects.create(
-        created_by=actor,
-        file_name=file_name[:255],
-        content=file.text,
-        delimiter=file.delimiter,
-        ignored_columns=file.ignored_columns,
-        total_rows=file.total_rows,
-    )
+    with transaction.atomic():
+        job = ContactImport.objects.create(
+            created_by=actor,
+            file_name=file_name[:255],
+            content=file.text,
+            delimiter=file.delimiter,
+            ignored_columns=file.ignored_columns,
+            total_rows=file.total_rows,
+        )
+        audit_record(
+            action="contacts.import_started",
+            actor=actor,
+            obj=job,
+            file_name=job.file_name,
+            rows=file.total_rows,
+            ignored_columns=file.ignored_columns,
+        )
+    return job
 
 
 @dataclass(slots=True)
@@ -631,22 +642,40 @@ def contact_import_run(*, job_id: int) -> ContactImport | None:
                     ]
                 )
     except Exception:
-        ContactImport.objects.filter(pk=job_id).update(
-            status=ContactImportStatus.FAILED,
-            failure=(
-                f"The import stopped after {job.processed_rows} of {job.total_rows} rows. "
-                "The rows before were imported; upload the file again to finish, "
-                "rows already imported will be matched, not duplicated."
-            ),
-            content="",
-            finished_at=timezone.now(),
-        )
+        with transaction.atomic():
+            ContactImport.objects.filter(pk=job_id).update(
+                status=ContactImportStatus.FAILED,
+                failure=(
+                    f"The import stopped after {job.processed_rows} of {job.total_rows} rows. "
+                    "The rows before were imported; upload the file again to finish, "
+                    "rows already imported will be matched, not duplicated."
+                ),
+                content="",
+                finished_at=timezone.now(),
+            )
+            _import_audit(job, "contacts.import_failed")
         raise
     job.status = ContactImportStatus.DONE
     job.content = ""
     job.finished_at = timezone.now()
-    job.save(update_fields=["status", "content", "finished_at", "updated_at"])
+    with transaction.atomic():
+        job.save(update_fields=["status", "content", "finished_at", "updated_at"])
+        _import_audit(job, "contacts.imported")
     return job
+
+
+def _import_audit(job: ContactImport, action: str) -> None:
+    audit_record(
+        action=action,
+        actor=job.created_by,
+        obj=job,
+        file_name=job.file_name,
+        rows=job.processed_rows,
+        created=job.created_count,
+        updated=job.updated_count,
+        unchanged=job.unchanged_count,
+        skipped=job.skipped_count,
+    )
 
 
 def contact_imports_stalled() -> list[int]:
@@ -718,7 +747,7 @@ def contact_merge(*, merged: Contact, kept: Contact, actor: User) -> ContactMerg
     MergeSuggestion.objects.filter(contact_id=low, other_id=high).update(
         status=MergeSuggestionStatus.ACCEPTED
     )
-    return ContactMerge.objects.create(
+    merge = ContactMerge.objects.create(
         kept=kept,
         merged=merged,
         identity_ids=identity_ids,
@@ -726,6 +755,20 @@ def contact_merge(*, merged: Contact, kept: Contact, actor: User) -> ContactMerg
         previous_values=previous,
         merged_by=actor,
     )
+    # Ids and counts, not names: the log outlives a contact's erasure.
+    audit_record(
+        action="contact.merged",
+        actor=actor,
+        obj=merged,
+        object_repr=f"Contact #{merged.pk}",
+        before={"merged_into": None},
+        after={"merged_into": kept.pk},
+        merge=merge.pk,
+        identities=len(identity_ids),
+        conversations=len(conversation_ids),
+        filled=sorted(previous),
+    )
+    return merge
 
 
 @transaction.atomic
@@ -756,7 +799,8 @@ def contact_merge_undo(*, merge: ContactMerge, actor: User) -> ContactMerge:
         .filter(Q(pk__in=merge.conversation_ids) | Q(mine__gt=0, others=0))
         .values_list("pk", flat=True)
     )
-    Conversation.objects.filter(pk__in=list(theirs)).update(contact_id=merged.pk)
+    returned = list(theirs)
+    Conversation.objects.filter(pk__in=returned).update(contact_id=merged.pk)
     SocialIdentity.objects.filter(pk__in=merge.identity_ids, contact=kept).update(
         contact_id=merged.pk
     )
@@ -780,6 +824,17 @@ def contact_merge_undo(*, merge: ContactMerge, actor: User) -> ContactMerge:
     )
     merge.undone_at, merge.undone_by = timezone.now(), actor
     merge.save(update_fields=["undone_at", "undone_by"])
+    audit_record(
+        action="contact.merge_undone",
+        actor=actor,
+        obj=merged,
+        object_repr=f"Contact #{merged.pk}",
+        before={"merged_into": kept.pk},
+        after={"merged_into": None},
+        merge=merge.pk,
+        identities=len(merge.identity_ids),
+        conversations=len(returned),
+    )
     return merge
 
 
@@ -810,10 +865,21 @@ def identity_move(*, identity: SocialIdentity, to: Contact, actor: User) -> Iden
     conversation_ids = list(only_this_identity)
     Conversation.objects.filter(pk__in=conversation_ids).update(contact=to)
     SocialIdentity.objects.filter(pk=identity.pk).update(contact=to)
-    return IdentityMove.objects.create(
+    move = IdentityMove.objects.create(
         identity=identity,
         from_contact_id=source_id,
         to_contact=to,
         conversation_ids=conversation_ids,
         moved_by=actor,
     )
+    audit_record(
+        action="identity.moved",
+        actor=actor,
+        obj=identity,
+        object_repr=f"{identity.get_platform_display()} identity #{identity.pk}",
+        before={"contact": source_id},
+        after={"contact": to.pk},
+        move=move.pk,
+        conversations=len(conversation_ids),
+    )
+    return move

@@ -54,6 +54,7 @@ from conversations.rules import (
     rule_validate,
 )
 from conversations.selectors import messages_visible_to
+from governance.audit import audit_record
 from governance.models import Role, Team, TeamMembership
 
 FIELD_LABELS: dict[str, str] = {
@@ -940,14 +941,25 @@ class CapacityForm(forms.Form):
             )
         return list(teams.items())
 
-    def save(self) -> int:
+    def save(self, *, actor: User | None = None) -> int:
         changed = []
+        before: dict[int, int | None] = {}
         for membership in self.memberships:
             capacity = self.cleaned_data.get(f"capacity_{membership.pk}")
             if membership.capacity != capacity:
+                before[membership.pk] = membership.capacity
                 membership.capacity = capacity
                 changed.append(membership)
-        TeamMembership.objects.bulk_update(changed, ["capacity"])
+        with transaction.atomic():
+            TeamMembership.objects.bulk_update(changed, ["capacity"])
+            for membership in changed:
+                audit_record(
+                    action="capacity.updated",
+                    actor=actor,
+                    obj=membership,
+                    before={"capacity": before[membership.pk]},
+                    after={"capacity": membership.capacity},
+                )
         return len(changed)
 
 

@@ -55,6 +55,7 @@ from conversations.settings_forms import (
     rules_naming,
     weekly_summary,
 )
+from governance.audit import audit_change, audit_deletion
 from governance.models import TeamMembership
 from governance.roles import is_admin
 from scrm.types import AuthedRequest
@@ -101,7 +102,8 @@ def _delete(
     name = str(thing)
     if request.method == "POST":
         try:
-            thing.delete()
+            with audit_deletion(thing, actor=request.user):
+                thing.delete()
         except ProtectedError as error:
             messages.error(request, _still_used(noun, name, error.protected_objects))
             return redirect(back)
@@ -183,7 +185,8 @@ def rule_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
         request.POST if request.method == "POST" else None, instance=rule, catalog=catalog
     )
     if request.method == "POST" and form.is_valid():
-        rule = form.save(actor=request.user)
+        with audit_change(rule, actor=request.user):
+            rule = form.save(actor=request.user)
         messages.success(request, f"Rule “{rule.name}” saved.")
         return redirect("routing:rules")
     conditions = form.condition_rows()
@@ -221,7 +224,8 @@ def rule_move(request: AuthedRequest, pk: int) -> HttpResponse:
     rule = get_object_or_404(RoutingRule, pk=pk)
     form = RuleMoveForm(request.POST)
     if form.is_valid():
-        form.save(rule=rule)
+        with audit_change(rule, actor=request.user):
+            form.save(rule=rule)
     return redirect("routing:rules")
 
 
@@ -230,7 +234,8 @@ def rule_move(request: AuthedRequest, pk: int) -> HttpResponse:
 def rule_toggle(request: AuthedRequest, pk: int) -> HttpResponse:
     rule = get_object_or_404(RoutingRule, pk=pk)
     rule.is_active = not rule.is_active
-    rule.save(update_fields=["is_active", "updated_at"])
+    with audit_change(rule, actor=request.user):
+        rule.save(update_fields=["is_active", "updated_at"])
     state = "active" if rule.is_active else "inactive"
     messages.success(request, f"Rule “{rule.name}” is {state}.")
     return redirect("routing:rules")
@@ -348,7 +353,8 @@ def sla_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
     policy = get_object_or_404(SlaPolicy, pk=pk) if pk else SlaPolicy()
     form = SlaPolicyForm(request.POST or None, instance=policy)
     if request.method == "POST" and form.is_valid():
-        policy = form.save()
+        with audit_change(policy, actor=request.user):
+            policy = form.save()
         messages.success(request, f"SLA policy “{policy.name}” saved.")
         return redirect("routing:sla")
     return _page(request, "sla_form.html", "sla", form=form, policy=policy)
@@ -377,7 +383,8 @@ def calendar_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse
     calendar = get_object_or_404(BusinessCalendar, pk=pk) if pk else BusinessCalendar()
     form = CalendarForm(request.POST if request.method == "POST" else None, instance=calendar)
     if request.method == "POST" and form.is_valid():
-        calendar = form.save()
+        with audit_change(calendar, actor=request.user, related=["holidays"]):
+            calendar = form.save()
         messages.success(request, f"Business hours “{calendar.name}” saved.")
         return redirect("routing:hours")
     return _page(request, "calendar_form.html", "hours", form=form, calendar=calendar)
@@ -410,7 +417,8 @@ def department_edit(request: AuthedRequest, pk: int | None = None) -> HttpRespon
     department = get_object_or_404(Department, pk=pk) if pk else Department()
     form = DepartmentForm(request.POST or None, instance=department)
     if request.method == "POST" and form.is_valid():
-        department = form.save()
+        with audit_change(department, actor=request.user):
+            department = form.save()
         messages.success(request, f"Department “{department.name}” saved.")
         return redirect("routing:departments")
     return _page(request, "department_form.html", "departments", form=form, department=department)
@@ -447,7 +455,8 @@ def path_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
         request.POST if request.method == "POST" else None, instance=path, catalog=Catalog.load()
     )
     if request.method == "POST" and form.is_valid():
-        path = form.save()
+        with audit_change(path, actor=request.user, related=["levels"]):
+            path = form.save()
         messages.success(request, f"Escalation path “{path.name}” saved.")
         return redirect("routing:paths")
     return _page(request, "path_form.html", "paths", form=form, path=path)
@@ -480,7 +489,8 @@ def endpoint_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse
     endpoint = get_object_or_404(WebhookEndpoint, pk=pk) if pk else WebhookEndpoint()
     form = WebhookEndpointForm(request.POST or None, instance=endpoint)
     if request.method == "POST" and form.is_valid():
-        endpoint = form.save()
+        with audit_change(endpoint, actor=request.user):
+            endpoint = form.save()
         messages.success(request, f"Webhook endpoint “{endpoint.name}” saved.")
         return redirect("routing:endpoints")
     return _page(request, "endpoint_form.html", "endpoints", form=form, endpoint=endpoint)
@@ -511,7 +521,7 @@ def assignment(request: AuthedRequest) -> HttpResponse:
     )
     form = CapacityForm(request.POST if request.method == "POST" else None, memberships=memberships)
     if request.method == "POST" and form.is_valid():
-        changed = form.save()
+        changed = form.save(actor=request.user)
         messages.success(request, f"Capacities saved ({changed} changed).")
         return redirect("routing:assignment")
     user_ids = {m.user_id for m in memberships}

@@ -1,6 +1,11 @@
 from django.contrib import admin
 
-from governance.models import ChannelAccess, Team, TeamMembership
+from governance.audit import AuditEntryAdmin
+from governance.models import AuditEntry, ChannelAccess, Team, TeamMembership
+
+# Read-only for everyone. Every admin of the site records its changes: see
+# governance.audit.audit_every_admin, applied when the app is ready.
+admin.site.register(AuditEntry, AuditEntryAdmin)
 
 
 class TeamMembershipInline(admin.TabularInline):

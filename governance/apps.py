@@ -9,6 +9,20 @@ class GovernanceConfig(AppConfig):
     def ready(self) -> None:
         # Permissions exist only once migrate has run, so the role groups are made after it.
         post_migrate.connect(_ensure_roles, dispatch_uid="governance.roles_ensure")
+        from django.contrib import admin
+
+        from governance import signals
+        from governance.audit import audit_every_admin
+
+        signals.connect()
+        # Every admin module was imported by the admin app, listed first, by now.
+        audit_every_admin(admin.site)
+        # Every way of signing in (login page, admin, tests) arms the two-factor step.
+        from django.contrib.auth.signals import user_logged_in
+
+        from governance.security import two_factor_on_login
+
+        user_logged_in.connect(two_factor_on_login, dispatch_uid="governance.two_factor_on_login")
 
 
 def _ensure_roles(sender: AppConfig, **kwargs: object) -> None:

@@ -189,6 +189,16 @@ class OutboundApproval(models.Model):
 # --- Audit log --------------------------------------------------------------------------
 
 
+class _AppendOnly(models.QuerySet["AuditEntry"]):
+    """Bulk changes are refused too, not only changes of one entry."""
+
+    def update(self, **kwargs: object) -> int:
+        raise PermissionError("Audit entries cannot be changed.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("Audit entries cannot be deleted.")
+
+
 class AuditEntry(models.Model):
     """One thing that happened, kept for good: the product never changes or deletes these
     (the database refuses it too, see the migration)."""
@@ -211,6 +221,8 @@ class AuditEntry(models.Model):
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
     data = models.JSONField(default=dict, blank=True)
+
+    objects = _AppendOnly.as_manager()
 
     class Meta:
         verbose_name_plural = "audit entries"
@@ -284,3 +296,31 @@ class RetentionRun(models.Model):
 
     def __str__(self) -> str:
         return f"Retention run {self.started_at:%Y-%m-%d} on {self.channel}"
+
+
+# --- Sign-in security -------------------------------------------------------------------
+
+
+class SecuritySettings(models.Model):
+    """Organisation-wide sign-in rules: one row. (Devices are django-otp's own tables.)"""
+
+    SINGLETON_ID = 1
+
+    require_two_factor_for_admins = models.BooleanField(
+        "Require two-factor for admins",
+        default=False,
+        help_text="Admins without an authenticator are sent to set one up before anything else",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "security settings"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="security_settings_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return "Security settings"
