@@ -14,6 +14,9 @@ urlpatterns = [
     path("<int:pk>/", views.contact_detail, name="detail"),
     path("<int:pk>/edit/", views.contact_edit, name="edit"),
     path("<int:pk>/merge/", views.contact_merge_view, name="merge"),
+    path("<int:pk>/export-data/", views.contact_data_export_view, name="export_data"),
+    path("<int:pk>/erase/", views.contact_erase_view, name="erase"),
+    path("<int:pk>/erase/confirm/", views.contact_erase_confirm_view, name="erase_confirm"),
     path("merges/<int:pk>/undo/", views.contact_merge_undo_view, name="merge_undo"),
     path("identities/<int:pk>/move/", views.identity_move_view, name="identity_move"),
     path(

@@ -37,7 +37,17 @@ from contacts.services import (
 )
 from contacts.tasks import import_contacts
 from conversations.selectors import contact_history
+from governance.audit import audit_record
 from governance.roles import is_manager_or_admin
+from governance.subject_rights import (
+    contact_data_export,
+    contact_erase,
+    contact_is_erased,
+    erase_confirmation_errors,
+    erase_phrase,
+    erase_token_issue,
+    erase_token_take,
+)
 from scrm.types import AuthedRequest
 
 
@@ -83,6 +93,8 @@ def contact_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "history": history,
             "merge_candidates": merge_candidates(user=request.user, contact_id=contact.pk),
             "merges": merges_into(contact_id=contact.pk),
+            "can_handle_data_rights": is_manager_or_admin(request.user),
+            "is_erased": contact_is_erased(contact=contact),
         },
     )
 
@@ -199,7 +211,15 @@ class _Echo:
 def contact_export(request: AuthedRequest) -> StreamingHttpResponse:
     _bulk_access(request)
     writer = csv.writer(_Echo())
-    rows = contacts_export_rows(user=request.user, search=_search(request))
+    search = _search(request)
+    rows = contacts_export_rows(user=request.user, search=search)
+    # Recorded before streaming: a download cut short may still have carried data away.
+    audit_record(
+        action="contacts.exported",
+        request=request,
+        search=search,
+        rows=contact_list(user=request.user, search=search).count(),
+    )
 
     def lines() -> Iterator[str]:
         yield "\ufeff"  # so spreadsheets read the file as UTF-8
@@ -242,3 +262,61 @@ def contact_import_detail(request: AuthedRequest, pk: int) -> HttpResponse:
 
 def contact_import_progress(request: AuthedRequest, pk: int) -> HttpResponse:
     return render(request, "contacts/_import_progress.html", {"job": _import_or_404(request, pk)})
+
+
+# --- Data-subject rights: export and erasure (governance.subject_rights does the work) ---
+
+
+def _data_rights_contact(request: AuthedRequest, pk: int) -> Contact:
+    if not is_manager_or_admin(request.user):
+        raise PermissionDenied("Exporting and erasing a contact's data is for managers and admins.")
+    return _contact_or_404(request, pk)
+
+
+def contact_data_export_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """GET explains what the download holds; POST downloads it (and is audited)."""
+    contact = _data_rights_contact(request, pk)
+    if request.method != "POST":
+        return render(request, "contacts/export_data.html", {"contact": contact})
+    archive = contact_data_export(contact=contact, actor=request.user, request=request)
+    response = HttpResponse(archive, content_type="application/zip")
+    filename = f"contact-{contact.pk}-data-{timezone.localdate():%Y-%m-%d}.zip"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def contact_erase_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """The first confirmation: the typed name and the tick. It leads to the final one."""
+    contact = _data_rights_contact(request, pk)
+    errors: list[str] = []
+    if request.method == "POST":
+        errors = erase_confirmation_errors(
+            contact=contact,
+            typed=request.POST.get("confirm_text", ""),
+            understood=request.POST.get("understood") == "yes",
+        )
+        if not errors:
+            token = erase_token_issue(session=request.session, contact=contact)
+            return render(
+                request, "contacts/erase_final.html", {"contact": contact, "token": token}
+            )
+    return render(
+        request,
+        "contacts/erase.html",
+        {"contact": contact, "errors": errors, "phrase": erase_phrase(contact=contact)},
+    )
+
+
+@require_POST
+def contact_erase_confirm_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """The second confirmation: only with the one-time token the first one issued."""
+    contact = _data_rights_contact(request, pk)
+    token = request.POST.get("token", "")
+    if not erase_token_take(session=request.session, contact=contact, token=token):
+        messages.error(
+            request, "Nothing was erased: the confirmation was missing or expired. Start again."
+        )
+        return redirect("contacts:erase", pk=contact.pk)
+    contact_erase(contact=contact, actor=request.user, request=request)
+    messages.success(request, f"Contact #{contact.pk} was erased.")
+    return redirect("contacts:detail", pk=contact.pk)
