@@ -8,11 +8,14 @@ Every variable may also be given as a file path in ``<NAME>_FILE`` (Docker secre
 """
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
 import environ
+from celery.schedules import crontab
 from cryptography.fernet import Fernet
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
@@ -70,6 +73,11 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "django_htmx",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "csp",
     "governance",
     "contacts",
     "channels_ingest",
@@ -80,14 +88,22 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "governance.security.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Entries recorded while a request is served know who made it and from where.
+    "governance.audit.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "governance.security.SessionLifetimeMiddleware",
+    "governance.security.TwoFactorMiddleware",
+    # Last, so it sees the login view's failures and answers with the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "scrm.urls"
@@ -159,6 +175,7 @@ CELERY_TASK_ROUTES = {
     "channels_ingest.tasks.poll_channel": {"queue": "polling"},
     "channels_ingest.tasks.process_webhook": {"queue": "webhooks"},
     "channels_ingest.tasks.send_message": {"queue": "sends"},
+    "channels_ingest.tasks.send_messages": {"queue": "sends"},
 }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -183,6 +200,16 @@ CELERY_BEAT_SCHEDULE = {
     "retry-due-webhook-calls": {
         "task": "conversations.tasks.retry_due_webhook_calls",
         "schedule": 30.0,
+    },
+    # Replies waiting for approval past their deadline expire (the agent is told).
+    "expire-approvals": {
+        "task": "governance.tasks.expire_approvals",
+        "schedule": 300.0,
+    },
+    # Retention runs nightly; it only touches what is older than each channel's policy.
+    "apply-retention": {
+        "task": "governance.tasks.apply_retention",
+        "schedule": crontab(hour=3, minute=17),
     },
     "wake-snoozed-conversations": {
         "task": "conversations.tasks.wake_snoozed_conversations",
@@ -227,8 +254,37 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "conversations:inbox"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes goes first: it refuses a locked-out username+address before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# The longest a sign-in lasts.
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+SCRM_SESSION_MAX_AGE = SESSION_COOKIE_AGE
 SESSION_EXPIRE_AT_BROWSER_CLOSE = env.bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", default=False)
+# Sign out after this many seconds without a request (0: never). Every request then saves the
+# session to push its expiry on; SessionLifetimeMiddleware still ends it SCRM_SESSION_MAX_AGE
+# after sign-in.
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=0)
+if SESSION_IDLE_TIMEOUT > 0:
+    SESSION_SAVE_EVERY_REQUEST = True
+    SESSION_COOKIE_AGE = min(SESSION_IDLE_TIMEOUT, SCRM_SESSION_MAX_AGE)
+
+# Brute force: after this many wrong passwords (or second factors) for one username from one
+# address, that pair is locked out until the cool-off has passed without another try.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("SCRM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("SCRM_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "governance.security_views.locked_out"
+# The audit log records sign-ins; axes keeps only the failure counts it needs.
+AXES_DISABLE_ACCESS_LOG = True
+# Two-factor (django-otp): the name authenticator apps show next to the code.
+OTP_TOTP_ISSUER = env.str("SCRM_TOTP_ISSUER", default="Social CRM")
+# The Django admin lists devices (to remove a lost phone's) but never shows their secrets.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # --- Internationalisation and time ------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -277,6 +333,25 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="social-crm@localhost
 
 # --- Security ---------------------------------------------------------------------------
 X_FRAME_OPTIONS = "DENY"
+# Pages load scripts, styles, fonts and data only from this site, so text that slipped past
+# escaping could still run nothing. htmx is served from static files; no page has inline script.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # style="..." attributes carry per-row values (tag colours, chart bar heights). They
+        # cannot run script; <style> elements stay blocked (style-src-elem falls back to 'self').
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if PRODUCTION:
@@ -303,5 +378,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-axes logs every login at INFO; lockouts and failures are WARNING.
+        "axes": {"level": "WARNING"},
+    },
 }

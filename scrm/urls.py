@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from governance import security_views
 from scrm.health import healthz
 
 urlpatterns = [
@@ -14,7 +15,26 @@ urlpatterns = [
         login_not_required(auth_views.LoginView.as_view(redirect_authenticated_user=True)),
         name="login",
     ),
+    # Signed in by password, held here until the second factor is given (TwoFactorMiddleware).
+    path("accounts/login/verify/", security_views.two_factor_verify, name="two_factor_verify"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/security/", security_views.security_page, name="security"),
+    path(
+        "accounts/security/two-factor/enable/",
+        security_views.two_factor_enable,
+        name="two_factor_enable",
+    ),
+    path(
+        "accounts/security/two-factor/disable/",
+        security_views.two_factor_disable,
+        name="two_factor_disable",
+    ),
+    path(
+        "accounts/security/recovery-codes/",
+        security_views.recovery_codes_regenerate,
+        name="recovery_codes",
+    ),
+    path("accounts/security/policy/", security_views.security_policy, name="security_policy"),
     path(
         "accounts/password/",
         auth_views.PasswordChangeView.as_view(),

@@ -53,3 +53,33 @@ def test_the_development_profile_keeps_its_generated_secret_key(tmp_path):
     assert _manage("check", **env).returncode == 0
     assert (tmp_path / "secret_key").read_text() == key
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def _setting(names: str, **env: str) -> list[str]:
+    code = (
+        "from django.conf import settings; "
+        f"print(*[getattr(settings, n) for n in {names.split()!r}], sep='|')"
+    )
+    result = _manage("shell", "-c", code, **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1].split("|")
+
+
+def test_an_idle_timeout_makes_every_request_push_the_session_on(tmp_path):
+    names = "SESSION_SAVE_EVERY_REQUEST SESSION_COOKIE_AGE SCRM_SESSION_MAX_AGE"
+    env = {"SCRM_DATA_DIR": str(tmp_path), "DJANGO_ENV": "development"}
+    assert _setting("SESSION_COOKIE_AGE SCRM_SESSION_MAX_AGE", **env) == ["28800", "28800"]
+    idle = _setting(names, SESSION_IDLE_TIMEOUT="900", SESSION_COOKIE_AGE="3600", **env)
+    assert idle == ["True", "900", "3600"]
+
+
+def test_the_login_lockout_is_configured_from_the_environment(tmp_path):
+    env = {"SCRM_DATA_DIR": str(tmp_path), "DJANGO_ENV": "development"}
+    assert _setting("AXES_FAILURE_LIMIT AXES_COOLOFF_TIME", **env) == ["5", "0:15:00"]
+    tuned = _setting(
+        "AXES_FAILURE_LIMIT AXES_COOLOFF_TIME",
+        SCRM_LOGIN_FAILURE_LIMIT="3",
+        SCRM_LOGIN_COOLOFF_MINUTES="60",
+        **env,
+    )
+    assert tuned == ["3", "1:00:00"]

@@ -66,6 +66,12 @@ REPORTS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
 GOVERNANCE = {"admin": 200, "manager": 403, "agent_a": 403, "agent_b": 403}
 ADMIN_PAGES = [
     "/governance/",
+    "/governance/audit/",
+    "/governance/audit/export.csv",
+    "/governance/retention/",
+    "/governance/policies/",
+    "/governance/policies/new/",
+    "/governance/policies/default/",
     "/channels/",
     "/channels/new/",
     "/channels/dead-letters/",
@@ -137,6 +143,100 @@ def test_governance_and_channels_are_for_admins(login, world, persona):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("persona", GOVERNANCE)
+def test_retention_actions_are_for_admins(login, world, persona):
+    client = login(world.persona(persona))
+    expected = 302 if GOVERNANCE[persona] == 200 else 403
+    assert client.post("/governance/retention/run/").status_code == expected
+    assert (
+        client.post(f"/governance/retention/channels/{world.channel_a.pk}/default/").status_code
+        == expected
+    )
+    assert client.post("/governance/retention/", {"scope": "default"}).status_code == (
+        400 if expected == 302 else 403
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", GOVERNANCE)
+def test_publishing_policies_are_for_admins(login, world, persona):
+    from governance.models import PublishingPolicy
+
+    policy = PublishingPolicy.objects.create(channel=world.channel_a)
+    client = login(world.persona(persona))
+    allowed = GOVERNANCE[persona] == 200
+    for url in (f"/governance/policies/{policy.pk}/", f"/governance/policies/{policy.pk}/delete/"):
+        assert client.get(url).status_code == GOVERNANCE[persona], url
+    test = {"channel": world.channel_a.pk, "sender": "automatic", "text": "Hi"}
+    assert client.post("/governance/policies/test/", test).status_code == GOVERNANCE[persona]
+    response = client.post(f"/governance/policies/{policy.pk}/delete/")
+    assert response.status_code == (302 if allowed else 403)
+    assert PublishingPolicy.objects.exists() is not allowed
+
+
+# persona -> may decide on a reply held on channel A (team A's manager, admins)
+APPROVALS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", APPROVALS)
+def test_approvals_are_for_managers_and_admins(login, world, persona):
+    from governance.approvals import reply_submit
+    from governance.models import ApprovalStatus, PolicyAction, PublishingPolicy
+
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    held = [
+        reply_submit(conversation=world.conversation_a, author=world.agent_a, body=text).approval
+        for text in ("A refund", "Another refund")
+    ]
+    client = login(world.persona(persona))
+    expected = APPROVALS[persona]
+    for url in ("/governance/approvals/", "/governance/approvals/decided/"):
+        assert client.get(url).status_code == expected, url
+    decided = 302 if expected == 200 else 403
+    approve = client.post(f"/governance/approvals/{held[0].pk}/approve/")
+    reject = client.post(f"/governance/approvals/{held[1].pk}/reject/", {"note": "No"})
+    assert (approve.status_code, reject.status_code) == (decided, decided)
+    statuses = [a.status for a in type(held[0]).objects.order_by("pk")]
+    if expected == 200:
+        assert statuses == [ApprovalStatus.APPROVED, ApprovalStatus.REJECTED]
+    else:
+        assert statuses == [ApprovalStatus.PENDING, ApprovalStatus.PENDING]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", CONVERSATION_A)
+def test_the_reply_check_is_scoped_to_the_conversation(login, world, persona):
+    response = login(world.persona(persona)).post(
+        f"/governance/check/{world.conversation_a.pk}/", {"body": "Hello"}
+    )
+    assert response.status_code == CONVERSATION_A[persona]
+
+
+# persona -> may export and erase the contact of conversation A
+DATA_RIGHTS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", DATA_RIGHTS)
+def test_contact_export_and_erasure_are_for_managers_and_admins(login, world, persona):
+    client = login(world.persona(persona))
+    contact = world.conversation_a.contact
+    expected = DATA_RIGHTS[persona]
+    for url in (f"/contacts/{contact.pk}/export-data/", f"/contacts/{contact.pk}/erase/"):
+        assert client.get(url).status_code == expected, url
+        assert client.post(url).status_code == expected, url
+    # Without the token of the first confirmation nothing is erased, whoever asks.
+    response = client.post(f"/contacts/{contact.pk}/erase/confirm/")
+    assert response.status_code == (302 if expected == 200 else 403)
+    contact.refresh_from_db()
+    assert not contact.name.startswith("Erased")
+    # A manager sees only their teams' customers: team B's contact is not there for them.
+    other = world.conversation_b.contact_id
+    assert login(world.manager).get(f"/contacts/{other}/erase/").status_code == 404
+
+
+@pytest.mark.django_db
 def test_the_navigation_shows_only_what_the_role_may_open(login, world):
     agent_page = login(world.agent_a).get("/inbox/").content.decode()
     assert 'href="/reports/"' not in agent_page and 'href="/governance/"' not in agent_page
@@ -157,3 +257,24 @@ def test_logout_needs_a_post(login, world):
     assert client.get("/accounts/logout/").status_code == 405
     assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/inbox/").status_code == 302
+
+
+# persona -> may set the sign-in rules (everyone has a Security page of their own)
+SECURITY_RULES = {"admin": 302, "manager": 403, "agent_a": 403, "agent_b": 403}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("persona", SECURITY_RULES)
+def test_everyone_has_a_security_page_and_only_admins_set_the_rules(login, world, persona):
+    client = login(world.persona(persona))
+    assert client.get("/accounts/security/").status_code == 200
+    for url in (
+        "/accounts/security/two-factor/enable/",
+        "/accounts/security/two-factor/disable/",
+        "/accounts/security/recovery-codes/",
+    ):
+        assert client.get(url).status_code == 405, url
+        assert client.post(url, {"code": "000000"}).status_code == 302, url
+    assert client.post("/accounts/security/policy/", {}).status_code == SECURITY_RULES[persona]
+    # Without two-factor on, the second login step just sends the user on.
+    assert client.get("/accounts/login/verify/").status_code == 302
