@@ -51,6 +51,15 @@ def send_message(self: Task, message_id: int) -> None:
         raise self.retry(countdown=max(1.0, delay) + random.uniform(0, 3)) from exc
 
 
+@shared_task(acks_late=True)
+def send_messages(message_ids: list[int]) -> int:
+    """Enqueue a send for each of these messages (a batch of automatic acknowledgements);
+    a send enqueued twice by a redelivery is harmless, as the send claims its message."""
+    for message_id in message_ids:
+        send_message.delay(message_id)
+    return len(message_ids)
+
+
 @shared_task
 def fail_stalled_sends() -> int:
     """Beat: sends whose worker died mid-way fail visibly instead of staying "sending", and

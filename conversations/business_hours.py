@@ -51,6 +51,11 @@ class BusinessCalendar:
     _hours: tuple[tuple[tuple[timedelta, timedelta], ...], ...] = field(
         init=False, repr=False, compare=False
     )
+    # Each day's sorted UTC intervals once computed: SLA clocks and rules ask about the same
+    # few days thousands of times per ingest batch.
+    _days: dict[date, list[Interval]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -122,13 +127,21 @@ class BusinessCalendar:
         return elapsed
 
     def _day_intervals(self, day: date) -> list[Interval]:
+        cached = self._days.get(day)
+        if cached is not None:
+            return cached
         if day in self.holidays:
-            return []
-        midnight = datetime.combine(day, time(0), tzinfo=self._zone)
-        return [
-            (_wall_clock_to_utc(midnight, opens), _wall_clock_to_utc(midnight, closes))
-            for opens, closes in self._hours[day.weekday()]
-        ]
+            intervals: list[Interval] = []
+        else:
+            midnight = datetime.combine(day, time(0), tzinfo=self._zone)
+            intervals = sorted(
+                (_wall_clock_to_utc(midnight, opens), _wall_clock_to_utc(midnight, closes))
+                for opens, closes in self._hours[day.weekday()]
+            )
+        if len(self._days) > 4096:
+            self._days.clear()
+        self._days[day] = intervals
+        return intervals
 
     def _intervals_from(
         self, moment: datetime, until: datetime | None = None
@@ -146,7 +159,7 @@ class BusinessCalendar:
         closed_days = 0
         while day <= last_day:
             closed_days += 1
-            for opens, closes in sorted(self._day_intervals(day)):
+            for opens, closes in self._day_intervals(day):
                 opens = max(opens, cursor)
                 if closes > opens:
                     closed_days = 0

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.core import signing
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -32,6 +33,8 @@ from conversations.models import (
     EscalationTrigger,
 )
 from conversations.selectors import conversations_visible_to
+from governance.models import Role
+from governance.selectors import visible_channel_ids
 from scrm.types import AuthedRequest
 
 _TARGETS = ("path", "department", "user")
@@ -43,7 +46,11 @@ class EscalateForm(forms.Form):
     target = forms.CharField(required=False)
     path = forms.ModelChoiceField(EscalationPath.objects.all(), required=False)
     department = forms.ModelChoiceField(Department.objects.all(), required=False)
-    user = forms.ModelChoiceField(User.objects.filter(is_active=True), required=False)
+    # A person as a target is someone who can take responsibility: a manager or an admin.
+    user = forms.ModelChoiceField(
+        User.objects.filter(is_active=True, groups__name__in=[Role.MANAGER, Role.ADMIN]).distinct(),
+        required=False,
+    )
     reason = forms.CharField(
         max_length=2000,
         error_messages={"required": "Say why: the department reads the reason first."},
@@ -127,6 +134,7 @@ def conversation_escalate(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def escalation_raise_view(request: AuthedRequest, pk: int) -> HttpResponse:
     escalation = _escalation_or_404(request, pk)
+    _support_side_or_403(request, escalation)
     try:
         escalation = escalation_raise(
             escalation=escalation,
@@ -145,6 +153,7 @@ def escalation_raise_view(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
     escalation = _escalation_or_404(request, pk)
+    _support_side_or_403(request, escalation)
     try:
         escalation_withdraw(escalation=escalation, actor=request.user)
     except ValueError as exc:
@@ -155,6 +164,16 @@ def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
+def _support_side_or_403(request: AuthedRequest, escalation: Escalation) -> None:
+    """Raising or taking back is support's move: the department it waits on answers instead."""
+    visible = visible_channel_ids(user=request.user)
+    if (
+        visible is not None
+        and not visible.filter(channel_id=escalation.conversation.channel_id).exists()
+    ):
+        raise PermissionDenied("The department answers; support raises or takes back.")
+
+
 def escalation_answer_view(request: AuthedRequest, pk: int) -> HttpResponse:
     """The answer given in the app: by the department's team, the person escalated to, or a
     manager. They may answer even where their teams do not watch the channel."""

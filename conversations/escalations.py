@@ -39,9 +39,12 @@ from conversations.models import (
     Status,
 )
 from conversations.services import _record
+from conversations.sla import SLA_FIELDS, SlaSetup, sla_on_status
 from conversations.webhook_calls import webhook_call_enqueue
+from governance.audit import audit_record
 from governance.models import TeamMembership
 from governance.roles import is_manager_or_admin
+from governance.selectors import visible_channel_ids
 from scrm.types import AnyUser, user_id
 
 ANSWER_SALT = "escalation-answer"
@@ -127,6 +130,7 @@ def escalation_open(
         reason=escalation.reason,
         rule=rule_name,
     )
+    _audit(escalation, "escalation.opened", actor=actor, trigger=trigger, rule=rule_name)
     return escalation
 
 
@@ -170,6 +174,7 @@ def _raise(
         escalation.reason = f"{escalation.reason}\n\nLevel {following + 1}: {reason}".strip()
     escalation.save(update_fields=["level", "department", "user", "reason"])
     _hand_over(conversation, escalation, actor=actor, trigger=trigger, reason=reason, rule=rule)
+    _audit(escalation, "escalation.raised", actor=actor, trigger=trigger, rule=rule)
     return escalation
 
 
@@ -196,9 +201,13 @@ def _hand_over(
     conversation.team_id = team_id
     conversation.assignee_id = assignee_id
     conversation.status = Status.ESCALATED
-    # Escalated conversations wait on a department, not on a clock.
+    # Escalated conversations wait on a department, not on a snooze; the customer still
+    # waits on us, so a clock paused while pending runs again.
     conversation.snoozed_until = None
-    conversation.save(update_fields=["team", "assignee", "status", "snoozed_until", "updated_at"])
+    sla_on_status(conversation, setup=SlaSetup.load(), previous=previous_status, at=timezone.now())
+    conversation.save(
+        update_fields=["team", "assignee", "status", "snoozed_until", *SLA_FIELDS, "updated_at"]
+    )
     now = timezone.now()
     if previous_status != Status.ESCALATED:
         _record(
@@ -411,6 +420,7 @@ def escalation_answer(
         answered_by=name,
         message_id=note.pk,
     )
+    _audit(escalation, "escalation.answered", actor=answered_by, outcome=outcome, by=name)
     return escalation
 
 
@@ -436,13 +446,14 @@ def escalation_withdraw(*, escalation: Escalation, actor: User | None) -> Escala
         target=escalation.target_name,
         outcome=EscalationOutcome.ABANDONED,
     )
+    _audit(escalation, "escalation.withdrawn", actor=actor)
     return escalation
 
 
 @transaction.atomic
 def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> int:
     """The conversation was resolved or closed: escalations it still had end with it. An
-    answered one counts as resolved in the channel (when resolved); one still waiting for
+    answered one counts as resolved in the channel; one still waiting for
     its department is abandoned. Returns how many ended; a fixed number of queries."""
     if status not in (Status.RESOLVED, Status.CLOSED):
         return 0
@@ -459,7 +470,8 @@ def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> in
     for escalation in pending:
         if escalation.status == EscalationStatus.OPEN:
             escalation.outcome = EscalationOutcome.ABANDONED
-        elif status == Status.RESOLVED:
+        else:
+            # Answered, and support then ended the conversation in the channel.
             escalation.outcome = EscalationOutcome.RESOLVED_IN_CHANNEL
         escalation.status = EscalationStatus.CLOSED
         escalation.closed_at = at
@@ -481,6 +493,18 @@ def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> in
     return len(pending)
 
 
+def _audit(escalation: Escalation, action: str, *, actor: User | None, **data: Any) -> None:
+    audit_record(
+        action=action,
+        actor=actor,
+        obj=escalation,
+        conversation=escalation.conversation_id,
+        target=escalation.target_name,
+        level=escalation.level,
+        **data,
+    )
+
+
 def _give_back(
     conversation: Conversation, escalation: Escalation, *, actor: User | None, at: datetime
 ) -> None:
@@ -491,7 +515,8 @@ def _give_back(
     conversation.team_id = escalation.previous_team_id
     if previous_status == Status.ESCALATED:
         conversation.status = Status.OPEN
-    conversation.save(update_fields=["assignee", "team", "status", "updated_at"])
+    sla_on_status(conversation, setup=SlaSetup.load(), previous=previous_status, at=at)
+    conversation.save(update_fields=["assignee", "team", "status", *SLA_FIELDS, "updated_at"])
     if previous_status != conversation.status:
         _record(
             conversation,
@@ -539,10 +564,15 @@ def escalation_brief(
     first, internal notes left out) and the link back. Three queries."""
     conversation = conversation or escalation.conversation
     contact = conversation.contact
+    messages = conversation.messages.exclude(kind=MessageKind.NOTE)
+    ended = escalation.returned_at or escalation.closed_at
+    if escalation.status != EscalationStatus.OPEN and ended is not None:
+        # The link outlives the escalation: what the customer wrote since is not theirs.
+        messages = messages.filter(created_at__lte=ended)
     recent = list(
-        conversation.messages.exclude(kind=MessageKind.NOTE)
-        .select_related("author_identity", "author_user")
-        .order_by("-created_at", "-id")[:LAST_MESSAGES]
+        messages.select_related("author_identity", "author_user").order_by("-created_at", "-id")[
+            :LAST_MESSAGES
+        ]
     )
     return {
         "contact": {
@@ -599,6 +629,9 @@ def escalation_panel_context(*, conversation: Conversation, user: AnyUser) -> di
         "departments": list(Department.objects.order_by("name")),
         "can_answer": escalation is not None
         and escalation_answerable_by(escalation=escalation, user=user),
+        # Raising and taking back are support's moves, for those who watch the channel.
+        "can_steer": (visible := visible_channel_ids(user=user)) is None
+        or visible.filter(channel_id=conversation.channel_id).exists(),
     }
 
 

@@ -15,15 +15,16 @@ and move timers work on the conversation in memory: callers save the SLA fields 
 write, so the ingest pipeline keeps one UPDATE per batch.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations import business_hours
 from conversations.models import (
-    ACTIVE_STATUSES,
     Conversation,
     ConversationEvent,
     EventKind,
@@ -35,6 +36,11 @@ from conversations.models import (
     SlaTarget,
     Status,
 )
+
+if TYPE_CHECKING:
+    from conversations.routing import RuleBook
+
+logger = logging.getLogger(__name__)
 
 SLA_FIELDS = (
     "sla_policy",
@@ -145,6 +151,11 @@ def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: 
     _summarise(conversation, policy)
 
 
+def sla_clear(conversation: Conversation) -> None:
+    """No clock runs: the conversation is only listened to (monitoring), or its policy is gone."""
+    _clear(conversation)
+
+
 def sla_on_inbound(
     conversation: Conversation,
     *,
@@ -156,13 +167,10 @@ def sla_on_inbound(
     """A customer message arrived on an existing conversation."""
     policy = setup.policy(conversation.sla_policy_id)
     if policy is None:
+        _clear(conversation)  # its policy was switched off or deleted: nothing runs any more
         return
     if previous_status in (Status.RESOLVED, Status.CLOSED):
-        # A new round: the resolution clock starts again from the reopening.
-        conversation.sla_paused_at = None
-        conversation.resolution_due_at = (
-            setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
-        )
+        _new_round(conversation, setup, policy, at)
     elif conversation.sla_paused_at is not None:
         _resume(conversation, setup, policy, at)
     if (
@@ -174,13 +182,30 @@ def sla_on_inbound(
     _summarise(conversation, policy)
 
 
+def _new_round(
+    conversation: Conversation, setup: SlaSetup, policy: SlaPolicy, at: datetime
+) -> None:
+    """A resolved or closed conversation came back: its resolution clock starts again from
+    now, and so does the first response one if nobody ever answered."""
+    conversation.sla_paused_at = None
+    conversation.resolution_due_at = (
+        setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
+    )
+    if conversation.first_response_at is None and policy.first_response_minutes:
+        conversation.first_response_due_at = setup.add(policy, at, policy.first_response_minutes)
+
+
+def _met(conversation: Conversation, due: datetime, at: datetime) -> dict[str, object]:
+    # A clock that stood still stopped at the pause, not at the moment of the action.
+    stopped = conversation.sla_paused_at or at
+    return {"sla_due_at": due.isoformat(), "sla_met": min(stopped, at) <= due}
+
+
 def sla_on_reply(conversation: Conversation, *, at: datetime) -> dict[str, object]:
     """An agent replied: the response targets that ran are met (or were missed). Returns what
     the reply event records for the KPIs."""
     due = conversation.first_response_due_at or conversation.next_response_due_at
-    facts: dict[str, object] = {}
-    if due is not None:
-        facts = {"sla_due_at": due.isoformat(), "sla_met": at <= due}
+    facts = _met(conversation, due, at) if due is not None else {}
     conversation.first_response_due_at = None
     conversation.next_response_due_at = None
     policy = conversation.sla_policy
@@ -195,36 +220,42 @@ def sla_on_status(
     """The status changed: pause, resume, or (on resolving) meet the resolution target."""
     policy = setup.policy(conversation.sla_policy_id)
     facts: dict[str, object] = {}
-    if policy is None:
-        return facts
     status = conversation.status
-    if status in (Status.RESOLVED, Status.CLOSED):
+    ended = (Status.RESOLVED, Status.CLOSED)
+    if status in ended:
         due = conversation.resolution_due_at
-        if due is not None and previous not in (Status.RESOLVED, Status.CLOSED):
-            facts = {"sla_due_at": due.isoformat(), "sla_met": at <= due}
+        if due is not None and previous not in ended:
+            facts = _met(conversation, due, at)
         conversation.first_response_due_at = None
         conversation.next_response_due_at = None
         conversation.resolution_due_at = None
         conversation.sla_paused_at = at
+    elif policy is None:
+        _clear(conversation)  # its policy was switched off or deleted: nothing runs any more
+        return facts
+    elif previous in ended:
+        _new_round(conversation, setup, policy, at)
+        if status in _PAUSED_STATUSES:
+            conversation.sla_paused_at = at
     elif status in _PAUSED_STATUSES:
         if conversation.sla_paused_at is None:
             conversation.sla_paused_at = at
-    elif previous in (Status.RESOLVED, Status.CLOSED):
-        conversation.sla_paused_at = None
-        conversation.resolution_due_at = (
-            setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
-        )
     elif conversation.sla_paused_at is not None:
         _resume(conversation, setup, policy, at)
-    _summarise(conversation, policy)
+    if policy is not None:
+        _summarise(conversation, policy)
+    else:
+        conversation.sla_due_at = conversation.sla_warn_at = conversation.sla_check_at = None
     return facts
 
 
 def sla_policy_change(
     conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime
 ) -> None:
-    """The priority (or channel) changed: the policy that now applies takes over, with its
-    clocks counted from when each target started."""
+    """The priority (or channel) changed: the policy that now applies takes over. A target
+    that ran keeps the time it has used and gets the new target's length; one already
+    breached stays as it was (the breach happened); one the old policy lacked starts from
+    when it would have."""
     policy = setup.policy_for(
         priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
     )
@@ -234,28 +265,44 @@ def sla_policy_change(
         return
     if conversation.sla_policy_id == policy.pk:
         return
+    old = setup.policy(conversation.sla_policy_id)
     conversation.sla_policy = policy
-    start = conversation.created_at
-    conversation.first_response_due_at = (
-        setup.add(policy, start, policy.first_response_minutes)
-        if policy.first_response_minutes and conversation.first_response_at is None
-        else None
-    )
-    conversation.next_response_due_at = (
-        setup.add(policy, conversation.waiting_since, policy.next_response_minutes)
-        if policy.next_response_minutes
-        and conversation.first_response_at is not None
-        and conversation.waiting_since is not None
-        else None
-    )
-    conversation.resolution_due_at = (
-        setup.add(policy, start, policy.resolution_minutes)
-        if policy.resolution_minutes and conversation.status in ACTIVE_STATUSES
-        else None
-    )
-    if conversation.status not in _PAUSED_STATUSES:
-        conversation.sla_paused_at = None
+    moment = conversation.sla_paused_at or at
+    running = conversation.status not in (Status.RESOLVED, Status.CLOSED)
+    starts = {
+        "first_response": conversation.created_at
+        if conversation.first_response_at is None
+        else None,
+        "next_response": conversation.waiting_since
+        if conversation.first_response_at is not None
+        else None,
+        "resolution": conversation.created_at,
+    }
+    for target, name in _DUE_FIELDS.items():
+        minutes = getattr(policy, f"{target}_minutes")
+        due = getattr(conversation, name)
+        start = starts[target]
+        if not running or not minutes or start is None:
+            setattr(conversation, name, None)
+        elif due is not None and due <= moment:
+            continue  # breached already
+        elif due is not None and old is not None and getattr(old, f"{target}_minutes"):
+            used = max(
+                timedelta(0),
+                timedelta(minutes=getattr(old, f"{target}_minutes"))
+                - setup.between(old, moment, due),
+            )
+            left = max(timedelta(0), timedelta(minutes=minutes) - used)
+            setattr(conversation, name, _add(setup, policy, moment, left))
+        else:
+            setattr(conversation, name, setup.add(policy, start, minutes))
     _summarise(conversation, policy)
+
+
+def _add(setup: SlaSetup, policy: SlaPolicy, start: datetime, left: timedelta) -> datetime:
+    return business_hours.add_business_time(
+        setup.calendars.get(policy.calendar_id or 0), start, left
+    )
 
 
 def _resume(conversation: Conversation, setup: SlaSetup, policy: SlaPolicy, at: datetime) -> None:
@@ -325,19 +372,17 @@ def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired
         .order_by("sla_check_at")
         .values_list("pk", flat=True)[:limit]
     )
+    from conversations.routing import RuleBook
+
+    book: RuleBook | None = None
     fired: list[SlaFired] = []
     for pk in due_ids:
-        fired.extend(_check_one(pk, now))
-    if any(f.kind == SlaEventKind.BREACHED for f in fired):
-        from conversations.routing import rules_run_on_breaches
-
-        rules_run_on_breaches(
-            conversation_ids=[f.conversation_id for f in fired if f.kind == SlaEventKind.BREACHED]
-        )
+        book = book or RuleBook.load()
+        fired.extend(_check_one(pk, now, book))
     return fired
 
 
-def _check_one(pk: int, now: datetime) -> list[SlaFired]:
+def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
     fired: list[SlaFired] = []
     with transaction.atomic():
         conversation = (
@@ -348,7 +393,12 @@ def _check_one(pk: int, now: datetime) -> list[SlaFired]:
         if conversation is None:
             return fired  # someone else holds it, or it changed since the scan
         policy = conversation.sla_policy
-        warn = timedelta(minutes=policy.at_risk_minutes if policy else 0)
+        if policy is None or not policy.is_active or conversation.is_monitoring:
+            # Switched off, deleted, or only listened to: nothing is due any more.
+            _clear(conversation)
+            conversation.save(update_fields=list(SLA_FIELDS))
+            return fired
+        warn = timedelta(minutes=policy.at_risk_minutes)
         for target, due in _running(conversation):
             kind = (
                 SlaEventKind.BREACHED
@@ -369,6 +419,16 @@ def _check_one(pk: int, now: datetime) -> list[SlaFired]:
         ]
         conversation.sla_check_at = min(upcoming) if upcoming else None
         conversation.save(update_fields=["sla_check_at"])
+        if any(f.kind == SlaEventKind.BREACHED for f in fired):
+            # In the same transaction as the breach: a worker dying here loses neither, and
+            # the next beat fires both. Rules that fail are logged; the breach stays recorded.
+            from conversations.routing import rules_run
+
+            try:
+                with transaction.atomic():
+                    rules_run(conversation_id=pk, event="sla_breached", book=book)
+            except Exception:
+                logger.exception("Rules on the SLA breach of conversation %s failed", pk)
     return fired
 
 

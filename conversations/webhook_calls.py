@@ -81,6 +81,23 @@ def webhook_call_enqueue(
     return call
 
 
+def webhook_calls_enqueue(calls: list[WebhookCall]) -> int:
+    """Store many calls in one statement (the ingest pipeline's way) and enqueue the new
+    ones; calls whose key is stored already are left as they are. Returns how many were new."""
+    from conversations.tasks import deliver_webhook_call
+
+    if not calls:
+        return 0
+    keys = [call.key for call in calls]
+    known = set(WebhookCall.objects.filter(key__in=keys).values_list("key", flat=True))
+    WebhookCall.objects.bulk_create([c for c in calls if c.key not in known], ignore_conflicts=True)
+    new_ids = list(
+        WebhookCall.objects.filter(key__in=set(keys) - known).values_list("pk", flat=True)
+    )
+    transaction.on_commit(lambda: [deliver_webhook_call.delay(pk) for pk in new_ids])
+    return len(new_ids)
+
+
 def webhook_call_deliver(*, call_id: int) -> WebhookCall:
     """Make one attempt at a pending, due call and record the outcome. HTTP and network errors
     end up on the row, never raised: 2xx delivers; 408, 429, 5xx, timeouts and connection

@@ -5,7 +5,17 @@ from django.core.management import call_command
 from channels_ingest.demo_seed import DEMO_USERS, seed_demo
 from channels_ingest.models import ChannelAccount
 from contacts.models import Contact
-from conversations.models import Conversation, ConversationEvent, DeliveryStatus, Message, Status
+from conversations.models import (
+    Conversation,
+    ConversationEvent,
+    DeliveryStatus,
+    EscalationPath,
+    Message,
+    RoutingRule,
+    Status,
+)
+from conversations.rules import rule_validate
+from conversations.settings_forms import Catalog
 from governance.roles import role_of
 
 pytestmark = pytest.mark.django_db
@@ -52,3 +62,20 @@ def test_demo_replies_are_dated_when_they_were_written():
     assert reply.sent_at == reply.created_at
     event = ConversationEvent.objects.get(kind=EventKind.MESSAGE_SENT, data__message_id=reply.pk)
     assert event.created_at == reply.created_at
+
+
+def test_the_demo_routing_setup_is_valid_and_times_the_history():
+    seed_demo(days=3)
+    known = Catalog.load().known()
+    rules = list(RoutingRule.objects.all())
+    assert len(rules) >= 5
+    for rule in rules:
+        rule_validate(
+            events=rule.events,
+            match=rule.match,
+            conditions=rule.conditions,
+            actions=rule.actions,
+            known=known,
+        )
+    assert Conversation.objects.filter(sla_policy__isnull=False).exists()
+    assert EscalationPath.objects.get(name="Billing disputes").levels.count() == 2

@@ -236,3 +236,24 @@ def test_a_poll_that_outlived_its_lease_does_not_move_the_cursor(monkeypatch):
     assert channel.cursor == {"seq": 5}
     assert channel.poll_lease_token == "someone-else"  # not released by the late worker
     assert not Message.objects.filter(external_id="late-1").exists()
+
+
+def test_a_message_queued_before_the_channel_became_listen_only_is_not_sent(world):
+    from channels_ingest.models import ChannelMode
+    from channels_ingest.services import message_send
+    from conversations.models import DeliveryStatus, Direction, Message, MessageKind
+
+    conversation = world.conversation_a
+    message = Message.objects.create(
+        conversation=conversation,
+        channel=conversation.channel,
+        direction=Direction.OUT,
+        kind=MessageKind.REPLY,
+        body="On our way",
+        delivery_status=DeliveryStatus.QUEUED,
+    )
+    type(world.channel_a).objects.filter(pk=world.channel_a.pk).update(mode=ChannelMode.LISTEN)
+    message_send(message_id=message.pk)
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.FAILED
+    assert "listen-only" in message.error

@@ -663,7 +663,7 @@ def test_the_panel_context_costs_a_fixed_number_of_queries(
         )
     escalation = _escalate(conversation, world.agent_a, path=support_path)
 
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(6):
         context = escalation_panel_context(conversation=conversation, user=world.manager)
 
     assert context["escalation"] == escalation
@@ -676,7 +676,22 @@ def test_the_panel_context_costs_a_fixed_number_of_queries(
         "escalation_paths",
         "departments",
         "can_answer",
+        "can_steer",
     }
+    assert context["can_steer"] is True
+
+
+def test_the_department_answers_but_does_not_raise_or_take_back(world, conversation, login):
+    billing = DepartmentFactory(name="Billing")
+    outsider = UserFactory(username="riley", role="agent")
+    TeamMembershipFactory(team=billing.team, user=outsider)
+    escalation = _escalate(conversation, world.agent_a, department=billing)
+    client = login(outsider)
+    assert client.get(f"/inbox/{conversation.pk}/").status_code == 200
+    assert client.post(f"/escalations/{escalation.pk}/withdraw/").status_code == 403
+    assert client.post(f"/escalations/{escalation.pk}/raise/").status_code == 403
+    escalation.refresh_from_db()
+    assert escalation.status == "open"
 
 
 def test_the_panel_shows_an_open_escalation_and_what_can_be_done(world, conversation, support_path):

@@ -22,6 +22,8 @@ from conversations.models import (
     DepartmentDelivery,
     Direction,
     Escalation,
+    EscalationLevel,
+    EscalationPath,
     EscalationTrigger,
     EventKind,
     Message,
@@ -36,6 +38,7 @@ from conversations.models import (
 from conversations.sla import sla_check
 from governance.models import TeamMembership
 from tests.factories import (
+    ChannelAccessFactory,
     ChannelFactory,
     ContactFactory,
     TagFactory,
@@ -89,9 +92,9 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
     applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
     assert applied.data["name"] == "Refunds"
-    assert ConversationEvent.objects.filter(
-        conversation=refund, kind=EventKind.PRIORITY_CHANGED, data__rule=applied.data["rule"]
-    ).exists()
+    assert applied.data["priority"] == [Priority.NORMAL, Priority.URGENT]
+    assert applied.data["team"] == [None, billing.pk]
+    assert applied.data["tags"] == [tag.pk]
 
     other = conversation_of("n1")
     assert other.priority == Priority.NORMAL
@@ -110,6 +113,12 @@ def test_a_rule_on_existing_conversations_updates_them():
         posts=[post("p2", reply_to="p1", body="This is terrible, awful service, I hate it")],
     )
     assert conversation_of("p1").priority == Priority.HIGH
+
+
+def test_a_rule_that_finds_everything_as_it_wants_leaves_no_timeline_entry():
+    rule(actions=[{"type": "set_priority", "value": Priority.NORMAL}])
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    assert not ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).exists()
 
 
 def test_conversation_created_rules_run_once_for_the_first_message_only():
@@ -210,10 +219,45 @@ def test_monitoring_rule_keeps_the_conversation_out_of_the_work_views():
 def test_assign_to_a_named_agent():
     agent = UserFactory(role="agent")
     rule(actions=[{"type": "assign", "value": agent.pk}])
-    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    ingest(channel=_channel_of(_team_with(agent)), posts=[post("p1")])
     conversation = conversation_of("p1")
     assert conversation.assignee == agent
     assert conversation.status == Status.OPEN
+
+
+def test_a_named_agent_who_may_not_reply_on_the_channel_is_not_assigned():
+    agent = UserFactory(role="agent")
+    rule(actions=[{"type": "assign", "value": agent.pk}])
+    ingest(channel=_channel_of(_team_with(agent), can_reply=False), posts=[post("p1")])
+    assert conversation_of("p1").assignee is None
+    refused = ConversationEvent.objects.get(kind=EventKind.ASSIGNED)
+    assert "may not reply" in refused.data["refused"]
+
+
+def test_auto_assignment_skips_online_agents_without_access_to_the_channel():
+    ann = UserFactory(role="agent")
+    team = _team_with(ann)
+    presence.agent_seen(user_id=ann.pk)
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    ingest(channel=ChannelFactory(default_team=team), posts=[post("p1")])
+    assert conversation_of("p1").assignee is None
+
+
+def test_a_rule_naming_a_deleted_team_or_tag_skips_that_part_and_stores_the_post():
+    team, tag = TeamFactory(), TagFactory()
+    rule(
+        actions=[
+            {"type": "set_team", "value": team.pk},
+            {"type": "add_tags", "value": [tag.pk]},
+            {"type": "set_priority", "value": Priority.HIGH},
+        ]
+    )
+    team.delete()
+    tag.delete()
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    conversation = conversation_of("p1")
+    assert conversation.priority == Priority.HIGH
+    assert not conversation.tags.exists()
 
 
 def _team_with(*agents, capacity=None):
@@ -224,13 +268,19 @@ def _team_with(*agents, capacity=None):
     return team
 
 
+def _channel_of(team, can_reply=True):
+    channel = ChannelFactory(default_team=team)
+    ChannelAccessFactory(channel=channel, team=team, can_reply=can_reply)
+    return channel
+
+
 def test_auto_assignment_takes_turns_among_online_agents():
     ann, ben, cid = (UserFactory(role="agent") for _ in range(3))
     team = _team_with(ann, ben, cid)
     for agent in (ann, ben):
         presence.agent_seen(user_id=agent.pk)
     rule(actions=[{"type": "assign", "value": "auto"}])
-    channel = ChannelFactory(default_team=team)
+    channel = _channel_of(team)
     ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(4)])
 
     assignees = [conversation_of(f"p{i}").assignee_id for i in range(4)]
@@ -245,7 +295,7 @@ def test_auto_assignment_respects_capacity_and_leaves_the_rest_in_the_queue():
     team = _team_with(ann, capacity=2)
     presence.agent_seen(user_id=ann.pk)
     rule(actions=[{"type": "assign", "value": "auto"}])
-    channel = ChannelFactory(default_team=team)
+    channel = _channel_of(team)
     ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(3)])
     assignees = [conversation_of(f"p{i}").assignee_id for i in range(3)]
     assert assignees.count(ann.pk) == 2
@@ -258,7 +308,7 @@ def test_auto_assignment_continues_the_rotation_across_batches():
     for agent in (ann, ben):
         presence.agent_seen(user_id=agent.pk)
     rule(actions=[{"type": "assign", "value": "auto"}])
-    channel = ChannelFactory(default_team=team)
+    channel = _channel_of(team)
     ingest(channel=channel, posts=[post("p1", author="a1")])
     ingest(channel=channel, posts=[post("p2", author="a2")])
     assert {conversation_of("p1").assignee_id, conversation_of("p2").assignee_id} == {
@@ -270,7 +320,7 @@ def test_auto_assignment_continues_the_rotation_across_batches():
 def test_nobody_online_leaves_the_conversation_unassigned():
     team = _team_with(UserFactory(role="agent"))
     rule(actions=[{"type": "assign", "value": "auto"}])
-    ingest(channel=ChannelFactory(default_team=team), posts=[post("p1")])
+    ingest(channel=_channel_of(team), posts=[post("p1")])
     assert conversation_of("p1").assignee is None
 
 
@@ -325,7 +375,7 @@ def test_notify_reaches_team_members_in_app_and_by_email(django_capture_on_commi
         ]
     )
     with django_capture_on_commit_callbacks(execute=True):
-        ingest(channel=ChannelFactory(), posts=[post("p1")])
+        ingest(channel=_channel_of(team), posts=[post("p1")])
     assert set(Notification.objects.values_list("recipient_id", flat=True)) == {ann.pk, ben.pk}
     assert len(mail.outbox) == 1
     assert set(mail.outbox[0].to) == {ann.email, ben.email}
@@ -429,3 +479,34 @@ def test_a_contact_with_an_open_escalation_matches_that_condition():
     # A DM from the same customer opens a second conversation; they are waiting elsewhere.
     ingest(channel=channel, posts=[post("d1", author="a", kind="dm")])
     assert conversation_of("d1").tags.get() == tag
+
+
+def test_two_webhook_actions_in_one_rule_call_both_endpoints(django_capture_on_commit_callbacks):
+    first = WebhookEndpoint.objects.create(name="A", url="https://a.example.com/hook")
+    second = WebhookEndpoint.objects.create(name="B", url="https://b.example.com/hook")
+    rule(
+        actions=[
+            {"type": "webhook", "value": {"endpoint": first.pk}},
+            {"type": "webhook", "value": {"endpoint": second.pk}},
+        ]
+    )
+    with responses.RequestsMock() as stub:
+        stub.post("https://a.example.com/hook", status=200)
+        stub.post("https://b.example.com/hook", status=200)
+        with django_capture_on_commit_callbacks(execute=True):
+            ingest(channel=ChannelFactory(), posts=[post("p1")])
+    assert set(WebhookCall.objects.values_list("endpoint_id", flat=True)) == {first.pk, second.pk}
+
+
+def test_a_rule_escalating_along_a_path_does_not_climb_a_level_per_message():
+    team = TeamFactory()
+    tier2 = Department.objects.create(name="Tier 2", delivery=DepartmentDelivery.IN_APP, team=team)
+    path = EscalationPath.objects.create(name="Support")
+    EscalationLevel.objects.create(path=path, position=0, department=tier2)
+    EscalationLevel.objects.create(path=path, position=1, user=UserFactory(role="manager"))
+    rule(actions=[{"type": "escalate", "value": {"path": path.pk}}])
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1"), post("p2", reply_to="p1")])
+    ingest(channel=channel, posts=[post("p3", reply_to="p1")])
+    escalation = Escalation.objects.get()
+    assert escalation.level == 0

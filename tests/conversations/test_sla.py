@@ -212,18 +212,90 @@ def test_resolving_meets_the_resolution_target_and_a_reopening_starts_a_new_one(
     assert conversation.resolution_due_at == reopened_at + timedelta(minutes=60)
 
 
-def test_changing_the_priority_moves_the_conversation_to_that_priority_policy():
+def test_changing_the_priority_gives_running_targets_the_new_length_minus_time_used():
     _policy(name="Normal", first_response_minutes=240)
     _policy(name="Urgent", priority=Priority.URGENT, first_response_minutes=15)
-    conversation = _conversation(ChannelFactory())
-    assert conversation.first_response_due_at == FRIDAY_AFTERNOON + timedelta(minutes=240)
+    started = datetime.now(tz=UTC) - timedelta(minutes=10)
+    conversation = _conversation(ChannelFactory(), at=started)
+    assert conversation.first_response_due_at == started + timedelta(minutes=240)
 
     services.conversation_priority_set(
         conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
     )
     conversation.refresh_from_db()
     assert conversation.sla_policy.name == "Urgent"
-    assert conversation.first_response_due_at == FRIDAY_AFTERNOON + timedelta(minutes=15)
+    # Ten of the fifteen minutes are used: five are left.
+    left = conversation.first_response_due_at - datetime.now(tz=UTC)
+    assert timedelta(minutes=4) < left <= timedelta(minutes=5)
+
+
+def test_a_breached_target_keeps_its_due_time_when_the_priority_changes():
+    _policy(name="Normal", first_response_minutes=60, resolution_minutes=None)
+    _policy(name="Urgent", priority=Priority.URGENT, first_response_minutes=15)
+    conversation = _conversation(ChannelFactory())
+    due = conversation.first_response_due_at
+    assert len(sla_check(now=due + timedelta(minutes=1))) == 1
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    assert conversation.first_response_due_at == due
+    assert sla_check(now=due + timedelta(minutes=30)) == []
+
+
+def test_a_deactivated_policy_stops_the_clocks_and_fires_nothing():
+    policy = _policy(first_response_minutes=60)
+    conversation = _conversation(ChannelFactory())
+    SlaPolicy.objects.filter(pk=policy.pk).update(is_active=False)
+    assert sla_check(now=FRIDAY_AFTERNOON + timedelta(days=30)) == []
+    conversation.refresh_from_db()
+    assert conversation.sla_due_at is None
+    assert conversation.sla_state() == ""
+
+
+def test_a_listen_only_conversation_runs_no_clock():
+    _policy()
+    conversation = _conversation(ChannelFactory(mode="listen"))
+    assert conversation.is_monitoring
+    assert conversation.sla_due_at is None
+    assert sla_check(now=FRIDAY_AFTERNOON + timedelta(days=30)) == []
+
+
+def test_reopening_a_conversation_nobody_answered_restarts_the_first_response_clock():
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    channel = ChannelFactory()
+    conversation = _conversation(channel, at=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.RESOLVED,
+        actor=None,
+        at=datetime(2026, 1, 5, 10, 5, tzinfo=UTC),
+    )
+    back = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+    ingest(channel=channel, posts=[post("p2", reply_to="p1", at=back)])
+    conversation.refresh_from_db()
+    assert conversation.first_response_due_at == back + timedelta(minutes=60)
+
+
+def test_resolving_while_pending_counts_the_clock_as_stopped_at_the_pause():
+    _policy(first_response_minutes=None, resolution_minutes=60)
+    conversation = _conversation(ChannelFactory(), at=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.PENDING,
+        actor=None,
+        at=datetime(2026, 1, 5, 10, 30, tzinfo=UTC),
+    )
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.RESOLVED,
+        actor=None,
+        at=datetime(2026, 1, 7, 10, 0, tzinfo=UTC),
+    )
+    resolved = ConversationEvent.objects.filter(
+        conversation=conversation, kind=EventKind.STATUS_CHANGED, data__status=Status.RESOLVED
+    ).get()
+    assert resolved.data["sla_met"] is True
 
 
 def test_the_check_fires_at_risk_then_breached_each_exactly_once():
