@@ -952,9 +952,19 @@ def test_the_database_refuses_to_change_or_delete_an_entry(world):
     if connection.vendor != "postgresql":
         pytest.skip("On SQLite only the model guards the log.")
     entry = audit_record(action="test.kept")
-    with pytest.raises(DatabaseError), transaction.atomic():
+    table = AuditEntry._meta.db_table
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET action = 'test.changed' WHERE id = %s", [entry.pk])
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [entry.pk])
+    assert AuditEntry.objects.get(pk=entry.pk).action == "test.kept"
+
+
+def test_bulk_changes_of_the_log_are_refused_too(world):
+    entry = audit_record(action="test.kept")
+    with pytest.raises(PermissionError):
         AuditEntry.objects.filter(pk=entry.pk).update(action="test.changed")
-    with pytest.raises(DatabaseError), transaction.atomic():
+    with pytest.raises(PermissionError):
         AuditEntry.objects.filter(pk=entry.pk).delete()
     assert AuditEntry.objects.get(pk=entry.pk).action == "test.kept"
 

@@ -383,7 +383,9 @@ def test_erasure_leaves_no_trace_of_the_person(world, person):
 def test_erasure_keeps_the_facts_and_what_others_wrote(world, person):
     on_a = Conversation.objects.get(pk=person.on_a.pk)
     messages_before = list(
-        Message.objects.filter(conversation=on_a).values_list("pk", "direction", "created_at")
+        Message.objects.filter(conversation=on_a)
+        .order_by("pk")
+        .values_list("pk", "direction", "created_at")
     )
 
     contact_erase(contact=person.contact, actor=world.admin)
@@ -398,7 +400,11 @@ def test_erasure_keeps_the_facts_and_what_others_wrote(world, person):
     assert (person.on_a.subject, person.on_a.last_message_preview) == ("", "")
     assert person.on_a.thread_key == f"dm:erased-{person.on_a.pk}"
     assert (
-        list(Message.objects.filter(conversation=on_a).values_list("pk", "direction", "created_at"))
+        list(
+            Message.objects.filter(conversation=on_a)
+            .order_by("pk")
+            .values_list("pk", "direction", "created_at")
+        )
         == messages_before
     )
     person.other_message.refresh_from_db()
