@@ -361,10 +361,11 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
     wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
     if not wanted:
         return
+    # Locked, so two batches at once cannot both hand an agent their last free place.
     memberships = list(
-        TeamMembership.objects.filter(
-            team_id__in={c.team_id for c in wanted}, user__is_active=True
-        ).order_by("pk")
+        TeamMembership.objects.select_for_update(of=("self",))
+        .filter(team_id__in={c.team_id for c in wanted}, user__is_active=True)
+        .order_by("pk")
     )
     online = presence.agents_online(user_ids={m.user_id for m in memberships})
     members = [m for m in memberships if m.user_id in online]

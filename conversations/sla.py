@@ -80,14 +80,17 @@ class SlaSetup:
                 calendar_id__in=calendar_models
             ).values_list("calendar_id", "date"):
                 holidays[calendar_id].add(day)
-        calendars = {
-            pk: business_hours.BusinessCalendar.from_config(
-                time_zone=model.time_zone,
-                weekly_hours=model.weekly_hours,
-                holidays=holidays[pk],
-            )
-            for pk, model in calendar_models.items()
-        }
+        calendars = {}
+        for pk, model in calendar_models.items():
+            try:
+                calendars[pk] = business_hours.BusinessCalendar.from_config(
+                    time_zone=model.time_zone,
+                    weekly_hours=model.weekly_hours,
+                    holidays=holidays[pk],
+                )
+            except business_hours.CalendarError:
+                # Only hours written around the form get here: counted around the clock.
+                logger.exception("Business hours %s cannot be read", pk)
         return cls(policies=policies, calendars=calendars)
 
     @property
