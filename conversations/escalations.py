@@ -267,8 +267,29 @@ def _reach(conversation: Conversation, escalation: Escalation, *, actor: User | 
 
 
 def _send_email(conversation: Conversation, escalation: Escalation, *, actor: User | None) -> None:
-    department = escalation.department
-    assert department is not None
+    """The email is written when a worker sends it, from what is stored then: the queued task
+    carries ids only, so an erasure in between leaves nothing personal waiting in the queue."""
+    from conversations.tasks import send_escalation_email
+
+    actor_id = actor.pk if actor is not None else None
+    transaction.on_commit(lambda: send_escalation_email.delay(escalation.pk, actor_id))
+
+
+def escalation_email(*, escalation_id: int, actor_id: int | None) -> tuple[str, str, str] | None:
+    """Subject, body and address of the email to an email department, or None when there is
+    nothing to ask any more (answered or taken back before it went out)."""
+    escalation = (
+        Escalation.objects.select_related(
+            "department", "path", "conversation__channel", "conversation__contact"
+        )
+        .filter(pk=escalation_id, status=EscalationStatus.OPEN)
+        .first()
+    )
+    department = escalation.department if escalation is not None else None
+    if escalation is None or department is None or not department.email:
+        return None
+    conversation = escalation.conversation
+    actor = User.objects.filter(pk=actor_id).first() if actor_id is not None else None
     brief = escalation_brief(escalation=escalation, conversation=conversation)
     lines = [
         f"{_who(actor, escalation.trigger)} escalated a customer conversation to "
@@ -294,12 +315,7 @@ def _send_email(conversation: Conversation, escalation: Escalation, *, actor: Us
     ]
     subject = f"Escalation from support: {brief['contact']['name']}"[:150]
     body = "\n".join(lines)
-    recipient = department.email
-    # Sent by a worker once the escalation is stored: a slow or absent mail server neither
-    # holds the request nor undoes the escalation.
-    from conversations.tasks import send_email
-
-    transaction.on_commit(lambda: send_email.delay(subject, body, [recipient]))
+    return subject, body, department.email
 
 
 def _call_webhook(

@@ -571,7 +571,7 @@ def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: date
         ):
             members[team_id].add(member_id)
     rows = []
-    emails: list[tuple[list[int], str]] = []
+    emails: list[tuple[list[int], str, int]] = []
     wanted: list[tuple[Conversation, set[int], dict[str, Any], str]] = []
     for conversation, spec, rule_name in items:
         recipients = set(spec.get("users", ()))
@@ -594,7 +594,7 @@ def _notify(items: Sequence[tuple[Conversation, dict[str, Any], str]], now: date
             for uid in sorted(recipients)
         ]
         if spec.get("email") and recipients:
-            emails.append((sorted(recipients), f"{text}\n\n{conversation.last_message_preview}"))
+            emails.append((sorted(recipients), text, conversation.pk))
     Notification.objects.bulk_create(rows)
     if emails:
         from conversations.tasks import send_notification_emails

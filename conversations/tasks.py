@@ -36,19 +36,45 @@ def send_email(subject: str, body: str, recipients: list[str]) -> int:
     return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
 
 
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OSError, smtplib.SMTPException),
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    retry_jitter=True,
+    max_retries=6,
+)
+def send_escalation_email(escalation_id: int, actor_id: int | None) -> int:
+    from conversations.escalations import escalation_email
+
+    composed = escalation_email(escalation_id=escalation_id, actor_id=actor_id)
+    if composed is None:
+        return 0
+    subject, body, address = composed
+    return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address])
+
+
 @shared_task(acks_late=True)
-def send_notification_emails(emails: list[tuple[list[int], str]]) -> int:
-    """Rule notifications that asked for email, one message per recipient list."""
+def send_notification_emails(emails: list[tuple[list[int], str, int]]) -> int:
+    """Rule notifications that asked for email, one message per recipient list. The customer's
+    words are read when the email is written, so a queued task holds none of them."""
+    from conversations.models import Conversation
+
+    previews = dict(
+        Conversation.objects.filter(pk__in={c for _, _, c in emails}).values_list(
+            "pk", "last_message_preview"
+        )
+    )
     sent = 0
-    for user_ids, text in emails:
+    for user_ids, text, conversation_id in emails:
         addresses = list(
             User.objects.filter(pk__in=user_ids, is_active=True)
             .exclude(email="")
             .values_list("email", flat=True)
         )
         if addresses:
-            subject = text.splitlines()[0][:120]
-            sent += send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, addresses)
+            body = f"{text}\n\n{previews.get(conversation_id, '')}".strip()
+            sent += send_mail(text[:120], body, settings.DEFAULT_FROM_EMAIL, addresses)
     return sent
 
 

@@ -154,6 +154,30 @@ def test_escalating_to_a_person_assigns_the_conversation_to_them(world, conversa
     assert "Refund above the agent limit" in notification.text
 
 
+def test_an_email_waiting_in_the_queue_holds_nothing_an_erasure_would_remove(
+    world, conversation, django_capture_on_commit_callbacks
+):
+    from governance.subject_rights import contact_erase
+
+    department = DepartmentFactory(
+        name="Logistics", delivery=DepartmentDelivery.EMAIL, team=None, email="log@example.com"
+    )
+    MessageFactory(
+        conversation=conversation,
+        author_identity=conversation.contact.identities.first(),
+        body="My address is 1 Secret Lane",
+    )
+    name = conversation.contact.name
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        _escalate(conversation, world.agent_a, department=department)
+    contact_erase(contact=conversation.contact, actor=world.admin)
+    for callback in queued:
+        callback()
+    for email in mail.outbox:
+        assert name not in email.subject + email.body
+        assert "Secret Lane" not in email.body
+
+
 def test_an_email_department_gets_the_last_messages_and_the_link_back(
     client, world, conversation, django_capture_on_commit_callbacks
 ):
