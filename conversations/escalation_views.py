@@ -22,6 +22,7 @@ from conversations.escalations import (
     escalation_is_addressed_to,
     escalation_open,
     escalation_raise,
+    escalation_steerable_by,
     escalation_withdraw,
 )
 from conversations.models import (
@@ -34,7 +35,6 @@ from conversations.models import (
 )
 from conversations.selectors import conversations_visible_to
 from governance.models import Role
-from governance.selectors import visible_channel_ids
 from scrm.types import AuthedRequest
 
 _TARGETS = ("path", "department", "user")
@@ -165,12 +165,7 @@ def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def _support_side_or_403(request: AuthedRequest, escalation: Escalation) -> None:
-    """Raising or taking back is support's move: the department it waits on answers instead."""
-    visible = visible_channel_ids(user=request.user)
-    if (
-        visible is not None
-        and not visible.filter(channel_id=escalation.conversation.channel_id).exists()
-    ):
+    if not escalation_steerable_by(conversation=escalation.conversation, user=request.user):
         raise PermissionDenied("The department answers; support raises or takes back.")
 
 

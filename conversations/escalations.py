@@ -645,10 +645,15 @@ def escalation_panel_context(*, conversation: Conversation, user: AnyUser) -> di
         "departments": list(Department.objects.order_by("name")),
         "can_answer": escalation is not None
         and escalation_answerable_by(escalation=escalation, user=user),
-        # Raising and taking back are support's moves, for those who watch the channel.
-        "can_steer": (visible := visible_channel_ids(user=user)) is None
-        or visible.filter(channel_id=conversation.channel_id).exists(),
+        "can_steer": escalation_steerable_by(conversation=conversation, user=user),
     }
+
+
+def escalation_steerable_by(*, conversation: Conversation, user: AnyUser) -> bool:
+    """Raising and taking back are support's moves, for those who watch the channel; the
+    department an escalation waits on answers instead."""
+    visible = visible_channel_ids(user=user)
+    return visible is None or visible.filter(channel_id=conversation.channel_id).exists()
 
 
 def escalation_is_addressed_to(*, escalation: Escalation, user: AnyUser) -> bool:
