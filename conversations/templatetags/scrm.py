@@ -74,3 +74,11 @@ def sla_badge(conversation: Any) -> str:
 @register.filter
 def is_past(moment: datetime | None) -> bool:
     return moment is not None and moment <= timezone.now()
+
+
+@register.filter
+def status_label(value: str) -> str:
+    """A stored status value as people read it: "pending" -> "Pending customer"."""
+    from conversations.models import Status
+
+    return str(Status(value).label) if value in Status.values else value

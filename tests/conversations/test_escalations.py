@@ -751,3 +751,9 @@ def test_the_panel_offers_paths_and_departments_when_not_escalated(
     assert f'value="path:{support_path.pk}"' in html
     assert f'value="department:{tier2.pk}"' in html
     assert "Not escalated." in html
+
+
+def test_an_escalated_conversation_shows_escalated_as_its_status(world, conversation, login, tier2):
+    _escalate(conversation, world.agent_a, department=tier2)
+    page = login(world.agent_a).get(f"/inbox/{conversation.pk}/").content.decode()
+    assert '<option value="" selected disabled>Escalated</option>' in page
