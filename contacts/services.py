@@ -231,6 +231,45 @@ def merge_suggestions_find(*, identities: list[SocialIdentity]) -> int:
     return len(pairs)
 
 
+def _person_key(name: str, company: str) -> tuple[str, str] | None:
+    """Name and company as compared: case and spacing ignored; both must be there."""
+    name, company = " ".join(name.split()).lower(), " ".join(company.split()).lower()
+    return (name, company) if len(name) >= _MIN_NAME_FOR_MATCH and company else None
+
+
+_MIN_NAME_FOR_MATCH = 5  # "Jo" at Acme is too common to suggest anything
+
+
+def merge_suggestions_by_name_and_company(*, contacts: Sequence[Contact]) -> int:
+    """Suggest merging contacts with the same name at the same company (across platforms, or
+    a customer entered by hand and met on social). One query to find them, one to store."""
+    keys = {
+        key: contact
+        for contact in contacts
+        if contact.merged_into_id is None and (key := _person_key(contact.name, contact.company))
+    }
+    if not keys:
+        return 0
+    # Names are compared in Python, where spacing can be ignored too: a company has few
+    # contacts next to all of them.
+    candidates = Contact.objects.annotate(company_lower=Lower("company")).filter(
+        merged_into__isnull=True, company_lower__in={company for _, company in keys}
+    )
+    pairs: dict[tuple[int, int], str] = {}
+    for other in candidates.only("pk", "name", "company"):
+        key = _person_key(other.name, other.company)
+        contact = keys.get(key) if key else None
+        if contact is None or contact.pk == other.pk:
+            continue
+        low, high = sorted((contact.pk, other.pk))
+        pairs[(low, high)] = f"Same name and company: {other.name} at {other.company}"[:200]
+    MergeSuggestion.objects.bulk_create(
+        [MergeSuggestion(contact_id=a, other_id=b, reason=r) for (a, b), r in pairs.items()],
+        ignore_conflicts=True,
+    )
+    return len(pairs)
+
+
 # --- Contacts entered by hand ------------------------------------------------------------
 
 
@@ -262,13 +301,17 @@ def contact_create(*, data: ContactData, actor: User) -> Contact:
         last_seen_at=now,
     )
     contact.save()
+    merge_suggestions_by_name_and_company(contacts=[contact])
     return contact
 
 
 def contact_update(*, contact: Contact, data: ContactData, actor: User) -> Contact:
+    before = _person_key(contact.name, contact.company)
     for name in _EDITABLE_FIELDS:
         setattr(contact, name, getattr(data, name))
     contact.save(update_fields=[*_EDITABLE_FIELDS, "updated_at"])
+    if _person_key(contact.name, contact.company) != before:
+        merge_suggestions_by_name_and_company(contacts=[contact])
     return contact
 
 
@@ -597,6 +640,7 @@ def _batch_import(
         contact.updated_at = now
     Contact.objects.bulk_create(new)
     Contact.objects.bulk_update(changed, [*_SNAPSHOT_FIELDS, "updated_at"])
+    merge_suggestions_by_name_and_company(contacts=[*new, *changed])
     return outcome
 
 
