@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import User
 from django.core import signing
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -48,7 +49,9 @@ class EscalateForm(forms.Form):
     department = forms.ModelChoiceField(Department.objects.all(), required=False)
     # A person as a target is someone who can take responsibility: a manager or an admin.
     user = forms.ModelChoiceField(
-        User.objects.filter(is_active=True, groups__name__in=[Role.MANAGER, Role.ADMIN]).distinct(),
+        User.objects.filter(
+            Q(groups__name__in=[Role.MANAGER, Role.ADMIN]) | Q(is_superuser=True), is_active=True
+        ).distinct(),
         required=False,
     )
     reason = forms.CharField(

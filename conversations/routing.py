@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
@@ -426,8 +426,11 @@ def _reply_rights(user_ids: set[int], channel_ids: set[int], *, reply: bool = Tr
     if reply:
         access = access.filter(can_reply=True)
     pairs = set(access.values_list("team__memberships__user_id", "channel_id"))
+    # Admins as governance.roles counts them: the admin group, or a superuser.
     admins = set(
-        User.objects.filter(pk__in=user_ids, groups__name=Role.ADMIN).values_list("pk", flat=True)
+        User.objects.filter(
+            Q(groups__name=Role.ADMIN) | Q(is_superuser=True), pk__in=user_ids
+        ).values_list("pk", flat=True)
     )
     return lambda user_id, channel_id: user_id in admins or (user_id, channel_id) in pairs
 

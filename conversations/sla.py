@@ -139,7 +139,7 @@ def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: 
     )
     conversation.sla_policy = policy
     if policy is None:
-        _clear(conversation)
+        sla_clear(conversation)
         return
     conversation.first_response_due_at = (
         setup.add(policy, at, policy.first_response_minutes)
@@ -154,11 +154,6 @@ def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: 
     _summarise(conversation, policy)
 
 
-def sla_clear(conversation: Conversation) -> None:
-    """No clock runs: the conversation is only listened to (monitoring), or its policy is gone."""
-    _clear(conversation)
-
-
 def sla_on_inbound(
     conversation: Conversation,
     *,
@@ -170,7 +165,7 @@ def sla_on_inbound(
     """A customer message arrived on an existing conversation."""
     policy = setup.policy(conversation.sla_policy_id)
     if policy is None:
-        _clear(conversation)  # its policy was switched off or deleted: nothing runs any more
+        sla_clear(conversation)  # its policy was switched off or deleted: nothing runs any more
         return
     if previous_status in (Status.RESOLVED, Status.CLOSED):
         _new_round(conversation, setup, policy, at)
@@ -234,7 +229,7 @@ def sla_on_status(
         conversation.resolution_due_at = None
         conversation.sla_paused_at = at
     elif policy is None:
-        _clear(conversation)  # its policy was switched off or deleted: nothing runs any more
+        sla_clear(conversation)  # its policy was switched off or deleted: nothing runs any more
         return facts
     elif previous in ended:
         _new_round(conversation, setup, policy, at)
@@ -264,7 +259,7 @@ def sla_policy_change(
     )
     if policy is None:
         conversation.sla_policy = None
-        _clear(conversation)
+        sla_clear(conversation)
         return
     if conversation.sla_policy_id == policy.pk:
         return
@@ -326,7 +321,8 @@ def _resume(conversation: Conversation, setup: SlaSetup, policy: SlaPolicy, at: 
     conversation.sla_paused_at = None
 
 
-def _clear(conversation: Conversation) -> None:
+def sla_clear(conversation: Conversation) -> None:
+    """No clock runs: the conversation is only listened to (monitoring), or its policy is gone."""
     for name in (*_DUE_FIELDS.values(), "sla_due_at", "sla_warn_at", "sla_check_at"):
         setattr(conversation, name, None)
     conversation.sla_paused_at = None
@@ -398,7 +394,7 @@ def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
         policy = conversation.sla_policy
         if policy is None or not policy.is_active or conversation.is_monitoring:
             # Switched off, deleted, or only listened to: nothing is due any more.
-            _clear(conversation)
+            sla_clear(conversation)
             conversation.save(update_fields=list(SLA_FIELDS))
             return fired
         warn = timedelta(minutes=policy.at_risk_minutes)

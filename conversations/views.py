@@ -260,6 +260,8 @@ def conversation_status(request: AuthedRequest, pk: int) -> HttpResponse:
             conversation=conversation, status=form.cleaned_data["status"], actor=request.user
         )
         messages.success(request, f"Status set to {conversation.get_status_display().lower()}.")
+    else:
+        messages.error(request, "Choose a status; escalating goes through the escalation panel.")
     return redirect("conversations:detail", pk=pk)
 
 

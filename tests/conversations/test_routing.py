@@ -510,3 +510,12 @@ def test_a_rule_escalating_along_a_path_does_not_climb_a_level_per_message():
     ingest(channel=channel, posts=[post("p3", reply_to="p1")])
     escalation = Escalation.objects.get()
     assert escalation.level == 0
+
+
+def test_a_superuser_counts_as_an_admin_for_auto_assignment():
+    boss = UserFactory(is_superuser=True)
+    team = _team_with(boss)
+    presence.agent_seen(user_id=boss.pk)
+    rule(actions=[{"type": "assign", "value": "auto"}])
+    ingest(channel=ChannelFactory(default_team=team), posts=[post("p1")])
+    assert conversation_of("p1").assignee == boss
