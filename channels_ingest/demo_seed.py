@@ -41,6 +41,8 @@ from conversations.models import (
 )
 from governance.models import ChannelAccess, Role, Team, TeamMembership
 from governance.services import roles_ensure
+from kpis.models import KpiTarget, Metric, Period
+from kpis.tasks import refresh_facts
 
 DEMO_PASSWORD = "social-crm-demo"
 
@@ -146,7 +148,31 @@ def seed_demo(*, days: int = HISTORY_DAYS, rng_seed: int = 7) -> SeedReport:
             _play_history(channel, spec, agents, days, rng, report)
     # Rules come after the history: they route what arrives from now on.
     _routing(teams, users)
+    _kpi_targets(teams, users.get("manager"))
+    # The reports read facts the beat keeps current; the history is counted right away.
+    refresh_facts()
     return report
+
+
+def _kpi_targets(teams: dict[str, Team], manager: User | None) -> None:
+    if KpiTarget.objects.exists():
+        return
+    KpiTarget.objects.bulk_create(
+        KpiTarget(created_by=manager, valid_from=date(2020, 1, 1), **spec)
+        for spec in (
+            {"metric": Metric.FIRST_RESPONSE_MEDIAN, "value": 30, "period": Period.MONTH},
+            {"metric": Metric.FIRST_RESPONSE_SLA, "value": 95, "period": Period.MONTH},
+            {"metric": Metric.IN_CHANNEL_RESOLUTION, "value": 70, "period": Period.MONTH},
+            {"metric": Metric.NEGATIVE_SHARE, "value": 20, "period": Period.WEEK},
+            {"metric": Metric.RESOLUTION_MEDIAN, "value": 240, "period": Period.WEEK},
+            {
+                "metric": Metric.FIRST_RESPONSE_MEDIAN,
+                "value": 20,
+                "period": Period.WEEK,
+                "team": teams["billing"],
+            },
+        )
+    )
 
 
 def _service_levels() -> None:

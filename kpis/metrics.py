@@ -1,0 +1,774 @@
+"""The KPI figures, read from the fact tables (`kpis.facts`).
+
+Everything here is exact: medians and percentiles are computed from the individual responses
+and conversations (linear interpolation between the two nearest values, as PostgreSQL's
+`percentile_cont` and the usual spreadsheet PERCENTILE do), on PostgreSQL in the database and
+on SQLite in Python. Pages, CSV exports, targets, the digest and the API read the same
+functions, so a figure is the same wherever it is shown.
+
+Which period a figure belongs to:
+- messages: the day they were written; new conversations and contacts: the day it started;
+- responses (first and next) and SLA on first responses: the day of the reply;
+- SLA breaches: the day the conversation started;
+- resolution time, SLA on resolution, outcomes, reopenings: the day of the resolution;
+- backlog: now, whatever the range.
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import TruncMonth, TruncWeek
+from django.utils import timezone
+
+from conversations.models import ACTIVE_STATUSES, EscalationOutcome
+from governance.selectors import visible_channel_ids
+from kpis.models import ConversationFact, MessageDay, Metric, ResponseFact
+from scrm.types import AnyUser
+
+GRAINS = ("day", "week", "month")
+
+# Lower is better for these; higher for every other metric.
+LOWER_IS_BETTER = frozenset(
+    {
+        Metric.FIRST_RESPONSE_MEDIAN,
+        Metric.FIRST_RESPONSE_P90,
+        Metric.NEXT_RESPONSE_MEDIAN,
+        Metric.RESOLUTION_MEDIAN,
+        Metric.RESOLUTION_P90,
+        Metric.BREACHES,
+        Metric.ESCALATION_RATE,
+        Metric.REOPEN_RATE,
+        Metric.NEGATIVE_SHARE,
+        Metric.BACKLOG,
+        Metric.UNASSIGNED,
+    }
+)
+TIME_METRICS = frozenset(
+    {
+        Metric.FIRST_RESPONSE_MEDIAN,
+        Metric.FIRST_RESPONSE_P90,
+        Metric.NEXT_RESPONSE_MEDIAN,
+        Metric.RESOLUTION_MEDIAN,
+        Metric.RESOLUTION_P90,
+    }
+)
+SHARE_METRICS = frozenset(
+    {
+        Metric.FIRST_RESPONSE_SLA,
+        Metric.RESOLUTION_SLA,
+        Metric.IN_CHANNEL_RESOLUTION,
+        Metric.ESCALATION_RATE,
+        Metric.REOPEN_RATE,
+        Metric.POSITIVE_SHARE,
+        Metric.NEGATIVE_SHARE,
+        Metric.RETURNING_30,
+        Metric.VIP_COVERAGE,
+    }
+)
+# Figures of "now", which a date range does not change.
+SNAPSHOT_METRICS = frozenset({Metric.BACKLOG, Metric.UNASSIGNED})
+
+# Response time distribution: upper bounds in minutes, the last bucket is open.
+RESPONSE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("under 5 min", 5),
+    ("5-15 min", 15),
+    ("15-60 min", 60),
+    ("1-4 h", 240),
+    ("4-24 h", 1440),
+    ("over 24 h", math.inf),
+)
+# Backlog age buckets: upper bounds in hours.
+BACKLOG_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("under 1 h", 1),
+    ("1-4 h", 4),
+    ("4-24 h", 24),
+    ("1-3 days", 72),
+    ("3-7 days", 168),
+    ("over 7 days", math.inf),
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    channel: int | None = None
+    platform: str = ""
+    team: int | None = None
+    agent: int | None = None
+    priority: int | None = None
+    tag: int | None = None
+
+    def q(self, *, agent_field: str | None) -> Q:
+        q = Q()
+        if self.channel is not None:
+            q &= Q(channel_id=self.channel)
+        if self.platform:
+            q &= Q(platform=self.platform)
+        if self.team is not None:
+            q &= Q(team_id=self.team)
+        if self.priority is not None:
+            q &= Q(priority=self.priority)
+        if self.agent is not None and agent_field is not None:
+            q &= Q(**{f"{agent_field}_id": self.agent})
+        if self.tag is not None:
+            q &= Q(conversation__tags=self.tag)
+        return q
+
+    @property
+    def active(self) -> bool:
+        return any(v not in (None, "") for v in self.__dict__.values())
+
+
+@dataclass(frozen=True)
+class DateRange:
+    start: date
+    end: date  # inclusive
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def previous(self) -> "DateRange":
+        return DateRange(self.start - timedelta(days=self.days), self.start - timedelta(days=1))
+
+    @classmethod
+    def last(cls, days: int, *, today: date | None = None) -> "DateRange":
+        today = today or timezone.localdate(timezone.now(), timezone.get_default_timezone())
+        return cls(today - timedelta(days=days - 1), today)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median, 90th percentile and mean of a set of durations, in seconds."""
+
+    n: int
+    median: float | None
+    p90: float | None
+    mean: float | None
+
+
+@dataclass(frozen=True)
+class Speed:
+    first_response: Spread
+    first_response_business: Spread
+    next_response: Spread
+    next_response_business: Spread
+    resolution: Spread
+    resolution_business: Spread
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    resolved: int
+    in_channel: int
+    escalated: int
+    reopened: int
+    by_outcome: list[tuple[str, int]]  # escalated conversations by how they ended
+    by_department: list[tuple[str, int]]
+
+    @property
+    def in_channel_rate(self) -> float | None:
+        return _share(self.in_channel, self.resolved)
+
+    @property
+    def escalation_rate(self) -> float | None:
+        return _share(self.escalated, self.resolved)
+
+    @property
+    def reopen_rate(self) -> float | None:
+        return _share(self.reopened, self.resolved)
+
+
+@dataclass(frozen=True)
+class Sentiment:
+    positive: int
+    neutral: int
+    negative: int
+    conversations: int  # with a first and a last scored message
+    improved: int
+    worsened: int
+    mean_change: float | None
+
+    @property
+    def scored(self) -> int:
+        return self.positive + self.neutral + self.negative
+
+    @property
+    def positive_share(self) -> float | None:
+        return _share(self.positive, self.scored)
+
+    @property
+    def neutral_share(self) -> float | None:
+        return _share(self.neutral, self.scored)
+
+    @property
+    def negative_share(self) -> float | None:
+        return _share(self.negative, self.scored)
+
+
+@dataclass(frozen=True)
+class Loyalty:
+    conversations: int
+    contacts: int
+    repeat_contacts: int  # with two or more conversations started in the range
+    returning_30: int  # conversations whose contact had one in the 30 days before
+    returning_90: int
+    vip_conversations: int
+    vip_answered: int
+
+    @property
+    def returning_30_share(self) -> float | None:
+        return _share(self.returning_30, self.conversations)
+
+    @property
+    def returning_90_share(self) -> float | None:
+        return _share(self.returning_90, self.conversations)
+
+    @property
+    def vip_coverage(self) -> float | None:
+        return _share(self.vip_answered, self.vip_conversations)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Every figure of one date range and scope."""
+
+    range: DateRange
+    inbound: int
+    outbound: int
+    new_conversations: int
+    new_contacts: int
+    speed: Speed
+    first_response_met: int
+    first_response_missed: int
+    resolution_met: int
+    resolution_missed: int
+    breaches: int
+    outcomes: Outcomes
+    sentiment: Sentiment
+    loyalty: Loyalty
+    backlog: int
+    unassigned: int
+
+    @property
+    def first_response_sla(self) -> float | None:
+        return _share(self.first_response_met, self.first_response_met + self.first_response_missed)
+
+    @property
+    def resolution_sla(self) -> float | None:
+        return _share(self.resolution_met, self.resolution_met + self.resolution_missed)
+
+    def value(self, metric: str) -> float | None:
+        """One figure by its Metric name: minutes for times, percent for shares."""
+        minutes: dict[str, float | None] = {
+            Metric.FIRST_RESPONSE_MEDIAN: self.speed.first_response.median,
+            Metric.FIRST_RESPONSE_P90: self.speed.first_response.p90,
+            Metric.NEXT_RESPONSE_MEDIAN: self.speed.next_response.median,
+            Metric.RESOLUTION_MEDIAN: self.speed.resolution.median,
+            Metric.RESOLUTION_P90: self.speed.resolution.p90,
+        }
+        if metric in minutes:
+            seconds = minutes[metric]
+            return None if seconds is None else seconds / 60
+        values: dict[str, float | None] = {
+            Metric.INBOUND: self.inbound,
+            Metric.OUTBOUND: self.outbound,
+            Metric.NEW_CONVERSATIONS: self.new_conversations,
+            Metric.NEW_CONTACTS: self.new_contacts,
+            Metric.FIRST_RESPONSE_SLA: self.first_response_sla,
+            Metric.RESOLUTION_SLA: self.resolution_sla,
+            Metric.BREACHES: self.breaches,
+            Metric.IN_CHANNEL_RESOLUTION: self.outcomes.in_channel_rate,
+            Metric.ESCALATION_RATE: self.outcomes.escalation_rate,
+            Metric.REOPEN_RATE: self.outcomes.reopen_rate,
+            Metric.POSITIVE_SHARE: self.sentiment.positive_share,
+            Metric.NEGATIVE_SHARE: self.sentiment.negative_share,
+            Metric.BACKLOG: self.backlog,
+            Metric.UNASSIGNED: self.unassigned,
+            Metric.RETURNING_30: self.loyalty.returning_30_share,
+            Metric.VIP_COVERAGE: self.loyalty.vip_coverage,
+        }
+        return values[metric]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One bucket of a time series."""
+
+    start: date
+    inbound: int = 0
+    outbound: int = 0
+    new_conversations: int = 0
+    resolved: int = 0
+    first_response_median: float | None = None  # seconds
+    positive: int = 0
+    neutral: int = 0
+    negative: int = 0
+    by_channel: dict[str, int] = field(default_factory=dict)  # inbound messages
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent_id: int
+    name: str
+    handled: int  # conversations they resolved
+    responses: int
+    first_response_median: float | None
+    resolution_median: float | None
+    sla_met: int
+    sla_missed: int
+
+    @property
+    def sla_compliance(self) -> float | None:
+        return _share(self.sla_met, self.sla_met + self.sla_missed)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return None if whole == 0 else 100.0 * part / whole
+
+
+# --- Scoping ------------------------------------------------------------------------------
+
+
+def _scoped(model: Any, user: AnyUser, filters: Filters, *, agent_field: str | None) -> QuerySet:
+    qs = model.objects.filter(filters.q(agent_field=agent_field))
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    if filters.tag is not None:
+        qs = qs.distinct()
+    return qs
+
+
+def conversation_facts(user: AnyUser, filters: Filters) -> QuerySet[ConversationFact]:
+    return _scoped(ConversationFact, user, filters, agent_field="assignee")
+
+
+def response_facts(user: AnyUser, filters: Filters) -> QuerySet[ResponseFact]:
+    return _scoped(ResponseFact, user, filters, agent_field="agent")
+
+
+def message_days(user: AnyUser, filters: Filters) -> QuerySet[MessageDay]:
+    return _scoped(MessageDay, user, filters, agent_field="assignee")
+
+
+def _in(range_: DateRange, field_name: str = "day") -> Q:
+    return Q(**{f"{field_name}__gte": range_.start, f"{field_name}__lte": range_.end})
+
+
+# --- Percentiles --------------------------------------------------------------------------
+
+
+class _PercentileCont(Aggregate):
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def interpolated(values: Sequence[float], fraction: float) -> float | None:
+    """The percentile of sorted values by linear interpolation (percentile_cont)."""
+    if not values:
+        return None
+    position = fraction * (len(values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (position - low)
+
+
+def spread(qs: QuerySet, column: str) -> Spread:
+    """Median, p90, mean and count of a column over the rows it is not empty in."""
+    qs = qs.filter(**{f"{column}__isnull": False})
+    if connection.vendor == "postgresql" and not _distinct(qs):
+        row = qs.aggregate(
+            n=Count(column),
+            mean=Avg(column),
+            median=_PercentileCont(column, fraction=0.5),
+            p90=_PercentileCont(column, fraction=0.9),
+        )
+        return Spread(n=row["n"], median=row["median"], p90=row["p90"], mean=row["mean"])
+    values = sorted(qs.values_list(column, flat=True))
+    return _spread_of(values)
+
+
+def _spread_of(values: Sequence[float]) -> Spread:
+    return Spread(
+        n=len(values),
+        median=interpolated(values, 0.5),
+        p90=interpolated(values, 0.9),
+        mean=sum(values) / len(values) if values else None,
+    )
+
+
+def _distinct(qs: QuerySet) -> bool:
+    return bool(qs.query.distinct)
+
+
+def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
+    """Spread of a column per value of another (a day bucket, an agent)."""
+    qs = qs.filter(**{f"{column}__isnull": False})
+    if connection.vendor == "postgresql" and not _distinct(qs):
+        return {
+            row[group]: Spread(n=row["n"], median=row["median"], p90=row["p90"], mean=row["mean"])
+            for row in qs.values(group)
+            .annotate(
+                n=Count(column),
+                mean=Avg(column),
+                median=_PercentileCont(column, fraction=0.5),
+                p90=_PercentileCont(column, fraction=0.9),
+            )
+            .order_by()
+        }
+    values: dict[Any, list[float]] = defaultdict(list)
+    for key, value in qs.values_list(group, column):
+        values[key].append(value)
+    return {key: _spread_of(sorted(v)) for key, v in values.items()}
+
+
+# --- The figures --------------------------------------------------------------------------
+
+
+def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+    filters = filters or Filters()
+    conversations = conversation_facts(user, filters)
+    started = conversations.filter(_in(range_))
+    resolved = conversations.filter(_in(range_, "resolved_day"))
+    responses = response_facts(user, filters).filter(_in(range_))
+    days = message_days(user, filters).filter(_in(range_))
+
+    volume = days.aggregate(
+        inbound=Sum("inbound"),
+        outbound=Sum("outbound"),
+        positive=Sum("positive"),
+        neutral=Sum("neutral"),
+        negative=Sum("negative"),
+    )
+    start = started.aggregate(
+        new=Count("pk"),
+        new_contacts=Count("pk", filter=Q(new_contact=True)),
+        contacts=Count("contact", distinct=True),
+        returning_30=Count("pk", filter=Q(days_since_previous__lte=30)),
+        returning_90=Count("pk", filter=Q(days_since_previous__lte=90)),
+        vip=Count("pk", filter=Q(contact__is_vip=True, is_monitoring=False)),
+        vip_answered=Count(
+            "pk",
+            filter=Q(contact__is_vip=True, is_monitoring=False, first_response_at__isnull=False),
+        ),
+    )
+    repeat = (
+        started.values("contact").annotate(n=Count("pk")).filter(n__gte=2).order_by().count()
+        if start["new"]
+        else 0
+    )
+    end = resolved.aggregate(
+        n=Count("pk"),
+        in_channel=Count(
+            "pk",
+            filter=Q(escalations=0) | Q(escalation_outcome=EscalationOutcome.RESOLVED_IN_CHANNEL),
+        ),
+        escalated=Count("pk", filter=Q(escalations__gt=0)),
+        reopened=Count("pk", filter=Q(reopens__gt=0)),
+        met=Count("pk", filter=Q(resolution_met=True)),
+        missed=Count("pk", filter=Q(resolution_met=False)),
+        changed=Count("pk", filter=Q(sentiment_first__isnull=False, sentiment_last__isnull=False)),
+    )
+    reply = responses.aggregate(
+        met=Count("pk", filter=Q(is_first=True, sla_met=True)),
+        missed=Count("pk", filter=Q(is_first=True, sla_met=False)),
+    )
+    breaches = started.aggregate(n=Sum("breaches"))["n"] or 0
+    now = conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
+        backlog=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
+    )
+    first = responses.filter(is_first=True)
+    following = responses.filter(is_first=False)
+    return Summary(
+        range=range_,
+        inbound=volume["inbound"] or 0,
+        outbound=volume["outbound"] or 0,
+        new_conversations=start["new"],
+        new_contacts=start["new_contacts"],
+        speed=Speed(
+            first_response=spread(first, "seconds"),
+            first_response_business=spread(first, "business_seconds"),
+            next_response=spread(following, "seconds"),
+            next_response_business=spread(following, "business_seconds"),
+            resolution=spread(resolved, "resolution_seconds"),
+            resolution_business=spread(resolved, "resolution_business_seconds"),
+        ),
+        first_response_met=reply["met"],
+        first_response_missed=reply["missed"],
+        resolution_met=end["met"],
+        resolution_missed=end["missed"],
+        breaches=breaches,
+        outcomes=_outcomes(resolved, end),
+        sentiment=_sentiment(resolved, volume, end["changed"]),
+        loyalty=Loyalty(
+            conversations=start["new"],
+            contacts=start["contacts"],
+            repeat_contacts=repeat,
+            returning_30=start["returning_30"],
+            returning_90=start["returning_90"],
+            vip_conversations=start["vip"],
+            vip_answered=start["vip_answered"],
+        ),
+        backlog=now["backlog"],
+        unassigned=now["unassigned"],
+    )
+
+
+def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
+    labels = dict(EscalationOutcome.choices)
+    escalated = resolved.filter(escalations__gt=0)
+    by_outcome = [
+        (labels.get(row["escalation_outcome"], "Still open"), row["n"])
+        for row in escalated.values("escalation_outcome")
+        .annotate(n=Count("pk"))
+        .order_by("escalation_outcome")
+    ]
+    by_department = [
+        (row["escalation_department__name"] or "A manager", row["n"])
+        for row in escalated.values("escalation_department__name")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "escalation_department__name")
+    ]
+    return Outcomes(
+        resolved=end["n"],
+        in_channel=end["in_channel"],
+        escalated=end["escalated"],
+        reopened=end["reopened"],
+        by_outcome=by_outcome,
+        by_department=by_department,
+    )
+
+
+def _sentiment(resolved: QuerySet, volume: dict[str, Any], changed: int) -> Sentiment:
+    improved = worsened = 0
+    mean_change = None
+    if changed:
+        both = resolved.filter(sentiment_first__isnull=False, sentiment_last__isnull=False)
+        row = both.aggregate(
+            improved=Count("pk", filter=Q(sentiment_last__gt=F("sentiment_first"))),
+            worsened=Count("pk", filter=Q(sentiment_last__lt=F("sentiment_first"))),
+            last=Avg("sentiment_last"),
+            first=Avg("sentiment_first"),
+        )
+        improved, worsened = row["improved"], row["worsened"]
+        mean_change = row["last"] - row["first"]
+    return Sentiment(
+        positive=volume["positive"] or 0,
+        neutral=volume["neutral"] or 0,
+        negative=volume["negative"] or 0,
+        conversations=changed,
+        improved=improved,
+        worsened=worsened,
+        mean_change=mean_change,
+    )
+
+
+def _bucket(day: date, grain: str) -> date:
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    return day
+
+
+def buckets(range_: DateRange, grain: str) -> list[date]:
+    starts: list[date] = []
+    day = range_.start
+    while day <= range_.end:
+        start = _bucket(day, grain)
+        if not starts or starts[-1] != start:
+            starts.append(start)
+        day += timedelta(days=1)
+    return starts
+
+
+def _trunc(grain: str) -> Any:
+    if grain == "week":
+        return TruncWeek("day")
+    if grain == "month":
+        return TruncMonth("day")
+    return None
+
+
+def _by_bucket(qs: QuerySet, grain: str, day_field: str = "day") -> QuerySet:
+    trunc = _trunc(grain)
+    if trunc is None:
+        return qs.annotate(bucket=F(day_field))
+    trunc.source_expressions = [F(day_field)]
+    return qs.annotate(bucket=trunc)
+
+
+def _as_date(value: date | datetime) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def series(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None, grain: str = "day"
+) -> list[Point]:
+    """Figures per day, week or month of the range, every bucket present."""
+    filters = filters or Filters()
+    if grain not in GRAINS:
+        raise ValueError(f"Unknown grain {grain!r}")
+    points: dict[date, dict[str, Any]] = {
+        start: {"start": start, "by_channel": {}} for start in buckets(range_, grain)
+    }
+    days = _by_bucket(message_days(user, filters).filter(_in(range_)), grain)
+    for row in (
+        days.values("bucket", "channel__name")
+        .annotate(
+            inbound=Sum("inbound"),
+            outbound=Sum("outbound"),
+            positive=Sum("positive"),
+            neutral=Sum("neutral"),
+            negative=Sum("negative"),
+        )
+        .order_by()
+    ):
+        point = points[_as_date(row["bucket"])]
+        for name in ("inbound", "outbound", "positive", "neutral", "negative"):
+            point[name] = point.get(name, 0) + (row[name] or 0)
+        point["by_channel"][row["channel__name"]] = (
+            point["by_channel"].get(row["channel__name"], 0) + row["inbound"]
+        )
+    conversations = conversation_facts(user, filters)
+    for row in (
+        _by_bucket(conversations.filter(_in(range_)), grain)
+        .values("bucket")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        points[_as_date(row["bucket"])]["new_conversations"] = row["n"]
+    for row in (
+        _by_bucket(conversations.filter(_in(range_, "resolved_day")), grain, "resolved_day")
+        .values("bucket")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        points[_as_date(row["bucket"])]["resolved"] = row["n"]
+    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
+    for key, value in grouped_spread(first, "bucket", "seconds").items():
+        points[_as_date(key)]["first_response_median"] = value.median
+    return [Point(**points[start]) for start in sorted(points)]
+
+
+def response_distribution(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None
+) -> list[tuple[str, int, int]]:
+    """First and next responses per time bucket: (label, first, next)."""
+    filters = filters or Filters()
+    responses = response_facts(user, filters).filter(_in(range_))
+    bounds = [0.0, *(b for _, b in RESPONSE_BUCKETS)]
+    aggregates = {}
+    for i, (_, upper) in enumerate(RESPONSE_BUCKETS):
+        lower = bounds[i] * 60
+        window = Q(seconds__gte=lower)
+        if upper != math.inf:
+            window &= Q(seconds__lt=upper * 60)
+        aggregates[f"f{i}"] = Count("pk", filter=window & Q(is_first=True))
+        aggregates[f"n{i}"] = Count("pk", filter=window & Q(is_first=False))
+    row = responses.aggregate(**aggregates)
+    return [(label, row[f"f{i}"], row[f"n{i}"]) for i, (label, _) in enumerate(RESPONSE_BUCKETS)]
+
+
+def backlog_by_age(
+    *, user: AnyUser, filters: Filters | None = None, now: datetime | None = None
+) -> list[tuple[str, int, int]]:
+    """Open conversations per age bucket: (label, open, unassigned)."""
+    filters = filters or Filters()
+    now = now or timezone.now()
+    open_ = conversation_facts(user, filters).filter(
+        status__in=ACTIVE_STATUSES, is_monitoring=False
+    )
+    aggregates = {}
+    previous = 0.0
+    for i, (_, upper) in enumerate(BACKLOG_BUCKETS):
+        window = Q(started_at__lte=now - timedelta(hours=previous))
+        if upper != math.inf:
+            window &= Q(started_at__gt=now - timedelta(hours=upper))
+        aggregates[f"o{i}"] = Count("pk", filter=window)
+        aggregates[f"u{i}"] = Count("pk", filter=window & Q(assignee__isnull=True))
+        previous = upper
+    row = open_.aggregate(**aggregates)
+    return [(label, row[f"o{i}"], row[f"u{i}"]) for i, (label, _) in enumerate(BACKLOG_BUCKETS)]
+
+
+def agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> list[AgentRow]:
+    """Per agent: conversations resolved, responses, medians and SLA compliance."""
+    from django.contrib.auth import get_user_model
+
+    filters = replace(filters or Filters(), agent=None)
+    responses = response_facts(user, filters).filter(_in(range_), agent__isnull=False)
+    resolved = conversation_facts(user, filters).filter(
+        _in(range_, "resolved_day"), resolved_by__isnull=False
+    )
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in (
+        responses.values("agent")
+        .annotate(
+            n=Count("pk"),
+            met=Count("pk", filter=Q(sla_met=True)),
+            missed=Count("pk", filter=Q(sla_met=False)),
+        )
+        .order_by()
+    ):
+        counts[row["agent"]].update(responses=row["n"], met=row["met"], missed=row["missed"])
+    for resolver in (
+        resolved.values("resolved_by")
+        .annotate(
+            n=Count("pk"),
+            met=Count("pk", filter=Q(resolution_met=True)),
+            missed=Count("pk", filter=Q(resolution_met=False)),
+        )
+        .order_by()
+    ):
+        c = counts[resolver["resolved_by"]]
+        c["handled"] = resolver["n"]
+        c["met"] += resolver["met"]
+        c["missed"] += resolver["missed"]
+    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
+    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
+    names = {
+        u.pk: (u.get_full_name() or u.get_username())
+        for u in get_user_model().objects.filter(pk__in=counts)
+    }
+    rows = [
+        AgentRow(
+            agent_id=pk,
+            name=names.get(pk, f"#{pk}"),
+            handled=c["handled"],
+            responses=c["responses"],
+            first_response_median=first[pk].median if pk in first else None,
+            resolution_median=resolution[pk].median if pk in resolution else None,
+            sla_met=c["met"],
+            sla_missed=c["missed"],
+        )
+        for pk, c in counts.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.handled, -r.responses, r.name))
+
+
+def per_dimension(
+    *,
+    user: AnyUser,
+    range_: DateRange,
+    filters: Filters | None = None,
+    dimension: str,
+    values: Iterable[tuple[Any, str]],
+) -> list[tuple[str, Any, Summary]]:
+    """The summary for each value of a dimension (channel, team): (label, value, summary)."""
+    filters = filters or Filters()
+    return [
+        (
+            label,
+            value,
+            summary(user=user, range_=range_, filters=replace(filters, **{dimension: value})),
+        )
+        for value, label in values
+    ]

@@ -1,0 +1,200 @@
+"""KPI targets against the figures: met, at risk or missed, and the trend on the period before.
+
+A target is evaluated over its current period so far (this week from Monday, this month, this
+quarter), in its scope, and compared with the whole previous period. Counts that should be
+high (messages, new conversations, contacts) are compared with the share of the target that the
+elapsed part of the period calls for; everything else with the target as set.
+
+- met: the figure is on the right side of the target;
+- at risk: it misses by no more than the target's margin (a percentage of the target);
+- missed: it misses by more;
+- no data: nothing to measure yet (no responses, no resolutions...).
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from kpis.metrics import (
+    LOWER_IS_BETTER,
+    SHARE_METRICS,
+    SNAPSHOT_METRICS,
+    TIME_METRICS,
+    DateRange,
+    Filters,
+    Summary,
+    summary,
+)
+from kpis.models import KpiTarget, Metric, Period
+from scrm.types import AnyUser
+
+MET, AT_RISK, MISSED, NO_DATA = "met", "at_risk", "missed", "no_data"
+STATUS_LABELS = {MET: "Met", AT_RISK: "At risk", MISSED: "Missed", NO_DATA: "No data"}
+# Counts that grow through the period; a target on them is prorated while it runs.
+_GROWING = frozenset(
+    {Metric.INBOUND, Metric.OUTBOUND, Metric.NEW_CONVERSATIONS, Metric.NEW_CONTACTS}
+)
+
+
+def period_start(period: str, day: date) -> date:
+    if period == Period.WEEK:
+        return day - timedelta(days=day.weekday())
+    if period == Period.MONTH:
+        return day.replace(day=1)
+    if period == Period.QUARTER:
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    raise ValueError(f"Unknown period {period!r}")
+
+
+def period_range(period: str, today: date) -> DateRange:
+    """The period that contains today, from its first day to today."""
+    return DateRange(period_start(period, today), today)
+
+
+def previous_period(period: str, today: date) -> DateRange:
+    """The whole period before the one that contains today."""
+    end = period_start(period, today) - timedelta(days=1)
+    return DateRange(period_start(period, end), end)
+
+
+def _period_end(period: str, start: date) -> date:
+    if period == Period.WEEK:
+        return start + timedelta(days=6)
+    month = start.month + (1 if period == Period.MONTH else 3)
+    year = start.year + (month - 1) // 12
+    month = (month - 1) % 12 + 1
+    return date(year, month, 1) - timedelta(days=1)
+
+
+def scope_of(target: KpiTarget) -> Filters:
+    return Filters(channel=target.channel_id, platform=target.platform, team=target.team_id)
+
+
+def scope_label(target: KpiTarget) -> str:
+    parts = []
+    if target.channel is not None:
+        parts.append(target.channel.name)
+    if target.platform:
+        parts.append(target.platform.capitalize())
+    if target.team is not None:
+        parts.append(f"team {target.team.name}")
+    return ", ".join(parts) or "All channels"
+
+
+def format_value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric in TIME_METRICS:
+        return format_minutes(value)
+    if metric in SHARE_METRICS:
+        return f"{value:.1f}%"
+    return f"{value:,.0f}"
+
+
+def format_minutes(minutes: float) -> str:
+    if minutes < 60:
+        return f"{minutes:.1f} min"
+    if minutes < 48 * 60:
+        return f"{minutes / 60:.1f} h"
+    return f"{minutes / 1440:.1f} days"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: KpiTarget
+    range: DateRange
+    value: float | None
+    goal: float  # the target, prorated for growing counts while the period runs
+    previous: float | None
+    status: str
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.target.metric in LOWER_IS_BETTER
+
+    @property
+    def change(self) -> float | None:
+        if self.value is None or self.previous is None:
+            return None
+        return self.value - self.previous
+
+    @property
+    def improved(self) -> bool | None:
+        change = self.change
+        if change is None or change == 0:
+            return None
+        return (change < 0) if self.lower_is_better else (change > 0)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
+
+    @property
+    def value_text(self) -> str:
+        return format_value(self.target.metric, self.value)
+
+    @property
+    def goal_text(self) -> str:
+        sign = "≤" if self.lower_is_better else "≥"
+        return f"{sign} {format_value(self.target.metric, self.goal)}"
+
+    @property
+    def previous_text(self) -> str:
+        return format_value(self.target.metric, self.previous)
+
+
+def judge(metric: str, value: float | None, goal: float, margin: float) -> str:
+    if value is None:
+        return NO_DATA
+    lower = metric in LOWER_IS_BETTER
+    if (value <= goal) if lower else (value >= goal):
+        return MET
+    slack = abs(goal) * margin / 100
+    missed_by = (value - goal) if lower else (goal - value)
+    return AT_RISK if missed_by <= slack else MISSED
+
+
+def evaluate(
+    target: KpiTarget, *, user: AnyUser, today: date, cache: dict | None = None
+) -> TargetStatus:
+    cache = {} if cache is None else cache
+    current = period_range(target.period, today)
+    before = previous_period(target.period, today)
+    scope = scope_of(target)
+
+    def figures(range_: DateRange) -> Summary:
+        key = (range_, scope)
+        if key not in cache:
+            cache[key] = summary(user=user, range_=range_, filters=scope)
+        return cache[key]
+
+    value = figures(current).value(target.metric)
+    previous = None if target.metric in SNAPSHOT_METRICS else figures(before).value(target.metric)
+    goal = target.value
+    if target.metric in _GROWING:
+        length = (_period_end(target.period, current.start) - current.start).days + 1
+        goal = target.value * current.days / length
+    return TargetStatus(
+        target=target,
+        range=current,
+        value=value,
+        goal=goal,
+        previous=previous,
+        status=judge(target.metric, value, goal, target.at_risk_margin),
+    )
+
+
+def active_targets(today: date) -> QuerySet[KpiTarget]:
+    return KpiTarget.objects.filter(valid_from__lte=today).select_related("channel", "team")
+
+
+def targets_status(
+    *, user: AnyUser, today: date | None = None, targets: QuerySet[KpiTarget] | None = None
+) -> list[TargetStatus]:
+    """Every target in force, evaluated; figures shared between targets are read once."""
+    today = today or timezone.localdate(timezone.now(), timezone.get_default_timezone())
+    targets = targets if targets is not None else active_targets(today)
+    cache: dict = {}
+    return [evaluate(t, user=user, today=today, cache=cache) for t in targets]
