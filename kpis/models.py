@@ -256,7 +256,8 @@ class DigestRun(models.Model):
     period_start = models.DateField(unique=True)
     period_end = models.DateField()
     sent_at = models.DateTimeField(null=True, blank=True)
-    recipients = models.PositiveIntegerField(default=0)
+    # User ids already sent to: a retry after a failure part-way does not send them twice.
+    sent_to = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"digest {self.period_start}..{self.period_end}"

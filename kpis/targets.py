@@ -128,6 +128,10 @@ class TargetStatus:
         return (change < 0) if self.lower_is_better else (change > 0)
 
     @property
+    def scope(self) -> str:
+        return scope_label(self.target)
+
+    @property
     def status_label(self) -> str:
         return STATUS_LABELS[self.status]
 

@@ -12,3 +12,11 @@ def refresh_facts() -> int:
         done = facts_refresh()
         total += done
     return total
+
+
+@shared_task(ignore_result=True)
+def send_digest() -> int:
+    """Beat, hourly: the weekly digest, once it is due; sends nobody anything twice."""
+    from kpis.digest import digest_send
+
+    return digest_send()

@@ -227,6 +227,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels_ingest.tasks.requeue_stale_webhooks",
         "schedule": 60.0,
     },
+    # Reports lag changes by at most this much: facts of changed conversations are recomputed.
+    "refresh-kpi-facts": {
+        "task": "kpis.tasks.refresh_facts",
+        "schedule": env.float("SCRM_KPI_TICK_SECONDS", default=60.0),
+    },
+    # Hourly, so a missed beat catches up; the task itself knows when the digest is due.
+    "send-kpi-digest": {
+        "task": "kpis.tasks.send_digest",
+        "schedule": 3600.0,
+    },
 }
 
 if REDIS_URL:
@@ -371,6 +381,9 @@ SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
 # The address people outside the product use to reach it: links in escalation emails and
 # webhooks point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
+# The weekly KPI digest goes to managers and admins on Monday from this hour (TIME_ZONE).
+SCRM_DIGEST_ENABLED = env.bool("SCRM_DIGEST_ENABLED", default=True)
+SCRM_DIGEST_HOUR = env.int("SCRM_DIGEST_HOUR", default=7)
 
 LOGGING = {
     "version": 1,

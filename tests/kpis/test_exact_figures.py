@@ -1,0 +1,338 @@
+"""Every KPI against figures worked out by hand, on a known history built through the real
+services: business hours in Berlin, a conversation that starts after midnight Berlin time but
+before it in UTC, a breach, a reopening, an escalation that is abandoned, a returning
+customer, a listen-only mention. Runs on SQLite and on PostgreSQL (percentiles in the database).
+"""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from channels_ingest.pipeline import ingest
+from conversations import escalations, services
+from conversations.models import (
+    BusinessCalendar,
+    Conversation,
+    EscalationTrigger,
+    SlaPolicy,
+    Status,
+)
+from conversations.sla import sla_check
+from governance.models import ChannelAccess, Role, TeamMembership
+from kpis.facts import facts_rebuild, facts_refresh
+from kpis.metrics import (
+    DateRange,
+    Filters,
+    agents,
+    backlog_by_age,
+    interpolated,
+    response_distribution,
+    series,
+    summary,
+)
+from kpis.models import ConversationFact, Metric, ResponseFact, StaleConversation
+from tests.factories import ChannelFactory, DepartmentFactory, TeamFactory, UserFactory, post
+
+pytestmark = pytest.mark.django_db
+
+
+def utc(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 1, day, hour, minute, tzinfo=UTC)
+
+
+WEEK = DateRange(date(2026, 1, 9), date(2026, 1, 15))
+NOW = utc(15, 12)
+
+
+@pytest.fixture
+def history(settings):
+    """Four conversations in January 2026 (Berlin is UTC+1 then)."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    calendar = BusinessCalendar.objects.create(
+        name="Berlin office",
+        time_zone="Europe/Berlin",
+        weekly_hours={str(day): [["09:00", "17:00"]] for day in range(5)},
+        is_default=True,
+    )
+    SlaPolicy.objects.create(
+        name="Standard",
+        first_response_minutes=60,
+        resolution_minutes=8 * 60,
+        at_risk_minutes=10,
+        calendar=calendar,
+    )
+    x = ChannelFactory(name="X", platform="x")
+    facebook = ChannelFactory(name="Facebook", platform="facebook")
+    team = TeamFactory(name="Care")
+    alice = UserFactory(first_name="Alice", role=Role.AGENT)
+    bob = UserFactory(first_name="Bob", role=Role.AGENT)
+    manager = UserFactory(role=Role.MANAGER)
+    billing = DepartmentFactory(name="Billing")
+    # The manager's team watches both channels.
+    TeamMembership.objects.create(team=team, user=manager)
+    ChannelAccess.objects.create(team=team, channel=x)
+    ChannelAccess.objects.create(team=team, channel=facebook)
+
+    # A: Friday 16:30 Berlin on X. Alice answers in 20 minutes; the customer writes again on
+    # Saturday, Alice answers on Monday 09:30 and resolves at 10:00.
+    ingest(channel=x, posts=[post("a1", author="ann", at=utc(9, 15, 30))])
+    a = Conversation.objects.get(messages__external_id="a1")
+    services.conversation_assign(conversation=a, assignee=alice, actor=manager, at=utc(9, 15, 35))
+    services.conversation_reply_create(
+        conversation=a, author=alice, body="On it", at=utc(9, 15, 50), delivery_status="sent"
+    )
+    ingest(channel=x, posts=[post("a2", author="ann", reply_to="a1", at=utc(10, 10))])
+    services.conversation_reply_create(
+        conversation=a, author=alice, body="Sorted", at=utc(12, 8, 30), delivery_status="sent"
+    )
+    services.conversation_status_set(
+        conversation=a, status=Status.RESOLVED, actor=alice, at=utc(12, 9)
+    )
+
+    # B: Monday 23:30 UTC is Tuesday 00:30 in Berlin. The first response is due Tuesday 10:00
+    # Berlin; the beat sees the breach at 09:10 UTC; Bob answers at 09:30 UTC (10:30 Berlin)
+    # and resolves at 10:00 UTC. The customer writes again on Wednesday 08:00 UTC (reopened),
+    # Bob answers at 08:20, escalates to Billing, and resolves at 12:00 UTC while Billing has
+    # not answered (the escalation is abandoned).
+    ingest(channel=facebook, posts=[post("b1", author="ben", at=utc(12, 23, 30))])
+    b = Conversation.objects.get(messages__external_id="b1")
+    services.conversation_assign(conversation=b, assignee=bob, actor=manager, at=utc(12, 23, 31))
+    sla_check(now=utc(13, 9, 10))
+    services.conversation_reply_create(
+        conversation=b, author=bob, body="Sorry", at=utc(13, 9, 30), delivery_status="sent"
+    )
+    services.conversation_status_set(
+        conversation=b, status=Status.RESOLVED, actor=bob, at=utc(13, 10)
+    )
+    ingest(channel=facebook, posts=[post("b2", author="ben", reply_to="b1", at=utc(14, 8))])
+    services.conversation_reply_create(
+        conversation=b, author=bob, body="Checking", at=utc(14, 8, 20), delivery_status="sent"
+    )
+    b.refresh_from_db()
+    escalations.escalation_open(
+        conversation=b, trigger=EscalationTrigger.AGENT, actor=bob, department=billing
+    )
+    b.refresh_from_db()
+    services.conversation_status_set(
+        conversation=b, status=Status.RESOLVED, actor=bob, at=utc(14, 12)
+    )
+
+    # C: Wednesday, a customer nobody answered yet: open and unassigned.
+    ingest(channel=x, posts=[post("c1", author="cat", at=utc(14, 10))])
+    # D: Ann again, now by direct message on X, Wednesday 10:00 UTC; not answered.
+    d_channel_post = post("d1", author="ann", kind="dm", thread="dm:ann", at=utc(14, 10))
+    ingest(channel=x, posts=[d_channel_post])
+    facts_refresh()
+    return {
+        "x": x,
+        "facebook": facebook,
+        "alice": alice,
+        "bob": bob,
+        "manager": manager,
+        "team": team,
+        "a": a,
+        "b": b,
+    }
+
+
+def test_facts_of_each_conversation(history):
+    a = ConversationFact.objects.get(conversation=history["a"])
+    assert a.day == date(2026, 1, 9)
+    assert a.first_response_seconds == 1200
+    assert a.first_response_business_seconds == 1200
+    assert a.first_response_met is True
+    # Friday 15:30 UTC to Monday 09:00 UTC; in business hours Friday 16:30-17:00 and Monday
+    # 09:00-10:00 Berlin.
+    assert a.resolution_seconds == (2 * 24 + 17.5) * 3600
+    assert a.resolution_business_seconds == 90 * 60
+    assert a.resolution_met is True
+    assert a.resolved_day == date(2026, 1, 12)
+    assert a.resolved_by_id == history["alice"].pk
+    assert (a.inbound, a.outbound, a.reopens, a.escalations) == (2, 2, 0, 0)
+    assert a.new_contact is True
+
+    b = ConversationFact.objects.get(conversation=history["b"])
+    assert b.day == date(2026, 1, 13)  # Berlin's day, not UTC's
+    assert b.first_response_seconds == 10 * 3600
+    assert b.first_response_business_seconds == 90 * 60
+    assert b.first_response_met is False
+    assert b.breaches == 1
+    assert b.reopens == 1
+    assert b.escalations == 1
+    assert b.escalation_outcome == "abandoned"
+    # Monday 23:30 UTC to Wednesday 12:00 UTC; business hours all of Tuesday and Wednesday
+    # 09:00-13:00 Berlin.
+    assert b.resolution_seconds == 36.5 * 3600
+    assert b.resolution_business_seconds == 12 * 3600
+    assert b.resolved_day == date(2026, 1, 14)
+
+    nexts = sorted(
+        ResponseFact.objects.filter(is_first=False).values_list("seconds", "business_seconds")
+    )
+    # B's answer after the reopening: 20 minutes, Wednesday 09:00-09:20 Berlin in business
+    # time; A's Monday answer to Saturday's message: 46.5 hours, 30 minutes in business time.
+    assert nexts == [(1200, 1200), (46.5 * 3600, 1800)]
+
+
+def test_the_week_in_figures(history):
+    s = summary(user=history["manager"], range_=WEEK)
+    assert (s.inbound, s.outbound) == (6, 4)
+    assert s.new_conversations == 4
+    assert s.new_contacts == 3  # Ann, Ben, Cat; Ann's second conversation is not new
+    speed = s.speed
+    assert speed.first_response.n == 2
+    assert speed.first_response.median == pytest.approx((1200 + 36000) / 2)
+    assert speed.first_response.p90 == pytest.approx(1200 + 0.9 * (36000 - 1200))
+    assert speed.first_response.mean == pytest.approx(18600)
+    assert speed.first_response_business.median == pytest.approx((1200 + 5400) / 2)
+    assert speed.next_response.median == pytest.approx((1200 + 167400) / 2)
+    assert speed.next_response_business.median == pytest.approx(1500)
+    assert speed.resolution.median == pytest.approx((235800 + 131400) / 2)
+    assert speed.resolution_business.median == pytest.approx((5400 + 43200) / 2)
+    assert speed.resolution_business.p90 == pytest.approx(5400 + 0.9 * (43200 - 5400))
+    assert (s.first_response_met, s.first_response_missed) == (1, 1)
+    assert s.first_response_sla == 50
+    # A within its 8 business hours (due Monday 16:30 Berlin); B's last resolution within the
+    # clock its reopening started (Wednesday 09:00-17:00 Berlin).
+    assert (s.resolution_met, s.resolution_missed) == (2, 0)
+    assert s.breaches == 1
+    o = s.outcomes
+    assert (o.resolved, o.in_channel, o.escalated, o.reopened) == (2, 1, 1, 1)
+    assert (o.in_channel_rate, o.escalation_rate, o.reopen_rate) == (50, 50, 50)
+    assert o.by_outcome == [("Abandoned", 1)]
+    assert o.by_department == [("Billing", 1)]
+    assert s.backlog == 2
+    assert s.unassigned == 2
+    loyalty = s.loyalty
+    assert loyalty.contacts == 3
+    assert loyalty.repeat_contacts == 1  # Ann
+    assert loyalty.returning_30 == 1
+    assert loyalty.returning_30_share == 25
+    assert s.value(Metric.FIRST_RESPONSE_MEDIAN) == pytest.approx(18600 / 60)
+    assert s.value(Metric.IN_CHANNEL_RESOLUTION) == 50
+
+
+def test_ranges_follow_the_organisations_days(history):
+    # Monday 12 January (Berlin) holds A's resolution but not B's start (Tuesday in Berlin).
+    monday = summary(
+        user=history["manager"], range_=DateRange(date(2026, 1, 12), date(2026, 1, 12))
+    )
+    assert monday.new_conversations == 0
+    assert monday.outcomes.resolved == 1
+    assert monday.speed.next_response.median == pytest.approx(167400)
+    days = series(user=history["manager"], range_=WEEK, grain="day")
+    assert [p.new_conversations for p in days] == [1, 0, 0, 0, 1, 2, 0]
+    assert [p.inbound for p in days] == [1, 1, 0, 0, 1, 3, 0]
+    weeks = series(user=history["manager"], range_=WEEK, grain="week")
+    assert [(p.start, p.new_conversations, p.resolved) for p in weeks] == [
+        (date(2026, 1, 5), 1, 0),
+        (date(2026, 1, 12), 3, 2),
+    ]
+
+
+def test_filters_and_agents(history):
+    on_x = summary(user=history["manager"], range_=WEEK, filters=Filters(channel=history["x"].pk))
+    assert on_x.new_conversations == 3
+    assert on_x.speed.first_response.median == 1200
+    bobs = summary(user=history["manager"], range_=WEEK, filters=Filters(agent=history["bob"].pk))
+    assert bobs.speed.first_response.median == 36000
+    assert (
+        summary(user=history["manager"], range_=WEEK, filters=Filters(platform="facebook")).inbound
+        == 2
+    )
+    rows = {r.name: r for r in agents(user=history["manager"], range_=WEEK)}
+    assert rows["Alice"].handled == 1
+    assert rows["Alice"].responses == 2
+    assert rows["Alice"].first_response_median == 1200
+    assert rows["Bob"].responses == 2
+    assert rows["Bob"].resolution_median == 131400
+    # Bob: first response missed, the next response had no target, the resolution was met.
+    assert (rows["Bob"].sla_met, rows["Bob"].sla_missed) == (1, 1)
+
+
+def test_distribution_and_backlog(history):
+    distribution = {
+        label: (first, following)
+        for label, first, following in response_distribution(user=history["manager"], range_=WEEK)
+    }
+    assert distribution["15-60 min"] == (1, 1)
+    assert distribution["4-24 h"] == (1, 0)
+    assert distribution["over 24 h"] == (0, 1)
+    backlog = {
+        label: (open_, unassigned)
+        for label, open_, unassigned in backlog_by_age(user=history["manager"], now=NOW)
+    }
+    assert backlog["1-3 days"] == (2, 2)
+
+
+def test_a_rebuild_gives_the_same_rows(history):
+    def rows():
+        return (
+            list(ConversationFact.objects.order_by("pk").values()),
+            sorted(
+                tuple(r.values())
+                for r in ResponseFact.objects.values(
+                    "conversation", "at", "seconds", "business_seconds", "is_first", "sla_met"
+                )
+            ),
+        )
+
+    incremental = rows()
+    ConversationFact.objects.all().delete()
+    ResponseFact.objects.all().delete()
+    facts_rebuild()
+    assert rows() == incremental
+
+
+def test_changes_mark_facts_stale_until_refreshed(history):
+    assert not StaleConversation.objects.exists()
+    services.conversation_status_set(
+        conversation=Conversation.objects.get(messages__external_id="c1"),
+        status=Status.RESOLVED,
+        actor=history["manager"],
+        at=NOW,
+    )
+    assert StaleConversation.objects.count() == 1
+    before = summary(user=history["manager"], range_=WEEK).backlog
+    facts_refresh()
+    assert not StaleConversation.objects.exists()
+    assert summary(user=history["manager"], range_=WEEK).backlog == before - 1
+
+
+def test_a_change_during_a_refresh_keeps_its_mark(history):
+    c = Conversation.objects.get(messages__external_id="c1")
+    services.conversation_status_set(
+        conversation=c, status=Status.PENDING, actor=history["manager"], at=NOW
+    )
+    mark = StaleConversation.objects.get()
+    # Another change lands after the refresh read the mark: its version moves on.
+    StaleConversation.objects.filter(pk=mark.pk).update(version=mark.version + 1)
+    from kpis.facts import _unmark
+
+    _unmark([(mark.pk, mark.version)])
+    assert StaleConversation.objects.filter(pk=mark.pk).exists()
+
+
+def test_percentiles_interpolate_like_percentile_cont():
+    assert interpolated([], 0.5) is None
+    assert interpolated([7.0], 0.9) == 7.0
+    assert interpolated([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert interpolated([0.0, 10.0], 0.9) == pytest.approx(9.0)
+
+
+def test_scoped_to_the_channels_a_manager_may_see(history):
+    team = TeamFactory(name="Facebook only")
+    scoped = UserFactory(role=Role.MANAGER)
+    TeamMembership.objects.create(team=team, user=scoped)
+    ChannelAccess.objects.create(team=team, channel=history["facebook"])
+    s = summary(user=scoped, range_=WEEK)
+    assert s.new_conversations == 1
+    assert s.inbound == 2
+
+
+def test_periods_shift_back_by_their_length():
+    r = DateRange(date(2026, 1, 9), date(2026, 1, 15))
+    assert r.previous() == DateRange(date(2026, 1, 2), date(2026, 1, 8))
+    assert DateRange.last(7, today=date(2026, 1, 15)) == r
+    assert r.days == 7
+    assert timedelta(days=r.days) == r.end - r.start + timedelta(days=1)
