@@ -1,10 +1,11 @@
-"""The weekly KPI digest: last week's figures and every target's status, emailed to managers
-and admins (each sees the channels they may see).
+"""The KPI digest: the last week's (or month's, quarter's: SCRM_DIGEST_PERIOD) figures against
+the period before and every target's status, emailed to managers and admins (each sees the
+channels they may see).
 
-Due once the organisation's week has turned (Monday, SCRM_DIGEST_HOUR o'clock local time, by
-default 07:00). The beat asks every hour; a `DigestRun` row per week makes a second ask, a
-retried task or a second beat send nothing twice, and remembers who already got it when a
-failure stopped a run part-way.
+Due once the organisation's period has turned (for weeks Monday, SCRM_DIGEST_HOUR o'clock local
+time, by default 07:00). The beat asks every hour; a `DigestRun` row per period makes a second
+ask, a retried task or a second beat send nothing twice, and remembers who already got it when
+a failure stopped a run part-way.
 """
 
 import logging
@@ -24,7 +25,13 @@ from governance.models import Role
 from kpis.facts import facts_refresh
 from kpis.metrics import LOWER_IS_BETTER, DateRange, Summary, summary
 from kpis.models import DigestRun, Metric, Period
-from kpis.targets import TargetStatus, format_value, previous_period, targets_status
+from kpis.targets import (
+    TargetStatus,
+    format_value,
+    period_start,
+    previous_period,
+    targets_status,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +73,22 @@ def recipients() -> QuerySet[User]:
     )
 
 
-def due_week(now: datetime) -> DateRange | None:
-    """The week whose digest is due at this moment, if the hour has come."""
+def due_period(now: datetime, period: str = Period.WEEK) -> DateRange | None:
+    """The last whole period (week, month, quarter) whose digest is due at this moment: from
+    the digest hour of the next period's first day."""
     local = timezone.localtime(now, timezone.get_default_timezone())
-    week = previous_period(Period.WEEK, local.date())
-    if local.weekday() == 0 and local.hour < settings.SCRM_DIGEST_HOUR:
+    today = local.date()
+    if today == period_start(period, today) and local.hour < settings.SCRM_DIGEST_HOUR:
         return None
-    return week
+    return previous_period(period, today)
+
+
+def _title(period: str, range_: DateRange) -> str:
+    if period == Period.WEEK:
+        return f"week of {range_.start:%b %-d}"
+    if period == Period.MONTH:
+        return f"{range_.start:%B %Y}"
+    return f"quarter {range_.start:%b %-d} to {range_.end:%b %-d %Y}"
 
 
 def headlines(current: Summary, previous: Summary) -> list[Headline]:
@@ -93,19 +109,20 @@ def headlines(current: Summary, previous: Summary) -> list[Headline]:
     return rows
 
 
-def digest_render(user: User, week: DateRange) -> EmailMultiAlternatives:
+def digest_render(user: User, week: DateRange, period: str = Period.WEEK) -> EmailMultiAlternatives:
     current = summary(user=user, range_=week)
-    previous = summary(user=user, range_=week.previous())
+    previous = summary(user=user, range_=previous_period(period, week.start))
     statuses: list[TargetStatus] = targets_status(user=user, today=week.end)
     context = {
         "user": user,
         "week": week,
+        "title": _title(period, week),
         "headlines": headlines(current, previous),
         "targets": statuses,
         "missed": sum(1 for s in statuses if s.status == "missed"),
         "url": settings.SITE_URL + reverse("kpis:overview"),
     }
-    subject = f"Social customer service, week of {week.start:%b %-d}: KPIs against targets"
+    subject = f"Social customer service, {_title(period, week)}: KPIs against targets"
     email = EmailMultiAlternatives(
         subject=subject,
         body=render_to_string("kpis/email/digest.txt", context),
@@ -121,11 +138,12 @@ def digest_send(*, now: datetime | None = None) -> int:
     if not settings.SCRM_DIGEST_ENABLED:
         return 0
     now = now or timezone.now()
-    week = due_week(now)
+    period = settings.SCRM_DIGEST_PERIOD
+    week = due_period(now, period)
     if week is None:
         return 0
     run, _ = DigestRun.objects.get_or_create(
-        period_start=week.start, defaults={"period_end": week.end}
+        period=period, period_start=week.start, defaults={"period_end": week.end}
     )
     if run.sent_at is not None:
         return 0
@@ -138,7 +156,7 @@ def digest_send(*, now: datetime | None = None) -> int:
             run = DigestRun.objects.select_for_update().get(pk=run.pk)
             if user.pk in run.sent_to:
                 continue
-            digest_render(user, week).send()
+            digest_render(user, week, period).send()
             run.sent_to = [*run.sent_to, user.pk]
             run.save(update_fields=["sent_to"])
             sent += 1

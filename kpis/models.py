@@ -253,11 +253,17 @@ class KpiTarget(models.Model):
 class DigestRun(models.Model):
     """One digest per period: a retried task finds the row and sends nothing twice."""
 
-    period_start = models.DateField(unique=True)
+    period = models.CharField(max_length=10, choices=Period.choices, default=Period.WEEK)
+    period_start = models.DateField()
     period_end = models.DateField()
     sent_at = models.DateTimeField(null=True, blank=True)
     # User ids already sent to: a retry after a failure part-way does not send them twice.
     sent_to = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "period_start"], name="kpi_digest_once")
+        ]
 
     def __str__(self) -> str:
         return f"digest {self.period_start}..{self.period_end}"

@@ -381,8 +381,12 @@ SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
 # The address people outside the product use to reach it: links in escalation emails and
 # webhooks point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
-# The weekly KPI digest goes to managers and admins on Monday from this hour (TIME_ZONE).
+# The KPI digest goes to managers and admins when a week (month, quarter) has ended, from this
+# hour (TIME_ZONE) of the next one's first day.
 SCRM_DIGEST_ENABLED = env.bool("SCRM_DIGEST_ENABLED", default=True)
+SCRM_DIGEST_PERIOD = env.str("SCRM_DIGEST_PERIOD", default="week")
+if SCRM_DIGEST_PERIOD not in ("week", "month", "quarter"):
+    raise ImproperlyConfigured("SCRM_DIGEST_PERIOD is week, month or quarter.")
 SCRM_DIGEST_HOUR = env.int("SCRM_DIGEST_HOUR", default=7)
 
 LOGGING = {

@@ -7,7 +7,7 @@ import pytest
 from django.core import mail
 
 from governance.models import Role
-from kpis.digest import digest_send, due_week, recipients
+from kpis.digest import digest_send, due_period, recipients
 from kpis.metrics import DateRange
 from kpis.models import DigestRun, KpiTarget, Metric, Period
 from kpis.targets import (
@@ -102,10 +102,25 @@ def test_the_digest_is_due_from_monday_morning(settings):
     settings.TIME_ZONE = "Europe/Berlin"
     settings.SCRM_DIGEST_HOUR = 7
     # Monday 19 January 05:59 UTC is 06:59 in Berlin: not yet.
-    assert due_week(datetime(2026, 1, 19, 5, 59, tzinfo=UTC)) is None
+    assert due_period(datetime(2026, 1, 19, 5, 59, tzinfo=UTC)) is None
     week = DateRange(date(2026, 1, 12), date(2026, 1, 18))
-    assert due_week(datetime(2026, 1, 19, 6, 0, tzinfo=UTC)) == week
-    assert due_week(datetime(2026, 1, 21, 12, 0, tzinfo=UTC)) == week
+    assert due_period(datetime(2026, 1, 19, 6, 0, tzinfo=UTC)) == week
+    assert due_period(datetime(2026, 1, 21, 12, 0, tzinfo=UTC)) == week
+    december = DateRange(date(2025, 12, 1), date(2025, 12, 31))
+    assert due_period(datetime(2026, 1, 1, 5, 0, tzinfo=UTC), "month") is None
+    assert due_period(datetime(2026, 1, 1, 6, 0, tzinfo=UTC), "month") == december
+    assert due_period(datetime(2026, 1, 19, 6, 0, tzinfo=UTC), "quarter") == DateRange(
+        date(2025, 10, 1), december.end
+    )
+
+
+def test_a_monthly_digest(history, settings):
+    settings.SCRM_DIGEST_PERIOD = "month"
+    assert digest_send(now=datetime(2026, 2, 1, 9, 0, tzinfo=UTC)) == 1
+    assert "January 2026" in mail.outbox[0].subject
+    # January against December: 4 new conversations, none before.
+    assert "- New conversations: 4 (before: 0), better" in mail.outbox[0].body
+    assert DigestRun.objects.get().period == "month"
 
 
 def test_the_digest_goes_once_to_managers_and_admins(history, settings):
