@@ -63,7 +63,7 @@ def csv_response(filename: str, header: Row, rows: Iterable[Row]) -> StreamingHt
 
     def lines() -> Iterator[str]:
         yield "\ufeff"  # so spreadsheets read the file as UTF-8
-        yield writer.writerow(header)
+        yield writer.writerow([csv_cell(value) for value in header])
         for row in rows:
             yield writer.writerow([csv_cell(value) for value in row])
 

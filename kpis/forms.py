@@ -103,6 +103,8 @@ class ReportForm(forms.Form):
             data["range"] = str(data.get("days"))
         if not data.get("range") and (data.get("start") or data.get("end")):
             data["range"] = CUSTOM
+        if not data.get("range"):
+            data["range"] = DEFAULT_PRESET
         super().__init__(data)
         self.today = today
         channel, agent = self.fields["channel"], self.fields["agent"]

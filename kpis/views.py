@@ -117,6 +117,7 @@ def _page(
     request: AuthedRequest, template: str, tab: str, *, status: int = 200, **context: Any
 ) -> HttpResponse:
     form = context.get("form")
+    context.setdefault("hide", [])  # filters a page does not offer: it splits figures by them
     query = form.query() if isinstance(form, ReportForm) and form.is_valid() else ""
     context["tabs"] = [
         (key == tab, label, reverse(name) + (f"?{query}" if query and key != "targets" else ""))
@@ -156,11 +157,15 @@ class Comparison:
     previous: str
     change: str
     trend: str  # better, worse, same, or empty when there is nothing to compare
+    rose: bool = False
     snapshot: bool = False
 
     @property
     def arrow(self) -> str:
-        return {"better": "▲", "worse": "▼", "same": "="}.get(self.trend, "")
+        """Which way the figure went; the colour (trend) says whether that is good."""
+        if self.trend in ("", "same"):
+            return "=" if self.trend else ""
+        return "▲" if self.rose else "▼"
 
     @property
     def trend_label(self) -> str:
@@ -176,6 +181,8 @@ def change_text(metric: str, value: float | None, previous: float | None) -> str
     if value is None or previous is None:
         return ""
     diff = value - previous
+    if diff == 0:
+        return "no change"
     if metric in TIME_METRICS:
         return ("+" if diff >= 0 else "-") + format_minutes(abs(diff))
     if metric in SHARE_METRICS:
@@ -202,6 +209,7 @@ def compare(metric: str, current: Summary, previous: Summary) -> Comparison:
         previous=format_value(metric, before) if not snapshot else "",
         change=change_text(metric, value, before),
         trend=trend,
+        rose=value is not None and before is not None and value > before,
         snapshot=snapshot,
     )
 

@@ -52,7 +52,7 @@
   function line(label, values, color, extra) {
     var dataset = {
       label: label, data: values, borderColor: color, backgroundColor: color,
-      borderWidth: 2, pointRadius: values.length > 45 ? 0 : 2, tension: 0.25
+      borderWidth: 2, pointRadius: values.length > 45 ? 0 : 2, cubicInterpolationMode: "monotone"
     };
     return Object.assign(dataset, extra || {});
   }
