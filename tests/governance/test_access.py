@@ -64,6 +64,17 @@ def test_webhooks_refuse_unsigned_requests(client, world, name, route, method):
 CONVERSATION_A = {"admin": 200, "manager": 200, "agent_a": 200, "agent_b": 404}
 REPORTS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403}
 GOVERNANCE = {"admin": 200, "manager": 403, "agent_a": 403, "agent_b": 403}
+REPORT_PAGES = [
+    "/reports/",
+    "/reports/channels/",
+    "/reports/teams/",
+    "/reports/agents/",
+    "/reports/targets/",
+    "/reports/targets/new/",
+    "/reports/export/summary.csv",
+    "/reports/export/agents.csv",
+    "/reports/export/conversations.csv",
+]
 ADMIN_PAGES = [
     "/governance/",
     "/governance/audit/",
@@ -131,7 +142,9 @@ def test_contacts_list_only_the_teams_customers(login, world, persona):
 @pytest.mark.django_db
 @pytest.mark.parametrize("persona", REPORTS)
 def test_reports_are_for_managers_and_admins(login, world, persona):
-    assert login(world.persona(persona)).get("/reports/").status_code == REPORTS[persona]
+    client = login(world.persona(persona))
+    for url in REPORT_PAGES:
+        assert client.get(url).status_code == REPORTS[persona], url
 
 
 @pytest.mark.django_db
