@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -44,7 +45,7 @@ from kpis.metrics import (
     summary,
 )
 from kpis.models import KpiTarget, Metric
-from kpis.targets import format_minutes, format_value, scope_label, targets_status
+from kpis.targets import TargetStatus, format_minutes, format_value, scope_label, targets_status
 from scrm.types import AuthedRequest
 
 # The rolling windows of the range picker, in days (the retention rules read the longest).
@@ -336,6 +337,13 @@ def series_rows(points: list[Point], grain: str) -> list[dict[str, Any]]:
 # --- Pages --------------------------------------------------------------------------------
 
 
+def targets_in_force(request: AuthedRequest, today: date) -> list[TargetStatus]:
+    targets = targets_visible_to(request).filter(valid_from__lte=today)
+    return targets_status(
+        user=request.user, today=today, targets=targets.select_related("channel", "team")
+    )
+
+
 @require_safe
 @managers_only
 def reports(request: AuthedRequest) -> HttpResponse:
@@ -382,7 +390,7 @@ def reports(request: AuthedRequest) -> HttpResponse:
             compare(m, current, previous) for m in (Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE)
         ],
         loyalty=[compare(m, current, previous) for m in (Metric.RETURNING_30, Metric.VIP_COVERAGE)],
-        targets=[(t, scope_label(t.target)) for t in targets_status(user=user, today=form.today)],
+        targets=[(t, scope_label(t.target)) for t in targets_in_force(request, form.today)],
         series_rows=series_rows(points, grain),
         channel_names=sorted({name for p in points for name in p.by_channel}),
         distribution=distribution,
@@ -494,11 +502,18 @@ def agent_report(request: AuthedRequest) -> HttpResponse:
 # --- Targets ------------------------------------------------------------------------------
 
 
+def targets_visible_to(request: AuthedRequest) -> QuerySet[KpiTarget]:
+    """Targets on every channel, or on a channel the user sees: a manager neither reads nor
+    changes the targets of another team's channel."""
+    channels = channels_visible_to(user=request.user)
+    return KpiTarget.objects.filter(Q(channel__isnull=True) | Q(channel__in=channels))
+
+
 @require_safe
 @managers_only
 def target_list(request: AuthedRequest) -> HttpResponse:
     today = _today()
-    targets = KpiTarget.objects.select_related("channel", "team", "created_by")
+    targets = targets_visible_to(request).select_related("channel", "team", "created_by")
     statuses = {
         s.target.pk: s
         for s in targets_status(
@@ -518,7 +533,11 @@ def target_list(request: AuthedRequest) -> HttpResponse:
 
 @managers_only
 def target_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
-    target = get_object_or_404(KpiTarget, pk=pk) if pk else KpiTarget(created_by=request.user)
+    target = (
+        get_object_or_404(targets_visible_to(request), pk=pk)
+        if pk
+        else KpiTarget(created_by=request.user)
+    )
     form = KpiTargetForm(request.POST or None, instance=target, user=request.user)
     if request.method == "POST" and form.is_valid():
         with audit_change(target, actor=request.user, thing="kpi_target"):
@@ -537,7 +556,7 @@ def target_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
 
 @managers_only
 def target_delete(request: AuthedRequest, pk: int) -> HttpResponse:
-    target = get_object_or_404(KpiTarget, pk=pk)
+    target = get_object_or_404(targets_visible_to(request), pk=pk)
     if request.method == "POST":
         name = str(target)
         with audit_deletion(target, actor=request.user, thing="kpi_target"):
@@ -597,7 +616,7 @@ def export_csv(request: AuthedRequest, report: str) -> HttpResponseBase:
         return export.csv_response(
             export.filename(report, None),
             export.TARGETS_HEADER,
-            export.targets_rows(targets_status(user=user, today=form.today)),
+            export.targets_rows(targets_in_force(request, form.today)),
         )
     return _facts_csv(request, report, range_, filters, name)
 

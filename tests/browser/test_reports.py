@@ -126,6 +126,23 @@ def test_a_manager_reads_filters_and_exports_the_dashboard(page, live_server, sc
     expect(page.get_by_role("heading", name="Reports per agent")).to_be_visible()
     expect(page.locator("table.data tbody tr").first).to_be_visible()
     _keep(screenshot, "reports_agents")
+
+    # A target set in advance shows on the dashboard with its status.
+    page.get_by_role("link", name="Targets", exact=True).click()
+    page.get_by_role("link", name="New target").click()
+    page.get_by_label("Metric").select_option("in_channel_resolution")
+    page.get_by_label("Value").fill("70")
+    page.get_by_label("Channel").select_option(str(channel.pk))
+    page.get_by_label("Note").fill("Keep it in the channel")
+    page.get_by_role("button", name="Save target").click()
+    expect(page.get_by_role("status")).to_contain_text("saved")
+    row = page.locator("tr", has_text="Keep it in the channel")
+    expect(row).to_contain_text(channel.name)
+    expect(row.locator(".target-status")).to_have_text(re.compile("Met|At risk|Missed|No data"))
+    screenshot("reports_targets")
+    page.get_by_role("link", name="Dashboard", exact=True).click()
+    expect(page.locator("#targets-title ~ *, table.data").first).to_be_visible()
+    expect(page.get_by_text("Keep it in the channel")).to_be_visible()
     assert not problems, problems
 
 

@@ -328,3 +328,16 @@ def test_the_dashboard_shows_targets_with_their_status(login, world):
     content = response.content.decode()
     assert f"target-{status.status}" in content
     assert "Manage targets" in content
+
+
+@pytest.mark.django_db
+def test_a_manager_neither_sees_nor_changes_targets_of_another_teams_channel(login, world):
+    theirs = KpiTarget.objects.create(metric=Metric.INBOUND, value=10, channel=world.channel_b)
+    ours = KpiTarget.objects.create(metric=Metric.INBOUND, value=20, channel=world.channel_a)
+    client = login(world.manager)
+    rows = client.get("/reports/targets/").context["rows"]
+    assert [target for target, _, _ in rows] == [ours]
+    assert client.get(f"/reports/targets/{theirs.pk}/").status_code == 404
+    assert client.post(f"/reports/targets/{theirs.pk}/delete/").status_code == 404
+    assert KpiTarget.objects.filter(pk=theirs.pk).exists()
+    assert login(world.admin).get(f"/reports/targets/{theirs.pk}/").status_code == 200
