@@ -341,3 +341,21 @@ def test_a_manager_neither_sees_nor_changes_targets_of_another_teams_channel(log
     assert client.post(f"/reports/targets/{theirs.pk}/delete/").status_code == 404
     assert KpiTarget.objects.filter(pk=theirs.pk).exists()
     assert login(world.admin).get(f"/reports/targets/{theirs.pk}/").status_code == 200
+
+
+def test_a_change_too_small_to_show_is_no_change():
+    from kpis.views import compare
+
+    class Figures:
+        def __init__(self, minutes: float) -> None:
+            self.minutes = minutes
+
+        def value(self, metric: str) -> float:
+            return self.minutes
+
+    same = compare(Metric.FIRST_RESPONSE_MEDIAN, Figures(37.71), Figures(37.69))
+    assert (same.trend, same.arrow) == ("same", "=")
+    faster = compare(Metric.FIRST_RESPONSE_MEDIAN, Figures(30), Figures(37.7))
+    assert (faster.trend, faster.arrow, faster.change) == ("better", "▼", "-7.7 min")
+    more = compare(Metric.REOPEN_RATE, Figures(25.9), Figures(18.2))
+    assert (more.trend, more.arrow, more.change) == ("worse", "▲", "+7.7 pts")
