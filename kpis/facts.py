@@ -42,6 +42,7 @@ from conversations.models import (
     Status,
     sentiment_label,
 )
+from kpis.metrics import facts_changed
 from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,10 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
         ConversationFact.objects.bulk_create(facts)
         ResponseFact.objects.bulk_create(responses)
         MessageDay.objects.bulk_create(days)
+        # Figures cached from the old facts are dropped now and, in case one was read from
+        # them before this transaction ends, once more when it commits.
+        facts_changed()
+        transaction.on_commit(facts_changed)
     return len(facts)
 
 

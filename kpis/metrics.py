@@ -14,13 +14,15 @@ Which period a figure belongs to:
 - backlog: now, whatever the range.
 """
 
+import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import TruncMonth, TruncWeek
@@ -30,6 +32,8 @@ from conversations.models import ACTIVE_STATUSES, EscalationOutcome
 from governance.selectors import visible_channel_ids
 from kpis.models import ConversationFact, MessageDay, Metric, ResponseFact
 from scrm.types import AnyUser
+
+T = TypeVar("T")
 
 GRAINS = ("day", "week", "month")
 
@@ -332,6 +336,96 @@ def _share(part: int, whole: int) -> float | None:
     return None if whole == 0 else 100.0 * part / whole
 
 
+# --- Caching ------------------------------------------------------------------------------
+# Figures change only when facts do. Every computation of facts moves a version number on, so
+# a cached figure is used until then: a dashboard reloaded, the previous period, and the
+# targets that share a range and scope are read once. Keyed by the channels the user may see.
+
+_VERSION_KEY = "kpis:facts-version"
+CACHE_SECONDS = 600
+
+
+def facts_changed() -> None:
+    """Called whenever facts were written: cached figures are no longer used."""
+    try:
+        cache.incr(_VERSION_KEY)
+    except ValueError:
+        cache.set(_VERSION_KEY, 1, None)
+
+
+def _cached(name: str, user: AnyUser, compute: Callable[[], T], *parts: object) -> T:
+    version = cache.get_or_set(_VERSION_KEY, 1, None)
+    raw = repr((name, version, _scope_key(user), *parts)).encode()
+    key = "kpis:" + hashlib.sha256(raw).hexdigest()
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        cache.set(key, value, CACHE_SECONDS)
+    return value
+
+
+def _scope_key(user: AnyUser) -> str:
+    """The channels the user may see, as part of a cache key; read once per user object (a
+    request's)."""
+    if "_kpi_scope" not in user.__dict__:
+        ids = visible_channel_ids(user=user)
+        user.__dict__["_kpi_scope"] = (
+            "all"
+            if ids is None
+            else ",".join(str(r["channel_id"]) for r in ids.order_by("channel_id"))
+        )
+    return str(user.__dict__["_kpi_scope"])
+
+
+def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+    """Every figure of a range and scope (cached until facts change)."""
+    filters = filters or Filters()
+    return _cached(
+        "summary",
+        user,
+        lambda: _summary(user=user, range_=range_, filters=filters),
+        range_,
+        filters,
+    )
+
+
+def series(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None, grain: str = "day"
+) -> list["Point"]:
+    """Figures per day, week or month of the range (cached until facts change)."""
+    filters = filters or Filters()
+    return _cached(
+        "series",
+        user,
+        lambda: _series(user=user, range_=range_, filters=filters, grain=grain),
+        range_,
+        filters,
+        grain,
+    )
+
+
+def response_distribution(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None
+) -> list[tuple[str, int, int]]:
+    """First and next responses per time bucket: (label, first, next)."""
+    filters = filters or Filters()
+    return _cached(
+        "distribution",
+        user,
+        lambda: _response_distribution(user=user, range_=range_, filters=filters),
+        range_,
+        filters,
+    )
+
+
+def agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> list["AgentRow"]:
+    """Per agent: conversations resolved, responses, medians and SLA compliance."""
+    filters = filters or Filters()
+    return _cached(
+        "agents", user, lambda: _agents(user=user, range_=range_, filters=filters), range_, filters
+    )
+
+
 # --- Scoping ------------------------------------------------------------------------------
 
 
@@ -432,7 +526,7 @@ def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
 # --- The figures --------------------------------------------------------------------------
 
 
-def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
@@ -609,7 +703,7 @@ def _as_date(value: date | datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-def series(
+def _series(
     *, user: AnyUser, range_: DateRange, filters: Filters | None = None, grain: str = "day"
 ) -> list[Point]:
     """Figures per day, week or month of the range, every bucket present."""
@@ -658,7 +752,7 @@ def series(
     return [Point(**points[start]) for start in sorted(points)]
 
 
-def response_distribution(
+def _response_distribution(
     *, user: AnyUser, range_: DateRange, filters: Filters | None = None
 ) -> list[tuple[str, int, int]]:
     """First and next responses per time bucket: (label, first, next)."""
@@ -699,7 +793,7 @@ def backlog_by_age(
     return [(label, row[f"o{i}"], row[f"u{i}"]) for i, (label, _) in enumerate(BACKLOG_BUCKETS)]
 
 
-def agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> list[AgentRow]:
+def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> list[AgentRow]:
     """Per agent: conversations resolved, responses, medians and SLA compliance."""
     from django.contrib.auth import get_user_model
 

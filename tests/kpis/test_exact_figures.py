@@ -233,3 +233,21 @@ def test_periods_shift_back_by_their_length():
     assert DateRange.last(7, today=date(2026, 1, 15)) == r
     assert r.days == 7
     assert timedelta(days=r.days) == r.end - r.start + timedelta(days=1)
+
+
+def test_figures_are_cached_until_facts_change(history, django_assert_num_queries):
+    manager = history["manager"]
+    manager.__dict__.pop("_kpi_scope", None)
+    first = summary(user=manager, range_=WEEK)
+    with django_assert_num_queries(0):
+        assert summary(user=manager, range_=WEEK) == first
+    services.conversation_status_set(
+        conversation=Conversation.objects.get(messages__external_id="c1"),
+        status=Status.RESOLVED,
+        actor=manager,
+        at=NOW,
+    )
+    # Until the facts are computed again the cached figures stand; then they are read anew.
+    assert summary(user=manager, range_=WEEK).backlog == first.backlog
+    facts_refresh()
+    assert summary(user=manager, range_=WEEK).backlog == first.backlog - 1
