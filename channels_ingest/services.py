@@ -295,6 +295,8 @@ CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     Platform.FACEBOOK: ("page_access_token", "app_secret", "verify_token"),
     Platform.DEMO: (),
+    # The key the posting system sends as "Authorization: Bearer <key>".
+    Platform.API: ("inbound_key",),
 }
 
 

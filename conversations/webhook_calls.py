@@ -207,3 +207,21 @@ def _finish(
         fields.append("delivered_at")
     call.save(update_fields=fields)
     return call
+
+
+def webhook_call_redeliver(*, call: WebhookCall, actor: Any = None) -> WebhookCall:
+    """Send a call again (an admin's request from the delivery log): it goes back to pending,
+    due now, with a fresh round of attempts. The delivery id stays, so a receiver that got it
+    before can tell. A call being attempted right now is left to finish first."""
+    from conversations.tasks import deliver_webhook_call
+    from governance.audit import audit_record
+
+    now = timezone.now()
+    with transaction.atomic():
+        WebhookCall.objects.filter(pk=call.pk).exclude(
+            status=WebhookCallStatus.PENDING, next_attempt_at__gt=now
+        ).update(status=WebhookCallStatus.PENDING, attempts=0, next_attempt_at=now)
+        audit_record(action="webhook_call.redelivered", actor=actor, obj=call, event=call.event)
+        transaction.on_commit(lambda: deliver_webhook_call.delay(call.pk))
+    call.refresh_from_db()
+    return call
