@@ -187,7 +187,11 @@ class ConversationFilter(django_filters.FilterSet):
             until=data.get("until"),
             search=(data.get("q") or "").strip(),
         )
-        return inbox_queryset(user=request_user(self.request), filters=filters)
+        return (
+            inbox_queryset(user=request_user(self.request), filters=filters)
+            .select_related("contact", "channel")
+            .prefetch_related("tags")
+        )
 
 
 class _Precondition(serializers.Serializer[Any]):

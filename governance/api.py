@@ -6,7 +6,7 @@ from typing import Any
 import django_filters
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -361,9 +361,9 @@ class ApprovalViewSet(
         if self.action == "list":
             return approvals_pending_for(user=user)
         # One approval: pending for the user, or decided on their channels.
-        pending = approvals_pending_for(user=user).values("pk")
-        decided = approvals_decided_for(user=user).values("pk")
-        return OutboundApproval.objects.filter(pk__in=pending.union(decided))
+        pending = approvals_pending_for(user=user).order_by().values("pk")
+        decided = approvals_decided_for(user=user).order_by().values("pk")
+        return OutboundApproval.objects.filter(Q(pk__in=pending) | Q(pk__in=decided))
 
     def _decide(self, do: Any) -> Response:
         approval = self.get_object()
@@ -431,19 +431,19 @@ class AuditEntrySerializer(serializers.ModelSerializer[AuditEntry]):
 class AuditEntryFilter(django_filters.FilterSet):
     """The Audit log page's filters (``AuditFilterForm`` applies them)."""
 
-    action = django_filters.CharFilter(help_text="Action starts with", method="_form")
-    actor = django_filters.CharFilter(help_text="Actor's username", method="_form")
-    object_type = django_filters.CharFilter(method="_form")
-    object_id = django_filters.CharFilter(method="_form")
-    since = django_filters.DateFilter(help_text="From this day", method="_form")
-    until = django_filters.DateFilter(help_text="Up to this day", method="_form")
-    q = django_filters.CharFilter(help_text="Object name contains", method="_form")
+    action = django_filters.CharFilter(help_text="Action starts with", method="_by_form")
+    actor = django_filters.CharFilter(help_text="Actor's username", method="_by_form")
+    object_type = django_filters.CharFilter(method="_by_form")
+    object_id = django_filters.CharFilter(method="_by_form")
+    since = django_filters.DateFilter(help_text="From this day", method="_by_form")
+    until = django_filters.DateFilter(help_text="Up to this day", method="_by_form")
+    q = django_filters.CharFilter(help_text="Object name contains", method="_by_form")
 
     class Meta:
         model = AuditEntry
         fields: list[str] = []
 
-    def _form(self, queryset: QuerySet[AuditEntry], name: str, value: Any) -> QuerySet[AuditEntry]:
+    def _by_form(self, queryset: QuerySet[AuditEntry], name: str, value: Any) -> QuerySet[AuditEntry]:
         return queryset
 
     def filter_queryset(self, queryset: QuerySet[AuditEntry]) -> QuerySet[AuditEntry]:
