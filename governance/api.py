@@ -443,7 +443,7 @@ class AuditEntryFilter(django_filters.FilterSet):
         model = AuditEntry
         fields: list[str] = []
 
-    def _by_form(self, queryset: QuerySet[AuditEntry], name: str, value: Any) -> QuerySet[AuditEntry]:
+    def _by_form(self, queryset: QuerySet[AuditEntry], name: str, value: Any) -> Any:
         return queryset
 
     def filter_queryset(self, queryset: QuerySet[AuditEntry]) -> QuerySet[AuditEntry]:
