@@ -60,6 +60,8 @@ from conversations.selectors import (
 )
 from conversations.settings_forms import Catalog
 from conversations.webhook_calls import webhook_call_redeliver
+from conversations.webhook_events import WEBHOOK_EVENTS
+from conversations.webhook_guard import webhook_address_problem
 from governance.approvals import reply_submit
 from governance.audit import audit_change, audit_deletion
 from governance.models import Role
@@ -731,11 +733,36 @@ class WebhookEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
         help_text="Signs each call (HMAC-SHA256); never returned. Empty removes it.",
     )
     has_secret = serializers.SerializerMethodField()
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(WEBHOOK_EVENTS.items())),
+        required=False,
+        help_text="Product events sent to this endpoint",
+    )
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["id", "name", "url", "is_active", "secret", "has_secret", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "url",
+            "is_active",
+            "events",
+            "allow_private_network",
+            "secret",
+            "has_secret",
+            "created_at",
+        ]
         read_only_fields = ["created_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        url = attrs.get("url", self.instance.url if self.instance else "")
+        allow = attrs.get(
+            "allow_private_network", self.instance.allow_private_network if self.instance else False
+        )
+        problem = webhook_address_problem(url, allow_private=allow)
+        if problem:
+            raise serializers.ValidationError({"url": [problem]})
+        return attrs
 
     def get_has_secret(self, endpoint: WebhookEndpoint) -> bool:
         return bool(endpoint.secret)
