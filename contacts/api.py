@@ -33,10 +33,12 @@ from contacts.services import (
 )
 from governance.audit import audit_record
 from governance.subject_rights import contact_data_export, contact_erase, erase_confirmation_errors
-from scrm.api import Conflict, IsManagerOrAdmin, cursor_page, request_user
+from scrm.api import BlankableUrlField, Conflict, IsManagerOrAdmin, cursor_page, request_user
 
 
 class IdentitySerializer(serializers.ModelSerializer[SocialIdentity]):
+    profile_url = BlankableUrlField(read_only=True)
+
     class Meta:
         model = SocialIdentity
         fields = [
@@ -54,7 +56,7 @@ class IdentitySerializer(serializers.ModelSerializer[SocialIdentity]):
 
 class ContactSerializer(serializers.ModelSerializer[Contact]):
     identities = IdentitySerializer(many=True, read_only=True)
-    external_crm_url = serializers.URLField(required=False, allow_blank=True, max_length=200)
+    external_crm_url = BlankableUrlField(required=False, max_length=200)
     attributes = serializers.DictField(required=False, help_text="Custom attributes")
 
     class Meta:

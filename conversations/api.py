@@ -83,6 +83,9 @@ class ConversationSerializer(serializers.ModelSerializer[Conversation]):
     platform = serializers.CharField(source="channel.platform", read_only=True)
     tags = serializers.SlugRelatedField[Tag](many=True, read_only=True, slug_field="name")
     sla_state = serializers.SerializerMethodField()
+    last_message_direction = serializers.ChoiceField(
+        choices=Direction.choices, allow_blank=True, read_only=True
+    )
     version = serializers.SerializerMethodField(
         help_text="The ETag: send it back as If-Match to change the conversation safely"
     )

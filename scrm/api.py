@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, pagination, permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -49,6 +50,13 @@ class CursorPage(pagination.CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
     ordering = ("-created_at", "-pk")
+
+    def decode_cursor(self, request: Request) -> Any:
+        # DRF answers a garbled cursor with 404; it is bad input, not a missing resource.
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound:
+            raise exceptions.ValidationError({"cursor": ["This cursor is not valid."]}) from None
 
 
 class TokenRateThrottle(SimpleRateThrottle):
@@ -160,3 +168,12 @@ def precondition_check(request: Request, current: str) -> None:
 def cursor_page(*ordering: str) -> type[CursorPage]:
     """A cursor pagination in this order; the last field must be unique (``pk``)."""
     return type("OrderedCursorPage", (CursorPage,), {"ordering": ordering})
+
+
+@extend_schema_field({"type": "string", "description": "A URL, or empty when none is set"})
+class BlankableUrlField(serializers.URLField):
+    """A URL that may be empty: the schema must not promise a URL where "" is stored."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
