@@ -29,7 +29,7 @@ from channels_ingest.services import (
 )
 from channels_ingest.webhooks import webhook_receive
 from governance.models import ChannelAccess
-from scrm.api import Conflict, IsAdmin, cursor_page, request_user
+from scrm.api import Conflict, IsAdmin, cursor_page, json_without_nul, request_user
 
 
 class ChannelAccessSerializer(serializers.ModelSerializer[ChannelAccess]):
@@ -81,7 +81,10 @@ class ChannelSerializer(serializers.ModelSerializer[ChannelAccount]):
             "created_at",
             "updated_at",
         ]
-        extra_kwargs = {"poll_interval_seconds": {"min_value": 10}}
+        extra_kwargs = {
+            "poll_interval_seconds": {"min_value": 10},
+            "settings": {"validators": [json_without_nul]},
+        }
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_credentials_set(self, channel: ChannelAccount) -> dict[str, str]:

@@ -33,7 +33,14 @@ from contacts.services import (
 )
 from governance.audit import audit_record
 from governance.subject_rights import contact_data_export, contact_erase, erase_confirmation_errors
-from scrm.api import BlankableUrlField, Conflict, IsManagerOrAdmin, cursor_page, request_user
+from scrm.api import (
+    BlankableUrlField,
+    Conflict,
+    IsManagerOrAdmin,
+    cursor_page,
+    json_without_nul,
+    request_user,
+)
 
 
 class IdentitySerializer(serializers.ModelSerializer[SocialIdentity]):
@@ -57,7 +64,9 @@ class IdentitySerializer(serializers.ModelSerializer[SocialIdentity]):
 class ContactSerializer(serializers.ModelSerializer[Contact]):
     identities = IdentitySerializer(many=True, read_only=True)
     external_crm_url = BlankableUrlField(required=False, max_length=200)
-    attributes = serializers.DictField(required=False, help_text="Custom attributes")
+    attributes = serializers.DictField(
+        required=False, help_text="Custom attributes", validators=[json_without_nul]
+    )
 
     class Meta:
         model = Contact

@@ -65,7 +65,15 @@ from conversations.webhook_guard import webhook_address_problem
 from governance.approvals import reply_submit
 from governance.audit import audit_change, audit_deletion
 from governance.models import Role
-from scrm.api import Conflict, IsAdmin, cursor_page, etag_of, precondition_check, request_user
+from scrm.api import (
+    Conflict,
+    IsAdmin,
+    cursor_page,
+    etag_of,
+    json_without_nul,
+    precondition_check,
+    request_user,
+)
 
 # --- Conversations ------------------------------------------------------------------------
 
@@ -631,9 +639,16 @@ class _AuditedAdminViewSet(viewsets.ModelViewSet[Any]):
 class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
     events = serializers.ListField(child=serializers.ChoiceField(choices=list(EVENTS.items())))
     conditions = serializers.ListField(
-        child=serializers.DictField(), required=False, help_text="{field, op, value} items"
+        child=serializers.DictField(),
+        required=False,
+        help_text="{field, op, value} items",
+        validators=[json_without_nul],
     )
-    actions = serializers.ListField(child=serializers.DictField(), help_text="{type, value} items")
+    actions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="{type, value} items",
+        validators=[json_without_nul],
+    )
 
     class Meta:
         model = RoutingRule

@@ -177,3 +177,20 @@ class BlankableUrlField(serializers.URLField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("allow_blank", True)
         super().__init__(**kwargs)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def json_without_nul(value: Any) -> Any:
+    """A validator for JSON input: PostgreSQL cannot store a NUL character in JSON."""
+    if _has_nul(value):
+        raise serializers.ValidationError("Text may not contain NUL characters.")
+    return value
