@@ -14,6 +14,7 @@ _SECRET_LABELS = {
     "page_access_token": "Page access token",
     "app_secret": "App secret",
     "verify_token": "Webhook verify token",
+    "inbound_key": "Inbound key (sent as a Bearer token by the posting system)",
 }
 
 

@@ -21,7 +21,7 @@ from channels_ingest.connectors.base import (
 from channels_ingest.models import ChannelAccount, ChannelHealth, DeadLetter, DeadLetterStatus
 from channels_ingest.pipeline import IngestResult, LeaseLost, ingest
 from channels_ingest.platforms import Platform
-from conversations.models import ConversationEvent, DeliveryStatus, EventKind, Message
+from conversations.models import Conversation, ConversationEvent, DeliveryStatus, EventKind, Message
 from governance.audit import audit_change, audit_record
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ def message_send(*, message_id: int) -> Message | None:
             kind=EventKind.MESSAGE_SENT,
             data={"message_id": message.pk, "external_id": sent.external_id},
         )
+        _publish_sent(message, external_id=sent.external_id)
         # What went out, where, by whom; never the text.
         audit_record(
             action="message.sent",
@@ -204,6 +205,29 @@ def message_send(*, message_id: int) -> Message | None:
             external_id=sent.external_id,
         )
     return Message.objects.get(pk=message_id)
+
+
+def _publish_sent(message: Message, *, external_id: str) -> None:
+    from conversations.webhook_events import (
+        conversation_payload,
+        webhook_event_publish,
+        webhook_subscribed,
+    )
+
+    if not webhook_subscribed("message.sent"):
+        return
+    conversation = Conversation.objects.select_related("contact").get(pk=message.conversation_id)
+    payload = {
+        "conversation": conversation_payload(conversation),
+        "message": {
+            "id": message.pk,
+            "external_id": external_id,
+            "kind": message.kind,
+            "body": message.body,
+            "author": message.author_user_id,
+        },
+    }
+    webhook_event_publish(event="message.sent", items=[(str(message.pk), payload)])
 
 
 def _requeue(message_id: int) -> None:
@@ -295,6 +319,8 @@ CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     Platform.FACEBOOK: ("page_access_token", "app_secret", "verify_token"),
     Platform.DEMO: (),
+    # The key the posting system sends as "Authorization: Bearer <key>".
+    Platform.API: ("inbound_key",),
 }
 
 

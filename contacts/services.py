@@ -290,6 +290,18 @@ class ContactData:
 _EDITABLE_FIELDS = tuple(f.name for f in fields(ContactData))
 
 
+def _publish(event: str, key: str, contacts: dict[str, Contact]) -> None:
+    from conversations.webhook_events import (
+        contact_payload,
+        webhook_event_publish,
+        webhook_subscribed,
+    )
+
+    if webhook_subscribed(event):
+        data = {name: contact_payload(contact) for name, contact in contacts.items()}
+        webhook_event_publish(event=event, items=[(key, data)])
+
+
 def contact_create(*, data: ContactData, actor: User) -> Contact:
     """A contact added by hand. It came through no channel, so every team may see it."""
     now = timezone.now()
@@ -302,6 +314,7 @@ def contact_create(*, data: ContactData, actor: User) -> Contact:
     )
     contact.save()
     merge_suggestions_by_name_and_company(contacts=[contact])
+    _publish("contact.created", str(contact.pk), {"contact": contact})
     return contact
 
 
@@ -812,6 +825,7 @@ def contact_merge(*, merged: Contact, kept: Contact, actor: User) -> ContactMerg
         conversations=len(conversation_ids),
         filled=sorted(previous),
     )
+    _publish("contact.merged", str(merge.pk), {"contact": kept, "merged": merged})
     return merge
 
 

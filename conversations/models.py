@@ -566,6 +566,14 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=500)
     secret = EncryptedTextField(blank=True, help_text="Signs each call (HMAC-SHA256)")
     is_active = models.BooleanField(default=True)
+    # Product events this endpoint subscribes to (conversations.webhook_events.WEBHOOK_EVENTS);
+    # rules and departments call it whatever it subscribes to.
+    events = models.JSONField(default=list, blank=True)
+    allow_private_network = models.BooleanField(
+        "Allow private addresses",
+        default=False,
+        help_text="Let calls go to loopback, link-local and private addresses (an internal system)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -411,11 +411,53 @@ def inbound_posts_store(
             ignore_conflicts=True,
         )
     decisions_write(decisions, channel=channel, acknowledgements=acknowledgements, now=now)
+    _publish_inbound(channel_id=channel.pk, new_conversations=new_conversations, placed=placed)
     return StoreResult(
         messages=len(placed),
         conversations_created=len(new_conversations),
         conversation_ids=list({c.pk: None for _, c in placed}),
     )
+
+
+def _publish_inbound(
+    *,
+    channel_id: int,
+    new_conversations: list[Conversation],
+    placed: list[tuple[ClassifiedPost, Conversation]],
+) -> None:
+    """Webhook events of a batch (nothing, not even a query, when nobody subscribes)."""
+    from conversations.webhook_events import (
+        conversation_payload,
+        webhook_event_publish,
+        webhook_subscribed,
+    )
+
+    if new_conversations and webhook_subscribed("conversation.created"):
+        webhook_event_publish(
+            event="conversation.created",
+            items=[
+                (str(c.pk), {"conversation": conversation_payload(c)}) for c in new_conversations
+            ],
+        )
+    if placed and webhook_subscribed("message.received"):
+        webhook_event_publish(
+            event="message.received",
+            items=[
+                (
+                    f"{channel_id}:{item.post.external_id}",
+                    {
+                        "conversation": conversation_payload(c),
+                        "message": {
+                            "external_id": item.post.external_id,
+                            "kind": item.post.kind,
+                            "body": item.post.body,
+                            "created_at": item.post.created_at.isoformat(),
+                        },
+                    },
+                )
+                for item, c in placed
+            ],
+        )
 
 
 def _apply_inbound(
@@ -457,13 +499,19 @@ def _record(
     at: datetime | None = None,
     **data: Any,
 ) -> ConversationEvent:
-    return ConversationEvent.objects.create(
+    event = ConversationEvent.objects.create(
         conversation=conversation,
         kind=kind,
         actor=actor,
         data=data,
         created_at=at or timezone.now(),
     )
+    from conversations.webhook_events import conversation_event_publish
+
+    conversation_event_publish(
+        conversation=conversation, kind=kind, event_id=event.pk, data=event.data
+    )
+    return event
 
 
 def _locked(conversation: Conversation) -> Conversation:

@@ -54,6 +54,8 @@ from conversations.rules import (
     rule_validate,
 )
 from conversations.selectors import messages_visible_to
+from conversations.webhook_events import WEBHOOK_EVENTS
+from conversations.webhook_guard import webhook_address_problem
 from governance.audit import audit_record
 from governance.models import Role, Team, TeamMembership
 
@@ -888,10 +890,28 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
     clear_secret = forms.BooleanField(label="Remove the secret", required=False)
     url = forms.URLField(label="URL", max_length=500, assume_scheme="https")
 
+    events = forms.MultipleChoiceField(
+        choices=[],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Send these events",
+        help_text="Rules and departments call the endpoint whatever it subscribes to.",
+    )
+
     class Meta:
         model = WebhookEndpoint
-        fields = ["name", "url", "is_active"]
+        fields = ["name", "url", "is_active", "events", "allow_private_network"]
         labels = {"is_active": "Active"}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("url"):
+            problem = webhook_address_problem(
+                data["url"], allow_private=bool(data.get("allow_private_network"))
+            )
+            if problem:
+                self.add_error("url", problem)
+        return data
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -902,6 +922,9 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
         )
         if not self.instance.secret:
             del self.fields["clear_secret"]
+        cast(forms.MultipleChoiceField, self.fields["events"]).choices = list(
+            WEBHOOK_EVENTS.items()
+        )
 
     def save(self, commit: bool = True) -> WebhookEndpoint:
         endpoint = super().save(commit=False)

@@ -32,5 +32,7 @@ urlpatterns = [
     path("endpoints/new/", views.endpoint_edit, name="endpoint_new"),
     path("endpoints/<int:pk>/", views.endpoint_edit, name="endpoint_edit"),
     path("endpoints/<int:pk>/delete/", views.endpoint_delete, name="endpoint_delete"),
+    path("endpoints/<int:pk>/calls/", views.endpoint_calls, name="endpoint_calls"),
+    path("calls/<int:pk>/redeliver/", views.webhook_call_redeliver_view, name="call_redeliver"),
     path("assignment/", views.assignment, name="assignment"),
 ]

@@ -27,6 +27,7 @@ from conversations.models import (
     Message,
     RoutingRule,
     SlaPolicy,
+    WebhookCall,
     WebhookEndpoint,
 )
 from conversations.presence import agents_online
@@ -55,6 +56,7 @@ from conversations.settings_forms import (
     rules_naming,
     weekly_summary,
 )
+from conversations.webhook_calls import webhook_call_redeliver
 from governance.audit import audit_change, audit_deletion
 from governance.models import TeamMembership
 from governance.roles import is_admin
@@ -507,6 +509,23 @@ def endpoint_delete(request: AuthedRequest, pk: int) -> HttpResponse:
         tab="endpoints",
         warnings=_rules_warning("endpoint", endpoint.pk),
     )
+
+
+@admins_only
+def endpoint_calls(request: AuthedRequest, pk: int) -> HttpResponse:
+    """The delivery log of one endpoint: each call, its attempts and the last answer."""
+    endpoint = get_object_or_404(WebhookEndpoint, pk=pk)
+    calls = endpoint.calls.order_by("-created_at", "-pk")[:200]
+    return _page(request, "endpoint_calls.html", "endpoints", endpoint=endpoint, calls=calls)
+
+
+@require_POST
+@admins_only
+def webhook_call_redeliver_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    call = get_object_or_404(WebhookCall, pk=pk)
+    webhook_call_redeliver(call=call, actor=request.user)
+    messages.success(request, f"Delivery #{call.pk} is being sent again.")
+    return redirect("routing:endpoint_calls", pk=call.endpoint_id)
 
 
 # --- Auto-assignment -----------------------------------------------------------------------

@@ -451,11 +451,16 @@ def _fire_once(
             )
     except IntegrityError:
         return False
-    ConversationEvent.objects.create(
+    event = ConversationEvent.objects.create(
         conversation=conversation,
         kind=EventKind.SLA_BREACHED if kind == SlaEventKind.BREACHED else EventKind.SLA_AT_RISK,
         created_at=now,
         data={"target": target, "due_at": due.isoformat(), "policy": policy.name if policy else ""},
+    )
+    from conversations.webhook_events import conversation_event_publish
+
+    conversation_event_publish(
+        conversation=conversation, kind=event.kind, event_id=event.pk, data=event.data
     )
     if kind == SlaEventKind.AT_RISK and conversation.assignee_id is not None:
         Notification.objects.create(

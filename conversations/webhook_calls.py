@@ -44,6 +44,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
+from conversations.webhook_guard import UnresolvedHost, webhook_url_problem
 
 USER_AGENT = "SocialCRM-Webhook/1"
 TIMEOUT_SECONDS = 10
@@ -115,6 +116,13 @@ def webhook_call_deliver(*, call_id: int) -> WebhookCall:
     endpoint = call.endpoint
     if not endpoint.is_active:
         return _finish(call, status=WebhookCallStatus.FAILED, error="The endpoint is switched off.")
+
+    try:
+        refused = webhook_url_problem(endpoint.url, allow_private=endpoint.allow_private_network)
+    except UnresolvedHost as unresolved:
+        return _retry_or_fail(call, error=str(unresolved))
+    if refused:
+        return _finish(call, status=WebhookCallStatus.FAILED, error=f"Refused: {refused}")
 
     body = json.dumps(call.payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
     timestamp = int(time.time())
@@ -206,4 +214,22 @@ def _finish(
         call.delivered_at = timezone.now()
         fields.append("delivered_at")
     call.save(update_fields=fields)
+    return call
+
+
+def webhook_call_redeliver(*, call: WebhookCall, actor: Any = None) -> WebhookCall:
+    """Send a call again (an admin's request from the delivery log): it goes back to pending,
+    due now, with a fresh round of attempts. The delivery id stays, so a receiver that got it
+    before can tell (one sent again while an attempt is under way may arrive twice)."""
+    from conversations.tasks import deliver_webhook_call
+    from governance.audit import audit_record
+
+    now = timezone.now()
+    with transaction.atomic():
+        WebhookCall.objects.filter(pk=call.pk).update(
+            status=WebhookCallStatus.PENDING, attempts=0, next_attempt_at=now
+        )
+        audit_record(action="webhook_call.redelivered", actor=actor, obj=call, event=call.event)
+        transaction.on_commit(lambda: deliver_webhook_call.delay(call.pk))
+    call.refresh_from_db()
     return call

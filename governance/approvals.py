@@ -135,7 +135,29 @@ def approval_request(
             reasons=list(reasons),
             levels_required=approval.levels_required,
         )
+        _publish("approval.requested", approval)
     return approval
+
+
+def _publish(event: str, approval: OutboundApproval) -> None:
+    from conversations.webhook_events import webhook_event_publish, webhook_subscribed
+
+    if not webhook_subscribed(event):
+        return
+    fresh = OutboundApproval.objects.select_related("message").get(pk=approval.pk)
+    data = {
+        "approval": {
+            "id": fresh.pk,
+            "status": fresh.status,
+            "reasons": fresh.reasons,
+            "message": fresh.message_id,
+            "conversation": fresh.message.conversation_id,
+            "channel": fresh.message.channel_id,
+            "requested_by": fresh.requested_by_id,
+            "decided_by": fresh.decided_by_id,
+        }
+    }
+    webhook_event_publish(event=event, items=[(f"{fresh.pk}:{fresh.status}", data)])
 
 
 # --- Who approves ----------------------------------------------------------------------
@@ -344,6 +366,8 @@ def approval_approve(
             edited=edited,
             level=2 if approval.levels_required > 1 and final else 1,
         )
+        if final:
+            _publish("approval.decided", approval)
     return _fresh(approval)
 
 
@@ -392,6 +416,7 @@ def approval_reject(
             channel=message.channel_id,
             note_chars=len(note),
         )
+        _publish("approval.decided", approval)
     return _fresh(approval)
 
 

@@ -85,6 +85,13 @@ def audit_context(request: HttpRequest) -> Iterator[None]:
         _ambient.reset(token)
 
 
+def audit_actor_set(user: AnyUser) -> None:
+    """Name the actor of the request being served once it is known later than the middleware
+    (an API token is read by the API view, not by the session middleware)."""
+    ambient = _ambient.get()
+    _ambient.set(_Ambient(ip=ambient.ip if ambient is not None else None, actor=user))
+
+
 def ambient_actor() -> AnyUser | None:
     """Who is making the request being served, when known (inside ``audit_context``): for
     entries recorded from model signals, which have no request."""

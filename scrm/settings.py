@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
     "django_otp",
@@ -324,11 +327,41 @@ STORAGES = {
 }
 
 # --- REST framework ---------------------------------------------------------------------
+# The API under /api/v1/ (scrm/api_urls.py): personal tokens for scripts, the session for the
+# browser, the same access as the pages.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First, so an unauthenticated request is answered 401 with WWW-Authenticate.
+        "governance.api_tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "scrm.api.CursorPage",
+    "DEFAULT_THROTTLE_CLASSES": ["scrm.api.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": env.str("SCRM_API_RATE", default="600/minute")},
+    "DEFAULT_SCHEMA_CLASS": "scrm.api_schema.ApiSchema",
+    "EXCEPTION_HANDLER": "scrm.api.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Social CRM API",
+    "DESCRIPTION": (
+        "Everything the browser does, for scripts and other systems. Authenticate with a "
+        "personal token (`Authorization: Bearer scrm_...`, made on your API tokens page) or "
+        "the browser session. Access is the same as in the browser."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"DirectionEnum": "conversations.models.Direction"},
 }
 
 # --- Email ------------------------------------------------------------------------------

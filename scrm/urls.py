@@ -4,7 +4,8 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from governance import security_views
+from governance import api_token_views, security_views
+from scrm.api_urls import api_patterns
 from scrm.health import healthz
 
 urlpatterns = [
@@ -35,6 +36,12 @@ urlpatterns = [
         name="recovery_codes",
     ),
     path("accounts/security/policy/", security_views.security_policy, name="security_policy"),
+    path("accounts/api-tokens/", api_token_views.api_tokens, name="api_tokens"),
+    path(
+        "accounts/api-tokens/<int:pk>/revoke/",
+        api_token_views.api_token_revoke_view,
+        name="api_token_revoke",
+    ),
     path(
         "accounts/password/",
         auth_views.PasswordChangeView.as_view(),
@@ -53,5 +60,6 @@ urlpatterns = [
     path("channels/", include("channels_ingest.urls")),
     path("routing/", include("conversations.settings_urls")),
     path("webhooks/", include("channels_ingest.webhook_urls")),
+    path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
 ]

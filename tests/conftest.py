@@ -88,3 +88,20 @@ def login(client: Client):
         return client
 
     return as_user
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(monkeypatch):
+    """Webhook addresses are resolved before each call (to refuse private ones); tests
+    resolve names to a public documentation address instead of asking DNS."""
+    import ipaddress
+
+    from conversations import webhook_guard
+
+    def resolve(host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            return ["127.0.0.1"] if host == "localhost" else ["93.184.216.34"]
+
+    monkeypatch.setattr(webhook_guard, "_addresses", resolve)

@@ -1,12 +1,19 @@
 """Connectors, one module per platform, registered by platform name."""
 
+from channels_ingest.connectors.api import ApiConnector
 from channels_ingest.connectors.base import Connector, ConnectorError, RateLimited, ReauthRequired
 from channels_ingest.connectors.demo import DemoConnector
 from channels_ingest.connectors.facebook import FacebookConnector
 from channels_ingest.connectors.x import XConnector
 
 _REGISTRY: dict[str, type[Connector]] = {
-    connector.platform: connector for connector in (DemoConnector, XConnector, FacebookConnector)
+    connector.platform: connector
+    for connector in (
+        DemoConnector,
+        XConnector,
+        FacebookConnector,
+        ApiConnector,
+    )
 }
 
 

@@ -1,0 +1,842 @@
+"""API resources of conversations: the inbox (its filters, via django-filter), one
+conversation's actions with optimistic concurrency, messages (replies through governance,
+notes), tags, and the admins' routing rules, SLA policies and outbound webhooks.
+
+Everything starts from ``conversations_visible_to`` / ``messages_visible_to`` and calls the
+services the browser's views call.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import django_filters
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Max, Model, ProtectedError, QuerySet, RestrictedError
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from channels_ingest.platforms import Platform
+from conversations import services
+from conversations.escalations import escalation_open
+from conversations.models import (
+    Conversation,
+    Department,
+    Direction,
+    EscalationPath,
+    EscalationTrigger,
+    Message,
+    MessageKind,
+    Priority,
+    RoutingRule,
+    SlaPolicy,
+    SlaState,
+    Status,
+    Tag,
+    WebhookCall,
+    WebhookCallStatus,
+    WebhookEndpoint,
+)
+from conversations.rules import EVENTS, RuleError, rule_validate
+from conversations.selectors import (
+    INBOX_VIEWS,
+    InboxFilters,
+    assignable_agents,
+    conversation_for_user,
+    conversations_visible_to,
+    inbox_queryset,
+    messages_visible_to,
+)
+from conversations.settings_forms import Catalog
+from conversations.webhook_calls import webhook_call_redeliver
+from conversations.webhook_events import WEBHOOK_EVENTS
+from conversations.webhook_guard import webhook_address_problem
+from governance.approvals import reply_submit
+from governance.audit import audit_change, audit_deletion
+from governance.models import Role
+from scrm.api import (
+    Conflict,
+    IsAdmin,
+    cursor_page,
+    etag_of,
+    json_without_nul,
+    precondition_check,
+    request_user,
+)
+
+# --- Conversations ------------------------------------------------------------------------
+
+
+class ContactBriefSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    is_vip = serializers.BooleanField()
+    external_crm_id = serializers.CharField()
+    external_crm_url = serializers.CharField()
+
+
+class ConversationSerializer(serializers.ModelSerializer[Conversation]):
+    contact = ContactBriefSerializer(read_only=True)
+    platform = serializers.CharField(source="channel.platform", read_only=True)
+    tags = serializers.SlugRelatedField[Tag](many=True, read_only=True, slug_field="name")
+    sla_state = serializers.SerializerMethodField()
+    last_message_direction = serializers.ChoiceField(
+        choices=Direction.choices, allow_blank=True, read_only=True
+    )
+    version = serializers.SerializerMethodField(
+        help_text="The ETag: send it back as If-Match to change the conversation safely"
+    )
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "subject",
+            "status",
+            "priority",
+            "channel",
+            "platform",
+            "team",
+            "assignee",
+            "contact",
+            "tags",
+            "is_monitoring",
+            "sentiment",
+            "message_count",
+            "last_message_preview",
+            "last_message_direction",
+            "last_message_at",
+            "waiting_since",
+            "first_response_at",
+            "resolved_at",
+            "snoozed_until",
+            "sla_state",
+            "sla_due_at",
+            "created_at",
+            "updated_at",
+            "version",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=[("", "No target running"), *SlaState.choices])
+    )
+    def get_sla_state(self, conversation: Conversation) -> str:
+        return conversation.sla_state()
+
+    def get_version(self, conversation: Conversation) -> str:
+        return conversation_etag(conversation)
+
+
+def conversation_etag(conversation: Conversation) -> str:
+    """Changes with every write to the conversation, tags included."""
+    tags = sorted(tag.pk for tag in conversation.tags.all())
+    return etag_of(conversation.pk, conversation.updated_at.isoformat(), tags)
+
+
+def _choices(values: dict[str, str]) -> list[tuple[str, str]]:
+    return list(values.items())
+
+
+class ConversationFilter(django_filters.FilterSet):
+    """The inbox's filters; ``inbox_queryset`` applies them, as on the Inbox page."""
+
+    view = django_filters.ChoiceFilter(choices=_choices(INBOX_VIEWS), method="_inbox")
+    status = django_filters.ChoiceFilter(choices=Status.choices, method="_inbox")
+    channel = django_filters.NumberFilter(method="_inbox")
+    platform = django_filters.ChoiceFilter(choices=Platform.choices, method="_inbox")
+    team = django_filters.NumberFilter(method="_inbox")
+    assignee = django_filters.CharFilter(method="_inbox", help_text="A user id, or 'none'")
+    priority = django_filters.TypedChoiceFilter(
+        choices=Priority.choices, coerce=int, method="_inbox"
+    )
+    sentiment = django_filters.ChoiceFilter(
+        choices=[("positive", "Positive"), ("neutral", "Neutral"), ("negative", "Negative")],
+        method="_inbox",
+    )
+    tag = django_filters.CharFilter(method="_inbox", max_length=50)
+    sla = django_filters.ChoiceFilter(choices=SlaState.choices, method="_inbox")
+    since = django_filters.DateFilter(method="_inbox", help_text="Last activity on or after")
+    until = django_filters.DateFilter(method="_inbox", help_text="Last activity on or before")
+    q = django_filters.CharFilter(
+        method="_inbox", max_length=200, help_text="Message bodies, contact names and handles"
+    )
+
+    class Meta:
+        model = Conversation
+        fields: list[str] = []
+
+    def _inbox(self, queryset: QuerySet[Conversation], name: str, value: Any) -> Any:
+        return queryset
+
+    def filter_queryset(self, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+        data = self.form.cleaned_data
+        assignee = data.get("assignee") or ""
+        if assignee and assignee != "none" and not assignee.isdigit():
+            raise serializers.ValidationError({"assignee": ["A user id, or 'none'."]})
+        filters = InboxFilters(
+            view=data.get("view") or "all",
+            status=data.get("status") or "",
+            channel=data.get("channel") and int(data["channel"]),
+            platform=data.get("platform") or "",
+            team=data.get("team") and int(data["team"]),
+            assignee=assignee,
+            priority=data.get("priority") or None,
+            sentiment=data.get("sentiment") or "",
+            tag=(data.get("tag") or "").strip(),
+            sla=data.get("sla") or "",
+            since=data.get("since"),
+            until=data.get("until"),
+            search=(data.get("q") or "").strip(),
+        )
+        return (
+            inbox_queryset(user=request_user(self.request), filters=filters)
+            .select_related("contact", "channel")
+            .prefetch_related("tags")
+        )
+
+
+class _Precondition(serializers.Serializer[Any]):
+    updated_at = serializers.DateTimeField(
+        required=False,
+        help_text="The updated_at you read; a newer one is answered 409 (or use If-Match)",
+    )
+
+
+class AssignSerializer(_Precondition):
+    assignee = serializers.IntegerField(
+        allow_null=True, help_text="A user id who may reply on the channel, or null to unassign"
+    )
+
+
+class StatusSerializer(_Precondition):
+    status = serializers.ChoiceField(
+        choices=[c for c in Status.choices if c[0] != Status.ESCALATED],
+        help_text="Escalating goes through the escalate action",
+    )
+
+
+class PrioritySerializer(_Precondition):
+    priority = serializers.ChoiceField(choices=Priority.choices)
+
+
+class TagsSerializer(_Precondition):
+    add = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, max_length=50
+    )
+    remove = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, max_length=50
+    )
+
+
+class SnoozeSerializer(_Precondition):
+    until = serializers.DateTimeField()
+
+
+class EscalateSerializer(_Precondition):
+    reason = serializers.CharField(max_length=2000, help_text="The department reads this first")
+    path = serializers.IntegerField(required=False, allow_null=True)
+    department = serializers.IntegerField(required=False, allow_null=True)
+    user = serializers.IntegerField(required=False, allow_null=True, help_text="A manager or admin")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        targets = {
+            "path": EscalationPath.objects.all(),
+            "department": Department.objects.all(),
+            "user": User.objects.filter(is_active=True).filter(
+                groups__name__in=[Role.MANAGER, Role.ADMIN]
+            )
+            | User.objects.filter(is_active=True, is_superuser=True),
+        }
+        chosen = {name: attrs.get(name) for name in targets if attrs.get(name) is not None}
+        if len(chosen) != 1:
+            raise serializers.ValidationError("Choose one escalation path, department or person.")
+        name, pk = next(iter(chosen.items()))
+        target = targets[name].filter(pk=pk).first()
+        if target is None:
+            raise serializers.ValidationError({name: ["No such choice."]})
+        attrs[name] = target
+        return attrs
+
+
+class MessageSerializer(serializers.ModelSerializer[Message]):
+    approval = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "conversation",
+            "channel",
+            "direction",
+            "kind",
+            "external_id",
+            "in_reply_to_external_id",
+            "author_identity",
+            "author_user",
+            "body",
+            "language",
+            "sentiment",
+            "delivery_status",
+            "error",
+            "created_at",
+            "sent_at",
+            "approval",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_approval(self, message: Message) -> int | None:
+        approval = getattr(message, "approval", None)
+        return approval.pk if approval is not None else None
+
+
+class MessageCreateSerializer(serializers.Serializer[Any]):
+    kind = serializers.ChoiceField(
+        choices=[("reply", "A reply to the customer"), ("note", "An internal note")],
+        default="reply",
+    )
+    body = serializers.CharField(max_length=8000)
+    confirm_not_assignee = serializers.BooleanField(
+        default=False, help_text="Reply although a colleague is assigned"
+    )
+
+
+class ReplyOutcomeSerializer(serializers.Serializer[Any]):
+    message = MessageSerializer()
+    held_for_approval = serializers.BooleanField()
+    approval = serializers.IntegerField(allow_null=True)
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class ConversationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Conversation]
+):
+    """The inbox: conversations on channels your teams see (and those escalated to you),
+    newest activity first, with the Inbox page's filters."""
+
+    serializer_class = ConversationSerializer
+    filterset_class = ConversationFilter
+    pagination_class = cursor_page("-last_message_at", "-pk")
+
+    def get_queryset(self) -> QuerySet[Conversation]:
+        return (
+            conversations_visible_to(user=request_user(self.request))
+            .select_related("contact", "channel")
+            .prefetch_related("tags")
+        )
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        conversation = self._conversation()
+        return self._answer(conversation)
+
+    def _conversation(self) -> Conversation:
+        pk = self.kwargs["pk"]
+        conversation = (
+            conversation_for_user(user=request_user(self.request), pk=int(pk))
+            if pk.isdigit()
+            else None
+        )
+        if conversation is None:
+            raise NotFound("No such conversation.")
+        return conversation
+
+    def _answer(self, conversation: Conversation, code: int = 200) -> Response:
+        response = Response(ConversationSerializer(conversation).data, status=code)
+        response["ETag"] = conversation_etag(conversation)
+        return response
+
+    def _change(
+        self,
+        request: Request,
+        serializer_class: type[_Precondition],
+        do: Callable[[Conversation, dict[str, Any]], object],
+    ) -> Response:
+        """Check the input, then lock the conversation, compare the version the client read
+        (If-Match or updated_at) with the stored one, and apply the change in one transaction."""
+        conversation = self._conversation()
+        data = serializer_class(data=request.data)
+        data.is_valid(raise_exception=True)
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            precondition_check(request, conversation_etag(locked))
+            read_at: datetime | None = data.validated_data.get("updated_at")
+            if read_at is not None and read_at != locked.updated_at:
+                raise Conflict("The conversation changed since you read it: read it again.")
+            do(locked, data.validated_data)
+        return self._answer(self._conversation())
+
+    @extend_schema(request=AssignSerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def assign(self, request: Request, pk: str) -> Response:
+        """Assign to a colleague who may reply on the channel (or yourself), or unassign."""
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> None:
+            assignee = None
+            if data["assignee"] is not None:
+                assignee = next(
+                    (
+                        u
+                        for u in assignable_agents(conversation=conversation)
+                        if u.pk == data["assignee"]
+                    ),
+                    None,
+                )
+                if assignee is None:
+                    raise serializers.ValidationError(
+                        {"assignee": ["That colleague cannot take conversations on this channel."]}
+                    )
+            services.conversation_assign(
+                conversation=conversation, assignee=assignee, actor=request_user(request)
+            )
+
+        return self._change(request, AssignSerializer, do)
+
+    @extend_schema(request=StatusSerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"], url_path="status")
+    def set_status(self, request: Request, pk: str) -> Response:
+        return self._change(
+            request,
+            StatusSerializer,
+            lambda c, data: services.conversation_status_set(
+                conversation=c, status=data["status"], actor=request_user(request)
+            ),
+        )
+
+    @extend_schema(request=_Precondition, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str) -> Response:
+        return self._change(
+            request,
+            _Precondition,
+            lambda c, data: services.conversation_status_set(
+                conversation=c, status=Status.RESOLVED, actor=request_user(request)
+            ),
+        )
+
+    @extend_schema(request=PrioritySerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def priority(self, request: Request, pk: str) -> Response:
+        return self._change(
+            request,
+            PrioritySerializer,
+            lambda c, data: services.conversation_priority_set(
+                conversation=c, priority=int(data["priority"]), actor=request_user(request)
+            ),
+        )
+
+    @extend_schema(request=TagsSerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def tags(self, request: Request, pk: str) -> Response:
+        """Add and remove tags by name; unknown names are created, as in the browser."""
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> None:
+            for names, add in ((data.get("add", []), True), (data.get("remove", []), False)):
+                for name in {n.strip().lower() for n in names} - {""}:
+                    tag = Tag.objects.get_or_create(name=name)[0] if add else None
+                    tag = tag or Tag.objects.filter(name=name).first()
+                    if tag is not None:
+                        services.conversation_tag(
+                            conversation=conversation, tag=tag, actor=request_user(request), add=add
+                        )
+            # Tags live in their own table: mark the conversation changed for its version.
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+
+        return self._change(request, TagsSerializer, do)
+
+    @extend_schema(request=SnoozeSerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def snooze(self, request: Request, pk: str) -> Response:
+        def do(conversation: Conversation, data: dict[str, Any]) -> None:
+            try:
+                services.conversation_snooze(
+                    conversation=conversation, until=data["until"], actor=request_user(request)
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._change(request, SnoozeSerializer, do)
+
+    @extend_schema(request=EscalateSerializer, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def escalate(self, request: Request, pk: str) -> Response:
+        """Hand the conversation to an escalation path, a department or a person."""
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> None:
+            try:
+                escalation_open(
+                    conversation=conversation,
+                    trigger=EscalationTrigger.AGENT,
+                    actor=request_user(request),
+                    reason=data["reason"],
+                    path=data.get("path"),
+                    department=data.get("department"),
+                    user=data.get("user"),
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._change(request, EscalateSerializer, do)
+
+    @extend_schema(
+        methods=["GET"],
+        responses=MessageSerializer(many=True),
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        filters=False,
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=MessageCreateSerializer,
+        responses={
+            201: ReplyOutcomeSerializer,
+            202: ReplyOutcomeSerializer,
+            422: OpenApiResponse(description="Refused by the publishing policy"),
+        },
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        filterset_class=None,
+        pagination_class=cursor_page("created_at", "pk"),
+    )
+    def messages(self, request: Request, pk: str) -> Response:
+        """GET: the thread, oldest first, notes included. POST: a reply (checked by the
+        publishing policy and held for approval when it says so, as in the browser) or an
+        internal note."""
+        conversation = self._conversation()
+        if request.method == "GET":
+            thread = conversation.messages.select_related("approval").order_by("created_at", "pk")
+            paginator = self.paginator
+            assert paginator is not None
+            page = paginator.paginate_queryset(thread, request, view=self)
+            return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
+        data = MessageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        body, kind = data.validated_data["body"], data.validated_data["kind"]
+        if kind == "note":
+            note = services.conversation_note_add(
+                conversation=conversation, author=request_user(request), body=body
+            )
+            outcome = {"message": note, "held_for_approval": False, "approval": None, "reasons": []}
+            return Response(ReplyOutcomeSerializer(outcome).data, status=status.HTTP_201_CREATED)
+        if (
+            conversation.assignee_id not in (None, request_user(request).pk)
+            and not data.validated_data["confirm_not_assignee"]
+        ):
+            raise Conflict(
+                f"{conversation.assignee} is assigned to this conversation: "
+                "send confirm_not_assignee to reply anyway."
+            )
+        submitted = reply_submit(conversation=conversation, author=request_user(request), body=body)
+        reasons = submitted.decision.reasons
+        if submitted.message is None:
+            return Response(
+                {"code": "refused", "detail": " ".join(reasons), "fields": {"body": reasons}},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        held = submitted.approval is not None
+        outcome = {
+            "message": submitted.message,
+            "held_for_approval": held,
+            "approval": submitted.approval.pk if submitted.approval else None,
+            "reasons": reasons,
+        }
+        return Response(
+            ReplyOutcomeSerializer(outcome).data,
+            status=status.HTTP_202_ACCEPTED if held else status.HTTP_201_CREATED,
+        )
+
+
+# --- Messages -----------------------------------------------------------------------------
+
+
+class MessageFilter(django_filters.FilterSet):
+    conversation = django_filters.NumberFilter()
+    direction = django_filters.ChoiceFilter(choices=Direction.choices)
+    kind = django_filters.ChoiceFilter(choices=MessageKind.choices)
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Message
+        fields: list[str] = []
+
+
+class MessageViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Message]
+):
+    """Messages and notes on the channels your teams see, newest first."""
+
+    serializer_class = MessageSerializer
+    filterset_class = MessageFilter
+    pagination_class = cursor_page("-created_at", "-pk")
+
+    def get_queryset(self) -> QuerySet[Message]:
+        return messages_visible_to(user=request_user(self.request)).select_related("approval")
+
+
+class TagSerializer(serializers.ModelSerializer[Tag]):
+    class Meta:
+        model = Tag
+        fields = ["id", "name", "color"]
+        read_only_fields = fields
+
+
+class TagViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Tag]):
+    serializer_class = TagSerializer
+    pagination_class = cursor_page("name", "pk")
+    queryset = Tag.objects.all()
+
+
+# --- Admin settings: routing rules and SLA policies ----------------------------------------
+
+
+class _AuditedAdminViewSet(viewsets.ModelViewSet[Any]):
+    """Admins' settings: every change audited, a delete of something still in use is 409."""
+
+    permission_classes = [IsAdmin]
+    http_method_names = ["get", "post", "patch", "delete"]
+
+    def perform_create(self, serializer: Any) -> None:
+        instance = serializer.Meta.model()
+        with audit_change(instance, actor=request_user(self.request)):
+            for name, value in serializer.validated_data.items():
+                setattr(instance, name, value)
+            self.before_save(instance, created=True)
+            instance.save()
+        serializer.instance = instance
+
+    def perform_update(self, serializer: Any) -> None:
+        instance = serializer.instance
+        with audit_change(instance, actor=request_user(self.request)):
+            for name, value in serializer.validated_data.items():
+                setattr(instance, name, value)
+            self.before_save(instance, created=False)
+            instance.save()
+
+    def before_save(self, instance: Any, *, created: bool) -> None:
+        return None
+
+    def perform_destroy(self, instance: Model) -> None:
+        try:
+            with transaction.atomic(), audit_deletion(instance, actor=request_user(self.request)):
+                instance.delete()
+        except (ProtectedError, RestrictedError) as error:
+            raise Conflict(f"“{instance}” is still in use: change what uses it first.") from error
+
+
+class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
+    events = serializers.ListField(child=serializers.ChoiceField(choices=list(EVENTS.items())))
+    conditions = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="{field, op, value} items",
+        validators=[json_without_nul],
+    )
+    actions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="{type, value} items",
+        validators=[json_without_nul],
+    )
+
+    class Meta:
+        model = RoutingRule
+        fields = [
+            "id",
+            "name",
+            "position",
+            "is_active",
+            "events",
+            "match",
+            "conditions",
+            "actions",
+            "stop_processing",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        def value(name: str, default: Any) -> Any:
+            return attrs.get(name, getattr(self.instance, name) if self.instance else default)
+
+        try:
+            rule_validate(
+                events=value("events", []),
+                match=value("match", "all"),
+                conditions=value("conditions", []),
+                actions=value("actions", []),
+                known=Catalog.load().known(),
+            )
+        except RuleError as error:
+            raise serializers.ValidationError(error.messages) from None
+        return attrs
+
+
+class RoutingRuleViewSet(_AuditedAdminViewSet):
+    """Routing rules, run in ``position`` order; checked when saved, as on the Routing page."""
+
+    serializer_class = RoutingRuleSerializer
+    pagination_class = cursor_page("position", "pk")
+    queryset = RoutingRule.objects.all()
+
+    def before_save(self, instance: RoutingRule, *, created: bool) -> None:
+        if created:
+            instance.created_by = request_user(self.request)
+            if "position" not in self.request.data:
+                last = RoutingRule.objects.aggregate(last=Max("position"))["last"]
+                instance.position = 0 if last is None else last + 1
+
+
+class SlaPolicySerializer(serializers.ModelSerializer[SlaPolicy]):
+    class Meta:
+        model = SlaPolicy
+        fields = [
+            "id",
+            "name",
+            "priority",
+            "channel",
+            "vip_only",
+            "first_response_minutes",
+            "next_response_minutes",
+            "resolution_minutes",
+            "calendar",
+            "at_risk_minutes",
+            "is_active",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+        extra_kwargs = {
+            f"{target}_minutes": {"min_value": 1}
+            for target in ("first_response", "next_response", "resolution")
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        targets = ("first_response_minutes", "next_response_minutes", "resolution_minutes")
+        if not any(
+            attrs.get(t, getattr(self.instance, t) if self.instance else None) for t in targets
+        ):
+            raise serializers.ValidationError(
+                "Set at least one target: first response, next response or resolution."
+            )
+        return attrs
+
+
+class SlaPolicyViewSet(_AuditedAdminViewSet):
+    serializer_class = SlaPolicySerializer
+    pagination_class = cursor_page("name", "pk")
+    queryset = SlaPolicy.objects.all()
+
+
+# --- Outbound webhooks (admins) -------------------------------------------------------------
+
+
+class WebhookEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text="Signs each call (HMAC-SHA256); never returned. Empty removes it.",
+    )
+    has_secret = serializers.SerializerMethodField()
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(WEBHOOK_EVENTS.items())),
+        required=False,
+        help_text="Product events sent to this endpoint",
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = [
+            "id",
+            "name",
+            "url",
+            "is_active",
+            "events",
+            "allow_private_network",
+            "secret",
+            "has_secret",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        url = attrs.get("url", self.instance.url if self.instance else "")
+        allow = attrs.get(
+            "allow_private_network", self.instance.allow_private_network if self.instance else False
+        )
+        problem = webhook_address_problem(url, allow_private=allow)
+        if problem:
+            raise serializers.ValidationError({"url": [problem]})
+        return attrs
+
+    def get_has_secret(self, endpoint: WebhookEndpoint) -> bool:
+        return bool(endpoint.secret)
+
+
+class WebhookEndpointViewSet(_AuditedAdminViewSet):
+    """Outside systems we call with signed JSON POSTs (Routing → Webhooks)."""
+
+    serializer_class = WebhookEndpointSerializer
+    pagination_class = cursor_page("name", "pk")
+    queryset = WebhookEndpoint.objects.all()
+
+
+class WebhookCallSerializer(serializers.ModelSerializer[WebhookCall]):
+    class Meta:
+        model = WebhookCall
+        fields = [
+            "id",
+            "endpoint",
+            "event",
+            "payload",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "response_status",
+            "last_error",
+            "created_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
+class WebhookCallFilter(django_filters.FilterSet):
+    endpoint = django_filters.NumberFilter()
+    status = django_filters.ChoiceFilter(choices=WebhookCallStatus.choices)
+    event = django_filters.CharFilter()
+
+    class Meta:
+        model = WebhookCall
+        fields: list[str] = []
+
+
+class WebhookCallViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[WebhookCall]
+):
+    """The delivery log: every call, its attempts and the last answer."""
+
+    permission_classes = [IsAdmin]
+    serializer_class = WebhookCallSerializer
+    filterset_class = WebhookCallFilter
+    pagination_class = cursor_page("-created_at", "-pk")
+    queryset = WebhookCall.objects.all()
+
+    @extend_schema(request=None, responses=WebhookCallSerializer)
+    @action(detail=True, methods=["post"])
+    def redeliver(self, request: Request, pk: str) -> Response:
+        """Send the call again now, with a fresh round of attempts."""
+        call = webhook_call_redeliver(call=self.get_object(), actor=request_user(request))
+        return Response(WebhookCallSerializer(call).data)

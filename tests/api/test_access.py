@@ -1,0 +1,148 @@
+"""Who may use what in the API: every route with every persona, as the pages are tested in
+tests/governance/test_access.py."""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from channels_ingest.models import DeadLetter
+from conversations.models import WebhookCall
+from governance.approvals import reply_submit
+from governance.models import AuditEntry, PolicyAction, PublishingPolicy
+from tests.factories import RoutingRuleFactory, SlaPolicyFactory, WebhookEndpointFactory
+
+pytestmark = pytest.mark.django_db
+
+PERSONAS = ("admin", "manager", "agent_a", "agent_b", "anonymous")
+ADMIN_ONLY = {
+    "channel",
+    "dead-letter",
+    "team",
+    "user",
+    "audit-entry",
+    "routing-rule",
+    "sla-policy",
+    "webhook-endpoint",
+    "webhook-call",
+}
+# Routes of every signed-in user, scoped to what they may see (tested per resource).
+SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me"}
+APPROVERS = {"approval"}
+
+
+def _api_routes(resolver=None, prefix=""):
+    resolver = resolver or get_resolver()
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver):
+            if pattern.namespace not in (None, "api") and not prefix.startswith("api"):
+                continue
+            yield from _api_routes(pattern, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern) and prefix.startswith("api/v1/"):
+            yield pattern.name, prefix + str(pattern.pattern), pattern.callback
+
+
+def _resource(name: str) -> str:
+    """The basename a route was registered with (routes are "<basename>-<list|detail|...>")."""
+    known = sorted(ADMIN_ONLY | SCOPED | APPROVERS, key=len, reverse=True)
+    return next((b for b in known if name == b or name.startswith(b + "-")), name)
+
+
+def test_every_api_route_is_in_the_matrix():
+    names = {_resource(name) for name, _, _ in _api_routes()}
+    assert names - {"inbound"} <= ADMIN_ONLY | SCOPED | APPROVERS, names
+    assert names >= ADMIN_ONLY | APPROVERS
+
+
+def _objects(world):
+    """One object of each admin resource, so detail routes have something to answer for."""
+    letter = DeadLetter.objects.create(channel=world.channel_a, source="poll", raw="{}", error="x")
+    endpoint = WebhookEndpointFactory()
+    call = WebhookCall.objects.create(endpoint=endpoint, key="k1", event="test")
+    return {
+        "channel": world.channel_a.pk,
+        "dead-letter": letter.pk,
+        "team": world.team_a.pk,
+        "user": world.agent_a.pk,
+        "audit-entry": AuditEntry.objects.create(action="test").pk,
+        "routing-rule": RoutingRuleFactory().pk,
+        "sla-policy": SlaPolicyFactory().pk,
+        "webhook-endpoint": endpoint.pk,
+        "webhook-call": call.pk,
+    }
+
+
+def _url(route: str, pk: int) -> str:
+    path = re.sub(r"\(\?P<\w+>[^)]+\)", str(pk), route).replace("^", "").replace("$", "")
+    return "/" + re.sub(r"<int:\w+>", str(pk), path)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_admin_resources_are_for_admins_only(world, api, persona):
+    client = api(persona)
+    objects = _objects(world)
+    expected = {"admin": None, "anonymous": 401}.get(persona, 403)
+    for name, route, callback in _api_routes():
+        resource = _resource(name)
+        if resource not in ADMIN_ONLY:
+            continue
+        url = _url(route, objects[resource])
+        for method in sorted(
+            m for m in list(getattr(callback, "actions", {"get": 1})) if m != "head"
+        ):
+            response = getattr(client, method)(url, {}, format="json")
+            if expected is None:
+                assert response.status_code < 500, (name, method, response.status_code)
+                assert response.status_code not in (401, 403), (name, method)
+            else:
+                assert response.status_code == expected, (name, method, response.status_code)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_every_route_refuses_the_anonymous_and_answers_the_signed_in(world, api, persona):
+    client = api(persona)
+    pk = world.conversation_a.pk
+    for name, route, callback in _api_routes():
+        if _resource(name) in ("inbound",) or _resource(name) in ADMIN_ONLY:
+            continue
+        for method in [m for m in list(getattr(callback, "actions", {"get": 1})) if m != "head"]:
+            response = getattr(client, method.lower())(_url(route, pk), {}, format="json")
+            if persona == "anonymous":
+                assert response.status_code == 401, (name, method)
+            else:
+                assert response.status_code < 500, (name, method, response.status_code)
+
+
+# persona -> may decide on a reply held on channel A
+APPROVALS = {"admin": 200, "manager": 200, "agent_a": 403, "agent_b": 403, "anonymous": 401}
+
+
+@pytest.mark.parametrize("persona", APPROVALS)
+def test_approvals_are_for_managers_and_admins(world, api, persona):
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    held = [
+        reply_submit(conversation=world.conversation_a, author=world.agent_a, body=text).approval
+        for text in ("A refund", "Another refund")
+    ]
+    client = api(persona)
+    expected = APPROVALS[persona]
+    listed = client.get("/api/v1/approvals/")
+    assert listed.status_code == expected
+    if expected == 200:
+        assert {row["id"] for row in listed.json()["results"]} == {a.pk for a in held}
+    approve = client.post(f"/api/v1/approvals/{held[0].pk}/approve/", {}, format="json")
+    reject = client.post(f"/api/v1/approvals/{held[1].pk}/reject/", {"note": "No"}, format="json")
+    assert (approve.status_code, reject.status_code) == (expected, expected)
+    if expected == 200:
+        assert approve.json()["status"] == "approved" and reject.json()["status"] == "rejected"
+        again = client.post(f"/api/v1/approvals/{held[0].pk}/approve/", {}, format="json")
+        assert again.status_code == 409
+        decided = client.get("/api/v1/approvals/?state=decided").json()["results"]
+        assert {row["id"] for row in decided} == {a.pk for a in held}
+
+
+def test_the_author_of_a_held_reply_cannot_approve_it(world, api):
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    held = reply_submit(conversation=world.conversation_a, author=world.manager, body="refund")
+    response = api("manager").post(f"/api/v1/approvals/{held.approval.pk}/approve/", {})
+    assert response.status_code == 404
