@@ -14,9 +14,10 @@ elapsed part of the period calls for; everything else with the target as set.
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from governance.selectors import channels_visible_to
 from kpis.metrics import (
     LOWER_IS_BETTER,
     SHARE_METRICS,
@@ -190,15 +191,29 @@ def evaluate(
     )
 
 
-def active_targets(today: date) -> QuerySet[KpiTarget]:
-    return KpiTarget.objects.filter(valid_from__lte=today).select_related("channel", "team")
+def targets_visible_to(user: AnyUser) -> QuerySet[KpiTarget]:
+    """Targets on every channel, or on a channel the user sees: a manager neither reads nor
+    changes the targets of another team's channel."""
+    return KpiTarget.objects.filter(
+        Q(channel__isnull=True) | Q(channel__in=channels_visible_to(user=user))
+    )
+
+
+def active_targets(user: AnyUser, today: date) -> QuerySet[KpiTarget]:
+    return (
+        targets_visible_to(user)
+        .filter(valid_from__lte=today)
+        .select_related("channel", "team")
+        .order_by("metric", "period", "pk")
+    )
 
 
 def targets_status(
     *, user: AnyUser, today: date | None = None, targets: QuerySet[KpiTarget] | None = None
 ) -> list[TargetStatus]:
-    """Every target in force, evaluated; figures shared between targets are read once."""
+    """Every target in force that the user may see (unless given), evaluated; figures shared
+    between targets are read once."""
     today = today or timezone.localdate(timezone.now(), timezone.get_default_timezone())
-    targets = targets if targets is not None else active_targets(today)
+    targets = targets if targets is not None else active_targets(user, today)
     cache: dict = {}
     return [evaluate(t, user=user, today=today, cache=cache) for t in targets]

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -45,7 +45,14 @@ from kpis.metrics import (
     summary,
 )
 from kpis.models import KpiTarget, Metric
-from kpis.targets import TargetStatus, format_minutes, format_value, scope_label, targets_status
+from kpis.targets import (
+    TargetStatus,
+    format_minutes,
+    format_value,
+    scope_label,
+    targets_status,
+)
+from kpis.targets import targets_visible_to as visible_targets
 from scrm.types import AuthedRequest
 
 # The rolling windows of the range picker, in days (the retention rules read the longest).
@@ -504,10 +511,7 @@ def agent_report(request: AuthedRequest) -> HttpResponse:
 
 
 def targets_visible_to(request: AuthedRequest) -> QuerySet[KpiTarget]:
-    """Targets on every channel, or on a channel the user sees: a manager neither reads nor
-    changes the targets of another team's channel."""
-    channels = channels_visible_to(user=request.user)
-    return KpiTarget.objects.filter(Q(channel__isnull=True) | Q(channel__in=channels))
+    return visible_targets(request.user)
 
 
 @require_safe

@@ -13,6 +13,7 @@ from channels_ingest import api as channels_api
 from contacts import api as contacts_api
 from conversations import api as conversations_api
 from governance import api as governance_api
+from kpis import api as kpis_api
 
 router = SimpleRouter(trailing_slash=True)
 router.register("contacts", contacts_api.ContactViewSet, basename="contact")
@@ -45,6 +46,11 @@ urlpatterns = _open(
     [
         *router.urls,
         path("me/", governance_api.MeView.as_view(), name="me"),
+        path("kpis/summary/", kpis_api.KpiSummaryView.as_view(), name="kpi-summary"),
+        path("kpis/series/", kpis_api.KpiSeriesView.as_view(), name="kpi-series"),
+        path("kpis/agents/", kpis_api.KpiAgentsView.as_view(), name="kpi-agents"),
+        path("kpis/backlog/", kpis_api.KpiBacklogView.as_view(), name="kpi-backlog"),
+        path("kpis/targets/", kpis_api.KpiTargetsView.as_view(), name="kpi-targets"),
         path(
             "inbound/<int:channel_id>/messages/",
             channels_api.InboundMessagesView.as_view(),

@@ -29,6 +29,8 @@ ADMIN_ONLY = {
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
 SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me"}
 APPROVERS = {"approval"}
+# The reports' figures: managers and admins.
+MANAGERS = {"kpi-summary", "kpi-series", "kpi-agents", "kpi-backlog", "kpi-targets"}
 
 
 def _api_routes(resolver=None, prefix=""):
@@ -44,14 +46,25 @@ def _api_routes(resolver=None, prefix=""):
 
 def _resource(name: str) -> str:
     """The basename a route was registered with (routes are "<basename>-<list|detail|...>")."""
-    known = sorted(ADMIN_ONLY | SCOPED | APPROVERS, key=len, reverse=True)
+    known = sorted(ADMIN_ONLY | SCOPED | APPROVERS | MANAGERS, key=len, reverse=True)
     return next((b for b in known if name == b or name.startswith(b + "-")), name)
 
 
 def test_every_api_route_is_in_the_matrix():
     names = {_resource(name) for name, _, _ in _api_routes()}
-    assert names - {"inbound"} <= ADMIN_ONLY | SCOPED | APPROVERS, names
-    assert names >= ADMIN_ONLY | APPROVERS
+    assert names - {"inbound"} <= ADMIN_ONLY | SCOPED | APPROVERS | MANAGERS, names
+    assert names >= ADMIN_ONLY | APPROVERS | MANAGERS
+
+
+@pytest.mark.parametrize(
+    "persona, expected",
+    [("admin", 200), ("manager", 200), ("agent_a", 403), ("agent_b", 403), ("anonymous", 401)],
+)
+def test_kpis_are_for_managers_and_admins(world, api, persona, expected):
+    client = api(persona)
+    for name, route, _ in _api_routes():
+        if _resource(name) in MANAGERS:
+            assert client.get(_url(route, 0)).status_code == expected, name
 
 
 def _objects(world):
