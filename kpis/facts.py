@@ -42,14 +42,16 @@ from conversations.models import (
     Status,
     sentiment_label,
 )
+from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
 
 logger = logging.getLogger(__name__)
 
 ENDED = (Status.RESOLVED, Status.CLOSED)
-# Outbound messages that left (or are leaving) us; held, refused and failed ones did not.
-_SENT = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.SENT)
+# Outbound messages that left us (sending records an event, so the count follows); queued,
+# held, refused and failed ones did not.
+_SENT = (DeliveryStatus.SENT,)
 _EVENTS = (
     EventKind.REPLY_SENT,
     EventKind.STATUS_CHANGED,
@@ -150,10 +152,27 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
     ):
         escalations[escalation[0]].append(escalation)
     contact_ids = {c["contact_id"] for c in conversations}
-    social = set(
-        Contact.objects.filter(pk__in=contact_ids, source=ContactSource.SOCIAL).values_list(
-            "pk", flat=True
+    social: set[int] = set()
+    vip: set[int] = set()
+    erased: set[int] = set()
+    for pk, source, is_vip, attributes in Contact.objects.filter(pk__in=contact_ids).values_list(
+        "pk", "source", "is_vip", "attributes"
+    ):
+        if source == ContactSource.SOCIAL:
+            social.add(pk)
+        if is_vip:
+            vip.add(pk)
+        if isinstance(attributes, dict) and ERASED_ATTRIBUTE in attributes:
+            erased.add(pk)
+    # Erasure removes a person's VIP mark, not the past figures it counted in.
+    kept_vip = (
+        set(
+            ConversationFact.objects.filter(
+                conversation_id__in=ids, contact_id__in=erased, is_vip=True
+            ).values_list("conversation_id", flat=True)
         )
+        if erased
+        else set()
     )
     history: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
     for contact_id, started, pk in (
@@ -181,6 +200,7 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
             contact_id=c["contact_id"],
             status=c["status"],
             is_monitoring=c["is_monitoring"],
+            is_vip=c["contact_id"] in vip or c["pk"] in kept_vip,
             started_at=c["created_at"],
             day=local_day(c["created_at"]),
             **dims,

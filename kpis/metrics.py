@@ -547,10 +547,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         contacts=Count("contact", distinct=True),
         returning_30=Count("pk", filter=Q(days_since_previous__lte=30)),
         returning_90=Count("pk", filter=Q(days_since_previous__lte=90)),
-        vip=Count("pk", filter=Q(contact__is_vip=True, is_monitoring=False)),
+        vip=Count("pk", filter=Q(is_vip=True, is_monitoring=False)),
         vip_answered=Count(
             "pk",
-            filter=Q(contact__is_vip=True, is_monitoring=False, first_response_at__isnull=False),
+            filter=Q(is_vip=True, is_monitoring=False, first_response_at__isnull=False),
         ),
     )
     repeat = (

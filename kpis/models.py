@@ -65,6 +65,8 @@ class ConversationFact(_Dimensions):
     day = models.DateField(help_text="The day it started")
     inbound = models.PositiveIntegerField(default=0)
     outbound = models.PositiveIntegerField(default=0)
+    # The contact was a VIP when the facts were computed (kept for erased contacts).
+    is_vip = models.BooleanField(default=False)
     # The contact's first conversation, for a contact who came in through a social channel.
     new_contact = models.BooleanField(default=False)
     # Days since the same contact's previous conversation started; empty for the first one.
