@@ -43,5 +43,10 @@ bench: $(STAMP)
 bench-routing: $(STAMP)
 	$(PY) bench/routing_overhead.py $(BENCH_ARGS)
 
+# The KPI reports at scale: dashboard latency, a rebuild of the facts, maintenance cost.
+.PHONY: bench-kpis
+bench-kpis: $(STAMP)
+	$(PY) bench/kpis.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache staticfiles
