@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, Model, OuterRef, Q
 from django.utils import timezone
 
 from contacts.models import Contact, ContactSource
@@ -45,6 +45,7 @@ from conversations.models import (
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
+from scrm.bulk import rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -215,14 +216,25 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
         ResponseFact.objects.filter(conversation_id__in=ids).delete()
         MessageDay.objects.filter(conversation_id__in=ids).delete()
         ConversationFact.objects.filter(conversation_id__in=ids).delete()
-        ConversationFact.objects.bulk_create(facts)
-        ResponseFact.objects.bulk_create(responses)
-        MessageDay.objects.bulk_create(days)
+        _insert(ConversationFact, facts)
+        _insert(ResponseFact, responses)
+        _insert(MessageDay, days)
         # Figures cached from the old facts are dropped now and, in case one was read from
         # them before this transaction ends, once more when it commits.
         facts_changed()
         transaction.on_commit(facts_changed)
     return len(facts)
+
+
+def _insert(model: type[Model], objects: Sequence[Model]) -> None:
+    """Write rows straight from the instances' values: Django's bulk_create spends more time
+    compiling each value than the database spends storing them."""
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.auto_created)]
+    rows_insert(
+        model,
+        [f.name for f in fields],
+        [[getattr(obj, f.attname) for f in fields] for obj in objects],
+    )
 
 
 def _messages(
@@ -385,6 +397,9 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
             break
         done += facts_compute(ids, calendars=calendars)
         last = ids[-1]
-    # Facts of conversations that were deleted since.
-    ConversationFact.objects.exclude(conversation_id__in=Conversation.objects.values("pk")).delete()
+    # Facts of conversations that were deleted since (NOT EXISTS: an anti-join, fast however
+    # many conversations there are).
+    ConversationFact.objects.filter(
+        ~Exists(Conversation.objects.filter(pk=OuterRef("conversation_id")))
+    ).delete()
     return done
