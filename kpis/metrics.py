@@ -123,10 +123,6 @@ class Filters:
             q &= Q(conversation__tags=self.tag)
         return q
 
-    @property
-    def active(self) -> bool:
-        return any(v not in (None, "") for v in self.__dict__.values())
-
 
 @dataclass(frozen=True)
 class DateRange:

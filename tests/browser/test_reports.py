@@ -3,6 +3,7 @@ filter applied, a CSV exported; an agent turned away from the agent comparison."
 
 import csv
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -46,8 +47,12 @@ def _watch(page) -> list[str]:
 
 
 def _keep(screenshot, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(screenshot(name), SCREENSHOTS / f"{name}.png")
+    """A screenshot among the test artifacts; the README's copy is replaced only on request
+    (SCRM_UPDATE_SCREENSHOTS=1), so running the suite leaves the checkout as it was."""
+    taken = screenshot(name)
+    if os.environ.get("SCRM_UPDATE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(taken, SCREENSHOTS / f"{name}.png")
 
 
 def test_a_manager_reads_filters_and_exports_the_dashboard(page, live_server, screenshot):
