@@ -42,7 +42,7 @@ from conversations.models import (
 from governance.models import ChannelAccess, Role, Team, TeamMembership
 from governance.services import roles_ensure
 from kpis.models import KpiTarget, Metric, Period
-from kpis.tasks import refresh_facts
+from kpis.tasks import refresh_until_current
 
 DEMO_PASSWORD = "social-crm-demo"
 
@@ -150,7 +150,7 @@ def seed_demo(*, days: int = HISTORY_DAYS, rng_seed: int = 7) -> SeedReport:
     _routing(teams, users)
     _kpi_targets(teams, users.get("manager"))
     # The reports read facts the beat keeps current; the history is counted right away.
-    refresh_facts()
+    refresh_until_current(seconds=600.0)
     return report
 
 

@@ -1,3 +1,5 @@
+import time
+
 from celery import shared_task
 
 from kpis.facts import facts_refresh
@@ -7,11 +9,19 @@ from kpis.facts import facts_refresh
 def refresh_facts() -> int:
     """Compute the facts of conversations changed since the last run. Safe to run twice at
     once: both compute the same rows, and a mark is only cleared if nothing changed since."""
-    done = total = facts_refresh()
-    while done:
-        done = facts_refresh()
+    return refresh_until_current(seconds=50.0)
+
+
+def refresh_until_current(*, seconds: float, limit: int = 5000) -> int:
+    """Refresh while full batches of marks come back, for at most about ``seconds``: under
+    steady writes the run ends and the next beat carries on, instead of tasks piling up."""
+    started = time.monotonic()
+    total = 0
+    while True:
+        done = facts_refresh(limit=limit)
         total += done
-    return total
+        if done < limit or time.monotonic() - started > seconds:
+            return total
 
 
 @shared_task(ignore_result=True)

@@ -251,3 +251,15 @@ def test_figures_are_cached_until_facts_change(history, django_assert_num_querie
     assert summary(user=manager, range_=WEEK).backlog == first.backlog
     facts_refresh()
     assert summary(user=manager, range_=WEEK).backlog == first.backlog - 1
+
+
+def test_the_beat_refresh_stops_in_time_and_leaves_the_rest_for_the_next(history):
+    from kpis.tasks import refresh_until_current
+
+    Conversation.objects.update(priority=3)  # all four marked stale
+    assert StaleConversation.objects.count() == 4
+    assert refresh_until_current(seconds=0, limit=1) == 1
+    assert StaleConversation.objects.count() == 3
+    assert refresh_until_current(seconds=60, limit=2) == 3
+    assert not StaleConversation.objects.exists()
+    assert set(ConversationFact.objects.values_list("priority", flat=True)) == {3}
