@@ -41,6 +41,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bench import pages
+
 CALENDAR_ZONE = "Europe/Berlin"
 OPENS = 9 * 3600  # local time the calendar opens, Monday to Friday
 OPEN = 9 * 3600  # open seconds per working day (09:00-18:00)
@@ -285,53 +287,11 @@ $$
 
 
 # --- Rows ---------------------------------------------------------------------------------
+# The page benchmark's column lists, where this load writes the same columns.
 
-CONVERSATION_COLUMNS = (
-    "id",
-    "status",
-    "priority",
-    "subject",
-    "thread_key",
-    "is_monitoring",
-    "sentiment",
-    "message_count",
-    "inbound_count",
-    "last_message_preview",
-    "last_message_direction",
-    "created_at",
-    "updated_at",
-    "last_message_at",
-    "last_inbound_at",
-    "waiting_since",
-    "first_response_at",
-    "resolved_at",
-    "assignee_id",
-    "channel_id",
-    "contact_id",
-    "team_id",
-    "sla_policy_id",
-)
-MESSAGE_COLUMNS = (
-    "direction",
-    "kind",
-    "external_id",
-    "in_reply_to_external_id",
-    "body",
-    "language",
-    "sentiment",
-    "created_at",
-    "received_at",
-    "sent_at",
-    "delivery_status",
-    "error",
-    "raw",
-    "keywords",
-    "author_identity_id",
-    "author_user_id",
-    "channel_id",
-    "conversation_id",
-)
-EVENT_COLUMNS = ("conversation_id", "kind", "actor_id", "data", "created_at")
+CONVERSATION_COLUMNS = (*pages.CONVERSATION_COLUMNS, "sla_policy_id")
+MESSAGE_COLUMNS = pages.MESSAGE_COLUMNS
+EVENT_COLUMNS = pages.EVENT_COLUMNS
 CONTACT_COLUMNS = (
     "id",
     "name",
@@ -348,19 +308,7 @@ CONTACT_COLUMNS = (
     "updated_at",
     "source",
 )
-IDENTITY_COLUMNS = (
-    "id",
-    "platform",
-    "platform_user_id",
-    "handle",
-    "display_name",
-    "profile_url",
-    "followers_count",
-    "verified",
-    "created_at",
-    "updated_at",
-    "contact_id",
-)
+IDENTITY_COLUMNS = pages.IDENTITY_COLUMNS
 ESCALATION_COLUMNS = (
     "conversation_id",
     "level",
@@ -378,7 +326,7 @@ ESCALATION_COLUMNS = (
     "outcome",
     "closed_at",
 )
-TAG_COLUMNS = ("conversation_id", "tag_id")
+TAG_COLUMNS = pages.TAG_LINK_COLUMNS
 TABLES = {
     "contacts_contact": CONTACT_COLUMNS,
     "contacts_socialidentity": IDENTITY_COLUMNS,

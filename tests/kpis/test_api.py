@@ -65,7 +65,8 @@ def test_filters_series_agents_backlog_and_targets(history):
     [target] = client.get("/api/v1/kpis/targets/").json()
     assert target["metric"] == "in_channel_resolution"
     assert target["scope"] == "All channels"
-    assert target["status"] in {"met", "at_risk", "missed", "no_data"}
+    # The history is in January: this week has nothing resolved to measure.
+    assert (target["value"], target["status"]) == (None, "no_data")
 
 
 def test_bad_ranges_are_field_errors(history):
