@@ -68,8 +68,11 @@ INBOX_VIEWS = {
 }
 
 
-def _view_filter(view: str, user: AnyUser) -> Q:
-    work = Q(is_monitoring=False, status__in=ACTIVE_STATUSES)
+def _view_filter(view: str, user: AnyUser, status: str = "") -> Q:
+    """The conversations of a view. Views hold active work; a status the agent picks
+    (resolved or closed included) stands in for that default."""
+    current = Q(status=status) if status else Q(status__in=ACTIVE_STATUSES)
+    work = Q(is_monitoring=False) & current
     if view == "mine":
         return work & Q(assignee_id=user.pk)
     if view == "unassigned":
@@ -79,9 +82,9 @@ def _view_filter(view: str, user: AnyUser) -> Q:
             team_id__in=TeamMembership.objects.filter(user_id=user_id(user)).values("team_id")
         )
     if view == "escalated":
-        return Q(status=Status.ESCALATED)
+        return Q(status=Status.ESCALATED) & current
     if view == "monitoring":
-        return Q(is_monitoring=True, status__in=ACTIVE_STATUSES)
+        return Q(is_monitoring=True) & current
     return work
 
 
@@ -277,9 +280,10 @@ def _search(term: str) -> Q:
 
 def inbox_queryset(*, user: AnyUser, filters: InboxFilters) -> QuerySet[Conversation]:
     """The conversations of the inbox with every filter applied, in no particular order."""
-    conversations = conversations_visible_to(user=user).filter(_view_filter(filters.view, user))
+    conversations = conversations_visible_to(user=user).filter(
+        _view_filter(filters.view, user, filters.status)
+    )
     exact = {
-        "status": filters.status,
         "channel_id": filters.channel,
         "channel__platform": filters.platform,
         "team_id": filters.team,

@@ -46,6 +46,9 @@ def test_the_inbox_filters_apply(world, api):
         return {row["id"] for row in response.json()["results"]}
 
     assert ids("status=pending") == {other.pk}
+    closed = ConversationFactory(channel=world.channel_a, team=world.team_a, status=Status.CLOSED)
+    assert closed.pk not in ids("view=all")
+    assert ids("status=closed") == {closed.pk}
     assert {world.conversation_a.pk, other.pk} <= ids("view=all")
     assert ids("view=unassigned&status=new") == {world.conversation_a.pk}
     assert ids("q=never arrived") >= {world.conversation_a.pk}

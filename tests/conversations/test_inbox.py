@@ -200,3 +200,19 @@ def test_a_channel_of_another_platform_filters_out(login, world):
     world.channel_a.access.model.objects.create(channel=channel, team=world.team_a)
     x_conversation = ConversationFactory(channel=channel)
     assert listed(login(world.agent_a), "platform=x") == [x_conversation.pk]
+
+
+@pytest.mark.parametrize("status", [Status.RESOLVED, Status.CLOSED])
+def test_a_finished_status_lists_the_history_the_views_leave_out(login, world, many, status):
+    done = [
+        ConversationFactory(channel=world.channel_a, team=world.team_a, status=status),
+        ConversationFactory(
+            channel=world.channel_a, team=world.team_a, status=status, assignee=world.agent_a
+        ),
+    ]
+    ConversationFactory(channel=world.channel_b, status=status)
+    client = login(world.agent_a)
+    assert set(listed(client)) == {c.pk for c in [*many, world.conversation_a]}
+    assert set(listed(client, f"status={status}")) == {c.pk for c in done}
+    assert listed(client, f"view=mine&status={status}") == [done[1].pk]
+    assert listed(client, f"view=escalated&status={status}") == []
