@@ -22,6 +22,7 @@ own database and data folder are never opened.
 """
 
 import argparse
+import cProfile
 import gc
 import json
 import os
@@ -343,8 +344,10 @@ def run_phase(
     batches: list[Sequence["InboundPost"]],
     *,
     trace_memory: bool,
+    profile_to: Path | None = None,
 ) -> PhaseResult:
-    """Ingest the batches in order, one ``ingest`` call each, as a poller would."""
+    """Ingest the batches in order, one ``ingest`` call each, as a poller would; with
+    ``profile_to``, under cProfile, the statistics written there."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -361,7 +364,10 @@ def run_phase(
     gc.collect()
     if trace_memory:
         tracemalloc.reset_peak()
+    profiler = cProfile.Profile() if profile_to else None
     with connection.execute_wrapper(profile):
+        if profiler:
+            profiler.enable()
         started = time.perf_counter()
         cpu_started = time.process_time()
         for index, batch in enumerate(batches):
@@ -378,6 +384,9 @@ def run_phase(
             stored += result.stored
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
+        if profiler and profile_to:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
     traced_peak = tracemalloc.get_traced_memory()[1] / (1024 * 1024) if trace_memory else None
 
     messages_after, conversations_after, contacts_after = _row_counts()
@@ -642,6 +651,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="write cProfile statistics of the full pipeline phase here (slows it)",
+    )
+    parser.add_argument(
         "--tracemalloc",
         action="store_true",
         help="also record peak Python allocations; slows the pipeline about five times",
@@ -690,7 +705,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             tracemalloc.start()
         try:
             phases = [
-                run_phase("full pipeline", channel, batches, trace_memory=trace_memory),
+                run_phase(
+                    "full pipeline",
+                    channel,
+                    batches,
+                    trace_memory=trace_memory,
+                    profile_to=args.profile,
+                ),
                 run_phase("duplicate storm", channel, batches, trace_memory=trace_memory),
             ]
         finally:

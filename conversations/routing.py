@@ -124,21 +124,31 @@ class RuleBook:
         rules = _without_missing_targets(rules)
         return cls(rules=rules, needed=facts_needed(rules))
 
+    def __post_init__(self) -> None:
+        self._by_event: dict[str, list[CompiledRule]] = defaultdict(list)
+        for rule in self.rules:
+            for event in rule.events:
+                self._by_event[event].append(rule)
+
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
         done: set[int] = set()
         found: list[tuple[str, RuleMatch]] = []
-        for event in events:
-            remaining = [r for r in self.rules if r.id not in done]
-            if facts.event != event:
-                facts = replace(facts, event=event)
-            for match in rules_evaluate(remaining, facts, within_hours=self.calendars.within):
+        last = len(events) - 1
+        for position, event in enumerate(events):
+            rules = self._by_event.get(event, [])
+            if done:
+                rules = [r for r in rules if r.id not in done]
+            for match in rules_evaluate(
+                rules, facts, within_hours=self.calendars.within, event=event
+            ):
                 done.add(match.rule.id)
                 found.append((event, match))
-                facts = _facts_after(facts, match.actions)
                 if match.rule.stop_processing:
                     return found
+                if position < last:
+                    facts = _facts_after(facts, match.actions)
         return found
 
 

@@ -208,16 +208,16 @@ def rules_evaluate(
     facts: Facts,
     *,
     within_hours: Callable[[int | None, datetime], bool],
+    event: str | None = None,
 ) -> list[RuleMatch]:
+    """The rules of the event (``facts.event`` unless given) that match, in order; each sees
+    the priority and tags earlier matches set, and one that stops processing ends the list."""
+    event = facts.event if event is None else event
     subject = _Subject(facts, within_hours)
     found = []
     for rule in rules:
-        if facts.event not in rule.events:
+        if event not in rule.events or not _matches(rule, subject):
             continue
-        if rule.matchers:
-            combine = all if rule.match_all else any
-            if not combine(matcher(subject) for matcher in rule.matchers):
-                continue
         found.append(RuleMatch(rule=rule, actions=rule.actions))
         if rule.set_priority is not None:
             subject.priority = rule.set_priority
@@ -226,6 +226,19 @@ def rules_evaluate(
         if rule.stop_processing:
             break
     return found
+
+
+def _matches(rule: CompiledRule, subject: _Subject) -> bool:
+    # Plain loops: this runs for every rule and post, and a generator costs more than a test.
+    if rule.match_all:
+        for matcher in rule.matchers:  # noqa: SIM110
+            if not matcher(subject):
+                return False
+        return True
+    for matcher in rule.matchers:
+        if matcher(subject):
+            return True
+    return not rule.matchers
 
 
 def facts_needed(rules: Sequence[CompiledRule]) -> frozenset[str]:

@@ -114,7 +114,10 @@ def _adapter(field: "Field[Any, Any]") -> "Callable[[Any], Any]":
 
 def _json(value: Any) -> str:
     """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
-    text = json.dumps(value, cls=DjangoJSONEncoder)
+    try:
+        text = json.dumps(value)  # the shared C encoder: most values need nothing more
+    except TypeError:
+        text = json.dumps(value, cls=DjangoJSONEncoder)
     if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
         text = json.dumps(_without_nul(value), cls=DjangoJSONEncoder)
     return text
