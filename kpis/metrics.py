@@ -422,6 +422,22 @@ def agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) 
     )
 
 
+def metric_value(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None, metric: str
+) -> float | None:
+    """One figure, equal to ``summary(...).value(metric)`` but computed from only what it
+    depends on (cached until facts change): what a target reads."""
+    filters = filters or Filters()
+    return _cached(
+        "metric",
+        user,
+        lambda: _metric_value(user=user, range_=range_, filters=filters, metric=metric),
+        range_,
+        filters,
+        metric,
+    )
+
+
 # --- Scoping ------------------------------------------------------------------------------
 
 
@@ -522,22 +538,18 @@ def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
 # --- The figures --------------------------------------------------------------------------
 
 
-def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
-    filters = filters or Filters()
-    conversations = conversation_facts(user, filters)
-    started = conversations.filter(_in(range_))
-    resolved = conversations.filter(_in(range_, "resolved_day"))
-    responses = response_facts(user, filters).filter(_in(range_))
-    days = message_days(user, filters).filter(_in(range_))
-
-    volume = days.aggregate(
+def _volume(days: QuerySet) -> dict[str, Any]:
+    return days.aggregate(
         inbound=Sum("inbound"),
         outbound=Sum("outbound"),
         positive=Sum("positive"),
         neutral=Sum("neutral"),
         negative=Sum("negative"),
     )
-    start = started.aggregate(
+
+
+def _starts(started: QuerySet) -> dict[str, int]:
+    return started.aggregate(
         new=Count("pk"),
         new_contacts=Count("pk", filter=Q(new_contact=True)),
         contacts=Count("contact", distinct=True),
@@ -549,12 +561,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
             filter=Q(is_vip=True, is_monitoring=False, first_response_at__isnull=False),
         ),
     )
-    repeat = (
-        started.values("contact").annotate(n=Count("pk")).filter(n__gte=2).order_by().count()
-        if start["new"]
-        else 0
-    )
-    end = resolved.aggregate(
+
+
+def _ends(resolved: QuerySet) -> dict[str, int]:
+    return resolved.aggregate(
         n=Count("pk"),
         in_channel=Count(
             "pk",
@@ -566,14 +576,55 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         missed=Count("pk", filter=Q(resolution_met=False)),
         changed=Count("pk", filter=Q(sentiment_first__isnull=False, sentiment_last__isnull=False)),
     )
-    reply = responses.aggregate(
+
+
+def _first_replies(responses: QuerySet) -> dict[str, int]:
+    return responses.aggregate(
         met=Count("pk", filter=Q(is_first=True, sla_met=True)),
         missed=Count("pk", filter=Q(is_first=True, sla_met=False)),
     )
-    breaches = started.aggregate(n=Sum("breaches"))["n"] or 0
-    now = conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
+
+
+def _breaches(started: QuerySet) -> int:
+    return started.aggregate(n=Sum("breaches"))["n"] or 0
+
+
+def _now(conversations: QuerySet) -> dict[str, int]:
+    return conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
         backlog=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
     )
+
+
+def _loyalty(start: dict[str, int], repeat: int) -> Loyalty:
+    return Loyalty(
+        conversations=start["new"],
+        contacts=start["contacts"],
+        repeat_contacts=repeat,
+        returning_30=start["returning_30"],
+        returning_90=start["returning_90"],
+        vip_conversations=start["vip"],
+        vip_answered=start["vip_answered"],
+    )
+
+
+def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+    filters = filters or Filters()
+    conversations = conversation_facts(user, filters)
+    started = conversations.filter(_in(range_))
+    resolved = conversations.filter(_in(range_, "resolved_day"))
+    responses = response_facts(user, filters).filter(_in(range_))
+    days = message_days(user, filters).filter(_in(range_))
+
+    volume = _volume(days)
+    start = _starts(started)
+    repeat = (
+        started.values("contact").annotate(n=Count("pk")).filter(n__gte=2).order_by().count()
+        if start["new"]
+        else 0
+    )
+    end = _ends(resolved)
+    reply = _first_replies(responses)
+    now = _now(conversations)
     first = responses.filter(is_first=True)
     following = responses.filter(is_first=False)
     return Summary(
@@ -594,21 +645,84 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         first_response_missed=reply["missed"],
         resolution_met=end["met"],
         resolution_missed=end["missed"],
-        breaches=breaches,
+        breaches=_breaches(started),
         outcomes=_outcomes(resolved, end),
         sentiment=_sentiment(resolved, volume, end["changed"]),
-        loyalty=Loyalty(
-            conversations=start["new"],
-            contacts=start["contacts"],
-            repeat_contacts=repeat,
-            returning_30=start["returning_30"],
-            returning_90=start["returning_90"],
-            vip_conversations=start["vip"],
-            vip_answered=start["vip_answered"],
-        ),
+        loyalty=_loyalty(start, repeat),
         backlog=now["backlog"],
         unassigned=now["unassigned"],
     )
+
+
+def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric: str) -> Any:
+    """What ``Summary.value(metric)`` gives, from the one or two aggregates it depends on."""
+    conversations = conversation_facts(user, filters)
+    if metric in (Metric.BACKLOG, Metric.UNASSIGNED):
+        return _now(conversations)[metric]
+    started = conversations.filter(_in(range_))
+    resolved = conversations.filter(_in(range_, "resolved_day"))
+    responses = response_facts(user, filters).filter(_in(range_))
+    seconds: Spread | None = None
+    if metric in (Metric.FIRST_RESPONSE_MEDIAN, Metric.FIRST_RESPONSE_P90):
+        seconds = spread(responses.filter(is_first=True), "seconds")
+    elif metric == Metric.NEXT_RESPONSE_MEDIAN:
+        seconds = spread(responses.filter(is_first=False), "seconds")
+    elif metric in (Metric.RESOLUTION_MEDIAN, Metric.RESOLUTION_P90):
+        seconds = spread(resolved, "resolution_seconds")
+    if seconds is not None:
+        value = (
+            seconds.p90
+            if metric in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
+            else (seconds.median)
+        )
+        return None if value is None else value / 60
+    if metric in (Metric.INBOUND, Metric.OUTBOUND, Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE):
+        volume = _volume(message_days(user, filters).filter(_in(range_)))
+        if metric in (Metric.INBOUND, Metric.OUTBOUND):
+            return volume[metric] or 0
+        mood = Sentiment(
+            positive=volume["positive"] or 0,
+            neutral=volume["neutral"] or 0,
+            negative=volume["negative"] or 0,
+            conversations=0,
+            improved=0,
+            worsened=0,
+            mean_change=None,
+        )
+        return mood.positive_share if metric == Metric.POSITIVE_SHARE else mood.negative_share
+    if metric == Metric.FIRST_RESPONSE_SLA:
+        reply = _first_replies(responses)
+        return _share(reply["met"], reply["met"] + reply["missed"])
+    if metric == Metric.BREACHES:
+        return _breaches(started)
+    if metric in (Metric.NEW_CONVERSATIONS, Metric.NEW_CONTACTS, Metric.RETURNING_30):
+        start = _starts(started)
+        if metric == Metric.NEW_CONVERSATIONS:
+            return start["new"]
+        if metric == Metric.NEW_CONTACTS:
+            return start["new_contacts"]
+        return _loyalty(start, 0).returning_30_share
+    if metric == Metric.VIP_COVERAGE:
+        return _loyalty(_starts(started), 0).vip_coverage
+    end = _ends(resolved)
+    if metric == Metric.RESOLUTION_SLA:
+        return _share(end["met"], end["met"] + end["missed"])
+    outcomes = Outcomes(
+        resolved=end["n"],
+        in_channel=end["in_channel"],
+        escalated=end["escalated"],
+        reopened=end["reopened"],
+        by_outcome=[],
+        by_department=[],
+    )
+    rates: dict[str, float | None] = {
+        Metric.IN_CHANNEL_RESOLUTION: outcomes.in_channel_rate,
+        Metric.ESCALATION_RATE: outcomes.escalation_rate,
+        Metric.REOPEN_RATE: outcomes.reopen_rate,
+    }
+    if metric not in rates:
+        raise ValueError(f"Unknown metric {metric!r}")
+    return rates[metric]
 
 
 def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:

@@ -25,8 +25,7 @@ from kpis.metrics import (
     TIME_METRICS,
     DateRange,
     Filters,
-    Summary,
-    summary,
+    metric_value,
 )
 from kpis.models import KpiTarget, Metric, Period
 from scrm.types import AnyUser
@@ -169,14 +168,14 @@ def evaluate(
     before = previous_period(target.period, today)
     scope = scope_of(target)
 
-    def figures(range_: DateRange) -> Summary:
-        key = (range_, scope)
+    def figure(range_: DateRange) -> float | None:
+        key = (range_, scope, target.metric)
         if key not in cache:
-            cache[key] = summary(user=user, range_=range_, filters=scope)
+            cache[key] = metric_value(user=user, range_=range_, filters=scope, metric=target.metric)
         return cache[key]
 
-    value = figures(current).value(target.metric)
-    previous = None if target.metric in SNAPSHOT_METRICS else figures(before).value(target.metric)
+    value = figure(current)
+    previous = None if target.metric in SNAPSHOT_METRICS else figure(before)
     goal = target.value
     if target.metric in _GROWING:
         length = (_period_end(target.period, current.start) - current.start).days + 1
@@ -211,8 +210,8 @@ def active_targets(user: AnyUser, today: date) -> QuerySet[KpiTarget]:
 def targets_status(
     *, user: AnyUser, today: date | None = None, targets: QuerySet[KpiTarget] | None = None
 ) -> list[TargetStatus]:
-    """Every target in force that the user may see (unless given), evaluated; figures shared
-    between targets are read once."""
+    """Every target in force that the user may see (unless given), evaluated: each reads only
+    its own metric, and a figure shared between targets is read once."""
     today = today or timezone.localdate(timezone.now(), timezone.get_default_timezone())
     targets = targets if targets is not None else active_targets(user, today)
     cache: dict = {}

@@ -21,6 +21,7 @@ from kpis.metrics import (
     agents,
     backlog_by_age,
     interpolated,
+    metric_value,
     response_distribution,
     series,
     summary,
@@ -107,6 +108,25 @@ def test_the_week_in_figures(history):
     assert loyalty.returning_30_share == 25
     assert s.value(Metric.FIRST_RESPONSE_MEDIAN) == pytest.approx(18600 / 60)
     assert s.value(Metric.IN_CHANNEL_RESOLUTION) == 50
+
+
+@pytest.mark.parametrize("metric", Metric.values)
+def test_a_single_metric_equals_the_summarys(history, metric):
+    """Targets read one metric at a time; it must be the figure the dashboard shows."""
+    manager = history["manager"]
+    x = history["a"].channel_id
+    for range_, filters in (
+        (WEEK, Filters()),
+        (WEEK, Filters(channel=x)),
+        (DateRange(WEEK.start, WEEK.start), Filters()),
+    ):
+        expected = summary(user=manager, range_=range_, filters=filters).value(metric)
+        value = metric_value(user=manager, range_=range_, filters=filters, metric=metric)
+        assert value == pytest.approx(expected), (range_, filters)
+    if metric in (Metric.FIRST_RESPONSE_MEDIAN, Metric.BREACHES, Metric.REOPEN_RATE):
+        assert metric_value(user=manager, range_=WEEK, metric=metric) == pytest.approx(
+            {"first_response_median": 310, "breaches": 1, "reopen_rate": 50}[metric]
+        )
 
 
 def test_ranges_follow_the_organisations_days(history):
