@@ -884,9 +884,19 @@ def _response_distribution(
 def backlog_by_age(
     *, user: AnyUser, filters: Filters | None = None, now: datetime | None = None
 ) -> list[tuple[str, int, int]]:
-    """Open conversations per age bucket: (label, open, unassigned)."""
+    """Open conversations per age bucket: (label, open, unassigned). Ages are taken at the
+    minute (the facts are refreshed about once a minute), so the figures are cached for it
+    until facts change."""
     filters = filters or Filters()
-    now = now or timezone.now()
+    at = (now or timezone.now()).replace(second=0, microsecond=0)
+    return _cached(
+        "backlog", user, lambda: _backlog_by_age(user=user, filters=filters, now=at), filters, at
+    )
+
+
+def _backlog_by_age(
+    *, user: AnyUser, filters: Filters, now: datetime
+) -> list[tuple[str, int, int]]:
     open_ = conversation_facts(user, filters).filter(
         status__in=ACTIVE_STATUSES, is_monitoring=False
     )

@@ -259,8 +259,12 @@ def test_figures_are_cached_until_facts_change(history, django_assert_num_querie
     manager = history["manager"]
     manager.__dict__.pop("_kpi_scope", None)
     first = summary(user=manager, range_=WEEK)
+    backlog = backlog_by_age(user=manager, now=NOW)
+    target = metric_value(user=manager, range_=WEEK, metric=Metric.BACKLOG)
     with django_assert_num_queries(0):
         assert summary(user=manager, range_=WEEK) == first
+        assert backlog_by_age(user=manager, now=NOW + timedelta(seconds=30)) == backlog
+        assert metric_value(user=manager, range_=WEEK, metric=Metric.BACKLOG) == target
     services.conversation_status_set(
         conversation=Conversation.objects.get(messages__external_id="c1"),
         status=Status.RESOLVED,
@@ -271,6 +275,8 @@ def test_figures_are_cached_until_facts_change(history, django_assert_num_querie
     assert summary(user=manager, range_=WEEK).backlog == first.backlog
     facts_refresh()
     assert summary(user=manager, range_=WEEK).backlog == first.backlog - 1
+    assert sum(n for _, n, _ in backlog_by_age(user=manager, now=NOW)) == first.backlog - 1
+    assert metric_value(user=manager, range_=WEEK, metric=Metric.BACKLOG) == target - 1
 
 
 def test_the_beat_refresh_stops_in_time_and_leaves_the_rest_for_the_next(history):
