@@ -12,6 +12,7 @@ from rest_framework.routers import SimpleRouter
 from channels_ingest import api as channels_api
 from contacts import api as contacts_api
 from conversations import api as conversations_api
+from conversations import settings_api as routing_settings_api
 from governance import api as governance_api
 from kpis import api as kpis_api
 
@@ -22,6 +23,14 @@ router.register("messages", conversations_api.MessageViewSet, basename="message"
 router.register("tags", conversations_api.TagViewSet, basename="tag")
 router.register("routing-rules", conversations_api.RoutingRuleViewSet, basename="routing-rule")
 router.register("sla-policies", conversations_api.SlaPolicyViewSet, basename="sla-policy")
+router.register(
+    "business-hours", routing_settings_api.BusinessHoursViewSet, basename="business-hours"
+)
+router.register("departments", routing_settings_api.DepartmentViewSet, basename="department")
+router.register(
+    "escalation-paths", routing_settings_api.EscalationPathViewSet, basename="escalation-path"
+)
+router.register("capacities", routing_settings_api.CapacityViewSet, basename="capacity")
 router.register(
     "webhook-endpoints", conversations_api.WebhookEndpointViewSet, basename="webhook-endpoint"
 )

@@ -9,8 +9,15 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from channels_ingest.models import DeadLetter
 from conversations.models import WebhookCall
 from governance.approvals import reply_submit
-from governance.models import AuditEntry, PolicyAction, PublishingPolicy
-from tests.factories import RoutingRuleFactory, SlaPolicyFactory, WebhookEndpointFactory
+from governance.models import AuditEntry, PolicyAction, PublishingPolicy, TeamMembership
+from tests.factories import (
+    BusinessCalendarFactory,
+    DepartmentFactory,
+    EscalationLevelFactory,
+    RoutingRuleFactory,
+    SlaPolicyFactory,
+    WebhookEndpointFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +32,10 @@ ADMIN_ONLY = {
     "sla-policy",
     "webhook-endpoint",
     "webhook-call",
+    "business-hours",
+    "department",
+    "escalation-path",
+    "capacity",
 }
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
 SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me"}
@@ -72,6 +83,7 @@ def _objects(world):
     letter = DeadLetter.objects.create(channel=world.channel_a, source="poll", raw="{}", error="x")
     endpoint = WebhookEndpointFactory()
     call = WebhookCall.objects.create(endpoint=endpoint, key="k1", event="test")
+    path = EscalationLevelFactory(user=world.manager).path
     return {
         "channel": world.channel_a.pk,
         "dead-letter": letter.pk,
@@ -82,6 +94,10 @@ def _objects(world):
         "sla-policy": SlaPolicyFactory().pk,
         "webhook-endpoint": endpoint.pk,
         "webhook-call": call.pk,
+        "business-hours": BusinessCalendarFactory().pk,
+        "department": DepartmentFactory(team=world.team_a).pk,
+        "escalation-path": path.pk,
+        "capacity": TeamMembership.objects.get(user=world.agent_a).pk,
     }
 
 
