@@ -1,6 +1,6 @@
-"""The routing settings over the API: business hours, departments, escalation paths and
-auto-assignment capacities. Input is checked as the pages check it and every change is audited
-as the pages audit it."""
+"""The routing settings over the API: business hours, departments, escalation paths,
+auto-assignment capacities, and moving rules and their dry run. Input is checked as the pages
+check it and every change is audited as the pages audit it."""
 
 from datetime import date
 
@@ -9,9 +9,11 @@ import pytest
 from conversations.models import (
     BusinessCalendar,
     Conversation,
+    ConversationEvent,
     Department,
     EscalationLevel,
     EscalationPath,
+    RoutingRule,
     Status,
 )
 from conversations.presence import agent_seen
@@ -21,7 +23,9 @@ from tests.factories import (
     DepartmentFactory,
     EscalationLevelFactory,
     EscalationPathFactory,
+    RoutingRuleFactory,
     SlaPolicyFactory,
+    TagFactory,
     UserFactory,
     WebhookEndpointFactory,
 )
@@ -456,3 +460,186 @@ def test_routing_settings_refuse_everyone_but_admins(world, api, persona):
     assert writes[0].json()["detail"] == "Only admins may use this resource."
     assert BusinessCalendar.objects.get().name == calendar.name
     assert TeamMembership.objects.get(pk=bob.pk).capacity is None
+
+
+# --- Routing rules: moving, switching off, dry run -------------------------------------------
+
+
+def test_rules_move_up_and_down_as_on_the_page(world, api):
+    first, second, third = (RoutingRuleFactory(name=n, position=5) for n in "ABC")
+    client = api("admin")
+    moved = client.post(
+        f"/api/v1/routing-rules/{third.pk}/move/", {"direction": "up"}, format="json"
+    )
+    assert moved.status_code == 200, moved.json()
+    assert moved.json()["position"] == 1
+    order = list(RoutingRule.objects.order_by("position").values_list("name", "position"))
+    assert order == [("A", 0), ("C", 1), ("B", 2)]
+    [entry] = _audit("routing_rule.updated")
+    assert (entry.object_id, entry.before, entry.after) == (
+        str(third.pk),
+        {"position": 5},
+        {"position": 1},
+    )
+    client.post(f"/api/v1/routing-rules/{first.pk}/move/", {"direction": "down"}, format="json")
+    order = list(RoutingRule.objects.order_by("position").values_list("name", flat=True))
+    assert order == ["C", "A", "B"]
+    listed = client.get("/api/v1/routing-rules/").json()["results"]
+    assert [row["name"] for row in listed] == ["C", "A", "B"]
+    assert second.pk in {row["id"] for row in listed}
+    wrong = client.post(
+        f"/api/v1/routing-rules/{first.pk}/move/", {"direction": "sideways"}, format="json"
+    )
+    assert _problems(wrong) == {"direction": ['"sideways" is not a valid choice.']}
+
+
+def test_a_rule_is_switched_off_and_on_with_an_audit_entry(world, api):
+    rule = RoutingRuleFactory(name="Refunds")
+    client = api("admin")
+    off = client.patch(f"/api/v1/routing-rules/{rule.pk}/", {"is_active": False}, format="json")
+    assert off.json()["is_active"] is False
+    [entry] = _audit("routing_rule.updated")
+    assert (entry.before, entry.after) == ({"is_active": True}, {"is_active": False})
+
+
+def _dry_run_rules():
+    billing = TagFactory(name="billing")
+    RoutingRuleFactory(
+        name="Tag refunds",
+        actions=[
+            {"type": "add_tags", "value": [billing.pk]},
+            {"type": "set_priority", "value": 3},
+        ],
+    )
+    RoutingRuleFactory(
+        name="Invoices",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["invoice"]}],
+    )
+    RoutingRuleFactory(name="New only", events=["conversation_created"])
+    RoutingRuleFactory(name="Switched off", is_active=False)
+    RoutingRuleFactory(
+        name="Billing is urgent",
+        conditions=[{"field": "tags", "op": "has_any", "value": [billing.pk]}],
+        actions=[{"type": "set_priority", "value": 4}],
+        stop_processing=True,
+    )
+    RoutingRuleFactory(name="Never reached", actions=[{"type": "mark_monitoring"}])
+    return billing
+
+
+def test_the_dry_run_answers_what_the_page_shows_and_writes_nothing(world, api):
+    billing = _dry_run_rules()
+    client = api("admin")
+    before = (
+        Conversation.objects.count(),
+        ConversationEvent.objects.count(),
+        AuditEntry.objects.count(),
+    )
+    response = client.post(
+        "/api/v1/routing-rules/dry-run/",
+        {
+            "text": "I want a REFUND now",
+            "event": "message_received",
+            "sentiment": -0.5,
+            "language": "en",
+            "at": "2026-03-02T10:00:00Z",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    states = [(r["name"], r["state"], r["stopped_by"]) for r in body["rules"]]
+    assert states == [
+        ("Tag refunds", "matched", ""),
+        ("Invoices", "no_match", ""),
+        ("New only", "other_event", ""),
+        ("Billing is urgent", "matched", ""),
+        ("Never reached", "skipped", "Billing is urgent"),
+    ]
+    assert body["rules"][0]["summary"] == {
+        "events": ["Message received"],
+        "conditions": ['Text contains "refund"'],
+        "actions": ["Add tags billing", "Set priority to High"],
+        "joiner": "and",
+    }
+    assert body["outcome"] == {
+        "matched": 2,
+        "priority": 4,
+        "priority_label": "Urgent",
+        "tags": [billing.pk],
+        "tag_names": ["billing"],
+    }
+    assert body["facts"] == {
+        "event": "message_received",
+        "channel": None,
+        "platform": "",
+        "kind": "mention",
+        "text": "I want a REFUND now",
+        "sentiment": -0.5,
+        "language": "en",
+        "is_vip": False,
+        "followers": None,
+        "has_open_escalation": False,
+        "tags": [],
+        "priority": 2,
+        "at": "2026-03-02T10:00:00Z",
+    }
+    after = (
+        Conversation.objects.count(),
+        ConversationEvent.objects.count(),
+        AuditEntry.objects.count(),
+    )
+    assert after == before
+
+
+def test_the_dry_run_takes_the_facts_of_a_stored_message(world, api):
+    RoutingRuleFactory(
+        name="Orders on channel A",
+        conditions=[
+            {"field": "text", "op": "contains_any", "value": ["order"]},
+            {"field": "channel", "op": "is", "value": [world.channel_a.pk]},
+        ],
+    )
+    message = world.conversation_a.messages.get()
+    client = api("admin")
+    response = client.post(
+        "/api/v1/routing-rules/dry-run/",
+        {"message": message.pk, "event": "message_received"},
+        format="json",
+    )
+    assert [r["state"] for r in response.json()["rules"]] == ["matched"]
+    facts = response.json()["facts"]
+    assert (facts["channel"], facts["text"]) == (world.channel_a.pk, message.body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problems"),
+    [
+        (
+            {"message": 999999, "event": "message_received"},
+            {"message": ["There is no customer message #999999 you can see."]},
+        ),
+        (
+            {"event": "message_received"},
+            {"text": ["Paste a message text, or give the id of a stored message."]},
+        ),
+        (
+            {"text": "Hi", "event": "message_received", "tags": [999999]},
+            {"tags": ["Select a valid choice. 999999 is not one of the available choices."]},
+        ),
+        ({"text": "Hi", "event": "nothing"}, {"event": ['"nothing" is not a valid choice.']}),
+    ],
+)
+def test_the_dry_run_checks_its_input_as_the_page_does(world, api, payload, problems):
+    response = api("admin").post("/api/v1/routing-rules/dry-run/", payload, format="json")
+    assert _problems(response) == problems
+
+
+@pytest.mark.parametrize(("persona", "expected"), [("manager", 403), ("anonymous", 401)])
+def test_only_admins_run_the_dry_run(world, api, persona, expected):
+    response = api(persona).post(
+        "/api/v1/routing-rules/dry-run/",
+        {"text": "Hi", "event": "message_received"},
+        format="json",
+    )
+    assert response.status_code == expected
