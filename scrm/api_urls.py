@@ -42,6 +42,7 @@ router.register("users", governance_api.UserViewSet, basename="user")
 router.register("approvals", governance_api.ApprovalViewSet, basename="approval")
 router.register("audit-log", governance_api.AuditEntryViewSet, basename="audit-entry")
 router.register("tokens", governance_api.ApiTokenViewSet, basename="api-token")
+router.register("kpi-targets", kpis_api.KpiTargetViewSet, basename="kpi-target")
 
 
 def _open(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:

@@ -1,6 +1,6 @@
-"""The routing settings over the API: business hours, departments, escalation paths,
-auto-assignment capacities, and moving rules and their dry run. Input is checked as the pages
-check it and every change is audited as the pages audit it."""
+"""The routing settings and KPI targets over the API: business hours, departments, escalation
+paths, auto-assignment capacities, moving rules and their dry run, and KPI targets. Input is
+checked as the pages check it and every change is audited as the pages audit it."""
 
 from datetime import date
 
@@ -18,8 +18,10 @@ from conversations.models import (
 )
 from conversations.presence import agent_seen
 from governance.models import AuditEntry, TeamMembership
+from kpis.models import KpiTarget, Metric
 from tests.factories import (
     BusinessCalendarFactory,
+    ChannelFactory,
     DepartmentFactory,
     EscalationLevelFactory,
     EscalationPathFactory,
@@ -643,3 +645,123 @@ def test_only_admins_run_the_dry_run(world, api, persona, expected):
         format="json",
     )
     assert response.status_code == expected
+
+
+# --- KPI targets ---------------------------------------------------------------------------
+
+
+def test_a_manager_sets_a_target_on_their_channel_audited(world, api):
+    client = api("manager")
+    made = client.post(
+        "/api/v1/kpi-targets/",
+        {
+            "metric": "first_response_sla",
+            "value": 95,
+            "period": "week",
+            "channel": world.channel_a.pk,
+            "at_risk_margin": 5,
+            "valid_from": "2026-01-05",
+            "note": "Agreed with sales",
+        },
+        format="json",
+    )
+    assert made.status_code == 201, made.json()
+    target = KpiTarget.objects.get()
+    body = made.json()
+    del body["created_at"]
+    assert body == {
+        "id": target.pk,
+        "metric": "first_response_sla",
+        "value": 95.0,
+        "period": "week",
+        "channel": world.channel_a.pk,
+        "platform": "",
+        "team": None,
+        "at_risk_margin": 5.0,
+        "valid_from": "2026-01-05",
+        "note": "Agreed with sales",
+        "created_by": world.manager.pk,
+    }
+    [created] = _audit("kpi_target.created")
+    assert (created.actor, created.after["value"]) == (world.manager, 95.0)
+    changed = client.patch(f"/api/v1/kpi-targets/{target.pk}/", {"value": 90}, format="json")
+    assert changed.status_code == 200, changed.json()
+    target.refresh_from_db()
+    assert (target.value, target.period, target.created_by) == (90.0, "week", world.manager)
+    [updated] = _audit("kpi_target.updated")
+    assert (updated.before, updated.after) == ({"value": 95.0}, {"value": 90.0})
+    assert client.delete(f"/api/v1/kpi-targets/{target.pk}/").status_code == 204
+    assert not KpiTarget.objects.exists()
+    assert [e.object_id for e in _audit("kpi_target.deleted")] == [str(target.pk)]
+
+
+def test_a_new_target_takes_the_pages_defaults(world, api):
+    made = api("admin").post(
+        "/api/v1/kpi-targets/", {"metric": "inbound", "value": 500}, format="json"
+    )
+    assert made.status_code == 201, made.json()
+    target = KpiTarget.objects.get()
+    assert (target.period, target.at_risk_margin, target.channel) == ("month", 10.0, None)
+    assert target.created_by == world.admin
+
+
+@pytest.mark.parametrize(
+    ("payload", "problems"),
+    [
+        (
+            {"metric": "escalation_rate", "value": 120},
+            {"value": ["This target is a percentage: at most 100."]},
+        ),
+        ({"metric": "inbound", "value": -1}, {"value": ["A target cannot be negative."]}),
+        (
+            {"metric": "inbound", "value": 10, "at_risk_margin": 150},
+            {"at_risk_margin": ["The margin is a percentage between 0 and 100."]},
+        ),
+        ({"value": 10}, {"metric": ["This field is required."]}),
+    ],
+)
+def test_targets_are_checked_as_on_the_page(world, api, payload, problems):
+    response = api("manager").post("/api/v1/kpi-targets/", payload, format="json")
+    assert _problems(response) == problems
+    assert not KpiTarget.objects.exists()
+
+
+def test_a_manager_neither_sees_nor_sets_targets_of_another_teams_channel(world, api):
+    theirs = KpiTarget.objects.create(metric=Metric.INBOUND, value=10, channel=world.channel_b)
+    everyone = KpiTarget.objects.create(metric=Metric.BACKLOG, value=20)
+    client = api("manager")
+    listed = client.get("/api/v1/kpi-targets/").json()["results"]
+    assert [row["id"] for row in listed] == [everyone.pk]
+    assert client.get(f"/api/v1/kpi-targets/{theirs.pk}/").status_code == 404
+    assert client.delete(f"/api/v1/kpi-targets/{theirs.pk}/").status_code == 404
+    moved = client.patch(
+        f"/api/v1/kpi-targets/{everyone.pk}/", {"channel": world.channel_b.pk}, format="json"
+    )
+    assert _problems(moved) == {
+        "channel": ["Select a valid choice. That choice is not one of the available choices."]
+    }
+    assert KpiTarget.objects.filter(channel=world.channel_b).count() == 1
+    assert {row["id"] for row in api("admin").get("/api/v1/kpi-targets/").json()["results"]} == {
+        theirs.pk,
+        everyone.pk,
+    }
+
+
+def test_agents_cannot_set_targets(world, api):
+    response = api("agent_a").post(
+        "/api/v1/kpi-targets/", {"metric": "inbound", "value": 5}, format="json"
+    )
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Only managers and admins may use this resource."
+    assert not KpiTarget.objects.exists()
+
+
+def test_targets_list_without_a_query_per_row(world, api, django_assert_max_num_queries):
+    for n in range(5):
+        KpiTarget.objects.create(
+            metric=Metric.INBOUND, value=n, channel=ChannelFactory(default_team=world.team_a)
+        )
+    client = api("admin")
+    with django_assert_max_num_queries(5):
+        response = client.get("/api/v1/kpi-targets/")
+    assert len(response.json()["results"]) == 5
