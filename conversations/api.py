@@ -7,6 +7,7 @@ services the browser's views call.
 """
 
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +49,7 @@ from conversations.models import (
     WebhookCallStatus,
     WebhookEndpoint,
 )
-from conversations.rules import EVENTS, RuleError, rule_validate
+from conversations.rules import EVENTS, KINDS, PRIORITIES, RuleError, rule_validate
 from conversations.selectors import (
     INBOX_VIEWS,
     InboxFilters,
@@ -58,7 +59,13 @@ from conversations.selectors import (
     inbox_queryset,
     messages_visible_to,
 )
-from conversations.settings_forms import Catalog
+from conversations.settings_forms import (
+    DRY_RUN_STATES,
+    Catalog,
+    DryRunForm,
+    RuleMoveForm,
+    rules_dry_run,
+)
 from conversations.webhook_calls import webhook_call_redeliver
 from conversations.webhook_events import WEBHOOK_EVENTS
 from conversations.webhook_guard import webhook_address_problem
@@ -70,6 +77,7 @@ from scrm.api import (
     IsAdmin,
     cursor_page,
     etag_of,
+    form_errors,
     json_without_nul,
     precondition_check,
     request_user,
@@ -601,6 +609,9 @@ class TagViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[Tag]):
 
 # --- Admin settings: routing rules and SLA policies ----------------------------------------
 
+# The events rules run on: one enum in the schema (ENUM_NAME_OVERRIDES names it).
+EVENT_CHOICES = list(EVENTS.items())
+
 
 class _AuditedAdminViewSet(viewsets.ModelViewSet[Any]):
     """Admins' settings: every change audited, a delete of something still in use is 409."""
@@ -637,7 +648,7 @@ class _AuditedAdminViewSet(viewsets.ModelViewSet[Any]):
 
 
 class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
-    events = serializers.ListField(child=serializers.ChoiceField(choices=list(EVENTS.items())))
+    events = serializers.ListField(child=serializers.ChoiceField(choices=EVENT_CHOICES))
     conditions = serializers.ListField(
         child=serializers.DictField(),
         required=False,
@@ -666,6 +677,12 @@ class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+        extra_kwargs = {
+            "position": {
+                "help_text": "The running order, lowest first; the move action swaps a rule "
+                "with its neighbour as the Rules page does"
+            }
+        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         def value(name: str, default: Any) -> Any:
@@ -684,6 +701,113 @@ class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
         return attrs
 
 
+class RuleMoveSerializer(serializers.Serializer[Any]):
+    direction = serializers.ChoiceField(
+        choices=[("up", "Run one place earlier"), ("down", "Run one place later")]
+    )
+
+
+class DryRunSerializer(serializers.Serializer[Any]):
+    """The facts of an event, typed or taken from a stored customer message."""
+
+    message = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="A stored customer message you can see: its facts replace the typed ones; "
+        "only the event (and the time, if given) are used",
+    )
+    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    event = serializers.ChoiceField(choices=EVENT_CHOICES)
+    channel = serializers.IntegerField(required=False, allow_null=True, help_text="A channel's id")
+    platform = serializers.ChoiceField(
+        choices=Platform.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Used when no channel is given",
+    )
+    kind = serializers.ChoiceField(choices=list(KINDS.items()), default="mention")
+    sentiment = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=-1,
+        max_value=1,
+        help_text="-1 to 1; null: computed from the text",
+    )
+    language = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=2,
+        help_text="Two letters such as en; empty: detected",
+    )
+    followers = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    priority = serializers.ChoiceField(
+        choices=list(PRIORITIES.items()), default=2, help_text="The priority before the rules"
+    )
+    tags = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        max_length=100,
+        help_text="Tag ids before the rules",
+    )
+    vip = serializers.BooleanField(default=False, help_text="A VIP contact")
+    open_escalation = serializers.BooleanField(
+        default=False, help_text="The contact has an open escalation"
+    )
+    at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="For business-hours conditions; null: now"
+    )
+
+
+class DryRunFactsSerializer(serializers.Serializer[Any]):
+    event = serializers.ChoiceField(choices=EVENT_CHOICES)
+    channel = serializers.IntegerField(allow_null=True)
+    platform = serializers.CharField()
+    kind = serializers.CharField()
+    text = serializers.CharField()
+    sentiment = serializers.FloatField(allow_null=True)
+    language = serializers.CharField()
+    is_vip = serializers.BooleanField()
+    followers = serializers.IntegerField(allow_null=True)
+    has_open_escalation = serializers.BooleanField()
+    tags = serializers.ListField(child=serializers.IntegerField())
+    priority = serializers.IntegerField()
+    at = serializers.DateTimeField()
+
+
+class RuleSummarySerializer(serializers.Serializer[Any]):
+    events = serializers.ListField(child=serializers.CharField())
+    conditions = serializers.ListField(child=serializers.CharField())
+    actions = serializers.ListField(child=serializers.CharField())
+    joiner = serializers.ChoiceField(choices=[("and", "and"), ("or", "or")])
+
+
+class DryRunRuleSerializer(serializers.Serializer[Any]):
+    rule = serializers.IntegerField()
+    name = serializers.CharField()
+    position = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=list(DRY_RUN_STATES.items()))
+    stopped_by = serializers.CharField(
+        help_text="For a rule not run: the rule that stopped processing"
+    )
+    stop_processing = serializers.BooleanField()
+    summary = RuleSummarySerializer(help_text="The rule in words, as the Rules page shows it")
+
+
+class DryRunOutcomeSerializer(serializers.Serializer[Any]):
+    matched = serializers.IntegerField(help_text="How many rules would apply")
+    priority = serializers.IntegerField(help_text="The priority after the rules")
+    priority_label = serializers.CharField()
+    tags = serializers.ListField(child=serializers.IntegerField(), help_text="Tag ids added")
+    tag_names = serializers.ListField(child=serializers.CharField())
+
+
+class DryRunResultSerializer(serializers.Serializer[Any]):
+    facts = DryRunFactsSerializer(help_text="The facts the rules saw")
+    rules = DryRunRuleSerializer(many=True, help_text="Every active rule, in running order")
+    outcome = DryRunOutcomeSerializer()
+
+
 class RoutingRuleViewSet(_AuditedAdminViewSet):
     """Routing rules, run in ``position`` order; checked when saved, as on the Routing page."""
 
@@ -697,6 +821,66 @@ class RoutingRuleViewSet(_AuditedAdminViewSet):
             if "position" not in self.request.data:
                 last = RoutingRule.objects.aggregate(last=Max("position"))["last"]
                 instance.position = 0 if last is None else last + 1
+
+    @extend_schema(request=RuleMoveSerializer, responses=RoutingRuleSerializer)
+    @action(detail=True, methods=["post"])
+    def move(self, request: Request, pk: str) -> Response:
+        """Swap the rule with its neighbour in the running order, as the Rules page's arrows
+        do; all rules are numbered 0.. again."""
+        rule = self.get_object()
+        data = RuleMoveSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        form = RuleMoveForm(data.validated_data)
+        if not form.is_valid():
+            raise serializers.ValidationError(form_errors(form))
+        with audit_change(rule, actor=request_user(request)):
+            form.save(rule=rule)
+        rule.refresh_from_db()
+        return Response(RoutingRuleSerializer(rule).data)
+
+    @extend_schema(request=DryRunSerializer, responses=DryRunResultSerializer)
+    @action(detail=False, methods=["post"], url_path="dry-run", pagination_class=None)
+    def dry_run(self, request: Request) -> Response:
+        """What the active rules would do with an event, in order; nothing is written."""
+        data = DryRunSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        form = DryRunForm(
+            {k: v for k, v in data.validated_data.items() if v is not None},
+            user=request_user(request),
+        )
+        if not form.is_valid():
+            raise serializers.ValidationError(form_errors(form))
+        facts = form.facts()
+        catalog = Catalog.load()
+        run = rules_dry_run(facts=facts, catalog=catalog)
+        result = {
+            "facts": {
+                **asdict(facts),
+                "channel": facts.channel_id or None,
+                "is_vip": facts.is_vip,
+                "tags": sorted(facts.tag_ids),
+            },
+            "rules": [
+                {
+                    "rule": row.rule.pk,
+                    "name": row.rule.name,
+                    "position": row.rule.position,
+                    "state": row.state,
+                    "stopped_by": row.by,
+                    "stop_processing": row.rule.stop_processing,
+                    "summary": row.summary,
+                }
+                for row in run.rows
+            ],
+            "outcome": {
+                "matched": run.matched,
+                "priority": run.priority,
+                "priority_label": PRIORITIES.get(run.priority, str(run.priority)),
+                "tags": run.added_tags,
+                "tag_names": [catalog.tags.get(t, f"#{t}") for t in run.added_tags],
+            },
+        }
+        return Response(DryRunResultSerializer(result).data)
 
 
 class SlaPolicySerializer(serializers.ModelSerializer[SlaPolicy]):

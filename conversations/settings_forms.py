@@ -17,7 +17,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef, QuerySet
+from django.db.models import Exists, Max, Model, OuterRef, QuerySet
 from django.utils import timezone
 
 from channels_ingest.classify import language_of, sentiment_score
@@ -41,6 +41,7 @@ from conversations.models import (
     Tag,
     WebhookEndpoint,
 )
+from conversations.routing import RuleBook
 from conversations.rules import (
     ACTION_TYPES,
     CONDITION_FIELDS,
@@ -671,6 +672,8 @@ class CalendarForm(forms.ModelForm[BusinessCalendar]):
         else:
             self.holiday_rows = []
         self.holidays: list[tuple[date, str]] = []
+        # The problems of the weekly hours and of the holidays, apart (the API names them).
+        self.problems: dict[str, list[str]] = {}
 
     def days(self) -> list[DayRow]:
         return [
@@ -696,6 +699,7 @@ class CalendarForm(forms.ModelForm[BusinessCalendar]):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         problems: list[str] = []
+        holiday_problems: list[str] = []
         weekly: dict[str | int, list[list[str]]] = {}
         for day, name in enumerate(WEEKDAY_NAMES):
             for slot in SLOTS:
@@ -716,21 +720,23 @@ class CalendarForm(forms.ModelForm[BusinessCalendar]):
             try:
                 holiday = date.fromisoformat(row["date"])
             except ValueError:
-                problems.append(f"Holiday “{row['name'] or row['date']}” needs a valid date.")
+                named = row["name"] or row["date"]
+                holiday_problems.append(f"Holiday “{named}” needs a valid date.")
                 continue
             if holiday in seen:
-                problems.append(f"{holiday:%Y-%m-%d} is listed twice as a holiday.")
+                holiday_problems.append(f"{holiday:%Y-%m-%d} is listed twice as a holiday.")
             seen.add(holiday)
             self.holidays.append((holiday, row["name"][:100]))
-        if not problems and data.get("time_zone"):
+        if not problems and not holiday_problems and data.get("time_zone"):
             try:
                 CalendarRules.from_config(
                     time_zone=data["time_zone"], weekly_hours=weekly, holidays=seen
                 )
             except CalendarError as error:
                 problems.append(str(error))
-        if problems:
-            raise forms.ValidationError(problems)
+        self.problems = {"weekly_hours": problems, "holidays": holiday_problems}
+        if problems or holiday_problems:
+            raise forms.ValidationError(problems + holiday_problems)
         self.weekly_hours = weekly
         # The old default steps down when this one is saved; left on the instance, the model's
         # one-default constraint would refuse the form before that.
@@ -1105,6 +1111,64 @@ class DryRunForm(forms.Form):
         )
 
 
+DRY_RUN_STATES: dict[str, str] = {
+    "matched": "matched",
+    "no_match": "conditions not met",
+    "other_event": "runs on other events",
+    "skipped": "not run: an earlier rule stopped processing",
+}
+
+
+@dataclass(frozen=True)
+class DryRunRow:
+    rule: RoutingRule
+    summary: dict[str, Any]
+    state: str  # a key of DRY_RUN_STATES
+    by: str  # the rule that stopped processing, for a skipped one
+
+
+@dataclass(frozen=True)
+class DryRun:
+    rows: list[DryRunRow]
+    matched: int
+    priority: int  # after the matching rules' actions
+    added_tags: list[int]
+
+
+def rules_dry_run(*, facts: Facts, catalog: Catalog) -> DryRun:
+    """What the active rules would do with an event, in order; nothing is written."""
+    book = RuleBook.load()
+    matches = {match.rule.id: match for _, match in book.evaluate(facts, [facts.event])}
+    stored = RoutingRule.objects.in_bulk([rule.id for rule in book.rules])
+    names = catalog.names()
+    rows = []
+    stopped_by = ""
+    priority, added_tags = facts.priority, list[int]()
+    for compiled in book.rules:
+        rule = stored.get(compiled.id)
+        if rule is None:  # deleted since the rules were loaded
+            continue
+        if compiled.id in matches:
+            state = "matched"
+            for action in matches[compiled.id].actions:
+                if action.type == "set_priority":
+                    priority = action.value
+                elif action.type == "add_tags":
+                    added_tags += [t for t in action.value if t not in added_tags]
+        elif stopped_by:
+            state = "skipped"
+        elif facts.event not in compiled.events:
+            state = "other_event"
+        else:
+            state = "no_match"
+        rows.append(
+            DryRunRow(rule=rule, summary=rule_summary(rule, names), state=state, by=stopped_by)
+        )
+        if state == "matched" and compiled.stop_processing:
+            stopped_by = compiled.name
+    return DryRun(rows=rows, matched=len(matches), priority=priority, added_tags=added_tags)
+
+
 def rules_naming(kind: str, pk: int) -> list[RoutingRule]:
     """The rules whose definition names this calendar, path, department or endpoint: they are
     not protected by the database, so the delete page warns about them."""
@@ -1128,3 +1192,32 @@ def rules_naming(kind: str, pk: int) -> list[RoutingRule]:
         return False
 
     return [rule for rule in RoutingRule.objects.order_by("position", "id") if names_it(rule)]
+
+
+def still_used_message(noun: str, name: str, users: Iterable[Model]) -> str:
+    """Why a delete was refused: what still uses the thing."""
+    return (
+        f"{noun} “{name}” cannot be deleted: it is still used by {_users_of(users)}."
+        " Change those first."
+    )
+
+
+def _users_of(objects: Iterable[Model]) -> str:
+    """Such as: SLA policies “Gold”, “Silver” and 3 escalations. Levels name their path."""
+    named: dict[tuple[str, str], list[str]] = {}
+    counted: dict[tuple[str, str], int] = {}
+    for thing in objects:
+        if isinstance(thing, EscalationLevel):
+            thing = thing.path
+        meta = thing._meta
+        key = (str(meta.verbose_name), str(meta.verbose_name_plural))
+        if isinstance(thing, Escalation):
+            counted[key] = counted.get(key, 0) + 1
+        elif str(thing) not in named.setdefault(key, []):
+            named[key].append(str(thing))
+    parts = [
+        f"{one if len(names) == 1 else many} {', '.join(f'“{n}”' for n in names)}"
+        for (one, many), names in named.items()
+    ]
+    parts += [f"{n} {one if n == 1 else many}" for (one, many), n in counted.items()]
+    return " and ".join(parts)

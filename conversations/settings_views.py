@@ -21,7 +21,6 @@ from conversations.models import (
     Conversation,
     Department,
     Direction,
-    Escalation,
     EscalationLevel,
     EscalationPath,
     Message,
@@ -31,7 +30,6 @@ from conversations.models import (
     WebhookEndpoint,
 )
 from conversations.presence import agents_online
-from conversations.routing import RuleBook
 from conversations.rules import CONDITION_FIELDS, EVENTS, KINDS, PRIORITIES, Facts
 from conversations.selectors import messages_visible_to
 from conversations.settings_forms import (
@@ -53,7 +51,9 @@ from conversations.settings_forms import (
     condition_view,
     minutes_display,
     rule_summary,
+    rules_dry_run,
     rules_naming,
+    still_used_message,
     weekly_summary,
 )
 from conversations.webhook_calls import webhook_call_redeliver
@@ -107,10 +107,10 @@ def _delete(
             with audit_deletion(thing, actor=request.user):
                 thing.delete()
         except ProtectedError as error:
-            messages.error(request, _still_used(noun, name, error.protected_objects))
+            messages.error(request, still_used_message(noun, name, error.protected_objects))
             return redirect(back)
         except RestrictedError as error:
-            messages.error(request, _still_used(noun, name, error.restricted_objects))
+            messages.error(request, still_used_message(noun, name, error.restricted_objects))
             return redirect(back)
         messages.success(request, f"{noun} “{name}” deleted.")
         return redirect(back)
@@ -123,34 +123,6 @@ def _delete(
         back=back,
         warnings=list(warnings),
     )
-
-
-def _still_used(noun: str, name: str, users: Iterable[Model]) -> str:
-    return (
-        f"{noun} “{name}” cannot be deleted: it is still used by {_users_of(users)}."
-        " Change those first."
-    )
-
-
-def _users_of(objects: Iterable[Model]) -> str:
-    """Such as: SLA policies “Gold”, “Silver” and 3 escalations. Levels name their path."""
-    named: dict[tuple[str, str], list[str]] = {}
-    counted: dict[tuple[str, str], int] = {}
-    for thing in objects:
-        if isinstance(thing, EscalationLevel):
-            thing = thing.path
-        meta = thing._meta
-        key = (str(meta.verbose_name), str(meta.verbose_name_plural))
-        if isinstance(thing, Escalation):
-            counted[key] = counted.get(key, 0) + 1
-        elif str(thing) not in named.setdefault(key, []):
-            named[key].append(str(thing))
-    parts = [
-        f"{one if len(names) == 1 else many} {', '.join(f'“{n}”' for n in names)}"
-        for (one, many), names in named.items()
-    ]
-    parts += [f"{n} {one if n == 1 else many}" for (one, many), n in counted.items()]
-    return " and ".join(parts)
 
 
 def _rules_warning(kind: str, pk: int) -> list[str]:
@@ -256,47 +228,18 @@ def dry_run(request: AuthedRequest) -> HttpResponse:
     context: dict[str, Any] = {"form": form, "recent": _recent_messages(request)}
     if request.method == "POST" and form.is_valid():
         facts = form.facts()
-        book = RuleBook.load()
-        matches = {match.rule.id: match for _, match in book.evaluate(facts, [facts.event])}
-        stored = RoutingRule.objects.in_bulk([rule.id for rule in book.rules])
         catalog = Catalog.load()
-        names = catalog.names()
-        results = []
-        stopped_by = ""
-        priority, added_tags = facts.priority, list[int]()
-        for compiled in book.rules:
-            rule = stored.get(compiled.id)
-            if rule is None:  # deleted since the rules were loaded
-                continue
-            if compiled.id in matches:
-                state = "matched"
-                for action in matches[compiled.id].actions:
-                    if action.type == "set_priority":
-                        priority = action.value
-                    elif action.type == "add_tags":
-                        added_tags += [t for t in action.value if t not in added_tags]
-            elif stopped_by:
-                state = "skipped"
-            elif facts.event not in compiled.events:
-                state = "other_event"
-            else:
-                state = "no_match"
-            results.append(
-                {
-                    "rule": rule,
-                    "summary": rule_summary(rule, names),
-                    "state": state,
-                    "by": stopped_by,
-                }
-            )
-            if state == "matched" and compiled.stop_processing:
-                stopped_by = compiled.name
+        run = rules_dry_run(facts=facts, catalog=catalog)
+        results = [
+            {"rule": row.rule, "summary": row.summary, "state": row.state, "by": row.by}
+            for row in run.rows
+        ]
         context["results"] = results
         context["facts"] = _facts_shown(facts, catalog)
         context["outcome"] = {
-            "matched": len(matches),
-            "priority": PRIORITIES.get(priority, str(priority)),
-            "tags": [catalog.tags.get(t, f"#{t}") for t in added_tags],
+            "matched": run.matched,
+            "priority": PRIORITIES.get(run.priority, str(run.priority)),
+            "tags": [catalog.tags.get(t, f"#{t}") for t in run.added_tags],
         }
     return _page(request, "dry_run.html", "dry_run", **context)
 

@@ -8,19 +8,23 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from kpis.forms import PRESETS, ReportForm
+from channels_ingest.platforms import Platform
+from governance.audit import audit_change, audit_deletion
+from kpis.forms import PRESETS, KpiTargetForm, ReportForm
 from kpis.metrics import GRAINS, Summary, agents, backlog_by_age, series, summary
-from kpis.targets import targets_status
-from scrm.api import IsManagerOrAdmin, request_user
+from kpis.models import KpiTarget
+from kpis.targets import targets_status, targets_visible_to
+from scrm.api import IsManagerOrAdmin, cursor_page, form_errors, request_user
 
 PARAMETERS = [
     OpenApiParameter(
@@ -303,3 +307,94 @@ class KpiTargetsView(APIView):
             for s in targets_status(user=request_user(request), today=today)
         ]
         return Response(TargetStatusSerializer(rows, many=True).data)
+
+
+# --- Targets (as on Reports → Targets) --------------------------------------------------------
+
+
+class KpiTargetSerializer(serializers.ModelSerializer[KpiTarget]):
+    """A figure committed to in advance, for a scope and a period."""
+
+    channel = serializers.IntegerField(
+        source="channel_id",
+        allow_null=True,
+        required=False,
+        help_text="A channel's id (one you see), or null for every channel",
+    )
+    platform = serializers.ChoiceField(
+        choices=Platform.choices, required=False, allow_blank=True, help_text="Empty: any"
+    )
+    team = serializers.IntegerField(
+        source="team_id", allow_null=True, required=False, help_text="A team's id, or null"
+    )
+    created_by = serializers.IntegerField(source="created_by_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = KpiTarget
+        fields = [
+            "id",
+            "metric",
+            "value",
+            "period",
+            "channel",
+            "platform",
+            "team",
+            "at_risk_margin",
+            "valid_from",
+            "note",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Checked by the Targets page's form, for the user's channels."""
+        target = self.instance or KpiTarget()
+
+        def value(name: str, attname: str | None = None) -> Any:
+            attname = attname or name
+            found = attrs.get(attname, getattr(target, attname))
+            return "" if found is None else found
+
+        data = {
+            "metric": value("metric"),
+            "value": value("value"),
+            "period": value("period"),
+            "channel": value("channel", "channel_id"),
+            "platform": value("platform"),
+            "team": value("team", "team_id"),
+            "at_risk_margin": value("at_risk_margin"),
+            "valid_from": value("valid_from"),
+            "note": value("note"),
+        }
+        form = KpiTargetForm(data, instance=target, user=self.context["request"].user)
+        if not form.is_valid():
+            raise serializers.ValidationError(form_errors(form))
+        self.checked_form = form
+        return attrs
+
+
+class KpiTargetViewSet(viewsets.ModelViewSet[KpiTarget]):
+    """Targets on every channel or on a channel you see: managers and admins set them, as on
+    the Targets page (changes audited). Their status is at ``/kpis/targets/``."""
+
+    permission_classes = [IsManagerOrAdmin]
+    serializer_class = KpiTargetSerializer
+    pagination_class = cursor_page("metric", "period", "pk")
+    http_method_names = ["get", "post", "patch", "delete"]
+
+    def get_queryset(self) -> QuerySet[KpiTarget]:
+        return targets_visible_to(request_user(self.request))
+
+    def perform_create(self, serializer: Any) -> None:
+        serializer.checked_form.instance.created_by = request_user(self.request)
+        self.perform_update(serializer)
+
+    def perform_update(self, serializer: Any) -> None:
+        form = serializer.checked_form
+        with audit_change(form.instance, actor=request_user(self.request), thing="kpi_target"):
+            serializer.instance = form.save()
+
+    def perform_destroy(self, instance: KpiTarget) -> None:
+        with audit_deletion(instance, actor=request_user(self.request), thing="kpi_target"):
+            instance.delete()

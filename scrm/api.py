@@ -6,10 +6,12 @@ Access itself is decided where the browser pages decide it: views start from the
 """
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.forms import BaseForm
 from django.http import Http404
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, pagination, permissions, serializers, status
@@ -147,6 +149,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body["retry_after"] = max(1, int(wait))
     response.data = body
     return response
+
+
+def form_errors(form: BaseForm, names: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """A page's form's problems by the API's field names: ``names`` renames the form's fields
+    (``"__all__"`` for its own problems, else ``non_field_errors``)."""
+    names = {"__all__": "non_field_errors", **(names or {})}
+    found: dict[str, list[str]] = {}
+    for name, messages in form.errors.items():
+        found.setdefault(names.get(name, name), []).extend(str(m) for m in messages)
+    return found
 
 
 def etag_of(*parts: object) -> str:

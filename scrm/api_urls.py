@@ -12,6 +12,7 @@ from rest_framework.routers import SimpleRouter
 from channels_ingest import api as channels_api
 from contacts import api as contacts_api
 from conversations import api as conversations_api
+from conversations import settings_api as routing_settings_api
 from governance import api as governance_api
 from kpis import api as kpis_api
 
@@ -23,6 +24,14 @@ router.register("tags", conversations_api.TagViewSet, basename="tag")
 router.register("routing-rules", conversations_api.RoutingRuleViewSet, basename="routing-rule")
 router.register("sla-policies", conversations_api.SlaPolicyViewSet, basename="sla-policy")
 router.register(
+    "business-hours", routing_settings_api.BusinessHoursViewSet, basename="business-hours"
+)
+router.register("departments", routing_settings_api.DepartmentViewSet, basename="department")
+router.register(
+    "escalation-paths", routing_settings_api.EscalationPathViewSet, basename="escalation-path"
+)
+router.register("capacities", routing_settings_api.CapacityViewSet, basename="capacity")
+router.register(
     "webhook-endpoints", conversations_api.WebhookEndpointViewSet, basename="webhook-endpoint"
 )
 router.register("webhook-calls", conversations_api.WebhookCallViewSet, basename="webhook-call")
@@ -33,6 +42,7 @@ router.register("users", governance_api.UserViewSet, basename="user")
 router.register("approvals", governance_api.ApprovalViewSet, basename="approval")
 router.register("audit-log", governance_api.AuditEntryViewSet, basename="audit-entry")
 router.register("tokens", governance_api.ApiTokenViewSet, basename="api-token")
+router.register("kpi-targets", kpis_api.KpiTargetViewSet, basename="kpi-target")
 
 
 def _open(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:

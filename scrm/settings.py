@@ -361,7 +361,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"DirectionEnum": "conversations.models.Direction"},
+    "ENUM_NAME_OVERRIDES": {
+        "DirectionEnum": "conversations.models.Direction",
+        "RoutingRuleEventsEnum": "conversations.api.EVENT_CHOICES",
+    },
 }
 
 # --- Email ------------------------------------------------------------------------------

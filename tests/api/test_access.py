@@ -9,8 +9,16 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from channels_ingest.models import DeadLetter
 from conversations.models import WebhookCall
 from governance.approvals import reply_submit
-from governance.models import AuditEntry, PolicyAction, PublishingPolicy
-from tests.factories import RoutingRuleFactory, SlaPolicyFactory, WebhookEndpointFactory
+from governance.models import AuditEntry, PolicyAction, PublishingPolicy, TeamMembership
+from kpis.models import KpiTarget, Metric
+from tests.factories import (
+    BusinessCalendarFactory,
+    DepartmentFactory,
+    EscalationLevelFactory,
+    RoutingRuleFactory,
+    SlaPolicyFactory,
+    WebhookEndpointFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -25,12 +33,16 @@ ADMIN_ONLY = {
     "sla-policy",
     "webhook-endpoint",
     "webhook-call",
+    "business-hours",
+    "department",
+    "escalation-path",
+    "capacity",
 }
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
 SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me"}
 APPROVERS = {"approval"}
-# The reports' figures: managers and admins.
-MANAGERS = {"kpi-summary", "kpi-series", "kpi-agents", "kpi-backlog", "kpi-targets"}
+# The reports' figures and targets: managers and admins.
+MANAGERS = {"kpi-summary", "kpi-series", "kpi-agents", "kpi-backlog", "kpi-targets", "kpi-target"}
 
 
 def _api_routes(resolver=None, prefix=""):
@@ -62,9 +74,27 @@ def test_every_api_route_is_in_the_matrix():
 )
 def test_kpis_are_for_managers_and_admins(world, api, persona, expected):
     client = api(persona)
+    target = KpiTarget.objects.create(metric=Metric.INBOUND, value=100)
     for name, route, _ in _api_routes():
         if _resource(name) in MANAGERS:
-            assert client.get(_url(route, 0)).status_code == expected, name
+            assert client.get(_url(route, target.pk)).status_code == expected, name
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_kpi_targets_are_changed_by_managers_and_admins_only(world, api, persona):
+    client = api(persona)
+    expected = {"admin": None, "manager": None, "anonymous": 401}.get(persona, 403)
+    for name, route, callback in _api_routes():
+        if _resource(name) != "kpi-target":
+            continue
+        target = KpiTarget.objects.create(metric=Metric.INBOUND, value=100)
+        for method in sorted(set(callback.actions) - {"get"}):
+            response = getattr(client, method)(_url(route, target.pk), {}, format="json")
+            if expected is None:
+                assert response.status_code < 500, (name, method, response.status_code)
+                assert response.status_code not in (401, 403), (name, method)
+            else:
+                assert response.status_code == expected, (name, method, response.status_code)
 
 
 def _objects(world):
@@ -72,6 +102,7 @@ def _objects(world):
     letter = DeadLetter.objects.create(channel=world.channel_a, source="poll", raw="{}", error="x")
     endpoint = WebhookEndpointFactory()
     call = WebhookCall.objects.create(endpoint=endpoint, key="k1", event="test")
+    path = EscalationLevelFactory(user=world.manager).path
     return {
         "channel": world.channel_a.pk,
         "dead-letter": letter.pk,
@@ -82,6 +113,10 @@ def _objects(world):
         "sla-policy": SlaPolicyFactory().pk,
         "webhook-endpoint": endpoint.pk,
         "webhook-call": call.pk,
+        "business-hours": BusinessCalendarFactory().pk,
+        "department": DepartmentFactory(team=world.team_a).pk,
+        "escalation-path": path.pk,
+        "capacity": TeamMembership.objects.get(user=world.agent_a).pk,
     }
 
 
