@@ -17,6 +17,12 @@ from kpis import api as kpis_api
 
 router = SimpleRouter(trailing_slash=True)
 router.register("contacts", contacts_api.ContactViewSet, basename="contact")
+router.register("contact-imports", contacts_api.ContactImportViewSet, basename="contact-import")
+router.register("contact-merges", contacts_api.ContactMergeViewSet, basename="merge")
+router.register("identities", contacts_api.IdentityViewSet, basename="identity")
+router.register(
+    "merge-suggestions", contacts_api.MergeSuggestionViewSet, basename="merge-suggestion"
+)
 router.register("conversations", conversations_api.ConversationViewSet, basename="conversation")
 router.register("messages", conversations_api.MessageViewSet, basename="message")
 router.register("tags", conversations_api.TagViewSet, basename="tag")

@@ -7,11 +7,12 @@ import json
 
 import pytest
 import responses
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from channels_ingest.pipeline import ingest
-from contacts.models import SocialIdentity
+from contacts.models import Contact, SocialIdentity
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
 from conversations.webhook_calls import webhook_call_deliver
 from tests.factories import ContactFactory, WebhookEndpointFactory, post
@@ -209,3 +210,31 @@ def test_announcing_contacts_keeps_the_batch_at_a_fixed_number_of_queries(
     else:
         # SQLite caps bound parameters per statement, so bulk inserts go in a few chunks.
         assert len(large.captured_queries) <= len(small.captured_queries) + 12
+
+
+def test_contacts_made_by_an_import_are_announced_but_updated_ones_are_not(
+    world, api, contacts_subscribed, django_capture_on_commit_callbacks
+):
+    existing = ContactFactory(source="manual", name="Old Name", email="old@example.com")
+    upload = SimpleUploadedFile(
+        "people.csv",
+        b"name,email\nDana Reyes,dana@example.com\nOld Name Changed,old@example.com\n",
+        "text/csv",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api("manager").post(
+            "/api/v1/contact-imports/", {"file": upload}, format="multipart"
+        )
+    assert response.status_code == 201, response.json()
+    dana = Contact.objects.get(email="dana@example.com")
+    calls = _created_calls(contacts_subscribed)
+    assert calls == {
+        dana.pk: {
+            "id": dana.pk,
+            "name": "Dana Reyes",
+            "email": "dana@example.com",
+            "external_crm_id": "",
+            "external_crm_url": "",
+        }
+    }
+    assert existing.pk not in calls
