@@ -39,6 +39,13 @@ router.register("users", governance_api.UserViewSet, basename="user")
 router.register("approvals", governance_api.ApprovalViewSet, basename="approval")
 router.register("audit-log", governance_api.AuditEntryViewSet, basename="audit-entry")
 router.register("tokens", governance_api.ApiTokenViewSet, basename="api-token")
+router.register(
+    "publishing-policies", governance_api.PublishingPolicyViewSet, basename="publishing-policy"
+)
+router.register(
+    "retention-policies", governance_api.RetentionPolicyViewSet, basename="retention-policy"
+)
+router.register("retention-runs", governance_api.RetentionRunViewSet, basename="retention-run")
 
 
 def _open(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:

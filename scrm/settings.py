@@ -361,7 +361,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"DirectionEnum": "conversations.models.Direction"},
+    "ENUM_NAME_OVERRIDES": {
+        "DirectionEnum": "conversations.models.Direction",
+        "PolicyActionEnum": "governance.models.PolicyAction",
+        "RetentionActionEnum": "governance.models.RetentionAction",
+    },
 }
 
 # --- Email ------------------------------------------------------------------------------

@@ -5,13 +5,21 @@ import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from channels_ingest.models import DeadLetter
 from contacts.models import MergeSuggestion
 from contacts.services import contact_import_create, contact_merge, import_file_read
 from conversations.models import WebhookCall
 from governance.approvals import reply_submit
-from governance.models import AuditEntry, PolicyAction, PublishingPolicy
+from governance.models import (
+    AuditEntry,
+    PolicyAction,
+    PublishingPolicy,
+    RetentionAction,
+    RetentionPolicy,
+    RetentionRun,
+)
 from tests.factories import (
     ConversationFactory,
     IdentityFactory,
@@ -33,6 +41,9 @@ ADMIN_ONLY = {
     "sla-policy",
     "webhook-endpoint",
     "webhook-call",
+    "publishing-policy",
+    "retention-policy",
+    "retention-run",
 }
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
 SCOPED = {
@@ -103,6 +114,11 @@ def _objects(world):
         "sla-policy": SlaPolicyFactory().pk,
         "webhook-endpoint": endpoint.pk,
         "webhook-call": call.pk,
+        "publishing-policy": PublishingPolicy.objects.create(channel=world.channel_a).pk,
+        "retention-policy": RetentionPolicy.objects.create(channel=world.channel_a).pk,
+        "retention-run": RetentionRun.objects.create(
+            channel=world.channel_a, action=RetentionAction.ANONYMISE, cutoff=timezone.now()
+        ).pk,
     }
 
 
