@@ -55,6 +55,8 @@ from contacts.services import (
     merge_suggestion_dismiss,
 )
 from contacts.tasks import import_contacts
+from conversations.api import ConversationSerializer
+from conversations.selectors import conversations_visible_to
 from governance.audit import audit_record
 from governance.subject_rights import contact_data_export, contact_erase, erase_confirmation_errors
 from scrm.api import (
@@ -269,6 +271,31 @@ class ContactViewSet(
         except MergeRefused as error:
             raise Conflict(str(error)) from error
         return Response(ContactMergeSerializer(merge).data)
+
+    @extend_schema(
+        responses=ConversationSerializer(many=True),
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        filterset_class=None,
+        pagination_class=cursor_page("-last_message_at", "-pk"),
+    )
+    def conversations(self, request: Request, pk: str) -> Response:
+        """The contact's history: their conversations on the channels you see, newest first."""
+        contact = self.get_object()
+        history = (
+            conversations_visible_to(user=request_user(request))
+            .filter(contact_id=contact.pk)
+            .select_related("contact", "channel")
+            .prefetch_related("tags")
+        )
+        paginator = self.paginator
+        assert paginator is not None
+        page = paginator.paginate_queryset(history, request, view=self)
+        return paginator.get_paginated_response(ConversationSerializer(page, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("q", str, description="Only contacts matching this")],

@@ -358,3 +358,21 @@ def test_attribute_keys_are_as_long_as_on_the_contact_form(world, api):
         "/api/v1/contacts/", {"name": "Dana", "attributes": {"k" * 100: "x"}}, format="json"
     )
     assert made.status_code == 201
+
+
+def test_a_contacts_history_holds_the_conversations_on_channels_you_see(world, api):
+    contact = world.conversation_a.contact
+    on_b = ConversationFactory(channel=world.channel_b, contact=contact, subject="On B")
+    url = f"/api/v1/contacts/{contact.pk}/conversations/"
+
+    def history(persona: str) -> list[tuple[int, int]]:
+        rows = api(persona).get(url).json()["results"]
+        return [(row["id"], row["channel"]) for row in rows]
+
+    assert history("agent_a") == [(world.conversation_a.pk, world.channel_a.pk)]
+    assert history("agent_b") == [(on_b.pk, world.channel_b.pk)]
+    assert sorted(history("admin")) == sorted(
+        [(world.conversation_a.pk, world.channel_a.pk), (on_b.pk, world.channel_b.pk)]
+    )
+    other = world.conversation_b.contact_id
+    assert api("agent_a").get(f"/api/v1/contacts/{other}/conversations/").status_code == 404
