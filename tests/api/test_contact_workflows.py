@@ -4,6 +4,8 @@ the Contacts pages."""
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from contacts.models import (
     Contact,
@@ -13,6 +15,7 @@ from contacts.models import (
     MergeSuggestionStatus,
     SocialIdentity,
 )
+from contacts.services import contact_import_create, import_file_read
 from conversations.models import Conversation
 from governance.models import AuditEntry
 from tests.factories import ContactFactory, ConversationFactory, IdentityFactory, MessageFactory
@@ -376,3 +379,33 @@ def test_a_contacts_history_holds_the_conversations_on_channels_you_see(world, a
     )
     other = world.conversation_b.contact_id
     assert api("agent_a").get(f"/api/v1/contacts/{other}/conversations/").status_code == 404
+
+
+def _queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured.captured_queries)
+
+
+def test_the_lists_cost_the_same_queries_however_long(world, api):
+    client = api("agent_a")
+    manager = api("manager")
+    urls = ["/api/v1/merge-suggestions/", "/api/v1/contact-merges/", "/api/v1/identities/"]
+
+    def grow(n):
+        for _ in range(n):
+            a, b = IdentityFactory().contact, IdentityFactory().contact
+            for contact in (a, b):
+                ConversationFactory(channel=world.channel_a, contact=contact)
+            _suggest(a, b)
+            api("agent_a").post(f"/api/v1/contacts/{a.pk}/merge/", {"other": b.pk}, format="json")
+            contact_import_create(
+                file=import_file_read(raw=b"name\nDana\n"), file_name="a.csv", actor=world.manager
+            )
+
+    grow(1)
+    client.get("/api/v1/me/"), manager.get("/api/v1/me/")  # a token's first use is recorded
+    few = [_queries(client, url) for url in urls] + [_queries(manager, "/api/v1/contact-imports/")]
+    grow(15)
+    many = [_queries(client, url) for url in urls] + [_queries(manager, "/api/v1/contact-imports/")]
+    assert many == few

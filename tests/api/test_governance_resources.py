@@ -5,6 +5,8 @@ and audit entries as the Publishing policies and Retention pages and the Django 
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations.models import Message
@@ -16,7 +18,7 @@ from governance.models import (
     RetentionRun,
 )
 from governance.retention import REMOVED
-from tests.factories import MessageFactory, UserFactory
+from tests.factories import ChannelFactory, MessageFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -436,3 +438,28 @@ def test_only_admins_change_channel_access(world, api, persona):
     assert response.status_code == NOT_ADMINS[persona]
     rows = ChannelAccess.objects.filter(channel=world.channel_a)
     assert [r.team_id for r in rows] == [world.team_a.pk]
+
+
+def test_the_policy_lists_cost_the_same_queries_however_long(world, api):
+    client = api("admin")
+    client.get("/api/v1/me/")  # a token's first use is recorded
+
+    def queries() -> list[int]:
+        counts = []
+        for url in ("/api/v1/publishing-policies/", "/api/v1/retention-policies/"):
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(url).status_code == 200
+            counts.append(len(captured.captured_queries))
+        return counts
+
+    def add(n):
+        for _ in range(n):
+            channel = ChannelFactory()
+            policy = PublishingPolicy.objects.create(channel=channel)
+            policy.approvers.set([world.manager, world.admin])
+            RetentionPolicy.objects.create(channel=channel)
+
+    add(1)
+    few = queries()
+    add(12)
+    assert queries() == few
