@@ -1,5 +1,6 @@
-"""API resources of channels (admins): channel accounts, whose secrets are write-only, dead
-letters with retry and discard, and the inbound API channel's endpoint."""
+"""API resources of channels (admins): channel accounts, whose secrets are write-only and
+whose teams' access is set with them, dead letters with retry and discard, and the inbound API
+channel's endpoint."""
 
 import json
 from typing import Any
@@ -29,6 +30,7 @@ from channels_ingest.services import (
 )
 from channels_ingest.webhooks import webhook_receive
 from governance.models import ChannelAccess
+from governance.services import channel_access_set
 from scrm.api import Conflict, IsAdmin, cursor_page, json_without_nul, request_user
 
 
@@ -36,6 +38,7 @@ class ChannelAccessSerializer(serializers.ModelSerializer[ChannelAccess]):
     class Meta:
         model = ChannelAccess
         fields = ["team", "can_reply"]
+        extra_kwargs = {"can_reply": {"help_text": "Whether the team may reply, or only see"}}
 
 
 class ChannelSerializer(serializers.ModelSerializer[ChannelAccount]):
@@ -48,7 +51,12 @@ class ChannelSerializer(serializers.ModelSerializer[ChannelAccount]):
     credentials_set = serializers.SerializerMethodField(
         help_text="Each secret's state (set, and how it ends), never the secret"
     )
-    access = ChannelAccessSerializer(many=True, read_only=True)
+    access = ChannelAccessSerializer(
+        many=True,
+        required=False,
+        help_text="The teams that see the channel (admins see every channel); sent, it "
+        "replaces the whole list",
+    )
 
     class Meta:
         model = ChannelAccount
@@ -105,6 +113,12 @@ class ChannelSerializer(serializers.ModelSerializer[ChannelAccount]):
             raise serializers.ValidationError(
                 {"credentials": [f"Not a secret of this platform: {', '.join(sorted(unknown))}."]}
             )
+        teams = [row["team"] for row in attrs.get("access", [])]
+        repeated = sorted({team.name for team in teams if teams.count(team) > 1})
+        if repeated:
+            raise serializers.ValidationError(
+                {"access": [f"Name each team once: {', '.join(repeated)} more than once."]}
+            )
         return attrs
 
 
@@ -123,14 +137,21 @@ class ChannelViewSet(
     queryset = ChannelAccount.objects.prefetch_related("access")
     http_method_names = ["get", "post", "patch"]
 
+    @transaction.atomic
     def _save(self, serializer: Any, channel: ChannelAccount) -> None:
         data = dict(serializer.validated_data)
         credentials = data.pop("credentials", {})
+        access = data.pop("access", None)
         for name, value in data.items():
             setattr(channel, name, value)
-        serializer.instance = channel_save(
-            channel=channel, credentials=credentials, actor=request_user(self.request)
-        )
+        actor = request_user(self.request)
+        serializer.instance = channel_save(channel=channel, credentials=credentials, actor=actor)
+        if access is not None:
+            channel_access_set(
+                channel=channel,
+                access={row["team"]: row.get("can_reply", True) for row in access},
+                actor=actor,
+            )
 
     def perform_create(self, serializer: Any) -> None:
         self._save(serializer, ChannelAccount())

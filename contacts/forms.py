@@ -6,10 +6,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from contacts.models import Contact
 from contacts.selectors import contact_crm_id_taken
-from contacts.services import ContactData, ImportFile, ImportFileError, import_file_read
-
-# Large enough for a few hundred thousand contacts, small enough to hold in one request.
-IMPORT_MAX_BYTES = 50 * 1024 * 1024
+from contacts.services import ContactData, ImportFile, ImportFileError, import_upload_read
 
 
 def _attribute_text(value: Any) -> str:
@@ -133,12 +130,8 @@ class ContactImportForm(forms.Form):
 
     def clean_file(self) -> UploadedFile:
         upload: UploadedFile = self.cleaned_data["file"]
-        if upload.size is not None and upload.size > IMPORT_MAX_BYTES:
-            raise forms.ValidationError(
-                f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB: split it."
-            )
         try:
-            self.import_file = import_file_read(raw=upload.read())
+            self.import_file = import_upload_read(upload=upload)
         except ImportFileError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return upload

@@ -217,3 +217,19 @@ def merged_contact_destination(*, user: AnyUser, contact_id: int) -> Contact | N
         or conversations_visible_to(user=user).filter(pk__in=moved).exists()
     )
     return contacts_visible_to(user=user).filter(pk=target).first() if was_visible else None
+
+
+def identities_visible_to(*, user: AnyUser) -> QuerySet[SocialIdentity]:
+    """Identities of the contacts the user may see."""
+    return SocialIdentity.objects.filter(contact__in=contacts_visible_to(user=user).values("pk"))
+
+
+def contact_merges_visible_to(*, user: AnyUser) -> QuerySet[ContactMerge]:
+    """Merges into contacts the user may see: those whose page lists them and can undo them."""
+    return ContactMerge.objects.filter(kept__in=contacts_visible_to(user=user).values("pk"))
+
+
+def merge_suggestions_visible_to(*, user: AnyUser) -> QuerySet[MergeSuggestion]:
+    """Suggestions about two contacts the user may both see."""
+    visible = contacts_visible_to(user=user).values("pk")
+    return MergeSuggestion.objects.filter(contact__in=visible, other__in=visible)

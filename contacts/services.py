@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 from django.db.models import CharField, Count, Q
@@ -169,7 +170,9 @@ def _create_identities(
     ]
     if orphans:
         Contact.objects.filter(pk__in=orphans).delete()
-    return created, {c.pk for c in contacts_to_create if c.pk not in orphans}
+    kept = [c for c in contacts_to_create if c.pk not in orphans]
+    contacts_created_publish(contacts=kept)
+    return created, {c.pk for c in kept}
 
 
 def _pk(contact: Contact | int) -> int:
@@ -302,6 +305,23 @@ def _publish(event: str, key: str, contacts: dict[str, Contact]) -> None:
         webhook_event_publish(event=event, items=[(key, data)])
 
 
+def contacts_created_publish(*, contacts: Sequence[Contact]) -> int:
+    """``contact.created`` for contacts made in bulk (ingestion, imports): a fixed number of
+    queries whatever their number, and none while nobody subscribes."""
+    from conversations.webhook_events import (
+        contact_payload,
+        webhook_event_publish,
+        webhook_subscribed,
+    )
+
+    if not contacts or not webhook_subscribed("contact.created"):
+        return 0
+    return webhook_event_publish(
+        event="contact.created",
+        items=[(str(c.pk), {"contact": contact_payload(c)}) for c in contacts],
+    )
+
+
 def contact_create(*, data: ContactData, actor: User) -> Contact:
     """A contact added by hand. It came through no channel, so every team may see it."""
     now = timezone.now()
@@ -314,7 +334,7 @@ def contact_create(*, data: ContactData, actor: User) -> Contact:
     )
     contact.save()
     merge_suggestions_by_name_and_company(contacts=[contact])
-    _publish("contact.created", str(contact.pk), {"contact": contact})
+    contacts_created_publish(contacts=[contact])
     return contact
 
 
@@ -331,6 +351,8 @@ def contact_update(*, contact: Contact, data: ContactData, actor: User) -> Conta
 # --- CSV import --------------------------------------------------------------------------
 
 IMPORT_BATCH_SIZE = 500
+# Large enough for a few hundred thousand contacts, small enough to hold in one request.
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
 # A running import whose worker went quiet this long may be taken over by a redelivery.
 IMPORT_STALE_AFTER = timedelta(minutes=10)
 
@@ -412,6 +434,15 @@ def import_file_read(*, raw: bytes) -> ImportFile:
         ignored_columns=[h for h in header if h and h not in CSV_COLUMNS],
         total_rows=total,
     )
+
+
+def import_upload_read(*, upload: UploadedFile) -> ImportFile:
+    """``import_file_read`` of an uploaded file, refusing one too large to hold."""
+    if upload.size is not None and upload.size > IMPORT_MAX_BYTES:
+        raise ImportFileError(
+            f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB: split it."
+        )
+    return import_file_read(raw=upload.read())
 
 
 def contact_import_create(*, file: ImportFile, file_name: str, actor: User) -> ContactImport:
@@ -654,6 +685,7 @@ def _batch_import(
     Contact.objects.bulk_create(new)
     Contact.objects.bulk_update(changed, [*_SNAPSHOT_FIELDS, "updated_at"])
     merge_suggestions_by_name_and_company(contacts=[*new, *changed])
+    contacts_created_publish(contacts=new)
     return outcome
 
 

@@ -1,5 +1,6 @@
 """API resources of governance: the caller, tokens, teams and users (admins), approvals
-(managers and named approvers) and the audit log (admins, read-only)."""
+(managers and named approvers), the audit log (admins, read-only), and for admins the
+publishing policies with their test box, and retention: its policies and runs."""
 
 from typing import Any
 
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from channels_ingest.models import ChannelAccount
 from governance.api_tokens import (
     api_token_create,
     api_token_revocable_by,
@@ -36,11 +38,32 @@ from governance.models import (
     ApiToken,
     AuditEntry,
     OutboundApproval,
+    PublishingPolicy,
+    RetentionAction,
+    RetentionPolicy,
+    RetentionRun,
     Role,
     Team,
     TeamMembership,
 )
+from governance.policy import (
+    banned_pattern_problems,
+    policy_delete,
+    policy_for,
+    policy_save,
+    quiet_hour_clean,
+    quiet_hours_problem,
+    terms_clean,
+)
+from governance.policy_forms import MAX_EXPIRY_HOURS
+from governance.retention import (
+    RetentionPolicyError,
+    retention_apply,
+    retention_policy_remove,
+    retention_policy_save,
+)
 from governance.roles import role_of
+from governance.services import Verdict, outbound_check
 from scrm.api import Conflict, IsAdmin, cursor_page, request_user
 
 # --- The caller ---------------------------------------------------------------------------
@@ -461,3 +484,358 @@ class AuditEntryViewSet(
     filterset_class = AuditEntryFilter
     pagination_class = cursor_page("-id")
     queryset = AuditEntry.objects.all()
+
+
+# --- Publishing policies (admins) ---------------------------------------------------------
+
+
+class _Approvers(serializers.ManyRelatedField):
+    """The named approvers; the built-in default policy, never saved, names nobody."""
+
+    def get_attribute(self, instance: PublishingPolicy) -> Any:
+        return [] if instance.pk is None else super().get_attribute(instance)
+
+
+def _active_users() -> QuerySet[User]:
+    return User.objects.filter(is_active=True)
+
+
+class PublishingPolicySerializer(serializers.ModelSerializer[PublishingPolicy]):
+    id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Null for the built-in default, never saved"
+    )
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    channel = serializers.PrimaryKeyRelatedField(
+        queryset=ChannelAccount.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The channel it governs, given when it is made; null for the default policy",
+    )
+    approvers = _Approvers(
+        child_relation=serializers.PrimaryKeyRelatedField(queryset=_active_users()),
+        required=False,
+        help_text="Only these users approve; none for the admins and the managers of the "
+        "teams that reply on the channel",
+    )
+    approval_expiry_hours = serializers.IntegerField(
+        min_value=1, max_value=MAX_EXPIRY_HOURS, required=False
+    )
+    banned_terms = serializers.ListField(
+        child=serializers.CharField(max_length=200, allow_blank=True),
+        required=False,
+        help_text="Whole words or phrases, in any case",
+    )
+    banned_patterns = serializers.ListField(
+        child=serializers.CharField(max_length=500, allow_blank=True),
+        required=False,
+        help_text="Regular expressions, matched in any case",
+    )
+    quiet_hours_start = serializers.CharField(
+        max_length=5, allow_blank=True, required=False, help_text="Local time HH:MM, or empty"
+    )
+    quiet_hours_end = serializers.CharField(
+        max_length=5,
+        allow_blank=True,
+        required=False,
+        help_text="Local time HH:MM, or empty; an end before the start runs past midnight",
+    )
+
+    class Meta:
+        model = PublishingPolicy
+        fields = [
+            "id",
+            "channel",
+            "approval",
+            "approvers",
+            "second_level",
+            "approval_expiry_hours",
+            "banned_terms",
+            "banned_patterns",
+            "banned_action",
+            "pii_action",
+            "links_action",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "quiet_hours_action",
+            "updated_at",
+        ]
+
+    def validate_banned_terms(self, value: list[str]) -> list[str]:
+        return terms_clean(value)
+
+    def validate_banned_patterns(self, value: list[str]) -> list[str]:
+        patterns = [p.strip() for p in value if p.strip()]
+        problems = banned_pattern_problems(patterns)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return patterns
+
+    def _time(self, value: str) -> str:
+        try:
+            return quiet_hour_clean(value)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from error
+
+    def validate_quiet_hours_start(self, value: str) -> str:
+        return self._time(value)
+
+    def validate_quiet_hours_end(self, value: str) -> str:
+        return self._time(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        policy = self.instance
+        if policy is None:
+            channel = attrs.get("channel")
+            if channel is None:
+                raise serializers.ValidationError(
+                    {
+                        "channel": [
+                            "Choose a channel; the default policy is publishing-policies/default/."
+                        ]
+                    }
+                )
+            if PublishingPolicy.objects.filter(channel=channel).exists():
+                raise serializers.ValidationError(
+                    {"channel": [f"{channel} has a policy of its own already: change that one."]}
+                )
+        elif "channel" in attrs and getattr(attrs["channel"], "pk", None) != policy.channel_id:
+            raise serializers.ValidationError({"channel": ["A policy's channel is fixed."]})
+
+        def value(name: str) -> str:
+            return str(attrs.get(name, getattr(policy, name) if policy else ""))
+
+        problem = quiet_hours_problem(value("quiet_hours_start"), value("quiet_hours_end"))
+        if problem is not None:
+            raise serializers.ValidationError({problem[0]: [problem[1]]})
+        return attrs
+
+
+class PolicyTestRequestSerializer(serializers.Serializer[Any]):
+    channel = serializers.PrimaryKeyRelatedField(queryset=ChannelAccount.objects.all())
+    sender = serializers.PrimaryKeyRelatedField(
+        queryset=_active_users(),
+        allow_null=True,
+        required=False,
+        default=None,
+        help_text="The user who would send it; null (the default) for an automatic message",
+    )
+    text = serializers.CharField(trim_whitespace=False, max_length=100000)
+
+
+class PolicyTestResultSerializer(serializers.Serializer[Any]):
+    verdict = serializers.ChoiceField(choices=[(v.value, v.value) for v in Verdict])
+    reasons = serializers.ListField(child=serializers.CharField())
+    policy = serializers.IntegerField(
+        allow_null=True, help_text="The policy that applies; null for the built-in default"
+    )
+
+
+class PublishingPolicyViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet[PublishingPolicy],
+):
+    """What may be sent on each channel (admins), as on the Publishing policies page: the
+    default policy, each channel's own, and a test of a text against them. Every change is
+    audited; deleting a channel's policy makes it follow the default again."""
+
+    permission_classes = [IsAdmin]
+    serializer_class = PublishingPolicySerializer
+    pagination_class = cursor_page("pk")
+    queryset = PublishingPolicy.objects.select_related("channel").prefetch_related("approvers")
+    http_method_names = ["get", "post", "patch", "delete"]
+    lookup_value_regex = r"\d+"
+
+    def _save(self, serializer: Any, policy: PublishingPolicy) -> None:
+        data = dict(serializer.validated_data)
+        approvers: Any = data.pop("approvers", None)
+        if policy.pk is None:
+            policy.channel = data.get("channel")
+        data.pop("channel", None)
+        for name, value in data.items():
+            setattr(policy, name, value)
+        if approvers is None:
+            approvers = list(policy.approvers.all()) if policy.pk else []
+        serializer.instance = policy_save(
+            policy=policy,
+            approvers=approvers,
+            actor=request_user(self.request),
+            request=self.request,
+        )
+
+    def perform_create(self, serializer: Any) -> None:
+        self._save(serializer, PublishingPolicy())
+
+    def perform_update(self, serializer: Any) -> None:
+        self._save(serializer, serializer.instance)
+
+    def perform_destroy(self, instance: PublishingPolicy) -> None:
+        policy_delete(policy=instance, actor=request_user(self.request), request=self.request)
+
+    @extend_schema(methods=["GET"], responses=PublishingPolicySerializer)
+    @extend_schema(
+        methods=["PATCH"], request=PublishingPolicySerializer, responses=PublishingPolicySerializer
+    )
+    @action(detail=False, methods=["get", "patch"], url_path="default", pagination_class=None)
+    def default(self, request: Request) -> Response:
+        """The policy of channels without their own. Until it is first saved, the built-in
+        one applies (``id`` null): everything may be sent but personal data."""
+        policy = PublishingPolicy.objects.filter(channel__isnull=True).first() or PublishingPolicy()
+        if request.method == "GET":
+            return Response(PublishingPolicySerializer(policy).data)
+        serializer = PublishingPolicySerializer(policy, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        self._save(serializer, policy)
+        return Response(PublishingPolicySerializer(serializer.instance).data)
+
+    @extend_schema(request=PolicyTestRequestSerializer, responses=PolicyTestResultSerializer)
+    @action(detail=False, methods=["post"], url_path="test", url_name="test")
+    def check_text(self, request: Request) -> Response:
+        """Run a text through the gate every outbound message passes, as the sender would
+        send it on the channel now. Nothing is sent or recorded."""
+        data = PolicyTestRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        channel = data.validated_data["channel"]
+        policy = policy_for(channel)
+        decision = outbound_check(
+            user=data.validated_data["sender"],
+            channel=channel,
+            text=data.validated_data["text"],
+            policy=policy,
+        )
+        return Response(
+            PolicyTestResultSerializer(
+                {"verdict": decision.verdict, "reasons": decision.reasons, "policy": policy.pk}
+            ).data
+        )
+
+
+# --- Retention (admins) -------------------------------------------------------------------
+
+
+class RetentionPolicySerializer(serializers.ModelSerializer[RetentionPolicy]):
+    channel = serializers.PrimaryKeyRelatedField(
+        queryset=ChannelAccount.objects.all(),
+        allow_null=True,
+        help_text="The channel it applies to, given when it is made; null for the default",
+    )
+    keep_days = serializers.IntegerField(min_value=1, max_value=36500)
+    action = serializers.ChoiceField(
+        choices=RetentionAction.choices, help_text="What happens to older message contents"
+    )
+
+    class Meta:
+        model = RetentionPolicy
+        fields = ["id", "channel", "keep_days", "action", "is_active", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        policy = self.instance
+        if policy is None:
+            channel = attrs.get("channel")
+            if RetentionPolicy.objects.filter(channel=channel).exists():
+                whose = f"{channel} has its own retention" if channel else "The default exists"
+                raise serializers.ValidationError(
+                    {"channel": [f"{whose} already: change that one."]}
+                )
+        elif "channel" in attrs and getattr(attrs["channel"], "pk", None) != policy.channel_id:
+            raise serializers.ValidationError({"channel": ["A policy's channel is fixed."]})
+        return attrs
+
+
+class RetentionRunSerializer(serializers.ModelSerializer[RetentionRun]):
+    class Meta:
+        model = RetentionRun
+        fields = [
+            "id",
+            "channel",
+            "action",
+            "cutoff",
+            "messages",
+            "payloads",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "channel": {"help_text": "Null for payloads of deleted channels"},
+            "messages": {"help_text": "Messages anonymised or deleted"},
+            "payloads": {"help_text": "Other texts and raw payloads removed"},
+        }
+
+
+class RetentionPolicyViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet[RetentionPolicy],
+):
+    """How long message contents are kept (admins), as on the Retention page: the default
+    (``channel`` null) and each channel's own. A channel without its own follows the default;
+    without either, everything is kept. Deleting a channel's own policy makes it follow the
+    default again. Every change is audited."""
+
+    permission_classes = [IsAdmin]
+    serializer_class = RetentionPolicySerializer
+    pagination_class = cursor_page("pk")
+    queryset = RetentionPolicy.objects.all()
+    http_method_names = ["get", "post", "patch", "delete"]
+
+    def _save(self, serializer: Any, channel: ChannelAccount | None) -> None:
+        current = serializer.instance
+        data = serializer.validated_data
+
+        def value(name: str, default: Any) -> Any:
+            return data.get(name, getattr(current, name) if current else default)
+
+        try:
+            serializer.instance = retention_policy_save(
+                channel=channel,
+                keep_days=value("keep_days", 365),
+                action=value("action", RetentionAction.ANONYMISE),
+                is_active=value("is_active", True),
+                actor=request_user(self.request),
+                request=self.request,
+            )
+        except RetentionPolicyError as error:
+            raise serializers.ValidationError({"keep_days": [str(error)]}) from error
+
+    def perform_create(self, serializer: Any) -> None:
+        self._save(serializer, serializer.validated_data.get("channel"))
+
+    def perform_update(self, serializer: Any) -> None:
+        self._save(serializer, serializer.instance.channel)
+
+    @extend_schema(responses={204: OpenApiResponse(description="The default applies again")})
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        policy = self.get_object()
+        if policy.channel is None:
+            raise Conflict("The default stays: switch it off (is_active false) to keep everything.")
+        retention_policy_remove(
+            channel=policy.channel, actor=request_user(request), request=request
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RetentionRunViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[RetentionRun]
+):
+    """What each retention run did per channel, newest first (admins)."""
+
+    permission_classes = [IsAdmin]
+    serializer_class = RetentionRunSerializer
+    pagination_class = cursor_page("-started_at", "-pk")
+    queryset = RetentionRun.objects.all()
+
+    @extend_schema(request=None, responses={200: RetentionRunSerializer(many=True)})
+    @action(detail=False, methods=["post"], pagination_class=None)
+    def run(self, request: Request) -> Response:
+        """Apply every channel's retention now, as the nightly task does; answers with this
+        run's rows, one per channel it applied to."""
+        runs = retention_apply(actor=request_user(request), request=request)
+        return Response(RetentionRunSerializer(runs, many=True).data)

@@ -85,6 +85,18 @@ def audit_context(request: HttpRequest) -> Iterator[None]:
         _ambient.reset(token)
 
 
+@contextmanager
+def audit_acting_as(user: AnyUser | None) -> Iterator[None]:
+    """Changes that model signals record inside are ``user``'s, from the address of the
+    request being served: for services that write rows audited by their signals."""
+    ambient = _ambient.get()
+    token = _ambient.set(_Ambient(ip=ambient.ip if ambient is not None else None, actor=user))
+    try:
+        yield
+    finally:
+        _ambient.reset(token)
+
+
 def audit_actor_set(user: AnyUser) -> None:
     """Name the actor of the request being served once it is known later than the middleware
     (an API token is read by the API view, not by the session middleware)."""

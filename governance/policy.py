@@ -130,6 +130,16 @@ def pattern_error(pattern: str) -> str | None:
     return None
 
 
+def banned_pattern_problems(patterns: Iterable[str]) -> list[str]:
+    """Why each pattern that cannot be used is refused, numbered in the order given."""
+    problems = []
+    for number, pattern in enumerate(patterns, start=1):
+        error = pattern_error(pattern)
+        if error is not None:
+            problems.append(f"Line {number}, “{pattern}”, is not a valid pattern: {error}.")
+    return problems
+
+
 @lru_cache(maxsize=512)
 def _compiled(pattern: str) -> re.Pattern[str] | None:
     try:
@@ -276,6 +286,27 @@ def hhmm_parse(value: str) -> time | None:
     """A local time of day written "HH:MM" (24-hour), or None if it is not one."""
     match = _HHMM.match(value.strip())
     return time(int(match.group(1)), int(match.group(2))) if match else None
+
+
+def quiet_hour_clean(value: str) -> str:
+    """A quiet-hours time as stored: "HH:MM" ("7:00" is "07:00"), or "" for none. Raises
+    ValueError with the message for the person who wrote it."""
+    value = (value or "").strip()
+    if value and re.fullmatch(r"\d:\d\d", value):
+        value = "0" + value
+    if value and hhmm_parse(value) is None:
+        raise ValueError("Write a time of day as HH:MM, such as 22:00.")
+    return value
+
+
+def quiet_hours_problem(start: str, end: str) -> tuple[str, str] | None:
+    """The field to blame and why, when quiet hours are half set or begin when they end."""
+    if bool(start) != bool(end):
+        field = "quiet_hours_end" if start else "quiet_hours_start"
+        return field, "Give both the start and the end of quiet hours, or neither."
+    if start and start == end:
+        return "quiet_hours_end", "Quiet hours need an end different from start."
+    return None
 
 
 def in_quiet_hours(start: str, end: str, at: datetime) -> bool:

@@ -1,6 +1,5 @@
 """Forms of the publishing policy pages: a policy, and the "test a message" box."""
 
-import re
 from typing import Any, cast
 
 from django import forms
@@ -9,7 +8,12 @@ from django.db.models import QuerySet
 
 from channels_ingest.models import ChannelAccount
 from governance.models import PublishingPolicy
-from governance.policy import hhmm_parse, pattern_error, terms_clean
+from governance.policy import (
+    banned_pattern_problems,
+    quiet_hour_clean,
+    quiet_hours_problem,
+    terms_clean,
+)
 
 MAX_EXPIRY_HOURS = 24 * 30
 
@@ -118,22 +122,16 @@ class PolicyForm(forms.ModelForm[PublishingPolicy]):
 
     def clean_banned_patterns(self) -> list[str]:
         patterns = _lines(self.cleaned_data.get("banned_patterns") or "")
-        problems = []
-        for number, pattern in enumerate(patterns, start=1):
-            error = pattern_error(pattern)
-            if error is not None:
-                problems.append(f"Line {number}, “{pattern}”, is not a valid pattern: {error}.")
+        problems = banned_pattern_problems(patterns)
         if problems:
             raise forms.ValidationError(problems)
         return patterns
 
     def _clean_time(self, name: str) -> str:
-        value = (self.cleaned_data.get(name) or "").strip()
-        if value and re.fullmatch(r"\d:\d\d", value):
-            value = "0" + value  # 7:00 is 07:00
-        if value and hhmm_parse(value) is None:
-            raise forms.ValidationError("Write a time of day as HH:MM, such as 22:00.")
-        return value
+        try:
+            return quiet_hour_clean(self.cleaned_data.get(name) or "")
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
     def clean_quiet_hours_start(self) -> str:
         return self._clean_time("quiet_hours_start")
@@ -145,13 +143,9 @@ class PolicyForm(forms.ModelForm[PublishingPolicy]):
         cleaned = super().clean() or {}
         start, end = cleaned.get("quiet_hours_start"), cleaned.get("quiet_hours_end")
         if "quiet_hours_start" in cleaned and "quiet_hours_end" in cleaned:
-            if bool(start) != bool(end):
-                self.add_error(
-                    "quiet_hours_end" if start else "quiet_hours_start",
-                    "Give both the start and the end of quiet hours, or neither.",
-                )
-            elif start and start == end:
-                self.add_error("quiet_hours_end", "Quiet hours need an end different from start.")
+            problem = quiet_hours_problem(start or "", end or "")
+            if problem is not None:
+                self.add_error(*problem)
         return cleaned
 
 

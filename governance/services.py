@@ -5,17 +5,27 @@ acknowledgements and API calls alike. It answers allowed, needs approval or refu
 reasons in plain words.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from django.contrib.auth.models import Group, Permission, User
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH
-from governance.models import ApprovalRequirement, PolicyAction, PublishingPolicy, Role
+from governance.audit import audit_acting_as
+from governance.models import (
+    ApprovalRequirement,
+    ChannelAccess,
+    PolicyAction,
+    PublishingPolicy,
+    Role,
+    Team,
+)
 from governance.policy import approval_required, policy_approver_ids, policy_for, policy_hits
 from governance.roles import is_manager_or_admin
 from governance.selectors import replyable_channel_ids
@@ -142,3 +152,25 @@ def outbound_check(
     if held:
         return OutboundDecision(Verdict.NEEDS_APPROVAL, held)
     return OutboundDecision(Verdict.ALLOWED)
+
+
+@transaction.atomic
+def channel_access_set(
+    *, channel: ChannelAccount, access: Mapping[Team, bool], actor: User
+) -> list[ChannelAccess]:
+    """Let exactly these teams see the channel, each replying on it or not (``access`` maps a
+    team to its reply right). Rows are added, changed and removed one at a time, so the
+    signals record each change as in the Django admin (``governance.signals``)."""
+    wanted = {team.pk: can_reply for team, can_reply in access.items()}
+    with audit_acting_as(actor):
+        current = {row.team_id: row for row in ChannelAccess.objects.filter(channel=channel)}
+        for team_id, row in sorted(current.items()):
+            if team_id not in wanted:
+                row.delete()
+            elif row.can_reply != wanted[team_id]:
+                row.can_reply = wanted[team_id]
+                row.save(update_fields=["can_reply"])
+        for team_id, can_reply in sorted(wanted.items()):
+            if team_id not in current:
+                ChannelAccess.objects.create(channel=channel, team_id=team_id, can_reply=can_reply)
+    return list(ChannelAccess.objects.filter(channel=channel).order_by("team_id"))

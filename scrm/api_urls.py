@@ -18,6 +18,12 @@ from kpis import api as kpis_api
 
 router = SimpleRouter(trailing_slash=True)
 router.register("contacts", contacts_api.ContactViewSet, basename="contact")
+router.register("contact-imports", contacts_api.ContactImportViewSet, basename="contact-import")
+router.register("contact-merges", contacts_api.ContactMergeViewSet, basename="merge")
+router.register("identities", contacts_api.IdentityViewSet, basename="identity")
+router.register(
+    "merge-suggestions", contacts_api.MergeSuggestionViewSet, basename="merge-suggestion"
+)
 router.register("conversations", conversations_api.ConversationViewSet, basename="conversation")
 router.register("messages", conversations_api.MessageViewSet, basename="message")
 router.register("tags", conversations_api.TagViewSet, basename="tag")
@@ -43,6 +49,13 @@ router.register("approvals", governance_api.ApprovalViewSet, basename="approval"
 router.register("audit-log", governance_api.AuditEntryViewSet, basename="audit-entry")
 router.register("tokens", governance_api.ApiTokenViewSet, basename="api-token")
 router.register("kpi-targets", kpis_api.KpiTargetViewSet, basename="kpi-target")
+router.register(
+    "publishing-policies", governance_api.PublishingPolicyViewSet, basename="publishing-policy"
+)
+router.register(
+    "retention-policies", governance_api.RetentionPolicyViewSet, basename="retention-policy"
+)
+router.register("retention-runs", governance_api.RetentionRunViewSet, basename="retention-run")
 
 
 def _open(patterns: list[URLPattern | URLResolver]) -> list[URLPattern | URLResolver]:

@@ -364,6 +364,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DirectionEnum": "conversations.models.Direction",
         "RoutingRuleEventsEnum": "conversations.api.EVENT_CHOICES",
+        "PolicyActionEnum": "governance.models.PolicyAction",
+        "RetentionActionEnum": "governance.models.RetentionAction",
     },
 }
 

@@ -5,16 +5,29 @@ import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from channels_ingest.models import DeadLetter
+from contacts.models import MergeSuggestion
+from contacts.services import contact_import_create, contact_merge, import_file_read
 from conversations.models import WebhookCall
 from governance.approvals import reply_submit
-from governance.models import AuditEntry, PolicyAction, PublishingPolicy, TeamMembership
+from governance.models import (
+    AuditEntry,
+    PolicyAction,
+    PublishingPolicy,
+    RetentionAction,
+    RetentionPolicy,
+    RetentionRun,
+    TeamMembership,
+)
 from kpis.models import KpiTarget, Metric
 from tests.factories import (
     BusinessCalendarFactory,
+    ConversationFactory,
     DepartmentFactory,
     EscalationLevelFactory,
+    IdentityFactory,
     RoutingRuleFactory,
     SlaPolicyFactory,
     WebhookEndpointFactory,
@@ -37,12 +50,28 @@ ADMIN_ONLY = {
     "department",
     "escalation-path",
     "capacity",
+    "publishing-policy",
+    "retention-policy",
+    "retention-run",
 }
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
-SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me"}
+SCOPED = {
+    "contact",
+    "merge",
+    "identity",
+    "merge-suggestion",
+    "conversation",
+    "message",
+    "tag",
+    "api-token",
+    "me",
+}
 APPROVERS = {"approval"}
 # The reports' figures and targets: managers and admins.
 MANAGERS = {"kpi-summary", "kpi-series", "kpi-agents", "kpi-backlog", "kpi-targets", "kpi-target"}
+# Copying customer data in or out in bulk: managers and admins.
+BULK = {"contact-import"}
+MATRIX = ADMIN_ONLY | SCOPED | APPROVERS | MANAGERS | BULK
 
 
 def _api_routes(resolver=None, prefix=""):
@@ -58,14 +87,14 @@ def _api_routes(resolver=None, prefix=""):
 
 def _resource(name: str) -> str:
     """The basename a route was registered with (routes are "<basename>-<list|detail|...>")."""
-    known = sorted(ADMIN_ONLY | SCOPED | APPROVERS | MANAGERS, key=len, reverse=True)
+    known = sorted(MATRIX, key=len, reverse=True)
     return next((b for b in known if name == b or name.startswith(b + "-")), name)
 
 
 def test_every_api_route_is_in_the_matrix():
     names = {_resource(name) for name, _, _ in _api_routes()}
-    assert names - {"inbound"} <= ADMIN_ONLY | SCOPED | APPROVERS | MANAGERS, names
-    assert names >= ADMIN_ONLY | APPROVERS | MANAGERS
+    assert names - {"inbound"} <= MATRIX, names
+    assert names >= ADMIN_ONLY | APPROVERS | MANAGERS | BULK
 
 
 @pytest.mark.parametrize(
@@ -117,6 +146,11 @@ def _objects(world):
         "department": DepartmentFactory(team=world.team_a).pk,
         "escalation-path": path.pk,
         "capacity": TeamMembership.objects.get(user=world.agent_a).pk,
+        "publishing-policy": PublishingPolicy.objects.create(channel=world.channel_a).pk,
+        "retention-policy": RetentionPolicy.objects.create(channel=world.channel_a).pk,
+        "retention-run": RetentionRun.objects.create(
+            channel=world.channel_a, action=RetentionAction.ANONYMISE, cutoff=timezone.now()
+        ).pk,
     }
 
 
@@ -194,3 +228,58 @@ def test_the_author_of_a_held_reply_cannot_approve_it(world, api):
     held = reply_submit(conversation=world.conversation_a, author=world.manager, body="refund")
     response = api("manager").post(f"/api/v1/approvals/{held.approval.pk}/approve/", {})
     assert response.status_code == 404
+
+
+def _contact_objects(world):
+    """A merge, a suggestion, an identity and an import about channel A's customers."""
+    kept = world.conversation_a.contact
+    other = IdentityFactory().contact
+    ConversationFactory(channel=world.channel_a, contact=other)
+    low, high = sorted((kept.pk, other.pk))
+    suggestion = MergeSuggestion.objects.create(contact_id=low, other_id=high, reason="Same")
+    moved = IdentityFactory().contact
+    ConversationFactory(channel=world.channel_a, contact=moved)
+    merge = contact_merge(merged=moved, kept=kept, actor=world.admin)
+    job = contact_import_create(
+        file=import_file_read(raw=b"name\nDana\n"), file_name="a.csv", actor=world.manager
+    )
+    return {
+        "merge": merge.pk,
+        "merge-suggestion": suggestion.pk,
+        "identity": other.identities.get().pk,
+        "contact-import": job.pk,
+    }
+
+
+# persona -> what a detail route about channel A's customers answers (None: < 500, no refusal)
+CONTACT_DETAILS = {
+    "admin": None,
+    "manager": None,
+    "agent_a": None,
+    "agent_b": 404,
+    "anonymous": 401,
+}
+# The import is the manager's own: admins see everyone's, agents none.
+IMPORT_DETAILS = {"admin": None, "manager": None, "agent_a": 403, "agent_b": 403, "anonymous": 401}
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_contact_resources_answer_with_their_own_objects(world, api, persona):
+    client = api(persona)
+    objects = _contact_objects(world)
+    tried = []
+    for name, route, callback in _api_routes():
+        resource = _resource(name)
+        if resource not in objects or "<pk>" not in route:
+            continue
+        expected = (IMPORT_DETAILS if resource in BULK else CONTACT_DETAILS)[persona]
+        url = _url(route, objects[resource])
+        for method in sorted(m for m in getattr(callback, "actions", {}) if m != "head"):
+            response = getattr(client, method)(url, {}, format="json")
+            tried.append((name, method))
+            if expected is None:
+                assert response.status_code < 500, (name, method, response.status_code)
+                assert response.status_code not in (401, 403, 404), (name, method)
+            else:
+                assert response.status_code == expected, (name, method, response.status_code)
+    assert len(tried) == 7, tried

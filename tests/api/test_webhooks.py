@@ -7,10 +7,15 @@ import json
 
 import pytest
 import responses
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from channels_ingest.pipeline import ingest
+from contacts.models import Contact, SocialIdentity
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
 from conversations.webhook_calls import webhook_call_deliver
-from tests.factories import ContactFactory, WebhookEndpointFactory
+from tests.factories import ContactFactory, WebhookEndpointFactory, post
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +150,91 @@ def test_the_endpoint_secret_is_never_returned(world, api, subscribed):
 def test_contact_creation_by_the_pipeline_path_stays_quiet_without_subscribers(world):
     ContactFactory()
     assert not WebhookCall.objects.exists()
+
+
+# --- contact.created from ingestion and imports -------------------------------------------
+
+
+@pytest.fixture
+def contacts_subscribed(world):
+    return WebhookEndpointFactory(url=URL, events=["contact.created"])
+
+
+def _created_calls(endpoint) -> dict[int, dict]:
+    return {
+        call.payload["data"]["contact"]["id"]: call.payload["data"]["contact"]
+        for call in WebhookCall.objects.filter(endpoint=endpoint, event="contact.created")
+    }
+
+
+def test_contacts_made_by_ingestion_are_announced_once_each(world, contacts_subscribed):
+    known = ContactFactory(email="known@example.com")
+    ingest(
+        channel=world.channel_a,
+        posts=[
+            post("p1", author="new1"),
+            post("p2", author="new2"),
+            post("p3", author="new1"),
+            post("p4", author="known", email="known@example.com"),
+        ],
+    )
+    made = {SocialIdentity.objects.get(platform_user_id=u).contact_id: u for u in ("new1", "new2")}
+    calls = _created_calls(contacts_subscribed)
+    assert set(calls) == set(made) and known.pk not in calls
+    first = min(made)
+    assert calls[first]["name"] == f"Name {made[first]}" and calls[first]["email"] == ""
+    ingest(channel=world.channel_a, posts=[post("p5", author="new1"), post("p6", author="new2")])
+    assert WebhookCall.objects.filter(event="contact.created").count() == 2
+
+
+def test_announcing_contacts_keeps_the_batch_at_a_fixed_number_of_queries(
+    world, contacts_subscribed
+):
+    def batch(prefix: str, size: int) -> list:
+        return [post(f"{prefix}{n}", author=f"{prefix}-a{n}") for n in range(size)]
+
+    ingest(channel=world.channel_a, posts=batch("warm", 2))
+    with CaptureQueriesContext(connection) as small:
+        ingest(channel=world.channel_a, posts=batch("s", 3))
+    with CaptureQueriesContext(connection) as large:
+        ingest(channel=world.channel_a, posts=batch("l", 120))
+    assert WebhookCall.objects.filter(event="contact.created").count() == 2 + 3 + 120
+
+    def calls(captured) -> int:
+        return sum("webhookcall" in q["sql"] for q in captured.captured_queries)
+
+    assert calls(small) == 3  # the keys already stored, the insert, the new ids
+    if connection.vendor == "postgresql":
+        assert len(large.captured_queries) == len(small.captured_queries)
+        assert calls(large) == calls(small)
+    else:
+        # SQLite caps bound parameters per statement, so bulk inserts go in a few chunks.
+        assert len(large.captured_queries) <= len(small.captured_queries) + 12
+
+
+def test_contacts_made_by_an_import_are_announced_but_updated_ones_are_not(
+    world, api, contacts_subscribed, django_capture_on_commit_callbacks
+):
+    existing = ContactFactory(source="manual", name="Old Name", email="old@example.com")
+    upload = SimpleUploadedFile(
+        "people.csv",
+        b"name,email\nDana Reyes,dana@example.com\nOld Name Changed,old@example.com\n",
+        "text/csv",
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api("manager").post(
+            "/api/v1/contact-imports/", {"file": upload}, format="multipart"
+        )
+    assert response.status_code == 201, response.json()
+    dana = Contact.objects.get(email="dana@example.com")
+    calls = _created_calls(contacts_subscribed)
+    assert calls == {
+        dana.pk: {
+            "id": dana.pk,
+            "name": "Dana Reyes",
+            "email": "dana@example.com",
+            "external_crm_id": "",
+            "external_crm_url": "",
+        }
+    }
+    assert existing.pk not in calls
