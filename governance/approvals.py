@@ -135,16 +135,16 @@ def approval_request(
             reasons=list(reasons),
             levels_required=approval.levels_required,
         )
-        _publish("approval.requested", approval)
+        _publish("approval.requested", approval_id=approval.pk)
     return approval
 
 
-def _publish(event: str, approval: OutboundApproval) -> None:
+def _publish(event: str, *, approval_id: int) -> None:
     from conversations.webhook_events import webhook_event_publish, webhook_subscribed
 
     if not webhook_subscribed(event):
         return
-    fresh = OutboundApproval.objects.select_related("message").get(pk=approval.pk)
+    fresh = OutboundApproval.objects.select_related("message").get(pk=approval_id)
     data = {
         "approval": {
             "id": fresh.pk,
@@ -367,7 +367,7 @@ def approval_approve(
             level=2 if approval.levels_required > 1 and final else 1,
         )
         if final:
-            _publish("approval.decided", approval)
+            _publish("approval.decided", approval_id=approval.pk)
     return _fresh(approval)
 
 
@@ -416,13 +416,14 @@ def approval_reject(
             channel=message.channel_id,
             note_chars=len(note),
         )
-        _publish("approval.decided", approval)
+        _publish("approval.decided", approval_id=approval.pk)
     return _fresh(approval)
 
 
 def approvals_expire(*, now: datetime | None = None) -> int:
-    """Held messages past their deadline expire: never sent, the requester told. Safe to run
-    twice and alongside approvers: each approval is claimed. Returns how many expired."""
+    """Held messages past their deadline expire: never sent, the requester told, and
+    ``approval.decided`` published as for a decision. Safe to run twice and alongside
+    approvers: each approval is claimed. Returns how many expired."""
     now = now or timezone.now()
     due = list(
         OutboundApproval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=now)
@@ -454,5 +455,6 @@ def approvals_expire(*, now: datetime | None = None) -> int:
                 object_repr=f"Approval of message #{message_id}",
                 message=message_id,
             )
+            _publish("approval.decided", approval_id=pk)
             expired += 1
     return expired

@@ -4,12 +4,17 @@ retried, redelivered from the log, and never sent to private addresses unless al
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 
 import pytest
 import responses
+from django.utils import timezone
 
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
 from conversations.webhook_calls import webhook_call_deliver
+from governance.approvals import approval_reject, reply_submit
+from governance.models import OutboundApproval, PolicyAction, PublishingPolicy
+from governance.tasks import expire_approvals
 from tests.factories import ContactFactory, WebhookEndpointFactory
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +150,50 @@ def test_the_endpoint_secret_is_never_returned(world, api, subscribed):
 def test_contact_creation_by_the_pipeline_path_stays_quiet_without_subscribers(world):
     ContactFactory()
     assert not WebhookCall.objects.exists()
+
+
+def test_an_approval_that_expires_is_announced_as_decided_expired(world):
+    WebhookEndpointFactory(url=URL, events=["approval.decided"])
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    rejected, expiring = (
+        reply_submit(conversation=world.conversation_a, author=world.agent_a, body=text).approval
+        for text in ("A refund", "Another refund")
+    )
+    approval_reject(approval=rejected, approver=world.manager, note="No")
+    OutboundApproval.objects.filter(pk=expiring.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    assert expire_approvals.delay().get() == 1
+
+    calls = {c.payload["data"]["approval"]["id"]: c for c in WebhookCall.objects.all()}
+    assert set(calls) == {rejected.pk, expiring.pk}
+    expired = calls[expiring.pk]
+    assert expired.event == "approval.decided"
+    assert expired.payload["event"] == "approval.decided"
+    assert expired.payload["data"]["approval"] == {
+        "id": expiring.pk,
+        "status": "expired",
+        "reasons": expiring.reasons,
+        "message": expiring.message_id,
+        "conversation": world.conversation_a.pk,
+        "channel": world.channel_a.pk,
+        "requested_by": world.agent_a.pk,
+        "decided_by": None,
+    }
+    assert set(expired.payload["data"]["approval"]) == set(
+        calls[rejected.pk].payload["data"]["approval"]
+    )
+    assert expire_approvals.delay().get() == 0
+    assert WebhookCall.objects.count() == 2
+
+
+def test_an_expiry_without_subscribers_queues_nothing(world):
+    WebhookEndpointFactory(url=URL, events=["approval.requested"])
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    held = reply_submit(conversation=world.conversation_a, author=world.agent_a, body="A refund")
+    OutboundApproval.objects.filter(pk=held.approval.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert expire_approvals.delay().get() == 1
+    assert list(WebhookCall.objects.values_list("event", flat=True)) == ["approval.requested"]
