@@ -6,6 +6,9 @@ Everything starts from ``conversations_visible_to`` / ``messages_visible_to`` an
 services the browser's views call.
 """
 
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,6 +29,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from channels_ingest.platforms import Platform
 from conversations import services
@@ -51,11 +55,15 @@ from conversations.models import (
 from conversations.rules import EVENTS, RuleError, rule_validate
 from conversations.selectors import (
     INBOX_VIEWS,
+    SORTS,
     InboxFilters,
     assignable_agents,
     conversation_for_user,
     conversations_visible_to,
+    inbox_beyond,
+    inbox_cursor,
     inbox_queryset,
+    inbox_sorted,
     messages_visible_to,
 )
 from conversations.settings_forms import Catalog
@@ -67,6 +75,7 @@ from governance.audit import audit_change, audit_deletion
 from governance.models import Role
 from scrm.api import (
     Conflict,
+    CursorPage,
     IsAdmin,
     cursor_page,
     etag_of,
@@ -172,6 +181,12 @@ class ConversationFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="_inbox", max_length=200, help_text="Message bodies, contact names and handles"
     )
+    sort = django_filters.ChoiceFilter(
+        choices=_choices(SORTS),
+        method="_inbox",
+        help_text="The order, as on the Inbox page: newest activity first (the default), "
+        "waiting longest, priority, or SLA due soonest",
+    )
 
     class Meta:
         model = Conversation
@@ -205,6 +220,62 @@ class ConversationFilter(django_filters.FilterSet):
             .select_related("contact", "channel")
             .prefetch_related("tags")
         )
+
+
+class InboxCursorPage(CursorPage):
+    """The Inbox page's keyset pages, in the order its ``sort`` names: deep pages cost as much
+    as the first, and rows that share a priority or a due time are never skipped or repeated."""
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+        self.request = request
+        self.base_url = request.build_absolute_uri()
+        self.page_size = self.get_page_size(request) or self.page_size
+        self.sort = request.query_params.get("sort") or "newest"
+        if self.sort not in SORTS:
+            raise serializers.ValidationError({"sort": [f"Choose one of {', '.join(SORTS)}."]})
+        conversations = inbox_sorted(queryset, sort=self.sort)
+        encoded = request.query_params.get(self.cursor_query_param, "")
+        backwards, position = False, ""
+        if encoded:
+            backwards, position = self._read_cursor(encoded)
+            beyond = inbox_beyond(
+                conversations, sort=self.sort, cursor=position, backwards=backwards
+            )
+            if beyond is None:
+                raise serializers.ValidationError(
+                    {"cursor": ["This cursor is not valid for this sort."]}
+                )
+            conversations = beyond.reverse() if backwards else beyond
+        rows = list(conversations[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        self.page = rows[: self.page_size]
+        if backwards:
+            self.page.reverse()
+        self.has_next = more if not backwards else True
+        self.has_previous = more if backwards else bool(position)
+        self.display_page_controls = self.has_next or self.has_previous
+        return self.page
+
+    def _read_cursor(self, encoded: str) -> tuple[bool, str]:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(encoded.encode()))
+            direction, position = raw["d"], raw["k"]
+        except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+            raise serializers.ValidationError({"cursor": ["This cursor is not valid."]}) from None
+        if direction not in ("next", "previous") or not isinstance(position, str):
+            raise serializers.ValidationError({"cursor": ["This cursor is not valid."]})
+        return direction == "previous", position
+
+    def _link(self, direction: str, row: Conversation) -> str:
+        raw = json.dumps({"d": direction, "k": inbox_cursor(sort=self.sort, row=row)})
+        encoded = base64.urlsafe_b64encode(raw.encode()).decode()
+        return replace_query_param(self.base_url or "", self.cursor_query_param, encoded)
+
+    def get_next_link(self) -> str | None:
+        return self._link("next", self.page[-1]) if self.has_next and self.page else None
+
+    def get_previous_link(self) -> str | None:
+        return self._link("previous", self.page[0]) if self.has_previous and self.page else None
 
 
 class _Precondition(serializers.Serializer[Any]):
@@ -324,11 +395,11 @@ class ConversationViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Conversation]
 ):
     """The inbox: conversations on channels your teams see (and those escalated to you),
-    newest activity first, with the Inbox page's filters."""
+    with the Inbox page's filters and sorts (newest activity first unless ``sort`` says)."""
 
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilter
-    pagination_class = cursor_page("-last_message_at", "-pk")
+    pagination_class = InboxCursorPage
 
     def get_queryset(self) -> QuerySet[Conversation]:
         return (

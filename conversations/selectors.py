@@ -239,9 +239,9 @@ def _decode_cursor(sort: str, cursor: str) -> list[Any] | None:
         return None
 
 
-def _after(sort: str, values: list[Any]) -> Q:
-    """Rows that come after the given key values in the sort's order."""
-    keys = _SORT_KEYS[sort]
+def _after(sort: str, values: list[Any], *, backwards: bool = False) -> Q:
+    """Rows that come after the given key values in the sort's order (before, backwards)."""
+    keys = [(name, descending != backwards) for name, descending in _SORT_KEYS[sort]]
     condition = Q(pk__in=[])
     for i, (name, descending) in enumerate(keys):
         equal = Q(**{f"{n}": v for (n, _), v in zip(keys[:i], values[:i], strict=True)})
@@ -333,6 +333,36 @@ def inbox_counts(*, user: AnyUser) -> dict[str, int]:
     )
 
 
+def inbox_sorted(conversations: QuerySet[Conversation], *, sort: str) -> QuerySet[Conversation]:
+    """The conversations in one of the inbox's sorts (``SORTS``), with the keys its cursors
+    name."""
+    if sort == "waiting":
+        conversations = conversations.annotate(
+            wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
+        )
+    elif sort == "sla":
+        conversations = conversations.annotate(sla_key=Coalesce("sla_due_at", Value(_NOT_WAITING)))
+    return conversations.order_by(
+        *(f"{'-' if descending else ''}{name}" for name, descending in _SORT_KEYS[sort])
+    )
+
+
+def inbox_cursor(*, sort: str, row: Conversation) -> str:
+    """Where a page ended, for ``inbox_beyond``: a row of ``inbox_sorted`` in that sort."""
+    return _encode_cursor(sort, row)
+
+
+def inbox_beyond(
+    conversations: QuerySet[Conversation], *, sort: str, cursor: str, backwards: bool = False
+) -> QuerySet[Conversation] | None:
+    """The sorted conversations after the cursor's row (before it, backwards), still in the
+    sort's order; None for a garbled cursor or one of another sort."""
+    position = _decode_cursor(sort, cursor)
+    if position is None:
+        return None
+    return conversations.filter(_after(sort, position, backwards=backwards))
+
+
 def inbox_page(
     *,
     user: AnyUser,
@@ -342,27 +372,19 @@ def inbox_page(
 ) -> InboxPage:
     """One page of the inbox in the chosen order, by keyset: deep pages cost as much as the
     first. Related rows come in a fixed number of queries whatever the page size."""
-    conversations = inbox_queryset(user=user, filters=filters)
-    if filters.sort == "waiting":
-        conversations = conversations.annotate(
-            wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
-        )
-    elif filters.sort == "sla":
-        conversations = conversations.annotate(sla_key=Coalesce("sla_due_at", Value(_NOT_WAITING)))
-    position = _decode_cursor(filters.sort, after) if after else None
-    if position:
-        conversations = conversations.filter(_after(filters.sort, position))
-    order = [f"{'-' if descending else ''}{name}" for name, descending in _SORT_KEYS[filters.sort]]
+    conversations = inbox_sorted(inbox_queryset(user=user, filters=filters), sort=filters.sort)
+    if after:
+        # A cursor of another sort (or a garbled one) starts from the top.
+        beyond = inbox_beyond(conversations, sort=filters.sort, cursor=after)
+        conversations = conversations if beyond is None else beyond
     rows = list(
-        conversations.select_related("contact", "channel", "assignee", "team")
-        .prefetch_related(
+        conversations.select_related("contact", "channel", "assignee", "team").prefetch_related(
             "tags",
             Prefetch(
                 "contact__identities",
                 queryset=SocialIdentity.objects.order_by("platform", "id"),
             ),
-        )
-        .order_by(*order)[: size + 1]
+        )[: size + 1]
     )
     next_cursor = _encode_cursor(filters.sort, rows[size - 1]) if len(rows) > size else None
     return InboxPage(conversations=rows[:size], next_cursor=next_cursor)
