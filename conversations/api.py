@@ -11,7 +11,7 @@ import binascii
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import django_filters
 from django.contrib.auth.models import User
@@ -26,19 +26,30 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
 from channels_ingest.platforms import Platform
 from conversations import services
-from conversations.escalations import escalation_open
+from conversations.escalations import (
+    ANSWER_OUTCOMES,
+    escalation_answer,
+    escalation_answerable_by,
+    escalation_is_addressed_to,
+    escalation_open,
+    escalation_raise,
+    escalation_steerable_by,
+    escalation_withdraw,
+)
 from conversations.models import (
     Conversation,
     Department,
     Direction,
+    Escalation,
     EscalationPath,
+    EscalationStatus,
     EscalationTrigger,
     Message,
     MessageKind,
@@ -341,6 +352,60 @@ class EscalateSerializer(_Precondition):
         return attrs
 
 
+class EscalationSerializer(serializers.ModelSerializer[Escalation]):
+    target = serializers.CharField(
+        source="target_name", read_only=True, help_text="The department or person it waits on"
+    )
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "conversation",
+            "status",
+            "path",
+            "level",
+            "department",
+            "user",
+            "target",
+            "trigger",
+            "reason",
+            "created_by",
+            "created_at",
+            "previous_assignee",
+            "previous_team",
+            "answer",
+            "answered_by",
+            "answered_by_name",
+            "returned_at",
+            "outcome",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class EscalationRaiseSerializer(_Precondition):
+    reason = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why it goes further: the next level reads it after the first reason",
+    )
+
+
+class EscalationAnswerSerializer(_Precondition):
+    answer = serializers.CharField(max_length=5000, help_text="Added to the conversation as a note")
+    outcome = serializers.ChoiceField(
+        choices=ANSWER_OUTCOMES,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Empty: support answers the customer in the channel; otherwise the department "
+        "settled the matter and the escalation closes",
+    )
+
+
 class MessageSerializer(serializers.ModelSerializer[Message]):
     approval = serializers.SerializerMethodField()
 
@@ -391,6 +456,28 @@ class ReplyOutcomeSerializer(serializers.Serializer[Any]):
     reasons = serializers.ListField(child=serializers.CharField())
 
 
+_Result = TypeVar("_Result")
+
+
+def _locked_change(
+    request: Request,
+    conversation_id: int,
+    serializer_class: type[_Precondition],
+    do: Callable[[Conversation, dict[str, Any]], _Result],
+) -> _Result:
+    """Check the input, then lock the conversation, compare the version the client read
+    (If-Match or updated_at) with the stored one, and apply the change in one transaction."""
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation_id)
+        precondition_check(request, conversation_etag(locked))
+        read_at: datetime | None = data.validated_data.get("updated_at")
+        if read_at is not None and read_at != locked.updated_at:
+            raise Conflict("The conversation changed since you read it: read it again.")
+        return do(locked, data.validated_data)
+
+
 class ConversationViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Conversation]
 ):
@@ -434,18 +521,8 @@ class ConversationViewSet(
         serializer_class: type[_Precondition],
         do: Callable[[Conversation, dict[str, Any]], object],
     ) -> Response:
-        """Check the input, then lock the conversation, compare the version the client read
-        (If-Match or updated_at) with the stored one, and apply the change in one transaction."""
         conversation = self._conversation()
-        data = serializer_class(data=request.data)
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            precondition_check(request, conversation_etag(locked))
-            read_at: datetime | None = data.validated_data.get("updated_at")
-            if read_at is not None and read_at != locked.updated_at:
-                raise Conflict("The conversation changed since you read it: read it again.")
-            do(locked, data.validated_data)
+        _locked_change(request, conversation.pk, serializer_class, do)
         return self._answer(self._conversation())
 
     @extend_schema(request=AssignSerializer, responses=ConversationSerializer)
@@ -559,6 +636,134 @@ class ConversationViewSet(
                 raise Conflict(str(error)) from error
 
         return self._change(request, EscalateSerializer, do)
+
+    @extend_schema(
+        responses=EscalationSerializer(many=True),
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        filterset_class=None,
+        pagination_class=cursor_page("-created_at", "-pk"),
+    )
+    def escalations(self, request: Request, pk: str) -> Response:
+        """The conversation's escalations, the current one first."""
+        conversation = self._conversation()
+        rows = Escalation.objects.filter(conversation_id=conversation.pk)
+        paginator = self.paginator
+        assert paginator is not None
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(EscalationSerializer(page, many=True).data)
+
+    def _escalation(self, *, answering: bool = False) -> Escalation:
+        """The conversation's current escalation (the open one, else the last). Those it waits
+        on may answer it even where their teams do not see the channel, as in the browser."""
+        pk = self.kwargs["pk"]
+        if not pk.isdigit():
+            raise NotFound("No such conversation.")
+        user = request_user(self.request)
+        escalation = (
+            Escalation.objects.filter(conversation_id=int(pk))
+            .select_related("department", "user")
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if not conversations_visible_to(user=user).filter(pk=int(pk)).exists() and not (
+            answering
+            and escalation is not None
+            and escalation_is_addressed_to(escalation=escalation, user=user)
+        ):
+            raise NotFound("No such conversation.")
+        if escalation is None:
+            raise Conflict("This conversation was never escalated.")
+        return escalation
+
+    def _steerable(self) -> Escalation:
+        escalation = self._escalation()
+        if not escalation_steerable_by(
+            conversation=escalation.conversation, user=request_user(self.request)
+        ):
+            raise PermissionDenied("The department answers; support raises or takes back.")
+        return escalation
+
+    def _escalation_answer(self, escalation: Escalation) -> Response:
+        fresh = Escalation.objects.get(pk=escalation.pk)
+        response = Response(EscalationSerializer(fresh).data)
+        conversation = Conversation.objects.prefetch_related("tags").get(pk=fresh.conversation_id)
+        response["ETag"] = conversation_etag(conversation)
+        return response
+
+    @extend_schema(request=EscalationRaiseSerializer, responses=EscalationSerializer)
+    @action(detail=True, methods=["post"], url_path="escalation/raise", url_name="escalation-raise")
+    def escalation_raise(self, request: Request, pk: str) -> Response:
+        """Move the open escalation to the next level of its path (support's side only)."""
+        escalation = self._steerable()
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_raise(
+                    escalation=escalation, actor=request_user(request), reason=data["reason"]
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, EscalationRaiseSerializer, do)
+        )
+
+    @extend_schema(request=_Precondition, responses=EscalationSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="escalation/withdraw",
+        url_name="escalation-withdraw",
+    )
+    def escalation_withdraw(self, request: Request, pk: str) -> Response:
+        """Take the conversation back before the department answered (support's side only)."""
+        escalation = self._steerable()
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_withdraw(escalation=escalation, actor=request_user(request))
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, _Precondition, do)
+        )
+
+    @extend_schema(request=EscalationAnswerSerializer, responses=EscalationSerializer)
+    @action(
+        detail=True, methods=["post"], url_path="escalation/answer", url_name="escalation-answer"
+    )
+    def escalation_answer(self, request: Request, pk: str) -> Response:
+        """Record the department's answer: by its team, the person escalated to, or a manager
+        (for a department that answered by phone, say). The conversation goes back to support."""
+        escalation = self._escalation(answering=True)
+        user = request_user(request)
+        if escalation.status != EscalationStatus.OPEN:
+            raise Conflict("This escalation was already answered or taken back.")
+        if not escalation_answerable_by(escalation=escalation, user=user):
+            raise PermissionDenied(
+                f"Only {escalation.target_name} or a manager answers this escalation."
+            )
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_answer(
+                    escalation=escalation,
+                    answer=data["answer"],
+                    outcome=data["outcome"],
+                    answered_by=user,
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, EscalationAnswerSerializer, do)
+        )
 
     @extend_schema(
         methods=["GET"],

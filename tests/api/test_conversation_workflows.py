@@ -5,10 +5,37 @@ reply again, bulk actions and presence. Same services, access and audit as the p
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from conversations.models import Priority, Status
-from tests.factories import ConversationFactory
+from conversations.escalations import escalation_open
+from conversations.models import (
+    ConversationEvent,
+    DepartmentDelivery,
+    Escalation,
+    EscalationStatus,
+    EscalationTrigger,
+    EventKind,
+    Message,
+    MessageKind,
+    Notification,
+    Priority,
+    Status,
+    WebhookCall,
+)
+from governance.api_tokens import api_token_create
+from governance.models import AuditEntry, Role
+from tests.factories import (
+    ConversationFactory,
+    DepartmentFactory,
+    EscalationLevelFactory,
+    EscalationPathFactory,
+    TeamFactory,
+    TeamMembershipFactory,
+    UserFactory,
+    WebhookEndpointFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -18,6 +45,12 @@ FAR = datetime(9999, 12, 31, tzinfo=UTC)
 def _results(response):
     assert response.status_code == 200, response.json()
     return [row["id"] for row in response.json()["results"]]
+
+
+def _client_for(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user, name='x')[1]}")
+    return client
 
 
 # --- The inbox's sorts ----------------------------------------------------------------------
@@ -112,3 +145,193 @@ def test_sorted_lists_cost_a_fixed_number_of_queries(
         first = client.get(f"/api/v1/conversations/?sort={sort}&page_size=3").json()
         with django_assert_max_num_queries(12):
             assert client.get(first["next"]).status_code == 200
+
+
+# --- Escalations: raise, take back, answer ----------------------------------------------------
+
+
+@pytest.fixture
+def path(world):
+    """Tier 2 in the app (a team outside channel A's, with Dana), then logistics by webhook."""
+    tier2_team = TeamFactory(name="Tier 2")
+    dana = UserFactory(username="dana", role=Role.AGENT)
+    TeamMembershipFactory(team=tier2_team, user=dana)
+    tier2 = DepartmentFactory(name="Tier 2", team=tier2_team)
+    logistics = DepartmentFactory(
+        name="Logistics",
+        delivery=DepartmentDelivery.WEBHOOK,
+        team=None,
+        endpoint=WebhookEndpointFactory(url="https://logistics.example.com/hook"),
+    )
+    path = EscalationPathFactory(name="Refunds")
+    EscalationLevelFactory(path=path, position=0, department=tier2)
+    EscalationLevelFactory(path=path, position=1, department=logistics)
+    return path
+
+
+@pytest.fixture
+def escalated(world, path):
+    """Conversation A, Bob's, escalated by him to the first level of the path."""
+    conversation = world.conversation_a
+    conversation.assignee = world.agent_a
+    conversation.status = Status.OPEN
+    conversation.save()
+    return escalation_open(
+        conversation=conversation,
+        trigger=EscalationTrigger.AGENT,
+        actor=world.agent_a,
+        reason="Refund above the agent limit",
+        path=path,
+    )
+
+
+def _dana():
+    return User.objects.get(username="dana")
+
+
+def _url(world, action=""):
+    url = f"/api/v1/conversations/{world.conversation_a.pk}/"
+    return f"{url}{action}/" if action else url
+
+
+def test_raising_moves_the_escalation_to_the_next_level_as_the_page_does(
+    world, api, escalated, path
+):
+    subscribed = WebhookEndpointFactory(events=["conversation.escalated"])
+    response = api("agent_a").post(
+        _url(world, "escalation/raise"), {"reason": "Needs a courier"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["id"], body["level"], body["target"]) == (escalated.pk, 1, "Logistics")
+    assert body["status"] == EscalationStatus.OPEN
+    assert body["reason"].endswith("Level 2: Needs a courier")
+    assert response["ETag"] == api("agent_a").get(_url(world))["ETag"]
+    # A department outside the app is called with the link back; subscribers hear of it.
+    opened = WebhookCall.objects.get(event="escalation.opened", key=f"escalation:{escalated.pk}:1")
+    assert opened.payload["escalation"]["level"] == 1 and opened.payload["answer_url"]
+    assert WebhookCall.objects.filter(endpoint=subscribed, event="conversation.escalated").exists()
+    raised = AuditEntry.objects.get(action="escalation.raised")
+    assert raised.actor == world.agent_a and raised.object_id == str(escalated.pk)
+    assert ConversationEvent.objects.filter(
+        conversation=world.conversation_a, kind=EventKind.ESCALATED, data__level=1
+    ).exists()
+
+    last = api("agent_a").post(_url(world, "escalation/raise"), {}, format="json")
+    assert last.status_code == 409 and "last level" in last.json()["detail"]
+
+
+def test_taking_back_returns_the_conversation_to_support(world, api, escalated):
+    client = api("agent_a")
+    response = client.post(_url(world, "escalation/withdraw"), {}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == EscalationStatus.CLOSED
+    assert response.json()["outcome"] == "abandoned"
+    conversation = client.get(_url(world)).json()
+    assert (conversation["status"], conversation["assignee"]) == (Status.OPEN, world.agent_a.pk)
+    assert conversation["team"] == world.team_a.pk
+    assert AuditEntry.objects.get(action="escalation.withdrawn").actor == world.agent_a
+    again = client.post(_url(world, "escalation/withdraw"), {}, format="json")
+    assert again.status_code == 409
+
+
+def test_the_department_answers_even_without_seeing_the_channel(world, api, escalated):
+    dana = _client_for(_dana())
+    assert dana.get(_url(world)).status_code == 200  # while it waits on her team
+
+    response = dana.post(
+        _url(world, "escalation/answer"), {"answer": "Refund approved, 40 EUR"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["status"], body["answered_by"]) == (EscalationStatus.RETURNED, _dana().pk)
+    assert body["answer"] == "Refund approved, 40 EUR"
+    note = Message.objects.get(conversation=world.conversation_a, kind=MessageKind.NOTE)
+    assert note.body.startswith("Answer from Tier 2") and note.body.endswith(
+        ": Refund approved, 40 EUR"
+    )
+    assert Notification.objects.filter(recipient=world.agent_a, text__contains="40 EUR").exists()
+    assert AuditEntry.objects.get(action="escalation.answered").actor == _dana()
+    conversation = api("agent_a").get(_url(world)).json()
+    assert (conversation["status"], conversation["assignee"]) == (Status.OPEN, world.agent_a.pk)
+    # Back with support: Dana no longer sees it, but is told it was answered, as on the page.
+    assert dana.get(_url(world)).status_code == 404
+    again = dana.post(_url(world, "escalation/answer"), {"answer": "Again"}, format="json")
+    assert again.status_code == 409
+
+
+def test_support_takes_back_and_raises_but_does_not_answer(world, api, escalated):
+    refused = api("agent_a").post(_url(world, "escalation/answer"), {"answer": "x"}, format="json")
+    assert refused.status_code == 403 and "Tier 2" in refused.json()["detail"]
+    dana = _client_for(_dana())
+    for action in ("escalation/raise", "escalation/withdraw"):
+        assert dana.post(_url(world, action), {}, format="json").status_code == 403, action
+    assert Escalation.objects.get().level == 0
+    answered = api("manager").post(
+        _url(world, "escalation/answer"),
+        {"answer": "They called: sorted", "outcome": "moved_offline"},
+        format="json",
+    )
+    assert answered.status_code == 200, answered.json()
+    assert (answered.json()["status"], answered.json()["outcome"]) == ("closed", "moved_offline")
+
+
+def test_an_answer_is_checked(world, api, escalated):
+    client = api("manager")
+    missing = client.post(_url(world, "escalation/answer"), {"answer": "  "}, format="json")
+    assert missing.status_code == 400 and "answer" in missing.json()["fields"]
+    outcome = client.post(
+        _url(world, "escalation/answer"), {"answer": "x", "outcome": "abandoned"}, format="json"
+    )
+    assert outcome.status_code == 400 and "outcome" in outcome.json()["fields"]
+    long = client.post(_url(world, "escalation/raise"), {"reason": "x" * 2001}, format="json")
+    assert long.status_code == 400 and "reason" in long.json()["fields"]
+    assert Escalation.objects.get().status == EscalationStatus.OPEN
+
+
+def test_escalation_actions_need_an_escalation(world, api):
+    client = api("agent_a")
+    for action in ("escalation/raise", "escalation/withdraw", "escalation/answer"):
+        response = client.post(_url(world, action), {"answer": "x"}, format="json")
+        assert response.status_code == 409, action
+    assert client.get(_url(world, "escalations")).json()["results"] == []
+
+
+@pytest.mark.parametrize("persona", ["agent_b"])
+def test_escalations_of_another_teams_channel_are_not_found(world, api, escalated, persona):
+    client = api(persona)
+    assert client.get(_url(world, "escalations")).status_code == 404
+    for action in ("escalation/raise", "escalation/withdraw", "escalation/answer"):
+        response = client.post(_url(world, action), {"answer": "x"}, format="json")
+        assert response.status_code == 404, action
+    assert Escalation.objects.get().status == EscalationStatus.OPEN
+
+
+def test_escalation_actions_honour_the_version_read(world, api, escalated):
+    client = api("agent_a")
+    etag = client.get(_url(world))["ETag"]
+    read_at = client.get(_url(world)).json()["updated_at"]
+    client.post(_url(world, "priority"), {"priority": 4}, format="json")
+    stale = client.post(_url(world, "escalation/raise"), {}, format="json", HTTP_IF_MATCH=etag)
+    assert stale.status_code == 412
+    older = client.post(_url(world, "escalation/withdraw"), {"updated_at": read_at}, format="json")
+    assert older.status_code == 409
+    assert Escalation.objects.get().level == 0
+    assert Escalation.objects.get().status == EscalationStatus.OPEN
+    fresh = client.get(_url(world))["ETag"]
+    raised = client.post(_url(world, "escalation/raise"), {}, format="json", HTTP_IF_MATCH=fresh)
+    assert raised.status_code == 200 and raised.json()["level"] == 1
+
+
+def test_the_escalations_are_listed_current_first(world, api, escalated, path):
+    client = api("agent_a")
+    client.post(_url(world, "escalation/withdraw"), {}, format="json")
+    client.post(_url(world, "escalate"), {"reason": "Again", "path": path.pk}, format="json")
+    rows = client.get(_url(world, "escalations")).json()["results"]
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("open", "Again"),
+        ("closed", "Refund above the agent limit"),
+    ]
