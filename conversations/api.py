@@ -44,6 +44,7 @@ from conversations.escalations import (
     escalation_withdraw,
 )
 from conversations.models import (
+    CannedResponse,
     Conversation,
     Department,
     Direction,
@@ -69,6 +70,7 @@ from conversations.selectors import (
     SORTS,
     InboxFilters,
     assignable_agents,
+    canned_responses_usable_by,
     conversation_for_user,
     conversations_visible_to,
     inbox_beyond,
@@ -404,6 +406,33 @@ class EscalationAnswerSerializer(_Precondition):
         help_text="Empty: support answers the customer in the channel; otherwise the department "
         "settled the matter and the escalation closes",
     )
+
+
+class CannedResponseSerializer(serializers.ModelSerializer[CannedResponse]):
+    shared_with = serializers.SerializerMethodField(
+        help_text="personal: yours alone; team: your team's; everyone: every colleague's"
+    )
+
+    class Meta:
+        model = CannedResponse
+        fields = ["id", "title", "body", "shared_with", "team", "owner", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[("personal", "Personal"), ("team", "A team's"), ("everyone", "Everyone's")]
+        )
+    )
+    def get_shared_with(self, canned: CannedResponse) -> str:
+        if canned.owner_id is not None:
+            return "personal"
+        return "team" if canned.team_id is not None else "everyone"
+
+
+class CannedTextSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(help_text="The canned response")
+    title = serializers.CharField()
+    text = serializers.CharField(help_text="Its body with the placeholders filled in")
 
 
 class MessageSerializer(serializers.ModelSerializer[Message]):
@@ -766,6 +795,31 @@ class ConversationViewSet(
         )
 
     @extend_schema(
+        responses=CannedTextSerializer,
+        parameters=[OpenApiParameter("canned_id", int, OpenApiParameter.PATH)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"canned-responses/(?P<canned_id>[0-9]+)",
+        url_name="canned-text",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def canned_text(self, request: Request, pk: str, canned_id: str) -> Response:
+        """A canned response you may use, filled in for this conversation (names, channel)."""
+        conversation = self._conversation()
+        user = request_user(request)
+        canned = canned_responses_usable_by(user=user).filter(pk=int(canned_id)).first()
+        if canned is None:
+            raise NotFound("No such canned response.")
+        text = services.canned_render(canned=canned, conversation=conversation, agent=user)
+        return Response(
+            CannedTextSerializer({"id": canned.pk, "title": canned.title, "text": text}).data
+        )
+
+    @extend_schema(
         methods=["GET"],
         responses=MessageSerializer(many=True),
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
@@ -860,6 +914,19 @@ class MessageViewSet(
 
     def get_queryset(self) -> QuerySet[Message]:
         return messages_visible_to(user=request_user(self.request)).select_related("approval")
+
+
+class CannedResponseViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[CannedResponse]
+):
+    """Canned responses you may use: your own, your teams' and everyone's, by title. Fill one
+    in for a conversation with ``/conversations/{id}/canned-responses/{canned_id}/``."""
+
+    serializer_class = CannedResponseSerializer
+    pagination_class = cursor_page("title", "pk")
+
+    def get_queryset(self) -> QuerySet[CannedResponse]:
+        return canned_responses_usable_by(user=request_user(self.request))
 
 
 class TagSerializer(serializers.ModelSerializer[Tag]):

@@ -432,17 +432,23 @@ def conversation_timeline(*, conversation: Conversation) -> list[ConversationEve
     return list(conversation.events.select_related("actor").order_by("-created_at", "-id")[:200])
 
 
-def canned_responses_for(*, user: AnyUser) -> list[CannedResponse]:
+def canned_responses_usable_by(*, user: AnyUser) -> QuerySet[CannedResponse]:
     """The user's own responses, their teams', and those shared with everyone."""
-    return list(
-        CannedResponse.objects.filter(
-            Q(owner_id=user_id(user))
-            | Q(owner__isnull=True, team__isnull=True)
-            | Q(owner__isnull=True, team__memberships__user_id=user_id(user))
+    if not user.is_authenticated:
+        return CannedResponse.objects.none()
+    return CannedResponse.objects.filter(
+        Q(owner_id=user_id(user))
+        | Q(owner__isnull=True, team__isnull=True)
+        | Q(
+            owner__isnull=True,
+            team_id__in=TeamMembership.objects.filter(user_id=user_id(user)).values("team_id"),
         )
-        .distinct()
-        .order_by("title")
     )
+
+
+def canned_responses_for(*, user: AnyUser) -> list[CannedResponse]:
+    """The responses the user may use, by title."""
+    return list(canned_responses_usable_by(user=user).order_by("title"))
 
 
 def assignable_agents(*, conversation: Conversation) -> list[User]:

@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from conversations.escalations import escalation_open
 from conversations.models import (
+    CannedResponse,
     ConversationEvent,
     DepartmentDelivery,
     Escalation,
@@ -335,3 +336,80 @@ def test_the_escalations_are_listed_current_first(world, api, escalated, path):
         ("open", "Again"),
         ("closed", "Refund above the agent limit"),
     ]
+
+
+# --- Canned responses -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def canned(world):
+    make = CannedResponse.objects.create
+    return {
+        "mine": make(
+            title="Mine", body="Hi {first_name}, {agent_first_name} here", owner=world.agent_a
+        ),
+        "theirs": make(title="Theirs", body="t", owner=world.agent_b, team=world.team_a),
+        "team_a": make(title="Team A", body="{name}, this is {channel}", team=world.team_a),
+        "team_b": make(title="Team B", body="b", team=world.team_b),
+        "shared": make(title="Everyone", body="Thanks, {agent_name}"),
+    }
+
+
+USABLE = {
+    "admin": ["shared"],
+    "manager": ["shared", "team_a"],
+    "agent_a": ["shared", "mine", "team_a"],
+    "agent_b": ["shared", "team_b", "theirs"],
+}
+
+
+@pytest.mark.parametrize("persona", USABLE)
+def test_canned_responses_are_ones_own_ones_teams_and_everyones(world, api, canned, persona):
+    client = api(persona)
+    rows = client.get("/api/v1/canned-responses/").json()["results"]
+    assert [row["id"] for row in rows] == [canned[name].pk for name in USABLE[persona]]
+    for name, response in canned.items():
+        detail = client.get(f"/api/v1/canned-responses/{response.pk}/")
+        assert detail.status_code == (200 if name in USABLE[persona] else 404), name
+    shared_with = {row["title"]: row["shared_with"] for row in rows}
+    assert shared_with["Everyone"] == "everyone"
+    if persona == "agent_a":
+        assert (shared_with["Mine"], shared_with["Team A"]) == ("personal", "team")
+
+
+def test_a_canned_response_is_filled_in_for_the_conversation(world, api, canned):
+    contact = world.conversation_a.contact
+    contact.name = "Dana Rossi"
+    contact.save()
+    client = api("agent_a")
+    url = f"/api/v1/conversations/{world.conversation_a.pk}/canned-responses/"
+
+    mine = client.get(f"{url}{canned['mine'].pk}/")
+    team = client.get(f"{url}{canned['team_a'].pk}/")
+
+    assert mine.status_code == 200, mine.json()
+    assert mine.json() == {
+        "id": canned["mine"].pk,
+        "title": "Mine",
+        "text": f"Hi Dana, {world.agent_a.first_name} here",
+    }
+    assert team.json()["text"] == "Dana Rossi, this is Channel A"
+
+
+def test_canned_text_needs_the_conversation_and_the_response(world, api, canned):
+    def status(persona, conversation, name):
+        pk = canned[name].pk if name in canned else 999999
+        url = f"/api/v1/conversations/{conversation.pk}/canned-responses/{pk}/"
+        return api(persona).get(url).status_code
+
+    assert status("agent_b", world.conversation_a, "shared") == 404
+    assert status("agent_a", world.conversation_b, "shared") == 404
+    assert status("agent_a", world.conversation_a, "theirs") == 404
+    assert status("agent_a", world.conversation_a, "missing") == 404
+    assert status("admin", world.conversation_b, "shared") == 200
+
+
+def test_canned_responses_are_read_only_here(world, api, canned):
+    client = api("admin")
+    assert client.post("/api/v1/canned-responses/", {"title": "x", "body": "y"}).status_code == 405
+    assert client.delete(f"/api/v1/canned-responses/{canned['shared'].pk}/").status_code == 405
