@@ -54,6 +54,7 @@ from conversations.models import (
     EscalationTrigger,
     Message,
     MessageKind,
+    Notification,
     Priority,
     RoutingRule,
     SlaPolicy,
@@ -78,6 +79,7 @@ from conversations.selectors import (
     inbox_queryset,
     inbox_sorted,
     messages_visible_to,
+    notifications_for,
 )
 from conversations.settings_forms import Catalog
 from conversations.webhook_calls import webhook_call_redeliver
@@ -927,6 +929,61 @@ class CannedResponseViewSet(
 
     def get_queryset(self) -> QuerySet[CannedResponse]:
         return canned_responses_usable_by(user=request_user(self.request))
+
+
+# --- Notifications (mentions) -----------------------------------------------------------------
+
+
+class NotificationSerializer(serializers.ModelSerializer[Notification]):
+    class Meta:
+        model = Notification
+        fields = ["id", "conversation", "actor", "text", "created_at", "read_at"]
+        read_only_fields = fields
+
+
+class NotificationFilter(django_filters.FilterSet):
+    unread = django_filters.BooleanFilter(
+        field_name="read_at", lookup_expr="isnull", help_text="Only unread (true) or read (false)"
+    )
+
+    class Meta:
+        model = Notification
+        fields: list[str] = []
+
+
+class NotificationsReadSerializer(serializers.Serializer[Any]):
+    marked = serializers.IntegerField(help_text="How many were unread")
+
+
+class NotificationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Notification]
+):
+    """Your mentions and other notifications, newest first, on conversations you may still
+    see (the Mentions page). Reading one here does not mark it read; ``read`` does, as opening
+    it in the browser does."""
+
+    serializer_class = NotificationSerializer
+    filterset_class = NotificationFilter
+    pagination_class = cursor_page("-created_at", "-pk")
+
+    def get_queryset(self) -> QuerySet[Notification]:
+        return notifications_for(user=request_user(self.request))
+
+    @extend_schema(request=None, responses=NotificationSerializer)
+    @action(detail=True, methods=["post"])
+    def read(self, request: Request, pk: str) -> Response:
+        notification = self.get_object()
+        services.notifications_mark_read(
+            notifications=Notification.objects.filter(pk=notification.pk)
+        )
+        notification.refresh_from_db(fields=["read_at"])
+        return Response(NotificationSerializer(notification).data)
+
+    @extend_schema(request=None, responses=NotificationsReadSerializer, filters=False)
+    @action(detail=False, methods=["post"], url_path="read-all", filterset_class=None)
+    def read_all(self, request: Request) -> Response:
+        marked = services.notifications_mark_read(notifications=self.get_queryset())
+        return Response(NotificationsReadSerializer({"marked": marked}).data)
 
 
 class TagSerializer(serializers.ModelSerializer[Tag]):

@@ -26,6 +26,7 @@ from conversations.models import (
     Conversation,
     ConversationEvent,
     Message,
+    Notification,
     Priority,
     SlaState,
     Status,
@@ -465,4 +466,13 @@ def assignable_agents(*, conversation: Conversation) -> list[User]:
         )
         .distinct()
         .order_by("first_name", "username")
+    )
+
+
+def notifications_for(*, user: AnyUser) -> QuerySet[Notification]:
+    """The user's notifications about conversations they may still see."""
+    if not user.is_authenticated:
+        return Notification.objects.none()
+    return Notification.objects.filter(
+        recipient_id=user.pk, conversation__in=conversations_visible_to(user=user)
     )

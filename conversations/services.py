@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -888,3 +889,11 @@ def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: 
         "channel": conversation.channel.name,
     }
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], canned.body)
+
+
+def notifications_mark_read(
+    *, notifications: QuerySet[Notification], at: datetime | None = None
+) -> int:
+    """Mark the unread ones among these notifications read (those read before keep their
+    time). Returns how many changed."""
+    return notifications.filter(read_at__isnull=True).update(read_at=at or timezone.now())

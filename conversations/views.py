@@ -48,6 +48,7 @@ from conversations.selectors import (
     inbox_counts,
     inbox_new_since,
     inbox_page,
+    notifications_for,
 )
 from governance.approvals import reply_submit
 from governance.models import Team
@@ -370,10 +371,7 @@ def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
 def notifications(request: AuthedRequest) -> HttpResponse:
     """The user's mentions, newest first; unread ones are marked."""
     rows = list(
-        Notification.objects.filter(
-            recipient=request.user,
-            conversation__in=conversations_visible_to(user=request.user),
-        )
+        notifications_for(user=request.user)
         .select_related("conversation__contact", "actor")
         .order_by("-created_at")[:100]
     )
@@ -383,5 +381,5 @@ def notifications(request: AuthedRequest) -> HttpResponse:
 def notification_open(request: AuthedRequest, pk: int) -> HttpResponse:
     """Mark a mention read and go to its conversation (if the user may still see it)."""
     notification = get_object_or_404(Notification, pk=pk, recipient=request.user)
-    Notification.objects.filter(pk=pk, read_at__isnull=True).update(read_at=timezone.now())
+    services.notifications_mark_read(notifications=Notification.objects.filter(pk=pk))
     return redirect("conversations:detail", pk=notification.conversation_id)

@@ -20,6 +20,7 @@ router.register("contacts", contacts_api.ContactViewSet, basename="contact")
 router.register("conversations", conversations_api.ConversationViewSet, basename="conversation")
 router.register("messages", conversations_api.MessageViewSet, basename="message")
 router.register("tags", conversations_api.TagViewSet, basename="tag")
+router.register("notifications", conversations_api.NotificationViewSet, basename="notification")
 router.register(
     "canned-responses", conversations_api.CannedResponseViewSet, basename="canned-response"
 )

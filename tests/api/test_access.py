@@ -27,7 +27,16 @@ ADMIN_ONLY = {
     "webhook-call",
 }
 # Routes of every signed-in user, scoped to what they may see (tested per resource).
-SCOPED = {"contact", "conversation", "message", "tag", "api-token", "me", "canned-response"}
+SCOPED = {
+    "contact",
+    "conversation",
+    "message",
+    "tag",
+    "api-token",
+    "me",
+    "canned-response",
+    "notification",
+}
 APPROVERS = {"approval"}
 # The reports' figures: managers and admins.
 MANAGERS = {"kpi-summary", "kpi-series", "kpi-agents", "kpi-backlog", "kpi-targets"}

@@ -413,3 +413,70 @@ def test_canned_responses_are_read_only_here(world, api, canned):
     client = api("admin")
     assert client.post("/api/v1/canned-responses/", {"title": "x", "body": "y"}).status_code == 405
     assert client.delete(f"/api/v1/canned-responses/{canned['shared'].pk}/").status_code == 405
+
+
+# --- Notifications (mentions) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def mentions(world, api):
+    """Bob mentions Mona in two notes on conversation A; Mona also had one on B before she
+    lost sight of channel B."""
+    url = f"/api/v1/conversations/{world.conversation_a.pk}/messages/"
+    for body in (f"@{world.manager.username} first look", f"@{world.manager.username} second"):
+        assert (
+            api("agent_a").post(url, {"kind": "note", "body": body}, format="json").status_code
+            == 201
+        )
+    hidden = Notification.objects.create(
+        recipient=world.manager, conversation=world.conversation_b, text="On channel B"
+    )
+    first, second = Notification.objects.filter(conversation=world.conversation_a).order_by("pk")
+    return first, second, hidden
+
+
+def test_notifications_are_the_recipients_newest_first(world, api, mentions):
+    first, second, hidden = mentions
+    assert _results(api("manager").get("/api/v1/notifications/")) == [second.pk, first.pk]
+    row = api("manager").get(f"/api/v1/notifications/{first.pk}/").json()
+    assert row["actor"] == world.agent_a.pk and "first look" in row["text"]
+    assert row["conversation"] == world.conversation_a.pk and row["read_at"] is None
+    for persona in ("admin", "agent_a", "agent_b"):
+        assert _results(api(persona).get("/api/v1/notifications/")) == [], persona
+        assert api(persona).get(f"/api/v1/notifications/{first.pk}/").status_code == 404
+    assert api("manager").get(f"/api/v1/notifications/{hidden.pk}/").status_code == 404
+
+
+def test_marking_one_read_is_opening_it_in_the_browser(world, api, login, mentions):
+    first, second, _ = mentions
+    client = api("manager")
+    assert login(world.manager).get("/inbox/").context["unread_notifications"] == 2
+
+    response = client.post(f"/api/v1/notifications/{first.pk}/read/")
+
+    assert response.status_code == 200 and response.json()["read_at"] is not None
+    assert login(world.manager).get("/inbox/").context["unread_notifications"] == 1
+    assert _results(client.get("/api/v1/notifications/?unread=true")) == [second.pk]
+    assert _results(client.get("/api/v1/notifications/?unread=false")) == [first.pk]
+    again = client.post(f"/api/v1/notifications/{first.pk}/read/")
+    assert again.json()["read_at"] == response.json()["read_at"]
+    assert api("agent_a").post(f"/api/v1/notifications/{second.pk}/read/").status_code == 404
+    assert Notification.objects.get(pk=second.pk).read_at is None
+
+
+def test_marking_all_read_leaves_others_and_hidden_ones_alone(world, api, login, mentions):
+    first, _, hidden = mentions
+    other = Notification.objects.create(
+        recipient=world.agent_a, conversation=world.conversation_a, text="For Bob"
+    )
+    client = api("manager")
+    client.post(f"/api/v1/notifications/{first.pk}/read/")
+
+    response = client.post("/api/v1/notifications/read-all/")
+
+    assert response.status_code == 200 and response.json() == {"marked": 1}
+    assert login(world.manager).get("/inbox/").context["unread_notifications"] == 0
+    assert client.get("/api/v1/notifications/?unread=true").json()["results"] == []
+    assert Notification.objects.get(pk=other.pk).read_at is None
+    assert Notification.objects.get(pk=hidden.pk).read_at is None
+    assert client.post("/api/v1/notifications/read-all/").json() == {"marked": 0}
