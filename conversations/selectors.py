@@ -32,7 +32,7 @@ from conversations.models import (
     Status,
 )
 from governance.models import Role, TeamMembership
-from governance.selectors import visible_channel_ids
+from governance.selectors import replyable_channel_ids, visible_channel_ids
 from scrm.types import AnyUser, user_id
 
 
@@ -48,6 +48,13 @@ def conversations_visible_to(*, user: AnyUser) -> QuerySet[Conversation]:
     return conversations.filter(
         Q(channel_id__in=ids) | Q(pk__in=escalated_conversation_ids(user=user))
     )
+
+
+def conversation_takeable_by(*, conversation: Conversation, user: AnyUser) -> bool:
+    """Taking a conversation means answering it: only for those whose teams may reply on its
+    channel."""
+    replyable = replyable_channel_ids(user=user)
+    return replyable is None or conversation.channel_id in replyable
 
 
 def messages_visible_to(*, user: AnyUser) -> QuerySet[Message]:

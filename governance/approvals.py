@@ -98,6 +98,24 @@ def reply_submit(
     return ReplySubmitted(decision, message, approval)
 
 
+@dataclass(frozen=True)
+class ReplyRetried:
+    decision: OutboundDecision
+    queued: bool  # False when refused, or when the reply had not failed
+
+
+def reply_retry(*, message: Message, user: User) -> ReplyRetried:
+    """Send a failed reply again, at an agent's request. Sending again is sending: the same
+    checks as a new reply (listen-only, reply rights, the policy); only a failed reply is
+    queued again."""
+    from channels_ingest.services import message_retry
+
+    decision = outbound_check(user=user, channel=message.channel, text=message.body)
+    if not decision.allowed:
+        return ReplyRetried(decision, queued=False)
+    return ReplyRetried(decision, queued=message_retry(message_id=message.pk))
+
+
 def approval_request(
     *,
     message: Message,
