@@ -65,6 +65,7 @@ from conversations.models import (
     WebhookCallStatus,
     WebhookEndpoint,
 )
+from conversations.presence import agent_seen, presence_report
 from conversations.rules import EVENTS, RuleError, rule_validate
 from conversations.selectors import (
     INBOX_VIEWS,
@@ -73,6 +74,7 @@ from conversations.selectors import (
     assignable_agents,
     canned_responses_usable_by,
     conversation_for_user,
+    conversation_takeable_by,
     conversations_visible_to,
     inbox_beyond,
     inbox_cursor,
@@ -85,7 +87,7 @@ from conversations.settings_forms import Catalog
 from conversations.webhook_calls import webhook_call_redeliver
 from conversations.webhook_events import WEBHOOK_EVENTS
 from conversations.webhook_guard import webhook_address_problem
-from governance.approvals import reply_submit
+from governance.approvals import reply_retry, reply_submit
 from governance.audit import audit_change, audit_deletion
 from governance.models import Role
 from scrm.api import (
@@ -437,6 +439,61 @@ class CannedTextSerializer(serializers.Serializer[Any]):
     text = serializers.CharField(help_text="Its body with the placeholders filled in")
 
 
+class BulkSerializer(serializers.Serializer[Any]):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=services.BULK_LIMIT,
+        help_text=f"The conversations, at most {services.BULK_LIMIT}",
+    )
+    action = serializers.ChoiceField(choices=list(services.BULK_ACTIONS.items()))
+    status = serializers.ChoiceField(
+        choices=[(s.value, s.label) for s in services.BULK_STATUSES],
+        required=False,
+        help_text="For the status action",
+    )
+    tag = serializers.CharField(max_length=50, required=False, help_text="For the tag action")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        for needed in ("status", "tag"):
+            if attrs["action"] == needed and not attrs.get(needed):
+                raise serializers.ValidationError({needed: [f"Required for the {needed} action."]})
+        return attrs
+
+
+class BulkItemSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="conversation_id")
+    done = serializers.BooleanField()
+    code = serializers.ChoiceField(
+        source="problem",
+        choices=[("", "Done"), ("not_found", "Not found"), ("forbidden", "Not allowed")],
+        allow_blank=True,
+    )
+    detail = serializers.CharField(allow_blank=True)
+
+
+class BulkResultSerializer(serializers.Serializer[Any]):
+    done = serializers.IntegerField(help_text="How many conversations the action was applied to")
+    failed = serializers.IntegerField()
+    results = BulkItemSerializer(many=True, help_text="One per id, in the order given")
+
+
+class PresenceSerializer(serializers.Serializer[Any]):
+    typing = serializers.BooleanField(default=False, help_text="Whether you are writing a reply")
+
+
+class ColleaguePresenceSerializer(serializers.Serializer[Any]):
+    user = serializers.IntegerField(source="user_id")
+    name = serializers.CharField()
+    typing = serializers.BooleanField()
+
+
+class PresenceReportSerializer(serializers.Serializer[Any]):
+    others = ColleaguePresenceSerializer(
+        many=True, help_text="Colleagues who have the conversation open now"
+    )
+
+
 class MessageSerializer(serializers.ModelSerializer[Message]):
     approval = serializers.SerializerMethodField()
 
@@ -581,6 +638,56 @@ class ConversationViewSet(
             )
 
         return self._change(request, AssignSerializer, do)
+
+    @extend_schema(request=_Precondition, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def claim(self, request: Request, pk: str) -> Response:
+        """Take the conversation yourself: for those whose teams may reply on its channel."""
+        conversation = self._conversation()
+        user = request_user(request)
+        if not conversation_takeable_by(conversation=conversation, user=user):
+            raise PermissionDenied("Your teams may only view this channel, not take conversations.")
+        return self._change(
+            request,
+            _Precondition,
+            lambda c, data: services.conversation_assign(conversation=c, assignee=user, actor=user),
+        )
+
+    @extend_schema(request=BulkSerializer, responses=BulkResultSerializer, filters=False)
+    @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
+    def bulk(self, request: Request) -> Response:
+        """One action on several conversations, as the inbox's bulk bar: each is changed on
+        its own, and those that could not be are reported by id (not found, not allowed)."""
+        data = BulkSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcomes = services.conversations_bulk_apply(
+            user=request_user(request),
+            ids=data.validated_data["ids"],
+            action=data.validated_data["action"],
+            status=data.validated_data.get("status", ""),
+            tag=data.validated_data.get("tag", ""),
+        )
+        done = sum(outcome.done for outcome in outcomes)
+        result = {"done": done, "failed": len(outcomes) - done, "results": outcomes}
+        return Response(BulkResultSerializer(result).data)
+
+    @extend_schema(request=PresenceSerializer, responses=PresenceReportSerializer)
+    @action(detail=True, methods=["post"])
+    def presence(self, request: Request, pk: str) -> Response:
+        """Say you have the conversation open (and whether you are typing), every few seconds
+        while you do, as the conversation page does; the answer lists who else has it open."""
+        conversation = self._conversation()
+        data = PresenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        agent_seen(user_id=user.pk)
+        others = presence_report(
+            conversation_id=conversation.pk,
+            user_id=user.pk,
+            name=user.get_full_name() or user.get_username(),
+            typing=data.validated_data["typing"],
+        )
+        return Response(PresenceReportSerializer({"others": others}).data)
 
     @extend_schema(request=StatusSerializer, responses=ConversationSerializer)
     @action(detail=True, methods=["post"], url_path="status")
@@ -889,6 +996,47 @@ class ConversationViewSet(
             ReplyOutcomeSerializer(outcome).data,
             status=status.HTTP_202_ACCEPTED if held else status.HTTP_201_CREATED,
         )
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: MessageSerializer,
+            422: OpenApiResponse(description="Refused by the publishing policy"),
+        },
+        parameters=[OpenApiParameter("message_id", int, OpenApiParameter.PATH)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"messages/(?P<message_id>[0-9]+)/retry",
+        url_name="message-retry",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def message_retry(self, request: Request, pk: str, message_id: str) -> Response:
+        """Send a failed reply again. Sending again is sending: the reply is checked as a new
+        one would be (listen-only channel, reply rights, the policy)."""
+        conversation = self._conversation()
+        message = (
+            conversation.messages.filter(pk=int(message_id), direction=Direction.OUT)
+            .exclude(kind=MessageKind.NOTE)
+            .select_related("channel", "approval")
+            .first()
+        )
+        if message is None:
+            raise NotFound("No such reply in this conversation.")
+        retried = reply_retry(message=message, user=request_user(request))
+        reasons = retried.decision.reasons
+        if not retried.decision.allowed:
+            return Response(
+                {"code": "refused", "detail": " ".join(reasons), "fields": {"body": reasons}},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        if not retried.queued:
+            raise Conflict("Only a failed reply can be sent again.")
+        message.refresh_from_db()
+        return Response(MessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
 
 
 # --- Messages -----------------------------------------------------------------------------

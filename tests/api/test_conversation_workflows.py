@@ -12,8 +12,11 @@ from rest_framework.test import APIClient
 from conversations.escalations import escalation_open
 from conversations.models import (
     CannedResponse,
+    Conversation,
     ConversationEvent,
+    DeliveryStatus,
     DepartmentDelivery,
+    Direction,
     Escalation,
     EscalationStatus,
     EscalationTrigger,
@@ -25,13 +28,17 @@ from conversations.models import (
     Status,
     WebhookCall,
 )
+from conversations.presence import agents_online
 from governance.api_tokens import api_token_create
 from governance.models import AuditEntry, Role
 from tests.factories import (
+    ChannelAccessFactory,
+    ChannelFactory,
     ConversationFactory,
     DepartmentFactory,
     EscalationLevelFactory,
     EscalationPathFactory,
+    MessageFactory,
     TeamFactory,
     TeamMembershipFactory,
     UserFactory,
@@ -480,3 +487,225 @@ def test_marking_all_read_leaves_others_and_hidden_ones_alone(world, api, login,
     assert Notification.objects.get(pk=other.pk).read_at is None
     assert Notification.objects.get(pk=hidden.pk).read_at is None
     assert client.post("/api/v1/notifications/read-all/").json() == {"marked": 0}
+
+
+# --- Claiming -------------------------------------------------------------------------------
+
+
+def test_claiming_assigns_the_conversation_to_oneself(world, api):
+    subscribed = WebhookEndpointFactory(events=["conversation.assigned"])
+    response = api("agent_a").post(_url(world, "claim"), {}, format="json")
+    assert response.status_code == 200, response.json()
+    assert (response.json()["assignee"], response.json()["status"]) == (world.agent_a.pk, "open")
+    assert response["ETag"] == response.json()["version"]
+    event = ConversationEvent.objects.get(
+        conversation=world.conversation_a, kind=EventKind.ASSIGNED
+    )
+    assert event.actor == world.agent_a and event.data["assignee"] == world.agent_a.pk
+    assert WebhookCall.objects.filter(endpoint=subscribed).count() == 1
+    assert api("agent_b").post(_url(world, "claim"), {}, format="json").status_code == 404
+
+
+def test_a_view_only_team_cannot_claim(world, api):
+    world.channel_a.access.update(can_reply=False)
+    for persona in ("agent_a", "manager"):
+        response = api(persona).post(_url(world, "claim"), {}, format="json")
+        assert response.status_code == 403, persona
+    assert Conversation.objects.get(pk=world.conversation_a.pk).assignee is None
+    assert api("admin").post(_url(world, "claim"), {}, format="json").status_code == 200
+
+
+def test_claiming_honours_the_version_read(world, api):
+    client = api("agent_a")
+    read = client.get(_url(world))
+    client.post(_url(world, "priority"), {"priority": 4}, format="json")
+    stale = client.post(_url(world, "claim"), {}, format="json", HTTP_IF_MATCH=read["ETag"])
+    assert stale.status_code == 412
+    older = client.post(
+        _url(world, "claim"), {"updated_at": read.json()["updated_at"]}, format="json"
+    )
+    assert older.status_code == 409
+    assert Conversation.objects.get(pk=world.conversation_a.pk).assignee is None
+
+
+# --- Sending a failed reply again -------------------------------------------------------------
+
+
+def _failed_reply(conversation, **fields):
+    return MessageFactory(
+        conversation=conversation,
+        direction=Direction.OUT,
+        kind=MessageKind.REPLY,
+        external_id=None,
+        delivery_status=DeliveryStatus.FAILED,
+        error="503",
+        **fields,
+    )
+
+
+def test_a_failed_reply_is_sent_again(world, api, django_capture_on_commit_callbacks):
+    failed = _failed_reply(world.conversation_a, author_user=world.agent_a)
+    url = _url(world, f"messages/{failed.pk}/retry")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api("agent_a").post(url)
+    assert response.status_code == 202, response.json()
+    assert response.json()["id"] == failed.pk and response.json()["error"] == ""
+    failed.refresh_from_db()
+    assert failed.delivery_status == DeliveryStatus.SENT
+    again = api("agent_a").post(url)
+    assert again.status_code == 409 and "Only a failed reply" in again.json()["detail"]
+
+
+def test_sending_again_is_checked_as_a_new_reply(world, api):
+    failed = _failed_reply(world.conversation_a, author_user=world.manager)
+    url = _url(world, f"messages/{failed.pk}/retry")
+    world.channel_a.access.update(can_reply=False)
+    refused = api("agent_a").post(url)
+    assert refused.status_code == 422 and refused.json()["code"] == "refused"
+    assert "may not reply" in refused.json()["detail"]
+    world.channel_a.access.update(can_reply=True)
+    world.channel_a.mode = "listen"
+    world.channel_a.save()
+    assert api("agent_a").post(url).status_code == 422
+    assert Message.objects.get(pk=failed.pk).delivery_status == DeliveryStatus.FAILED
+
+
+def test_only_a_reply_of_this_conversation_is_sent_again(world, api):
+    inbound = world.conversation_a.messages.get()
+    note = MessageFactory(
+        conversation=world.conversation_a,
+        direction=Direction.OUT,
+        kind=MessageKind.NOTE,
+        delivery_status=DeliveryStatus.FAILED,
+    )
+    elsewhere = _failed_reply(world.conversation_b)
+    client = api("agent_a")
+    for message in (inbound, note, elsewhere):
+        assert client.post(_url(world, f"messages/{message.pk}/retry")).status_code == 404
+    mine = _failed_reply(world.conversation_a)
+    assert api("agent_b").post(_url(world, f"messages/{mine.pk}/retry")).status_code == 404
+    assert Message.objects.get(pk=mine.pk).delivery_status == DeliveryStatus.FAILED
+
+
+# --- Bulk actions ---------------------------------------------------------------------------
+
+
+BULK = "/api/v1/conversations/bulk/"
+
+
+def test_a_bulk_action_reports_each_conversation(world, api, many):
+    targets = [many[0].pk, many[1].pk, world.conversation_b.pk, 999999, many[0].pk]
+
+    response = api("agent_a").post(
+        BULK, {"ids": targets, "action": "status", "status": "closed"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "done": 2,
+        "failed": 2,
+        "results": [
+            {"id": many[0].pk, "done": True, "code": "", "detail": ""},
+            {"id": many[1].pk, "done": True, "code": "", "detail": ""},
+            {
+                "id": world.conversation_b.pk,
+                "done": False,
+                "code": "not_found",
+                "detail": "No such conversation.",
+            },
+            {"id": 999999, "done": False, "code": "not_found", "detail": "No such conversation."},
+        ],
+    }
+    statuses = dict(Conversation.objects.values_list("pk", "status"))
+    assert statuses[many[0].pk] == statuses[many[1].pk] == Status.CLOSED
+    assert statuses[world.conversation_b.pk] == Status.NEW
+    assert (
+        ConversationEvent.objects.filter(
+            kind=EventKind.STATUS_CHANGED, actor=world.agent_a, data__status="closed"
+        ).count()
+        == 2
+    )
+
+
+def test_bulk_taking_needs_reply_rights_per_conversation(world, api, many):
+    view_only = ChannelFactory(name="Channel C")
+    ChannelAccessFactory(channel=view_only, team=world.team_a, can_reply=False)
+    watched = ConversationFactory(channel=view_only, team=world.team_a)
+    client = api("agent_a")
+
+    taken = client.post(
+        BULK, {"ids": [many[0].pk, watched.pk], "action": "assign_me"}, format="json"
+    )
+
+    assert [(r["id"], r["code"]) for r in taken.json()["results"]] == [
+        (many[0].pk, ""),
+        (watched.pk, "forbidden"),
+    ]
+    assert Conversation.objects.get(pk=many[0].pk).assignee == world.agent_a
+    assert Conversation.objects.get(pk=watched.pk).assignee is None
+    released = client.post(
+        BULK, {"ids": [many[0].pk, watched.pk], "action": "unassign"}, format="json"
+    )
+    assert released.json()["done"] == 2
+    assert Conversation.objects.get(pk=many[0].pk).assignee is None
+
+
+def test_bulk_tagging_adds_one_tag_by_name(world, api, many):
+    response = api("agent_a").post(
+        BULK, {"ids": [many[0].pk, many[2].pk], "action": "tag", "tag": " Outage "}, format="json"
+    )
+    assert response.json()["done"] == 2
+    tagged = set(Conversation.objects.filter(tags__name="outage").values_list("pk", flat=True))
+    assert tagged == {many[0].pk, many[2].pk}
+    assert ConversationEvent.objects.filter(kind=EventKind.TAGGED, data__tag="outage").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"action": "status", "status": "resolved"}, "ids"),
+        ({"ids": [], "action": "unassign"}, "ids"),
+        ({"ids": list(range(1, 502)), "action": "unassign"}, "ids"),
+        ({"ids": ["x"], "action": "unassign"}, "ids"),
+        ({"ids": ["A"], "action": "delete"}, "action"),
+        ({"ids": ["A"], "action": "status"}, "status"),
+        ({"ids": ["A"], "action": "status", "status": "new"}, "status"),
+        ({"ids": ["A"], "action": "status", "status": "escalated"}, "status"),
+        ({"ids": ["A"], "action": "tag", "tag": "  "}, "tag"),
+        ({"ids": ["A"], "action": "tag", "tag": "x" * 51}, "tag"),
+    ],
+)
+def test_a_bulk_action_is_checked_before_anything_changes(world, api, body, field):
+    if "ids" in body:
+        body = {**body, "ids": [world.conversation_a.pk if i == "A" else i for i in body["ids"]]}
+    response = api("agent_a").post(BULK, body, format="json")
+    assert response.status_code == 400 and field in response.json()["fields"], response.json()
+    assert Conversation.objects.get(pk=world.conversation_a.pk).status == Status.NEW
+    assert not ConversationEvent.objects.exists()
+
+
+# --- Presence -------------------------------------------------------------------------------
+
+
+def test_presence_tells_who_else_has_the_conversation_open(world, api):
+    agent, manager = api("agent_a"), api("manager")
+    assert agent.post(_url(world, "presence"), {}, format="json").json() == {"others": []}
+    seen = manager.post(_url(world, "presence"), {"typing": True}, format="json").json()
+    assert seen == {
+        "others": [
+            {
+                "user": world.agent_a.pk,
+                "name": world.agent_a.get_full_name() or world.agent_a.username,
+                "typing": False,
+            }
+        ]
+    }
+    others = agent.post(_url(world, "presence"), {}, format="json").json()["others"]
+    assert [(o["user"], o["typing"]) for o in others] == [(world.manager.pk, True)]
+    assert agents_online(user_ids=[world.agent_a.pk, world.manager.pk, world.agent_b.pk]) == {
+        world.agent_a.pk,
+        world.manager.pk,
+    }
+    assert api("agent_b").post(_url(world, "presence"), {}, format="json").status_code == 404
+    bad = agent.post(_url(world, "presence"), {"typing": "often"}, format="json")
+    assert bad.status_code == 400 and "typing" in bad.json()["fields"]
