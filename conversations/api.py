@@ -6,10 +6,13 @@ Everything starts from ``conversations_visible_to`` / ``messages_visible_to`` an
 services the browser's views call.
 """
 
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import django_filters
 from django.contrib.auth.models import User
@@ -24,21 +27,35 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from channels_ingest.platforms import Platform
 from conversations import services
-from conversations.escalations import escalation_open
+from conversations.escalations import (
+    ANSWER_OUTCOMES,
+    escalation_answer,
+    escalation_answerable_by,
+    escalation_is_addressed_to,
+    escalation_open,
+    escalation_raise,
+    escalation_steerable_by,
+    escalation_withdraw,
+)
 from conversations.models import (
+    CannedResponse,
     Conversation,
     Department,
     Direction,
+    Escalation,
     EscalationPath,
+    EscalationStatus,
     EscalationTrigger,
     Message,
     MessageKind,
+    Notification,
     Priority,
     RoutingRule,
     SlaPolicy,
@@ -49,15 +66,23 @@ from conversations.models import (
     WebhookCallStatus,
     WebhookEndpoint,
 )
+from conversations.presence import agent_seen, presence_report
 from conversations.rules import EVENTS, KINDS, PRIORITIES, RuleError, rule_validate
 from conversations.selectors import (
     INBOX_VIEWS,
+    SORTS,
     InboxFilters,
     assignable_agents,
+    canned_responses_usable_by,
     conversation_for_user,
+    conversation_takeable_by,
     conversations_visible_to,
+    inbox_beyond,
+    inbox_cursor,
     inbox_queryset,
+    inbox_sorted,
     messages_visible_to,
+    notifications_for,
 )
 from conversations.settings_forms import (
     DRY_RUN_STATES,
@@ -69,11 +94,12 @@ from conversations.settings_forms import (
 from conversations.webhook_calls import webhook_call_redeliver
 from conversations.webhook_events import WEBHOOK_EVENTS
 from conversations.webhook_guard import webhook_address_problem
-from governance.approvals import reply_submit
+from governance.approvals import reply_retry, reply_submit
 from governance.audit import audit_change, audit_deletion
 from governance.models import Role
 from scrm.api import (
     Conflict,
+    CursorPage,
     IsAdmin,
     cursor_page,
     etag_of,
@@ -180,6 +206,12 @@ class ConversationFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="_inbox", max_length=200, help_text="Message bodies, contact names and handles"
     )
+    sort = django_filters.ChoiceFilter(
+        choices=_choices(SORTS),
+        method="_inbox",
+        help_text="The order, as on the Inbox page: newest activity first (the default), "
+        "waiting longest, priority, or SLA due soonest",
+    )
 
     class Meta:
         model = Conversation
@@ -213,6 +245,62 @@ class ConversationFilter(django_filters.FilterSet):
             .select_related("contact", "channel")
             .prefetch_related("tags")
         )
+
+
+class InboxCursorPage(CursorPage):
+    """The Inbox page's keyset pages, in the order its ``sort`` names: deep pages cost as much
+    as the first, and rows that share a priority or a due time are never skipped or repeated."""
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+        self.request = request
+        self.base_url = request.build_absolute_uri()
+        self.page_size = self.get_page_size(request) or self.page_size
+        self.sort = request.query_params.get("sort") or "newest"
+        if self.sort not in SORTS:
+            raise serializers.ValidationError({"sort": [f"Choose one of {', '.join(SORTS)}."]})
+        conversations = inbox_sorted(queryset, sort=self.sort)
+        encoded = request.query_params.get(self.cursor_query_param, "")
+        backwards, position = False, ""
+        if encoded:
+            backwards, position = self._read_cursor(encoded)
+            beyond = inbox_beyond(
+                conversations, sort=self.sort, cursor=position, backwards=backwards
+            )
+            if beyond is None:
+                raise serializers.ValidationError(
+                    {"cursor": ["This cursor is not valid for this sort."]}
+                )
+            conversations = beyond.reverse() if backwards else beyond
+        rows = list(conversations[: self.page_size + 1])
+        more = len(rows) > self.page_size
+        self.page = rows[: self.page_size]
+        if backwards:
+            self.page.reverse()
+        self.has_next = more if not backwards else True
+        self.has_previous = more if backwards else bool(position)
+        self.display_page_controls = self.has_next or self.has_previous
+        return self.page
+
+    def _read_cursor(self, encoded: str) -> tuple[bool, str]:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(encoded.encode()))
+            direction, position = raw["d"], raw["k"]
+        except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
+            raise serializers.ValidationError({"cursor": ["This cursor is not valid."]}) from None
+        if direction not in ("next", "previous") or not isinstance(position, str):
+            raise serializers.ValidationError({"cursor": ["This cursor is not valid."]})
+        return direction == "previous", position
+
+    def _link(self, direction: str, row: Conversation) -> str:
+        raw = json.dumps({"d": direction, "k": inbox_cursor(sort=self.sort, row=row)})
+        encoded = base64.urlsafe_b64encode(raw.encode()).decode()
+        return replace_query_param(self.base_url or "", self.cursor_query_param, encoded)
+
+    def get_next_link(self) -> str | None:
+        return self._link("next", self.page[-1]) if self.has_next and self.page else None
+
+    def get_previous_link(self) -> str | None:
+        return self._link("previous", self.page[0]) if self.has_previous and self.page else None
 
 
 class _Precondition(serializers.Serializer[Any]):
@@ -278,6 +366,142 @@ class EscalateSerializer(_Precondition):
         return attrs
 
 
+class EscalationSerializer(serializers.ModelSerializer[Escalation]):
+    target = serializers.CharField(
+        source="target_name", read_only=True, help_text="The department or person it waits on"
+    )
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "conversation",
+            "status",
+            "path",
+            "level",
+            "department",
+            "user",
+            "target",
+            "trigger",
+            "reason",
+            "created_by",
+            "created_at",
+            "previous_assignee",
+            "previous_team",
+            "answer",
+            "answered_by",
+            "answered_by_name",
+            "returned_at",
+            "outcome",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class EscalationRaiseSerializer(_Precondition):
+    reason = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why it goes further: the next level reads it after the first reason",
+    )
+
+
+class EscalationAnswerSerializer(_Precondition):
+    answer = serializers.CharField(max_length=5000, help_text="Added to the conversation as a note")
+    outcome = serializers.ChoiceField(
+        choices=ANSWER_OUTCOMES,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Empty: support answers the customer in the channel; otherwise the department "
+        "settled the matter and the escalation closes",
+    )
+
+
+class CannedResponseSerializer(serializers.ModelSerializer[CannedResponse]):
+    shared_with = serializers.SerializerMethodField(
+        help_text="personal: yours alone; team: your team's; everyone: every colleague's"
+    )
+
+    class Meta:
+        model = CannedResponse
+        fields = ["id", "title", "body", "shared_with", "team", "owner", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=[("personal", "Personal"), ("team", "A team's"), ("everyone", "Everyone's")]
+        )
+    )
+    def get_shared_with(self, canned: CannedResponse) -> str:
+        if canned.owner_id is not None:
+            return "personal"
+        return "team" if canned.team_id is not None else "everyone"
+
+
+class CannedTextSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(help_text="The canned response")
+    title = serializers.CharField()
+    text = serializers.CharField(help_text="Its body with the placeholders filled in")
+
+
+class BulkSerializer(serializers.Serializer[Any]):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        min_length=1,
+        max_length=services.BULK_LIMIT,
+        help_text=f"The conversations, at most {services.BULK_LIMIT}",
+    )
+    action = serializers.ChoiceField(choices=list(services.BULK_ACTIONS.items()))
+    status = serializers.ChoiceField(
+        choices=[(s.value, s.label) for s in services.BULK_STATUSES],
+        required=False,
+        help_text="For the status action",
+    )
+    tag = serializers.CharField(max_length=50, required=False, help_text="For the tag action")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        for needed in ("status", "tag"):
+            if attrs["action"] == needed and not attrs.get(needed):
+                raise serializers.ValidationError({needed: [f"Required for the {needed} action."]})
+        return attrs
+
+
+class BulkItemSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="conversation_id")
+    done = serializers.BooleanField()
+    code = serializers.ChoiceField(
+        source="problem",
+        choices=[("", "Done"), ("not_found", "Not found"), ("forbidden", "Not allowed")],
+        allow_blank=True,
+    )
+    detail = serializers.CharField(allow_blank=True)
+
+
+class BulkResultSerializer(serializers.Serializer[Any]):
+    done = serializers.IntegerField(help_text="How many conversations the action was applied to")
+    failed = serializers.IntegerField()
+    results = BulkItemSerializer(many=True, help_text="One per id, in the order given")
+
+
+class PresenceSerializer(serializers.Serializer[Any]):
+    typing = serializers.BooleanField(default=False, help_text="Whether you are writing a reply")
+
+
+class ColleaguePresenceSerializer(serializers.Serializer[Any]):
+    user = serializers.IntegerField(source="user_id")
+    name = serializers.CharField()
+    typing = serializers.BooleanField()
+
+
+class PresenceReportSerializer(serializers.Serializer[Any]):
+    others = ColleaguePresenceSerializer(
+        many=True, help_text="Colleagues who have the conversation open now"
+    )
+
+
 class MessageSerializer(serializers.ModelSerializer[Message]):
     approval = serializers.SerializerMethodField()
 
@@ -328,15 +552,37 @@ class ReplyOutcomeSerializer(serializers.Serializer[Any]):
     reasons = serializers.ListField(child=serializers.CharField())
 
 
+_Result = TypeVar("_Result")
+
+
+def _locked_change(
+    request: Request,
+    conversation_id: int,
+    serializer_class: type[_Precondition],
+    do: Callable[[Conversation, dict[str, Any]], _Result],
+) -> _Result:
+    """Check the input, then lock the conversation, compare the version the client read
+    (If-Match or updated_at) with the stored one, and apply the change in one transaction."""
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation_id)
+        precondition_check(request, conversation_etag(locked))
+        read_at: datetime | None = data.validated_data.get("updated_at")
+        if read_at is not None and read_at != locked.updated_at:
+            raise Conflict("The conversation changed since you read it: read it again.")
+        return do(locked, data.validated_data)
+
+
 class ConversationViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Conversation]
 ):
     """The inbox: conversations on channels your teams see (and those escalated to you),
-    newest activity first, with the Inbox page's filters."""
+    with the Inbox page's filters and sorts (newest activity first unless ``sort`` says)."""
 
     serializer_class = ConversationSerializer
     filterset_class = ConversationFilter
-    pagination_class = cursor_page("-last_message_at", "-pk")
+    pagination_class = InboxCursorPage
 
     def get_queryset(self) -> QuerySet[Conversation]:
         return (
@@ -371,18 +617,8 @@ class ConversationViewSet(
         serializer_class: type[_Precondition],
         do: Callable[[Conversation, dict[str, Any]], object],
     ) -> Response:
-        """Check the input, then lock the conversation, compare the version the client read
-        (If-Match or updated_at) with the stored one, and apply the change in one transaction."""
         conversation = self._conversation()
-        data = serializer_class(data=request.data)
-        data.is_valid(raise_exception=True)
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            precondition_check(request, conversation_etag(locked))
-            read_at: datetime | None = data.validated_data.get("updated_at")
-            if read_at is not None and read_at != locked.updated_at:
-                raise Conflict("The conversation changed since you read it: read it again.")
-            do(locked, data.validated_data)
+        _locked_change(request, conversation.pk, serializer_class, do)
         return self._answer(self._conversation())
 
     @extend_schema(request=AssignSerializer, responses=ConversationSerializer)
@@ -410,6 +646,56 @@ class ConversationViewSet(
             )
 
         return self._change(request, AssignSerializer, do)
+
+    @extend_schema(request=_Precondition, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def claim(self, request: Request, pk: str) -> Response:
+        """Take the conversation yourself: for those whose teams may reply on its channel."""
+        conversation = self._conversation()
+        user = request_user(request)
+        if not conversation_takeable_by(conversation=conversation, user=user):
+            raise PermissionDenied("Your teams may only view this channel, not take conversations.")
+        return self._change(
+            request,
+            _Precondition,
+            lambda c, data: services.conversation_assign(conversation=c, assignee=user, actor=user),
+        )
+
+    @extend_schema(request=BulkSerializer, responses=BulkResultSerializer, filters=False)
+    @action(detail=False, methods=["post"], filterset_class=None, pagination_class=None)
+    def bulk(self, request: Request) -> Response:
+        """One action on several conversations, as the inbox's bulk bar: each is changed on
+        its own, and those that could not be are reported by id (not found, not allowed)."""
+        data = BulkSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcomes = services.conversations_bulk_apply(
+            user=request_user(request),
+            ids=data.validated_data["ids"],
+            action=data.validated_data["action"],
+            status=data.validated_data.get("status", ""),
+            tag=data.validated_data.get("tag", ""),
+        )
+        done = sum(outcome.done for outcome in outcomes)
+        result = {"done": done, "failed": len(outcomes) - done, "results": outcomes}
+        return Response(BulkResultSerializer(result).data)
+
+    @extend_schema(request=PresenceSerializer, responses=PresenceReportSerializer)
+    @action(detail=True, methods=["post"])
+    def presence(self, request: Request, pk: str) -> Response:
+        """Say you have the conversation open (and whether you are typing), every few seconds
+        while you do, as the conversation page does; the answer lists who else has it open."""
+        conversation = self._conversation()
+        data = PresenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = request_user(request)
+        agent_seen(user_id=user.pk)
+        others = presence_report(
+            conversation_id=conversation.pk,
+            user_id=user.pk,
+            name=user.get_full_name() or user.get_username(),
+            typing=data.validated_data["typing"],
+        )
+        return Response(PresenceReportSerializer({"others": others}).data)
 
     @extend_schema(request=StatusSerializer, responses=ConversationSerializer)
     @action(detail=True, methods=["post"], url_path="status")
@@ -498,6 +784,159 @@ class ConversationViewSet(
         return self._change(request, EscalateSerializer, do)
 
     @extend_schema(
+        responses=EscalationSerializer(many=True),
+        parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        filterset_class=None,
+        pagination_class=cursor_page("-created_at", "-pk"),
+    )
+    def escalations(self, request: Request, pk: str) -> Response:
+        """The conversation's escalations, the current one first."""
+        conversation = self._conversation()
+        rows = Escalation.objects.filter(conversation_id=conversation.pk)
+        paginator = self.paginator
+        assert paginator is not None
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(EscalationSerializer(page, many=True).data)
+
+    def _escalation(self, *, answering: bool = False) -> Escalation:
+        """The conversation's current escalation (the open one, else the last). Those it waits
+        on may answer it even where their teams do not see the channel, as in the browser."""
+        pk = self.kwargs["pk"]
+        if not pk.isdigit():
+            raise NotFound("No such conversation.")
+        user = request_user(self.request)
+        escalation = (
+            Escalation.objects.filter(conversation_id=int(pk))
+            .select_related("department", "user")
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if not conversations_visible_to(user=user).filter(pk=int(pk)).exists() and not (
+            answering
+            and escalation is not None
+            and escalation_is_addressed_to(escalation=escalation, user=user)
+        ):
+            raise NotFound("No such conversation.")
+        if escalation is None:
+            raise Conflict("This conversation was never escalated.")
+        return escalation
+
+    def _steerable(self) -> Escalation:
+        escalation = self._escalation()
+        if not escalation_steerable_by(
+            conversation=escalation.conversation, user=request_user(self.request)
+        ):
+            raise PermissionDenied("The department answers; support raises or takes back.")
+        return escalation
+
+    def _escalation_answer(self, escalation: Escalation) -> Response:
+        fresh = Escalation.objects.get(pk=escalation.pk)
+        response = Response(EscalationSerializer(fresh).data)
+        conversation = Conversation.objects.prefetch_related("tags").get(pk=fresh.conversation_id)
+        response["ETag"] = conversation_etag(conversation)
+        return response
+
+    @extend_schema(request=EscalationRaiseSerializer, responses=EscalationSerializer)
+    @action(detail=True, methods=["post"], url_path="escalation/raise", url_name="escalation-raise")
+    def escalation_raise(self, request: Request, pk: str) -> Response:
+        """Move the open escalation to the next level of its path (support's side only)."""
+        escalation = self._steerable()
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_raise(
+                    escalation=escalation, actor=request_user(request), reason=data["reason"]
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, EscalationRaiseSerializer, do)
+        )
+
+    @extend_schema(request=_Precondition, responses=EscalationSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="escalation/withdraw",
+        url_name="escalation-withdraw",
+    )
+    def escalation_withdraw(self, request: Request, pk: str) -> Response:
+        """Take the conversation back before the department answered (support's side only)."""
+        escalation = self._steerable()
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_withdraw(escalation=escalation, actor=request_user(request))
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, _Precondition, do)
+        )
+
+    @extend_schema(request=EscalationAnswerSerializer, responses=EscalationSerializer)
+    @action(
+        detail=True, methods=["post"], url_path="escalation/answer", url_name="escalation-answer"
+    )
+    def escalation_answer(self, request: Request, pk: str) -> Response:
+        """Record the department's answer: by its team, the person escalated to, or a manager
+        (for a department that answered by phone, say). The conversation goes back to support."""
+        escalation = self._escalation(answering=True)
+        user = request_user(request)
+        if escalation.status != EscalationStatus.OPEN:
+            raise Conflict("This escalation was already answered or taken back.")
+        if not escalation_answerable_by(escalation=escalation, user=user):
+            raise PermissionDenied(
+                f"Only {escalation.target_name} or a manager answers this escalation."
+            )
+
+        def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
+            try:
+                return escalation_answer(
+                    escalation=escalation,
+                    answer=data["answer"],
+                    outcome=data["outcome"],
+                    answered_by=user,
+                )
+            except ValueError as error:
+                raise Conflict(str(error)) from error
+
+        return self._escalation_answer(
+            _locked_change(request, escalation.conversation_id, EscalationAnswerSerializer, do)
+        )
+
+    @extend_schema(
+        responses=CannedTextSerializer,
+        parameters=[OpenApiParameter("canned_id", int, OpenApiParameter.PATH)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"canned-responses/(?P<canned_id>[0-9]+)",
+        url_name="canned-text",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def canned_text(self, request: Request, pk: str, canned_id: str) -> Response:
+        """A canned response you may use, filled in for this conversation (names, channel)."""
+        conversation = self._conversation()
+        user = request_user(request)
+        canned = canned_responses_usable_by(user=user).filter(pk=int(canned_id)).first()
+        if canned is None:
+            raise NotFound("No such canned response.")
+        text = services.canned_render(canned=canned, conversation=conversation, agent=user)
+        return Response(
+            CannedTextSerializer({"id": canned.pk, "title": canned.title, "text": text}).data
+        )
+
+    @extend_schema(
         methods=["GET"],
         responses=MessageSerializer(many=True),
         parameters=[OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
@@ -566,6 +1005,47 @@ class ConversationViewSet(
             status=status.HTTP_202_ACCEPTED if held else status.HTTP_201_CREATED,
         )
 
+    @extend_schema(
+        request=None,
+        responses={
+            202: MessageSerializer,
+            422: OpenApiResponse(description="Refused by the publishing policy"),
+        },
+        parameters=[OpenApiParameter("message_id", int, OpenApiParameter.PATH)],
+        filters=False,
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"messages/(?P<message_id>[0-9]+)/retry",
+        url_name="message-retry",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def message_retry(self, request: Request, pk: str, message_id: str) -> Response:
+        """Send a failed reply again. Sending again is sending: the reply is checked as a new
+        one would be (listen-only channel, reply rights, the policy)."""
+        conversation = self._conversation()
+        message = (
+            conversation.messages.filter(pk=int(message_id), direction=Direction.OUT)
+            .exclude(kind=MessageKind.NOTE)
+            .select_related("channel", "approval")
+            .first()
+        )
+        if message is None:
+            raise NotFound("No such reply in this conversation.")
+        retried = reply_retry(message=message, user=request_user(request))
+        reasons = retried.decision.reasons
+        if not retried.decision.allowed:
+            return Response(
+                {"code": "refused", "detail": " ".join(reasons), "fields": {"body": reasons}},
+                status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+            )
+        if not retried.queued:
+            raise Conflict("Only a failed reply can be sent again.")
+        message.refresh_from_db()
+        return Response(MessageSerializer(message).data, status=status.HTTP_202_ACCEPTED)
+
 
 # --- Messages -----------------------------------------------------------------------------
 
@@ -592,6 +1072,74 @@ class MessageViewSet(
 
     def get_queryset(self) -> QuerySet[Message]:
         return messages_visible_to(user=request_user(self.request)).select_related("approval")
+
+
+class CannedResponseViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[CannedResponse]
+):
+    """Canned responses you may use: your own, your teams' and everyone's, by title. Fill one
+    in for a conversation with ``/conversations/{id}/canned-responses/{canned_id}/``."""
+
+    serializer_class = CannedResponseSerializer
+    pagination_class = cursor_page("title", "pk")
+
+    def get_queryset(self) -> QuerySet[CannedResponse]:
+        return canned_responses_usable_by(user=request_user(self.request))
+
+
+# --- Notifications (mentions) -----------------------------------------------------------------
+
+
+class NotificationSerializer(serializers.ModelSerializer[Notification]):
+    class Meta:
+        model = Notification
+        fields = ["id", "conversation", "actor", "text", "created_at", "read_at"]
+        read_only_fields = fields
+
+
+class NotificationFilter(django_filters.FilterSet):
+    unread = django_filters.BooleanFilter(
+        field_name="read_at", lookup_expr="isnull", help_text="Only unread (true) or read (false)"
+    )
+
+    class Meta:
+        model = Notification
+        fields: list[str] = []
+
+
+class NotificationsReadSerializer(serializers.Serializer[Any]):
+    marked = serializers.IntegerField(help_text="How many were unread")
+
+
+class NotificationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet[Notification]
+):
+    """Your mentions and other notifications, newest first, on conversations you may still
+    see (the Mentions page). Reading one here does not mark it read; ``read`` does, as opening
+    it in the browser does."""
+
+    serializer_class = NotificationSerializer
+    filterset_class = NotificationFilter
+    pagination_class = cursor_page("-created_at", "-pk")
+
+    def get_queryset(self) -> QuerySet[Notification]:
+        return notifications_for(user=request_user(self.request))
+
+    @extend_schema(request=None, responses=NotificationSerializer)
+    @action(detail=True, methods=["post"])
+    def read(self, request: Request, pk: str) -> Response:
+        notification = self.get_object()
+        services.notifications_mark_read(
+            notifications=Notification.objects.filter(pk=notification.pk)
+        )
+        notification.refresh_from_db(fields=["read_at"])
+        return Response(NotificationSerializer(notification).data)
+
+    @extend_schema(request=None, responses=NotificationsReadSerializer, filters=False)
+    @action(detail=False, methods=["post"], url_path="read-all", filterset_class=None)
+    def read_all(self, request: Request) -> Response:
+        marked = services.notifications_mark_read(notifications=self.get_queryset())
+        return Response(NotificationsReadSerializer({"marked": marked}).data)
 
 
 class TagSerializer(serializers.ModelSerializer[Tag]):

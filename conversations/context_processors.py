@@ -1,7 +1,6 @@
 from django.http import HttpRequest
 
-from conversations.models import Notification
-from conversations.selectors import conversations_visible_to
+from conversations.selectors import notifications_for
 
 
 def unread_notifications(request: HttpRequest) -> dict[str, object]:
@@ -9,9 +8,7 @@ def unread_notifications(request: HttpRequest) -> dict[str, object]:
     if not request.user.is_authenticated:
         return {}
     return {
-        "unread_notifications": Notification.objects.filter(
-            recipient_id=request.user.pk,
-            read_at__isnull=True,
-            conversation__in=conversations_visible_to(user=request.user),
-        ).count()
+        "unread_notifications": notifications_for(user=request.user)
+        .filter(read_at__isnull=True)
+        .count()
     }

@@ -166,12 +166,12 @@ def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
     return redirect("conversations:detail", pk=escalation.conversation_id)
 
 
-@require_POST
 def _support_side_or_403(request: AuthedRequest, escalation: Escalation) -> None:
     if not escalation_steerable_by(conversation=escalation.conversation, user=request.user):
         raise PermissionDenied("The department answers; support raises or takes back.")
 
 
+@require_POST
 def escalation_answer_view(request: AuthedRequest, pk: int) -> HttpResponse:
     """The answer given in the app: by the department's team, the person escalated to, or a
     manager. They may answer even where their teams do not watch the channel."""

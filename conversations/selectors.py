@@ -26,12 +26,13 @@ from conversations.models import (
     Conversation,
     ConversationEvent,
     Message,
+    Notification,
     Priority,
     SlaState,
     Status,
 )
 from governance.models import Role, TeamMembership
-from governance.selectors import visible_channel_ids
+from governance.selectors import replyable_channel_ids, visible_channel_ids
 from scrm.types import AnyUser, user_id
 
 
@@ -47,6 +48,13 @@ def conversations_visible_to(*, user: AnyUser) -> QuerySet[Conversation]:
     return conversations.filter(
         Q(channel_id__in=ids) | Q(pk__in=escalated_conversation_ids(user=user))
     )
+
+
+def conversation_takeable_by(*, conversation: Conversation, user: AnyUser) -> bool:
+    """Taking a conversation means answering it: only for those whose teams may reply on its
+    channel."""
+    replyable = replyable_channel_ids(user=user)
+    return replyable is None or conversation.channel_id in replyable
 
 
 def messages_visible_to(*, user: AnyUser) -> QuerySet[Message]:
@@ -242,9 +250,9 @@ def _decode_cursor(sort: str, cursor: str) -> list[Any] | None:
         return None
 
 
-def _after(sort: str, values: list[Any]) -> Q:
-    """Rows that come after the given key values in the sort's order."""
-    keys = _SORT_KEYS[sort]
+def _after(sort: str, values: list[Any], *, backwards: bool = False) -> Q:
+    """Rows that come after the given key values in the sort's order (before, backwards)."""
+    keys = [(name, descending != backwards) for name, descending in _SORT_KEYS[sort]]
     condition = Q(pk__in=[])
     for i, (name, descending) in enumerate(keys):
         equal = Q(**{f"{n}": v for (n, _), v in zip(keys[:i], values[:i], strict=True)})
@@ -337,6 +345,36 @@ def inbox_counts(*, user: AnyUser) -> dict[str, int]:
     )
 
 
+def inbox_sorted(conversations: QuerySet[Conversation], *, sort: str) -> QuerySet[Conversation]:
+    """The conversations in one of the inbox's sorts (``SORTS``), with the keys its cursors
+    name."""
+    if sort == "waiting":
+        conversations = conversations.annotate(
+            wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
+        )
+    elif sort == "sla":
+        conversations = conversations.annotate(sla_key=Coalesce("sla_due_at", Value(_NOT_WAITING)))
+    return conversations.order_by(
+        *(f"{'-' if descending else ''}{name}" for name, descending in _SORT_KEYS[sort])
+    )
+
+
+def inbox_cursor(*, sort: str, row: Conversation) -> str:
+    """Where a page ended, for ``inbox_beyond``: a row of ``inbox_sorted`` in that sort."""
+    return _encode_cursor(sort, row)
+
+
+def inbox_beyond(
+    conversations: QuerySet[Conversation], *, sort: str, cursor: str, backwards: bool = False
+) -> QuerySet[Conversation] | None:
+    """The sorted conversations after the cursor's row (before it, backwards), still in the
+    sort's order; None for a garbled cursor or one of another sort."""
+    position = _decode_cursor(sort, cursor)
+    if position is None:
+        return None
+    return conversations.filter(_after(sort, position, backwards=backwards))
+
+
 def inbox_page(
     *,
     user: AnyUser,
@@ -346,27 +384,19 @@ def inbox_page(
 ) -> InboxPage:
     """One page of the inbox in the chosen order, by keyset: deep pages cost as much as the
     first. Related rows come in a fixed number of queries whatever the page size."""
-    conversations = inbox_queryset(user=user, filters=filters)
-    if filters.sort == "waiting":
-        conversations = conversations.annotate(
-            wait_key=Coalesce("waiting_since", Value(_NOT_WAITING))
-        )
-    elif filters.sort == "sla":
-        conversations = conversations.annotate(sla_key=Coalesce("sla_due_at", Value(_NOT_WAITING)))
-    position = _decode_cursor(filters.sort, after) if after else None
-    if position:
-        conversations = conversations.filter(_after(filters.sort, position))
-    order = [f"{'-' if descending else ''}{name}" for name, descending in _SORT_KEYS[filters.sort]]
+    conversations = inbox_sorted(inbox_queryset(user=user, filters=filters), sort=filters.sort)
+    if after:
+        # A cursor of another sort (or a garbled one) starts from the top.
+        beyond = inbox_beyond(conversations, sort=filters.sort, cursor=after)
+        conversations = conversations if beyond is None else beyond
     rows = list(
-        conversations.select_related("contact", "channel", "assignee", "team")
-        .prefetch_related(
+        conversations.select_related("contact", "channel", "assignee", "team").prefetch_related(
             "tags",
             Prefetch(
                 "contact__identities",
                 queryset=SocialIdentity.objects.order_by("platform", "id"),
             ),
-        )
-        .order_by(*order)[: size + 1]
+        )[: size + 1]
     )
     next_cursor = _encode_cursor(filters.sort, rows[size - 1]) if len(rows) > size else None
     return InboxPage(conversations=rows[:size], next_cursor=next_cursor)
@@ -414,17 +444,23 @@ def conversation_timeline(*, conversation: Conversation) -> list[ConversationEve
     return list(conversation.events.select_related("actor").order_by("-created_at", "-id")[:200])
 
 
-def canned_responses_for(*, user: AnyUser) -> list[CannedResponse]:
+def canned_responses_usable_by(*, user: AnyUser) -> QuerySet[CannedResponse]:
     """The user's own responses, their teams', and those shared with everyone."""
-    return list(
-        CannedResponse.objects.filter(
-            Q(owner_id=user_id(user))
-            | Q(owner__isnull=True, team__isnull=True)
-            | Q(owner__isnull=True, team__memberships__user_id=user_id(user))
+    if not user.is_authenticated:
+        return CannedResponse.objects.none()
+    return CannedResponse.objects.filter(
+        Q(owner_id=user_id(user))
+        | Q(owner__isnull=True, team__isnull=True)
+        | Q(
+            owner__isnull=True,
+            team_id__in=TeamMembership.objects.filter(user_id=user_id(user)).values("team_id"),
         )
-        .distinct()
-        .order_by("title")
     )
+
+
+def canned_responses_for(*, user: AnyUser) -> list[CannedResponse]:
+    """The responses the user may use, by title."""
+    return list(canned_responses_usable_by(user=user).order_by("title"))
 
 
 def assignable_agents(*, conversation: Conversation) -> list[User]:
@@ -441,4 +477,13 @@ def assignable_agents(*, conversation: Conversation) -> list[User]:
         )
         .distinct()
         .order_by("first_name", "username")
+    )
+
+
+def notifications_for(*, user: AnyUser) -> QuerySet[Notification]:
+    """The user's notifications about conversations they may still see."""
+    if not user.is_authenticated:
+        return Notification.objects.none()
+    return Notification.objects.filter(
+        recipient_id=user.pk, conversation__in=conversations_visible_to(user=user)
     )

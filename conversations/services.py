@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -53,7 +54,7 @@ from conversations.sla import (
     sla_policy_change,
     sla_start,
 )
-from governance.selectors import visible_channel_ids
+from governance.selectors import replyable_channel_ids, visible_channel_ids
 from scrm.bulk import rows_insert, rows_update
 
 
@@ -888,3 +889,80 @@ def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: 
         "channel": conversation.channel.name,
     }
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], canned.body)
+
+
+def notifications_mark_read(
+    *, notifications: QuerySet[Notification], at: datetime | None = None
+) -> int:
+    """Mark the unread ones among these notifications read (those read before keep their
+    time). Returns how many changed."""
+    return notifications.filter(read_at__isnull=True).update(read_at=at or timezone.now())
+
+
+# --- The inbox's bulk actions -----------------------------------------------------------
+
+BULK_LIMIT = 500
+BULK_ACTIONS = {
+    "assign_me": "Assign to me",
+    "unassign": "Unassign",
+    "status": "Set the status",
+    "tag": "Add a tag",
+}
+# New is where conversations start and escalating names a target: neither is set in bulk.
+BULK_STATUSES = [s for s in Status if s not in (Status.NEW, Status.ESCALATED)]
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    conversation_id: int
+    done: bool
+    problem: str = ""  # "not_found" or "forbidden" when not done
+    detail: str = ""
+
+
+def conversations_bulk_apply(
+    *, user: User, ids: Sequence[int], action: str, status: str = "", tag: str = ""
+) -> list[BulkOutcome]:
+    """One inbox action on each chosen conversation, each through the service a single change
+    uses: conversations the user may not see are not found, and taking one needs reply rights
+    on its channel. At most ``BULK_LIMIT``; an unknown action, a status that cannot be set in
+    bulk or an empty tag raises ValueError before anything changes."""
+    from conversations.selectors import conversations_visible_to
+
+    if action not in BULK_ACTIONS:
+        raise ValueError("Choose an action for the selected conversations.")
+    if action == "status" and status not in BULK_STATUSES:
+        raise ValueError(f"Choose a status: {', '.join(BULK_STATUSES)}.")
+    name = tag.strip().lower()[:50]
+    if action == "tag" and not name:
+        raise ValueError("Name the tag to add.")
+    wanted = list(dict.fromkeys(ids))[:BULK_LIMIT]
+    found = {c.pk: c for c in conversations_visible_to(user=user).filter(pk__in=wanted)}
+    replyable = replyable_channel_ids(user=user) if action == "assign_me" else None
+    chosen_tag = Tag.objects.get_or_create(name=name)[0] if action == "tag" else None
+    outcomes = []
+    for pk in wanted:
+        conversation = found.get(pk)
+        if conversation is None:
+            outcomes.append(BulkOutcome(pk, False, "not_found", "No such conversation."))
+            continue
+        if action == "assign_me":
+            if replyable is not None and conversation.channel_id not in replyable:
+                outcomes.append(
+                    BulkOutcome(
+                        pk,
+                        False,
+                        "forbidden",
+                        "Your teams may only view this channel, not take conversations.",
+                    )
+                )
+                continue
+            conversation_assign(conversation=conversation, assignee=user, actor=user)
+        elif action == "unassign":
+            conversation_assign(conversation=conversation, assignee=None, actor=user)
+        elif action == "status":
+            conversation_status_set(conversation=conversation, status=status, actor=user)
+        elif chosen_tag is not None:
+            conversation_tag(conversation=conversation, tag=chosen_tag, actor=user)
+        outcomes.append(BulkOutcome(pk, True))
+    return outcomes

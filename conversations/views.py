@@ -10,7 +10,6 @@ from django.views.decorators.http import require_POST
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.platforms import REPLY_MAX_LENGTH, Platform
-from channels_ingest.services import message_retry
 from contacts.selectors import merge_candidates
 from conversations import services
 from conversations.escalations import escalation_panel_context
@@ -42,18 +41,18 @@ from conversations.selectors import (
     canned_responses_for,
     contact_history,
     conversation_for_user,
+    conversation_takeable_by,
     conversation_thread,
     conversation_timeline,
-    conversations_visible_to,
     inbox_counts,
     inbox_new_since,
     inbox_page,
+    notifications_for,
 )
-from governance.approvals import reply_submit
+from governance.approvals import reply_retry, reply_submit
 from governance.models import Team
 from governance.roles import is_admin
-from governance.selectors import channels_visible_to, replyable_channel_ids, teams_of
-from governance.services import outbound_check
+from governance.selectors import channels_visible_to, teams_of
 from scrm.types import AuthedRequest
 
 
@@ -106,46 +105,24 @@ def inbox_updates(request: AuthedRequest) -> HttpResponse:
 @require_POST
 def inbox_bulk(request: AuthedRequest) -> HttpResponse:
     """Apply one action to the ticked conversations the user may see."""
-    ids = [int(pk) for pk in request.POST.getlist("ids") if pk.isdigit()][:500]
-    action = request.POST.get("action", "")
-    selected = list(conversations_visible_to(user=request.user).filter(pk__in=ids))
-    done = 0
-    for conversation in selected:
-        if action == "assign_me":
-            if not _may_reply(request, conversation):
-                continue
-            services.conversation_assign(
-                conversation=conversation, assignee=request.user, actor=request.user
-            )
-        elif action == "unassign":
-            services.conversation_assign(
-                conversation=conversation, assignee=None, actor=request.user
-            )
-        elif (
-            action.startswith("status:")
-            and action[7:] in Status.values
-            and action[7:] not in (Status.NEW, Status.ESCALATED)
-        ):
-            services.conversation_status_set(
-                conversation=conversation, status=action[7:], actor=request.user
-            )
-        elif action == "tag" and request.POST.get("tag", "").strip():
-            tag = Tag.objects.get_or_create(name=request.POST["tag"].strip().lower()[:50])[0]
-            services.conversation_tag(conversation=conversation, tag=tag, actor=request.user)
-        else:
-            messages.error(request, "Choose an action for the selected conversations.")
-            break
-        done += 1
+    ids = [int(pk) for pk in request.POST.getlist("ids") if pk.isdigit()]
+    action, _, status = request.POST.get("action", "").partition(":")
+    try:
+        outcomes = services.conversations_bulk_apply(
+            user=request.user,
+            ids=ids,
+            action=action,
+            status=status,
+            tag=request.POST.get("tag", ""),
+        )
+    except ValueError:
+        messages.error(request, "Choose an action for the selected conversations.")
+        outcomes = []
+    done = sum(outcome.done for outcome in outcomes)
     if done:
         messages.success(request, f"Done for {done} conversation{'s' if done != 1 else ''}.")
     back = request.POST.get("next", "")
     return redirect(f"{reverse('conversations:inbox')}?{back}" if back else "conversations:inbox")
-
-
-def _may_reply(request: AuthedRequest, conversation: Conversation) -> bool:
-    """Taking a conversation means answering it: only for those whose teams may reply."""
-    replyable = replyable_channel_ids(user=request.user)
-    return replyable is None or conversation.channel_id in replyable
 
 
 def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:
@@ -241,7 +218,7 @@ def conversation_note(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 def conversation_claim(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
-    if not _may_reply(request, conversation):
+    if not conversation_takeable_by(conversation=conversation, user=request.user):
         messages.error(request, "Your teams may only view this channel, not take conversations.")
         return redirect("conversations:detail", pk=pk)
     services.conversation_assign(
@@ -331,12 +308,11 @@ def message_retry_view(request: AuthedRequest, pk: int, message_id: int) -> Http
     )
     if message is None:
         raise Http404("No such reply in this conversation.")
-    # Sending again is sending: the same rules as a new reply (listen-only, reply rights...).
-    decision = outbound_check(user=request.user, channel=conversation.channel, text=message.body)
-    if not decision.allowed:
-        for reason in decision.reasons:
+    retried = reply_retry(message=message, user=request.user)
+    if not retried.decision.allowed:
+        for reason in retried.decision.reasons:
             messages.error(request, reason)
-    elif message_retry(message_id=message_id):
+    elif retried.queued:
         messages.success(request, "The reply is queued again.")
     else:
         messages.error(request, "Only a failed reply can be sent again.")
@@ -370,10 +346,7 @@ def conversation_presence(request: AuthedRequest, pk: int) -> HttpResponse:
 def notifications(request: AuthedRequest) -> HttpResponse:
     """The user's mentions, newest first; unread ones are marked."""
     rows = list(
-        Notification.objects.filter(
-            recipient=request.user,
-            conversation__in=conversations_visible_to(user=request.user),
-        )
+        notifications_for(user=request.user)
         .select_related("conversation__contact", "actor")
         .order_by("-created_at")[:100]
     )
@@ -383,5 +356,5 @@ def notifications(request: AuthedRequest) -> HttpResponse:
 def notification_open(request: AuthedRequest, pk: int) -> HttpResponse:
     """Mark a mention read and go to its conversation (if the user may still see it)."""
     notification = get_object_or_404(Notification, pk=pk, recipient=request.user)
-    Notification.objects.filter(pk=pk, read_at__isnull=True).update(read_at=timezone.now())
+    services.notifications_mark_read(notifications=Notification.objects.filter(pk=pk))
     return redirect("conversations:detail", pk=notification.conversation_id)

@@ -44,7 +44,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
-from conversations.webhook_guard import UnresolvedHost, webhook_url_problem
+from conversations.webhook_guard import (
+    RefusedAddress,
+    UnresolvedHost,
+    webhook_post,
+    webhook_target,
+)
 
 USER_AGENT = "SocialCRM-Webhook/1"
 TIMEOUT_SECONDS = 10
@@ -118,10 +123,10 @@ def webhook_call_deliver(*, call_id: int) -> WebhookCall:
         return _finish(call, status=WebhookCallStatus.FAILED, error="The endpoint is switched off.")
 
     try:
-        refused = webhook_url_problem(endpoint.url, allow_private=endpoint.allow_private_network)
+        target = webhook_target(endpoint.url, allow_private=endpoint.allow_private_network)
     except UnresolvedHost as unresolved:
         return _retry_or_fail(call, error=str(unresolved))
-    if refused:
+    except RefusedAddress as refused:
         return _finish(call, status=WebhookCallStatus.FAILED, error=f"Refused: {refused}")
 
     body = json.dumps(call.payload, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
@@ -138,14 +143,9 @@ def webhook_call_deliver(*, call_id: int) -> WebhookCall:
             secret=endpoint.secret, timestamp=timestamp, body=body
         )
     try:
-        response = requests.post(
-            endpoint.url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT_SECONDS,
-            # A redirect would turn the POST into a GET somewhere else: report it instead.
-            allow_redirects=False,
-        )
+        # Redirects are not followed (a POST would turn into a GET somewhere else): the call
+        # reports them instead.
+        response = webhook_post(target, data=body, headers=headers, timeout=TIMEOUT_SECONDS)
     except requests.Timeout:
         return _retry_or_fail(call, error=f"No answer within {TIMEOUT_SECONDS} s.")
     except requests.RequestException as exc:

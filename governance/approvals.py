@@ -98,6 +98,24 @@ def reply_submit(
     return ReplySubmitted(decision, message, approval)
 
 
+@dataclass(frozen=True)
+class ReplyRetried:
+    decision: OutboundDecision
+    queued: bool  # False when refused, or when the reply had not failed
+
+
+def reply_retry(*, message: Message, user: User) -> ReplyRetried:
+    """Send a failed reply again, at an agent's request. Sending again is sending: the same
+    checks as a new reply (listen-only, reply rights, the policy); only a failed reply is
+    queued again."""
+    from channels_ingest.services import message_retry
+
+    decision = outbound_check(user=user, channel=message.channel, text=message.body)
+    if not decision.allowed:
+        return ReplyRetried(decision, queued=False)
+    return ReplyRetried(decision, queued=message_retry(message_id=message.pk))
+
+
 def approval_request(
     *,
     message: Message,
@@ -135,16 +153,16 @@ def approval_request(
             reasons=list(reasons),
             levels_required=approval.levels_required,
         )
-        _publish("approval.requested", approval)
+        _publish("approval.requested", approval_id=approval.pk)
     return approval
 
 
-def _publish(event: str, approval: OutboundApproval) -> None:
+def _publish(event: str, *, approval_id: int) -> None:
     from conversations.webhook_events import webhook_event_publish, webhook_subscribed
 
     if not webhook_subscribed(event):
         return
-    fresh = OutboundApproval.objects.select_related("message").get(pk=approval.pk)
+    fresh = OutboundApproval.objects.select_related("message").get(pk=approval_id)
     data = {
         "approval": {
             "id": fresh.pk,
@@ -367,7 +385,7 @@ def approval_approve(
             level=2 if approval.levels_required > 1 and final else 1,
         )
         if final:
-            _publish("approval.decided", approval)
+            _publish("approval.decided", approval_id=approval.pk)
     return _fresh(approval)
 
 
@@ -416,13 +434,14 @@ def approval_reject(
             channel=message.channel_id,
             note_chars=len(note),
         )
-        _publish("approval.decided", approval)
+        _publish("approval.decided", approval_id=approval.pk)
     return _fresh(approval)
 
 
 def approvals_expire(*, now: datetime | None = None) -> int:
-    """Held messages past their deadline expire: never sent, the requester told. Safe to run
-    twice and alongside approvers: each approval is claimed. Returns how many expired."""
+    """Held messages past their deadline expire: never sent, the requester told, and
+    ``approval.decided`` published as for a decision. Safe to run twice and alongside
+    approvers: each approval is claimed. Returns how many expired."""
     now = now or timezone.now()
     due = list(
         OutboundApproval.objects.filter(status=ApprovalStatus.PENDING, expires_at__lte=now)
@@ -454,5 +473,6 @@ def approvals_expire(*, now: datetime | None = None) -> int:
                 object_repr=f"Approval of message #{message_id}",
                 message=message_id,
             )
+            _publish("approval.decided", approval_id=pk)
             expired += 1
     return expired

@@ -27,6 +27,10 @@ router.register(
 router.register("conversations", conversations_api.ConversationViewSet, basename="conversation")
 router.register("messages", conversations_api.MessageViewSet, basename="message")
 router.register("tags", conversations_api.TagViewSet, basename="tag")
+router.register("notifications", conversations_api.NotificationViewSet, basename="notification")
+router.register(
+    "canned-responses", conversations_api.CannedResponseViewSet, basename="canned-response"
+)
 router.register("routing-rules", conversations_api.RoutingRuleViewSet, basename="routing-rule")
 router.register("sla-policies", conversations_api.SlaPolicyViewSet, basename="sla-policy")
 router.register(

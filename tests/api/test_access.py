@@ -10,7 +10,15 @@ from django.utils import timezone
 from channels_ingest.models import DeadLetter
 from contacts.models import MergeSuggestion
 from contacts.services import contact_import_create, contact_merge, import_file_read
-from conversations.models import WebhookCall
+from conversations.escalations import escalation_open
+from conversations.models import (
+    CannedResponse,
+    DeliveryStatus,
+    Direction,
+    EscalationTrigger,
+    MessageKind,
+    WebhookCall,
+)
 from governance.approvals import reply_submit
 from governance.models import (
     AuditEntry,
@@ -28,6 +36,7 @@ from tests.factories import (
     DepartmentFactory,
     EscalationLevelFactory,
     IdentityFactory,
+    MessageFactory,
     RoutingRuleFactory,
     SlaPolicyFactory,
     WebhookEndpointFactory,
@@ -65,6 +74,8 @@ SCOPED = {
     "tag",
     "api-token",
     "me",
+    "canned-response",
+    "notification",
 }
 APPROVERS = {"approval"}
 # The reports' figures and targets: managers and admins.
@@ -283,3 +294,60 @@ def test_contact_resources_answer_with_their_own_objects(world, api, persona):
             else:
                 assert response.status_code == expected, (name, method, response.status_code)
     assert len(tried) == 7, tried
+
+
+# What each persona gets from the conversation workflows on conversation A (channel A, team A),
+# escalated to a department of another team; in this order, on one fresh world per persona.
+# admin, manager, agent_a, agent_b (who does not see channel A), anonymous.
+WORKFLOWS = [
+    ("get", "conversations/{a}/escalations/", {}, (200, 200, 200, 404, 401)),
+    # Not on a path: there is no next level.
+    ("post", "conversations/{a}/escalation/raise/", {}, (409, 409, 409, 404, 401)),
+    # Managers answer for a department (here without an answer: 400); support does not.
+    ("post", "conversations/{a}/escalation/answer/", {}, (400, 400, 403, 404, 401)),
+    ("post", "conversations/{a}/escalation/withdraw/", {}, (200, 200, 200, 404, 401)),
+    ("post", "conversations/{a}/claim/", {}, (200, 200, 200, 404, 401)),
+    ("post", "conversations/{a}/presence/", {"typing": True}, (200, 200, 200, 404, 401)),
+    ("get", "conversations/{a}/canned-responses/{canned}/", {}, (200, 200, 200, 404, 401)),
+    ("post", "conversations/{a}/messages/{failed}/retry/", {}, (202, 202, 202, 404, 401)),
+    ("post", "conversations/bulk/", {"ids": ["{a}"], "action": "unassign"}, (200,) * 4 + (401,)),
+    ("get", "canned-responses/", {}, (200, 200, 200, 200, 401)),
+    ("get", "canned-responses/{canned}/", {}, (200, 200, 200, 200, 401)),
+    ("get", "notifications/", {}, (200, 200, 200, 200, 401)),
+    ("post", "notifications/read-all/", {}, (200, 200, 200, 200, 401)),
+]
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_conversation_workflows_follow_the_pages_access(world, api, persona):
+    escalation_open(
+        conversation=world.conversation_a,
+        trigger=EscalationTrigger.AGENT,
+        actor=world.agent_a,
+        reason="Billing",
+        department=DepartmentFactory(),
+    )
+    failed = MessageFactory(
+        conversation=world.conversation_a,
+        direction=Direction.OUT,
+        kind=MessageKind.REPLY,
+        external_id=None,
+        delivery_status=DeliveryStatus.FAILED,
+    )
+    ids = {
+        "a": world.conversation_a.pk,
+        "canned": CannedResponse.objects.create(title="Shared", body="Hi").pk,
+        "failed": failed.pk,
+    }
+    client = api(persona)
+    column = PERSONAS.index(persona)
+    for method, route, body, expected in WORKFLOWS:
+        url = "/api/v1/" + route.format(**ids)
+        data = {k: [int(i.format(**ids)) for i in v] if k == "ids" else v for k, v in body.items()}
+        response = getattr(client, method)(url, data, format="json")
+        assert response.status_code == expected[column], (method, route, response.content)
+    if persona == "agent_b":
+        outcome = client.post(
+            "/api/v1/conversations/bulk/", {"ids": [ids["a"]], "action": "unassign"}, format="json"
+        ).json()
+        assert outcome["results"][0]["code"] == "not_found"

@@ -1,20 +1,39 @@
 """Outbound webhook subscriptions: events to subscribed endpoints, signed with a timestamp,
-retried, redelivered from the log, and never sent to private addresses unless allowed."""
+retried, redelivered from the log, and never sent to private addresses unless allowed (not even
+by a name that points elsewhere after the check)."""
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import requests
 import responses
+import urllib3.util.connection
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from channels_ingest.pipeline import ingest
 from contacts.models import Contact, SocialIdentity
+from conversations import webhook_guard
 from conversations.models import WebhookCall, WebhookCallStatus, WebhookEndpoint
 from conversations.webhook_calls import webhook_call_deliver
+from conversations.webhook_guard import WebhookTarget, webhook_post
+from governance.approvals import approval_reject, reply_submit
+from governance.models import OutboundApproval, PolicyAction, PublishingPolicy
+from governance.tasks import expire_approvals
 from tests.factories import ContactFactory, WebhookEndpointFactory, post
 
 pytestmark = pytest.mark.django_db
@@ -238,3 +257,231 @@ def test_contacts_made_by_an_import_are_announced_but_updated_ones_are_not(
         }
     }
     assert existing.pk not in calls
+
+
+def test_an_approval_that_expires_is_announced_as_decided_expired(world):
+    WebhookEndpointFactory(url=URL, events=["approval.decided"])
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    rejected, expiring = (
+        reply_submit(conversation=world.conversation_a, author=world.agent_a, body=text).approval
+        for text in ("A refund", "Another refund")
+    )
+    approval_reject(approval=rejected, approver=world.manager, note="No")
+    OutboundApproval.objects.filter(pk=expiring.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    assert expire_approvals.delay().get() == 1
+
+    calls = {c.payload["data"]["approval"]["id"]: c for c in WebhookCall.objects.all()}
+    assert set(calls) == {rejected.pk, expiring.pk}
+    expired = calls[expiring.pk]
+    assert expired.event == "approval.decided"
+    assert expired.payload["event"] == "approval.decided"
+    assert expired.payload["data"]["approval"] == {
+        "id": expiring.pk,
+        "status": "expired",
+        "reasons": expiring.reasons,
+        "message": expiring.message_id,
+        "conversation": world.conversation_a.pk,
+        "channel": world.channel_a.pk,
+        "requested_by": world.agent_a.pk,
+        "decided_by": None,
+    }
+    assert set(expired.payload["data"]["approval"]) == set(
+        calls[rejected.pk].payload["data"]["approval"]
+    )
+    assert expire_approvals.delay().get() == 0
+    assert WebhookCall.objects.count() == 2
+
+
+def test_an_expiry_without_subscribers_queues_nothing(world):
+    WebhookEndpointFactory(url=URL, events=["approval.requested"])
+    PublishingPolicy.objects.create(banned_terms=["refund"], banned_action=PolicyAction.APPROVE)
+    held = reply_submit(conversation=world.conversation_a, author=world.agent_a, body="A refund")
+    OutboundApproval.objects.filter(pk=held.approval.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert expire_approvals.delay().get() == 1
+    assert list(WebhookCall.objects.values_list("event", flat=True)) == ["approval.requested"]
+
+
+# --- DNS rebinding: a call connects to the address that was checked ---------------------------
+
+PUBLIC, INSIDE = "93.184.216.34", "10.0.0.7"
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def rebinding_dns(monkeypatch):
+    """A name server that answers the first lookup of a name with a public address and every
+    later one with a private address; returns the names looked up."""
+    lookups = []
+
+    def resolve(host: str) -> list[str]:
+        if _is_address(host):
+            return [host]
+        lookups.append(host)
+        return [PUBLIC] if len(lookups) == 1 else [INSIDE]
+
+    monkeypatch.setattr(webhook_guard, "_addresses", resolve)
+    return resolve, lookups
+
+
+@pytest.fixture
+def connections(monkeypatch, rebinding_dns):
+    """Records where each connection would go (resolving names through the same name
+    server, as the operating system would) and refuses it: no network in tests."""
+    resolve, _ = rebinding_dns
+    attempts = []
+
+    def connect(address, *args, **kwargs):
+        host, port = address
+        attempts.append((resolve(host)[0], port))
+        raise ConnectionRefusedError("no network in tests")
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", connect)
+    return attempts
+
+
+def test_a_name_that_turns_private_after_the_check_is_not_reached_there(
+    world, rebinding_dns, connections
+):
+    _, lookups = rebinding_dns
+    endpoint = WebhookEndpointFactory(url=URL)
+    call = WebhookCall.objects.create(endpoint=endpoint, key="rebind", event="contact.created")
+
+    call = webhook_call_deliver(call_id=call.pk)
+
+    assert connections == [(PUBLIC, 443)]
+    assert lookups == ["hooks.example.com"]
+    assert call.status == WebhookCallStatus.PENDING and "ConnectionError" in call.last_error
+
+
+def test_each_attempt_checks_the_name_again(world, rebinding_dns, connections):
+    endpoint = WebhookEndpointFactory(url=URL)
+    call = WebhookCall.objects.create(endpoint=endpoint, key="again", event="contact.created")
+    webhook_call_deliver(call_id=call.pk)
+    WebhookCall.objects.filter(pk=call.pk).update(next_attempt_at=timezone.now())
+
+    call = webhook_call_deliver(call_id=call.pk)
+
+    assert connections == [(PUBLIC, 443)]
+    assert call.status == WebhookCallStatus.FAILED and INSIDE in call.last_error
+
+
+def test_an_endpoint_allowed_inside_connects_by_name(world, rebinding_dns, connections):
+    _, lookups = rebinding_dns
+    endpoint = WebhookEndpointFactory(url=URL, allow_private_network=True)
+    call = WebhookCall.objects.create(endpoint=endpoint, key="inside", event="contact.created")
+    webhook_call_deliver(call_id=call.pk)
+    assert connections == [(PUBLIC, 443)] and lookups == ["hooks.example.com"]
+
+
+def test_the_next_checked_address_is_tried_only_when_no_connection_was_made(monkeypatch):
+    attempts = []
+
+    def connect(address, *args, **kwargs):
+        attempts.append(address[0])
+        if address[0] == "192.0.2.1":
+            raise ConnectionRefusedError("refused")
+        ours, theirs = socket.socketpair()
+        theirs.close()  # connected, then the other side hangs up without answering
+        return ours
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", connect)
+    target = WebhookTarget(
+        url="http://hooks.example.com/crm", addresses=("192.0.2.1", "198.51.100.1", "203.0.113.1")
+    )
+    with pytest.raises(requests.ConnectionError):
+        webhook_post(target, data=b"{}", headers={}, timeout=5)
+    # The body may have reached the second address: a third would get it twice.
+    assert attempts == ["192.0.2.1", "198.51.100.1"]
+
+
+def _certificate(tmp_path, name: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """An HTTPS receiver on the loopback address with a certificate for hooks.example.com,
+    trusted by the client; records the server name asked for and the request's Host."""
+    cert, key = _certificate(tmp_path, "hooks.example.com")
+    seen = {}
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen.update(sni=name)
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["host"] = self.headers["Host"]
+            seen["body"] = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_pinned_call_speaks_tls_to_the_host_name_at_the_checked_address(tls_receiver):
+    port, seen = tls_receiver
+    target = WebhookTarget(url=f"https://hooks.example.com:{port}/crm", addresses=("127.0.0.1",))
+    response = webhook_post(target, data=b'{"ok":1}', headers={}, timeout=5)
+    assert response.status_code == 204
+    assert seen == {
+        "sni": "hooks.example.com",
+        "host": f"hooks.example.com:{port}",
+        "body": b'{"ok":1}',
+    }
+
+
+def test_a_pinned_call_checks_the_certificate_against_the_host_name(tls_receiver):
+    port, seen = tls_receiver
+    target = WebhookTarget(url=f"https://other.example.com:{port}/crm", addresses=("127.0.0.1",))
+    with pytest.raises(requests.exceptions.SSLError):
+        webhook_post(target, data=b"{}", headers={}, timeout=5)
+    assert "body" not in seen

@@ -726,6 +726,15 @@ def test_the_department_answers_but_does_not_raise_or_take_back(world, conversat
     assert escalation.status == "open"
 
 
+def test_the_escalation_actions_take_posts_only(world, conversation, tier2, login):
+    escalation = _escalate(conversation, world.agent_a, department=tier2)
+    client = login(world.manager)
+    for action in ("raise", "withdraw", "answer"):
+        assert client.get(f"/escalations/{escalation.pk}/{action}/").status_code == 405, action
+    escalation.refresh_from_db()
+    assert escalation.status == "open"
+
+
 def test_the_panel_shows_an_open_escalation_and_what_can_be_done(world, conversation, support_path):
     _escalate(conversation, world.agent_a, path=support_path)
     request = RequestFactory().get("/")
