@@ -364,6 +364,17 @@ def _take(
         effects["webhook"] = int(value)
 
 
+def agents_load(*, user_ids: Iterable[int]) -> dict[int, int]:
+    """How many active conversations each of these agents holds (absent: none), in one query:
+    what capacity limits count."""
+    return dict(
+        Conversation.objects.filter(assignee_id__in=set(user_ids), status__in=ACTIVE_STATUSES)
+        .values("assignee_id")
+        .annotate(n=Count("id"))
+        .values_list("assignee_id", "n")
+    )
+
+
 def auto_assign(decisions: Decisions, *, now: datetime) -> None:
     """Round robin within each conversation's team, over members who are online and under
     their capacity: the one assigned longest ago goes next. Two queries whatever the batch."""
@@ -382,14 +393,7 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
     if not members:
         return
     may_reply = _reply_rights({m.user_id for m in members}, {c.channel_id for c in wanted})
-    load: dict[int, int] = dict(
-        Conversation.objects.filter(
-            assignee_id__in={m.user_id for m in members}, status__in=ACTIVE_STATUSES
-        )
-        .values("assignee_id")
-        .annotate(n=Count("id"))
-        .values_list("assignee_id", "n")
-    )
+    load = agents_load(user_ids={m.user_id for m in members})
     never = datetime.min.replace(tzinfo=now.tzinfo)
     touched: dict[int, TeamMembership] = {}
     for turn, conversation in enumerate(wanted):

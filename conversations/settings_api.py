@@ -11,7 +11,7 @@ from typing import Any
 import django_filters
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Model, ProtectedError, RestrictedError
+from django.db.models import Model, ProtectedError, RestrictedError
 from django.forms import BaseForm
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, viewsets
@@ -21,15 +21,14 @@ from rest_framework.response import Response
 from conversations.api import _AuditedAdminViewSet
 from conversations.business_hours import WEEKDAY_NAMES
 from conversations.models import (
-    ACTIVE_STATUSES,
     BusinessCalendar,
-    Conversation,
     Department,
     DepartmentDelivery,
     EscalationLevel,
     EscalationPath,
 )
 from conversations.presence import agents_online
+from conversations.routing import agents_load
 from conversations.settings_forms import (
     CalendarForm,
     CapacityForm,
@@ -413,12 +412,7 @@ class CapacityViewSet(
 
     def _data(self, memberships: list[TeamMembership]) -> Any:
         ids = {m.user_id for m in memberships}
-        load = dict(
-            Conversation.objects.filter(assignee_id__in=ids, status__in=ACTIVE_STATUSES)
-            .values("assignee_id")
-            .annotate(n=Count("id"))
-            .values_list("assignee_id", "n")
-        )
+        load = agents_load(user_ids=ids)
         context = {
             **self.get_serializer_context(),
             "online": agents_online(user_ids=ids),

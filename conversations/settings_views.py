@@ -16,9 +16,7 @@ from django.views.decorators.http import require_POST
 
 from channels_ingest.platforms import Platform
 from conversations.models import (
-    ACTIVE_STATUSES,
     BusinessCalendar,
-    Conversation,
     Department,
     Direction,
     EscalationLevel,
@@ -30,6 +28,7 @@ from conversations.models import (
     WebhookEndpoint,
 )
 from conversations.presence import agents_online
+from conversations.routing import agents_load
 from conversations.rules import CONDITION_FIELDS, EVENTS, KINDS, PRIORITIES, Facts
 from conversations.selectors import messages_visible_to
 from conversations.settings_forms import (
@@ -488,12 +487,7 @@ def assignment(request: AuthedRequest) -> HttpResponse:
         return redirect("routing:assignment")
     user_ids = {m.user_id for m in memberships}
     online = agents_online(user_ids=user_ids)
-    load: dict[int, int] = dict(
-        Conversation.objects.filter(assignee_id__in=user_ids, status__in=ACTIVE_STATUSES)
-        .values("assignee_id")
-        .annotate(n=Count("id"))
-        .values_list("assignee_id", "n")
-    )
+    load = agents_load(user_ids=user_ids)
     teams = [
         (
             team,
