@@ -8,7 +8,8 @@ Two phases on one demo channel:
 
 With ``--routing`` the run first sets up what a support team routes with (``routing_setup.py``:
 a business calendar, three SLA policies, ten rules), so both phases also evaluate the rules
-and run the SLA clocks; ``routing_overhead.py`` compares runs with and without it.
+and run the SLA clocks; ``--routing rules`` or ``--routing sla`` sets up only one of the two.
+``routing_overhead.py`` compares runs with and without them.
 
 For each phase it prints posts per second, the SQL queries of one representative batch, the
 batch latencies, peak Python memory (tracemalloc) and the process's peak RSS, and which call
@@ -18,7 +19,7 @@ Without DATABASE_URL the database is a SQLite file in a temporary folder; with D
 (PostgreSQL) it is Django's test database ``test_<name>``, dropped at the end. The developer's
 own database and data folder are never opened.
 
-    python bench/run.py --posts 20000 --batch 500 [--routing] [--json results.json]
+    python bench/run.py --posts 20000 --batch 500 [--routing [rules|sla]] [--json results.json]
 """
 
 import argparse
@@ -525,12 +526,13 @@ def _routing_outcome(routing: dict[str, Any]) -> list[str]:
         f"{outcome['tasks_published']:,} send tasks published to the in-memory broker, "
         "none consumed or sent",
     ]
-    lines.append(
-        _table(
-            ["  rule (position order)", "applied"],
-            [["  " + name, f"{n:,}"] for name, n in outcome["by_rule"].items()],
+    if outcome["by_rule"]:
+        lines.append(
+            _table(
+                ["  rule (position order)", "applied"],
+                [["  " + name, f"{n:,}"] for name, n in outcome["by_rule"].items()],
+            )
         )
-    )
     return lines
 
 
@@ -645,9 +647,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="random seed for the posts (1)")
     parser.add_argument(
         "--routing",
-        action="store_true",
+        nargs="?",
+        const="all",
+        choices=("all", "rules", "sla"),
         help="set up a business calendar, SLA policies and routing rules first "
-        "(bench/routing_setup.py), so that the phases route and time SLAs",
+        "(bench/routing_setup.py), so that the phases route and time SLAs; 'rules' or 'sla' "
+        "sets up only the rules or only the SLA policies",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     parser.add_argument(
@@ -692,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         channel = ChannelAccount.objects.create(
             platform="demo", name="Benchmark", handle=BRAND, settings={"flavour": FLAVOUR}
         )
-        setup = routing_setup() if args.routing else None
+        setup = routing_setup(args.routing) if args.routing else None
         for batch in batched(workload.warmup, args.batch):
             ingest(channel=channel, posts=batch)
         if setup is not None:
@@ -717,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if trace_memory:
                 tracemalloc.stop()
-        routing: dict[str, Any] = {"enabled": setup is not None}
+        routing: dict[str, Any] = {"enabled": setup is not None, "parts": args.routing}
         if setup is not None:
             routing.update(
                 setup=setup.describe(),

@@ -16,14 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Model, Q
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
-from conversations import business_hours, presence
+from conversations import presence, setup_cache
 from conversations.models import (
     ACTIVE_STATUSES,
-    BusinessCalendar,
     Conversation,
     ConversationEvent,
     DeliveryStatus,
@@ -34,7 +33,6 @@ from conversations.models import (
     EscalationStatus,
     EscalationTrigger,
     EventKind,
-    Holiday,
     Message,
     MessageKind,
     Notification,
@@ -62,40 +60,23 @@ logger = logging.getLogger(__name__)
 
 
 class Calendars:
-    """Business calendars for the ``business_hours`` condition, loaded when a rule needs them."""
+    """Business calendars for the ``business_hours`` condition, looked up when a rule needs
+    them (once per book)."""
 
     def __init__(self) -> None:
-        self._loaded: dict[int, business_hours.BusinessCalendar] | None = None
-        self._default: int | None = None
-
-    def _load(self) -> dict[int, business_hours.BusinessCalendar]:
-        if self._loaded is None:
-            models = list(BusinessCalendar.objects.all())
-            days: dict[int, set[Any]] = defaultdict(set)
-            for calendar_id, day in Holiday.objects.values_list("calendar_id", "date"):
-                days[calendar_id].add(day)
-            self._loaded = {}
-            for c in models:
-                try:
-                    self._loaded[c.pk] = business_hours.BusinessCalendar.from_config(
-                        time_zone=c.time_zone, weekly_hours=c.weekly_hours, holidays=days[c.pk]
-                    )
-                except business_hours.CalendarError:
-                    # Only hours written around the form get here: taken as always open.
-                    logger.exception("Business hours %s cannot be read", c.pk)
-            self._default = next((c.pk for c in models if c.is_default), None)
-        return self._loaded
+        self._set: setup_cache.CalendarSet | None = None
 
     def within(self, calendar_id: int | None, at: datetime) -> bool:
-        calendars = self._load()
-        chosen = calendars.get(calendar_id if calendar_id is not None else self._default or 0)
+        if self._set is None:
+            self._set = setup_cache.business_calendars()
+        chosen = self._set.get(calendar_id)
         # Without any calendar the organisation is taken to be always open.
         return True if chosen is None else chosen.is_open(at)
 
 
 @dataclass
 class RuleBook:
-    """The active rules, compiled once for a batch of work."""
+    """The active rules, compiled, for a batch of work."""
 
     rules: list[CompiledRule]
     needed: frozenset[str]
@@ -103,25 +84,21 @@ class RuleBook:
 
     @classmethod
     def load(cls) -> "RuleBook":
-        rules = []
-        for rule in RoutingRule.objects.filter(is_active=True).order_by("position", "id"):
-            try:
-                rules.append(
-                    rule_compile(
-                        id=rule.pk,
-                        name=rule.name,
-                        events=rule.events,
-                        match=rule.match,
-                        conditions=rule.conditions,
-                        actions=rule.actions,
-                        stop_processing=rule.stop_processing,
-                    )
-                )
-            except RuleError:
-                # Only a definition written around the editor gets here; it must not stop
-                # the channel, so it is skipped and logged.
-                logger.exception("Routing rule %s cannot be compiled; skipped", rule.pk)
-        rules = _without_missing_targets(rules)
+        """The rules as stored now. Compiled once per process and reused while the rows (and
+        the teams, tags and users they name) are unchanged: see ``setup_cache``."""
+        rule_rows = setup_cache.rows(
+            f"SELECT {setup_cache.columns(RoutingRule, _RULE_COLUMNS)}"
+            f" FROM {setup_cache.table(RoutingRule)} WHERE {_active(RoutingRule)}"
+            f" ORDER BY {setup_cache.columns(RoutingRule, ('position', 'id'))}"
+        )
+        compiled = setup_cache.built("rules", rule_rows, lambda: _rules_compile(rule_rows))
+        wanted = _targets(compiled)
+        present = _present(wanted)
+        rules = setup_cache.built(
+            "rules-targets",
+            (rule_rows, present),
+            lambda: _without_missing_targets(compiled, wanted, present),
+        )
         return cls(rules=rules, needed=facts_needed(rules))
 
     def __post_init__(self) -> None:
@@ -152,10 +129,40 @@ class RuleBook:
         return found
 
 
-def _without_missing_targets(rules: list[CompiledRule]) -> list[CompiledRule]:
-    """Rules name teams, tags and users by id; one deleted since the rule was saved is left
-    out of its actions (its foreign key would fail the whole batch), and logged."""
-    wanted: dict[str, set[int]] = {"team": set(), "tag": set(), "user": set()}
+_RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
+_TARGET_KINDS = ("team", "tag", "user")
+
+
+def _active(model: type[Any]) -> str:
+    """The condition "is active": a boolean column, true on PostgreSQL and 1 on SQLite."""
+    return setup_cache.columns(model, ("is_active",))
+
+
+def _rules_compile(rule_rows: setup_cache.Rows) -> list[CompiledRule]:
+    rules = []
+    for pk, name, events, match, conditions, actions, stop_processing in rule_rows:
+        try:
+            rules.append(
+                rule_compile(
+                    id=pk,
+                    name=name,
+                    events=setup_cache.json_value(events),
+                    match=match,
+                    conditions=setup_cache.json_value(conditions),
+                    actions=setup_cache.json_value(actions),
+                    stop_processing=bool(stop_processing),
+                )
+            )
+        except (RuleError, ValueError, TypeError, KeyError):
+            # Only a definition written around the editor gets here; it must not stop
+            # the channel, so it is skipped and logged.
+            logger.exception("Routing rule %s cannot be compiled; skipped", pk)
+    return rules
+
+
+def _targets(rules: Sequence[CompiledRule]) -> dict[str, frozenset[int]]:
+    """The teams, tags and users the rules' actions name."""
+    wanted: dict[str, set[int]] = {kind: set() for kind in _TARGET_KINDS}
     for rule in rules:
         for action in rule.actions:
             if action.type == "set_team":
@@ -167,21 +174,46 @@ def _without_missing_targets(rules: list[CompiledRule]) -> list[CompiledRule]:
             elif action.type == "notify":
                 wanted["user"].update(action.value.get("users") or ())
                 wanted["team"].update(action.value.get("teams") or ())
-    if not any(wanted.values()):
-        return rules
-    from django.contrib.auth.models import User
+    return {kind: frozenset(ids) for kind, ids in wanted.items()}
+
+
+def _present(wanted: dict[str, frozenset[int]]) -> dict[str, frozenset[int]]:
+    """Which of them exist (users: and are active), in one query."""
+    from django.contrib.auth import get_user_model
 
     from conversations.models import Tag
     from governance.models import Team
 
-    present = {
-        "team": set(Team.objects.filter(pk__in=wanted["team"]).values_list("pk", flat=True)),
-        "tag": set(Tag.objects.filter(pk__in=wanted["tag"]).values_list("pk", flat=True)),
-        "user": set(
-            User.objects.filter(pk__in=wanted["user"], is_active=True).values_list("pk", flat=True)
-        ),
-    }
-    if all(wanted[kind] <= present[kind] for kind in wanted):
+    models: dict[str, type[Model]] = {"team": Team, "tag": Tag, "user": get_user_model()}
+    parts, params = [], []
+    for kind in _TARGET_KINDS:
+        ids = sorted(wanted[kind])
+        if not ids:
+            continue
+        model = models[kind]
+        condition = f"{setup_cache.columns(model, ('id',))} IN ({', '.join(['%s'] * len(ids))})"
+        if kind == "user":
+            condition += f" AND {_active(model)}"
+        parts.append(
+            f"SELECT %s, {setup_cache.columns(model, ('id',))} FROM "
+            f"{setup_cache.table(model)} WHERE {condition}"
+        )
+        params += [kind, *ids]
+    found: dict[str, set[int]] = {kind: set() for kind in _TARGET_KINDS}
+    if parts:
+        for kind, pk in setup_cache.rows(" UNION ALL ".join(parts), params):
+            found[kind].add(pk)
+    return {kind: frozenset(ids) for kind, ids in found.items()}
+
+
+def _without_missing_targets(
+    rules: list[CompiledRule],
+    wanted: dict[str, frozenset[int]],
+    present: dict[str, frozenset[int]],
+) -> list[CompiledRule]:
+    """Rules name teams, tags and users by id; one deleted since the rule was saved is left
+    out of its actions (its foreign key would fail the whole batch), and logged."""
+    if all(wanted[kind] <= present[kind] for kind in _TARGET_KINDS):
         return rules
     kept = []
     for rule in rules:

@@ -17,18 +17,17 @@ write, so the ingest pipeline keeps one UPDATE per batch.
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from conversations import business_hours
+from conversations import business_hours, setup_cache
 from conversations.models import (
     Conversation,
     ConversationEvent,
     EventKind,
-    Holiday,
     Notification,
     SlaEvent,
     SlaEventKind,
@@ -72,26 +71,28 @@ class SlaSetup:
 
     @classmethod
     def load(cls) -> "SlaSetup":
-        policies = list(SlaPolicy.objects.filter(is_active=True).select_related("calendar"))
-        calendar_models = {p.calendar.pk: p.calendar for p in policies if p.calendar is not None}
-        holidays: dict[int, set[date]] = {pk: set() for pk in calendar_models}
-        if calendar_models:
-            for calendar_id, day in Holiday.objects.filter(
-                calendar_id__in=calendar_models
-            ).values_list("calendar_id", "date"):
-                holidays[calendar_id].add(day)
-        calendars = {}
-        for pk, model in calendar_models.items():
-            try:
-                calendars[pk] = business_hours.BusinessCalendar.from_config(
-                    time_zone=model.time_zone,
-                    weekly_hours=model.weekly_hours,
-                    holidays=holidays[pk],
-                )
-            except business_hours.CalendarError:
-                # Only hours written around the form get here: counted around the clock.
-                logger.exception("Business hours %s cannot be read", pk)
-        return cls(policies=policies, calendars=calendars)
+        """The active policies as stored now, built once per process and reused while their
+        rows are unchanged (``setup_cache``); calendars likewise."""
+        names = [f.name for f in SlaPolicy._meta.concrete_fields]
+        policy_rows = setup_cache.rows(
+            f"SELECT {setup_cache.columns(SlaPolicy, names)} FROM {setup_cache.table(SlaPolicy)}"
+            f" WHERE {setup_cache.columns(SlaPolicy, ('is_active',))} ORDER BY 1"
+        )
+        # Built by the ORM, for its conversions; rows changed in between only rebuild again.
+        policies = setup_cache.built(
+            "sla-policies",
+            policy_rows,
+            lambda: list(SlaPolicy.objects.filter(is_active=True).order_by("pk")),
+        )
+        calendars = setup_cache.business_calendars().by_id
+        return cls(
+            policies=policies,
+            calendars={
+                p.calendar_id: calendars[p.calendar_id]
+                for p in policies
+                if p.calendar_id is not None and p.calendar_id in calendars
+            },
+        )
 
     @property
     def needs_vip(self) -> bool:
