@@ -1,0 +1,43 @@
+"""Values written by ``rows_insert`` read back as the ORM writes them."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from django.db import connection
+
+from conversations.models import ConversationEvent
+from scrm.bulk import _adapter, rows_insert
+from tests.factories import ConversationFactory
+
+pytestmark = pytest.mark.django_db
+
+MOMENTS = [
+    datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+    datetime(2026, 3, 29, 3, 30, 0, 250, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2025, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2026, 1, 1, tzinfo=UTC),
+]
+
+
+def test_the_datetime_adapter_writes_what_the_backend_writes():
+    adapt = _adapter(ConversationEvent._meta.get_field("created_at"))
+    for moment in MOMENTS:
+        expected = connection.ops.adapt_datetimefield_value(moment)
+        assert (moment if adapt is None else adapt(moment)) == expected
+    assert adapt is None or adapt(None) is None
+
+
+def test_inserted_rows_read_back_equal_to_what_was_given():
+    conversation = ConversationFactory()
+    data = [{"rule": 1, "name": "Ünïcode “quotes”", "tags": [1, 2]}, {}, {"a": None}, {"n": 1.5}]
+    rows_insert(
+        ConversationEvent,
+        ("conversation", "kind", "data", "created_at"),
+        [(conversation.pk, "note", d, m) for d, m in zip(data, MOMENTS, strict=True)],
+    )
+    stored = list(
+        ConversationEvent.objects.filter(conversation=conversation)
+        .order_by("pk")
+        .values_list("data", "created_at")
+    )
+    assert stored == list(zip(data, MOMENTS, strict=True))
