@@ -49,7 +49,7 @@ from conversations.rules import (
     acknowledgement_render,
     facts_needed,
     rule_compile,
-    rules_evaluate,
+    rules_evaluate_events,
 )
 from governance.models import TeamMembership
 from governance.policy import policy_for
@@ -110,23 +110,7 @@ class RuleBook:
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
-        done: set[int] = set()
-        found: list[tuple[str, RuleMatch]] = []
-        last = len(events) - 1
-        for position, event in enumerate(events):
-            rules = self._by_event.get(event, [])
-            if done:
-                rules = [r for r in rules if r.id not in done]
-            for match in rules_evaluate(
-                rules, facts, within_hours=self.calendars.within, event=event
-            ):
-                done.add(match.rule.id)
-                found.append((event, match))
-                if match.rule.stop_processing:
-                    return found
-                if position < last:
-                    facts = _facts_after(facts, match.actions)
-        return found
+        return rules_evaluate_events(self._by_event, facts, events, self.calendars.within)
 
 
 _RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
@@ -247,15 +231,6 @@ def _without_missing_targets(
             )
         )
     return kept
-
-
-def _facts_after(facts: Facts, actions: Iterable[Action]) -> Facts:
-    for action in actions:
-        if action.type == "set_priority":
-            facts = replace(facts, priority=int(action.value))
-        elif action.type == "add_tags":
-            facts = replace(facts, tag_ids=facts.tag_ids | frozenset(action.value))
-    return facts
 
 
 # --- What the rules decided, carried out ------------------------------------------------

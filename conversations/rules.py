@@ -213,18 +213,38 @@ def rules_evaluate(
     """The rules of the event (``facts.event`` unless given) that match, in order; each sees
     the priority and tags earlier matches set, and one that stops processing ends the list."""
     event = facts.event if event is None else event
+    return [
+        match
+        for _, match in rules_evaluate_events(
+            {event: [r for r in rules if event in r.events]}, facts, [event], within_hours
+        )
+    ]
+
+
+def rules_evaluate_events(
+    by_event: Mapping[str, Sequence[CompiledRule]],
+    facts: Facts,
+    events: Sequence[str],
+    within_hours: Callable[[int | None, datetime], bool],
+) -> list[tuple[str, RuleMatch]]:
+    """The rules listening to any of ``events`` (``by_event``: each event's rules in order)
+    that match, each rule once, event by event. A match's priority and tags are visible to
+    every later rule, of the same event or the next; one that stops processing ends it."""
     subject = _Subject(facts, within_hours)
-    found = []
-    for rule in rules:
-        if event not in rule.events or not _matches(rule, subject):
-            continue
-        found.append(RuleMatch(rule=rule, actions=rule.actions))
-        if rule.set_priority is not None:
-            subject.priority = rule.set_priority
-        if rule.added_tag_ids:
-            subject.tag_ids = subject.tag_ids | rule.added_tag_ids
-        if rule.stop_processing:
-            break
+    found: list[tuple[str, RuleMatch]] = []
+    done: set[int] = set()
+    for event in events:
+        for rule in by_event.get(event, ()):
+            if rule.id in done or not _matches(rule, subject):
+                continue
+            done.add(rule.id)
+            found.append((event, RuleMatch(rule=rule, actions=rule.actions)))
+            if rule.set_priority is not None:
+                subject.priority = rule.set_priority
+            if rule.added_tag_ids:
+                subject.tag_ids = subject.tag_ids | rule.added_tag_ids
+            if rule.stop_processing:
+                return found
     return found
 
 

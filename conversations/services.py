@@ -402,26 +402,19 @@ def inbound_posts_store(
     )
 
     existing = {c.pk: c for _, c in placed if id(c) not in created}
-    rows_update(
-        Conversation,
-        [
-            {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
-            for pk, c in sorted(existing.items())
-        ],
-        [*_ROLLUP_FIELDS, "updated_at"],
-    )
     # Routing and SLA columns only for the rows whose values moved: most follow-ups change
-    # neither, and a narrower UPDATE is cheaper.
-    moved = [
-        (pk, values)
-        for pk, c in sorted(existing.items())
-        if (values := tuple(getattr(c, name) for name in _TRACKED)) != tracked_before.get(pk)
-    ]
-    rows_update(
-        Conversation,
-        [{"pk": pk, **dict(zip(_TRACKED, values, strict=True))} for pk, values in moved],
-        _TRACKED,
-    )
+    # neither, and a narrower UPDATE is cheaper. Each row is updated once.
+    moved: list[dict[str, Any]] = []
+    unmoved: list[dict[str, Any]] = []
+    for pk, c in sorted(existing.items()):
+        row = {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
+        tracked = tuple(getattr(c, name) for name in _TRACKED)
+        if tracked == tracked_before.get(pk):
+            unmoved.append(row)
+        else:
+            moved.append(row | dict(zip(_TRACKED, tracked, strict=True)))
+    rows_update(Conversation, unmoved, [*_ROLLUP_FIELDS, "updated_at"])
+    rows_update(Conversation, moved, [*_ROLLUP_FIELDS, "updated_at", *_TRACKED])
     # Inbound messages are facts in their own table; the timeline records changes of state.
     decisions.events[:0] = [
         *((c, EventKind.CREATED, {}, c.created_at) for c in new_conversations),
