@@ -7,6 +7,7 @@ and a prepared statement executed per row on SQLite, where statements run in-pro
 """
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -131,3 +132,219 @@ def _without_nul(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_without_nul(v) for v in value]
     return value
+
+
+def rows_insert_returning(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = ("pk",),
+    ignore_conflicts: bool = False,
+) -> list[tuple[Any, ...]]:
+    """``rows_insert`` that gives back the ``returning`` fields of the rows it inserted, read
+    as a query would read them, in the order of ``rows`` (the order Django's ``bulk_create``
+    relies on too). With ``ignore_conflicts`` a row that breaks a unique constraint is left
+    out, and so is its result: callers match results by a key they returned."""
+    if not rows:
+        return []
+    meta = model._meta
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    adapters = [_remembering_adapter(field) for field in model_fields]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    returned = [_field(model, name) for name in returning]
+    returned_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in returned)
+    conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    per_statement = max(1, _max_params() // len(fields))
+    results: list[tuple[Any, ...]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                adapt(value) for row in chunk for adapt, value in zip(adapters, row, strict=True)
+            ]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
+                f"{conflicts} RETURNING {returned_columns}",
+                params,
+            )
+            results.extend(cursor.fetchall())
+    return _converted(model, returned, results)
+
+
+def rows_select(
+    model: type[Model],
+    fields: Sequence[str],
+    *,
+    where: str,
+    params: Sequence[Any],
+    extra: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Value tuples of ``fields`` (read as a query would read them) of the rows matching
+    ``where``, an SQL condition on the model's table; ``extra`` SQL expressions follow, as the
+    database gives them. For hot paths where compiling a queryset costs more than running it."""
+    meta = model._meta
+    selected = [_field(model, name) for name in fields]
+    columns = [connection.ops.quote_name(str(f.column)) for f in selected]
+    table = connection.ops.quote_name(meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join([*columns, *extra])} FROM {table} WHERE {where}", params)
+        results = cursor.fetchall()
+    return _converted(model, selected, results)
+
+
+def rows_set(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    combine: Mapping[str, Combine] | None = None,
+) -> int:
+    """``rows_update`` for rows given as ``(pk, *values)`` tuples in ``fields`` order, with
+    values adapted as ``rows_insert`` adapts them rather than through each field. When every
+    field keeps the greater value, rows where none would grow are left unwritten (no row
+    version, no trigger, no lock held longer than the read). Returns rows sent."""
+    if not rows:
+        return 0
+    combine = combine or {}
+    meta = model._meta
+    table = connection.ops.quote_name(meta.db_table)
+    pk_field = meta.pk
+    assert pk_field is not None
+    pk_column = connection.ops.quote_name(str(pk_field.column))
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    adapters = [_remembering_adapter(field) for field in model_fields]
+    columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
+    only_growing = all(combine.get(name) == "greatest" for name in fields)
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+
+    def assignment(name: str, column: str, source: str) -> str:
+        if combine.get(name) == "greatest":
+            return f"{column} = {greatest}({table}.{column}, {source})"
+        return f"{column} = {source}"
+
+    def grows(column: str, source: str) -> str:
+        return f"({table}.{column} IS NULL OR {table}.{column} < {source})"
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            types = [pk_field.db_type(connection)] + [f.db_type(connection) for f in model_fields]
+            placeholder = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+            aliases = ", ".join(["pk", *(f"v{i}" for i in range(len(fields)))])
+            sources = [f"v.v{i}" for i in range(len(fields))]
+            sets = ", ".join(
+                assignment(name, column, source)
+                for name, column, source in zip(fields, columns, sources, strict=True)
+            )
+            condition = f"{table}.{pk_column} = v.pk"
+            if only_growing:
+                growth = " OR ".join(map(grows, columns, sources))
+                condition += f" AND ({growth})"
+            sql = (
+                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([placeholder] * len(rows))})"
+                f" AS v({aliases}) WHERE {condition}"
+            )
+            params = []
+            for pk, *values in rows:
+                params.append(pk)
+                params.extend(adapt(v) for adapt, v in zip(adapters, values, strict=True))
+            cursor.execute(sql, params)
+        else:
+            sets = ", ".join(
+                assignment(name, column, "%s") for name, column in zip(fields, columns, strict=True)
+            )
+            condition = f"{pk_column} = %s"
+            if only_growing:
+                growth = " OR ".join(grows(column, "%s") for column in columns)
+                condition += f" AND ({growth})"
+            sql = f"UPDATE {table} SET {sets} WHERE {condition}"
+            batch = []
+            for pk, *values in rows:
+                adapted = [adapt(v) for adapt, v in zip(adapters, values, strict=True)]
+                batch.append([*adapted, pk, *adapted] if only_growing else [*adapted, pk])
+            cursor.executemany(sql, batch)
+    return len(rows)
+
+
+def sql_in(column: str, count: int) -> str:
+    """``column IN (%s, …)`` for ``count`` values (``count`` must be positive)."""
+    return f"{column} IN ({', '.join(['%s'] * count)})"
+
+
+def _remembering_adapter(field: "Field[Any, Any]") -> "Callable[[Any], Any]":
+    """``_adapter``, remembering what each time became: rows of one batch share most of their
+    times (when it was written, a first post also being the last), and on SQLite adapting one
+    costs more than the rest of the row."""
+    adapt = _adapter(field)
+    if field.get_internal_type() != "DateTimeField":
+        return adapt
+    adapted: dict[Any, Any] = {}
+
+    def remembered(value: Any) -> Any:
+        try:
+            return adapted[value]
+        except KeyError:
+            result = adapted[value] = adapt(value)
+            return result
+
+    return remembered
+
+
+# Fields whose values read from the database are immutable, so one may stand for all equal ones.
+_IMMUTABLE_VALUES = {"DateTimeField", "DateField", "TimeField", "BooleanField"}
+
+
+def _field(model: type[Model], name: str) -> "Field[Any, Any]":
+    meta = model._meta
+    if name == "pk":
+        assert meta.pk is not None
+        return cast(Field, meta.pk)
+    return cast(Field, meta.get_field(name))
+
+
+def _converted(
+    model: type[Model], fields: "Sequence[Field[Any, Any]]", results: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Rows as the ORM would read them: the backend's and the fields' converters applied."""
+    table = model._meta.db_table
+    steps: list[tuple[int, Any, list[Any], dict[Any, Any] | None]] = []
+    for index, field in enumerate(fields):
+        column = field.get_col(table)
+        converters = [
+            *connection.ops.get_db_converters(column),
+            *field.get_db_converters(connection),
+        ]
+        if converters:
+            remember = field.get_internal_type() in _IMMUTABLE_VALUES
+            steps.append((index, column, converters, {} if remember else None))
+    if not steps or not results:
+        return results
+    converted = []
+    for result in results:
+        row = list(result)
+        for index, column, converters, seen in steps:
+            raw = value = row[index]
+            if seen is not None and raw in seen:
+                row[index] = seen[raw]
+                continue
+            for convert in converters:
+                value = convert(value, column, connection)
+            if seen is not None:
+                seen[raw] = value
+            row[index] = value
+        converted.append(tuple(row))
+    return converted
+
+
+def _max_params() -> int:
+    """Bound parameters one statement may take: SQLite's limit as this build sets it (often
+    far above Django's conservative 999); PostgreSQL's protocol caps them at 65535."""
+    if connection.vendor != "sqlite":
+        return 65535
+    connection.ensure_connection()
+    getlimit = getattr(connection.connection, "getlimit", None)
+    if getlimit is None:  # Python < 3.11
+        return 999
+    return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
