@@ -9,8 +9,10 @@ and a prepared statement executed per row on SQLite, where statements run in-pro
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, cast
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Field, Model
@@ -150,7 +152,7 @@ def rows_insert_returning(
         return []
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    adapters = [_remembering_adapter(field) for field in model_fields]
+    values_of = _values_adapter(model_fields)
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -162,9 +164,7 @@ def rows_insert_returning(
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            params = [
-                adapt(value) for row in chunk for adapt, value in zip(adapters, row, strict=True)
-            ]
+            params = [value for row in chunk for value in values_of(row)]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
                 f"{conflicts} RETURNING {returned_columns}",
@@ -215,7 +215,7 @@ def rows_set(
     assert pk_field is not None
     pk_column = connection.ops.quote_name(str(pk_field.column))
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    adapters = [_remembering_adapter(field) for field in model_fields]
+    values_of = _values_adapter(model_fields)
     columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
     only_growing = all(combine.get(name) == "greatest" for name in fields)
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
@@ -249,7 +249,7 @@ def rows_set(
             params = []
             for pk, *values in rows:
                 params.append(pk)
-                params.extend(adapt(v) for adapt, v in zip(adapters, values, strict=True))
+                params.extend(values_of(values))
             cursor.execute(sql, params)
         else:
             sets = ", ".join(
@@ -262,7 +262,7 @@ def rows_set(
             sql = f"UPDATE {table} SET {sets} WHERE {condition}"
             batch = []
             for pk, *values in rows:
-                adapted = [adapt(v) for adapt, v in zip(adapters, values, strict=True)]
+                adapted = values_of(values)
                 batch.append([*adapted, pk, *adapted] if only_growing else [*adapted, pk])
             cursor.executemany(sql, batch)
     return len(rows)
@@ -273,23 +273,54 @@ def sql_in(column: str, count: int) -> str:
     return f"{column} IN ({', '.join(['%s'] * count)})"
 
 
-def _remembering_adapter(field: "Field[Any, Any]") -> "Callable[[Any], Any]":
-    """``_adapter``, remembering what each time became: rows of one batch share most of their
-    times (when it was written, a first post also being the last), and on SQLite adapting one
-    costs more than the rest of the row."""
-    adapt = _adapter(field)
-    if field.get_internal_type() != "DateTimeField":
+def _values_adapter(
+    fields: "Sequence[Field[Any, Any]]",
+) -> "Callable[[Sequence[Any]], list[Any]]":
+    """What turns a row's values into parameters, as ``_adapter`` would, touching only the
+    values that need it. Times are remembered: rows of one batch share most of them (when
+    it was written, a first post also being the last), and on SQLite adapting one costs more
+    than the rest of the row."""
+    steps: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, field in enumerate(fields):
+        internal = field.get_internal_type()
+        if internal == "JSONField":
+            steps.append((index, _json))
+        elif internal == "DateTimeField":
+            steps.append((index, _datetime_adapter()))
+    width = len(fields)
+
+    def values_of(row: Sequence[Any]) -> list[Any]:
+        if len(row) != width:
+            raise ValueError(f"{len(row)} values for {width} fields")
+        values = list(row)
+        for index, adapt in steps:
+            values[index] = adapt(values[index])
+        return values
+
+    return values_of
+
+
+def _datetime_adapter() -> "Callable[[Any], Any]":
+    """The backend's adaptation of times. On SQLite, which stores them as text in the
+    database's zone, it is done here for plain aware datetimes (the same steps without the
+    backend's per-call lookups) and remembered per value."""
+    adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor != "sqlite" or not settings.USE_TZ:
         return adapt
+    zone = connection.timezone
     adapted: dict[Any, Any] = {}
 
-    def remembered(value: Any) -> Any:
-        try:
-            return adapted[value]
-        except KeyError:
-            result = adapted[value] = adapt(value)
-            return result
+    def as_text(value: Any) -> Any:
+        text = adapted.get(value)
+        if text is None:
+            if type(value) is datetime and value.utcoffset() is not None:
+                text = str(value.astimezone(zone).replace(tzinfo=None))
+            else:
+                text = adapt(value)
+            adapted[value] = text
+        return text
 
-    return remembered
+    return as_text
 
 
 # Fields whose values read from the database are immutable, so one may stand for all equal ones.

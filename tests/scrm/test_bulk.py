@@ -1,6 +1,7 @@
 """The raw bulk helpers read and write values as the ORM would."""
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -96,3 +97,15 @@ def test_set_values_replace_the_stored_ones():
     second.refresh_from_db()
     assert (first.name, first.is_vip, first.updated_at) == ("A2", True, T0)
     assert (second.name, second.is_vip, second.updated_at) == ("B2", False, T0)
+
+
+def test_times_in_any_zone_are_stored_as_the_same_instant():
+    rome = T0.astimezone(ZoneInfo("Europe/Rome"))
+    later = T0 + timedelta(microseconds=1)
+    fields = ["name", "email", "phone", "company", "is_vip", "attributes", "external_crm_id"]
+    fields += ["external_crm_url", "first_seen_at", "last_seen_at", "created_at", "updated_at"]
+    row = ("Dana", "", "", "", False, {}, "", "", rome, later, T0, T0)
+    [(pk,)] = rows_insert_returning(Contact, fields, [row])
+    contact = Contact.objects.get(pk=pk)
+    assert (contact.first_seen_at, contact.last_seen_at) == (T0, later)
+    assert Contact.objects.filter(first_seen_at=rome, last_seen_at__gt=T0).exists()
