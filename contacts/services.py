@@ -135,10 +135,11 @@ def _identity_attnames() -> list[str]:
 
 def _identity_rows(platform: str, user_ids: list[str]) -> list[list[Any]]:
     """Stored identities of these platform users, as lists of every column in model order."""
+    quote = connection.ops.quote_name
     rows = rows_select(
         SocialIdentity,
         [*_IDENTITY_FIELDS, *_IDENTITY_TIMES],
-        where=f"platform = %s AND {sql_in('platform_user_id', len(user_ids))}",
+        where=f"{quote('platform')} = %s AND {sql_in(quote('platform_user_id'), len(user_ids))}",
         params=[platform, *user_ids],
     )
     return [list(row) for row in rows]
@@ -246,6 +247,9 @@ def _create_identities(
         lost = [user_id for user_id, row in identity_rows.items() if row[0] is None]
         for row in _identity_rows(platform, lost):
             identity_rows[row[_USER_ID]] = row
+        if missing := [user_id for user_id, row in identity_rows.items() if row[0] is None]:
+            # Created meanwhile and gone already: let the batch fail and be retried.
+            raise LookupError(f"Identities neither inserted nor found: {missing[:5]}")
     # Contacts made for identities that lost such a race hold nothing: remove them.
     orphans = [pk for user_id, pk in made.items() if identity_rows[user_id][_CONTACT] != pk]
     if orphans:
