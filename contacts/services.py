@@ -14,11 +14,12 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import URLValidator, validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import CharField, Count, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from channels_ingest.platforms import Platform
 from channels_ingest.types import InboundAuthor
 from contacts.models import (
     Contact,
@@ -34,12 +35,35 @@ from contacts.models import (
 from contacts.selectors import CSV_COLUMNS, FORMULA_TRIGGERS, contacts_visible_to
 from conversations.models import Conversation
 from governance.audit import audit_record
-from scrm.bulk import rows_update
+from scrm.bulk import rows_insert_returning, rows_select, rows_set, sql_in
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
 
 _PROFILE_FIELDS = ("handle", "display_name", "profile_url", "followers_count", "verified")
+# Every column of an identity, in the model's order, so rows become instances positionally.
+_IDENTITY_FIELDS = ("pk", "contact", "platform", "platform_user_id", *_PROFILE_FIELDS)
+_IDENTITY_TIMES = ("created_at", "updated_at")
+# Positions in those rows.
+_USER_ID, _CONTACT = 3, 1
+_PROFILE_AT = _IDENTITY_FIELDS.index("handle")
+_PROFILE_END = _PROFILE_AT + len(_PROFILE_FIELDS)
+_UPDATED_AT = len(_IDENTITY_FIELDS) + 1
+_NEW_CONTACT_FIELDS = (
+    "name",
+    "email",
+    "phone",
+    "company",
+    "is_vip",
+    "attributes",
+    "external_crm_id",
+    "external_crm_url",
+    "first_seen_at",
+    "last_seen_at",
+    "source",
+    "created_at",
+    "updated_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,146 +83,223 @@ def identities_resolve(
     A new identity joins an existing contact only on a reliable match (same email or phone);
     otherwise it gets a contact of its own. Profile fields are refreshed when they changed, and
     each contact's last-seen time moves forward. Returns identities by platform user id.
+
+    Rows are read and written as plain values (``scrm.bulk``): compiling querysets and building
+    model instances for thousands of authors per batch cost more than the queries themselves.
     """
     if not authors:
         return {}
     by_user_id = {seen.author.platform_user_id: seen for seen in authors}
-    identities = {
-        identity.platform_user_id: identity
-        for identity in SocialIdentity.objects.filter(
-            platform=platform, platform_user_id__in=by_user_id
-        )
-    }
+    now = timezone.now()
+    known = _identity_rows(platform, list(by_user_id))
+    changed = _profiles_refresh(known, by_user_id, now)
+    if changed:
+        # Sorted, so two batches writing the same rows take their locks in the same order.
+        rows_set(SocialIdentity, [*_PROFILE_FIELDS, "updated_at"], sorted(changed))
+    identities = {row[_USER_ID]: row for row in known}
 
-    _refresh_profiles(identities, by_user_id)
-
-    # Sorted, so two batches writing the same rows take their locks in the same order.
     new = [by_user_id[u] for u in sorted(by_user_id) if u not in identities]
     created_contacts: set[int] = set()
     if new:
-        created, created_contacts = _create_identities(platform, new)
+        created, created_contacts = _create_identities(platform, new, now)
         identities.update(created)
-        merge_suggestions_find(identities=list(created.values()))
+        _handle_suggestions_find(
+            [(platform, row[_CONTACT], row[_PROFILE_AT]) for row in created.values()]
+        )
 
     # Contacts made in this batch were inserted with their last-seen time already.
-    _touch_contacts(
-        {u: i for u, i in identities.items() if i.contact_id not in created_contacts}, by_user_id
+    latest: dict[int, datetime] = {}
+    for user_id, row in identities.items():
+        contact_id = row[_CONTACT]
+        if contact_id in created_contacts:
+            continue
+        seen_at = by_user_id[user_id].last_seen_at
+        if contact_id not in latest or latest[contact_id] < seen_at:
+            latest[contact_id] = seen_at
+    rows_set(
+        Contact,
+        ["last_seen_at"],
+        sorted(latest.items()),
+        combine={"last_seen_at": "greatest"},
     )
-    return identities
+    names = _identity_attnames()
+    return {
+        user_id: SocialIdentity.from_db(connection.alias, names, row)
+        for user_id, row in identities.items()
+    }
 
 
-def _refresh_profiles(
-    identities: dict[str, SocialIdentity], by_user_id: dict[str, SeenAuthor]
-) -> None:
+def _identity_attnames() -> list[str]:
+    return [f.attname for f in SocialIdentity._meta.concrete_fields]
+
+
+def _identity_rows(platform: str, user_ids: list[str]) -> list[list[Any]]:
+    """Stored identities of these platform users, as lists of every column in model order."""
+    quote = connection.ops.quote_name
+    rows = rows_select(
+        SocialIdentity,
+        [*_IDENTITY_FIELDS, *_IDENTITY_TIMES],
+        where=f"{quote('platform')} = %s AND {sql_in(quote('platform_user_id'), len(user_ids))}",
+        params=[platform, *user_ids],
+    )
+    return [list(row) for row in rows]
+
+
+def _profiles_refresh(
+    known: list[list[Any]], by_user_id: dict[str, SeenAuthor], now: datetime
+) -> list[tuple[Any, ...]]:
+    """Apply each author's latest profile to their identity row; the ``(pk, *profile,
+    updated_at)`` tuples of rows that changed."""
     changed = []
-    for user_id, identity in identities.items():
-        author = by_user_id[user_id].author
+    for row in known:
+        author = by_user_id[row[_USER_ID]].author
         dirty = False
-        for name in _PROFILE_FIELDS:
+        for offset, name in enumerate(_PROFILE_FIELDS, start=_PROFILE_AT):
             value = getattr(author, name)
             # An empty value in one payload does not erase what another payload told us.
-            if value not in ("", None) and getattr(identity, name) != value:
-                setattr(identity, name, value)
+            if value not in ("", None) and row[offset] != value:
+                row[offset] = value
                 dirty = True
         if dirty:
-            changed.append(identity)
-    if changed:
-        SocialIdentity.objects.bulk_update(changed, [*_PROFILE_FIELDS, "updated_at"])
+            row[_UPDATED_AT] = now
+            changed.append((row[0], *row[_PROFILE_AT:_PROFILE_END], now))
+    return changed
 
 
 def _create_identities(
-    platform: str, new: list[SeenAuthor]
-) -> tuple[dict[str, SocialIdentity], set[int]]:
-    """Identities for new authors, and the ids of the contacts created for them."""
+    platform: str, new: list[SeenAuthor], now: datetime
+) -> tuple[dict[str, list[Any]], set[int]]:
+    """Identity rows for new authors, and the ids of the contacts created for them."""
     emails = {seen.author.email.lower() for seen in new if seen.author.email}
     phones = {seen.author.phone for seen in new if seen.author.phone}
     known: dict[str, int] = {}
     if emails or phones:
-        for contact_id, email, phone in (
-            Contact.objects.annotate(email_lower=Lower("email"))
-            .filter(Q(email_lower__in=emails) | Q(phone__in=phones))
-            .values_list("id", "email", "phone")
+        matches = []
+        if emails:
+            matches.append(sql_in(f"LOWER({connection.ops.quote_name('email')})", len(emails)))
+        if phones:
+            matches.append(sql_in(connection.ops.quote_name("phone"), len(phones)))
+        for contact_id, email, phone in rows_select(
+            Contact, ["pk", "email", "phone"], where=" OR ".join(matches), params=[*emails, *phones]
         ):
             if email:
                 known[email.lower()] = contact_id
             if phone:
                 known[phone] = contact_id
 
-    contacts_to_create: list[Contact] = []
-    owner: dict[str, Contact | int] = {}
+    owner: dict[str, int] = {}
+    to_create: list[SeenAuthor] = []
     for seen in new:
         author = seen.author
         match = known.get(author.email.lower()) or known.get(author.phone)
         if match:
             owner[author.platform_user_id] = match
-            continue
-        contact = Contact(
-            name=author.display_name or author.handle,
-            email=author.email,
-            phone=author.phone,
-            first_seen_at=seen.first_seen_at,
-            last_seen_at=seen.last_seen_at,
+        else:
+            to_create.append(seen)
+    contact_rows: list[tuple[Any, ...]] = [
+        (
+            seen.author.display_name or seen.author.handle,
+            seen.author.email,
+            seen.author.phone,
+            "",
+            False,
+            {},
+            "",
+            "",
+            seen.first_seen_at,
+            seen.last_seen_at,
+            ContactSource.SOCIAL,
+            now,
+            now,
         )
-        contacts_to_create.append(contact)
-        owner[author.platform_user_id] = contact
-    Contact.objects.bulk_create(contacts_to_create)
+        for seen in to_create
+    ]
+    contact_ids = [
+        pk for (pk,) in rows_insert_returning(Contact, _NEW_CONTACT_FIELDS, contact_rows)
+    ]
+    made: dict[str, int] = {}
+    for seen, contact_id in zip(to_create, contact_ids, strict=True):
+        owner[seen.author.platform_user_id] = made[seen.author.platform_user_id] = contact_id
 
-    SocialIdentity.objects.bulk_create(
-        [
-            SocialIdentity(
-                contact_id=_pk(owner[seen.author.platform_user_id]),
-                platform=platform,
-                platform_user_id=seen.author.platform_user_id,
-                **_profile(seen.author),
-            )
-            for seen in new
-        ],
-        # Another batch of another channel of this platform may have created one meanwhile.
+    identity_rows = {
+        seen.author.platform_user_id: [
+            None,
+            owner[seen.author.platform_user_id],
+            platform,
+            seen.author.platform_user_id,
+            *_profile(seen.author),
+            now,
+            now,
+        ]
+        for seen in new
+    }
+    # Another batch of another channel of this platform may have created some meanwhile.
+    inserted = rows_insert_returning(
+        SocialIdentity,
+        _IDENTITY_FIELDS[1:] + _IDENTITY_TIMES,
+        [row[1:] for row in identity_rows.values()],
+        returning=("pk", "platform_user_id"),
         ignore_conflicts=True,
     )
-    created = {
-        identity.platform_user_id: identity
-        for identity in SocialIdentity.objects.filter(
-            platform=platform, platform_user_id__in=[seen.author.platform_user_id for seen in new]
-        )
-    }
+    for pk, user_id in inserted:
+        identity_rows[user_id][0] = pk
+    if len(inserted) < len(identity_rows):
+        lost = [user_id for user_id, row in identity_rows.items() if row[0] is None]
+        for row in _identity_rows(platform, lost):
+            identity_rows[row[_USER_ID]] = row
+        if missing := [user_id for user_id, row in identity_rows.items() if row[0] is None]:
+            # Created meanwhile and gone already: let the batch fail and be retried.
+            raise LookupError(f"Identities neither inserted nor found: {missing[:5]}")
     # Contacts made for identities that lost such a race hold nothing: remove them.
-    orphans = [
-        contact.pk
-        for user_id, contact in owner.items()
-        if isinstance(contact, Contact) and created[user_id].contact_id != contact.pk
-    ]
+    orphans = [pk for user_id, pk in made.items() if identity_rows[user_id][_CONTACT] != pk]
     if orphans:
         Contact.objects.filter(pk__in=orphans).delete()
-    kept = [c for c in contacts_to_create if c.pk not in orphans]
-    contacts_created_publish(contacts=kept)
-    return created, {c.pk for c in kept}
-
-
-def _pk(contact: Contact | int) -> int:
-    return contact if isinstance(contact, int) else contact.pk
-
-
-def _profile(author: InboundAuthor) -> dict[str, object]:
-    return {
-        name: getattr(author, name) for name in _PROFILE_FIELDS if getattr(author, name) is not None
-    }
-
-
-def _touch_contacts(
-    identities: dict[str, SocialIdentity], by_user_id: dict[str, SeenAuthor]
-) -> None:
-    latest: dict[int, datetime] = {}
-    for user_id, identity in identities.items():
-        seen_at = by_user_id[user_id].last_seen_at
-        if identity.contact_id not in latest or latest[identity.contact_id] < seen_at:
-            latest[identity.contact_id] = seen_at
-    rows_update(
-        Contact,
-        [{"pk": pk, "last_seen_at": at} for pk, at in sorted(latest.items())],
-        ["last_seen_at"],
-        combine={"last_seen_at": "greatest"},
+    kept = {user_id: pk for user_id, pk in made.items() if pk not in orphans}
+    _contacts_created_publish(
+        kept, by_user_id={seen.author.platform_user_id: seen for seen in to_create}, now=now
     )
+    return identity_rows, set(kept.values())
+
+
+def _profile(author: InboundAuthor) -> list[Any]:
+    """Profile values of a new identity, in ``_PROFILE_FIELDS`` order; missing ones default."""
+    return [
+        value if value is not None else default
+        for value, default in (
+            (author.handle, ""),
+            (author.display_name, ""),
+            (author.profile_url, ""),
+            (author.followers_count, None),
+            (author.verified, False),
+        )
+    ]
+
+
+def _contacts_created_publish(
+    kept: dict[str, int], *, by_user_id: dict[str, SeenAuthor], now: datetime
+) -> None:
+    """``contact.created`` for contacts ingestion made; instances only built when subscribed."""
+    from conversations.webhook_events import webhook_subscribed
+
+    if not kept or not webhook_subscribed("contact.created"):
+        return
+    contacts = []
+    for user_id, pk in kept.items():
+        seen = by_user_id[user_id]
+        contact = Contact(
+            pk=pk,
+            name=seen.author.display_name or seen.author.handle,
+            email=seen.author.email,
+            phone=seen.author.phone,
+            first_seen_at=seen.first_seen_at,
+            last_seen_at=seen.last_seen_at,
+            created_at=now,
+            updated_at=now,
+        )
+        contact._state.adding = False
+        contact._state.db = connection.alias
+        contacts.append(contact)
+    contacts_created_publish(contacts=contacts)
 
 
 # Handles shorter than this are too common to say anything about who is behind them.
@@ -208,24 +309,42 @@ _MIN_HANDLE_FOR_MATCH = 4
 def merge_suggestions_find(*, identities: list[SocialIdentity]) -> int:
     """Suggest merging contacts whose identities share a handle across platforms. One query
     to find them and one to store the pairs, whatever the number of identities."""
-    by_handle: dict[str, list[SocialIdentity]] = {}
+    return _handle_suggestions_find([(i.platform, i.contact_id, i.handle) for i in identities])
+
+
+def _handle_suggestions_find(identities: list[tuple[str, int, str]]) -> int:
+    """``merge_suggestions_find`` for ``(platform, contact_id, handle)`` tuples."""
+    by_handle: dict[str, list[tuple[str, int, str]]] = {}
     for identity in identities:
-        handle = identity.handle.strip().lstrip("@").lower()
+        handle = identity[2].strip().lstrip("@").lower()
         if len(handle) >= _MIN_HANDLE_FOR_MATCH:
             by_handle.setdefault(handle, []).append(identity)
     if not by_handle:
         return 0
+    quote = connection.ops.quote_name
+    where = sql_in(f"LOWER({quote('handle')})", len(by_handle))
+    params: list[Any] = list(by_handle)
+    platforms = {platform for platform, _, _ in identities}
+    if len(platforms) == 1:
+        # Only other platforms' identities can be suggested: leave the rest in the database.
+        where += f" AND {quote('platform')} <> %s"
+        params.append(next(iter(platforms)))
+    labels = dict(Platform.choices)
     pairs: dict[tuple[int, int], str] = {}
-    for other in SocialIdentity.objects.annotate(lower_handle=Lower("handle")).filter(
-        lower_handle__in=by_handle
+    for other_platform, other_contact, other_handle, lower_handle in rows_select(
+        SocialIdentity,
+        ["platform", "contact", "handle"],
+        where=where,
+        params=params,
+        extra=[f"LOWER({quote('handle')})"],
     ):
-        for identity in by_handle[other.lower_handle]:
-            if other.platform == identity.platform or other.contact_id == identity.contact_id:
+        for platform, contact_id, _ in by_handle[lower_handle]:
+            if other_platform == platform or other_contact == contact_id:
                 continue
-            low, high = sorted((identity.contact_id, other.contact_id))
+            low, high = sorted((contact_id, other_contact))
             pairs[(low, high)] = (
-                f"Same handle @{other.handle} on {other.get_platform_display()} "
-                f"and {identity.get_platform_display()}"
+                f"Same handle @{other_handle} on {labels.get(other_platform, other_platform)} "
+                f"and {labels.get(platform, platform)}"
             )
     MergeSuggestion.objects.bulk_create(
         [MergeSuggestion(contact_id=a, other_id=b, reason=r) for (a, b), r in pairs.items()],

@@ -7,6 +7,7 @@ and a prepared statement executed per row on SQLite, where statements run in-pro
 """
 
 import json
+import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -39,9 +40,8 @@ def rows_update(
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
     columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
 
-    adapters = [_update_adapter(pk_field), *(_update_adapter(f) for f in model_fields)]
-    values = _flat_params([(row["pk"], *(row[name] for name in fields)) for row in rows], adapters)
-    width = len(fields) + 1
+    values_of = _values_adapter([cast(Field, pk_field), *model_fields])
+    prepared = [values_of((row["pk"], *(row[name] for name in fields))) for row in rows]
 
     def assignment(name: str, column: str, source: str) -> str:
         if combine.get(name) == "greatest":
@@ -62,19 +62,13 @@ def rows_update(
                 f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([placeholder] * len(rows))})"
                 f" AS v({aliases}) WHERE {table}.{pk_column} = v.pk"
             )
-            cursor.execute(sql, values)
+            cursor.execute(sql, [value for row in prepared for value in row])
         else:
             sets = ", ".join(
                 assignment(name, column, "%s") for name, column in zip(fields, columns, strict=True)
             )
             sql = f"UPDATE {table} SET {sets} WHERE {pk_column} = %s"
-            cursor.executemany(
-                sql,
-                [
-                    [*values[start + 1 : start + width], values[start]]
-                    for start in range(0, len(values), width)
-                ],
-            )
+            cursor.executemany(sql, [[*values, pk] for pk, *values in prepared])
     return len(rows)
 
 
@@ -94,7 +88,7 @@ def rows_insert(
         return 0
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    adapters = [_adapter(field) for field in model_fields]
+    values_of = _values_adapter(model_fields)
     table = connection.ops.quote_name(meta.db_table)
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -107,33 +101,12 @@ def rows_insert(
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
                 + conflict,
-                _flat_params(chunk, adapters),
+                [value for row in chunk for value in values_of(row)],
             )
     return len(rows)
 
 
 Adapter = Callable[[Any], Any]
-
-
-def _flat_params(rows: Sequence[Sequence[Any]], adapters: Sequence[Adapter | None]) -> list[Any]:
-    """The rows' values in order, adapted column by column (``map`` runs in C; most columns
-    need no adapter at all)."""
-    if not any(adapters):
-        return [value for row in rows for value in row]
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) or [() for _ in adapters]
-    for index, adapt in enumerate(adapters):
-        if adapt is not None:
-            columns[index] = list(map(adapt, columns[index]))
-    return [value for row in zip(*columns, strict=True) for value in row]
-
-
-def _adapter(field: "Field[Any, Any]") -> Adapter | None:
-    internal = field.get_internal_type()
-    if internal == "JSONField":
-        return _json
-    if internal == "DateTimeField":
-        return _datetime_adapter()
-    return None
 
 
 # Fields whose Python values the database drivers take as they are.
@@ -157,34 +130,46 @@ _PLAIN = frozenset(
 )
 
 
-def _update_adapter(field: "Field[Any, Any]") -> Adapter | None:
-    """As ``_adapter``, and Django's own preparation for any field not known to be plain."""
+def _adapter(field: "Field[Any, Any]") -> Adapter | None:
+    """What a value of the field needs before it is a parameter: None for the plain types,
+    JSON text, the backend's form of a time, and Django's own preparation for anything else."""
     internal = field.get_internal_type()
-    if internal in ("JSONField", "DateTimeField") or internal in _PLAIN:
-        return _adapter(field)
+    if internal in _PLAIN:
+        return None
+    if internal == "JSONField":
+        return _json
+    if internal == "DateTimeField":
+        return _datetime_adapter()
     return lambda value: field.get_db_prep_value(value, connection)
 
 
 def _datetime_adapter() -> Adapter | None:
     """What the backend does to a datetime parameter, without its per-call overhead.
 
-    PostgreSQL's driver adapts aware datetimes itself. SQLite stores text: the instant in the
-    connection's time zone (UTC unless the database's settings say otherwise), as Django's
-    ``adapt_datetimefield_value`` writes it; a naive value is passed as it is."""
+    PostgreSQL's driver adapts aware datetimes itself (None: nothing to do). SQLite stores
+    text: the instant in the connection's time zone (UTC unless the database's settings say
+    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value,
+    since the rows of one batch share most of their times."""
     if connection.vendor == "postgresql":
         return None
+    adapt = connection.ops.adapt_datetimefield_value
     if connection.vendor != "sqlite" or not settings.USE_TZ:
-        return connection.ops.adapt_datetimefield_value
+        return adapt
     zone = connection.timezone
+    adapted: dict[Any, Any] = {}
 
-    def adapt(value: Any) -> Any:
-        if value is None or not isinstance(value, datetime):
-            return connection.ops.adapt_datetimefield_value(value)
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            value = value.astimezone(zone).replace(tzinfo=None)
-        return value.isoformat(" ")
+    def as_text(value: Any) -> Any:
+        text = adapted.get(value)
+        if text is None:
+            if type(value) is datetime and value.utcoffset() is not None:
+                text = value.astimezone(zone).replace(tzinfo=None).isoformat(" ")
+            else:
+                text = adapt(value)
+            if text is not None:
+                adapted[value] = text
+        return text
 
-    return adapt
+    return as_text
 
 
 def _json(value: Any) -> str:
@@ -216,3 +201,219 @@ def where_in(column: str, values: Collection[Any]) -> tuple[str, list[Any]]:
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def rows_insert_returning(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    returning: Sequence[str] = ("pk",),
+    ignore_conflicts: bool = False,
+) -> list[tuple[Any, ...]]:
+    """``rows_insert`` that gives back the ``returning`` fields of the rows it inserted, read
+    as a query would read them, in the order of ``rows`` (the order Django's ``bulk_create``
+    relies on too). With ``ignore_conflicts`` a row that breaks a unique constraint is left
+    out, and so is its result: callers match results by a key they returned."""
+    if not rows:
+        return []
+    meta = model._meta
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    values_of = _values_adapter(model_fields)
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    returned = [_field(model, name) for name in returning]
+    returned_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in returned)
+    conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    per_statement = max(1, _max_params() // len(fields))
+    results: list[tuple[Any, ...]] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [value for row in chunk for value in values_of(row)]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([placeholder] * len(chunk))}"
+                f"{conflicts} RETURNING {returned_columns}",
+                params,
+            )
+            results.extend(cursor.fetchall())
+    return _converted(model, returned, results)
+
+
+def rows_select(
+    model: type[Model],
+    fields: Sequence[str],
+    *,
+    where: str,
+    params: Sequence[Any],
+    extra: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Value tuples of ``fields`` (read as a query would read them) of the rows matching
+    ``where``, an SQL condition on the model's table; ``extra`` SQL expressions follow, as the
+    database gives them. For hot paths where compiling a queryset costs more than running it."""
+    meta = model._meta
+    selected = [_field(model, name) for name in fields]
+    columns = [connection.ops.quote_name(str(f.column)) for f in selected]
+    table = connection.ops.quote_name(meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join([*columns, *extra])} FROM {table} WHERE {where}", params)
+        results = cursor.fetchall()
+    return _converted(model, selected, results)
+
+
+def rows_set(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    combine: Mapping[str, Combine] | None = None,
+) -> int:
+    """``rows_update`` for rows given as ``(pk, *values)`` tuples in ``fields`` order, with
+    values adapted as ``rows_insert`` adapts them rather than through each field. When every
+    field keeps the greater value, rows where none would grow are left unwritten (no row
+    version, no trigger, no lock held longer than the read). Returns rows sent."""
+    if not rows:
+        return 0
+    combine = combine or {}
+    meta = model._meta
+    table = connection.ops.quote_name(meta.db_table)
+    pk_field = meta.pk
+    assert pk_field is not None
+    pk_column = connection.ops.quote_name(str(pk_field.column))
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    values_of = _values_adapter(model_fields)
+    columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
+    only_growing = all(combine.get(name) == "greatest" for name in fields)
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+
+    def assignment(name: str, column: str, source: str) -> str:
+        if combine.get(name) == "greatest":
+            return f"{column} = {greatest}({table}.{column}, {source})"
+        return f"{column} = {source}"
+
+    def grows(column: str, source: str) -> str:
+        return f"({table}.{column} IS NULL OR {table}.{column} < {source})"
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            types = [pk_field.db_type(connection)] + [f.db_type(connection) for f in model_fields]
+            placeholder = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+            aliases = ", ".join(["pk", *(f"v{i}" for i in range(len(fields)))])
+            sources = [f"v.v{i}" for i in range(len(fields))]
+            sets = ", ".join(
+                assignment(name, column, source)
+                for name, column, source in zip(fields, columns, sources, strict=True)
+            )
+            condition = f"{table}.{pk_column} = v.pk"
+            if only_growing:
+                growth = " OR ".join(map(grows, columns, sources))
+                condition += f" AND ({growth})"
+            sql = (
+                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([placeholder] * len(rows))})"
+                f" AS v({aliases}) WHERE {condition}"
+            )
+            params = []
+            for pk, *values in rows:
+                params.append(pk)
+                params.extend(values_of(values))
+            cursor.execute(sql, params)
+        else:
+            sets = ", ".join(
+                assignment(name, column, "%s") for name, column in zip(fields, columns, strict=True)
+            )
+            condition = f"{pk_column} = %s"
+            if only_growing:
+                growth = " OR ".join(grows(column, "%s") for column in columns)
+                condition += f" AND ({growth})"
+            sql = f"UPDATE {table} SET {sets} WHERE {condition}"
+            batch = []
+            for pk, *values in rows:
+                adapted = values_of(values)
+                batch.append([*adapted, pk, *adapted] if only_growing else [*adapted, pk])
+            cursor.executemany(sql, batch)
+    return len(rows)
+
+
+def sql_in(column: str, count: int) -> str:
+    """``column IN (%s, …)`` for ``count`` values (``count`` must be positive)."""
+    return f"{column} IN ({', '.join(['%s'] * count)})"
+
+
+def _values_adapter(
+    fields: "Sequence[Field[Any, Any]]",
+) -> "Callable[[Sequence[Any]], list[Any]]":
+    """What turns a row's values into parameters, as ``_adapter`` would, touching only the
+    values that need it. Times are remembered: rows of one batch share most of them (when
+    it was written, a first post also being the last), and on SQLite adapting one costs more
+    than the rest of the row."""
+    steps = [(index, adapt) for index, field in enumerate(fields) if (adapt := _adapter(field))]
+    width = len(fields)
+
+    def values_of(row: Sequence[Any]) -> list[Any]:
+        if len(row) != width:
+            raise ValueError(f"{len(row)} values for {width} fields")
+        values = list(row)
+        for index, adapt in steps:
+            values[index] = adapt(values[index])
+        return values
+
+    return values_of
+
+
+# Fields whose values read from the database are immutable, so one may stand for all equal ones.
+_IMMUTABLE_VALUES = {"DateTimeField", "DateField", "TimeField", "BooleanField"}
+
+
+def _field(model: type[Model], name: str) -> "Field[Any, Any]":
+    meta = model._meta
+    if name == "pk":
+        assert meta.pk is not None
+        return cast(Field, meta.pk)
+    return cast(Field, meta.get_field(name))
+
+
+def _converted(
+    model: type[Model], fields: "Sequence[Field[Any, Any]]", results: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Rows as the ORM would read them: the backend's and the fields' converters applied."""
+    table = model._meta.db_table
+    steps: list[tuple[int, Any, list[Any], dict[Any, Any] | None]] = []
+    for index, field in enumerate(fields):
+        column = field.get_col(table)
+        converters = [
+            *connection.ops.get_db_converters(column),
+            *field.get_db_converters(connection),
+        ]
+        if converters:
+            remember = field.get_internal_type() in _IMMUTABLE_VALUES
+            steps.append((index, column, converters, {} if remember else None))
+    if not steps or not results:
+        return results
+    converted = []
+    for result in results:
+        row = list(result)
+        for index, column, converters, seen in steps:
+            raw = value = row[index]
+            if seen is not None and raw in seen:
+                row[index] = seen[raw]
+                continue
+            for convert in converters:
+                value = convert(value, column, connection)
+            if seen is not None:
+                seen[raw] = value
+            row[index] = value
+        converted.append(tuple(row))
+    return converted
+
+
+def _max_params() -> int:
+    """Bound parameters one statement may take: SQLite's limit as this build sets it (often
+    far above Django's conservative 999); PostgreSQL's protocol caps them at 65535."""
+    if connection.vendor != "sqlite":
+        return 65535
+    connection.ensure_connection()
+    getlimit = getattr(connection.connection, "getlimit", None)
+    if getlimit is None:  # Python < 3.11
+        return 999
+    return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
