@@ -54,7 +54,7 @@ from conversations.rules import (
 from governance.models import TeamMembership
 from governance.policy import policy_for
 from governance.services import Verdict, outbound_check
-from scrm.bulk import rows_insert
+from scrm.bulk import instances_insert, rows_insert
 
 logger = logging.getLogger(__name__)
 
@@ -550,7 +550,7 @@ def _acknowledgements_queue(
     from channels_ingest.tasks import send_messages
     from governance.approvals import approval_request
 
-    messages = Message.objects.bulk_create(
+    messages = [
         Message(
             conversation=ack.conversation,
             channel=channel,
@@ -567,7 +567,8 @@ def _acknowledgements_queue(
             else DeliveryStatus.QUEUED,
         )
         for ack in acknowledgements
-    )
+    ]
+    instances_insert(Message, messages)
     held = [(m, ack) for m, ack in zip(messages, acknowledgements, strict=True) if ack.held_for]
     policy = policy_for(channel) if held else None
     for message, ack in held:

@@ -55,7 +55,7 @@ from conversations.sla import (
     sla_start,
 )
 from governance.selectors import replyable_channel_ids, visible_channel_ids
-from scrm.bulk import rows_insert, rows_insert_returning, rows_update, where_in
+from scrm.bulk import instances_insert, rows_insert, rows_update, where_in
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,28 +179,6 @@ def _select_in(
             params,
         )
         return cursor.fetchall()
-
-
-# Every column of a new conversation but its id, by attribute name ("team_id", not "team").
-_CONVERSATION_COLUMNS = tuple(
-    f.attname for f in Conversation._meta.concrete_fields if not f.primary_key
-)
-
-
-def _conversations_insert(conversations: Sequence[Conversation], *, now: datetime) -> None:
-    """Insert new conversations built in memory and give each its id, as ``bulk_create``
-    would, without compiling each of their values through its field."""
-    for conversation in conversations:
-        conversation.updated_at = now  # what auto_now sets on save
-    ids = rows_insert_returning(
-        Conversation,
-        _CONVERSATION_COLUMNS,
-        [tuple(getattr(c, name) for name in _CONVERSATION_COLUMNS) for c in conversations],
-    )
-    for conversation, (pk,) in zip(conversations, ids, strict=True):
-        conversation.pk = pk
-        conversation._state.adding = False
-        conversation._state.db = connection.alias
 
 
 def _is_dm(thread_key: str) -> bool:
@@ -396,7 +374,7 @@ def inbound_posts_store(
     now = timezone.now()
     auto_assign(decisions, now=now)
     acknowledgements = acknowledgements_prepare(decisions, channel=channel, now=now)
-    _conversations_insert(new_conversations, now=now)
+    instances_insert(Conversation, new_conversations)
     rows_insert(
         Message,
         _MESSAGE_COLUMNS,

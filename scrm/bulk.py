@@ -417,3 +417,26 @@ def _max_params() -> int:
     if getlimit is None:  # Python < 3.11
         return 999
     return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+
+
+def instances_insert(model: type[Model], instances: Sequence[Model]) -> None:
+    """Insert model instances built in memory and give each its primary key, as ``bulk_create``
+    does (``auto_now`` and ``auto_now_add`` times included), without compiling each value
+    through its field: ``rows_insert_returning`` with every concrete column but the key."""
+    if not instances:
+        return
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    stamped = [
+        f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+    ]
+    names = [f.attname for f in fields]
+    for instance in instances:
+        for field in stamped:
+            field.pre_save(instance, True)
+    keys = rows_insert_returning(
+        model, names, [tuple(getattr(i, name) for name in names) for i in instances]
+    )
+    for instance, (pk,) in zip(instances, keys, strict=True):
+        instance.pk = pk
+        instance._state.adding = False
+        instance._state.db = connection.alias

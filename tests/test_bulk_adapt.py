@@ -41,3 +41,25 @@ def test_inserted_rows_read_back_equal_to_what_was_given():
         .values_list("data", "created_at")
     )
     assert stored == list(zip(data, MOMENTS, strict=True))
+
+
+def test_instances_insert_gives_keys_and_stamps_times_as_bulk_create_does():
+    from django.utils import timezone
+
+    from conversations.models import Conversation
+    from scrm.bulk import instances_insert
+
+    template = ConversationFactory()
+    before = timezone.now()
+    made = [
+        Conversation(contact=template.contact, channel=template.channel, thread_key=f"t{n}")
+        for n in range(3)
+    ]
+    instances_insert(Conversation, made)
+    assert all(c.pk and not c._state.adding for c in made)
+    stored = {c.pk: c for c in Conversation.objects.filter(pk__in=[c.pk for c in made])}
+    for conversation in made:
+        again = stored[conversation.pk]
+        assert again.thread_key == conversation.thread_key
+        assert again.updated_at == conversation.updated_at >= before
+        assert again.created_at == conversation.created_at
