@@ -114,6 +114,8 @@ _ROLLUP_FIELDS = (
 _ROUTED_FIELDS = ("priority", "team_id", "assignee_id")
 _SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in SLA_FIELDS)
 _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
+# Every column the pipeline may change on a conversation that exists, rollups first.
+_STORED = (*_ROLLUP_FIELDS, *_TRACKED)
 
 
 @dataclass
@@ -179,6 +181,34 @@ def _select_in(
             params,
         )
         return cursor.fetchall()
+
+
+def _changed_rows(
+    conversations: dict[int, Conversation],
+    before: dict[int, tuple[Any, ...]],
+    now: datetime,
+) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """The UPDATEs of the batch's existing conversations, each row once, grouped by the
+    columns they set. Most follow-ups move neither routing nor SLA columns, so those are
+    only set where they moved. On SQLite, which rewrites the index entries of every column
+    an UPDATE sets, each row sets only what changed (a follow-up: counts, preview and times,
+    half the columns or less); PostgreSQL writes a new row version whatever is set, so there
+    the two groups keep the statements per batch fixed."""
+    narrow = connection.vendor == "sqlite"
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for pk, c in sorted(conversations.items()):
+        values = tuple(getattr(c, name) for name in _STORED)
+        old = before.get(pk)
+        if narrow and old is not None:
+            columns = tuple(n for n, a, b in zip(_STORED, old, values, strict=True) if a != b)
+        elif old is not None and values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
+            columns = _ROLLUP_FIELDS
+        else:
+            columns = _STORED
+        row = {"pk": pk, "updated_at": now}
+        row.update((n, v) for n, v in zip(_STORED, values, strict=True) if n in columns)
+        groups.setdefault((*columns, "updated_at"), []).append(row)
+    return groups
 
 
 def _is_dm(thread_key: str) -> bool:
@@ -297,7 +327,7 @@ def inbound_posts_store(
     facts = _BatchFacts.load(
         book=book, setup=setup, contact_ids=contact_ids, conversation_ids=set(by_id)
     )
-    tracked_before = {pk: tuple(getattr(c, name) for name in _TRACKED) for pk, c in by_id.items()}
+    stored_before = {pk: tuple(getattr(c, name) for name in _STORED) for pk, c in by_id.items()}
     decisions = Decisions()
     keyword_tags = keyword_tags or {}
     created = {id(c) for c in new_conversations}
@@ -402,19 +432,8 @@ def inbound_posts_store(
     )
 
     existing = {c.pk: c for _, c in placed if id(c) not in created}
-    # Routing and SLA columns only for the rows whose values moved: most follow-ups change
-    # neither, and a narrower UPDATE is cheaper. Each row is updated once.
-    moved: list[dict[str, Any]] = []
-    unmoved: list[dict[str, Any]] = []
-    for pk, c in sorted(existing.items()):
-        row = {"pk": pk, **{name: getattr(c, name) for name in _ROLLUP_FIELDS}, "updated_at": now}
-        tracked = tuple(getattr(c, name) for name in _TRACKED)
-        if tracked == tracked_before.get(pk):
-            unmoved.append(row)
-        else:
-            moved.append(row | dict(zip(_TRACKED, tracked, strict=True)))
-    rows_update(Conversation, unmoved, [*_ROLLUP_FIELDS, "updated_at"])
-    rows_update(Conversation, moved, [*_ROLLUP_FIELDS, "updated_at", *_TRACKED])
+    for columns, rows in _changed_rows(existing, stored_before, now).items():
+        rows_update(Conversation, rows, columns)
     # Inbound messages are facts in their own table; the timeline records changes of state.
     decisions.events[:0] = [
         *((c, EventKind.CREATED, {}, c.created_at) for c in new_conversations),
