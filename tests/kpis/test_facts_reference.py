@@ -420,3 +420,19 @@ def test_statements_do_not_grow_with_the_conversations(varied, django_assert_max
     with django_assert_max_num_queries(20):
         facts_compute(varied, calendars=calendars)
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+def test_a_refresh_clears_thousands_of_marks_at_once():
+    StaleConversation.objects.bulk_create(
+        [StaleConversation(conversation_id=10**6 + n, version=1 + n % 3) for n in range(4500)]
+    )
+    StaleConversation.objects.filter(conversation_id=10**6).update(version=7)
+    from kpis.facts import _unmark
+
+    _unmark([(10**6, 1), *((10**6 + n, 1 + n % 3) for n in range(1, 4000))])
+    assert list(StaleConversation.objects.order_by("pk").values_list("pk", flat=True)[:1]) == [
+        10**6
+    ]
+    assert StaleConversation.objects.count() == 501
+    assert facts_refresh(limit=5000) == 0
+    assert not StaleConversation.objects.exists()
