@@ -6,15 +6,17 @@ there). ``rows_update`` sends the values instead: ``UPDATE … FROM (VALUES …)
 and a prepared statement executed per row on SQLite, where statements run in-process.
 
 ``rows_copy`` inserts many rows with PostgreSQL's ``COPY``, a few times faster than a
-multi-row ``INSERT`` (which the server must parse, and psycopg quote value by value).
+multi-row ``INSERT`` (which the server must parse, and psycopg quote value by value); on SQLite
+with one prepared statement run per row.
 """
 
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal, cast
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Field, Model
@@ -113,6 +115,8 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
     ``rows_insert`` itself. Values as for ``rows_insert``: what the fields hold in Python."""
     if not rows:
         return 0
+    if connection.vendor == "sqlite":
+        return _sqlite_insert(model, fields, rows)
     with connection.cursor() as cursor:
         raw = cursor.cursor
         if connection.vendor != "postgresql" or not hasattr(raw, "copy_expert"):
@@ -130,6 +134,52 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
         text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in rows)
         raw.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.StringIO(text))
     return len(rows)
+
+
+def _sqlite_insert(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """One prepared INSERT run per row: SQLite runs in-process, so a statement per row costs
+    less than building, converting and compiling long multi-row ones."""
+    meta = model._meta
+    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    table = connection.ops.quote_name(meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    adapted: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, field in enumerate(model_fields):
+        internal = field.get_internal_type()
+        if internal == "JSONField":
+            adapted.append((i, _json))
+        elif internal == "DateTimeField":
+            adapted.append((i, _sqlite_datetime_adapter()))
+    params: Sequence[Sequence[Any]] = rows
+    if adapted:
+        params = []
+        for row in rows:
+            values = list(row)
+            for i, adapt in adapted:
+                values[i] = adapt(values[i])
+            params.append(values)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})",
+            params,
+        )
+    return len(rows)
+
+
+def _sqlite_datetime_adapter() -> "Callable[[Any], Any]":
+    """What Django's SQLite backend makes of a datetime (naive text in the connection's
+    time zone), with the common case of an aware datetime done directly."""
+    adapt = connection.ops.adapt_datetimefield_value
+    if not settings.USE_TZ:
+        return adapt
+    zone = connection.timezone
+
+    def adapted(value: Any) -> Any:
+        if type(value) is datetime and value.utcoffset() is not None:
+            return str(value.astimezone(zone).replace(tzinfo=None))
+        return adapt(value)
+
+    return adapted
 
 
 # COPY's text format: a backslash starts an escape, tabs separate columns, newlines rows.
