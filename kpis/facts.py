@@ -15,17 +15,19 @@ Definitions (the README's KPI section says the same in words):
   default calendar; without any calendar it is not computed.
 """
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, Model, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from channels_ingest.models import ChannelAccount
 from contacts.models import Contact, ContactSource
 from conversations import business_hours
 from conversations.models import (
@@ -39,13 +41,15 @@ from conversations.models import (
     Holiday,
     Message,
     MessageKind,
+    Sentiment,
+    SlaPolicy,
     Status,
     sentiment_label,
 )
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
-from scrm.bulk import rows_insert
+from scrm.bulk import rows_copy
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ _EVENTS = (
     EventKind.REOPENED,
     EventKind.SLA_BREACHED,
 )
-CHUNK = 500
+# Conversations read and computed at a time.
+CHUNK = 1000
 
 
 @dataclass
@@ -102,69 +107,55 @@ def _business(
     return calendar.between(start, end).total_seconds()
 
 
-def local_day(moment: datetime) -> date:
-    return timezone.localdate(moment, timezone.get_default_timezone())
-
-
 def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | None = None) -> int:
     """Compute and store the facts of these conversations, replacing their old ones; facts of
     conversations that no longer exist are removed. Returns how many were computed."""
-    ids = sorted(set(conversation_ids))
-    if not ids:
+    facts = _facts_build(conversation_ids, calendars or Calendars.load())
+    if facts is None:
         return 0
-    calendars = calendars or Calendars.load()
-    conversations = list(
-        Conversation.objects.filter(pk__in=ids).values(
-            "pk",
-            "channel_id",
-            "channel__platform",
-            "team_id",
-            "assignee_id",
-            "priority",
-            "contact_id",
-            "created_at",
-            "status",
-            "is_monitoring",
-            "resolved_at",
-            "sla_policy__calendar_id",
-        )
-    )
-    messages: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in (
-        Message.objects.filter(conversation_id__in=ids)
-        .exclude(kind=MessageKind.NOTE)
-        .filter(Q(direction=Direction.IN) | Q(delivery_status__in=_SENT))
-        .order_by("conversation_id", "created_at", "pk")
-        .values_list("conversation_id", "direction", "created_at", "sentiment")
-    ):
-        messages[row[0]].append(row)
-    events: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for event in (
-        ConversationEvent.objects.filter(conversation_id__in=ids, kind__in=_EVENTS)
-        .order_by("conversation_id", "created_at", "pk")
-        .values_list("conversation_id", "kind", "data", "actor_id", "created_at")
-    ):
-        events[event[0]].append(event)
-    escalations: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
-    for escalation in (
-        Escalation.objects.filter(conversation_id__in=ids)
-        .order_by("conversation_id", "created_at", "pk")
-        .values_list("conversation_id", "department_id", "outcome")
-    ):
-        escalations[escalation[0]].append(escalation)
-    contact_ids = {c["contact_id"] for c in conversations}
-    social: set[int] = set()
-    vip: set[int] = set()
-    erased: set[int] = set()
-    for pk, source, is_vip, attributes in Contact.objects.filter(pk__in=contact_ids).values_list(
-        "pk", "source", "is_vip", "attributes"
-    ):
-        if source == ContactSource.SOCIAL:
-            social.add(pk)
-        if is_vip:
-            vip.add(pk)
-        if isinstance(attributes, dict) and ERASED_ATTRIBUTE in attributes:
-            erased.add(pk)
+    with transaction.atomic():
+        _facts_store(facts)
+        _facts_changed()
+    return len(facts.conversations)
+
+
+@dataclass
+class _Facts:
+    """The rows of some conversations' facts, ready to be stored."""
+
+    ids: str  # the conversations', comma-separated
+    conversations: list[list[Any]]
+    responses: list[list[Any]]
+    days: list[list[Any]]
+
+
+def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Facts | None:
+    """Read what the facts are computed from and compute them, without writing.
+
+    Rows are read with plain SQL and the facts built as plain values: model instances and
+    Django's per-value conversions cost several times the computation itself."""
+    ids = sorted({int(pk) for pk in conversation_ids})
+    if not ids:
+        return None
+    zone = timezone.get_default_timezone()
+    # Integers only, written into the statements: binding hundreds of parameters through the
+    # ORM's lookups cost more than running the queries.
+    in_ids = ",".join(map(str, ids))
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(_CONVERSATIONS_SQL, in_ids))
+        conversations = cursor.fetchall()
+        contact_ids = ",".join(sorted({str(int(row[6])) for row in conversations})) or "NULL"
+        cursor.execute(_sql(_CONTACTS_SQL, contact_ids))
+        contacts = {row[0]: row[1:] for row in cursor.fetchall()}
+        cursor.execute(_sql(_PREVIOUS_SQL, in_ids, contacts=contact_ids))
+        previous = {pk: _utc(started) for pk, started in cursor.fetchall()}
+        cursor.execute(_sql(_MESSAGES_SQL, in_ids), [MessageKind.NOTE, Direction.IN, *_SENT])
+        messages = _grouped(cursor.fetchall())
+        cursor.execute(_sql(_EVENTS_SQL, in_ids), list(_EVENTS))
+        events = _grouped(cursor.fetchall())
+        cursor.execute(_sql(_ESCALATIONS_SQL, in_ids))
+        escalations = _grouped(cursor.fetchall())
+    erased = {pk for pk, (_, _, attributes) in contacts.items() if _is_erased(attributes)}
     # Erasure removes a person's VIP mark, not the past figures it counted in.
     kept_vip = (
         set(
@@ -175,183 +166,316 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
         if erased
         else set()
     )
-    history: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-    for contact_id, started, pk in (
-        Conversation.objects.filter(contact_id__in=contact_ids)
-        .order_by("contact_id", "created_at", "pk")
-        .values_list("contact_id", "created_at", "pk")
-    ):
-        history[contact_id].append((started, pk))
 
-    facts: list[ConversationFact] = []
-    responses: list[ResponseFact] = []
-    days: list[MessageDay] = []
-    for c in conversations:
-        pk = c["pk"]
-        calendar = calendars.get(c["sla_policy__calendar_id"])
-        dims = {
-            "channel_id": c["channel_id"],
-            "platform": c["channel__platform"],
-            "team_id": c["team_id"],
-            "priority": c["priority"],
-        }
-        fact = ConversationFact(
+    facts: list[list[Any]] = []
+    responses: list[list[Any]] = []
+    days: list[list[Any]] = []
+    for (
+        pk,
+        channel_id,
+        platform,
+        team_id,
+        assignee_id,
+        priority,
+        contact_id,
+        created_at,
+        status,
+        is_monitoring,
+        resolved_at,
+        calendar_id,
+    ) in conversations:
+        source, is_vip, _ = contacts.get(contact_id, (None, False, None))
+        started_at = _utc(created_at)
+        dims = (channel_id, platform, team_id, priority)
+        fact = dict(_FACT_DEFAULTS)
+        fact.update(
             conversation_id=pk,
-            assignee_id=c["assignee_id"],
-            contact_id=c["contact_id"],
-            status=c["status"],
-            is_monitoring=c["is_monitoring"],
-            is_vip=c["contact_id"] in vip or c["pk"] in kept_vip,
-            started_at=c["created_at"],
-            day=local_day(c["created_at"]),
-            **dims,
+            channel_id=channel_id,
+            platform=platform,
+            team_id=team_id,
+            priority=priority,
+            assignee_id=assignee_id,
+            contact_id=contact_id,
+            status=status,
+            is_monitoring=bool(is_monitoring),
+            is_vip=bool(is_vip) or pk in kept_vip,
+            started_at=started_at,
+            day=started_at.astimezone(zone).date(),
         )
-        _messages(fact, messages[pk], days, dims)
-        _timeline(fact, events[pk], responses, dims, calendar, resolved_at=c["resolved_at"])
-        _escalations(fact, escalations[pk])
-        _history(fact, history[c["contact_id"]], is_social=c["contact_id"] in social)
-        facts.append(fact)
+        if pk in messages:
+            _messages(fact, messages[pk], days, dims, zone)
+        _timeline(
+            fact,
+            events.get(pk, ()),
+            responses,
+            dims,
+            calendars.get(calendar_id),
+            zone,
+            resolved_at=_utc(resolved_at),
+        )
+        if pk in escalations:
+            _escalations(fact, escalations[pk])
+        if pk in previous:
+            _history(fact, previous[pk], is_social=source == ContactSource.SOCIAL)
+        facts.append([fact[name] for name in _FACT_COLUMNS])
 
-    with transaction.atomic():
-        ResponseFact.objects.filter(conversation_id__in=ids).delete()
-        MessageDay.objects.filter(conversation_id__in=ids).delete()
-        ConversationFact.objects.filter(conversation_id__in=ids).delete()
-        _insert(ConversationFact, facts)
-        _insert(ResponseFact, responses)
-        _insert(MessageDay, days)
-        # Figures cached from the old facts are dropped now and, in case one was read from
-        # them before this transaction ends, once more when it commits.
-        facts_changed()
-        transaction.on_commit(facts_changed)
-    return len(facts)
+    return _Facts(ids=in_ids, conversations=facts, responses=responses, days=days)
 
 
-def _insert(model: type[Model], objects: Sequence[Model]) -> None:
-    """Write rows straight from the instances' values: Django's bulk_create spends more time
-    compiling each value than the database spends storing them."""
-    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.auto_created)]
-    rows_insert(
-        model,
-        [f.name for f in fields],
-        [[getattr(obj, f.attname) for f in fields] for obj in objects],
+def _facts_store(facts: _Facts) -> None:
+    """Replace the stored facts of these conversations; call inside a transaction."""
+    with connection.cursor() as cursor:
+        for model in (ResponseFact, MessageDay, ConversationFact):
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(f"DELETE FROM {table} WHERE conversation_id IN ({facts.ids})")
+    rows_copy(ConversationFact, _FACT_COLUMNS, facts.conversations)
+    rows_copy(ResponseFact, _RESPONSE_COLUMNS, facts.responses)
+    rows_copy(MessageDay, _DAY_COLUMNS, facts.days)
+
+
+def _facts_changed() -> None:
+    """Figures cached from the old facts are dropped now and, in case one was read from them
+    before the transaction ends, once more when it commits."""
+    facts_changed()
+    transaction.on_commit(facts_changed)
+
+
+# The columns written, by attribute name, in the order the rows below hold them.
+_FACT_COLUMNS = tuple(f.attname for f in ConversationFact._meta.concrete_fields)
+# What a new instance holds before it is filled in.
+_FACT_DEFAULTS = {f.attname: f.get_default() for f in ConversationFact._meta.concrete_fields}
+_DIMENSIONS = ("channel_id", "platform", "team_id", "priority")
+_RESPONSE_COLUMNS = (
+    "conversation_id",
+    "at",
+    "day",
+    "is_first",
+    "seconds",
+    "business_seconds",
+    "sla_met",
+    "agent_id",
+    *_DIMENSIONS,
+)
+_DAY_COLUMNS = (
+    "conversation_id",
+    "day",
+    "assignee_id",
+    "inbound",
+    "outbound",
+    Sentiment.POSITIVE.value,
+    Sentiment.NEUTRAL.value,
+    Sentiment.NEGATIVE.value,
+    *_DIMENSIONS,
+)
+# Where each label's count sits in a day's bucket: [inbound, outbound, *labels].
+_LABEL_SLOT: dict[str, int] = {Sentiment.POSITIVE: 2, Sentiment.NEUTRAL: 3, Sentiment.NEGATIVE: 4}
+
+# The conversation with what the facts copy from its channel and SLA policy.
+_CONVERSATIONS_SQL = """
+SELECT c.id, c.channel_id, ch.platform, c.team_id, c.assignee_id, c.priority, c.contact_id,
+    c.created_at, c.status, c.is_monitoring, c.resolved_at, p.calendar_id
+FROM {conversation} c
+INNER JOIN {channel} ch ON ch.id = c.channel_id
+LEFT JOIN {policy} p ON p.id = c.sla_policy_id
+WHERE c.id IN ({ids})
+ORDER BY c.id
+"""
+_CONTACTS_SQL = "SELECT id, source, is_vip, attributes FROM {contact} WHERE id IN ({ids})"
+# When the same contact's previous conversation started (NULL for the contact's first).
+_PREVIOUS_SQL = """
+SELECT h.id, h.previous FROM (
+    SELECT id, LAG(created_at) OVER (PARTITION BY contact_id ORDER BY created_at, id) AS previous
+    FROM {conversation}
+    WHERE contact_id IN ({contacts})
+) h
+WHERE h.id IN ({ids})
+"""
+# Messages that reached us or left us; notes are no messages.
+_MESSAGES_SQL = f"""
+SELECT conversation_id, direction, created_at, sentiment
+FROM {{message}}
+WHERE conversation_id IN ({{ids}}) AND NOT (kind = %s)
+    AND (direction = %s OR delivery_status IN ({", ".join(["%s"] * len(_SENT))}))
+ORDER BY conversation_id, created_at, id
+"""
+_EVENTS_SQL = f"""
+SELECT conversation_id, kind, data, actor_id, created_at
+FROM {{event}}
+WHERE conversation_id IN ({{ids}}) AND kind IN ({", ".join(["%s"] * len(_EVENTS))})
+ORDER BY conversation_id, created_at, id
+"""
+_ESCALATIONS_SQL = """
+SELECT conversation_id, department_id, outcome
+FROM {escalation}
+WHERE conversation_id IN ({ids})
+ORDER BY conversation_id, created_at, id
+"""
+
+
+def _sql(template: str, ids: str, **lists: str) -> str:
+    tables = {
+        "conversation": Conversation,
+        "channel": ChannelAccount,
+        "policy": SlaPolicy,
+        "contact": Contact,
+        "message": Message,
+        "event": ConversationEvent,
+        "escalation": Escalation,
+    }
+    return template.format(
+        ids=ids,
+        **lists,
+        **{key: connection.ops.quote_name(model._meta.db_table) for key, model in tables.items()},
     )
 
 
+def _grouped(rows: Iterable[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
+    """Rows by their first value, the conversation, in the order they came."""
+    grouped: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        grouped[row[0]].append(row)
+    return grouped
+
+
+def _utc(value: Any) -> Any:
+    """A moment as the ORM reads it: aware, in UTC. SQLite gives naive UTC datetimes, or text
+    for a computed column; PostgreSQL gives them aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value as the ORM reads it (Django's backends hand over its text)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _is_erased(attributes: Any) -> bool:
+    attributes = _json(attributes)
+    return isinstance(attributes, dict) and ERASED_ATTRIBUTE in attributes
+
+
 def _messages(
-    fact: ConversationFact,
+    fact: dict[str, Any],
     rows: Iterable[tuple[Any, ...]],
-    days: list[MessageDay],
-    dims: dict[str, Any],
+    days: list[list[Any]],
+    dims: tuple[Any, ...],
+    zone: tzinfo,
 ) -> None:
-    by_day: dict[date, MessageDay] = {}
-    sentiments: list[float] = []
+    by_day: dict[date, list[int]] = {}
+    inbound = outbound = 0
+    first = last = None
     for _, direction, created_at, sentiment in rows:
-        day = local_day(created_at)
+        day = _utc(created_at).astimezone(zone).date()
         bucket = by_day.get(day)
         if bucket is None:
-            bucket = by_day[day] = MessageDay(
-                conversation_id=fact.conversation_id,
-                day=day,
-                assignee_id=fact.assignee_id,
-                **dims,
-            )
+            bucket = by_day[day] = [0, 0, 0, 0, 0]
         if direction == Direction.IN:
-            fact.inbound += 1
-            bucket.inbound += 1
+            inbound += 1
+            bucket[0] += 1
             label = sentiment_label(sentiment)
             if label:
-                setattr(bucket, label, getattr(bucket, label) + 1)
-                sentiments.append(sentiment)
+                bucket[_LABEL_SLOT[label]] += 1
+                if first is None:
+                    first = sentiment
+                last = sentiment
         else:
-            fact.outbound += 1
-            bucket.outbound += 1
-    if sentiments:
-        fact.sentiment_first = sentiments[0]
-        fact.sentiment_last = sentiments[-1]
-    days.extend(by_day.values())
+            outbound += 1
+            bucket[1] += 1
+    fact["inbound"] = inbound
+    fact["outbound"] = outbound
+    if first is not None:
+        fact["sentiment_first"] = first
+        fact["sentiment_last"] = last
+    conversation_id, assignee_id = fact["conversation_id"], fact["assignee_id"]
+    for day, counts in by_day.items():
+        days.append([conversation_id, day, assignee_id, *counts, *dims])
 
 
 def _timeline(
-    fact: ConversationFact,
+    fact: dict[str, Any],
     rows: Iterable[tuple[Any, ...]],
-    responses: list[ResponseFact],
-    dims: dict[str, Any],
+    responses: list[list[Any]],
+    dims: tuple[Any, ...],
     calendar: business_hours.BusinessCalendar | None,
+    zone: tzinfo,
     *,
     resolved_at: datetime | None,
 ) -> None:
     resolution_met: bool | None = None
     resolved_by: int | None = None
-    for _, kind, data, actor_id, at in rows:
-        data = data or {}
+    reopens = breaches = 0
+    for _, kind, data, actor_id, created_at in rows:
         if kind == EventKind.REPLY_SENT:
+            data = _json(data) or {}
             waited = data.get("response_seconds")
             if waited is None:
                 continue
-            is_first = bool(data.get("first_response")) and fact.first_response_at is None
+            at = _utc(created_at)
+            is_first = bool(data.get("first_response")) and fact["first_response_at"] is None
             business = _business(calendar, at - timedelta(seconds=waited), at)
             met = data.get("sla_met")
             responses.append(
-                ResponseFact(
-                    conversation_id=fact.conversation_id,
-                    at=at,
-                    day=local_day(at),
-                    is_first=is_first,
-                    seconds=waited,
-                    business_seconds=business,
-                    sla_met=met,
-                    agent_id=actor_id,
-                    **dims,
-                )
+                [
+                    fact["conversation_id"],
+                    at,
+                    at.astimezone(zone).date(),
+                    is_first,
+                    waited,
+                    business,
+                    met,
+                    actor_id,
+                    *dims,
+                ]
             )
             if is_first:
-                fact.first_response_at = at
-                fact.first_response_seconds = waited
-                fact.first_response_business_seconds = business
-                fact.first_response_met = met
+                fact["first_response_at"] = at
+                fact["first_response_seconds"] = waited
+                fact["first_response_business_seconds"] = business
+                fact["first_response_met"] = met
         elif kind == EventKind.STATUS_CHANGED:
+            data = _json(data) or {}
             previous, status = data.get("previous"), data.get("status")
             if status in ENDED and previous not in ENDED:
                 resolved_by = actor_id
                 resolution_met = data.get("sla_met")
             elif previous in ENDED and status not in ENDED:
-                fact.reopens += 1
+                reopens += 1
         elif kind == EventKind.REOPENED:
-            fact.reopens += 1
+            reopens += 1
         elif kind == EventKind.SLA_BREACHED:
-            fact.breaches += 1
-    if fact.status in ENDED and resolved_at is not None:
-        fact.resolved_at = resolved_at
-        fact.resolved_day = local_day(resolved_at)
-        fact.resolution_seconds = max(0.0, (resolved_at - fact.started_at).total_seconds())
-        fact.resolution_business_seconds = _business(calendar, fact.started_at, resolved_at)
-        fact.resolution_met = resolution_met
-        fact.resolved_by_id = resolved_by
+            breaches += 1
+    fact["reopens"] = reopens
+    fact["breaches"] = breaches
+    if fact["status"] in ENDED and resolved_at is not None:
+        started_at = fact["started_at"]
+        fact["resolved_at"] = resolved_at
+        fact["resolved_day"] = resolved_at.astimezone(zone).date()
+        fact["resolution_seconds"] = max(0.0, (resolved_at - started_at).total_seconds())
+        fact["resolution_business_seconds"] = _business(calendar, started_at, resolved_at)
+        fact["resolution_met"] = resolution_met
+        fact["resolved_by_id"] = resolved_by
 
 
-def _escalations(fact: ConversationFact, rows: Sequence[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    fact.escalations = len(rows)
+def _escalations(fact: dict[str, Any], rows: Sequence[tuple[Any, ...]]) -> None:
+    fact["escalations"] = len(rows)
     _, department_id, outcome = rows[-1]
-    fact.escalation_department_id = department_id
-    fact.escalation_outcome = outcome or ""
+    fact["escalation_department_id"] = department_id
+    fact["escalation_outcome"] = outcome or ""
 
 
-def _history(
-    fact: ConversationFact, history: Sequence[tuple[datetime, int]], *, is_social: bool
-) -> None:
-    previous: datetime | None = None
-    for started, pk in history:
-        if pk == fact.conversation_id:
-            break
-        previous = started
-    else:
-        return
+def _history(fact: dict[str, Any], previous: datetime | None, *, is_social: bool) -> None:
     if previous is None:
-        fact.new_contact = is_social
+        fact["new_contact"] = is_social
     else:
-        fact.days_since_previous = (fact.started_at - previous).total_seconds() / 86400
+        fact["days_since_previous"] = (fact["started_at"] - previous).total_seconds() / 86400
 
 
 def facts_refresh(*, limit: int = 5000) -> int:
@@ -364,22 +488,32 @@ def facts_refresh(*, limit: int = 5000) -> int:
     if not marks:
         return 0
     calendars = Calendars.load()
-    done = 0
+    computed = []
     for start in range(0, len(marks), CHUNK):
         chunk = marks[start : start + CHUNK]
-        done += facts_compute([pk for pk, _ in chunk], calendars=calendars)
-        _unmark(chunk)
+        computed.append((_facts_build([pk for pk, _ in chunk], calendars), chunk))
+    # The facts and the cleared marks in one transaction: a commit waits for the disk, and
+    # the facts of a few thousand conversations take less time to write than a few commits.
+    done = 0
+    with transaction.atomic():
+        for facts, chunk in computed:
+            if facts is not None:
+                _facts_store(facts)
+                done += len(facts.conversations)
+            _unmark(chunk)
+        _facts_changed()
     return done
 
 
 def _unmark(marks: Sequence[tuple[int, int]]) -> None:
     if not marks:
         return
-    table = StaleConversation._meta.db_table
-    condition = " OR ".join(["(conversation_id = %s AND version = %s)"] * len(marks))
-    params = [value for mark in marks for value in mark]
+    table = connection.ops.quote_name(StaleConversation._meta.db_table)
+    # Integers written into the statement, as pairs: a condition per mark would go past
+    # SQLite's limit on the depth of an expression.
+    pairs = ", ".join(f"({int(pk)}, {int(version)})" for pk, version in marks)
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} WHERE {condition}", params)
+        cursor.execute(f"DELETE FROM {table} WHERE (conversation_id, version) IN (VALUES {pairs})")
 
 
 def facts_rebuild(*, chunk: int = CHUNK) -> int:
