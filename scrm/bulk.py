@@ -32,49 +32,14 @@ def rows_update(
     *,
     combine: Mapping[str, Combine] | None = None,
 ) -> int:
-    """Set ``fields`` of each row identified by its ``"pk"`` key. ``combine`` may ask for a
-    field to keep the greater of the stored and the given value. Returns rows sent."""
-    if not rows:
-        return 0
-    combine = combine or {}
-    meta = model._meta
-    table = connection.ops.quote_name(meta.db_table)
-    pk_field = meta.pk
-    assert pk_field is not None
-    pk_column = connection.ops.quote_name(str(pk_field.column))
-    model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    columns = [connection.ops.quote_name(str(f.column)) for f in model_fields]
-
-    values_of = _values_adapter([cast(Field, pk_field), *model_fields])
-    prepared = [values_of((row["pk"], *(row[name] for name in fields))) for row in rows]
-
-    def assignment(name: str, column: str, source: str) -> str:
-        if combine.get(name) == "greatest":
-            greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-            return f"{column} = {greatest}({table}.{column}, {source})"
-        return f"{column} = {source}"
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            types = [pk_field.db_type(connection)] + [f.db_type(connection) for f in model_fields]
-            placeholder = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
-            aliases = ", ".join(["pk", *(f"v{i}" for i in range(len(fields)))])
-            sets = ", ".join(
-                assignment(name, column, f"v.v{i}")
-                for i, (name, column) in enumerate(zip(fields, columns, strict=True))
-            )
-            sql = (
-                f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([placeholder] * len(rows))})"
-                f" AS v({aliases}) WHERE {table}.{pk_column} = v.pk"
-            )
-            cursor.execute(sql, [value for row in prepared for value in row])
-        else:
-            sets = ", ".join(
-                assignment(name, column, "%s") for name, column in zip(fields, columns, strict=True)
-            )
-            sql = f"UPDATE {table} SET {sets} WHERE {pk_column} = %s"
-            cursor.executemany(sql, [[*values, pk] for pk, *values in prepared])
-    return len(rows)
+    """Set ``fields`` of each row identified by its ``"pk"`` key: ``rows_set`` for rows given
+    as mappings. Returns rows sent."""
+    return rows_set(
+        model,
+        fields,
+        [(row["pk"], *(row[name] for name in fields)) for row in rows],
+        combine=combine,
+    )
 
 
 def rows_insert(
