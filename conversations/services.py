@@ -11,13 +11,14 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
 from channels_ingest.types import InboundPost
 from contacts.models import Contact, SocialIdentity
+from conversations import setup_cache
 from conversations.models import (
     ACTIVE_STATUSES,
     CannedResponse,
@@ -133,13 +134,13 @@ class _BatchFacts:
     ) -> "_BatchFacts":
         facts = cls()
         if ("vip" in book.needed or setup.needs_vip) and contact_ids:
-            condition, params = where_in(_column(Contact, "id"), contact_ids)
+            condition, params = where_in(setup_cache.columns(Contact, ["id"]), contact_ids)
             facts.vip_contacts = {
                 pk
                 for (pk,) in rows_select(
                     Contact,
                     ["id"],
-                    where=f"{_column(Contact, 'is_vip')} AND {condition}",
+                    where=f"{setup_cache.columns(Contact, ['is_vip'])} AND {condition}",
                     params=params,
                 )
             }
@@ -151,7 +152,9 @@ class _BatchFacts:
             )
         if "tags" in book.needed and conversation_ids:
             through = Conversation.tags.through
-            condition, params = where_in(_column(through, "conversation"), conversation_ids)
+            condition, params = where_in(
+                setup_cache.columns(through, ["conversation"]), conversation_ids
+            )
             for conversation_id, tag_id in rows_select(
                 through, ["conversation", "tag"], where=condition, params=params
             ):
@@ -160,12 +163,6 @@ class _BatchFacts:
 
     def tags_of(self, conversation: Conversation) -> set[int]:
         return self.tags.get(conversation.pk, set()) if conversation.pk else set()
-
-
-def _column(model: type[Model], name: str) -> str:
-    """The quoted column of a field, for plain SQL on a batch's hundreds of ids, where the ORM
-    spends more on preparing each id than the query takes."""
-    return connection.ops.quote_name(str(model._meta.get_field(name).column))  # type: ignore[union-attr]
 
 
 def _changed_rows(
