@@ -553,7 +553,7 @@ def watch(
             )
             if stored:
                 page = inbox_page(user=admin, filters=filters, size=INBOX_PAGE_SIZE)
-                visible = {conversation.pk for conversation in page.conversations}
+                visible = {row["pk"] for row in page.rows}
                 with lock:
                     for external_id, conversation_id in stored.items():
                         if external_id is not None and conversation_id in visible:

@@ -76,6 +76,20 @@ class SlaState(models.TextChoices):
     BREACHED = "breached", "Breached"
 
 
+def sla_state(
+    due: datetime | None, warn: datetime | None, paused: datetime | None, now: datetime
+) -> str:
+    """ok, at_risk or breached for a conversation's running SLA targets; empty when none runs
+    (no due time, or the clock paused)."""
+    if due is None or paused is not None:
+        return ""
+    if due <= now:
+        return SlaState.BREACHED
+    if warn is not None and warn <= now:
+        return SlaState.AT_RISK
+    return SlaState.OK
+
+
 class SlaTarget(models.TextChoices):
     FIRST_RESPONSE = "first_response", "First response"
     NEXT_RESPONSE = "next_response", "Next response"
@@ -213,14 +227,9 @@ class Conversation(models.Model):
 
     def sla_state(self, now: "datetime | None" = None) -> str:
         """ok, at_risk or breached for the running targets; empty when none runs."""
-        if self.sla_due_at is None or self.sla_paused_at is not None:
-            return ""
-        now = now or timezone.now()
-        if self.sla_due_at <= now:
-            return SlaState.BREACHED
-        if self.sla_warn_at is not None and self.sla_warn_at <= now:
-            return SlaState.AT_RISK
-        return SlaState.OK
+        return sla_state(
+            self.sla_due_at, self.sla_warn_at, self.sla_paused_at, now or timezone.now()
+        )
 
 
 # What the inbox searches in message bodies on PostgreSQL; the index below is on exactly this.

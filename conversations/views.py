@@ -3,9 +3,11 @@ from django.contrib import messages
 from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from channels_ingest.models import ChannelAccount
@@ -67,8 +69,14 @@ def inbox(request: AuthedRequest) -> HttpResponse:
     )
     context = {"page": page, "filters": filters, "query": filters.query_string()}
     if request.htmx and request.GET.get("after"):
-        return render(request, "conversations/_inbox_rows.html", context)
+        return render(request, "conversations/_inbox_rows.html", context, using="jinja2")
     context |= {
+        # Jinja2 escapes what it renders, so its output goes into the page as it is.
+        "rows": mark_safe(
+            render_to_string(
+                "conversations/_inbox_rows.html", context, request=request, using="jinja2"
+            )
+        ),
         "views": INBOX_VIEWS,
         "counts": inbox_counts(user=request.user),
         "statuses": Status.choices,

@@ -1,6 +1,7 @@
 """Small display helpers shared by the dashboard's templates."""
 
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from django import template
@@ -15,13 +16,22 @@ _PLATFORM_NAMES = {"x": "X", "facebook": "Facebook", "demo": "Demo"}
 
 @register.simple_tag
 def platform_icon(platform: str) -> str:
-    return format_html(
-        '<span class="platform platform-{}" title="{}" aria-label="{}">{}</span>',
-        platform,
-        _PLATFORM_NAMES.get(platform, platform),
-        _PLATFORM_NAMES.get(platform, platform),
-        _PLATFORM_LETTERS.get(platform, "?"),
-    )
+    icon = _ICONS.get(platform)
+    if icon is None:
+        icon = format_html(
+            '<span class="platform platform-{}" title="{}" aria-label="{}">{}</span>',
+            platform,
+            _PLATFORM_NAMES.get(platform, platform),
+            _PLATFORM_NAMES.get(platform, platform),
+            _PLATFORM_LETTERS.get(platform, "?"),
+        )
+        if platform in _PLATFORM_NAMES:
+            _ICONS[platform] = icon
+    return icon
+
+
+# Icons of the known platforms, made once: a list of a hundred rows shows a hundred.
+_ICONS: dict[str, str] = {}
 
 
 @register.filter
@@ -43,21 +53,24 @@ def duration(value: timedelta | None) -> str:
 
 
 @register.filter
-def since(moment: datetime | None) -> str:
-    """How long ago, compactly (for waiting times)."""
+def since(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, compactly (for waiting times). Lists pass one ``now`` for all rows."""
     if moment is None:
         return ""
-    return duration(timezone.now() - moment)
+    return duration((now or timezone.now()) - moment)
 
 
 @register.simple_tag
-def sla_badge(conversation: Any) -> str:
-    """The SLA state of a conversation as a badge: due in…, at risk, or breached …ago."""
-    state = conversation.sla_state()
-    if not state:
+def sla_badge(conversation: Any, now: datetime | None = None, zone: tzinfo | None = None) -> str:
+    """The SLA state of a conversation (or of an inbox row) as a badge: due in…, at risk, or
+    breached …ago. Lists pass one ``now`` and time zone for all rows."""
+    now = now or timezone.now()
+    if isinstance(conversation, Mapping):
+        state, due = conversation["sla_state"], conversation["sla_due_at"]
+    else:
+        state, due = conversation.sla_state(now), conversation.sla_due_at
+    if not state or due is None:
         return ""
-    due = conversation.sla_due_at
-    now = timezone.now()
     if state == "breached":
         text = f"SLA breached {duration(now - due)} ago"
     else:
@@ -66,9 +79,17 @@ def sla_badge(conversation: Any) -> str:
         '<span class="badge sla sla-{}" title="{} (due {})">{}</span>',
         state.replace("_", "-"),
         {"ok": "On track", "at_risk": "At risk", "breached": "Breached"}[state],
-        timezone.localtime(due).strftime("%Y-%m-%d %H:%M"),
+        local_minute(due, zone),
         text,
     )
+
+
+@register.filter
+def local_minute(moment: datetime | None, zone: tzinfo | None = None) -> str:
+    """A time in the current time zone (or ``zone``), to the minute: 2026-11-02 14:05."""
+    if moment is None:
+        return ""
+    return moment.astimezone(zone or timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M")
 
 
 @register.filter

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def listed(client, query: str = "") -> list[int]:
-    return [c.pk for c in client.get(f"/inbox/?{query}").context["page"].conversations]
+    return [c["pk"] for c in client.get(f"/inbox/?{query}").context["page"].rows]
 
 
 @pytest.fixture
@@ -93,18 +93,18 @@ def test_every_sort_pages_through_every_conversation_once(login, world, many, se
     seen, after = [], ""
     while True:
         page = client.get("/inbox/", {"sort": sort, **({"after": after} if after else {})})
-        rows = page.context["page"].conversations
+        rows = page.context["page"].rows
         seen += rows
         if not page.context["page"].next_cursor:
             break
         after = page.context["page"].next_cursor
-    assert len(seen) == len({c.pk for c in seen}) == 13
+    assert len(seen) == len({c["pk"] for c in seen}) == 13
     if sort == "priority":
-        assert [c.priority for c in seen] == sorted((c.priority for c in seen), reverse=True)
+        assert [c["priority"] for c in seen] == sorted((c["priority"] for c in seen), reverse=True)
     if sort == "waiting":
-        waiting = [c.waiting_since for c in seen if c.waiting_since]
+        waiting = [c["waiting_since"] for c in seen if c["waiting_since"]]
         assert waiting == sorted(waiting)
-        assert all(c.waiting_since is None for c in seen[len(waiting) :])
+        assert all(c["waiting_since"] is None for c in seen[len(waiting) :])
 
 
 def test_a_cursor_of_another_sort_starts_from_the_top(login, world, many, settings):

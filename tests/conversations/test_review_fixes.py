@@ -86,7 +86,7 @@ def test_a_hidden_contact_merged_into_a_visible_one_stays_hidden(login, world):
 
 def test_a_search_for_a_bare_at_sign_does_not_match_everyone(login, world):
     ConversationFactory(channel=world.channel_a)
-    assert login(world.agent_a).get("/inbox/?q=@").context["page"].conversations == []
+    assert login(world.agent_a).get("/inbox/?q=@").context["page"].rows == []
 
 
 def test_bulk_cannot_set_a_conversation_back_to_new(login, world):

@@ -378,7 +378,7 @@ def test_the_inbox_filters_and_sorts_by_sla_state(client):
 
     def listed(query):
         page = client.get(f"/inbox/?{query}").context["page"]
-        return [c.pk for c in page.conversations]
+        return [c["pk"] for c in page.rows]
 
     assert listed("sla=breached") == [late.pk]
     assert listed("sla=at_risk") == [close.pk]
