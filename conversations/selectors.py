@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.models import User
 from django.contrib.postgres.search import SearchQuery
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -25,7 +25,10 @@ from conversations.models import (
     CannedResponse,
     Conversation,
     ConversationEvent,
+    DeliveryStatus,
+    Direction,
     Message,
+    MessageKind,
     Notification,
     Priority,
     SlaState,
@@ -529,13 +532,100 @@ def conversation_for_user(*, user: AnyUser, pk: int) -> Conversation | None:
     )
 
 
-def conversation_thread(*, conversation: Conversation) -> list[Message]:
-    """Messages and notes oldest first, with their authors."""
-    return list(
-        conversation.messages.select_related("author_identity", "author_user").order_by(
-            "created_at", "id"
+class ThreadMessage(TypedDict):
+    """One message or note of a conversation's thread, ready to show (plain columns)."""
+
+    pk: int
+    side: str  # in, out or note
+    author: str
+    handle: str
+    kind_label: str
+    created_at: datetime
+    sentiment: str
+    delivery_status: str
+    delivery_label: str
+    body: str
+    error: str
+    approval_reasons: list[str]
+    approval_note: str
+
+
+@dataclass
+class ThreadPage:
+    """The newest messages of a thread (or those before ``before``), oldest first; ``earlier``
+    is the message to page back from when older ones exist."""
+
+    messages: list[ThreadMessage]
+    earlier: int | None
+
+
+_THREAD_COLUMNS = (
+    "pk",
+    "direction",
+    "kind",
+    "body",
+    "created_at",
+    "sentiment",
+    "delivery_status",
+    "error",
+    "author_identity__display_name",
+    "author_identity__handle",
+    "author_user__username",
+    "author_user__first_name",
+    "author_user__last_name",
+    "approval__reasons",
+    "approval__note",
+)
+_KIND_LABELS = dict(MessageKind.choices)
+_DELIVERY_LABELS = dict(DeliveryStatus.choices)
+
+
+def conversation_thread(
+    *, conversation: Conversation, before: int | None = None, size: int = 100
+) -> ThreadPage:
+    """The latest ``size`` messages and notes (those before message ``before``), with their
+    authors and, for held or rejected replies, their approval's reasons and note: one query,
+    no model objects, whatever the thread's length."""
+    messages = conversation.messages.all()
+    if before is not None:
+        anchor = Subquery(conversation.messages.filter(pk=before).values("created_at"))
+        messages = messages.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=before))
+    found = list(messages.order_by("-created_at", "-id").values(*_THREAD_COLUMNS)[: size + 1])
+    earlier = found[size - 1]["pk"] if len(found) > size else None
+    contact = str(conversation.contact)
+    thread: list[ThreadMessage] = []
+    for m in reversed(found[:size]):
+        kind = m["kind"]
+        note = kind == MessageKind.NOTE
+        full_name = (
+            f"{m['author_user__first_name'] or ''} {m['author_user__last_name'] or ''}".strip()
         )
-    )
+        user_name = full_name or m["author_user__username"] or ""
+        if note:
+            side, author = "note", user_name
+        elif m["direction"] == Direction.OUT:
+            side, author = "out", user_name or "Team"
+        else:
+            side, author = "in", m["author_identity__display_name"] or contact
+        delivery = m["delivery_status"]
+        thread.append(
+            {
+                "pk": m["pk"],
+                "side": side,
+                "author": author,
+                "handle": (m["author_identity__handle"] or "") if side == "in" else "",
+                "kind_label": _KIND_LABELS.get(kind, kind),
+                "created_at": m["created_at"],
+                "sentiment": sentiment_label(m["sentiment"]) if side == "in" else "",
+                "delivery_status": delivery if side == "out" else "",
+                "delivery_label": _DELIVERY_LABELS.get(delivery, delivery),
+                "body": m["body"],
+                "error": m["error"],
+                "approval_reasons": m["approval__reasons"] or [],
+                "approval_note": m["approval__note"] or "",
+            }
+        )
+    return ThreadPage(messages=thread, earlier=earlier)
 
 
 def contact_history(*, user: AnyUser, contact_id: int, limit: int = 20) -> list[Conversation]:

@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -27,7 +26,6 @@ from conversations.forms import (
 )
 from conversations.models import (
     Conversation,
-    DeliveryStatus,
     Notification,
     Priority,
     SlaState,
@@ -143,20 +141,28 @@ def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:
 def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
     channel: ChannelAccount = conversation.channel
-    thread = conversation_thread(conversation=conversation)
-    # Held and rejected replies show why: their approvals, in one query.
-    held = [
-        m
-        for m in thread
-        if m.delivery_status in (DeliveryStatus.PENDING_APPROVAL, DeliveryStatus.REJECTED)
-    ]
-    prefetch_related_objects(held, "approval")
+    before = request.GET.get("before", "")
+    thread = conversation_thread(
+        conversation=conversation,
+        before=int(before) if before.isdigit() else None,
+        size=settings.SCRM_THREAD_PAGE_SIZE,
+    )
+    thread_context = {"conversation": conversation, "thread": thread}
+    if request.htmx and before:
+        # "Show earlier messages": the older page goes in above the messages shown.
+        return render(request, "conversations/_thread.html", thread_context, using="jinja2")
     return render(
         request,
         "conversations/detail.html",
         {
             "conversation": conversation,
             "thread": thread,
+            # Jinja2 escapes what it renders, so its output goes into the page as it is.
+            "thread_html": mark_safe(
+                render_to_string(
+                    "conversations/_thread.html", thread_context, request=request, using="jinja2"
+                )
+            ),
             "history": [
                 c
                 for c in contact_history(user=request.user, contact_id=conversation.contact_id)

@@ -1,6 +1,7 @@
 """The Jinja2 environment of the list fragments (see ``TEMPLATES``): the same display helpers
 as the Django templates' ``scrm`` library, so both engines show a value the same way."""
 
+from datetime import datetime
 from typing import Any
 
 from django.templatetags.static import static
@@ -15,10 +16,15 @@ def url(name: str, *args: Any) -> str:
     return reverse(name, args=args)
 
 
-def url_format(name: str) -> str:
-    """The URL of a route that takes one number, with ``{}`` where the number goes: a list
-    formats each row's link from it instead of reversing the route a hundred times."""
-    return reverse(name, args=[_SLOT]).replace(str(_SLOT), "{}")
+def url_format(name: str, *args: Any) -> str:
+    """The URL of a route whose last argument is a number, with ``{}`` where that number goes:
+    a list formats each row's link from it instead of reversing the route for every row."""
+    return reverse(name, args=[*args, _SLOT]).replace(str(_SLOT), "{}")
+
+
+def month_day_time(moment: datetime) -> str:
+    """Nov 2, 14:05 (as Django's ``date:"M j, H:i"``), for a time already in the right zone."""
+    return f"{moment:%b} {moment.day}, {moment:%H:%M}"
 
 
 _SLOT = 9876543210
@@ -44,5 +50,6 @@ def environment(**options: Any) -> Environment:
         since=scrm.since,
         local_minute=scrm.local_minute,
         pluralize=pluralize,
+        month_day_time=month_day_time,
     )
     return env

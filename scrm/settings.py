@@ -426,6 +426,8 @@ if PRODUCTION:
 
 # --- Product settings -------------------------------------------------------------------
 SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
+# A conversation page shows its newest messages; older ones load a page at a time.
+SCRM_THREAD_PAGE_SIZE = env.int("SCRM_THREAD_PAGE_SIZE", default=100)
 # The address people outside the product use to reach it: links in escalation emails and
 # webhooks point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -124,6 +125,56 @@ def test_the_conversation_page_costs_a_fixed_number_of_queries(login, world):
     assert len(response.context["history"]) == 6
 
 
+def _thread_ids(html):
+    return [int(pk) for pk in re.findall(r'<li class="msg [a-z]+" id="m(\d+)"', html)]
+
+
+def _earlier(html):
+    found = re.search(r'hx-get="\?before=(\d+)"', html)
+    return found and found.group(1)
+
+
+def test_a_long_thread_shows_its_newest_messages_and_pages_back_through_the_rest(
+    login, world, settings
+):
+    settings.SCRM_THREAD_PAGE_SIZE = 4
+    conversation = ConversationFactory(channel=world.channel_a, team=world.team_a)
+    start = timezone.now() - timedelta(hours=1)
+    # The 6th and 7th messages share a time, across the first page's edge: the id breaks
+    # the tie, so neither is skipped or shown twice.
+    times = [start + timedelta(minutes=i - (i == 6)) for i in range(10)]
+    ids = [
+        MessageFactory(conversation=conversation, created_at=at, body=f"message {i}").pk
+        for i, at in enumerate(times)
+    ]
+    client = login(world.agent_a)
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert _thread_ids(page) == ids[-4:]
+    assert "Show earlier messages" in page
+    shown, before = _thread_ids(page), _earlier(page)
+    while before:
+        fragment = client.get(
+            f"/inbox/{conversation.pk}/", {"before": before}, HTTP_HX_REQUEST="true"
+        ).content.decode()
+        assert "<html" not in fragment
+        shown, before = _thread_ids(fragment) + shown, _earlier(fragment)
+    assert shown == ids
+
+    # Without htmx, the link opens the page at the older messages, with a way back.
+    older = client.get(f"/inbox/{conversation.pk}/", {"before": ids[6]}).content.decode()
+    assert _thread_ids(older) == ids[2:6]
+    assert "Show the latest messages" in older
+
+
+def test_a_short_thread_has_nothing_earlier_to_show(login, world):
+    conversation = world.conversation_a
+    page = login(world.agent_a).get(f"/inbox/{conversation.pk}/").content.decode()
+    assert _thread_ids(page) == list(
+        conversation.messages.order_by("created_at", "id").values_list("pk", flat=True)
+    )
+    assert "Show earlier messages" not in page
+
+
 def test_a_reply_is_sent_through_the_channel_and_shown_as_sent(
     login, world, django_capture_on_commit_callbacks
 ):
@@ -140,7 +191,7 @@ def test_a_reply_is_sent_through_the_channel_and_shown_as_sent(
     assert conversation.first_response_at is not None
     assert conversation.waiting_since is None
     page = client.get(f"/inbox/{conversation.pk}/").content.decode()
-    assert "We&#x27;re on it!" in page and "Sent" in page
+    assert "We&#39;re on it!" in page and "Sent" in page
 
 
 def test_a_listen_only_channel_shows_no_reply_box_and_refuses_replies(
