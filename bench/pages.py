@@ -29,6 +29,7 @@ path: normal end, error, Ctrl-C, ``kill``, or the time budget (``--budget``) run
 """
 
 import argparse
+import cProfile
 import json
 import math
 import os
@@ -1056,7 +1057,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"{DEFAULT_SERVER_URL}); the database it names is never opened",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the timing, profile --repeat requests of the inbox's first page and of the "
+        "long conversation as the agent with cProfile, into DIR/inbox.prof and "
+        "DIR/conversation.prof (read them with python -m pstats)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     if args.conversations < MIN_CONVERSATIONS:
         parser.error(f"--conversations must be at least {MIN_CONVERSATIONS}")
     if args.messages_per_conversation < 1:
@@ -1182,6 +1193,15 @@ def run(args: argparse.Namespace, database: str) -> dict[str, Any]:
             )
         )
     load_after = os.getloadavg()
+    if args.profile:
+        for name, url in (("inbox", "/inbox/"), ("conversation", conversation_url)):
+            _progress(f"profiling {url} as agent ...")
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.repeat):
+                _get(clients["agent"], url, htmx=False)
+            profiler.disable()
+            profiler.dump_stats(args.profile / f"{name}.prof")
     sizes = (10, settings.SCRM_INBOX_PAGE_SIZE, 100)
     page_size_queries = {
         user: queries_by_page_size(clients[user], "/inbox/", sizes) for user in clients

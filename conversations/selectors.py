@@ -24,9 +24,9 @@ from conversations.models import (
     MESSAGE_SEARCH_VECTOR,
     CannedResponse,
     Conversation,
-    ConversationEvent,
     DeliveryStatus,
     Direction,
+    EventKind,
     Message,
     MessageKind,
     Notification,
@@ -638,9 +638,37 @@ def contact_history(*, user: AnyUser, contact_id: int, limit: int = 20) -> list[
     )
 
 
-def conversation_timeline(*, conversation: Conversation) -> list[ConversationEvent]:
-    """Who did what when, newest first."""
-    return list(conversation.events.select_related("actor").order_by("-created_at", "-id")[:200])
+class TimelineEntry(TypedDict):
+    """One event of a conversation's timeline, ready to show (plain columns)."""
+
+    kind: str
+    kind_label: str
+    actor: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+_EVENT_LABELS = dict(EventKind.choices)
+
+
+def conversation_timeline(*, conversation: Conversation, size: int = 200) -> list[TimelineEntry]:
+    """Who did what when, newest first: the latest ``size`` events, in one query."""
+    events = conversation.events.order_by("-created_at", "-id").values_list(
+        "kind", "created_at", "data", "actor__username", "actor__first_name", "actor__last_name"
+    )[:size]
+    timeline: list[TimelineEntry] = []
+    for kind, created_at, data, username, first_name, last_name in events:
+        full_name = f"{first_name or ''} {last_name or ''}".strip()
+        timeline.append(
+            {
+                "kind": kind,
+                "kind_label": _EVENT_LABELS.get(kind, kind),
+                "actor": full_name or username or "",
+                "created_at": created_at,
+                "data": data if isinstance(data, dict) else {},
+            }
+        )
+    return timeline
 
 
 def canned_responses_usable_by(*, user: AnyUser) -> QuerySet[CannedResponse]:

@@ -2,11 +2,9 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from channels_ingest.models import ChannelAccount
@@ -53,6 +51,7 @@ from governance.approvals import reply_retry, reply_submit
 from governance.models import Team
 from governance.roles import is_admin
 from governance.selectors import channels_visible_to, teams_of
+from scrm.jinja2 import fragment
 from scrm.types import AuthedRequest
 
 
@@ -69,12 +68,7 @@ def inbox(request: AuthedRequest) -> HttpResponse:
     if request.htmx and request.GET.get("after"):
         return render(request, "conversations/_inbox_rows.html", context, using="jinja2")
     context |= {
-        # Jinja2 escapes what it renders, so its output goes into the page as it is.
-        "rows": mark_safe(
-            render_to_string(
-                "conversations/_inbox_rows.html", context, request=request, using="jinja2"
-            )
-        ),
+        "rows": fragment(request, "conversations/_inbox_rows.html", context),
         "views": INBOX_VIEWS,
         "counts": inbox_counts(user=request.user),
         "statuses": Status.choices,
@@ -157,12 +151,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         {
             "conversation": conversation,
             "thread": thread,
-            # Jinja2 escapes what it renders, so its output goes into the page as it is.
-            "thread_html": mark_safe(
-                render_to_string(
-                    "conversations/_thread.html", thread_context, request=request, using="jinja2"
-                )
-            ),
+            "thread_html": fragment(request, "conversations/_thread.html", thread_context),
             "history": [
                 c
                 for c in contact_history(user=request.user, contact_id=conversation.contact_id)
@@ -172,7 +161,11 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
                 user=request.user, contact_id=conversation.contact_id
             ),
             "reply_form": ReplyForm(),
-            "timeline": conversation_timeline(conversation=conversation),
+            "timeline_html": fragment(
+                request,
+                "conversations/_timeline.html",
+                {"timeline": conversation_timeline(conversation=conversation)},
+            ),
             "canned_responses": canned_responses_for(user=request.user),
             "agents": assignable_agents(conversation=conversation),
             "priorities": Priority.choices,

@@ -4,9 +4,12 @@ as the Django templates' ``scrm`` library, so both engines show a value the same
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
 from jinja2 import Environment, StrictUndefined
 
 from conversations.templatetags import scrm
@@ -34,6 +37,12 @@ def pluralize(count: int, suffix: str = "s") -> str:
     return "" if count == 1 else suffix
 
 
+def fragment(request: HttpRequest, name: str, context: dict[str, Any]) -> SafeString:
+    """A list rendered by Jinja2 for a Django template to place: Jinja2 has escaped what it
+    rendered, so the result goes into the page as it is."""
+    return mark_safe(render_to_string(name, context, request=request, using="jinja2"))
+
+
 def environment(**options: Any) -> Environment:
     # A misspelt name fails loudly instead of rendering as nothing.
     env = Environment(**{"undefined": StrictUndefined, **options})
@@ -45,6 +54,7 @@ def environment(**options: Any) -> Environment:
         static=static,
         platform_icon=scrm.platform_icon,
         sla_badge=scrm.sla_badge,
+        status_label=scrm.status_label,
     )
     env.filters.update(
         since=scrm.since,

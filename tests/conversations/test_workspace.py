@@ -1,6 +1,8 @@
 """The conversation workspace: assignment, priority, tags, snooze, canned responses, presence,
 replying over a colleague's assignment, retrying a failed reply, and the timeline."""
 
+import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -201,6 +203,30 @@ def test_the_timeline_shows_who_did_what(login, world):
     page = client.get(url(world)).content.decode()
     assert "Priority changed" in page and "Assigned" in page
     assert world.agent_a.first_name in page
+
+
+def test_the_timeline_shows_what_each_event_says(login, world):
+    conversation = world.conversation_a
+    at = timezone.now()
+    for kind, data in (
+        (EventKind.TAGGED, {"tag": "refund"}),
+        (EventKind.STATUS_CHANGED, {"status": Status.PENDING}),
+        (EventKind.RULE_APPLIED, {"name": "VIPs go first"}),
+        (EventKind.SLA_BREACHED, {"target": "first_response"}),
+        (EventKind.ESCALATED, {"target": "Billing <back office>"}),
+        (EventKind.ASSIGNED, {"auto": True}),
+        (EventKind.CREATED, ["not", "a", "mapping"]),
+    ):
+        conversation.events.create(kind=kind, data=data, created_at=at, actor=world.manager)
+    page = login(world.agent_a).get(url(world)).content.decode()
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+    assert "Tag added · " in text and "(refund)" in text
+    assert "→ Pending customer" in text
+    assert "“VIPs go first”" in text
+    assert "SLA breached" in text and "(first)" in text
+    assert "→ Billing <back office>" in text and "&lt;back office&gt;" in page
+    assert "Assigned" in text and "(auto)" in text
+    assert world.manager.get_full_name() in text
 
 
 def test_sending_again_follows_the_same_rules_as_a_reply(login, world):
