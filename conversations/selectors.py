@@ -641,11 +641,15 @@ def contact_history(*, user: AnyUser, contact_id: int, limit: int = 20) -> list[
 class TimelineEntry(TypedDict):
     """One event of a conversation's timeline, ready to show (plain columns)."""
 
-    kind: str
     kind_label: str
     actor: str
     created_at: datetime
-    data: dict[str, Any]
+    tag: str
+    status: str  # the status it moved to, as people read it
+    name: str  # of the rule applied
+    target: str  # the SLA target it is about
+    escalated_to: str | None
+    auto: bool
 
 
 _EVENT_LABELS = dict(EventKind.choices)
@@ -658,14 +662,22 @@ def conversation_timeline(*, conversation: Conversation, size: int = 200) -> lis
     )[:size]
     timeline: list[TimelineEntry] = []
     for kind, created_at, data, username, first_name, last_name in events:
-        full_name = f"{first_name or ''} {last_name or ''}".strip()
+        data = data if isinstance(data, dict) else {}
+        target = str(data.get("target") or "")
+        escalated = kind == EventKind.ESCALATED
+        status = str(data.get("status") or "")
         timeline.append(
             {
-                "kind": kind,
                 "kind_label": _EVENT_LABELS.get(kind, kind),
-                "actor": full_name or username or "",
+                "actor": f"{first_name or ''} {last_name or ''}".strip() or username or "",
                 "created_at": created_at,
-                "data": data if isinstance(data, dict) else {},
+                "tag": str(data.get("tag") or ""),
+                "status": _STATUS_LABELS.get(status, status),
+                "name": str(data.get("name") or ""),
+                # first_response -> first: the SLA targets, briefly.
+                "target": "" if escalated else target.replace("_response", "").replace("_", ""),
+                "escalated_to": target if escalated else None,
+                "auto": bool(data.get("auto")),
             }
         )
     return timeline
