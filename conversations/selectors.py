@@ -634,6 +634,16 @@ def contact_history(*, user: AnyUser, contact_id: int, limit: int = 20) -> list[
         conversations_visible_to(user=user)
         .filter(contact_id=contact_id)
         .select_related("channel")
+        # What a history line shows; not the channel's credentials, decrypted on load.
+        .only(
+            "subject",
+            "status",
+            "created_at",
+            "last_message_at",
+            "contact_id",
+            "channel__name",
+            "channel__platform",
+        )
         .order_by("-last_message_at", "-pk")[:limit]
     )
 
