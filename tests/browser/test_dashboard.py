@@ -1,6 +1,7 @@
 """An agent's day in a real browser: log in, filter the inbox, open, reply, note, resolve."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -95,3 +96,60 @@ def test_a_manager_sees_the_reports(page, live_server, screenshot):
     screenshot("reports")
     page.get_by_role("link", name="Last 7 days").click()
     expect(page).to_have_url(re.compile(r"days=7"))
+
+
+def test_an_agent_reads_back_through_a_long_thread_and_down_the_inbox(
+    page, live_server, screenshot, settings
+):
+    settings.SCRM_THREAD_PAGE_SIZE = 20
+    settings.SCRM_INBOX_PAGE_SIZE = 10
+    seed_demo(days=14)
+    conversation = (
+        Conversation.objects.filter(status=Status.OPEN, channel__name__contains="X")
+        .order_by("-last_message_at")
+        .first()
+    )
+    first = conversation.messages.order_by("created_at", "id").first()
+    start = first.created_at - timedelta(days=3)
+    Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            channel_id=conversation.channel_id,
+            direction=Direction.IN if i % 2 else Direction.OUT,
+            kind="mention" if i % 2 else "reply",
+            external_id=f"long-thread-{i}" if i % 2 else None,
+            body=f"Earlier message {i}",
+            created_at=start + timedelta(minutes=i),
+            received_at=start + timedelta(minutes=i),
+            delivery_status=DeliveryStatus.RECEIVED if i % 2 else DeliveryStatus.SENT,
+        )
+        for i in range(45)
+    )
+    total = conversation.messages.count()
+    _log_in(page, live_server, "agent")
+
+    # The inbox: "Load more" appends the next page below the rows already there.
+    rows = page.locator("a.row")
+    expect(rows).to_have_count(10)
+    first_ids = rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)")
+    page.get_by_role("link", name="Load more").click()
+    expect(rows).to_have_count(20)
+    all_ids = rows.evaluate_all("rows => rows.map(r => r.dataset.conversation)")
+    assert all_ids[:10] == first_ids and len(set(all_ids)) == 20
+
+    page.goto(f"{live_server.url}/inbox/{conversation.pk}/")
+    messages = page.locator("li.msg")
+    expect(messages).to_have_count(20)
+    expect(messages.last).not_to_contain_text("Earlier message")
+    page.get_by_role("link", name="Show earlier messages").scroll_into_view_if_needed()
+    screenshot("conversation-long-thread")
+    while page.get_by_role("link", name="Show earlier messages").count():
+        shown = messages.count()
+        page.get_by_role("link", name="Show earlier messages").click()
+        expect(messages).not_to_have_count(shown)
+    expect(messages).to_have_count(total)
+    expect(messages.first).to_contain_text("Earlier message 0")
+    expect(messages.nth(44)).to_contain_text("Earlier message 44")
+    ids = messages.evaluate_all("items => items.map(m => m.id)")
+    assert len(set(ids)) == total
+    screenshot("conversation-earlier-messages")
