@@ -42,9 +42,9 @@ from conversations.selectors import (
     conversation_takeable_by,
     conversation_thread,
     conversation_timeline,
-    inbox_counts,
     inbox_new_since,
     inbox_page,
+    inbox_view_counts,
     notifications_for,
 )
 from governance.approvals import reply_retry, reply_submit
@@ -70,7 +70,7 @@ def inbox(request: AuthedRequest) -> HttpResponse:
     context |= {
         "rows": fragment(request, "conversations/_inbox_rows.html", context),
         "views": INBOX_VIEWS,
-        "counts": inbox_counts(user=request.user),
+        "counts": inbox_view_counts(user=request.user),
         "statuses": Status.choices,
         "priorities": Priority.choices,
         "platforms": Platform.choices,

@@ -100,6 +100,8 @@ MIDDLEWARE = [
     # Entries recorded while a request is served know who made it and from where.
     "governance.audit.AuditContextMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # After a user's own change, their inbox counts are counted afresh.
+    "conversations.middleware.InboxCountsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -428,6 +430,9 @@ if PRODUCTION:
 SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
 # A conversation page shows its newest messages; older ones load a page at a time.
 SCRM_THREAD_PAGE_SIZE = env.int("SCRM_THREAD_PAGE_SIZE", default=100)
+# The inbox's view counts (Mine, Unassigned, ...) are counted at most this often per user,
+# and again right after the user changes something; 0 counts on every page.
+SCRM_INBOX_COUNTS_SECONDS = env.int("SCRM_INBOX_COUNTS_SECONDS", default=15)
 # The address people outside the product use to reach it: links in escalation emails and
 # webhooks point here.
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")

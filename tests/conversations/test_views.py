@@ -99,6 +99,26 @@ def test_inbox_views_count_what_they_list(login, world):
     assert mine.pk in [c["pk"] for c in client.get("/inbox/?view=escalated").context["page"].rows]
 
 
+def test_view_counts_are_reused_briefly_and_counted_again_after_the_users_change(
+    login, world, settings
+):
+    settings.SCRM_INBOX_COUNTS_SECONDS = 60
+    client = login(world.agent_a)
+    before = client.get("/inbox/").context["counts"]
+    # Someone else's new conversation shows once the counts expire...
+    ConversationFactory(channel=world.channel_a)
+    assert client.get("/inbox/").context["counts"] == before
+    # ...or at once after a change of the user's own.
+    client.post(f"/inbox/{world.conversation_a.pk}/claim/")
+    after = client.get("/inbox/").context["counts"]
+    assert after["all"] == before["all"] + 1
+    assert after["mine"] == 1
+
+    settings.SCRM_INBOX_COUNTS_SECONDS = 0
+    ConversationFactory(channel=world.channel_a)
+    assert client.get("/inbox/").context["counts"]["all"] == after["all"] + 1
+
+
 def test_inbox_search_finds_a_contact_by_handle(login, world):
     identity = IdentityFactory(handle="dana_rossi")
     target = ConversationFactory(channel=world.channel_a, contact=identity.contact)
