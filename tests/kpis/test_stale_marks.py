@@ -72,7 +72,7 @@ def test_the_marked_event_kinds_are_those_the_facts_read():
 
 def test_every_column_the_facts_read_is_watched():
     marks = {m.table: set(m.columns) for m in migration.ROW_MARKS}
-    conversation = _read_columns(facts._CONVERSATIONS_SQL + facts._PREVIOUS_SQL, Conversation)
+    conversation = _read_columns(facts._CONVERSATIONS_SQL, Conversation)
     assert conversation <= set(migration.CONVERSATION_COLUMNS)
     assert _read_columns(facts._MESSAGES_SQL, Message) <= marks["conversations_message"]
     events = _read_columns(facts._EVENTS_SQL, ConversationEvent)
