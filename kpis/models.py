@@ -1,10 +1,11 @@
 """What the reports read: facts derived from conversations, messages and their timelines, and
 the targets managers set.
 
-Facts are rows computed per conversation (`kpis.facts`), never edited by hand: whatever changes
-a conversation marks it stale (database triggers, in the same transaction as the change), and a
-beat task recomputes the stale ones. A rebuild computes every conversation the same way, so it
-gives the same rows. Times are seconds; days are the organisation's (settings.TIME_ZONE).
+Facts are rows computed per conversation (`kpis.facts`), never edited by hand: a change to
+what a conversation's facts read marks it stale (database triggers, in the same transaction as
+the change), and a beat task recomputes the stale ones, writing the rows that differ. A rebuild
+computes every conversation the same way, so it gives the same rows. Times are seconds; days
+are the organisation's (settings.TIME_ZONE).
 """
 
 from django.conf import settings
