@@ -897,16 +897,15 @@ def write_chunk(chunk: Chunk, *, vendor: str) -> dict[str, int]:
 # --- Load helpers -------------------------------------------------------------------------
 
 
+# The migration that creates the stale-marking triggers in use.
+STALE_TRIGGERS = "kpis.migrations.0004_stale_marks_what_facts_read"
+
+
 def stale_triggers(vendor: str) -> list[tuple[str, str]]:
-    """(trigger, table) of the stale-marking triggers the kpis migration creates."""
+    """(trigger, table) of the stale-marking triggers the kpis migrations create."""
     import importlib
 
-    migration = importlib.import_module("kpis.migrations.0002_stale_triggers")
-    return [
-        (f"kpis_stale_{table.split('_', 1)[1]}_{event.lower()}", table)
-        for table, (_column, events) in migration._TABLES.items()
-        for event in events
-    ]
+    return importlib.import_module(STALE_TRIGGERS).triggers()
 
 
 def stale_triggers_set(*, enabled: bool, vendor: str) -> None:
@@ -925,8 +924,7 @@ def stale_triggers_set(*, enabled: bool, vendor: str) -> None:
         for name, _table in stale_triggers(vendor):
             cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
         if enabled:
-            migration = importlib.import_module("kpis.migrations.0002_stale_triggers")
-            for statement in migration._sqlite()[0]:
+            for statement in importlib.import_module(STALE_TRIGGERS).statements(vendor)[0]:
                 cursor.execute(statement)
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, Model, OuterRef
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
@@ -49,7 +49,7 @@ from conversations.models import (
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
-from scrm.bulk import rows_copy
+from scrm.bulk import rows_copy, rows_select
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
     if facts is None:
         return 0
     with transaction.atomic():
-        _facts_store(facts)
-        _facts_changed()
+        if _facts_store(facts):
+            _facts_changed()
     return len(facts.conversations)
 
 
@@ -123,7 +123,7 @@ def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | Non
 class _Facts:
     """The rows of some conversations' facts, ready to be stored."""
 
-    ids: str  # the conversations', comma-separated
+    ids: list[int]  # the conversations', ascending
     conversations: list[list[Any]]
     responses: list[list[Any]]
     days: list[list[Any]]
@@ -138,17 +138,13 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
     if not ids:
         return None
     zone = timezone.get_default_timezone()
-    # Integers only, written into the statements: binding hundreds of parameters through the
-    # ORM's lookups cost more than running the queries.
-    in_ids = ",".join(map(str, ids))
     with connection.cursor() as cursor:
-        cursor.execute(_sql(_CONVERSATIONS_SQL, in_ids))
+        cursor.execute(_sql(_CONVERSATIONS_SQL, _among("c.id", ids)))
         conversations = cursor.fetchall()
-        contact_ids = ",".join(sorted({str(int(row[6])) for row in conversations})) or "NULL"
-        cursor.execute(_sql(_CONTACTS_SQL, contact_ids))
+        contact_ids = sorted({int(row[6]) for row in conversations})
+        cursor.execute(_sql(_CONTACTS_SQL, _among("id", contact_ids)))
         contacts = {row[0]: row[1:] for row in cursor.fetchall()}
-        cursor.execute(_sql(_PREVIOUS_SQL, in_ids, contacts=contact_ids))
-        previous = {pk: _utc(started) for pk, started in cursor.fetchall()}
+        in_ids = _among("conversation_id", ids)
         cursor.execute(_sql(_MESSAGES_SQL, in_ids), [MessageKind.NOTE, Direction.IN, *_SENT])
         messages = _grouped(cursor.fetchall())
         cursor.execute(_sql(_EVENTS_SQL, in_ids), list(_EVENTS))
@@ -183,6 +179,7 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
         is_monitoring,
         resolved_at,
         calendar_id,
+        previous,
     ) in conversations:
         source, is_vip, _ = contacts.get(contact_id, (None, False, None))
         started_at = _utc(created_at)
@@ -215,22 +212,52 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
         )
         if pk in escalations:
             _escalations(fact, escalations[pk])
-        if pk in previous:
-            _history(fact, previous[pk], is_social=source == ContactSource.SOCIAL)
+        _history(fact, _utc(previous), is_social=source == ContactSource.SOCIAL)
         facts.append([fact[name] for name in _FACT_COLUMNS])
 
-    return _Facts(ids=in_ids, conversations=facts, responses=responses, days=days)
+    return _Facts(ids=ids, conversations=facts, responses=responses, days=days)
 
 
-def _facts_store(facts: _Facts) -> None:
-    """Replace the stored facts of these conversations; call inside a transaction."""
-    with connection.cursor() as cursor:
-        for model in (ResponseFact, MessageDay, ConversationFact):
+def _facts_store(facts: _Facts) -> bool:
+    """Make the stored facts of these conversations what was computed, writing only the rows
+    that differ: a stored row computed again stays, one no longer computed is deleted, a new
+    or changed one inserted. Call inside a transaction. Returns whether anything changed.
+
+    Most conversations a refresh computes changed in a way that leaves most of their rows as
+    they were (a new message changes one day, a reply adds one response)."""
+    changed = False
+    for model, columns, rows in (
+        (ConversationFact, _FACT_COLUMNS, facts.conversations),
+        (ResponseFact, _RESPONSE_COLUMNS, facts.responses),
+        (MessageDay, _DAY_COLUMNS, facts.days),
+    ):
+        stored: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+        for pk, *values in rows_select(
+            model, ["pk", *columns], where=_among("conversation_id", facts.ids), params=()
+        ):
+            stored[tuple(values)].append(pk)
+        new = []
+        for row in rows:
+            same = stored.get(tuple(row))
+            if same:
+                same.pop()
+            else:
+                new.append(row)
+        gone = [pk for pks in stored.values() for pk in pks]
+        if gone:
             table = connection.ops.quote_name(model._meta.db_table)
-            cursor.execute(f"DELETE FROM {table} WHERE conversation_id IN ({facts.ids})")
-    rows_copy(ConversationFact, _FACT_COLUMNS, facts.conversations)
-    rows_copy(ResponseFact, _RESPONSE_COLUMNS, facts.responses)
-    rows_copy(MessageDay, _DAY_COLUMNS, facts.days)
+            pk_column = connection.ops.quote_name(_pk_column(model))
+            with connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {table} WHERE {_among(pk_column, sorted(gone))}")
+        rows_copy(model, columns, new)
+        changed = changed or bool(gone or new)
+    return changed
+
+
+def _pk_column(model: type[Model]) -> str:
+    pk = model._meta.pk
+    assert pk is not None
+    return str(pk.column)
 
 
 def _facts_changed() -> None:
@@ -270,49 +297,63 @@ _DAY_COLUMNS = (
 # Where each label's count sits in a day's bucket: [inbound, outbound, *labels].
 _LABEL_SLOT: dict[str, int] = {Sentiment.POSITIVE: 2, Sentiment.NEUTRAL: 3, Sentiment.NEGATIVE: 4}
 
-# The conversation with what the facts copy from its channel and SLA policy.
+# The conversation with what the facts copy from its channel and SLA policy, and when the
+# same contact's previous conversation (by start, then id) started: NULL for the first. The
+# contact's conversations are found through an index, one contact at a time.
 _CONVERSATIONS_SQL = """
 SELECT c.id, c.channel_id, ch.platform, c.team_id, c.assignee_id, c.priority, c.contact_id,
-    c.created_at, c.status, c.is_monitoring, c.resolved_at, p.calendar_id
+    c.created_at, c.status, c.is_monitoring, c.resolved_at, p.calendar_id,
+    (
+        SELECT MAX(o.created_at) FROM {conversation} o
+        WHERE o.contact_id = c.contact_id
+            AND (o.created_at < c.created_at OR (o.created_at = c.created_at AND o.id < c.id))
+    )
 FROM {conversation} c
 INNER JOIN {channel} ch ON ch.id = c.channel_id
 LEFT JOIN {policy} p ON p.id = c.sla_policy_id
-WHERE c.id IN ({ids})
+WHERE {ids}
 ORDER BY c.id
 """
-_CONTACTS_SQL = "SELECT id, source, is_vip, attributes FROM {contact} WHERE id IN ({ids})"
-# When the same contact's previous conversation started (NULL for the contact's first).
-_PREVIOUS_SQL = """
-SELECT h.id, h.previous FROM (
-    SELECT id, LAG(created_at) OVER (PARTITION BY contact_id ORDER BY created_at, id) AS previous
-    FROM {conversation}
-    WHERE contact_id IN ({contacts})
-) h
-WHERE h.id IN ({ids})
-"""
+_CONTACTS_SQL = "SELECT id, source, is_vip, attributes FROM {contact} WHERE {ids}"
 # Messages that reached us or left us; notes are no messages.
 _MESSAGES_SQL = f"""
 SELECT conversation_id, direction, created_at, sentiment
 FROM {{message}}
-WHERE conversation_id IN ({{ids}}) AND NOT (kind = %s)
+WHERE {{ids}} AND NOT (kind = %s)
     AND (direction = %s OR delivery_status IN ({", ".join(["%s"] * len(_SENT))}))
 ORDER BY conversation_id, created_at, id
 """
 _EVENTS_SQL = f"""
 SELECT conversation_id, kind, data, actor_id, created_at
 FROM {{event}}
-WHERE conversation_id IN ({{ids}}) AND kind IN ({", ".join(["%s"] * len(_EVENTS))})
+WHERE {{ids}} AND kind IN ({", ".join(["%s"] * len(_EVENTS))})
 ORDER BY conversation_id, created_at, id
 """
 _ESCALATIONS_SQL = """
 SELECT conversation_id, department_id, outcome
 FROM {escalation}
-WHERE conversation_id IN ({ids})
+WHERE {ids}
 ORDER BY conversation_id, created_at, id
 """
 
 
-def _sql(template: str, ids: str, **lists: str) -> str:
+def _among(column: str, ids: Sequence[int]) -> str:
+    """SQL: the column holds one of these ids (ascending). Integers only, written into the
+    statement: binding hundreds of parameters through the ORM's lookups cost more than running
+    the queries. The range tells the planner how few rows can match, which a long IN list
+    alone does not (PostgreSQL then scanned whole tables)."""
+    if not ids:
+        return "1 = 0"
+    listed = ",".join(map(str, map(int, ids)))
+    among = f"{column} BETWEEN {int(ids[0])} AND {int(ids[-1])} AND {column}"
+    if connection.vendor == "postgresql":
+        # One array constant: the planner weighs each value of an IN list, which took longer
+        # than running the query.
+        return f"{among} IN (SELECT unnest('{{{listed}}}'::bigint[]))"
+    return f"{among} IN ({listed})"
+
+
+def _sql(template: str, ids: str) -> str:
     tables = {
         "conversation": Conversation,
         "channel": ChannelAccount,
@@ -324,7 +365,6 @@ def _sql(template: str, ids: str, **lists: str) -> str:
     }
     return template.format(
         ids=ids,
-        **lists,
         **{key: connection.ops.quote_name(model._meta.db_table) for key, model in tables.items()},
     )
 
@@ -358,6 +398,8 @@ def _json(value: Any) -> Any:
 
 
 def _is_erased(attributes: Any) -> bool:
+    if isinstance(attributes, str) and ERASED_ATTRIBUTE not in attributes:
+        return False  # JSON text that does not name the key: no need to parse it
     attributes = _json(attributes)
     return isinstance(attributes, dict) and ERASED_ATTRIBUTE in attributes
 
@@ -372,12 +414,15 @@ def _messages(
     by_day: dict[date, list[int]] = {}
     inbound = outbound = 0
     first = last = None
+    incoming = str(Direction.IN)
     for _, direction, created_at, sentiment in rows:
-        day = _utc(created_at).astimezone(zone).date()
+        if type(created_at) is not datetime or created_at.tzinfo is None:
+            created_at = _utc(created_at)
+        day = created_at.astimezone(zone).date()
         bucket = by_day.get(day)
         if bucket is None:
             bucket = by_day[day] = [0, 0, 0, 0, 0]
-        if direction == Direction.IN:
+        if direction == incoming:
             inbound += 1
             bucket[0] += 1
             label = sentiment_label(sentiment)
@@ -488,20 +533,18 @@ def facts_refresh(*, limit: int = 5000) -> int:
     if not marks:
         return 0
     calendars = Calendars.load()
-    computed = []
+    done = 0
     for start in range(0, len(marks), CHUNK):
         chunk = marks[start : start + CHUNK]
-        computed.append((_facts_build([pk for pk, _ in chunk], calendars), chunk))
-    # The facts and the cleared marks in one transaction: a commit waits for the disk, and
-    # the facts of a few thousand conversations take less time to write than a few commits.
-    done = 0
-    with transaction.atomic():
-        for facts, chunk in computed:
+        facts = _facts_build([pk for pk, _ in chunk], calendars)
+        # A short transaction per chunk, computed before it starts: SQLite lets no other
+        # writer in while one lasts.
+        with transaction.atomic():
             if facts is not None:
-                _facts_store(facts)
+                if _facts_store(facts):
+                    _facts_changed()
                 done += len(facts.conversations)
             _unmark(chunk)
-        _facts_changed()
     return done
 
 

@@ -1,10 +1,11 @@
 """What the reports read: facts derived from conversations, messages and their timelines, and
 the targets managers set.
 
-Facts are rows computed per conversation (`kpis.facts`), never edited by hand: whatever changes
-a conversation marks it stale (database triggers, in the same transaction as the change), and a
-beat task recomputes the stale ones. A rebuild computes every conversation the same way, so it
-gives the same rows. Times are seconds; days are the organisation's (settings.TIME_ZONE).
+Facts are rows computed per conversation (`kpis.facts`), never edited by hand: a change to
+what a conversation's facts read marks it stale (database triggers, in the same transaction as
+the change), and a beat task recomputes the stale ones, writing the rows that differ. A rebuild
+computes every conversation the same way, so it gives the same rows. Times are seconds; days
+are the organisation's (settings.TIME_ZONE).
 """
 
 from django.conf import settings
@@ -24,14 +25,26 @@ class StaleConversation(models.Model):
 
 
 class _Dimensions(models.Model):
-    """What reports filter by, as the conversation is now."""
+    """What reports filter by, as the conversation is now.
+
+    Facts are derived rows the refresh replaces whole, so their references carry no database
+    constraint: PostgreSQL checked each one at commit, which cost more than writing the rows.
+    The ORM still cascades deletes and sets references to NULL; a rebuild drops any leftover."""
 
     channel = models.ForeignKey(
-        "channels_ingest.ChannelAccount", on_delete=models.CASCADE, related_name="+"
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
     )
     platform = models.CharField(max_length=20)
     team = models.ForeignKey(
-        "governance.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "governance.Team",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
     )
     priority = models.PositiveSmallIntegerField()
 
@@ -47,6 +60,24 @@ class ConversationFact(_Dimensions):
         primary_key=True,
         on_delete=models.CASCADE,
         related_name="kpi_fact",
+        db_constraint=False,
+    )
+    # Served by the (channel, day) and (team, day) indexes below.
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    team = models.ForeignKey(
+        "governance.Team",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -55,9 +86,14 @@ class ConversationFact(_Dimensions):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     contact = models.ForeignKey(
-        "contacts.Contact", on_delete=models.CASCADE, related_name="+", db_index=False
+        "contacts.Contact",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     status = models.CharField(max_length=10)
     is_monitoring = models.BooleanField(default=False)
@@ -89,6 +125,7 @@ class ConversationFact(_Dimensions):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
 
     reopens = models.PositiveIntegerField(default=0)
@@ -101,6 +138,7 @@ class ConversationFact(_Dimensions):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     escalation_outcome = models.CharField(max_length=30, blank=True)
 
@@ -126,7 +164,11 @@ class ResponseFact(_Dimensions):
     or a next response."""
 
     conversation = models.ForeignKey(
-        "conversations.Conversation", on_delete=models.CASCADE, related_name="+", db_index=False
+        "conversations.Conversation",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     at = models.DateTimeField()
     day = models.DateField()
@@ -141,6 +183,7 @@ class ResponseFact(_Dimensions):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
 
     class Meta:
@@ -158,7 +201,11 @@ class MessageDay(_Dimensions):
     """Messages of one conversation on one day: volume and the customers' sentiment."""
 
     conversation = models.ForeignKey(
-        "conversations.Conversation", on_delete=models.CASCADE, related_name="+", db_index=False
+        "conversations.Conversation",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     day = models.DateField()
     assignee = models.ForeignKey(
@@ -168,6 +215,7 @@ class MessageDay(_Dimensions):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     inbound = models.PositiveIntegerField(default=0)
     outbound = models.PositiveIntegerField(default=0)
