@@ -176,7 +176,16 @@ def _adapter(field: "Field[Any, Any]") -> Adapter | None:
         return _json
     if internal == "DateTimeField":
         return _datetime_adapter()
-    return lambda value: field.get_db_prep_value(value, connection)
+
+    def prepare(value: Any) -> Any:
+        return field.get_db_prep_value(value, connection)
+
+    if internal == "DateField":
+        # PostgreSQL's driver adapts dates itself; SQLite stores ISO text.
+        if connection.vendor == "postgresql":
+            return None
+        return lambda value: value.isoformat() if type(value) is date else prepare(value)
+    return prepare
 
 
 def _datetime_adapter() -> Adapter | None:

@@ -1,6 +1,6 @@
 """Values written by ``rows_insert`` read back as the ORM writes them."""
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from django.db import connection
@@ -25,6 +25,16 @@ def test_the_datetime_adapter_writes_what_the_backend_writes():
         expected = connection.ops.adapt_datetimefield_value(moment)
         assert (moment if adapt is None else adapt(moment)) == expected
     assert adapt is None or adapt(None) is None
+
+
+def test_the_date_adapter_writes_what_the_field_writes():
+    from kpis.models import MessageDay
+
+    field = MessageDay._meta.get_field("day")
+    adapt = _adapter(field)
+    for value in (date(2026, 3, 29), date(1999, 12, 31), None):
+        expected = field.get_db_prep_value(value, connection)
+        assert (value if adapt is None else adapt(value)) == expected
 
 
 def test_inserted_rows_read_back_equal_to_what_was_given():
