@@ -46,10 +46,9 @@ from conversations.rules import (
     Facts,
     RuleError,
     RuleMatch,
+    RuleSet,
     acknowledgement_render,
-    facts_needed,
     rule_compile,
-    rules_evaluate_events,
 )
 from governance.models import TeamMembership
 from governance.policy import policy_for
@@ -81,6 +80,7 @@ class RuleBook:
     rules: list[CompiledRule]
     needed: frozenset[str]
     calendars: Calendars = field(default_factory=Calendars)
+    compiled: RuleSet | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls) -> "RuleBook":
@@ -94,23 +94,22 @@ class RuleBook:
         compiled = setup_cache.built("rules", rule_rows, lambda: _rules_compile(rule_rows))
         wanted = _targets(compiled)
         present = _present(wanted)
-        rules = setup_cache.built(
+        rule_set = setup_cache.built(
             "rules-targets",
             (rule_rows, present),
-            lambda: _without_missing_targets(compiled, wanted, present),
+            lambda: RuleSet(_without_missing_targets(compiled, wanted, present)),
         )
-        return cls(rules=rules, needed=facts_needed(rules))
+        return cls(rules=rule_set.rules, needed=rule_set.needed, compiled=rule_set)
 
     def __post_init__(self) -> None:
-        self._by_event: dict[str, list[CompiledRule]] = defaultdict(list)
-        for rule in self.rules:
-            for event in rule.events:
-                self._by_event[event].append(rule)
+        if self.compiled is None:
+            self.compiled = RuleSet(self.rules)
+        self._compiled = self.compiled
 
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
-        return rules_evaluate_events(self._by_event, facts, events, self.calendars.within)
+        return self._compiled.evaluate(facts, events, self.calendars.within)
 
 
 _RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
