@@ -257,6 +257,8 @@ class Decisions:
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
     changed: dict[int, Conversation] = field(default_factory=dict)
+    # id(conv): the data of its one RULE_APPLIED event of the batch, and that event's time
+    applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
         return {(c.pk, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
@@ -271,9 +273,10 @@ def decisions_take(
     key: str,
     name: str = "",
 ) -> None:
-    """Apply what changes the conversation row itself now (in memory), note the rest. A rule
-    that did something goes on the timeline once, with what it did; one that matched but
-    found everything as it wanted leaves no entry."""
+    """Apply what changes the conversation row itself now (in memory), note the rest. The
+    rules that did something go on the timeline with what they did, in one entry per
+    conversation and batch (``rule_applied_note``); one that matched but found everything as
+    it wanted is left out."""
     for event, match in matches:
         rule = match.rule
         effects: dict[str, Any] = {}
@@ -290,14 +293,32 @@ def decisions_take(
                 event=event,
             )
         if effects:
-            decisions.events.append(
-                (
-                    conversation,
-                    EventKind.RULE_APPLIED,
-                    {"rule": rule.id, "name": rule.name, "event": event, **effects},
-                    at,
-                )
+            rule_applied_note(
+                decisions,
+                conversation,
+                {"rule": rule.id, "name": rule.name, "event": event, **effects},
+                at=at,
             )
+
+
+def rule_applied_note(
+    decisions: Decisions, conversation: Conversation, applied: dict[str, Any], *, at: datetime
+) -> None:
+    """Add a rule's entry to the conversation's RULE_APPLIED event of the batch:
+    ``{"rules": [{"rule", "name", "event", and what it did}, ...]}`` in the order they
+    applied, at the time of the first; an entry of a later message of the batch has its own
+    ``at``. One row per conversation rather than per rule keeps the timeline short and the
+    ingest cheap."""
+    noted = decisions.applied.get(id(conversation))
+    if noted is None:
+        data = {"rules": [applied]}
+        decisions.applied[id(conversation)] = (data, at)
+        decisions.events.append((conversation, EventKind.RULE_APPLIED, data, at))
+        return
+    data, first_at = noted
+    if at != first_at:
+        applied["at"] = at.isoformat()
+    data["rules"].append(applied)
 
 
 def _take(

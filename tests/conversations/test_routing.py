@@ -91,14 +91,106 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     assert refund.team == billing
     assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
     applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
-    assert applied.data["name"] == "Refunds"
-    assert applied.data["priority"] == [Priority.NORMAL, Priority.URGENT]
-    assert applied.data["team"] == [None, billing.pk]
-    assert applied.data["tags"] == [tag.pk]
+    assert applied.data == {
+        "rules": [
+            {
+                "rule": RoutingRule.objects.get().pk,
+                "name": "Refunds",
+                "event": "message_received",
+                "priority": [Priority.NORMAL, Priority.URGENT],
+                "team": [None, billing.pk],
+                "tags": [tag.pk],
+            }
+        ]
+    }
 
     other = conversation_of("n1")
     assert other.priority == Priority.NORMAL
     assert not other.tags.exists()
+
+
+def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
+    urgent, dm = TagFactory(name="urgent"), TagFactory(name="dm")
+    first = rule(
+        name="Outages",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["not working"]}],
+        actions=[
+            {"type": "set_priority", "value": Priority.URGENT},
+            {"type": "add_tags", "value": [urgent.pk]},
+        ],
+    )
+    rule(
+        name="Finds it as it wants",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["hello"]}],
+        actions=[{"type": "set_priority", "value": Priority.NORMAL}],
+    )
+    second = rule(
+        name="Direct messages",
+        events=["conversation_created", "message_received"],
+        conditions=[{"field": "kind", "op": "is", "value": ["dm"]}],
+        actions=[{"type": "add_tags", "value": [dm.pk]}, {"type": "mark_monitoring"}],
+    )
+    channel = ChannelFactory()
+    later = MONDAY_NOON + timedelta(minutes=5)
+    ingest(
+        channel=channel,
+        posts=[
+            post("d1", kind="dm", thread="t1", body="Hello", at=MONDAY_NOON),
+            post("d2", kind="dm", thread="t1", body="The app is not working", at=later),
+            post("q1", author="u2", body="Any news?"),
+        ],
+    )
+
+    conversation = conversation_of("d1")
+    assert conversation_of("d2") == conversation
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert applied.conversation == conversation
+    assert applied.created_at == MONDAY_NOON
+    # The rule that found the priority as it wanted is left out; the second message's
+    # rule carries the time of that message.
+    assert applied.data == {
+        "rules": [
+            {
+                "rule": second.pk,
+                "name": "Direct messages",
+                "event": "conversation_created",
+                "tags": [dm.pk],
+                "monitoring": True,
+            },
+            {
+                "rule": first.pk,
+                "name": "Outages",
+                "event": "message_received",
+                "priority": [Priority.NORMAL, Priority.URGENT],
+                "tags": [urgent.pk],
+                "at": later.isoformat(),
+            },
+        ]
+    }
+
+    # A later batch has an entry of its own, with what its rules did then.
+    latest = later + timedelta(minutes=5)
+    ingest(
+        channel=channel,
+        posts=[post("d3", kind="dm", thread="t1", body="still not working", at=latest)],
+    )
+    newest = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id")
+    assert newest.pk != applied.pk and newest.created_at == latest
+    assert [(e["name"], e.get("priority"), "at" in e) for e in newest.data["rules"]] == [
+        ("Outages", None, False),
+        ("Direct messages", None, False),
+    ]
+
+
+def test_the_timeline_names_every_rule_a_batch_applied(login, world):
+    tag = TagFactory(name="vip")
+    rule(name="Tag them", actions=[{"type": "add_tags", "value": [tag.pk]}])
+    rule(name="Make it urgent", actions=[{"type": "set_priority", "value": Priority.URGENT}])
+    ingest(channel=world.channel_a, posts=[post("p1", author="new-author")])
+    conversation = conversation_of("p1")
+    page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "Routing rule applied" in page
+    assert "“Tag them”," in page and "“Make it urgent”" in page
 
 
 def test_a_rule_on_existing_conversations_updates_them():
@@ -140,11 +232,8 @@ def test_stop_processing_keeps_later_rules_from_running():
     rule(name="Second", actions=[{"type": "set_priority", "value": Priority.LOW}])
     ingest(channel=ChannelFactory(), posts=[post("p1")])
     assert conversation_of("p1").priority == Priority.HIGH
-    assert list(
-        ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).values_list(
-            "data__name", flat=True
-        )
-    ) == ["First"]
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert [entry["name"] for entry in applied.data["rules"]] == ["First"]
 
 
 def test_later_rules_see_the_tags_earlier_rules_added():
