@@ -279,26 +279,12 @@ def decisions_take(
     it wanted is left out."""
     for event, match in matches:
         rule = match.rule
-        effects: dict[str, Any] = {}
+        # The timeline entry, which each action that changes something adds its effect to.
+        applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(
-                conversation,
-                rule,
-                action,
-                decisions,
-                effects,
-                at=at,
-                key=key,
-                name=name,
-                event=event,
-            )
-        if effects:
-            rule_applied_note(
-                decisions,
-                conversation,
-                {"rule": rule.id, "name": rule.name, "event": event, **effects},
-                at=at,
-            )
+            _take(conversation, rule, action, decisions, applied, at, key, name, event)
+        if len(applied) > 3:
+            rule_applied_note(decisions, conversation, applied, at=at)
 
 
 def rule_applied_note(
@@ -327,7 +313,6 @@ def _take(
     action: Action,
     decisions: Decisions,
     effects: dict[str, Any],
-    *,
     at: datetime,
     key: str,
     name: str,
