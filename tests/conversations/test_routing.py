@@ -1,7 +1,8 @@
 """Routing rules run by the ingest pipeline: conditions, actions, auto-assignment, timeline."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import responses
@@ -26,6 +27,7 @@ from conversations.models import (
     EscalationPath,
     EscalationTrigger,
     EventKind,
+    Holiday,
     Message,
     Notification,
     Priority,
@@ -271,6 +273,77 @@ def test_vip_follower_and_kind_conditions_use_the_authors_facts():
     )
     assert conversation_of("star").priority == Priority.URGENT
     assert conversation_of("plain").priority == Priority.NORMAL
+
+
+def _calendar(name, time_zone, weekly_hours, holidays=(), is_default=False):
+    calendar = BusinessCalendar.objects.create(
+        name=name, time_zone=time_zone, weekly_hours=weekly_hours, is_default=is_default
+    )
+    for day in holidays:
+        Holiday.objects.create(calendar=calendar, date=day)
+    return calendar
+
+
+def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeypatch):
+    """Spans remembered between posts give the calendar's own answer for every moment:
+    across a DST change, a holiday, back-to-back hours, midnight and hours shorter than a
+    span, at the boundaries and a microsecond either side, in order or not."""
+    import random
+
+    from conversations import business_hours, setup_cache
+    from conversations.routing import Calendars
+
+    berlin = _calendar(
+        "Berlin",
+        "Europe/Berlin",
+        {
+            **{str(d): [["08:00", "12:00"], ["12:00", "20:00"]] for d in range(5)},
+            "5": [["10:00", "16:00"]],
+        },
+        holidays=[datetime(2026, 4, 3).date()],
+        is_default=True,
+    )
+    new_york = _calendar("New York", "America/New_York", {"0": [["00:00", "24:00"]]})
+    brief = _calendar("Brief", "UTC", {"6": [["09:00", "09:05"]], "2": [["23:58", "24:00"]]})
+    chance = random.Random(7)
+    start = datetime(2026, 3, 25, tzinfo=UTC)
+    moments = sorted(start + timedelta(seconds=chance.randrange(14 * 86400)) for _ in range(3000))
+    loaded = setup_cache.business_calendars()
+    tick = timedelta(microseconds=1)
+    for calendar in (berlin, new_york, brief):
+        zone = ZoneInfo(calendar.time_zone)
+        clocks = {c for hours in calendar.weekly_hours.values() for pair in hours for c in pair}
+        for day in range(15):
+            midnight = datetime.combine(start.date() + timedelta(days=day), time(0), zone)
+            for clock in clocks:
+                hour, minute = map(int, clock.split(":"))
+                edge = midnight + timedelta(hours=hour, minutes=minute)
+                moments += [edge - tick, edge, edge + tick]
+    moments.sort()
+    moments += chance.sample(moments, 200)  # and some out of order
+
+    asked = []
+    next_opening = business_hours.BusinessCalendar.next_opening
+    monkeypatch.setattr(
+        business_hours.BusinessCalendar,
+        "next_opening",
+        lambda self, moment: asked.append(moment) or next_opening(self, moment),
+    )
+    calendars = Calendars()
+    for calendar_id in (berlin.pk, new_york.pk, brief.pk, None):
+        chosen = loaded.get(calendar_id)
+        expected = [chosen.is_open(m) for m in moments]
+        asked.clear()
+        assert [calendars.within(calendar_id, m) for m in moments] == expected
+        assert len(asked) < len(moments) / 3
+
+    # Posts three seconds apart in open hours: one look at the calendar per ten minutes.
+    asked.clear()
+    monday = datetime(2026, 3, 30, 9, 0, tzinfo=UTC)
+    posts = [monday + timedelta(seconds=3 * n) for n in range(500)]
+    calendars = Calendars()
+    assert all(calendars.within(berlin.pk, at) for at in posts)
+    assert len(asked) <= 1 + 3
 
 
 def test_business_hours_condition_uses_the_default_calendar():
