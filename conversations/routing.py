@@ -322,19 +322,22 @@ def rule_applied_note(
     decisions: Decisions, conversation: Conversation, applied: dict[str, Any], *, at: datetime
 ) -> None:
     """Add a rule's entry to the conversation's RULE_APPLIED event of the batch:
-    ``{"rules": [{"rule", "name", "event", and what it did}, ...]}`` in the order they
-    applied, at the time of the first; an entry of a later message of the batch has its own
-    ``at``. One row per conversation rather than per rule keeps the timeline short and the
-    ingest cheap."""
+    ``{"name": "A, B", "rules": [{"rule", "name", "event", and what it did}, ...]}``, the
+    rules in the order they applied, at the time of the first; an entry of a later message of
+    the batch has its own ``at``. ``name`` lists the rules for the timeline, as it named the
+    one rule of an entry before. One row per conversation rather than per rule keeps the
+    timeline short and the ingest cheap."""
     noted = decisions.applied.get(id(conversation))
     if noted is None:
-        data = {"rules": [applied]}
+        data = {"name": applied["name"], "rules": [applied]}
         decisions.applied[id(conversation)] = (data, at)
         decisions.events.append((conversation, EventKind.RULE_APPLIED, data, at))
         return
     data, first_at = noted
     if at != first_at:
         applied["at"] = at.isoformat()
+    if all(entry["rule"] != applied["rule"] for entry in data["rules"]):
+        data["name"] = f"{data['name']}, {applied['name']}"
     data["rules"].append(applied)
 
 

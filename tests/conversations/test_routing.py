@@ -94,6 +94,7 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
     applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
     assert applied.data == {
+        "name": "Refunds",
         "rules": [
             {
                 "rule": RoutingRule.objects.get().pk,
@@ -103,7 +104,7 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
                 "team": [None, billing.pk],
                 "tags": [tag.pk],
             }
-        ]
+        ],
     }
 
     other = conversation_of("n1")
@@ -151,6 +152,7 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
     # The rule that found the priority as it wanted is left out; the second message's
     # rule carries the time of that message.
     assert applied.data == {
+        "name": "Direct messages, Outages",
         "rules": [
             {
                 "rule": second.pk,
@@ -167,7 +169,7 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
                 "tags": [urgent.pk],
                 "at": later.isoformat(),
             },
-        ]
+        ],
     }
 
     # A later batch has an entry of its own, with what its rules did then.
@@ -184,6 +186,36 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
     ]
 
 
+def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
+    rule(
+        name="Urgent",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["urgent"]}],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+    )
+    rule(
+        name="Calm",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["calm"]}],
+        actions=[{"type": "set_priority", "value": Priority.LOW}],
+    )
+    times = [MONDAY_NOON + timedelta(minutes=n) for n in range(3)]
+    ingest(
+        channel=ChannelFactory(),
+        posts=[
+            post("p1", body="urgent", at=times[0]),
+            post("p2", reply_to="p1", body="calm now", at=times[1]),
+            post("p3", reply_to="p1", body="urgent again", at=times[2]),
+        ],
+    )
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert applied.data["name"] == "Urgent, Calm"
+    assert [(e["name"], e["priority"], e.get("at")) for e in applied.data["rules"]] == [
+        ("Urgent", [Priority.NORMAL, Priority.URGENT], None),
+        ("Calm", [Priority.URGENT, Priority.LOW], times[1].isoformat()),
+        ("Urgent", [Priority.LOW, Priority.URGENT], times[2].isoformat()),
+    ]
+    assert conversation_of("p1").priority == Priority.URGENT
+
+
 def test_the_timeline_names_every_rule_a_batch_applied(login, world):
     tag = TagFactory(name="vip")
     rule(name="Tag them", actions=[{"type": "add_tags", "value": [tag.pk]}])
@@ -192,7 +224,7 @@ def test_the_timeline_names_every_rule_a_batch_applied(login, world):
     conversation = conversation_of("p1")
     page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
     assert "Routing rule applied" in page
-    assert "“Tag them”," in page and "“Make it urgent”" in page
+    assert "“Tag them, Make it urgent”" in page
 
 
 def test_a_rule_on_existing_conversations_updates_them():
