@@ -461,8 +461,9 @@ def routing_outcome(published: Counter[str]) -> dict[str, Any]:
     routed: set[int] = set()
     applied = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED, created_at__gte=START)
     for conversation_id, data in applied.values_list("conversation_id", "data"):
-        if "rule" in data and "acknowledgement_refused" not in data:
-            by_rule[data["rule"]] += 1
+        # One event per conversation and batch lists the rules that did something.
+        for entry in data.get("rules", ()):
+            by_rule[entry["rule"]] += 1
             routed.add(conversation_id)
     policies = Counter(
         Conversation.objects.filter(created_at__gte=START)

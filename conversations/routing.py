@@ -20,7 +20,7 @@ from django.db.models import Count, Model, Q
 from django.utils import timezone
 
 from channels_ingest.models import ChannelAccount
-from conversations import presence, setup_cache
+from conversations import business_hours, presence, setup_cache
 from conversations.models import (
     ACTIVE_STATUSES,
     Conversation,
@@ -46,10 +46,9 @@ from conversations.rules import (
     Facts,
     RuleError,
     RuleMatch,
+    RuleSet,
     acknowledgement_render,
-    facts_needed,
     rule_compile,
-    rules_evaluate_events,
 )
 from governance.models import TeamMembership
 from governance.policy import policy_for
@@ -61,17 +60,48 @@ logger = logging.getLogger(__name__)
 
 class Calendars:
     """Business calendars for the ``business_hours`` condition, looked up when a rule needs
-    them (once per book)."""
+    them (once per book). What a calendar says of a moment holds for a span from it (closed
+    until it next opens, or open for a while yet), and a batch's posts come in time order:
+    most are answered by the span of the one before, without working through the calendar."""
 
     def __init__(self) -> None:
         self._set: setup_cache.CalendarSet | None = None
+        self._spans: dict[int | None, tuple[datetime, datetime, bool]] = {}
 
     def within(self, calendar_id: int | None, at: datetime) -> bool:
+        span = self._spans.get(calendar_id)
+        if span is not None and span[0] <= at < span[1]:
+            return span[2]
         if self._set is None:
             self._set = setup_cache.business_calendars()
         chosen = self._set.get(calendar_id)
         # Without any calendar the organisation is taken to be always open.
-        return True if chosen is None else chosen.is_open(at)
+        if chosen is None:
+            return True
+        is_open, until = _open_from(chosen, at)
+        if until is not None:
+            self._spans[calendar_id] = (at, until, is_open)
+        return is_open
+
+
+# How far ahead an open calendar is checked to stay open: long enough to answer many posts.
+_OPEN_SPAN = timedelta(minutes=10)
+
+
+def _open_from(
+    calendar: business_hours.BusinessCalendar, at: datetime
+) -> tuple[bool, datetime | None]:
+    """Whether the calendar is open at ``at``, and until when that holds at least: when it
+    next opens, or ``_OPEN_SPAN`` on; None if it closes sooner or never opens again."""
+    try:
+        opens = calendar.next_opening(at)
+        if opens > at:
+            return False, opens
+        # Business time over the span equals its length only if it is open all along.
+        end = at + _OPEN_SPAN
+        return True, end if calendar.add(at, _OPEN_SPAN) == end else None
+    except business_hours.CalendarError:
+        return calendar.is_open(at), None
 
 
 @dataclass
@@ -81,6 +111,7 @@ class RuleBook:
     rules: list[CompiledRule]
     needed: frozenset[str]
     calendars: Calendars = field(default_factory=Calendars)
+    compiled: RuleSet | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls) -> "RuleBook":
@@ -94,23 +125,22 @@ class RuleBook:
         compiled = setup_cache.built("rules", rule_rows, lambda: _rules_compile(rule_rows))
         wanted = _targets(compiled)
         present = _present(wanted)
-        rules = setup_cache.built(
+        rule_set = setup_cache.built(
             "rules-targets",
             (rule_rows, present),
-            lambda: _without_missing_targets(compiled, wanted, present),
+            lambda: RuleSet(_without_missing_targets(compiled, wanted, present)),
         )
-        return cls(rules=rules, needed=facts_needed(rules))
+        return cls(rules=rule_set.rules, needed=rule_set.needed, compiled=rule_set)
 
     def __post_init__(self) -> None:
-        self._by_event: dict[str, list[CompiledRule]] = defaultdict(list)
-        for rule in self.rules:
-            for event in rule.events:
-                self._by_event[event].append(rule)
+        if self.compiled is None:
+            self.compiled = RuleSet(self.rules)
+        self._compiled = self.compiled
 
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
-        return rules_evaluate_events(self._by_event, facts, events, self.calendars.within)
+        return self._compiled.evaluate(facts, events, self.calendars.within)
 
 
 _RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
@@ -258,6 +288,8 @@ class Decisions:
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
     changed: dict[int, Conversation] = field(default_factory=dict)
+    # id(conv): the data of its one RULE_APPLIED event of the batch, and that event's time
+    applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
         return {(c.pk, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
@@ -272,33 +304,41 @@ def decisions_take(
     key: str,
     name: str = "",
 ) -> None:
-    """Apply what changes the conversation row itself now (in memory), note the rest. A rule
-    that did something goes on the timeline once, with what it did; one that matched but
-    found everything as it wanted leaves no entry."""
+    """Apply what changes the conversation row itself now (in memory), note the rest. The
+    rules that did something go on the timeline with what they did, in one entry per
+    conversation and batch (``rule_applied_note``); one that matched but found everything as
+    it wanted is left out."""
     for event, match in matches:
         rule = match.rule
-        effects: dict[str, Any] = {}
+        # The timeline entry, which each action that changes something adds its effect to.
+        applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(
-                conversation,
-                rule,
-                action,
-                decisions,
-                effects,
-                at=at,
-                key=key,
-                name=name,
-                event=event,
-            )
-        if effects:
-            decisions.events.append(
-                (
-                    conversation,
-                    EventKind.RULE_APPLIED,
-                    {"rule": rule.id, "name": rule.name, "event": event, **effects},
-                    at,
-                )
-            )
+            _take(conversation, rule, action, decisions, applied, at, key, name, event)
+        if len(applied) > 3:
+            rule_applied_note(decisions, conversation, applied, at=at)
+
+
+def rule_applied_note(
+    decisions: Decisions, conversation: Conversation, applied: dict[str, Any], *, at: datetime
+) -> None:
+    """Add a rule's entry to the conversation's RULE_APPLIED event of the batch:
+    ``{"name": "A, B", "rules": [{"rule", "name", "event", and what it did}, ...]}``, the
+    rules in the order they applied, at the time of the first; an entry of a later message of
+    the batch has its own ``at``. ``name`` lists the rules for the timeline, as it named the
+    one rule of an entry before. One row per conversation rather than per rule keeps the
+    timeline short and the ingest cheap."""
+    noted = decisions.applied.get(id(conversation))
+    if noted is None:
+        data = {"name": applied["name"], "rules": [applied]}
+        decisions.applied[id(conversation)] = (data, at)
+        decisions.events.append((conversation, EventKind.RULE_APPLIED, data, at))
+        return
+    data, first_at = noted
+    if at != first_at:
+        applied["at"] = at.isoformat()
+    if all(entry["rule"] != applied["rule"] for entry in data["rules"]):
+        data["name"] = f"{data['name']}, {applied['name']}"
+    data["rules"].append(applied)
 
 
 def _take(
@@ -307,7 +347,6 @@ def _take(
     action: Action,
     decisions: Decisions,
     effects: dict[str, Any],
-    *,
     at: datetime,
     key: str,
     name: str,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, TypeGuard
 
 EVENTS: dict[str, str] = {
@@ -107,7 +109,9 @@ class Action:
     value: Any
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built for every post routed, and a frozen dataclass takes four times as
+# long to build. Nothing changes the facts once built.
+@dataclass
 class Facts:
     event: str
     platform: str
@@ -146,6 +150,10 @@ class _Subject:
 Matcher = Callable[[_Subject], bool]
 
 
+def _always(subject: _Subject) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     id: int
@@ -158,6 +166,8 @@ class CompiledRule:
     fields: frozenset[str] = frozenset()
     set_priority: int | None = None
     added_tag_ids: frozenset[int] = frozenset()
+    # The conditions combined into one predicate: evaluating the rule is a single call.
+    test: Matcher = field(default=_always, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,7 @@ def rule_compile(
     compiled_actions = tuple(_action(a["type"], a.get("value")) for a in actions)
     priorities = [a.value for a in compiled_actions if a.type == "set_priority"]
     tags = [a.value for a in compiled_actions if a.type == "add_tags"]
+    matchers = tuple(_matcher(c["field"], c["op"], c["value"]) for c in ordered)
     return CompiledRule(
         id=id,
         name=name,
@@ -196,10 +207,11 @@ def rule_compile(
         stop_processing=bool(stop_processing),
         actions=compiled_actions,
         match_all=match == "all",
-        matchers=tuple(_matcher(c["field"], c["op"], c["value"]) for c in ordered),
+        matchers=matchers,
         fields=frozenset(c["field"] for c in conditions),
         set_priority=priorities[0] if priorities else None,
         added_tag_ids=frozenset().union(*tags),
+        test=_combined(matchers, match_all=match == "all"),
     )
 
 
@@ -230,35 +242,123 @@ def rules_evaluate_events(
     """The rules listening to any of ``events`` (``by_event``: each event's rules in order)
     that match, each rule once, event by event. A match's priority and tags are visible to
     every later rule, of the same event or the next; one that stops processing ends it."""
+    return _plan_run(_plan(by_event, events), facts, within_hours)
+
+
+class RuleSet:
+    """Rules ready for evaluation, kept as long as the rules are: for each sequence of events
+    asked about, the rules to try in order with what a match of each returns, worked out once."""
+
+    def __init__(self, rules: Sequence[CompiledRule]) -> None:
+        self.rules = list(rules)
+        self.needed = facts_needed(self.rules)
+        self._by_event: dict[str, list[CompiledRule]] = {}
+        for rule in self.rules:
+            for event in sorted(rule.events):
+                self._by_event.setdefault(event, []).append(rule)
+        self._plans: dict[tuple[str, ...], tuple[_Step, ...]] = {}
+
+    def listening(self, event: str) -> bool:
+        return event in self._by_event
+
+    def evaluate(
+        self,
+        facts: Facts,
+        events: Sequence[str],
+        within_hours: Callable[[int | None, datetime], bool],
+    ) -> list[tuple[str, RuleMatch]]:
+        """As ``rules_evaluate_events`` with these rules."""
+        key = tuple(events)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _plan(self._by_event, key)
+        return _plan_run(plan, facts, within_hours)
+
+
+# One rule to try: what a match returns, the predicate, the rule's id, whether it was tried
+# for an earlier event of the sequence (then skipped if it matched there), whether it comes
+# again for a later one (then its match is remembered), and what later rules see of a match:
+# the priority it sets, the tags it adds, whether it stops processing.
+_Step = tuple[tuple[str, RuleMatch], Matcher, int, bool, bool, int | None, frozenset[int], bool]
+
+
+def _plan(
+    by_event: Mapping[str, Sequence[CompiledRule]], events: Sequence[str]
+) -> tuple[_Step, ...]:
+    order = [(event, rule) for event in events for rule in by_event.get(event, ())]
+    times = Counter(rule.id for _, rule in order)
+    tried: set[int] = set()
+    steps = []
+    for event, rule in order:
+        steps.append(
+            (
+                (event, RuleMatch(rule=rule, actions=rule.actions)),
+                rule.test,
+                rule.id,
+                rule.id in tried,
+                times[rule.id] > 1,
+                rule.set_priority,
+                rule.added_tag_ids,
+                rule.stop_processing,
+            )
+        )
+        tried.add(rule.id)
+    return tuple(steps)
+
+
+def _plan_run(
+    plan: Sequence[_Step],
+    facts: Facts,
+    within_hours: Callable[[int | None, datetime], bool],
+) -> list[tuple[str, RuleMatch]]:
+    # Runs for every post: plain tuples and locals, no per-rule allocation but the matches.
     subject = _Subject(facts, within_hours)
     found: list[tuple[str, RuleMatch]] = []
     done: set[int] = set()
-    for event in events:
-        for rule in by_event.get(event, ()):
-            if rule.id in done or not _matches(rule, subject):
-                continue
-            done.add(rule.id)
-            found.append((event, RuleMatch(rule=rule, actions=rule.actions)))
-            if rule.set_priority is not None:
-                subject.priority = rule.set_priority
-            if rule.added_tag_ids:
-                subject.tag_ids = subject.tag_ids | rule.added_tag_ids
-            if rule.stop_processing:
-                return found
+    for found_match, test, rule_id, tried, again, priority, tag_ids, stops in plan:
+        if tried and rule_id in done:
+            continue
+        if not test(subject):
+            continue
+        if again:
+            done.add(rule_id)
+        found.append(found_match)
+        if priority is not None:
+            subject.priority = priority
+        if tag_ids:
+            subject.tag_ids = subject.tag_ids | tag_ids
+        if stops:
+            break
     return found
 
 
-def _matches(rule: CompiledRule, subject: _Subject) -> bool:
-    # Plain loops: this runs for every rule and post, and a generator costs more than a test.
-    if rule.match_all:
-        for matcher in rule.matchers:  # noqa: SIM110
+def _combined(matchers: Sequence[Matcher], *, match_all: bool) -> Matcher:
+    """The rule's conditions as one predicate, in the order given (cheapest first). Without
+    conditions a rule always matches, whether it needs all of them or any."""
+    if not matchers:
+        return _always
+    if len(matchers) == 1:
+        return matchers[0]
+    if len(matchers) == 2:
+        first, second = matchers
+        if match_all:
+            return lambda s: first(s) and second(s)
+        return lambda s: first(s) or second(s)
+    chain = tuple(matchers)
+
+    def every(subject: _Subject) -> bool:
+        for matcher in chain:  # noqa: SIM110 (a generator costs more than the test)
             if not matcher(subject):
                 return False
         return True
-    for matcher in rule.matchers:
-        if matcher(subject):
-            return True
-    return not rule.matchers
+
+    def some(subject: _Subject) -> bool:
+        for matcher in chain:  # noqa: SIM110
+            if matcher(subject):
+                return True
+        return False
+
+    return every if match_all else some
 
 
 def facts_needed(rules: Sequence[CompiledRule]) -> frozenset[str]:
@@ -501,28 +601,29 @@ def _extra_keys(value: dict[Any, Any], allowed: set[str]) -> list[Any]:
 
 
 def _matcher(name: str, op: str, value: Any) -> Matcher:
+    # Each fact is read by a plain attribute access: these run for every rule and post.
     if name in ("platform", "channel", "kind", "language"):
-        attribute = {"platform": "platform", "channel": "channel_id"}.get(name, name)
         values = frozenset(value)
+        read = _FACT_READERS[name]
         if op == "is":
-            return lambda s: getattr(s.facts, attribute) in values
-        return lambda s: getattr(s.facts, attribute) not in values
+            return lambda s: read(s) in values
+        return lambda s: read(s) not in values
     if name == "text" and op == "matches_regex":
         pattern = re.compile(value, re.IGNORECASE)
         return lambda s: pattern.search(s.facts.text) is not None
     if name == "text":
-        keywords = _keywords_pattern(value)
+        found = _keywords_finder(value)
         if op == "contains_any":
-            return lambda s: keywords.search(s.lowered_text()) is not None
-        return lambda s: keywords.search(s.lowered_text()) is None
+            return found
+        return lambda s: not found(s)
     if name in ("sentiment", "followers"):
-        attribute, threshold = name, value
+        read, threshold = _FACT_READERS[name], value
         if op == "below":
-            return lambda s: (v := getattr(s.facts, attribute)) is not None and v < threshold
-        return lambda s: (v := getattr(s.facts, attribute)) is not None and v > threshold
+            return lambda s: (v := read(s)) is not None and v < threshold
+        return lambda s: (v := read(s)) is not None and v > threshold
     if name in ("vip", "open_escalation"):
-        attribute = "is_vip" if name == "vip" else "has_open_escalation"
-        return lambda s: getattr(s.facts, attribute) == value
+        read = _FACT_READERS[name]
+        return lambda s: read(s) == value
     if name == "business_hours":
         wanted = op == "within"
         return lambda s: bool(s.within_hours(value, s.facts.at)) is wanted
@@ -538,6 +639,38 @@ def _matcher(name: str, op: str, value: Any) -> Matcher:
     if op == "at_most":
         return lambda s: s.priority <= value
     return lambda s: s.priority == value
+
+
+_FACT_READERS: dict[str, Callable[[_Subject], Any]] = {
+    name: attrgetter(f"facts.{attribute}")
+    for name, attribute in {
+        "platform": "platform",
+        "channel": "channel_id",
+        "kind": "kind",
+        "language": "language",
+        "sentiment": "sentiment",
+        "followers": "followers",
+        "vip": "is_vip",
+        "open_escalation": "has_open_escalation",
+    }.items()
+}
+
+
+def _keywords_finder(keywords: Sequence[str]) -> Matcher:
+    """Whether the text contains one of the keywords. A keyword cannot match unless its
+    longest word is in the lowered text, a test much cheaper than the search that most posts
+    fail, so the search runs only on the few that pass it."""
+    pattern = _keywords_pattern(keywords)
+    words = tuple(dict.fromkeys(max(k.lower().split(), key=len) for k in keywords))
+
+    def found(subject: _Subject) -> bool:
+        text = subject.lowered_text()
+        for word in words:
+            if word in text:
+                return pattern.search(text) is not None
+        return False
+
+    return found
 
 
 def _keywords_pattern(keywords: Sequence[str]) -> re.Pattern[str]:

@@ -1,7 +1,8 @@
 """Routing rules run by the ingest pipeline: conditions, actions, auto-assignment, timeline."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import responses
@@ -26,6 +27,7 @@ from conversations.models import (
     EscalationPath,
     EscalationTrigger,
     EventKind,
+    Holiday,
     Message,
     Notification,
     Priority,
@@ -91,14 +93,138 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     assert refund.team == billing
     assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
     applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
-    assert applied.data["name"] == "Refunds"
-    assert applied.data["priority"] == [Priority.NORMAL, Priority.URGENT]
-    assert applied.data["team"] == [None, billing.pk]
-    assert applied.data["tags"] == [tag.pk]
+    assert applied.data == {
+        "name": "Refunds",
+        "rules": [
+            {
+                "rule": RoutingRule.objects.get().pk,
+                "name": "Refunds",
+                "event": "message_received",
+                "priority": [Priority.NORMAL, Priority.URGENT],
+                "team": [None, billing.pk],
+                "tags": [tag.pk],
+            }
+        ],
+    }
 
     other = conversation_of("n1")
     assert other.priority == Priority.NORMAL
     assert not other.tags.exists()
+
+
+def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
+    urgent, dm = TagFactory(name="urgent"), TagFactory(name="dm")
+    first = rule(
+        name="Outages",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["not working"]}],
+        actions=[
+            {"type": "set_priority", "value": Priority.URGENT},
+            {"type": "add_tags", "value": [urgent.pk]},
+        ],
+    )
+    rule(
+        name="Finds it as it wants",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["hello"]}],
+        actions=[{"type": "set_priority", "value": Priority.NORMAL}],
+    )
+    second = rule(
+        name="Direct messages",
+        events=["conversation_created", "message_received"],
+        conditions=[{"field": "kind", "op": "is", "value": ["dm"]}],
+        actions=[{"type": "add_tags", "value": [dm.pk]}, {"type": "mark_monitoring"}],
+    )
+    channel = ChannelFactory()
+    later = MONDAY_NOON + timedelta(minutes=5)
+    ingest(
+        channel=channel,
+        posts=[
+            post("d1", kind="dm", thread="t1", body="Hello", at=MONDAY_NOON),
+            post("d2", kind="dm", thread="t1", body="The app is not working", at=later),
+            post("q1", author="u2", body="Any news?"),
+        ],
+    )
+
+    conversation = conversation_of("d1")
+    assert conversation_of("d2") == conversation
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert applied.conversation == conversation
+    assert applied.created_at == MONDAY_NOON
+    # The rule that found the priority as it wanted is left out; the second message's
+    # rule carries the time of that message.
+    assert applied.data == {
+        "name": "Direct messages, Outages",
+        "rules": [
+            {
+                "rule": second.pk,
+                "name": "Direct messages",
+                "event": "conversation_created",
+                "tags": [dm.pk],
+                "monitoring": True,
+            },
+            {
+                "rule": first.pk,
+                "name": "Outages",
+                "event": "message_received",
+                "priority": [Priority.NORMAL, Priority.URGENT],
+                "tags": [urgent.pk],
+                "at": later.isoformat(),
+            },
+        ],
+    }
+
+    # A later batch has an entry of its own, with what its rules did then.
+    latest = later + timedelta(minutes=5)
+    ingest(
+        channel=channel,
+        posts=[post("d3", kind="dm", thread="t1", body="still not working", at=latest)],
+    )
+    newest = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id")
+    assert newest.pk != applied.pk and newest.created_at == latest
+    assert [(e["name"], e.get("priority"), "at" in e) for e in newest.data["rules"]] == [
+        ("Outages", None, False),
+        ("Direct messages", None, False),
+    ]
+
+
+def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
+    rule(
+        name="Urgent",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["urgent"]}],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+    )
+    rule(
+        name="Calm",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["calm"]}],
+        actions=[{"type": "set_priority", "value": Priority.LOW}],
+    )
+    times = [MONDAY_NOON + timedelta(minutes=n) for n in range(3)]
+    ingest(
+        channel=ChannelFactory(),
+        posts=[
+            post("p1", body="urgent", at=times[0]),
+            post("p2", reply_to="p1", body="calm now", at=times[1]),
+            post("p3", reply_to="p1", body="urgent again", at=times[2]),
+        ],
+    )
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert applied.data["name"] == "Urgent, Calm"
+    assert [(e["name"], e["priority"], e.get("at")) for e in applied.data["rules"]] == [
+        ("Urgent", [Priority.NORMAL, Priority.URGENT], None),
+        ("Calm", [Priority.URGENT, Priority.LOW], times[1].isoformat()),
+        ("Urgent", [Priority.LOW, Priority.URGENT], times[2].isoformat()),
+    ]
+    assert conversation_of("p1").priority == Priority.URGENT
+
+
+def test_the_timeline_names_every_rule_a_batch_applied(login, world):
+    tag = TagFactory(name="vip")
+    rule(name="Tag them", actions=[{"type": "add_tags", "value": [tag.pk]}])
+    rule(name="Make it urgent", actions=[{"type": "set_priority", "value": Priority.URGENT}])
+    ingest(channel=world.channel_a, posts=[post("p1", author="new-author")])
+    conversation = conversation_of("p1")
+    page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "Routing rule applied" in page
+    assert "“Tag them, Make it urgent”" in page
 
 
 def test_a_rule_on_existing_conversations_updates_them():
@@ -140,11 +266,8 @@ def test_stop_processing_keeps_later_rules_from_running():
     rule(name="Second", actions=[{"type": "set_priority", "value": Priority.LOW}])
     ingest(channel=ChannelFactory(), posts=[post("p1")])
     assert conversation_of("p1").priority == Priority.HIGH
-    assert list(
-        ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).values_list(
-            "data__name", flat=True
-        )
-    ) == ["First"]
+    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert [entry["name"] for entry in applied.data["rules"]] == ["First"]
 
 
 def test_later_rules_see_the_tags_earlier_rules_added():
@@ -182,6 +305,77 @@ def test_vip_follower_and_kind_conditions_use_the_authors_facts():
     )
     assert conversation_of("star").priority == Priority.URGENT
     assert conversation_of("plain").priority == Priority.NORMAL
+
+
+def _calendar(name, time_zone, weekly_hours, holidays=(), is_default=False):
+    calendar = BusinessCalendar.objects.create(
+        name=name, time_zone=time_zone, weekly_hours=weekly_hours, is_default=is_default
+    )
+    for day in holidays:
+        Holiday.objects.create(calendar=calendar, date=day)
+    return calendar
+
+
+def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeypatch):
+    """Spans remembered between posts give the calendar's own answer for every moment:
+    across a DST change, a holiday, back-to-back hours, midnight and hours shorter than a
+    span, at the boundaries and a microsecond either side, in order or not."""
+    import random
+
+    from conversations import business_hours, setup_cache
+    from conversations.routing import Calendars
+
+    berlin = _calendar(
+        "Berlin",
+        "Europe/Berlin",
+        {
+            **{str(d): [["08:00", "12:00"], ["12:00", "20:00"]] for d in range(5)},
+            "5": [["10:00", "16:00"]],
+        },
+        holidays=[datetime(2026, 4, 3).date()],
+        is_default=True,
+    )
+    new_york = _calendar("New York", "America/New_York", {"0": [["00:00", "24:00"]]})
+    brief = _calendar("Brief", "UTC", {"6": [["09:00", "09:05"]], "2": [["23:58", "24:00"]]})
+    chance = random.Random(7)
+    start = datetime(2026, 3, 25, tzinfo=UTC)
+    moments = sorted(start + timedelta(seconds=chance.randrange(14 * 86400)) for _ in range(3000))
+    loaded = setup_cache.business_calendars()
+    tick = timedelta(microseconds=1)
+    for calendar in (berlin, new_york, brief):
+        zone = ZoneInfo(calendar.time_zone)
+        clocks = {c for hours in calendar.weekly_hours.values() for pair in hours for c in pair}
+        for day in range(15):
+            midnight = datetime.combine(start.date() + timedelta(days=day), time(0), zone)
+            for clock in clocks:
+                hour, minute = map(int, clock.split(":"))
+                edge = midnight + timedelta(hours=hour, minutes=minute)
+                moments += [edge - tick, edge, edge + tick]
+    moments.sort()
+    moments += chance.sample(moments, 200)  # and some out of order
+
+    asked = []
+    next_opening = business_hours.BusinessCalendar.next_opening
+    monkeypatch.setattr(
+        business_hours.BusinessCalendar,
+        "next_opening",
+        lambda self, moment: asked.append(moment) or next_opening(self, moment),
+    )
+    calendars = Calendars()
+    for calendar_id in (berlin.pk, new_york.pk, brief.pk, None):
+        chosen = loaded.get(calendar_id)
+        expected = [chosen.is_open(m) for m in moments]
+        asked.clear()
+        assert [calendars.within(calendar_id, m) for m in moments] == expected
+        assert len(asked) < len(moments) / 3
+
+    # Posts three seconds apart in open hours: one look at the calendar per ten minutes.
+    asked.clear()
+    monday = datetime(2026, 3, 30, 9, 0, tzinfo=UTC)
+    posts = [monday + timedelta(seconds=3 * n) for n in range(500)]
+    calendars = Calendars()
+    assert all(calendars.within(berlin.pk, at) for at in posts)
+    assert len(asked) <= 1 + 3
 
 
 def test_business_hours_condition_uses_the_default_calendar():

@@ -1,9 +1,11 @@
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from conversations import rules
 from conversations.rules import (
     ACTION_TYPES,
     CONDITION_FIELDS,
@@ -309,6 +311,202 @@ def test_cheap_conditions_run_before_the_business_hours_callback():
 
     rule = build(("business_hours", "within", None), ("vip", "is", True))
     assert matched_ids([rule], within=within_hours) == []
+
+
+@pytest.mark.parametrize(
+    ("keywords", "text", "expected"),
+    [
+        # The longest word is present, but not as a whole word or phrase.
+        (["refund"], "Refunded already", False),
+        (["money back"], "backing up my money", False),
+        (["money back"], "MONEY\t\tBACK!", True),
+        # The longest word alone is not the phrase.
+        (["call me back"], "call me later, back soon", False),
+        (["shout-out", "ad on tv"], "Saw your AD ON TV", True),
+        (["shout-out"], "a shout out to you", False),
+        (["c++"], "C++!", True),
+        (["straße"], "STRASSE", False),
+        (["straße"], "Straße", True),
+    ],
+)
+def test_keywords_match_the_same_with_and_without_their_quick_word_test(keywords, text, expected):
+    assert matches(("text", "contains_any", keywords), text=text) is expected
+    assert matches(("text", "contains_none", keywords), text=text) is not expected
+    reference = rules._keywords_pattern(keywords).search(text.lower()) is not None
+    assert reference is expected
+
+
+@pytest.mark.parametrize(("match", "expected"), [("all", [2]), ("any", [1, 2, 3])])
+def test_rules_with_three_conditions_need_all_or_any_of_them(match, expected):
+    vip, dm, lawyer = ("vip", "is", True), ("kind", "is", ["dm"]), ("sentiment", "below", 0)
+    facts = [
+        replace(FACTS, is_vip=True),
+        replace(FACTS, is_vip=True, kind="dm", sentiment=-0.5),
+        replace(FACTS, kind="dm"),
+        FACTS,
+    ]
+    rule = build(vip, dm, lawyer, match=match)
+    assert [n for n, f in enumerate(facts, 1) if matched_ids([rule], f)] == expected
+
+
+def test_a_rule_of_two_events_is_tried_again_for_the_second_but_returned_once():
+    created, received = "conversation_created", "message_received"
+    rule_set = rules.RuleSet(
+        [
+            build(id=1, events=(received,), actions=[{"type": "set_priority", "value": 4}]),
+            build(("priority", "is", 4), id=2, events=(created, received)),
+            build(id=3, events=(created, received)),
+        ]
+    )
+
+    def found(events: list[str]) -> list[tuple[str, int]]:
+        return [(e, m.rule.id) for e, m in rule_set.evaluate(FACTS, events, always_within)]
+
+    # Rule 2 fails for the first event and matches for the second, after rule 1 raised the
+    # priority; rule 3 matches for the first and is not returned again.
+    assert found([created, received]) == [(created, 3), (received, 1), (received, 2)]
+    assert found([received]) == [(received, 1), (received, 2), (received, 3)]
+    assert found([created]) == [(created, 3)]
+    assert found(["sla_breached"]) == []
+
+
+def _reference_evaluate(
+    rule_list: list[CompiledRule], facts: Facts, events: list[str], within: Any
+) -> list[tuple[str, int]]:
+    """The rules' meaning in the plainest code: each condition tested as described."""
+
+    def holds(condition: dict[str, Any], priority: int, tag_ids: frozenset[int]) -> bool:
+        name, op, value = condition["field"], condition["op"], condition["value"]
+        attribute = {
+            "channel": "channel_id",
+            "vip": "is_vip",
+            "open_escalation": "has_open_escalation",
+        }.get(name, name)
+        fact = getattr(facts, attribute, None)
+        if op in ("is", "is_not") and name != "priority":
+            inside = fact in value if isinstance(value, list) else fact == value
+            return inside if op == "is" else not inside
+        if name == "text":
+            if op == "matches_regex":
+                return re.search(value, facts.text, re.IGNORECASE) is not None
+            text = facts.text.lower()
+            found = any(_phrase_in(keyword.lower(), text) for keyword in value)
+            return found if op == "contains_any" else not found
+        if name in ("sentiment", "followers"):
+            return fact is not None and (fact < value if op == "below" else fact > value)
+        if name == "business_hours":
+            return within(value, facts.at) is (op == "within")
+        if name == "tags":
+            wanted = set(value)
+            return {
+                "has_any": bool(wanted & tag_ids),
+                "has_all": wanted <= tag_ids,
+                "has_none": not wanted & tag_ids,
+            }[op]
+        return {"is": priority == value, "at_least": priority >= value}.get(op, priority <= value)
+
+    found: list[tuple[str, int]] = []
+    matched: set[int] = set()
+    priority, tag_ids = facts.priority, facts.tag_ids
+    for event in events:
+        for rule in rule_list:
+            if event not in rule.events or rule.id in matched:
+                continue
+            results = [holds(c, priority, tag_ids) for c in RAW[rule.id]["conditions"]]
+            if not results or (all(results) if RAW[rule.id]["match"] == "all" else any(results)):
+                matched.add(rule.id)
+                found.append((event, rule.id))
+                for action in rule.actions:
+                    if action.type == "set_priority":
+                        priority = action.value
+                    if action.type == "add_tags":
+                        tag_ids = tag_ids | set(action.value)
+                if rule.stop_processing:
+                    return found
+    return found
+
+
+def _phrase_in(keyword: str, text: str) -> bool:
+    """A keyword's words, in order, each separated by whitespace only, as whole words."""
+    words = keyword.split()
+    pattern = r"\s+".join(re.escape(w) for w in words)
+    return re.search(r"(?<!\w)" + pattern + r"(?!\w)", text) is not None
+
+
+RAW: dict[int, dict[str, Any]] = {}
+
+_CONDITIONS = [c for c, _, _ in MATCHING] + [
+    ("text", "contains_any", ["not working", "call me back", "c++"]),
+    ("text", "contains_none", ["refund", "money back"]),
+    ("business_hours", "within", None),
+    ("business_hours", "outside", 40),
+]
+_FACT_VALUES = [f for _, f, _ in MATCHING] + [
+    {"text": "It is NOT  working, call me\nback"},
+    {"text": "c++ refunds"},
+    {"text": "money back now"},
+    {"text": "nothing"},
+    {"sentiment": None, "followers": None},
+]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_evaluation_agrees_with_the_plain_reading_of_the_rules(seed):
+    import random
+
+    chance = random.Random(seed)
+    events = list(EVENTS)
+    rule_list = []
+    RAW.clear()
+    for rule_id in range(1, chance.randint(1, 8) + 1):
+        conditions = chance.sample(_CONDITIONS, chance.randint(0, 4))
+        actions = chance.choice(
+            [
+                MONITOR,
+                [{"type": "set_priority", "value": chance.randint(1, 4)}],
+                [{"type": "add_tags", "value": chance.sample([30, 31, 32], 2)}],
+                [
+                    {"type": "add_tags", "value": [chance.choice([30, 31, 32])]},
+                    {"type": "set_priority", "value": chance.randint(1, 4)},
+                ],
+            ]
+        )
+        match = chance.choice(["all", "any"])
+        rule_events = tuple(chance.sample(events, chance.randint(1, 2)))
+        rule_list.append(
+            build(
+                *conditions,
+                match=match,
+                events=rule_events,
+                actions=actions,
+                stop_processing=chance.random() < 0.15,
+                id=rule_id,
+            )
+        )
+        RAW[rule_id] = {
+            "conditions": [{"field": f, "op": o, "value": v} for f, o, v in conditions],
+            "match": match,
+        }
+    rule_set = rules.RuleSet(rule_list)
+    for _ in range(40):
+        facts = FACTS
+        for change in chance.sample(_FACT_VALUES, 3):
+            facts = replace(facts, **change)
+        facts = replace(
+            facts, priority=chance.randint(1, 4), tag_ids=frozenset(chance.sample([30, 31, 32], 1))
+        )
+        sequence = chance.sample(events, chance.randint(1, 2))
+        open_now = chance.random() < 0.5
+
+        def within(calendar_id, at, open_now=open_now):
+            return open_now
+
+        expected = _reference_evaluate(rule_list, facts, sequence, within)
+        got = [(e, m.rule.id) for e, m in rule_set.evaluate(facts, sequence, within)]
+        assert got == expected
+        if len(sequence) == 1:
+            plain = rules_evaluate(rule_list, facts, within_hours=within, event=sequence[0])
+            assert [m.rule.id for m in plain] == [i for _, i in expected]
 
 
 def test_facts_needed_lists_the_fields_any_rule_uses():

@@ -350,9 +350,10 @@ def test_a_breach_runs_the_rules_listening_for_it():
     sla_check(now=FRIDAY_AFTERNOON + timedelta(hours=2))
     conversation.refresh_from_db()
     assert conversation.priority == Priority.URGENT
-    assert ConversationEvent.objects.filter(
-        conversation=conversation, kind=EventKind.RULE_APPLIED, data__name="Breached goes urgent"
-    ).exists()
+    applied = ConversationEvent.objects.get(conversation=conversation, kind=EventKind.RULE_APPLIED)
+    assert [(e["name"], e["event"]) for e in applied.data["rules"]] == [
+        ("Breached goes urgent", "sla_breached")
+    ]
 
 
 def test_the_check_finds_due_conversations_with_one_query_whatever_their_number(
