@@ -464,6 +464,12 @@ _STATUS_LABELS = dict(Status.choices)
 _PRIORITY_LABELS = dict(Priority.choices)
 
 
+def _person_name(username: str | None, first_name: str | None, last_name: str | None) -> str:
+    """A user as ``get_full_name()|default:username`` shows them, from plain columns (all
+    None when a row has no such user)."""
+    return f"{first_name or ''} {last_name or ''}".strip() or username or ""
+
+
 def inbox_page(
     *,
     user: AnyUser,
@@ -508,8 +514,6 @@ def _inbox_rows(found: list[dict[str, Any]]) -> list[InboxRow]:
     now = timezone.now()
     rows: list[InboxRow] = []
     for r in found:
-        # get_full_name(), or the username; all three are None when nobody is assigned.
-        full_name = f"{r['assignee__first_name'] or ''} {r['assignee__last_name'] or ''}".strip()
         state = sla_state(r["sla_due_at"], r["sla_warn_at"], r["sla_paused_at"], now)
         rows.append(
             {
@@ -531,7 +535,9 @@ def _inbox_rows(found: list[dict[str, Any]]) -> list[InboxRow]:
                 "last_message_at": r["last_message_at"],
                 "waiting_since": r["waiting_since"],
                 "sentiment": sentiment_label(r["sentiment"]),
-                "assignee": full_name or r["assignee__username"] or "",
+                "assignee": _person_name(
+                    r["assignee__username"], r["assignee__first_name"], r["assignee__last_name"]
+                ),
                 "sla_state": state,
                 "sla_due_at": r["sla_due_at"],
             }
@@ -622,10 +628,9 @@ def conversation_thread(
     for m in reversed(found[:size]):
         kind = m["kind"]
         note = kind == MessageKind.NOTE
-        full_name = (
-            f"{m['author_user__first_name'] or ''} {m['author_user__last_name'] or ''}".strip()
+        user_name = _person_name(
+            m["author_user__username"], m["author_user__first_name"], m["author_user__last_name"]
         )
-        user_name = full_name or m["author_user__username"] or ""
         if note:
             side, author = "note", user_name
         elif m["direction"] == Direction.OUT:
@@ -704,7 +709,7 @@ def conversation_timeline(*, conversation: Conversation, size: int = 200) -> lis
         timeline.append(
             {
                 "kind_label": _EVENT_LABELS.get(kind, kind),
-                "actor": f"{first_name or ''} {last_name or ''}".strip() or username or "",
+                "actor": _person_name(username, first_name, last_name),
                 "created_at": created_at,
                 "tag": str(data.get("tag") or ""),
                 "status": _STATUS_LABELS.get(status, status),
