@@ -150,7 +150,6 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         "conversations/detail.html",
         {
             "conversation": conversation,
-            "thread": thread,
             "thread_html": fragment(request, "conversations/_thread.html", thread_context),
             "history": [
                 c

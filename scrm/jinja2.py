@@ -6,17 +6,12 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.template.loader import render_to_string
-from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from jinja2 import Environment, StrictUndefined
 
 from conversations.templatetags import scrm
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(name, args=args)
 
 
 def url_format(name: str, *args: Any) -> str:
@@ -52,14 +47,11 @@ def environment(**options: Any) -> Environment:
     # A misspelt name fails loudly instead of rendering as nothing.
     env = Environment(**{"undefined": StrictUndefined, **options})
     env.globals.update(
-        url=url,
         url_format=url_format,
         now=timezone.now,
         current_zone=timezone.get_current_timezone,
-        static=static,
         platform_icon=scrm.platform_icon,
         sla_badge=scrm.sla_badge,
-        status_label=scrm.status_label,
     )
     env.filters.update(
         since=scrm.since,
