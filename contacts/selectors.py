@@ -18,7 +18,7 @@ from contacts.models import (
 )
 from conversations.models import Conversation
 from governance.roles import is_admin
-from governance.selectors import visible_channel_ids
+from governance.selectors import seen_channel_ids, visible_channel_ids
 from scrm.types import AnyUser
 
 
@@ -29,7 +29,7 @@ def contacts_visible_to(*, user: AnyUser) -> QuerySet[Contact]:
         return Contact.objects.none()
     # A contact merged into another lives on in that one.
     contacts = Contact.objects.filter(merged_into__isnull=True)
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is None:
         return contacts
     seen_on_visible_channel = Conversation.objects.filter(
@@ -75,6 +75,8 @@ def merge_candidates(*, user: AnyUser, contact_id: int) -> list[MergeCandidate]:
             status=MergeSuggestionStatus.OPEN,
         )
     )
+    if not suggestions:
+        return []
     others = {s.other_id if s.contact_id == contact_id else s.contact_id: s for s in suggestions}
     visible = contacts_visible_to(user=user).filter(pk__in=others).prefetch_related("identities")
     return [MergeCandidate(suggestion=others[c.pk], contact=c) for c in visible]

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core import signing
 from django.db import transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -41,10 +41,10 @@ from conversations.models import (
 from conversations.services import _record
 from conversations.sla import SLA_FIELDS, SlaSetup, sla_on_status
 from conversations.webhook_calls import webhook_call_enqueue
+from governance.access import access_of
 from governance.audit import audit_record
 from governance.models import TeamMembership
 from governance.roles import is_manager_or_admin
-from governance.selectors import visible_channel_ids
 from scrm.types import AnyUser, user_id
 
 ANSWER_SALT = "escalation-answer"
@@ -612,37 +612,63 @@ def escalation_brief(
     }
 
 
-def escalation_panel_context(*, conversation: Conversation, user: AnyUser) -> dict[str, Any]:
-    """What the workspace's escalation panel shows, in four queries whatever the data: the
-    open escalation (or the last one answered), the paths and departments to escalate to,
-    and whether this user may answer."""
-    escalation = (
+def escalation_panel_context(
+    *, conversation: Conversation, user: AnyUser, escalated: bool = True
+) -> dict[str, Any]:
+    """What the workspace's escalation panel shows, in at most three queries whatever the
+    data: the open escalation (or the last one answered), else the paths and departments to
+    escalate to; and whether this user may answer. ``escalated=False`` (the caller knows
+    there is no such escalation) skips looking for one."""
+    # Most conversations were never escalated: a plain look first, the details only if found.
+    latest = escalated and (
         Escalation.objects.filter(
             conversation_id=conversation.pk,
             status__in=[EscalationStatus.OPEN, EscalationStatus.RETURNED],
         )
-        .select_related("path", "department", "user", "created_by", "answered_by")
-        .annotate(
-            level_count=Coalesce(
-                Subquery(
-                    EscalationLevel.objects.filter(path_id=OuterRef("path_id"))
-                    .values("path_id")
-                    .annotate(n=Count("pk"))
-                    .values("n")
-                ),
-                0,
-            )
-        )
         .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
         .first()
     )
+    escalation = (
+        None
+        if not latest
+        else (
+            Escalation.objects.filter(pk=latest)
+            .select_related("path", "department", "user", "created_by", "answered_by")
+            .annotate(
+                level_count=Coalesce(
+                    Subquery(
+                        EscalationLevel.objects.filter(path_id=OuterRef("path_id"))
+                        .values("path_id")
+                        .annotate(n=Count("pk"))
+                        .values("n")
+                    ),
+                    0,
+                )
+            )
+            .first()
+        )
+    )
+    targets: list[dict[str, Any]] = []
+    if escalation is None or escalation.status != EscalationStatus.OPEN:
+        # What it may be escalated to, in one query: paths with levels, then departments.
+        paths = (
+            EscalationPath.objects.filter(
+                Exists(EscalationLevel.objects.filter(path_id=OuterRef("pk")))
+            )
+            .order_by()
+            .values("pk", "name", kind=Value("path"))
+        )
+        departments = Department.objects.order_by().values("pk", "name", kind=Value("department"))
+        targets = [
+            dict(target)
+            for target in paths.union(departments, all=True).order_by("kind", "name", "pk")
+        ]
     return {
         "conversation": conversation,
         "escalation": escalation,
-        "escalation_paths": list(
-            EscalationPath.objects.filter(levels__isnull=False).distinct().order_by("name")
-        ),
-        "departments": list(Department.objects.order_by("name")),
+        "escalation_paths": [t for t in targets if t["kind"] == "path"],
+        "departments": [t for t in targets if t["kind"] == "department"],
         "can_answer": escalation is not None
         and escalation_answerable_by(escalation=escalation, user=user),
         "can_steer": escalation_steerable_by(conversation=conversation, user=user),
@@ -652,8 +678,8 @@ def escalation_panel_context(*, conversation: Conversation, user: AnyUser) -> di
 def escalation_steerable_by(*, conversation: Conversation, user: AnyUser) -> bool:
     """Raising and taking back are support's moves, for those who watch the channel; the
     department an escalation waits on answers instead."""
-    visible = visible_channel_ids(user=user)
-    return visible is None or visible.filter(channel_id=conversation.channel_id).exists()
+    visible = access_of(user).visible_channel_ids
+    return visible is None or conversation.channel_id in visible
 
 
 def escalation_is_addressed_to(*, escalation: Escalation, user: AnyUser) -> bool:

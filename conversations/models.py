@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from channels_ingest.crypto import EncryptedTextField
+from conversations import nav_counts
 
 
 class Status(models.TextChoices):
@@ -381,6 +382,13 @@ class CannedResponse(models.Model):
         return self.title
 
 
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def bulk_create(self, objs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        created = super().bulk_create(objs, *args, **kwargs)
+        nav_counts.unread_forget(n.recipient_id for n in created)
+        return created
+
+
 class Notification(models.Model):
     """Something a user should look at: a colleague mentioned them in a note, for now."""
 
@@ -397,6 +405,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
 
+    objects = NotificationQuerySet.as_manager()
+
     class Meta:
         indexes = [
             models.Index(
@@ -409,6 +419,11 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"To {self.recipient_id}: {self.text}"
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().save(*args, **kwargs)
+        # The recipient's unread count, cached per page, includes this one from now on.
+        nav_counts.unread_forget([self.recipient_id])
 
 
 # --- Business hours and SLAs --------------------------------------------------------------

@@ -19,7 +19,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from channels_ingest.platforms import Platform
-from contacts.models import SocialIdentity
+from contacts.models import MergeSuggestion, MergeSuggestionStatus, SocialIdentity
+from conversations import nav_counts
 from conversations.escalations import escalated_conversation_ids
 from conversations.models import (
     ACTIVE_STATUSES,
@@ -28,6 +29,8 @@ from conversations.models import (
     Conversation,
     DeliveryStatus,
     Direction,
+    Escalation,
+    EscalationStatus,
     EventKind,
     Message,
     MessageKind,
@@ -35,11 +38,13 @@ from conversations.models import (
     Priority,
     SlaState,
     Status,
+    Tag,
     sentiment_label,
     sla_state,
 )
-from governance.models import Role, TeamMembership
-from governance.selectors import replyable_channel_ids, visible_channel_ids
+from governance.access import access_of
+from governance.models import Role
+from governance.selectors import replyable_channel_ids, seen_channel_ids
 from scrm.types import AnyUser, user_id
 
 
@@ -47,14 +52,16 @@ def conversations_visible_to(*, user: AnyUser) -> QuerySet[Conversation]:
     """The one scope for conversations: those on channels the user's teams may see."""
     if not user.is_authenticated:
         return Conversation.objects.none()
-    ids = visible_channel_ids(user=user)
+    access = access_of(user)
+    ids = access.visible_channel_ids
     conversations = Conversation.objects.all()
     if ids is None:
         return conversations
+    on_channels = Q(channel_id__in=sorted(ids))
+    if not access.receives_escalations:
+        return conversations.filter(on_channels)
     # A department's team sees what was escalated to it, whatever channels it watches.
-    return conversations.filter(
-        Q(channel_id__in=ids) | Q(pk__in=escalated_conversation_ids(user=user))
-    )
+    return conversations.filter(on_channels | Q(pk__in=escalated_conversation_ids(user=user)))
 
 
 def conversation_takeable_by(*, conversation: Conversation, user: AnyUser) -> bool:
@@ -67,7 +74,7 @@ def conversation_takeable_by(*, conversation: Conversation, user: AnyUser) -> bo
 def messages_visible_to(*, user: AnyUser) -> QuerySet[Message]:
     if not user.is_authenticated:
         return Message.objects.none()
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     return Message.objects.all() if ids is None else Message.objects.filter(channel_id__in=ids)
 
 
@@ -93,9 +100,7 @@ def _view_filter(view: str, user: AnyUser, status: str = "") -> Q:
     if view == "unassigned":
         return work & Q(assignee__isnull=True)
     if view == "team":
-        return work & Q(
-            team_id__in=TeamMembership.objects.filter(user_id=user_id(user)).values("team_id")
-        )
+        return work & Q(team_id__in=access_of(user).team_ids)
     if view == "escalated":
         return Q(status=Status.ESCALATED) & current
     if view == "monitoring":
@@ -391,15 +396,19 @@ def inbox_view_counts(*, user: AnyUser) -> dict[str, int]:
     if seconds <= 0 or not user.is_authenticated:
         return inbox_counts(user=user)
     key = _counts_key(user_id(user))
-    counts: dict[str, int] | None = cache.get(key)
-    if counts is None:
-        counts = inbox_counts(user=user)
-        cache.set(key, counts, seconds)
+    # Counted for what the user may see: not reused once they lose or gain a channel or team.
+    scope = access_of(user).scope
+    found = cache.get(key)
+    if isinstance(found, tuple) and found[0] == scope:
+        return dict(found[1])
+    counts = inbox_counts(user=user)
+    cache.set(key, (scope, counts), seconds)
     return counts
 
 
 def inbox_counts_forget(*, user_id: int) -> None:
-    cache.delete(_counts_key(user_id))
+    """Drop the user's cached counts: the inbox's views and unread mentions."""
+    cache.delete_many([_counts_key(user_id), *nav_counts.forget_all(user_id)])
 
 
 def _counts_key(pk: int) -> str:
@@ -553,13 +562,59 @@ def inbox_new_since(*, user: AnyUser, filters: InboxFilters, since: datetime) ->
 # --- One conversation -------------------------------------------------------------------
 
 
-def conversation_for_user(*, user: AnyUser, pk: int) -> Conversation | None:
-    return (
-        conversations_visible_to(user=user)
-        .select_related("contact", "channel", "assignee", "team", "sla_policy")
-        .prefetch_related("tags", "contact__identities")
-        .filter(pk=pk)
-        .first()
+def conversation_for_user(
+    *, user: AnyUser, pk: int, workspace: bool = False
+) -> Conversation | None:
+    """The conversation, if the user may see it. For the workspace also whether it has an
+    escalation to show (open, or answered) and whether its contact has open merge
+    suggestions, as ``has_escalation`` and ``has_merge_suggestions``: most have neither, and
+    the page then skips looking for them."""
+    conversations = conversations_visible_to(user=user).select_related(
+        "contact", "channel", "assignee", "team", "sla_policy"
+    )
+    if workspace:
+        contact = OuterRef("contact_id")
+        conversations = conversations.annotate(
+            has_escalation=Exists(
+                Escalation.objects.filter(
+                    conversation_id=OuterRef("pk"),
+                    status__in=[EscalationStatus.OPEN, EscalationStatus.RETURNED],
+                )
+            ),
+            has_merge_suggestions=Exists(
+                MergeSuggestion.objects.filter(
+                    Q(contact_id=contact) | Q(other_id=contact),
+                    status=MergeSuggestionStatus.OPEN,
+                )
+            ),
+        )
+    return conversations.filter(pk=pk).first()
+
+
+class TagShown(TypedDict):
+    name: str
+    color: str
+
+
+class IdentityShown(TypedDict):
+    platform: str
+    handle: str
+    platform_user_id: str
+    verified: bool
+    followers_count: int | None
+
+
+def conversation_tags(*, conversation: Conversation) -> list[TagShown]:
+    """The conversation's tags by name, as the workspace shows them."""
+    return list(conversation.tags.order_by("name").values("name", "color"))
+
+
+def contact_identities(*, contact_id: int) -> list[IdentityShown]:
+    """The contact's accounts, platform by platform, as the workspace shows them."""
+    return list(
+        SocialIdentity.objects.filter(contact_id=contact_id)
+        .order_by("platform", "id")
+        .values("platform", "handle", "platform_user_id", "verified", "followers_count")
     )
 
 
@@ -695,13 +750,38 @@ class TimelineEntry(TypedDict):
 _EVENT_LABELS = dict(EventKind.choices)
 
 
-def conversation_timeline(*, conversation: Conversation, size: int = 200) -> list[TimelineEntry]:
-    """Who did what when, newest first: the latest ``size`` events, in one query."""
-    events = conversation.events.order_by("-created_at", "-id").values_list(
-        "kind", "created_at", "data", "actor__username", "actor__first_name", "actor__last_name"
-    )[:size]
+@dataclass
+class TimelinePage:
+    """The latest events of a conversation (or those before ``before``), newest first;
+    ``older`` is the event to page on from when older ones exist."""
+
+    entries: list[TimelineEntry]
+    older: int | None
+
+
+def conversation_timeline(
+    *, conversation: Conversation, before: int | None = None, size: int = 50
+) -> TimelinePage:
+    """Who did what when, newest first: the latest ``size`` events (those before event
+    ``before``), in one query whatever the timeline's length."""
+    events = conversation.events.all()
+    if before is not None:
+        anchor = Subquery(conversation.events.filter(pk=before).values("created_at"))
+        events = events.filter(Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=before))
+    found = list(
+        events.order_by("-created_at", "-id").values_list(
+            "pk",
+            "kind",
+            "created_at",
+            "data",
+            "actor__username",
+            "actor__first_name",
+            "actor__last_name",
+        )[: size + 1]
+    )
+    older = found[size - 1][0] if len(found) > size else None
     timeline: list[TimelineEntry] = []
-    for kind, created_at, data, username, first_name, last_name in events:
+    for _, kind, created_at, data, username, first_name, last_name in found[:size]:
         data = data if isinstance(data, dict) else {}
         target = str(data.get("target") or "")
         escalated = kind == EventKind.ESCALATED
@@ -720,7 +800,21 @@ def conversation_timeline(*, conversation: Conversation, size: int = 200) -> lis
                 "auto": bool(data.get("auto")),
             }
         )
-    return timeline
+    return TimelinePage(entries=timeline, older=older)
+
+
+TAG_SUGGESTIONS = 200
+_TAG_SUGGESTIONS_KEY, _TAG_SUGGESTIONS_SECONDS = "tag-suggestions", 60
+
+
+def tag_suggestions() -> list[str]:
+    """The tag names the workspace's tag box suggests, by name: kept a minute, since a list
+    of suggestions may well miss a tag that new."""
+    names: list[str] | None = cache.get(_TAG_SUGGESTIONS_KEY)
+    if names is None:
+        names = list(Tag.objects.order_by("name").values_list("name", flat=True)[:TAG_SUGGESTIONS])
+        cache.set(_TAG_SUGGESTIONS_KEY, names, _TAG_SUGGESTIONS_SECONDS)
+    return names
 
 
 def canned_responses_usable_by(*, user: AnyUser) -> QuerySet[CannedResponse]:
@@ -732,7 +826,7 @@ def canned_responses_usable_by(*, user: AnyUser) -> QuerySet[CannedResponse]:
         | Q(owner__isnull=True, team__isnull=True)
         | Q(
             owner__isnull=True,
-            team_id__in=TeamMembership.objects.filter(user_id=user_id(user)).values("team_id"),
+            team_id__in=access_of(user).team_ids,
         )
     )
 

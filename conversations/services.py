@@ -18,7 +18,7 @@ from django.utils import timezone
 from channels_ingest.models import ChannelAccount
 from channels_ingest.types import InboundPost
 from contacts.models import Contact, SocialIdentity
-from conversations import setup_cache
+from conversations import nav_counts, setup_cache
 from conversations.models import (
     ACTIVE_STATUSES,
     CannedResponse,
@@ -920,7 +920,9 @@ def notifications_mark_read(
 ) -> int:
     """Mark the unread ones among these notifications read (those read before keep their
     time). Returns how many changed."""
-    return notifications.filter(read_at__isnull=True).update(read_at=at or timezone.now())
+    unread = notifications.filter(read_at__isnull=True)
+    nav_counts.unread_forget(unread.values_list("recipient_id", flat=True).distinct())
+    return unread.update(read_at=at or timezone.now())
 
 
 # --- The inbox's bulk actions -----------------------------------------------------------

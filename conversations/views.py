@@ -28,7 +28,6 @@ from conversations.models import (
     Priority,
     SlaState,
     Status,
-    Tag,
 )
 from conversations.presence import agent_seen, presence_report
 from conversations.selectors import (
@@ -38,7 +37,9 @@ from conversations.selectors import (
     assignable_agents,
     canned_responses_for,
     contact_history,
+    contact_identities,
     conversation_for_user,
+    conversation_tags,
     conversation_takeable_by,
     conversation_thread,
     conversation_timeline,
@@ -46,11 +47,13 @@ from conversations.selectors import (
     inbox_page,
     inbox_view_counts,
     notifications_for,
+    tag_suggestions,
 )
+from governance.access import access_of
 from governance.approvals import reply_retry, reply_submit
 from governance.models import Team
 from governance.roles import is_admin
-from governance.selectors import channels_visible_to, teams_of
+from governance.selectors import channels_visible_to
 from scrm.jinja2 import fragment
 from scrm.types import AuthedRequest
 
@@ -78,8 +81,10 @@ def inbox(request: AuthedRequest) -> HttpResponse:
         "sorts": SORTS,
         "channels": channels_visible_to(user=request.user).only("id", "name", "platform"),
         "teams": (
-            Team.objects.all() if is_admin(request.user) else teams_of(user=request.user)
-        ).only("id", "name"),
+            Team.objects.order_by("name").values_list("id", "name")
+            if is_admin(request.user)
+            else access_of(request.user).teams
+        ),
         "drawn_at": timezone.now().isoformat(),
         "bulk_statuses": [
             (s, label) for s, label in Status.choices if s not in (Status.NEW, Status.ESCALATED)
@@ -132,24 +137,57 @@ def _conversation_or_404(request: AuthedRequest, pk: int) -> Conversation:
     return conversation
 
 
-def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
-    conversation = _conversation_or_404(request, pk)
-    channel: ChannelAccount = conversation.channel
-    before = request.GET.get("before", "")
+def _page_anchor(request: AuthedRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def _thread_context(conversation: Conversation, before: int | None) -> dict[str, object]:
     thread = conversation_thread(
-        conversation=conversation,
-        before=int(before) if before.isdigit() else None,
-        size=settings.SCRM_THREAD_PAGE_SIZE,
+        conversation=conversation, before=before, size=settings.SCRM_THREAD_PAGE_SIZE
     )
-    thread_context = {"conversation": conversation, "thread": thread}
-    if request.htmx and before:
+    return {"conversation": conversation, "thread": thread}
+
+
+def _timeline_context(conversation: Conversation, before: int | None) -> dict[str, object]:
+    timeline = conversation_timeline(
+        conversation=conversation, before=before, size=settings.SCRM_TIMELINE_PAGE_SIZE
+    )
+    return {"timeline": timeline}
+
+
+def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
+    conversation = conversation_for_user(user=request.user, pk=pk, workspace=True)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    channel: ChannelAccount = conversation.channel
+    before = _page_anchor(request, "before")
+    events_before = _page_anchor(request, "events_before")
+    if request.htmx and before is not None:
         # "Show earlier messages": the older page goes in above the messages shown.
-        return render(request, "conversations/_thread.html", thread_context, using="jinja2")
+        return render(
+            request,
+            "conversations/_thread.html",
+            _thread_context(conversation, before),
+            using="jinja2",
+        )
+    if request.htmx and events_before is not None:
+        # "Show older events": the next page goes in below the events shown.
+        return render(
+            request,
+            "conversations/_timeline.html",
+            _timeline_context(conversation, events_before),
+            using="jinja2",
+        )
+    thread_context = _thread_context(conversation, before)
+    timeline_context = _timeline_context(conversation, events_before)
     return render(
         request,
         "conversations/detail.html",
         {
             "conversation": conversation,
+            "tags": conversation_tags(conversation=conversation),
+            "identities": contact_identities(contact_id=conversation.contact_id),
             "thread_html": fragment(request, "conversations/_thread.html", thread_context),
             "history": [
                 c
@@ -158,17 +196,15 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             ],
             "merge_candidates": merge_candidates(
                 user=request.user, contact_id=conversation.contact_id
-            ),
+            )
+            if conversation.has_merge_suggestions  # type: ignore[attr-defined]
+            else [],
             "reply_form": ReplyForm(),
-            "timeline_html": fragment(
-                request,
-                "conversations/_timeline.html",
-                {"timeline": conversation_timeline(conversation=conversation)},
-            ),
+            "timeline_html": fragment(request, "conversations/_timeline.html", timeline_context),
             "canned_responses": canned_responses_for(user=request.user),
             "agents": assignable_agents(conversation=conversation),
             "priorities": Priority.choices,
-            "known_tags": Tag.objects.values_list("name", flat=True)[:200],
+            "known_tags": tag_suggestions(),
             "snooze_choices": SNOOZE_CHOICES,
             "snoozable": services.SNOOZABLE_STATUSES,
             "assigned_to_other": conversation.assignee_id not in (None, request.user.pk),
@@ -176,7 +212,11 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             # Escalating goes through the escalation panel, which says to whom and why.
             "statuses": [(s, label) for s, label in Status.choices if s != Status.ESCALATED],
             "reply_limit": REPLY_MAX_LENGTH.get(channel.platform),
-            **escalation_panel_context(conversation=conversation, user=request.user),
+            **escalation_panel_context(
+                conversation=conversation,
+                user=request.user,
+                escalated=conversation.has_escalation,  # type: ignore[attr-defined]
+            ),
             "can_reply": not channel.is_listen_only,
         },
     )

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from channels_ingest.models import ChannelAccount
+from governance.access import access_forget
 from governance.api_tokens import (
     api_token_create,
     api_token_revocable_by,
@@ -265,7 +266,7 @@ class UserSerializer(serializers.ModelSerializer[User]):
             setattr(instance, name, value)
         instance.save()
         self._apply(instance, role=role, set_role=set_role, teams=teams)
-        instance.__dict__.pop("_scrm_role", None)
+        access_forget(instance)
         return instance
 
     def _apply(

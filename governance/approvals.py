@@ -32,6 +32,7 @@ from channels_ingest.models import ChannelAccount
 from channels_ingest.tasks import send_message
 from conversations.models import Conversation, DeliveryStatus, Message, Notification
 from conversations.services import conversation_reply_create, conversation_reply_released
+from governance.access import access_of
 from governance.audit import audit_record
 from governance.models import (
     ApprovalStatus,
@@ -236,9 +237,8 @@ def is_approver(user: AnyUser) -> bool:
     """Whether the user may open the approvals queue: managers, admins, named approvers."""
     if not user.is_authenticated:
         return False
-    if role_of(user) in (Role.ADMIN, Role.MANAGER):
-        return True
-    return PublishingPolicy.approvers.through.objects.filter(user_id=user.pk).exists()
+    access = access_of(user)
+    return access.role in (Role.ADMIN, Role.MANAGER) or access.named_approver
 
 
 def _with_context(approvals: QuerySet[OutboundApproval]) -> QuerySet[OutboundApproval]:

@@ -5,6 +5,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from channels_ingest.models import ChannelAccount
+from governance.access import access_of
 from governance.models import ChannelAccess, Team
 from governance.roles import is_admin
 from scrm.types import AnyUser, user_id
@@ -26,19 +27,20 @@ def channels_visible_to(*, user: AnyUser) -> QuerySet[ChannelAccount]:
     channels = ChannelAccount.objects.all()
     if not user.is_authenticated:
         return channels.none()
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     return channels if ids is None else channels.filter(id__in=ids)
 
 
-def replyable_channel_ids(*, user: AnyUser) -> set[int] | None:
+def replyable_channel_ids(*, user: AnyUser) -> frozenset[int] | None:
     """Channels the user's teams may reply on; None when every channel."""
-    if is_admin(user):
-        return None
-    return set(
-        ChannelAccess.objects.filter(
-            team__memberships__user_id=user_id(user), can_reply=True
-        ).values_list("channel_id", flat=True)
-    )
+    return access_of(user).replyable_channel_ids
+
+
+def seen_channel_ids(*, user: AnyUser) -> list[int] | None:
+    """The channels the user's teams may see, as a list (read with the user's access, once per
+    request); None when every channel. For filters of the user's own pages."""
+    ids = access_of(user).visible_channel_ids
+    return None if ids is None else sorted(ids)
 
 
 def teams_of(*, user: AnyUser) -> QuerySet[Team]:

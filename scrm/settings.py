@@ -430,6 +430,8 @@ if PRODUCTION:
 SCRM_INBOX_PAGE_SIZE = env.int("SCRM_INBOX_PAGE_SIZE", default=50)
 # A conversation page shows its newest messages; older ones load a page at a time.
 SCRM_THREAD_PAGE_SIZE = env.int("SCRM_THREAD_PAGE_SIZE", default=100)
+# Timeline events a conversation page shows at first; "Show older events" fetches as many more.
+SCRM_TIMELINE_PAGE_SIZE = env.int("SCRM_TIMELINE_PAGE_SIZE", default=50)
 # The inbox's view counts (Mine, Unassigned, ...) are counted at most this often per user,
 # and again right after the user changes something; 0 counts on every page.
 SCRM_INBOX_COUNTS_SECONDS = env.int("SCRM_INBOX_COUNTS_SECONDS", default=15)

@@ -7,7 +7,14 @@ import pytest
 from playwright.sync_api import expect
 
 from channels_ingest.demo_seed import DEMO_PASSWORD, seed_demo
-from conversations.models import Conversation, DeliveryStatus, Direction, Message, Status
+from conversations.models import (
+    Conversation,
+    DeliveryStatus,
+    Direction,
+    EventKind,
+    Message,
+    Status,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -102,6 +109,7 @@ def test_an_agent_reads_back_through_a_long_thread_and_down_the_inbox(
     page, live_server, screenshot, settings
 ):
     settings.SCRM_THREAD_PAGE_SIZE = 20
+    settings.SCRM_TIMELINE_PAGE_SIZE = 5
     settings.SCRM_INBOX_PAGE_SIZE = 10
     seed_demo(days=14)
     conversation = (
@@ -109,6 +117,13 @@ def test_an_agent_reads_back_through_a_long_thread_and_down_the_inbox(
         .order_by("-last_message_at")
         .first()
     )
+    for i in range(12):
+        conversation.events.create(
+            kind=EventKind.RULE_APPLIED,
+            data={"name": f"Rule {i}"},
+            created_at=conversation.created_at + timedelta(seconds=i),
+        )
+    events = conversation.events.count()
     first = conversation.messages.order_by("created_at", "id").first()
     start = first.created_at - timedelta(days=3)
     Message.objects.bulk_create(
@@ -153,3 +168,15 @@ def test_an_agent_reads_back_through_a_long_thread_and_down_the_inbox(
     ids = messages.evaluate_all("items => items.map(m => m.id)")
     assert len(set(ids)) == total
     screenshot("conversation-earlier-messages")
+
+    # The timeline beside it pages on the same way, older events below.
+    entries = page.locator("ol.timeline > li:not(.older)")
+    expect(entries).to_have_count(5)
+    while page.get_by_role("link", name="Show older events").count():
+        shown = entries.count()
+        page.get_by_role("link", name="Show older events").click()
+        expect(entries).not_to_have_count(shown)
+    expect(entries).to_have_count(events)
+    expect(page.locator("ol.timeline")).to_contain_text("“Rule 0”")
+    entries.last.scroll_into_view_if_needed()
+    screenshot("conversation-older-events")

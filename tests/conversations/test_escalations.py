@@ -17,6 +17,7 @@ from django.test import RequestFactory
 from django.urls import include, path
 from django.utils import timezone
 
+from contacts.models import MergeSuggestion
 from conversations.escalations import (
     ANSWER_SALT,
     escalated_conversation_ids,
@@ -48,6 +49,7 @@ from conversations.services import conversation_status_set
 from governance.models import Role
 from scrm.urls import urlpatterns as project_urlpatterns
 from tests.factories import (
+    ConversationFactory,
     DepartmentFactory,
     EscalationLevelFactory,
     EscalationPathFactory,
@@ -701,7 +703,8 @@ def test_the_panel_context_costs_a_fixed_number_of_queries(
     assert context["escalation"] == escalation
     assert context["escalation"].level_count == 2
     assert context["can_answer"] is True
-    assert len(context["escalation_paths"]) == 6
+    # While it is open, there is nothing to escalate to: the panel offers no targets.
+    assert context["escalation_paths"] == context["departments"] == []
     assert set(context) == {
         "conversation",
         "escalation",
@@ -711,6 +714,20 @@ def test_the_panel_context_costs_a_fixed_number_of_queries(
         "can_steer",
     }
     assert context["can_steer"] is True
+
+    # Not escalated: the paths with levels and every department, each by name, in one query
+    # (with the escalation's and the user's access).
+    EscalationPathFactory(name="Without levels")
+    with django_assert_max_num_queries(3):
+        context = escalation_panel_context(conversation=world.conversation_b, user=world.admin)
+    assert context["escalation"] is None
+    paths = [p["name"] for p in context["escalation_paths"]]
+    assert len(paths) == 6 and "Support ladder" in paths and paths == sorted(paths)
+    assert "Without levels" not in paths
+    departments = [d["name"] for d in context["departments"]]
+    assert departments == sorted(departments) and {f"Dept {i}" for i in range(5)} <= set(
+        departments
+    )
 
 
 def test_the_department_answers_but_does_not_raise_or_take_back(world, conversation, login):
@@ -774,3 +791,33 @@ def test_an_escalated_conversation_shows_escalated_as_its_status(world, conversa
     _escalate(conversation, world.agent_a, department=tier2)
     page = login(world.agent_a).get(f"/inbox/{conversation.pk}/").content.decode()
     assert '<option value="" selected disabled>Escalated</option>' in page
+
+
+def test_the_workspace_shows_the_escalation_while_open_and_its_answer_after(
+    world, conversation, login, tier2
+):
+    client = login(world.agent_a)
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "Not escalated." in page and "Escalate to" in page
+    escalation = _escalate(conversation, world.agent_a, department=tier2)
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "Take back" in page and "Escalate to" not in page
+    escalation_answer(escalation=escalation, answer="Refund approved", outcome="", answered_by=None)
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "Refund approved" in page and "Escalate to" in page
+    assert "Not escalated." not in page
+
+
+def test_the_workspace_shows_merge_suggestions_for_its_contact(login, world):
+    mine = world.conversation_a.contact
+    theirs = ConversationFactory(channel=world.channel_a)
+    client = login(world.agent_a)
+    url = f"/inbox/{world.conversation_a.pk}/"
+    assert client.get(url).context["merge_candidates"] == []
+    MergeSuggestion.objects.create(contact_id=mine.pk, other_id=theirs.contact_id, reason="Same")
+    page = client.get(url)
+    assert [c.contact.pk for c in page.context["merge_candidates"]] == [theirs.contact_id]
+    assert "Possibly the same customer" in page.content.decode()
+    # Either side of a suggestion counts.
+    other_side = client.get(f"/inbox/{theirs.pk}/").context["merge_candidates"]
+    assert [c.contact.pk for c in other_side] == [mine.pk]

@@ -45,7 +45,7 @@ def test_mentions_disappear_when_access_to_the_conversation_ends(login, world):
 
 def test_the_team_filter_offers_only_the_agents_teams(login, world):
     teams = list(login(world.agent_a).get("/inbox/").context["teams"])
-    assert teams == [world.team_a]
+    assert teams == [(world.team_a.pk, world.team_a.name)]
     assert len(login(world.admin).get("/inbox/").context["teams"]) == 2
 
 

@@ -126,12 +126,14 @@ def test_inbox_search_finds_a_contact_by_handle(login, world):
     assert [c["pk"] for c in response.context["page"].rows] == [target.pk]
 
 
-def test_the_conversation_page_costs_a_fixed_number_of_queries(login, world):
+def test_the_conversation_page_costs_a_fixed_number_of_queries(login, world, settings):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    settings.SCRM_INBOX_COUNTS_SECONDS = 0  # the unread count is counted on every page
     conversation = world.conversation_a
     client = login(world.agent_a)
+    client.get(f"/inbox/{conversation.pk}/")  # the tag suggestions, kept a minute
     counts = []
     for extra in (5, 60):
         for _ in range(extra):
@@ -141,7 +143,7 @@ def test_the_conversation_page_costs_a_fixed_number_of_queries(login, world):
             response = client.get(f"/inbox/{conversation.pk}/")
         assert response.status_code == 200
         counts.append(len(queries))
-    assert counts[0] == counts[1] <= 20
+    assert counts[0] == counts[1] <= 13
     assert len(response.context["history"]) == 6
 
 

@@ -263,3 +263,46 @@ def test_snooze_and_wake_record_the_status_changes(login, world):
         for e in fresh(world).events.filter(kind=EventKind.STATUS_CHANGED).order_by("created_at")
     ]
     assert changes == [(Status.OPEN, Status.PENDING), (Status.PENDING, Status.OPEN)]
+
+
+def _event_names(html_text: str) -> list[str]:
+    return re.findall(r"“(event \d+)”", html_text)
+
+
+def _older(html_text: str) -> str | None:
+    found = re.search(r'hx-get="\?events_before=(\d+)"', html_text)
+    return found and found.group(1)
+
+
+def test_a_long_timeline_shows_its_latest_events_and_pages_on_through_the_rest(
+    login, world, settings
+):
+    settings.SCRM_TIMELINE_PAGE_SIZE = 4
+    conversation = world.conversation_a
+    conversation.events.all().delete()
+    start = timezone.now() - timedelta(hours=1)
+    # Events 5 and 6 share a time, across the first page's edge: the id breaks the tie.
+    for i in range(10):
+        conversation.events.create(
+            kind=EventKind.RULE_APPLIED,
+            data={"name": f"event {i}"},
+            created_at=start + timedelta(minutes=i + (i == 5)),
+        )
+    newest_first = [f"event {i}" for i in range(9, -1, -1)]
+    client = login(world.agent_a)
+    page = client.get(url(world)).content.decode()
+    assert _event_names(page) == newest_first[:4]
+    shown, older = _event_names(page), _older(page)
+    while older:
+        fragment = client.get(
+            url(world), {"events_before": older}, HTTP_HX_REQUEST="true"
+        ).content.decode()
+        assert "<html" not in fragment
+        shown, older = shown + _event_names(fragment), _older(fragment)
+    assert shown == newest_first
+
+    # Without htmx, the link opens the page at the older events, with a way back.
+    anchor = conversation.events.get(data__name="event 6").pk
+    page = client.get(url(world), {"events_before": anchor}).content.decode()
+    assert _event_names(page) == newest_first[4:8]
+    assert "Show the latest events" in page

@@ -548,3 +548,20 @@ def test_the_approvals_page_costs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(len(few.captured_queries)):
         response = client.get(f"/governance/approvals/{tab}")
     assert len(response.context["approvals"]) == 9
+
+
+def test_the_navigation_count_is_kept_and_counted_again_after_the_approvers_own_changes(
+    login, world, policy, settings
+):
+    settings.SCRM_INBOX_COUNTS_SECONDS = 60
+    first = _held(world)
+    client = login(world.manager)
+    assert 'aria-label="1 waiting"' in client.get("/inbox/").content.decode()
+    _held(world, text=HELD_TEXT + " again")
+    # Kept: another request for approval shows within the inbox's refresh interval...
+    assert 'aria-label="1 waiting"' in client.get("/inbox/").content.decode()
+    # ... or at once after anything the approver changes.
+    client.post(f"/inbox/{world.conversation_b.pk}/priority/", {"priority": 3})
+    assert 'aria-label="2 waiting"' in client.get("/inbox/").content.decode()
+    client.post(f"/governance/approvals/{first.pk}/approve/")
+    assert 'aria-label="1 waiting"' in client.get("/inbox/").content.decode()
