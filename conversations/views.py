@@ -37,12 +37,11 @@ from conversations.selectors import (
     assignable_agents,
     canned_responses_for,
     contact_history,
-    contact_identities,
     conversation_for_user,
-    conversation_tags,
     conversation_takeable_by,
     conversation_thread,
     conversation_timeline,
+    conversation_workspace,
     inbox_new_since,
     inbox_page,
     inbox_view_counts,
@@ -157,9 +156,10 @@ def _timeline_context(conversation: Conversation, before: int | None) -> dict[st
 
 
 def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
-    conversation = conversation_for_user(user=request.user, pk=pk, workspace=True)
-    if conversation is None:
+    workspace = conversation_workspace(user=request.user, pk=pk)
+    if workspace is None:
         raise Http404("No such conversation.")
+    conversation = workspace.conversation
     channel: ChannelAccount = conversation.channel
     before = _page_anchor(request, "before")
     events_before = _page_anchor(request, "events_before")
@@ -186,8 +186,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         "conversations/detail.html",
         {
             "conversation": conversation,
-            "tags": conversation_tags(conversation=conversation),
-            "identities": contact_identities(contact_id=conversation.contact_id),
+            "workspace": workspace,
             "thread_html": fragment(request, "conversations/_thread.html", thread_context),
             "history": [
                 c
@@ -197,7 +196,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "merge_candidates": merge_candidates(
                 user=request.user, contact_id=conversation.contact_id
             )
-            if conversation.has_merge_suggestions  # type: ignore[attr-defined]
+            if workspace.has_merge_suggestions
             else [],
             "reply_form": ReplyForm(),
             "timeline_html": fragment(request, "conversations/_timeline.html", timeline_context),
@@ -215,7 +214,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             **escalation_panel_context(
                 conversation=conversation,
                 user=request.user,
-                escalated=conversation.has_escalation,  # type: ignore[attr-defined]
+                escalated=workspace.has_escalation,
             ),
             "can_reply": not channel.is_listen_only,
         },

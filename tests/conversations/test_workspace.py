@@ -9,6 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
+from channels_ingest.platforms import Platform
 from conversations.models import (
     CannedResponse,
     Conversation,
@@ -20,9 +21,16 @@ from conversations.models import (
     Priority,
     Status,
 )
+from conversations.selectors import conversation_workspace
 from conversations.services import snoozes_wake
 from conversations.tasks import wake_snoozed_conversations
-from tests.factories import MessageFactory
+from tests.factories import (
+    ConversationFactory,
+    IdentityFactory,
+    MessageFactory,
+    SlaPolicyFactory,
+    TagFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -306,3 +314,39 @@ def test_a_long_timeline_shows_its_latest_events_and_pages_on_through_the_rest(
     page = client.get(url(world), {"events_before": anchor}).content.decode()
     assert _event_names(page) == newest_first[4:8]
     assert "Show the latest events" in page
+
+
+def test_the_workspace_reads_what_it_shows_around_the_conversation(
+    world, django_assert_num_queries
+):
+
+    bare = ConversationFactory(channel=world.channel_a)
+    found = conversation_workspace(user=world.agent_a, pk=bare.pk)
+    assert (found.team_name, found.assignee_name, found.sla_policy_name) == ("", "", "")
+    assert found.tags == [] and not found.has_escalation and not found.has_merge_suggestions
+
+    conversation = ConversationFactory(
+        channel=world.channel_a,
+        team=world.team_a,
+        assignee=world.agent_a,
+        sla_policy=SlaPolicyFactory(name="Gold"),
+    )
+    conversation.tags.add(TagFactory(name="refund", color="#f00"), TagFactory(name="billing"))
+    contact = conversation.contact
+    contact.identities.all().delete()
+    IdentityFactory(contact=contact, platform=Platform.X, handle="dana", followers_count=12)
+    IdentityFactory(contact=contact, platform=Platform.FACEBOOK, handle="", verified=True)
+    agent = type(world.agent_a).objects.get(pk=world.agent_a.pk)
+    with django_assert_num_queries(3):  # the user's access, the conversation, the rest
+        found = conversation_workspace(user=agent, pk=conversation.pk)
+    assert found.conversation == conversation
+    assert found.team_name == "Team A" and found.sla_policy_name == "Gold"
+    assert found.assignee_name == world.agent_a.get_full_name()
+    assert [t["name"] for t in found.tags] == ["billing", "refund"]
+    assert found.tags[1]["color"] == "#f00"
+    assert [(i["platform"], i["handle"], i["verified"]) for i in found.identities] == [
+        (Platform.FACEBOOK, "", True),
+        (Platform.X, "dana", False),
+    ]
+    assert found.identities[1]["followers_count"] == 12
+    assert conversation_workspace(user=world.agent_b, pk=conversation.pk) is None
