@@ -284,6 +284,9 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Sessions are read from the cache (Redis, or files without it) and written through to the
+# database: a page does not query the database for its session.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 # The longest a sign-in lasts.
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SCRM_SESSION_MAX_AGE = SESSION_COOKIE_AGE
