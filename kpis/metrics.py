@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
 from governance.selectors import visible_channel_ids
-from kpis.models import ConversationFact, MessageDay, Metric, ResponseFact
+from kpis.models import ConversationFact, DayCounts, MessageDay, Metric, ResponseFact
 from scrm.types import AnyUser
 
 T = TypeVar("T")
@@ -478,6 +478,27 @@ def message_days(user: AnyUser, filters: Filters) -> QuerySet[MessageDay]:
     return _scoped(MessageDay, user, filters, agent_field="assignee")
 
 
+def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
+    """The day counts of a scope, or None if it is filtered by what they are not kept by (an
+    agent, a tag): the figures then come from the facts."""
+    if filters.agent is not None or filters.tag is not None:
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.team is not None:
+        q &= Q(team_key=filters.team)
+    if filters.priority is not None:
+        q &= Q(priority=filters.priority)
+    qs = DayCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
 def _in(range_: DateRange, field_name: str = "day") -> Q:
     return Q(**{f"{field_name}__gte": range_.start, f"{field_name}__lte": range_.end})
 
@@ -601,8 +622,31 @@ def _volume(days: QuerySet) -> dict[str, Any]:
     )
 
 
-def _starts(started: QuerySet) -> dict[str, int]:
+def _volume_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, Any]:
+    counts = day_counts(user, filters)
+    return _volume(
+        (counts if counts is not None else message_days(user, filters)).filter(_in(range_))
+    )
+
+
+def _starts_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
     """Counts of the conversations started in a range, with their SLA breaches."""
+    counts = day_counts(user, filters)
+    if counts is None:
+        return _starts(conversation_facts(user, filters).filter(_in(range_)))
+    row = counts.filter(_in(range_)).aggregate(
+        new=Sum("started"),
+        new_contacts=Sum("new_contacts"),
+        returning_30=Sum("returning_30"),
+        returning_90=Sum("returning_90"),
+        vip=Sum("vip"),
+        vip_answered=Sum("vip_answered"),
+        breaches=Sum("breaches"),
+    )
+    return {name: value or 0 for name, value in row.items()}
+
+
+def _starts(started: QuerySet) -> dict[str, int]:
     row = started.aggregate(
         new=Count("pk"),
         new_contacts=Count("pk", filter=Q(new_contact=True)),
@@ -701,18 +745,17 @@ def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
 
 
 def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
-    """Every figure of a range: one pass over each fact table's rows of the range (the
-    responses, the conversations started, those resolved, the message days), and the
-    backlog."""
+    """Every figure of a range: the day counts (or the facts, filtered by agent or tag), one
+    pass over the responses and one over the conversations resolved in the range, their
+    contacts, and the backlog."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
-    days = message_days(user, filters).filter(_in(range_))
 
-    volume = _volume(days)
-    start = _starts(started)
+    volume = _volume_in(user, filters, range_)
+    start = _starts_in(user, filters, range_)
     contacts, repeat = _contacts(started) if start["new"] else (0, 0)
     end, resolution = _ends(resolved)
     reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
@@ -742,7 +785,6 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     conversations = conversation_facts(user, filters)
     if metric in (Metric.BACKLOG, Metric.UNASSIGNED):
         return _now(conversations)[metric]
-    started = conversations.filter(_in(range_))
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
@@ -760,7 +802,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return None if value is None else value / 60
     if metric in (Metric.INBOUND, Metric.OUTBOUND, Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE):
-        volume = _volume(message_days(user, filters).filter(_in(range_)))
+        volume = _volume_in(user, filters, range_)
         if metric in (Metric.INBOUND, Metric.OUTBOUND):
             return volume[metric] or 0
         mood = Sentiment(
@@ -777,16 +819,16 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         reply = _first_replies(responses)
         return _share(reply["met"], reply["met"] + reply["missed"])
     if metric == Metric.BREACHES:
-        return _starts(started)["breaches"]
+        return _starts_in(user, filters, range_)["breaches"]
     if metric in (Metric.NEW_CONVERSATIONS, Metric.NEW_CONTACTS, Metric.RETURNING_30):
-        start = _starts(started)
+        start = _starts_in(user, filters, range_)
         if metric == Metric.NEW_CONVERSATIONS:
             return start["new"]
         if metric == Metric.NEW_CONTACTS:
             return start["new_contacts"]
         return _loyalty(start, 0, 0).returning_30_share
     if metric == Metric.VIP_COVERAGE:
-        return _loyalty(_starts(started), 0, 0).vip_coverage
+        return _loyalty(_starts_in(user, filters, range_), 0, 0).vip_coverage
     end = resolved.aggregate(**_END_COUNTS)
     if metric == Metric.RESOLUTION_SLA:
         return _share(end["met"], end["met"] + end["missed"])
@@ -895,20 +937,56 @@ def _series(
     points: dict[date, dict[str, Any]] = {
         start: {"start": start, "by_channel": {}} for start in buckets(range_, grain)
     }
-    days = _by_bucket(message_days(user, filters).filter(_in(range_)), grain)
+    counts = day_counts(user, filters)
+    if counts is not None:
+        _counts_by_bucket(points, _by_bucket(counts.filter(_in(range_)), grain))
+    else:
+        _facts_by_bucket(points, user, filters, range_, grain)
+    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
+    for key, value in grouped_spread(first, "bucket", "seconds").items():
+        points[_as_date(key)]["first_response_median"] = value.median
+    return [Point(**points[start]) for start in sorted(points)]
+
+
+_MESSAGE_SUMS = ("inbound", "outbound", "positive", "neutral", "negative")
+
+
+def _counts_by_bucket(points: dict[date, dict[str, Any]], counts: QuerySet) -> None:
     for row in (
-        days.values("bucket", "channel__name")
+        counts.values("bucket", "channel__name")
         .annotate(
-            inbound=Sum("inbound"),
-            outbound=Sum("outbound"),
-            positive=Sum("positive"),
-            neutral=Sum("neutral"),
-            negative=Sum("negative"),
+            **{name: Sum(name) for name in _MESSAGE_SUMS},
+            started=Sum("started"),
+            resolved=Sum("resolved"),
         )
         .order_by()
     ):
         point = points[_as_date(row["bucket"])]
-        for name in ("inbound", "outbound", "positive", "neutral", "negative"):
+        point["new_conversations"] = point.get("new_conversations", 0) + row["started"]
+        point["resolved"] = point.get("resolved", 0) + row["resolved"]
+        if not (row["inbound"] or row["outbound"]):
+            continue  # no messages of the channel: as no message day of it
+        for name in _MESSAGE_SUMS:
+            point[name] = point.get(name, 0) + row[name]
+        name = row["channel__name"]
+        point["by_channel"][name] = point["by_channel"].get(name, 0) + row["inbound"]
+
+
+def _facts_by_bucket(
+    points: dict[date, dict[str, Any]],
+    user: AnyUser,
+    filters: Filters,
+    range_: DateRange,
+    grain: str,
+) -> None:
+    days = _by_bucket(message_days(user, filters).filter(_in(range_)), grain)
+    for row in (
+        days.values("bucket", "channel__name")
+        .annotate(**{name: Sum(name) for name in _MESSAGE_SUMS})
+        .order_by()
+    ):
+        point = points[_as_date(row["bucket"])]
+        for name in _MESSAGE_SUMS:
             point[name] = point.get(name, 0) + (row[name] or 0)
         point["by_channel"][row["channel__name"]] = (
             point["by_channel"].get(row["channel__name"], 0) + row["inbound"]
@@ -928,10 +1006,6 @@ def _series(
         .order_by()
     ):
         points[_as_date(row["bucket"])]["resolved"] = row["n"]
-    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
-    for key, value in grouped_spread(first, "bucket", "seconds").items():
-        points[_as_date(key)]["first_response_median"] = value.median
-    return [Point(**points[start]) for start in sorted(points)]
 
 
 def _response_distribution(
@@ -939,6 +1013,19 @@ def _response_distribution(
 ) -> list[tuple[str, int, int]]:
     """First and next responses per time bucket: (label, first, next)."""
     filters = filters or Filters()
+    counts = day_counts(user, filters)
+    if counts is not None:
+        row = counts.filter(_in(range_)).aggregate(
+            **{
+                f"{kind}{i}": Sum(f"{kind}{i}")
+                for kind in "fn"
+                for i in range(len(RESPONSE_BUCKETS))
+            }
+        )
+        return [
+            (label, row[f"f{i}"] or 0, row[f"n{i}"] or 0)
+            for i, (label, _) in enumerate(RESPONSE_BUCKETS)
+        ]
     responses = response_facts(user, filters).filter(_in(range_))
     bounds = [0.0, *(b for _, b in RESPONSE_BUCKETS)]
     aggregates = {}

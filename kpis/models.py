@@ -233,6 +233,72 @@ class MessageDay(_Dimensions):
         return f"#{self.conversation_id} on {self.day}"
 
 
+class DayCounts(models.Model):
+    """What the counted figures add up to on one day, per channel, team and priority: messages
+    (the day they were written), conversations started and their breaches (the day it started),
+    conversations resolved (the day of the resolution), responses per time bucket (the day of
+    the reply).
+
+    Kept by database triggers on the three fact tables, in the statement that changes them, so
+    these always equal what the facts add up to (`facts_rebuild()` also computes them anew).
+    Reports read them instead of the facts unless filtered by agent or tag. A row can come
+    to hold only zeros; it counts nothing."""
+
+    day = models.DateField()
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    # The team's id, 0 for none: a key column must not be NULL for the triggers' upserts.
+    team_key = models.BigIntegerField()
+    priority = models.PositiveSmallIntegerField()
+
+    inbound = models.IntegerField(default=0)
+    outbound = models.IntegerField(default=0)
+    positive = models.IntegerField(default=0)
+    neutral = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
+
+    started = models.IntegerField(default=0)
+    new_contacts = models.IntegerField(default=0)
+    returning_30 = models.IntegerField(default=0)
+    returning_90 = models.IntegerField(default=0)
+    vip = models.IntegerField(default=0)
+    vip_answered = models.IntegerField(default=0)
+    breaches = models.IntegerField(default=0)
+
+    resolved = models.IntegerField(default=0)
+
+    # First (f) and next (n) responses per bucket of metrics.RESPONSE_BUCKETS.
+    f0 = models.IntegerField(default=0)
+    f1 = models.IntegerField(default=0)
+    f2 = models.IntegerField(default=0)
+    f3 = models.IntegerField(default=0)
+    f4 = models.IntegerField(default=0)
+    f5 = models.IntegerField(default=0)
+    n0 = models.IntegerField(default=0)
+    n1 = models.IntegerField(default=0)
+    n2 = models.IntegerField(default=0)
+    n3 = models.IntegerField(default=0)
+    n4 = models.IntegerField(default=0)
+    n5 = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "channel", "platform", "team_key", "priority"],
+                name="kpi_day_counts_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"counts of {self.day} on channel {self.channel_id}"
+
+
 class Metric(models.TextChoices):
     """Every figure a target can be set on. Times are in minutes, shares in percent."""
 
