@@ -722,8 +722,31 @@ _RESPONSE_SPREADS = {
 }
 
 
-def _first_replies(responses: QuerySet) -> dict[str, int]:
-    return responses.aggregate(**_FIRST_REPLY_COUNTS)
+def _first_replies_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+    counts = day_counts(user, filters)
+    if counts is None:
+        return response_facts(user, filters).filter(_in(range_)).aggregate(**_FIRST_REPLY_COUNTS)
+    row = counts.filter(_in(range_)).aggregate(
+        met=Sum("first_response_met"), missed=Sum("first_response_missed")
+    )
+    return {name: value or 0 for name, value in row.items()}
+
+
+def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+    """How many conversations were resolved in a range, and how."""
+    counts = day_counts(user, filters)
+    if counts is None:
+        resolved = conversation_facts(user, filters).filter(_in(range_, "resolved_day"))
+        return resolved.aggregate(**_END_COUNTS)
+    row = counts.filter(_in(range_)).aggregate(
+        n=Sum("resolved"),
+        in_channel=Sum("in_channel"),
+        escalated=Sum("escalated"),
+        reopened=Sum("reopened"),
+        met=Sum("resolution_met"),
+        missed=Sum("resolution_missed"),
+    )
+    return {name: value or 0 for name, value in row.items()}
 
 
 def _now(conversations: QuerySet) -> dict[str, int]:
@@ -816,7 +839,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return mood.positive_share if metric == Metric.POSITIVE_SHARE else mood.negative_share
     if metric == Metric.FIRST_RESPONSE_SLA:
-        reply = _first_replies(responses)
+        reply = _first_replies_in(user, filters, range_)
         return _share(reply["met"], reply["met"] + reply["missed"])
     if metric == Metric.BREACHES:
         return _starts_in(user, filters, range_)["breaches"]
@@ -829,7 +852,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         return _loyalty(start, 0, 0).returning_30_share
     if metric == Metric.VIP_COVERAGE:
         return _loyalty(_starts_in(user, filters, range_), 0, 0).vip_coverage
-    end = resolved.aggregate(**_END_COUNTS)
+    end = _ends_in(user, filters, range_)
     if metric == Metric.RESOLUTION_SLA:
         return _share(end["met"], end["met"] + end["missed"])
     outcomes = Outcomes(

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from conversations.models import ACTIVE_STATUSES
+
 
 class StaleConversation(models.Model):
     """A conversation whose facts must be computed again. Written by triggers; `version` goes
@@ -153,6 +155,12 @@ class ConversationFact(_Dimensions):
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
+            # The backlog: the few conversations open now, not every one ever started.
+            models.Index(
+                fields=["started_at"],
+                condition=models.Q(status__in=ACTIVE_STATUSES, is_monitoring=False),
+                name="kpi_conv_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -236,8 +244,8 @@ class MessageDay(_Dimensions):
 class DayCounts(models.Model):
     """What the counted figures add up to on one day, per channel, team and priority: messages
     (the day they were written), conversations started and their breaches (the day it started),
-    conversations resolved (the day of the resolution), responses per time bucket (the day of
-    the reply).
+    conversations resolved and how (the day of the resolution), first responses within SLA
+    and responses per time bucket (the day of the reply).
 
     Kept by database triggers on the three fact tables, in the statement that changes them, so
     these always equal what the facts add up to (`facts_rebuild()` also computes them anew).
@@ -272,6 +280,14 @@ class DayCounts(models.Model):
     breaches = models.IntegerField(default=0)
 
     resolved = models.IntegerField(default=0)
+    in_channel = models.IntegerField(default=0)
+    escalated = models.IntegerField(default=0)
+    reopened = models.IntegerField(default=0)
+    resolution_met = models.IntegerField(default=0)
+    resolution_missed = models.IntegerField(default=0)
+
+    first_response_met = models.IntegerField(default=0)
+    first_response_missed = models.IntegerField(default=0)
 
     # First (f) and next (n) responses per bucket of metrics.RESPONSE_BUCKETS.
     f0 = models.IntegerField(default=0)

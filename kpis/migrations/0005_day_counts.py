@@ -18,6 +18,7 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 DAY_COUNTS = "kpis_daycounts"
+RESOLVED_IN_CHANNEL = "resolved_in_channel"  # conversations.models.EscalationOutcome
 KEY = ("day", "channel_id", "platform", "team_key", "priority")
 # Upper bounds of the response time buckets in seconds (metrics.RESPONSE_BUCKETS), the last
 # one open.
@@ -63,13 +64,28 @@ COUNTS: dict[str, list[tuple[str, str, dict[str, str]]]] = {
                 "breaches": "r.breaches",
             },
         ),
-        ("resolved_day", "r.resolved_day IS NOT NULL", {"resolved": "1"}),
+        (
+            "resolved_day",
+            "r.resolved_day IS NOT NULL",
+            {
+                "resolved": "1",
+                "in_channel": _flag(
+                    f"r.escalations = 0 OR r.escalation_outcome = '{RESOLVED_IN_CHANNEL}'"
+                ),
+                "escalated": _flag("r.escalations > 0"),
+                "reopened": _flag("r.reopens > 0"),
+                "resolution_met": _flag("r.resolution_met"),
+                "resolution_missed": _flag("NOT r.resolution_met"),
+            },
+        ),
     ],
     "kpis_responsefact": [
         (
             "day",
             "",
             {
+                "first_response_met": _flag("r.is_first AND r.sla_met"),
+                "first_response_missed": _flag("r.is_first AND NOT r.sla_met"),
                 **{f"f{i}": _bucket(True, i) for i in range(6)},
                 **{f"n{i}": _bucket(False, i) for i in range(6)},
             },
@@ -250,6 +266,13 @@ class Migration(migrations.Migration):
                 ("vip_answered", models.IntegerField(default=0)),
                 ("breaches", models.IntegerField(default=0)),
                 ("resolved", models.IntegerField(default=0)),
+                ("in_channel", models.IntegerField(default=0)),
+                ("escalated", models.IntegerField(default=0)),
+                ("reopened", models.IntegerField(default=0)),
+                ("resolution_met", models.IntegerField(default=0)),
+                ("resolution_missed", models.IntegerField(default=0)),
+                ("first_response_met", models.IntegerField(default=0)),
+                ("first_response_missed", models.IntegerField(default=0)),
                 ("f0", models.IntegerField(default=0)),
                 ("f1", models.IntegerField(default=0)),
                 ("f2", models.IntegerField(default=0)),
