@@ -23,19 +23,18 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
     Aggregate,
     Avg,
-    Case,
+    BooleanField,
     Count,
+    ExpressionWrapper,
     F,
     FloatField,
     Q,
     QuerySet,
     Sum,
-    When,
 )
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
@@ -507,6 +506,12 @@ def _in(range_: DateRange, field_name: str = "day") -> Q:
 # --- Percentiles --------------------------------------------------------------------------
 
 
+class _PercentileCont(Aggregate):
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
 def interpolated(values: Sequence[float], fraction: float) -> float | None:
     """The percentile of sorted values by linear interpolation (percentile_cont)."""
     if not values:
@@ -519,7 +524,7 @@ def interpolated(values: Sequence[float], fraction: float) -> float | None:
 
 def spread(qs: QuerySet, column: str) -> Spread:
     """Median, p90, mean and count of a column over the rows it is not empty in."""
-    return _spreads(qs, {"x": (Q(), column)}).get((None, "x"), _NO_SPREAD)
+    return figures(qs, spreads={"x": (Q(), column)})[1]["x"]
 
 
 def figures(
@@ -528,115 +533,50 @@ def figures(
     counts: Mapping[str, Aggregate] | None = None,
     spreads: Mapping[str, tuple[Q, str]],
 ) -> tuple[dict[str, Any], dict[str, Spread]]:
-    """Aggregates, and the spreads of columns over subsets of the rows, ``{name: (subset,
-    column)}``, each over the rows of its subset the column is not empty in: two queries."""
+    """Aggregates and the spreads of columns over subsets of the rows, ``{name: (subset,
+    column)}``, each over the rows of its subset the column is not empty in, in one pass
+    over the rows: one query on PostgreSQL, where ordered-set aggregates with FILTER clauses
+    sort each subset's values; on SQLite the aggregates and then the values, in two."""
     counts = counts or {}
-    row = qs.aggregate(**counts) if counts else {}
-    found = _spreads(qs, spreads)
-    return row, {name: found.get((None, name), _NO_SPREAD) for name in spreads}
-
-
-def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
-    """Spread of a column per value of another (a day bucket, an agent)."""
-    return {key: found for (key, _), found in _spreads(qs, {"x": (Q(), column)}, group).items()}
-
-
-_NO_SPREAD = Spread(n=0, median=None, p90=None, mean=None)
-_FRACTIONS = (0.5, 0.9)
-
-
-def _spreads(
-    qs: QuerySet, spreads: Mapping[str, tuple[Q, str]], group: str | None = None
-) -> dict[tuple[Any, str], Spread]:
-    """Spreads of the rows (per value of ``group``), by (group value or None, name).
-
-    On PostgreSQL the values are counted per distinct value in the database (responses are
-    mostly whole seconds: far fewer distinct values than rows), and only the few values
-    around each percentile's rank come back: no sort of every row, which cost most of a
-    report. The ranks, the interpolation and the results are those of ``percentile_cont``.
-    On SQLite the values are read and sorted here."""
-    names = list(spreads)
     wanted = {
         name: subset & Q(**{f"{column}__isnull": False})
         for name, (subset, column) in spreads.items()
     }
-    values = {
-        f"_v{i}": Case(When(wanted[name], then=F(spreads[name][1])), output_field=FloatField())
+    if connection.vendor == "postgresql":
+        aggregates: dict[str, Aggregate] = dict(counts)
+        for name, (_, column) in spreads.items():
+            where = wanted[name]
+            aggregates[f"{name}__n"] = Count(column, filter=where)
+            aggregates[f"{name}__mean"] = Avg(column, filter=where)
+            aggregates[f"{name}__median"] = _PercentileCont(column, fraction=0.5, filter=where)
+            aggregates[f"{name}__p90"] = _PercentileCont(column, fraction=0.9, filter=where)
+        row = qs.aggregate(**aggregates)
+        return row, {
+            name: Spread(
+                n=row[f"{name}__n"],
+                median=row[f"{name}__median"],
+                p90=row[f"{name}__p90"],
+                mean=row[f"{name}__mean"],
+            )
+            for name in spreads
+        }
+    row = qs.aggregate(**counts) if counts else {}
+    names = list(spreads)
+    columns = sorted({column for _, column in spreads.values()})
+    flags = {
+        f"_in_{i}": ExpressionWrapper(wanted[name], output_field=BooleanField())
         for i, name in enumerate(names)
     }
+    values: dict[str, list[float]] = {name: [] for name in names}
+    slots = [(name, len(names) + columns.index(spreads[name][1])) for name in names]
     either = Q()
     for where in wanted.values():
         either |= where
-    rows = qs.filter(either).annotate(**values)
-    if connection.vendor != "postgresql":
-        found: dict[tuple[Any, str], list[float]] = defaultdict(list)
-        for row in rows.values_list(*([group] if group else []), *values):
-            key = row[0] if group else None
-            for name, value in zip(names, row[1:] if group else row, strict=True):
-                if value is not None:
-                    found[key, name].append(value)
-        return {key: _spread_of(sorted(v)) for key, v in found.items()}
-    if group:
-        rows = rows.annotate(_g=F(group))
-    try:
-        sql, params = rows.values(*(["_g"] if group else []), *values).query.sql_with_params()
-    except EmptyResultSet:  # a scope that can hold no rows (no channel to see)
-        return {}
-    unpivot = ", ".join(f"({i}, r._v{i})" for i in range(len(names)))
-    key = "r._g" if group else "NULL::int"
-    near = " OR ".join(
-        f"(s.below <= FLOOR({f} * (s.n - 1)) + 2 AND s.below + s.c > FLOOR({f} * (s.n - 1)) - 1)"
-        for f in _FRACTIONS
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            WITH h AS (
-                SELECT x.g, x.k, x.v, GROUPING(x.v) AS total, COUNT(*) AS c, AVG(x.v) AS mean
-                FROM ({sql}) r
-                CROSS JOIN LATERAL (SELECT {key} AS g, u.k, u.v FROM (VALUES {unpivot}) AS u (k, v))
-                    AS x
-                WHERE x.v IS NOT NULL
-                GROUP BY GROUPING SETS ((x.g, x.k, x.v), (x.g, x.k))
-            ),
-            t AS (SELECT g, k, c AS n, mean FROM h WHERE total = 1),
-            s AS (
-                SELECT h.g, h.k, h.v, h.c, t.n,
-                    SUM(h.c) OVER (PARTITION BY h.g, h.k ORDER BY h.v) - h.c AS below
-                FROM h JOIN t ON t.g IS NOT DISTINCT FROM h.g AND t.k = h.k
-                WHERE h.total = 0
-            )
-            SELECT g, k, NULL::float8, n, mean, NULL::bigint FROM t
-            UNION ALL
-            SELECT s.g, s.k, s.v, s.c, NULL, s.below FROM s WHERE {near}
-            """,
-            params,
-        )
-        result = cursor.fetchall()
-    totals: dict[tuple[Any, int], tuple[int, float]] = {}
-    near_ranks: dict[tuple[Any, int], list[tuple[int, int, float]]] = defaultdict(list)
-    for g, k, value, c, mean, below in result:
-        if below is None:
-            totals[g, k] = (c, mean)
-        else:
-            near_ranks[g, k].append((below, c, value))
-    spreads_found = {}
-    for (g, k), (n, mean) in totals.items():
-        ranked = sorted(near_ranks[g, k])
-
-        def at(rank: int, ranked: list[tuple[int, int, float]] = ranked) -> float:
-            return next(value for below, c, value in ranked if below <= rank < below + c)
-
-        percentiles = []
-        for fraction in _FRACTIONS:
-            position = fraction * (n - 1)
-            low = math.floor(position)
-            high = min(low + 1, n - 1)
-            percentiles.append(at(low) + (at(high) - at(low)) * (position - low))
-        spreads_found[g, names[k]] = Spread(
-            n=n, median=percentiles[0], p90=percentiles[1], mean=mean
-        )
-    return spreads_found
+    for found in qs.filter(either).annotate(**flags).values_list(*flags, *columns):
+        for i, (name, slot) in enumerate(slots):
+            if found[i]:
+                values[name].append(found[slot])
+    return row, {name: _spread_of(sorted(v)) for name, v in values.items()}
 
 
 def _spread_of(values: Sequence[float]) -> Spread:
@@ -646,6 +586,27 @@ def _spread_of(values: Sequence[float]) -> Spread:
         p90=interpolated(values, 0.9),
         mean=sum(values) / len(values) if values else None,
     )
+
+
+def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
+    """Spread of a column per value of another (a day bucket, an agent)."""
+    qs = qs.filter(**{f"{column}__isnull": False})
+    if connection.vendor == "postgresql":
+        return {
+            row[group]: Spread(n=row["n"], median=row["median"], p90=row["p90"], mean=row["mean"])
+            for row in qs.values(group)
+            .annotate(
+                n=Count(column),
+                mean=Avg(column),
+                median=_PercentileCont(column, fraction=0.5),
+                p90=_PercentileCont(column, fraction=0.9),
+            )
+            .order_by()
+        }
+    values: dict[Any, list[float]] = defaultdict(list)
+    for key, value in qs.values_list(group, column):
+        values[key].append(value)
+    return {key: _spread_of(sorted(v)) for key, v in values.items()}
 
 
 # --- The figures --------------------------------------------------------------------------
