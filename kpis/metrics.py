@@ -17,13 +17,14 @@ Which period a figure belongs to:
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Avg,
@@ -372,9 +373,25 @@ def _cached(name: str, user: AnyUser, compute: Callable[[], T], *parts: object) 
     key = "kpis:" + hashlib.sha256(raw).hexdigest()
     value = cache.get(key)
     if value is None:
-        value = compute()
+        with _sort_memory():
+            value = compute()
         cache.set(key, value, CACHE_SECONDS)
     return value
+
+
+# Memory for each sort of a report's values on PostgreSQL. The default work_mem (4 MB) holds
+# about 170,000 values; a percentile over more spilled to disk and took twice as long.
+SORT_MEMORY = "64MB"
+
+
+@contextmanager
+def _sort_memory() -> Iterator[None]:
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
+        yield
 
 
 def _scope_key(user: AnyUser) -> str:
