@@ -766,6 +766,12 @@ def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, in
     return {name: value or 0 for name, value in row.items()}
 
 
+def _open_now(user: AnyUser, filters: Filters) -> dict[str, int]:
+    """The backlog and the unassigned in it, whatever the range: read once for the summaries
+    of a range and the one before, and the targets on them (cached until facts change)."""
+    return _cached("now", user, lambda: _now(conversation_facts(user, filters)), filters)
+
+
 def _now(conversations: QuerySet) -> dict[str, int]:
     return conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
         backlog=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
@@ -799,7 +805,7 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
     contacts, repeat = _contacts(started) if start["new"] else (0, 0)
     end, resolution = _ends(resolved)
     reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
-    now = _now(conversations)
+    now = _open_now(user, filters)
     return Summary(
         range=range_,
         inbound=volume["inbound"] or 0,
@@ -824,7 +830,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     """What ``Summary.value(metric)`` gives, from the one or two aggregates it depends on."""
     conversations = conversation_facts(user, filters)
     if metric in (Metric.BACKLOG, Metric.UNASSIGNED):
-        return _now(conversations)[metric]
+        return _open_now(user, filters)[metric]
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
