@@ -291,12 +291,13 @@ def load(args: argparse.Namespace, vendor: str) -> tuple[Any, Load]:
 
 
 def fact_counts() -> dict[str, int]:
-    from kpis.models import ConversationFact, MessageDay, ResponseFact
+    from kpis.models import ConversationFact, DayCounts, MessageDay, ResponseFact
 
     return {
         "conversation facts": ConversationFact.objects.count(),
         "response facts": ResponseFact.objects.count(),
         "message days": MessageDay.objects.count(),
+        "day counts": DayCounts.objects.count(),
     }
 
 
@@ -315,6 +316,7 @@ def sizes(vendor: str) -> dict[str, float]:
             "kpis_conversationfact",
             "kpis_responsefact",
             "kpis_messageday",
+            "kpis_daycounts",
         ):
             cursor.execute(
                 "SELECT pg_relation_size(%s::regclass), pg_indexes_size(%s::regclass)",

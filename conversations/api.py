@@ -449,7 +449,8 @@ class CannedTextSerializer(serializers.Serializer[Any]):
 
 class BulkSerializer(serializers.Serializer[Any]):
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        # Bounded as the database's ids are: a larger number was a server error, not a 400.
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
         min_length=1,
         max_length=services.BULK_LIMIT,
         help_text=f"The conversations, at most {services.BULK_LIMIT}",

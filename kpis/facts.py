@@ -15,6 +15,7 @@ Definitions (the README's KPI section says the same in words):
   default calendar; without any calendar it is not computed.
 """
 
+import importlib
 import json
 import logging
 from collections import defaultdict
@@ -48,7 +49,13 @@ from conversations.models import (
 )
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
-from kpis.models import ConversationFact, MessageDay, ResponseFact, StaleConversation
+from kpis.models import (
+    ConversationFact,
+    DayCounts,
+    MessageDay,
+    ResponseFact,
+    StaleConversation,
+)
 from scrm.bulk import rows_copy, rows_select
 
 logger = logging.getLogger(__name__)
@@ -579,4 +586,18 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
     ConversationFact.objects.filter(
         ~Exists(Conversation.objects.filter(pk=OuterRef("conversation_id")))
     ).delete()
+    counts_rebuild()
     return done
+
+
+# The day counts' definitions, frozen in the migration whose triggers keep them.
+_DAY_COUNTS = importlib.import_module("kpis.migrations.0005_day_counts")
+
+
+def counts_rebuild() -> None:
+    """Compute the day counts anew from the facts, by the definitions the triggers that keep
+    them follow: the same counts, without rows that came to hold only zeros."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(DayCounts._meta.db_table)}")
+        cursor.execute(_DAY_COUNTS.fill_sql())
+    _facts_changed()

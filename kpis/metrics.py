@@ -17,20 +17,32 @@ Which period a figure belongs to:
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
-from django.db import connection
-from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, QuerySet, Sum
+from django.db import connection, transaction
+from django.db.models import (
+    Aggregate,
+    Avg,
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
-from conversations.models import ACTIVE_STATUSES, EscalationOutcome
+from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
 from governance.selectors import visible_channel_ids
-from kpis.models import ConversationFact, MessageDay, Metric, ResponseFact
+from kpis.models import ConversationFact, DayCounts, MessageDay, Metric, ResponseFact
 from scrm.types import AnyUser
 
 T = TypeVar("T")
@@ -120,8 +132,14 @@ class Filters:
         if self.agent is not None and agent_field is not None:
             q &= Q(**{f"{agent_field}_id": self.agent})
         if self.tag is not None:
-            q &= Q(conversation__tags=self.tag)
+            # A subquery, not a join: each fact row stays one row, so no DISTINCT is needed
+            # (which would also fold equal values together when values are read).
+            q &= Q(conversation_id__in=_tagged(self.tag))
         return q
+
+
+def _tagged(tag: int) -> QuerySet:
+    return Conversation.tags.through.objects.filter(tag_id=tag).values("conversation_id")
 
 
 @dataclass(frozen=True)
@@ -349,15 +367,37 @@ def facts_changed() -> None:
         cache.set(_VERSION_KEY, 1, None)
 
 
-def _cached(name: str, user: AnyUser, compute: Callable[[], T], *parts: object) -> T:
+def _cached(
+    name: str, user: AnyUser, compute: Callable[[], T], *parts: object, sorts: bool = False
+) -> T:
+    """The cached figure, else ``compute()``'s (with ``sorts``: it sorts many values)."""
     version = cache.get_or_set(_VERSION_KEY, 1, None)
     raw = repr((name, version, _scope_key(user), *parts)).encode()
     key = "kpis:" + hashlib.sha256(raw).hexdigest()
     value = cache.get(key)
     if value is None:
-        value = compute()
+        if sorts:
+            with _sort_memory():
+                value = compute()
+        else:
+            value = compute()
         cache.set(key, value, CACHE_SECONDS)
     return value
+
+
+# Memory for each sort of a report's values on PostgreSQL. The default work_mem (4 MB) holds
+# about 170,000 values; a percentile over more spilled to disk and took twice as long.
+SORT_MEMORY = "64MB"
+
+
+@contextmanager
+def _sort_memory() -> Iterator[None]:
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
+        yield
 
 
 def _scope_key(user: AnyUser) -> str:
@@ -382,6 +422,7 @@ def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         lambda: _summary(user=user, range_=range_, filters=filters),
         range_,
         filters,
+        sorts=True,
     )
 
 
@@ -397,6 +438,7 @@ def series(
         range_,
         filters,
         grain,
+        sorts=True,
     )
 
 
@@ -418,7 +460,12 @@ def agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) 
     """Per agent: conversations resolved, responses, medians and SLA compliance."""
     filters = filters or Filters()
     return _cached(
-        "agents", user, lambda: _agents(user=user, range_=range_, filters=filters), range_, filters
+        "agents",
+        user,
+        lambda: _agents(user=user, range_=range_, filters=filters),
+        range_,
+        filters,
+        sorts=True,
     )
 
 
@@ -435,6 +482,7 @@ def metric_value(
         range_,
         filters,
         metric,
+        sorts=metric in TIME_METRICS,
     )
 
 
@@ -446,8 +494,6 @@ def _scoped(model: Any, user: AnyUser, filters: Filters, *, agent_field: str | N
     ids = visible_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
-    if filters.tag is not None:
-        qs = qs.distinct()
     return qs
 
 
@@ -461,6 +507,27 @@ def response_facts(user: AnyUser, filters: Filters) -> QuerySet[ResponseFact]:
 
 def message_days(user: AnyUser, filters: Filters) -> QuerySet[MessageDay]:
     return _scoped(MessageDay, user, filters, agent_field="assignee")
+
+
+def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
+    """The day counts of a scope, or None if it is filtered by what they are not kept by (an
+    agent, a tag): the figures then come from the facts."""
+    if filters.agent is not None or filters.tag is not None:
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.team is not None:
+        q &= Q(team_key=filters.team)
+    if filters.priority is not None:
+        q &= Q(priority=filters.priority)
+    qs = DayCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
 
 
 def _in(range_: DateRange, field_name: str = "day") -> Q:
@@ -488,17 +555,59 @@ def interpolated(values: Sequence[float], fraction: float) -> float | None:
 
 def spread(qs: QuerySet, column: str) -> Spread:
     """Median, p90, mean and count of a column over the rows it is not empty in."""
-    qs = qs.filter(**{f"{column}__isnull": False})
-    if connection.vendor == "postgresql" and not _distinct(qs):
-        row = qs.aggregate(
-            n=Count(column),
-            mean=Avg(column),
-            median=_PercentileCont(column, fraction=0.5),
-            p90=_PercentileCont(column, fraction=0.9),
-        )
-        return Spread(n=row["n"], median=row["median"], p90=row["p90"], mean=row["mean"])
-    values = sorted(qs.values_list(column, flat=True))
-    return _spread_of(values)
+    return figures(qs, spreads={"x": (Q(), column)})[1]["x"]
+
+
+def figures(
+    qs: QuerySet,
+    *,
+    counts: Mapping[str, Aggregate] | None = None,
+    spreads: Mapping[str, tuple[Q, str]],
+) -> tuple[dict[str, Any], dict[str, Spread]]:
+    """Aggregates and the spreads of columns over subsets of the rows, ``{name: (subset,
+    column)}``, each over the rows of its subset the column is not empty in, in one pass
+    over the rows: one query on PostgreSQL, where ordered-set aggregates with FILTER clauses
+    sort each subset's values; on SQLite the aggregates and then the values, in two."""
+    counts = counts or {}
+    wanted = {
+        name: subset & Q(**{f"{column}__isnull": False})
+        for name, (subset, column) in spreads.items()
+    }
+    if connection.vendor == "postgresql":
+        aggregates: dict[str, Aggregate] = dict(counts)
+        for name, (_, column) in spreads.items():
+            where = wanted[name]
+            aggregates[f"{name}__n"] = Count(column, filter=where)
+            aggregates[f"{name}__mean"] = Avg(column, filter=where)
+            aggregates[f"{name}__median"] = _PercentileCont(column, fraction=0.5, filter=where)
+            aggregates[f"{name}__p90"] = _PercentileCont(column, fraction=0.9, filter=where)
+        row = qs.aggregate(**aggregates)
+        return row, {
+            name: Spread(
+                n=row[f"{name}__n"],
+                median=row[f"{name}__median"],
+                p90=row[f"{name}__p90"],
+                mean=row[f"{name}__mean"],
+            )
+            for name in spreads
+        }
+    row = qs.aggregate(**counts) if counts else {}
+    names = list(spreads)
+    columns = sorted({column for _, column in spreads.values()})
+    flags = {
+        f"_in_{i}": ExpressionWrapper(wanted[name], output_field=BooleanField())
+        for i, name in enumerate(names)
+    }
+    values: dict[str, list[float]] = {name: [] for name in names}
+    slots = [(name, len(names) + columns.index(spreads[name][1])) for name in names]
+    either = Q()
+    for where in wanted.values():
+        either |= where
+    for found in qs.filter(either).annotate(**flags).values_list(*flags, *columns):
+        for i, (name, slot) in enumerate(slots):
+            if found[i]:
+                values[name].append(found[slot])
+    return row, {name: _spread_of(sorted(v)) for name, v in values.items()}
 
 
 def _spread_of(values: Sequence[float]) -> Spread:
@@ -510,14 +619,10 @@ def _spread_of(values: Sequence[float]) -> Spread:
     )
 
 
-def _distinct(qs: QuerySet) -> bool:
-    return bool(qs.query.distinct)
-
-
 def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
     """Spread of a column per value of another (a day bucket, an agent)."""
     qs = qs.filter(**{f"{column}__isnull": False})
-    if connection.vendor == "postgresql" and not _distinct(qs):
+    if connection.vendor == "postgresql":
         return {
             row[group]: Spread(n=row["n"], median=row["median"], p90=row["p90"], mean=row["mean"])
             for row in qs.values(group)
@@ -548,11 +653,34 @@ def _volume(days: QuerySet) -> dict[str, Any]:
     )
 
 
+def _volume_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, Any]:
+    counts = day_counts(user, filters)
+    return _volume(
+        (counts if counts is not None else message_days(user, filters)).filter(_in(range_))
+    )
+
+
+def _starts_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+    """Counts of the conversations started in a range, with their SLA breaches."""
+    counts = day_counts(user, filters)
+    if counts is None:
+        return _starts(conversation_facts(user, filters).filter(_in(range_)))
+    row = counts.filter(_in(range_)).aggregate(
+        new=Sum("started"),
+        new_contacts=Sum("new_contacts"),
+        returning_30=Sum("returning_30"),
+        returning_90=Sum("returning_90"),
+        vip=Sum("vip"),
+        vip_answered=Sum("vip_answered"),
+        breaches=Sum("breaches"),
+    )
+    return {name: value or 0 for name, value in row.items()}
+
+
 def _starts(started: QuerySet) -> dict[str, int]:
-    return started.aggregate(
+    row = started.aggregate(
         new=Count("pk"),
         new_contacts=Count("pk", filter=Q(new_contact=True)),
-        contacts=Count("contact", distinct=True),
         returning_30=Count("pk", filter=Q(days_since_previous__lte=30)),
         returning_90=Count("pk", filter=Q(days_since_previous__lte=90)),
         vip=Count("pk", filter=Q(is_vip=True, is_monitoring=False)),
@@ -560,33 +688,102 @@ def _starts(started: QuerySet) -> dict[str, int]:
             "pk",
             filter=Q(is_vip=True, is_monitoring=False, first_response_at__isnull=False),
         ),
+        breaches=Sum("breaches"),
     )
+    row["breaches"] = row["breaches"] or 0
+    return row
 
 
-def _ends(resolved: QuerySet) -> dict[str, int]:
-    return resolved.aggregate(
-        n=Count("pk"),
-        in_channel=Count(
-            "pk",
-            filter=Q(escalations=0) | Q(escalation_outcome=EscalationOutcome.RESOLVED_IN_CHANNEL),
+def _contacts(started: QuerySet) -> tuple[int, int]:
+    """Contacts with a conversation started in a range, and those with two or more."""
+    row = (
+        started.values("contact")
+        .annotate(n=Count("pk"))
+        .order_by()
+        .aggregate(contacts=Count("n"), repeat=Count("n", filter=Q(n__gte=2)))
+    )
+    return row["contacts"], row["repeat"]
+
+
+_BOTH_SENTIMENTS = Q(sentiment_first__isnull=False, sentiment_last__isnull=False)
+_END_COUNTS = {
+    "n": Count("pk"),
+    "in_channel": Count(
+        "pk",
+        filter=Q(escalations=0) | Q(escalation_outcome=EscalationOutcome.RESOLVED_IN_CHANNEL),
+    ),
+    "escalated": Count("pk", filter=Q(escalations__gt=0)),
+    "reopened": Count("pk", filter=Q(reopens__gt=0)),
+    "met": Count("pk", filter=Q(resolution_met=True)),
+    "missed": Count("pk", filter=Q(resolution_met=False)),
+    "changed": Count("pk", filter=_BOTH_SENTIMENTS),
+}
+_RESOLUTION_SPREADS = {
+    "resolution": (Q(), "resolution_seconds"),
+    "resolution_business": (Q(), "resolution_business_seconds"),
+}
+
+
+def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
+    """Counts of the conversations resolved in a range, the change of their customers'
+    sentiment, and the spreads of their resolution times: one pass."""
+    counts: dict[str, Aggregate] = {
+        **_END_COUNTS,
+        "improved": Count(
+            "pk", filter=_BOTH_SENTIMENTS & Q(sentiment_last__gt=F("sentiment_first"))
         ),
-        escalated=Count("pk", filter=Q(escalations__gt=0)),
-        reopened=Count("pk", filter=Q(reopens__gt=0)),
-        met=Count("pk", filter=Q(resolution_met=True)),
-        missed=Count("pk", filter=Q(resolution_met=False)),
-        changed=Count("pk", filter=Q(sentiment_first__isnull=False, sentiment_last__isnull=False)),
+        "worsened": Count(
+            "pk", filter=_BOTH_SENTIMENTS & Q(sentiment_last__lt=F("sentiment_first"))
+        ),
+        "last": Avg("sentiment_last", filter=_BOTH_SENTIMENTS),
+        "first": Avg("sentiment_first", filter=_BOTH_SENTIMENTS),
+    }
+    return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS)
+
+
+_FIRST_REPLY_COUNTS = {
+    "met": Count("pk", filter=Q(is_first=True, sla_met=True)),
+    "missed": Count("pk", filter=Q(is_first=True, sla_met=False)),
+}
+_RESPONSE_SPREADS = {
+    "first_response": (Q(is_first=True), "seconds"),
+    "first_response_business": (Q(is_first=True), "business_seconds"),
+    "next_response": (Q(is_first=False), "seconds"),
+    "next_response_business": (Q(is_first=False), "business_seconds"),
+}
+
+
+def _first_replies_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+    counts = day_counts(user, filters)
+    if counts is None:
+        return response_facts(user, filters).filter(_in(range_)).aggregate(**_FIRST_REPLY_COUNTS)
+    row = counts.filter(_in(range_)).aggregate(
+        met=Sum("first_response_met"), missed=Sum("first_response_missed")
     )
+    return {name: value or 0 for name, value in row.items()}
 
 
-def _first_replies(responses: QuerySet) -> dict[str, int]:
-    return responses.aggregate(
-        met=Count("pk", filter=Q(is_first=True, sla_met=True)),
-        missed=Count("pk", filter=Q(is_first=True, sla_met=False)),
+def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+    """How many conversations were resolved in a range, and how."""
+    counts = day_counts(user, filters)
+    if counts is None:
+        resolved = conversation_facts(user, filters).filter(_in(range_, "resolved_day"))
+        return resolved.aggregate(**_END_COUNTS)
+    row = counts.filter(_in(range_)).aggregate(
+        n=Sum("resolved"),
+        in_channel=Sum("in_channel"),
+        escalated=Sum("escalated"),
+        reopened=Sum("reopened"),
+        met=Sum("resolution_met"),
+        missed=Sum("resolution_missed"),
     )
+    return {name: value or 0 for name, value in row.items()}
 
 
-def _breaches(started: QuerySet) -> int:
-    return started.aggregate(n=Sum("breaches"))["n"] or 0
+def _open_now(user: AnyUser, filters: Filters) -> dict[str, int]:
+    """The backlog and the unassigned in it, whatever the range: read once for the summaries
+    of a range and the one before, and the targets on them (cached until facts change)."""
+    return _cached("now", user, lambda: _now(conversation_facts(user, filters)), filters)
 
 
 def _now(conversations: QuerySet) -> dict[str, int]:
@@ -595,10 +792,10 @@ def _now(conversations: QuerySet) -> dict[str, int]:
     )
 
 
-def _loyalty(start: dict[str, int], repeat: int) -> Loyalty:
+def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
     return Loyalty(
         conversations=start["new"],
-        contacts=start["contacts"],
+        contacts=contacts,
         repeat_contacts=repeat,
         returning_30=start["returning_30"],
         returning_90=start["returning_90"],
@@ -608,47 +805,36 @@ def _loyalty(start: dict[str, int], repeat: int) -> Loyalty:
 
 
 def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+    """Every figure of a range: the day counts (or the facts, filtered by agent or tag), one
+    pass over the responses and one over the conversations resolved in the range, their
+    contacts, and the backlog."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
-    days = message_days(user, filters).filter(_in(range_))
 
-    volume = _volume(days)
-    start = _starts(started)
-    repeat = (
-        started.values("contact").annotate(n=Count("pk")).filter(n__gte=2).order_by().count()
-        if start["new"]
-        else 0
-    )
-    end = _ends(resolved)
-    reply = _first_replies(responses)
-    now = _now(conversations)
-    first = responses.filter(is_first=True)
-    following = responses.filter(is_first=False)
+    volume = _volume_in(user, filters, range_)
+    start = _starts_in(user, filters, range_)
+    contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    end, resolution = _ends(resolved)
+    reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
+    now = _open_now(user, filters)
     return Summary(
         range=range_,
         inbound=volume["inbound"] or 0,
         outbound=volume["outbound"] or 0,
         new_conversations=start["new"],
         new_contacts=start["new_contacts"],
-        speed=Speed(
-            first_response=spread(first, "seconds"),
-            first_response_business=spread(first, "business_seconds"),
-            next_response=spread(following, "seconds"),
-            next_response_business=spread(following, "business_seconds"),
-            resolution=spread(resolved, "resolution_seconds"),
-            resolution_business=spread(resolved, "resolution_business_seconds"),
-        ),
+        speed=Speed(**response, **resolution),
         first_response_met=reply["met"],
         first_response_missed=reply["missed"],
         resolution_met=end["met"],
         resolution_missed=end["missed"],
-        breaches=_breaches(started),
+        breaches=start["breaches"],
         outcomes=_outcomes(resolved, end),
-        sentiment=_sentiment(resolved, volume, end["changed"]),
-        loyalty=_loyalty(start, repeat),
+        sentiment=_sentiment(volume, end),
+        loyalty=_loyalty(start, contacts, repeat),
         backlog=now["backlog"],
         unassigned=now["unassigned"],
     )
@@ -658,8 +844,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     """What ``Summary.value(metric)`` gives, from the one or two aggregates it depends on."""
     conversations = conversation_facts(user, filters)
     if metric in (Metric.BACKLOG, Metric.UNASSIGNED):
-        return _now(conversations)[metric]
-    started = conversations.filter(_in(range_))
+        return _open_now(user, filters)[metric]
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
@@ -677,7 +862,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return None if value is None else value / 60
     if metric in (Metric.INBOUND, Metric.OUTBOUND, Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE):
-        volume = _volume(message_days(user, filters).filter(_in(range_)))
+        volume = _volume_in(user, filters, range_)
         if metric in (Metric.INBOUND, Metric.OUTBOUND):
             return volume[metric] or 0
         mood = Sentiment(
@@ -691,20 +876,20 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return mood.positive_share if metric == Metric.POSITIVE_SHARE else mood.negative_share
     if metric == Metric.FIRST_RESPONSE_SLA:
-        reply = _first_replies(responses)
+        reply = _first_replies_in(user, filters, range_)
         return _share(reply["met"], reply["met"] + reply["missed"])
     if metric == Metric.BREACHES:
-        return _breaches(started)
+        return _starts_in(user, filters, range_)["breaches"]
     if metric in (Metric.NEW_CONVERSATIONS, Metric.NEW_CONTACTS, Metric.RETURNING_30):
-        start = _starts(started)
+        start = _starts_in(user, filters, range_)
         if metric == Metric.NEW_CONVERSATIONS:
             return start["new"]
         if metric == Metric.NEW_CONTACTS:
             return start["new_contacts"]
-        return _loyalty(start, 0).returning_30_share
+        return _loyalty(start, 0, 0).returning_30_share
     if metric == Metric.VIP_COVERAGE:
-        return _loyalty(_starts(started), 0).vip_coverage
-    end = _ends(resolved)
+        return _loyalty(_starts_in(user, filters, range_), 0, 0).vip_coverage
+    end = _ends_in(user, filters, range_)
     if metric == Metric.RESOLUTION_SLA:
         return _share(end["met"], end["met"] + end["missed"])
     outcomes = Outcomes(
@@ -750,27 +935,16 @@ def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
     )
 
 
-def _sentiment(resolved: QuerySet, volume: dict[str, Any], changed: int) -> Sentiment:
-    improved = worsened = 0
-    mean_change = None
-    if changed:
-        both = resolved.filter(sentiment_first__isnull=False, sentiment_last__isnull=False)
-        row = both.aggregate(
-            improved=Count("pk", filter=Q(sentiment_last__gt=F("sentiment_first"))),
-            worsened=Count("pk", filter=Q(sentiment_last__lt=F("sentiment_first"))),
-            last=Avg("sentiment_last"),
-            first=Avg("sentiment_first"),
-        )
-        improved, worsened = row["improved"], row["worsened"]
-        mean_change = row["last"] - row["first"]
+def _sentiment(volume: dict[str, Any], end: dict[str, Any]) -> Sentiment:
+    changed = end["changed"]
     return Sentiment(
         positive=volume["positive"] or 0,
         neutral=volume["neutral"] or 0,
         negative=volume["negative"] or 0,
         conversations=changed,
-        improved=improved,
-        worsened=worsened,
-        mean_change=mean_change,
+        improved=end["improved"] if changed else 0,
+        worsened=end["worsened"] if changed else 0,
+        mean_change=end["last"] - end["first"] if changed else None,
     )
 
 
@@ -823,20 +997,56 @@ def _series(
     points: dict[date, dict[str, Any]] = {
         start: {"start": start, "by_channel": {}} for start in buckets(range_, grain)
     }
-    days = _by_bucket(message_days(user, filters).filter(_in(range_)), grain)
+    counts = day_counts(user, filters)
+    if counts is not None:
+        _counts_by_bucket(points, _by_bucket(counts.filter(_in(range_)), grain))
+    else:
+        _facts_by_bucket(points, user, filters, range_, grain)
+    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
+    for key, value in grouped_spread(first, "bucket", "seconds").items():
+        points[_as_date(key)]["first_response_median"] = value.median
+    return [Point(**points[start]) for start in sorted(points)]
+
+
+_MESSAGE_SUMS = ("inbound", "outbound", "positive", "neutral", "negative")
+
+
+def _counts_by_bucket(points: dict[date, dict[str, Any]], counts: QuerySet) -> None:
     for row in (
-        days.values("bucket", "channel__name")
+        counts.values("bucket", "channel__name")
         .annotate(
-            inbound=Sum("inbound"),
-            outbound=Sum("outbound"),
-            positive=Sum("positive"),
-            neutral=Sum("neutral"),
-            negative=Sum("negative"),
+            **{name: Sum(name) for name in _MESSAGE_SUMS},
+            started=Sum("started"),
+            resolved=Sum("resolved"),
         )
         .order_by()
     ):
         point = points[_as_date(row["bucket"])]
-        for name in ("inbound", "outbound", "positive", "neutral", "negative"):
+        point["new_conversations"] = point.get("new_conversations", 0) + row["started"]
+        point["resolved"] = point.get("resolved", 0) + row["resolved"]
+        if not (row["inbound"] or row["outbound"]):
+            continue  # no messages of the channel: as no message day of it
+        for name in _MESSAGE_SUMS:
+            point[name] = point.get(name, 0) + row[name]
+        name = row["channel__name"]
+        point["by_channel"][name] = point["by_channel"].get(name, 0) + row["inbound"]
+
+
+def _facts_by_bucket(
+    points: dict[date, dict[str, Any]],
+    user: AnyUser,
+    filters: Filters,
+    range_: DateRange,
+    grain: str,
+) -> None:
+    days = _by_bucket(message_days(user, filters).filter(_in(range_)), grain)
+    for row in (
+        days.values("bucket", "channel__name")
+        .annotate(**{name: Sum(name) for name in _MESSAGE_SUMS})
+        .order_by()
+    ):
+        point = points[_as_date(row["bucket"])]
+        for name in _MESSAGE_SUMS:
             point[name] = point.get(name, 0) + (row[name] or 0)
         point["by_channel"][row["channel__name"]] = (
             point["by_channel"].get(row["channel__name"], 0) + row["inbound"]
@@ -856,10 +1066,6 @@ def _series(
         .order_by()
     ):
         points[_as_date(row["bucket"])]["resolved"] = row["n"]
-    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
-    for key, value in grouped_spread(first, "bucket", "seconds").items():
-        points[_as_date(key)]["first_response_median"] = value.median
-    return [Point(**points[start]) for start in sorted(points)]
 
 
 def _response_distribution(
@@ -867,6 +1073,19 @@ def _response_distribution(
 ) -> list[tuple[str, int, int]]:
     """First and next responses per time bucket: (label, first, next)."""
     filters = filters or Filters()
+    counts = day_counts(user, filters)
+    if counts is not None:
+        row = counts.filter(_in(range_)).aggregate(
+            **{
+                f"{kind}{i}": Sum(f"{kind}{i}")
+                for kind in "fn"
+                for i in range(len(RESPONSE_BUCKETS))
+            }
+        )
+        return [
+            (label, row[f"f{i}"] or 0, row[f"n{i}"] or 0)
+            for i, (label, _) in enumerate(RESPONSE_BUCKETS)
+        ]
     responses = response_facts(user, filters).filter(_in(range_))
     bounds = [0.0, *(b for _, b in RESPONSE_BUCKETS)]
     aggregates = {}

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from conversations.models import ACTIVE_STATUSES
+
 
 class StaleConversation(models.Model):
     """A conversation whose facts must be computed again. Written by triggers; `version` goes
@@ -153,6 +155,12 @@ class ConversationFact(_Dimensions):
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
+            # The backlog: the few conversations open now, not every one ever started.
+            models.Index(
+                fields=["started_at"],
+                condition=models.Q(status__in=ACTIVE_STATUSES, is_monitoring=False),
+                name="kpi_conv_open_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -191,6 +199,10 @@ class ResponseFact(_Dimensions):
             models.Index(fields=["conversation"], name="kpi_response_conv_idx"),
             models.Index(fields=["day"], name="kpi_response_day_idx"),
             models.Index(fields=["agent", "day"], name="kpi_response_agent_idx"),
+            # First responses alone (about one in five): their medians per week and targets.
+            models.Index(
+                fields=["day"], condition=models.Q(is_first=True), name="kpi_response_first_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -231,6 +243,80 @@ class MessageDay(_Dimensions):
 
     def __str__(self) -> str:
         return f"#{self.conversation_id} on {self.day}"
+
+
+class DayCounts(models.Model):
+    """What the counted figures add up to on one day, per channel, team and priority: messages
+    (the day they were written), conversations started and their breaches (the day it started),
+    conversations resolved and how (the day of the resolution), first responses within SLA
+    and responses per time bucket (the day of the reply).
+
+    Kept by database triggers on the three fact tables, in the statement that changes them, so
+    these always equal what the facts add up to (`facts_rebuild()` also computes them anew).
+    Reports read them instead of the facts unless filtered by agent or tag. A row can come
+    to hold only zeros; it counts nothing."""
+
+    day = models.DateField()
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    # The team's id, 0 for none: a key column must not be NULL for the triggers' upserts.
+    team_key = models.BigIntegerField()
+    priority = models.PositiveSmallIntegerField()
+
+    inbound = models.IntegerField(default=0)
+    outbound = models.IntegerField(default=0)
+    positive = models.IntegerField(default=0)
+    neutral = models.IntegerField(default=0)
+    negative = models.IntegerField(default=0)
+
+    started = models.IntegerField(default=0)
+    new_contacts = models.IntegerField(default=0)
+    returning_30 = models.IntegerField(default=0)
+    returning_90 = models.IntegerField(default=0)
+    vip = models.IntegerField(default=0)
+    vip_answered = models.IntegerField(default=0)
+    breaches = models.IntegerField(default=0)
+
+    resolved = models.IntegerField(default=0)
+    in_channel = models.IntegerField(default=0)
+    escalated = models.IntegerField(default=0)
+    reopened = models.IntegerField(default=0)
+    resolution_met = models.IntegerField(default=0)
+    resolution_missed = models.IntegerField(default=0)
+
+    first_response_met = models.IntegerField(default=0)
+    first_response_missed = models.IntegerField(default=0)
+
+    # First (f) and next (n) responses per bucket of metrics.RESPONSE_BUCKETS.
+    f0 = models.IntegerField(default=0)
+    f1 = models.IntegerField(default=0)
+    f2 = models.IntegerField(default=0)
+    f3 = models.IntegerField(default=0)
+    f4 = models.IntegerField(default=0)
+    f5 = models.IntegerField(default=0)
+    n0 = models.IntegerField(default=0)
+    n1 = models.IntegerField(default=0)
+    n2 = models.IntegerField(default=0)
+    n3 = models.IntegerField(default=0)
+    n4 = models.IntegerField(default=0)
+    n5 = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "channel", "platform", "team_key", "priority"],
+                name="kpi_day_counts_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"counts of {self.day} on channel {self.channel_id}"
 
 
 class Metric(models.TextChoices):

@@ -627,6 +627,11 @@ def test_a_bulk_action_reports_each_conversation(world, api, many):
     )
 
 
+def test_a_bulk_id_beyond_the_databases_range_is_a_bad_request(world, api):
+    response = api("agent_a").post(BULK, {"ids": [2**64], "action": "unassign"}, format="json")
+    assert response.status_code == 400
+
+
 def test_bulk_taking_needs_reply_rights_per_conversation(world, api, many):
     view_only = ChannelFactory(name="Channel C")
     ChannelAccessFactory(channel=view_only, team=world.team_a, can_reply=False)

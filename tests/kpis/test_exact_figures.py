@@ -27,7 +27,7 @@ from kpis.metrics import (
     summary,
 )
 from kpis.models import ConversationFact, Metric, ResponseFact, StaleConversation
-from tests.factories import TeamFactory, UserFactory
+from tests.factories import TagFactory, TeamFactory, UserFactory
 from tests.kpis.conftest import NOW, WEEK
 
 pytestmark = pytest.mark.django_db
@@ -245,6 +245,18 @@ def test_scoped_to_the_channels_a_manager_may_see(history):
     s = summary(user=scoped, range_=WEEK)
     assert s.new_conversations == 1
     assert s.inbound == 2
+
+
+def test_a_tag_filter_keeps_equal_values_apart(history):
+    tag = TagFactory()
+    for conversation in Conversation.objects.all():
+        conversation.tags.add(tag)
+    # Both first responses took 20 minutes (facts are plain rows; set by hand here).
+    ResponseFact.objects.filter(conversation=history["b"], is_first=True).update(seconds=1200)
+    tagged = summary(user=history["manager"], range_=WEEK, filters=Filters(tag=tag.pk))
+    assert tagged.speed.first_response.n == 2
+    assert tagged.speed.first_response.mean == 1200
+    assert tagged.new_conversations == 4
 
 
 def test_periods_shift_back_by_their_length():

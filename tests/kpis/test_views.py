@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
 from channels_ingest.pipeline import ingest
@@ -196,8 +197,11 @@ def test_the_dashboard_reads_a_fixed_number_of_queries(login, world, django_asse
     stories(world, 6, prefix="few")
     client.get("/reports/")  # sessions and roles settle
     cache.clear()  # figures are cached until facts change: measure them computed
-    # Each target in force reads its period and the one before (two summaries of its scope).
-    with django_assert_max_num_queries(110) as few:
+    # Each target in force reads its period and the one before. Counted figures come from the
+    # day counts; on PostgreSQL a computation that sorts also sets its sort memory (a
+    # transaction and SET LOCAL).
+    limit = 50 if connection.vendor == "postgresql" else 40
+    with django_assert_max_num_queries(limit) as few:
         assert client.get("/reports/?range=90&grain=week").status_code == 200
     # Five times the data on the same days: the same queries (a few are skipped when a
     # period has nothing to count, so both sets have something on each day).

@@ -7,11 +7,15 @@ from kpis.facts import facts_rebuild
 
 
 class Command(BaseCommand):
-    help = "Compute the KPI facts of every conversation again from its stored history."
+    help = (
+        "Compute the KPI facts of every conversation again from its stored history, then the "
+        "day counts from the facts."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
         done = facts_rebuild()
         self.stdout.write(
-            f"Facts of {done} conversations rebuilt in {time.monotonic() - started:.1f} s."
+            f"Facts of {done} conversations and the day counts rebuilt in "
+            f"{time.monotonic() - started:.1f} s."
         )

@@ -1,0 +1,99 @@
+"""The day counts the triggers keep equal a rebuild's, and the figures read from them equal
+those read from the facts, on the varied history of the facts' reference test."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db.models import Max, Min
+
+from conversations.models import Conversation
+from governance.models import Role
+from kpis import metrics
+from kpis.facts import counts_rebuild, facts_compute, facts_refresh
+from kpis.metrics import DateRange, Filters
+from kpis.models import (
+    ConversationFact,
+    DayCounts,
+    MessageDay,
+    Metric,
+    ResponseFact,
+    StaleConversation,
+)
+from tests.factories import UserFactory
+from tests.kpis.test_facts_reference import varied  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.django_db
+
+COUNTERS = [
+    f.attname
+    for f in DayCounts._meta.concrete_fields
+    if f.attname not in ("id", "day", "channel_id", "platform", "team_key", "priority")
+]
+
+
+def kept() -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """The counts by key, leaving out rows that hold only zeros."""
+    rows = {}
+    for row in DayCounts.objects.values_list(
+        "day", "channel_id", "platform", "team_key", "priority", *COUNTERS
+    ):
+        if any(row[5:]):
+            rows[row[:5]] = row[5:]
+    return rows
+
+
+def test_counts_kept_by_the_triggers_equal_a_rebuild(varied):  # noqa: F811
+    facts_compute(varied)
+    assert DayCounts.objects.exists()
+    # A refresh that changes some facts, facts changed by hand, a conversation deleted (the
+    # ORM deletes its facts), references to a team set to NULL (as deleting the team does).
+    Conversation.objects.filter(pk__in=varied[::4]).update(priority=3)
+    ConversationFact.objects.filter(conversation_id__in=varied[1::4]).update(breaches=5)
+    ResponseFact.objects.filter(conversation_id__in=varied[2::4]).update(seconds=4000)
+    facts_refresh(limit=len(varied))
+    Conversation.objects.get(pk=varied[3]).delete()
+    MessageDay.objects.exclude(team=None).update(team=None)
+    StaleConversation.objects.all().delete()
+    kept_by_triggers = kept()
+    counts_rebuild()
+    assert kept() == kept_by_triggers
+    assert sum(row[COUNTERS.index("started")] for row in kept_by_triggers.values()) == (
+        ConversationFact.objects.count()
+    )
+
+
+def _figures(user: Any, range_: DateRange, filters: Filters) -> list[Any]:
+    found: list[Any] = [
+        metrics._summary(user=user, range_=range_, filters=filters),
+        metrics._response_distribution(user=user, range_=range_, filters=filters),
+    ]
+    for grain in metrics.GRAINS:
+        found.append(metrics._series(user=user, range_=range_, filters=filters, grain=grain))
+    for metric in Metric:
+        found.append(
+            metrics._metric_value(user=user, range_=range_, filters=filters, metric=metric)
+        )
+    return found
+
+
+def test_figures_from_the_counts_equal_those_from_the_facts(varied, monkeypatch):  # noqa: F811
+    facts_compute(varied)
+    admin = UserFactory(role=Role.ADMIN)
+    days = ConversationFact.objects.aggregate(first=Min("day"), last=Max("day"))
+    whole = DateRange(days["first"], days["last"] + timedelta(days=30))
+    part = DateRange(days["first"] + timedelta(days=3), days["first"] + timedelta(days=20))
+    fact = ConversationFact.objects.exclude(team=None).first()
+    assert fact is not None
+    scopes = [
+        Filters(),
+        Filters(channel=fact.channel_id),
+        Filters(platform=fact.platform),
+        Filters(team=fact.team_id),
+        Filters(priority=fact.priority),
+    ]
+    from_counts = [_figures(admin, r, f) for r in (whole, part) for f in scopes]
+    monkeypatch.setattr(metrics, "day_counts", lambda user, filters: None)
+    from_facts = [_figures(admin, r, f) for r in (whole, part) for f in scopes]
+    assert from_counts == from_facts
+    assert from_counts[0][0].inbound > 0 and from_counts[0][0].new_conversations > 0
