@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from channels_ingest.models import ChannelAccount
 from governance.access import access_of
-from governance.models import ChannelAccess, Team
+from governance.models import ChannelAccess
 from governance.roles import is_admin
 from scrm.types import AnyUser, user_id
 
@@ -41,7 +41,3 @@ def seen_channel_ids(*, user: AnyUser) -> list[int] | None:
     request); None when every channel. For filters of the user's own pages."""
     ids = access_of(user).visible_channel_ids
     return None if ids is None else sorted(ids)
-
-
-def teams_of(*, user: AnyUser) -> QuerySet[Team]:
-    return Team.objects.filter(memberships__user_id=user_id(user))
