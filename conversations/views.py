@@ -94,15 +94,21 @@ def inbox(request: AuthedRequest) -> HttpResponse:
 
 def inbox_updates(request: AuthedRequest) -> HttpResponse:
     """Polled by the inbox: how many conversations of this list moved since it was drawn.
-    Announced, not inserted, so the agent's place in the list never jumps."""
+    Announced, not inserted, so the agent's place in the list never jumps; the views' counts
+    come along (cached as on the inbox page, ``SCRM_INBOX_COUNTS_SECONDS``)."""
     filters = InboxFilters.from_query(request.GET)
     agent_seen(user_id=request.user.pk)
     since = parse_datetime(request.GET.get("since", "")) or timezone.now()
     count = inbox_new_since(user=request.user, filters=filters, since=since)
+    # The views' counts are refreshed out of band with it, so they stay live too.
     return render(
         request,
         "conversations/_inbox_updates.html",
-        {"count": count, "query": filters.query_string()},
+        {
+            "count": count,
+            "query": filters.query_string(),
+            "counts": inbox_view_counts(user=request.user),
+        },
     )
 
 

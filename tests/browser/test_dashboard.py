@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from channels_ingest.demo_seed import DEMO_PASSWORD, seed_demo
@@ -180,3 +181,29 @@ def test_an_agent_reads_back_through_a_long_thread_and_down_the_inbox(
     expect(page.locator("ol.timeline")).to_contain_text("“Rule 0”")
     entries.last.scroll_into_view_if_needed()
     screenshot("conversation-older-events")
+
+
+def test_the_inbox_poll_announces_new_work_and_updates_the_view_counts(
+    page, live_server, screenshot, settings
+):
+    settings.SCRM_INBOX_COUNTS_SECONDS = 0
+    seed_demo(days=14)
+    _log_in(page, live_server, "agent")
+    unassigned = page.locator("#view-count-unassigned")
+    before = int(unassigned.inner_text())
+    seen = Conversation.objects.filter(channel__name__contains="X").first()
+    Conversation.objects.create(
+        contact=seen.contact,
+        channel=seen.channel,
+        team=seen.team,
+        subject="Where is my order?",
+        last_message_at=timezone.now(),
+    )
+    # The poll runs every 15 s; run it now, as htmx does.
+    page.evaluate(
+        "htmx.ajax('GET', document.querySelector('#updates').getAttribute('hx-get'),"
+        " {target: '#updates', swap: 'innerHTML'})"
+    )
+    expect(unassigned).to_have_text(str(before + 1))
+    expect(page.locator("#updates")).to_contain_text("1 new or updated conversation")
+    screenshot("inbox-announced")

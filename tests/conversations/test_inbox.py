@@ -216,3 +216,21 @@ def test_a_finished_status_lists_the_history_the_views_leave_out(login, world, m
     assert set(listed(client, f"status={status}")) == {c.pk for c in done}
     assert listed(client, f"view=mine&status={status}") == [done[1].pk]
     assert listed(client, f"view=escalated&status={status}") == []
+
+
+def test_the_poll_keeps_the_view_counts_live(login, world, many, settings):
+    settings.SCRM_INBOX_COUNTS_SECONDS = 0
+    client = login(world.agent_a)
+    page = client.get("/inbox/")
+    drawn = timezone.now()
+    all_before = page.context["counts"]["all"]
+    assert f'id="view-count-all">{all_before}</span>' in page.content.decode()
+    ConversationFactory(channel=world.channel_a, team=world.team_a)
+    ConversationFactory(channel=world.channel_b)  # not the agent's to see
+    text = client.get("/inbox/updates/", {"since": drawn.isoformat()}).content.decode()
+    # Swapped in out of band over the spans of the views, by their ids.
+    assert (
+        f'<span class="count" id="view-count-all" hx-swap-oob="true">{all_before + 1}</span>'
+        in text
+    )
+    assert text.count('hx-swap-oob="true"') == len(page.context["views"])
