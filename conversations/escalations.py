@@ -613,12 +613,17 @@ def escalation_brief(
 
 
 def escalation_panel_context(
-    *, conversation: Conversation, user: AnyUser, escalated: bool = True
+    *,
+    conversation: Conversation,
+    user: AnyUser,
+    escalated: bool = True,
+    targets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the workspace's escalation panel shows, in at most three queries whatever the
     data: the open escalation (or the last one answered), else the paths and departments to
     escalate to; and whether this user may answer. ``escalated=False`` (the caller knows
-    there is no such escalation) skips looking for one."""
+    there is no such escalation) skips looking for one; ``targets`` given (``{"pk", "name",
+    "kind"}`` by kind, name and pk) are not read again."""
     # Most conversations were never escalated: a plain look first, the details only if found.
     latest = escalated and (
         Escalation.objects.filter(
@@ -649,8 +654,9 @@ def escalation_panel_context(
             .first()
         )
     )
-    targets: list[dict[str, Any]] = []
-    if escalation is None or escalation.status != EscalationStatus.OPEN:
+    if escalation is not None and escalation.status == EscalationStatus.OPEN:
+        targets = []
+    elif targets is None:
         # What it may be escalated to, in one query: paths with levels, then departments.
         paths = (
             EscalationPath.objects.filter(

@@ -6,10 +6,12 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.cache import cache
 from django.utils import timezone
 
 from channels_ingest.platforms import Platform
+from conversations.escalations import escalation_panel_context
 from conversations.models import (
     CannedResponse,
     Conversation,
@@ -21,15 +23,24 @@ from conversations.models import (
     Priority,
     Status,
 )
-from conversations.selectors import conversation_workspace
+from conversations.selectors import (
+    assignable_agents,
+    canned_responses_for,
+    conversation_workspace,
+)
 from conversations.services import snoozes_wake
 from conversations.tasks import wake_snoozed_conversations
+from governance.models import ChannelAccess, Role, TeamMembership
 from tests.factories import (
     ConversationFactory,
+    DepartmentFactory,
+    EscalationLevelFactory,
+    EscalationPathFactory,
     IdentityFactory,
     MessageFactory,
     SlaPolicyFactory,
     TagFactory,
+    TeamFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -141,8 +152,9 @@ def test_canned_responses_are_personal_team_or_shared(login, world):
     team_b = CannedResponse.objects.create(title="Team B", body="b", team=world.team_b)
     shared = CannedResponse.objects.create(title="Everyone", body="e")
     client = login(world.agent_a)
-    offered = [c.pk for c in client.get(url(world)).context["canned_responses"]]
-    assert sorted(offered) == sorted([mine.pk, shared.pk])
+    offered = client.get(url(world)).context["canned_responses"]
+    assert [(c["pk"], c["mine"]) for c in offered] == [(shared.pk, False), (mine.pk, True)]
+    assert [c.pk for c in canned_responses_for(user=world.agent_a)] == [shared.pk, mine.pk]
     assert client.get(url(world, f"canned/{theirs.pk}")).status_code == 404
     assert client.get(url(world, f"canned/{team_b.pk}")).status_code == 404
 
@@ -350,3 +362,58 @@ def test_the_workspace_reads_what_it_shows_around_the_conversation(
     ]
     assert found.identities[1]["followers_count"] == 12
     assert conversation_workspace(user=world.agent_b, pk=conversation.pk) is None
+
+
+def test_the_workspace_offers_the_agents_and_responses_the_querysets_name(world):
+    """The plain query gives what ``assignable_agents`` and ``canned_responses_for`` give."""
+    User = type(world.agent_a)
+    admin_by_group = User.objects.create_user("zed", first_name="Al", last_name="Zed")
+    admin_by_group.groups.add(Group.objects.get_or_create(name=Role.ADMIN)[0])
+    User.objects.create_user("gone", first_name="Al", is_active=False, is_superuser=True)
+    User.objects.create_user("boss", first_name="Al", is_superuser=True)
+    listening = TeamFactory(name="Listeners")
+    ChannelAccess.objects.create(team=listening, channel=world.channel_a, can_reply=False)
+    listener = User.objects.create_user("ear", first_name="Al")
+    TeamMembership.objects.create(team=listening, user=listener)
+    CannedResponse.objects.create(title="B shared", body="b")
+    CannedResponse.objects.create(title="A team", body="a", team=world.team_a)
+    CannedResponse.objects.create(title="C other team", body="c", team=world.team_b)
+    CannedResponse.objects.create(title="A mine", body="m", owner=world.agent_a)
+    CannedResponse.objects.create(title="A theirs", body="t", owner=world.agent_b)
+    for user in (world.agent_a, world.agent_b, world.manager, admin_by_group, listener):
+        conversation = world.conversation_a if user != world.agent_b else world.conversation_b
+        found = conversation_workspace(user=user, pk=conversation.pk)
+        assert [a["pk"] for a in found.agents] == [
+            u.pk for u in assignable_agents(conversation=conversation)
+        ]
+        assert [a["name"] for a in found.agents] == [
+            u.get_full_name() or u.username for u in assignable_agents(conversation=conversation)
+        ]
+        assert sorted(c["pk"] for c in found.canned_responses) == sorted(
+            c.pk for c in canned_responses_for(user=user)
+        )
+    agents = conversation_workspace(user=world.agent_a, pk=world.conversation_a.pk).agents
+    # Admins by flag or by group; not the inactive one, nor a team that may only listen.
+    assert {"Al Zed", "Al"} <= {a["name"] for a in agents}
+    assert listener.pk not in {a["pk"] for a in agents}
+    assert [a["name"] for a in agents][:2] == ["Al", "Al Zed"]  # boss, zed: by user name
+
+
+def test_the_workspace_reads_the_escalation_targets_the_panel_would(world):
+    billing = DepartmentFactory(name="Billing")
+    DepartmentFactory(name="Logistics")
+    with_levels = EscalationPathFactory(name="Billing path")
+    EscalationLevelFactory(path=with_levels, department=billing)
+    EscalationLevelFactory(path=with_levels, user=world.manager)
+    EscalationPathFactory(name="Empty path")  # no levels: nothing to escalate along
+    EscalationLevelFactory(path=EscalationPathFactory(name="A path"), department=billing)
+    conversation = world.conversation_a
+    targets = conversation_workspace(user=world.agent_a, pk=conversation.pk).escalation_targets
+    read = escalation_panel_context(conversation=conversation, user=world.agent_a, escalated=False)
+    given = escalation_panel_context(
+        conversation=conversation, user=world.agent_a, escalated=False, targets=targets
+    )
+    assert [p["name"] for p in read["escalation_paths"]] == ["A path", "Billing path"]
+    assert [d["name"] for d in read["departments"]] == ["Billing", "Logistics"]
+    for key in ("escalation_paths", "departments"):
+        assert given[key] == read[key]
