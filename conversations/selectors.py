@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypedDict
@@ -392,27 +393,43 @@ def inbox_counts(*, user: AnyUser) -> dict[str, int]:
     )
 
 
-def inbox_view_counts(*, user: AnyUser) -> dict[str, int]:
-    """``inbox_counts``, counted at most every ``SCRM_INBOX_COUNTS_SECONDS`` per user (and
-    again after the user's own changes, see ``InboxCountsMiddleware``): at 10^6
-    conversations, 50,000 of them active, counting takes longer than the rest of the page."""
+# Counts stay stored this long, to be shown (marked for recounting) when the user comes back.
+_COUNTS_KEPT_SECONDS = 3600
+
+
+def inbox_view_counts(*, user: AnyUser, recount: bool = True) -> dict[str, int] | None:
+    """``inbox_counts``, counted at most every ``SCRM_INBOX_COUNTS_SECONDS`` per user, and
+    again after the user's own changes (``InboxCountsMiddleware``). At 10^6 conversations,
+    50,000 of them active, counting takes longer than the rest of the inbox page; so the page
+    shows the counts last counted, whatever their age (``recount=False``: None if there are
+    none), and its poll, which also runs as soon as the page has loaded, counts them again
+    when they are due. ``SCRM_INBOX_COUNTS_SECONDS = 0`` counts on every request."""
     seconds = settings.SCRM_INBOX_COUNTS_SECONDS
     if seconds <= 0 or not user.is_authenticated:
         return inbox_counts(user=user)
     key = _counts_key(user_id(user))
-    # Counted for what the user may see: not reused once they lose or gain a channel or team.
+    # Counted for what the user may see: not shown once they lose or gain a channel or team.
     scope = access_of(user).scope
     found = cache.get(key)
-    if isinstance(found, tuple) and found[0] == scope:
-        return dict(found[1])
+    if isinstance(found, tuple) and len(found) == 3 and found[0] == scope:
+        _, counts, counted_at = found
+        if not recount or time.time() - counted_at < seconds:
+            return dict(counts)
+    if not recount:
+        return None
     counts = inbox_counts(user=user)
-    cache.set(key, (scope, counts), seconds)
+    cache.set(key, (scope, counts, time.time()), _COUNTS_KEPT_SECONDS)
     return counts
 
 
 def inbox_counts_forget(*, user_id: int) -> None:
-    """Drop the user's cached counts: the inbox's views and unread mentions."""
-    cache.delete_many([_counts_key(user_id), *nav_counts.forget_all(user_id)])
+    """The user's counts are due again: the inbox's views (still shown until counted again)
+    and unread mentions (dropped)."""
+    key = _counts_key(user_id)
+    found = cache.get(key)
+    if isinstance(found, tuple) and len(found) == 3:
+        cache.set(key, (found[0], found[1], 0.0), _COUNTS_KEPT_SECONDS)
+    cache.delete_many(nav_counts.forget_all(user_id))
 
 
 def _counts_key(pk: int) -> str:

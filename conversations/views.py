@@ -72,7 +72,8 @@ def inbox(request: AuthedRequest) -> HttpResponse:
     context |= {
         "rows": fragment(request, "conversations/_inbox_rows.html", context),
         "views": INBOX_VIEWS,
-        "counts": inbox_view_counts(user=request.user),
+        # As last counted: the poll runs on load and counts them again when due.
+        "counts": inbox_view_counts(user=request.user, recount=False),
         "statuses": Status.choices,
         "priorities": Priority.choices,
         "platforms": Platform.choices,
@@ -95,12 +96,13 @@ def inbox(request: AuthedRequest) -> HttpResponse:
 def inbox_updates(request: AuthedRequest) -> HttpResponse:
     """Polled by the inbox: how many conversations of this list moved since it was drawn.
     Announced, not inserted, so the agent's place in the list never jumps; the views' counts
-    come along (cached as on the inbox page, ``SCRM_INBOX_COUNTS_SECONDS``)."""
+    come along, counted again when due (``inbox_view_counts``)."""
     filters = InboxFilters.from_query(request.GET)
     agent_seen(user_id=request.user.pk)
     since = parse_datetime(request.GET.get("since", "")) or timezone.now()
     count = inbox_new_since(user=request.user, filters=filters, since=since)
-    # The views' counts are refreshed out of band with it, so they stay live too.
+    # The views' counts are refreshed out of band with it, so they stay live too; this is
+    # where they are counted, the page only shows them.
     return render(
         request,
         "conversations/_inbox_updates.html",
