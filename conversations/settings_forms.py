@@ -1216,7 +1216,8 @@ def _users_of(objects: Iterable[Model]) -> str:
         elif str(thing) not in named.setdefault(key, []):
             named[key].append(str(thing))
     parts = [
-        f"{one if len(names) == 1 else many} {', '.join(f'“{n}”' for n in names)}"
+        # By name: the database gives the protected rows in no particular order.
+        f"{one if len(names) == 1 else many} {', '.join(f'“{n}”' for n in sorted(names))}"
         for (one, many), names in named.items()
     ]
     parts += [f"{n} {one if n == 1 else many}" for (one, many), n in counted.items()]
