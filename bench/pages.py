@@ -901,8 +901,12 @@ def queries_by_page_size(client: Any, url: str, sizes: Sequence[int]) -> dict[in
 
     counts = {}
     for size in sizes:
-        with override_settings(SCRM_INBOX_PAGE_SIZE=size), CaptureQueriesContext(connection) as c:
+        with override_settings(SCRM_INBOX_PAGE_SIZE=size):
+            # Once first, so that each size finds the navigation's counts counted as the one
+            # before it did (the rows timed before may have left them uncounted).
             _get(client, url, htmx=False)
+            with CaptureQueriesContext(connection) as c:
+                _get(client, url, htmx=False)
         counts[size] = len(c.captured_queries)
     return counts
 
