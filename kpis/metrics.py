@@ -42,7 +42,17 @@ from django.utils import timezone
 
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
 from governance.selectors import visible_channel_ids
-from kpis.models import ConversationFact, DayCounts, MessageDay, Metric, ResponseFact
+from kpis.models import (
+    DURATION_BUCKETS,
+    DURATION_EDGES,
+    ConversationFact,
+    DayCounts,
+    DurationCounts,
+    DurationMeasure,
+    MessageDay,
+    Metric,
+    ResponseFact,
+)
 from scrm.types import AnyUser
 
 T = TypeVar("T")
@@ -392,10 +402,15 @@ SORT_MEMORY = "64MB"
 
 @contextmanager
 def _sort_memory() -> Iterator[None]:
+    """On PostgreSQL: the sort memory, and one snapshot for the whole computation, so the
+    duration counts and the facts it reads by separate statements agree."""
     if connection.vendor != "postgresql":
         yield
         return
+    outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
         yield
 
@@ -530,6 +545,23 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     return qs
 
 
+def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts] | None:
+    """The duration counts of a scope, or None if it is filtered by what they are not kept by
+    (a team, a priority, an agent, a tag): the spreads then come from the facts alone."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    qs = DurationCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
 def _in(range_: DateRange, field_name: str = "day") -> Q:
     return Q(**{f"{field_name}__gte": range_.start, f"{field_name}__lte": range_.end})
 
@@ -640,6 +672,192 @@ def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
     return {key: _spread_of(sorted(v)) for key, v in values.items()}
 
 
+# --- Spreads from the duration counts -----------------------------------------------------
+# The counts say how many durations of a range fall in each bucket, so the bucket that holds
+# the value of a rank is known without reading the facts; then only that bucket's facts are
+# read, in order, to pick the value. The result is what sorting every fact of the range gives.
+
+# Which facts each measure is read from: (model, column, day column, subset).
+_MEASURE_FACTS: dict[int, tuple[type[ResponseFact] | type[ConversationFact], str, str, Q]] = {
+    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", Q(is_first=True)),
+    DurationMeasure.FIRST_RESPONSE_BUSINESS: (
+        ResponseFact,
+        "business_seconds",
+        "day",
+        Q(is_first=True),
+    ),
+    DurationMeasure.NEXT_RESPONSE: (ResponseFact, "seconds", "day", Q(is_first=False)),
+    DurationMeasure.NEXT_RESPONSE_BUSINESS: (
+        ResponseFact,
+        "business_seconds",
+        "day",
+        Q(is_first=False),
+    ),
+    DurationMeasure.RESOLUTION: (ConversationFact, "resolution_seconds", "resolved_day", Q()),
+    DurationMeasure.RESOLUTION_BUSINESS: (
+        ConversationFact,
+        "resolution_business_seconds",
+        "resolved_day",
+        Q(),
+    ),
+}
+# The spreads of a summary, by measure.
+_SPEED_FIELDS = {
+    DurationMeasure.FIRST_RESPONSE: "first_response",
+    DurationMeasure.FIRST_RESPONSE_BUSINESS: "first_response_business",
+    DurationMeasure.NEXT_RESPONSE: "next_response",
+    DurationMeasure.NEXT_RESPONSE_BUSINESS: "next_response_business",
+    DurationMeasure.RESOLUTION: "resolution",
+    DurationMeasure.RESOLUTION_BUSINESS: "resolution_business",
+}
+_FRACTIONS = (0.5, 0.9)
+_NO_SPREAD = Spread(n=0, median=None, p90=None, mean=None)
+
+
+def bucket_bounds(bucket: int) -> tuple[int | None, int | None]:
+    """The durations a bucket holds: from the lower bound, below the upper (None: open)."""
+    lower = DURATION_EDGES[bucket - 1] if bucket > 0 else None
+    upper = DURATION_EDGES[bucket] if bucket < len(DURATION_EDGES) else None
+    return lower, upper
+
+
+def _ranks(n: int, fraction: float) -> tuple[int, int, float]:
+    """The two ranks (from 0) a percentile interpolates between, and its position."""
+    position = fraction * (n - 1)
+    low = math.floor(position)
+    return low, min(low + 1, n - 1), position
+
+
+@dataclass
+class _Band:
+    """Ranks wanted from one bucket of one group's durations: ``count`` values in order from
+    ``offset`` within the bucket."""
+
+    group: Any
+    measure: int
+    bucket: int
+    offset: int
+    count: int
+    first_rank: int
+
+
+def _bands(counts: Sequence[int], ranks: Iterable[int]) -> list[tuple[int, int, int, int]]:
+    """(bucket, offset in it, count, first rank) of runs of consecutive ranks per bucket."""
+    found: list[tuple[int, int, int, int]] = []
+    bucket, before = 0, 0
+    for rank in sorted(set(ranks)):
+        while before + counts[bucket] <= rank:
+            before += counts[bucket]
+            bucket += 1
+        last = found[-1] if found else None
+        if last and last[0] == bucket and last[3] + last[2] == rank:
+            found[-1] = (bucket, last[1], last[2] + 1, last[3])
+        else:
+            found.append((bucket, rank - before, 1, rank))
+    return found
+
+
+def duration_spreads(
+    user: AnyUser,
+    filters: Filters,
+    range_: DateRange,
+    measures: Iterable[int],
+    *,
+    grain: str | None = None,
+) -> dict[tuple[Any, int], Spread] | None:
+    """Spreads of durations by (group, measure), the group a bucket of ``grain`` (None: the
+    whole range), from the duration counts and the facts of the buckets that hold the
+    percentiles; None if the counts do not serve the scope. A group and measure with no
+    durations is left out."""
+    counts = duration_counts(user, filters)
+    if counts is None:
+        return None
+    measures = list(measures)
+    rows = counts.filter(_in(range_), measure__in=measures)
+    group_by = ["measure"]
+    if grain is not None:
+        rows = _by_bucket(rows, grain)
+        group_by.insert(0, "bucket")
+    histograms = {}
+    for row in (
+        rows.values(*group_by).annotate(n=Sum("n"), total=Sum("total"), **_BUCKET_SUMS).order_by()
+    ):
+        if row["n"]:
+            group = _as_date(row["bucket"]) if grain is not None else None
+            histograms[(group, row["measure"])] = row
+    bands: list[_Band] = []
+    for (group, measure), row in histograms.items():
+        wanted = [r for f in _FRACTIONS for r in _ranks(row["n"], f)[:2]]
+        buckets = [row[f"b{i}"] for i in range(DURATION_BUCKETS)]
+        if sum(buckets) != row["n"]:
+            return None
+        bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
+    values = _band_values(user, filters, range_, grain, bands)
+    if values is None:
+        return None
+    spreads = {}
+    for key, row in histograms.items():
+        n = row["n"]
+        at = values[key]
+        percentiles = []
+        for fraction in _FRACTIONS:
+            low, high, position = _ranks(n, fraction)
+            percentiles.append(at[low] + (at[high] - at[low]) * (position - low))
+        spreads[key] = Spread(
+            n=n,
+            median=percentiles[0],
+            p90=percentiles[1],
+            mean=int(row["total"]) / 1_000_000 / n,
+        )
+    return spreads
+
+
+_BUCKET_SUMS = {f"b{i}": Sum(f"b{i}") for i in range(DURATION_BUCKETS)}
+
+
+def _band_values(
+    user: AnyUser, filters: Filters, range_: DateRange, grain: str | None, bands: list[_Band]
+) -> dict[tuple[Any, int], dict[int, float]] | None:
+    """The durations at the ranks the bands ask for, by (group, measure) and rank, read in
+    one statement: each band's facts of its days and bucket, in order. None if a band did
+    not find what the counts said it holds."""
+    found: dict[tuple[Any, int], dict[int, float]] = defaultdict(dict)
+    if not bands:
+        return found
+    days: dict[Any, list[date]] = defaultdict(list)
+    day = range_.start
+    while day <= range_.end:
+        days[_bucket(day, grain) if grain is not None else None].append(day)
+        day += timedelta(days=1)
+    parts, params = [], []
+    for i, band in enumerate(bands):
+        model, column, day_field, subset = _MEASURE_FACTS[band.measure]
+        lower, upper = bucket_bounds(band.bucket)
+        qs = _scoped(model, user, filters, agent_field=None).filter(
+            subset, **{f"{day_field}__in": days[band.group], f"{column}__isnull": False}
+        )
+        if lower is not None:
+            qs = qs.filter(**{f"{column}__gte": lower})
+        if upper is not None:
+            qs = qs.filter(**{f"{column}__lt": upper})
+        qs = qs.order_by(column).values_list(column)[band.offset : band.offset + band.count]
+        sql, band_params = qs.query.get_compiler(using=qs.db).as_sql()
+        parts.append(f"SELECT {i} AS band, v.{column} AS value FROM ({sql}) v")
+        params += band_params
+    rows: dict[int, list[float]] = defaultdict(list)
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        for i, value in cursor.fetchall():
+            rows[i].append(value)
+    for i, band in enumerate(bands):
+        values = sorted(rows[i])
+        if len(values) != band.count:
+            return None  # the facts changed since the counts were read
+        for k, value in enumerate(values):
+            found[(band.group, band.measure)][band.first_rank + k] = value
+    return found
+
+
 # --- The figures --------------------------------------------------------------------------
 
 
@@ -724,9 +942,9 @@ _RESOLUTION_SPREADS = {
 }
 
 
-def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
+def _ends(resolved: QuerySet, *, spreads: bool = True) -> tuple[dict[str, Any], dict[str, Spread]]:
     """Counts of the conversations resolved in a range, the change of their customers'
-    sentiment, and the spreads of their resolution times: one pass."""
+    sentiment, and (with ``spreads``) the spreads of their resolution times: one pass."""
     counts: dict[str, Aggregate] = {
         **_END_COUNTS,
         "improved": Count(
@@ -738,7 +956,7 @@ def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
         "last": Avg("sentiment_last", filter=_BOTH_SENTIMENTS),
         "first": Avg("sentiment_first", filter=_BOTH_SENTIMENTS),
     }
-    return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS)
+    return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS if spreads else {})
 
 
 _FIRST_REPLY_COUNTS = {
@@ -805,20 +1023,34 @@ def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
 
 
 def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
-    """Every figure of a range: the day counts (or the facts, filtered by agent or tag), one
-    pass over the responses and one over the conversations resolved in the range, their
-    contacts, and the backlog."""
+    """Every figure of a range: the day counts and the spreads from the duration counts (or
+    the facts, filtered by what the counts are not kept by), the contacts of the
+    conversations started, the escalations of those resolved, and the backlog."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
 
-    volume = _volume_in(user, filters, range_)
-    start = _starts_in(user, filters, range_)
+    counts = day_counts(user, filters)
+    if counts is None:
+        volume = _volume(message_days(user, filters).filter(_in(range_)))
+        start = _starts(started)
+        end, resolution = _ends(resolved)
+        reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
+        speed = Speed(**response, **resolution)
+    else:
+        volume, start, reply, end = _counted(counts.filter(_in(range_)))
+        speeds = duration_spreads(user, filters, range_, _SPEED_FIELDS)
+        if speeds is None:
+            _, resolution = figures(resolved, spreads=_RESOLUTION_SPREADS)
+            _, response = figures(responses, spreads=_RESPONSE_SPREADS)
+            speed = Speed(**response, **resolution)
+        else:
+            speed = Speed(
+                **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
+            )
     contacts, repeat = _contacts(started) if start["new"] else (0, 0)
-    end, resolution = _ends(resolved)
-    reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
     now = _open_now(user, filters)
     return Summary(
         range=range_,
@@ -826,7 +1058,7 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         outbound=volume["outbound"] or 0,
         new_conversations=start["new"],
         new_contacts=start["new_contacts"],
-        speed=Speed(**response, **resolution),
+        speed=speed,
         first_response_met=reply["met"],
         first_response_missed=reply["missed"],
         resolution_met=end["met"],
@@ -840,6 +1072,64 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
     )
 
 
+# What a summary reads from the day counts, by the name its figures take.
+_START_SUMS = {
+    "new": "started",
+    "new_contacts": "new_contacts",
+    "returning_30": "returning_30",
+    "returning_90": "returning_90",
+    "vip": "vip",
+    "vip_answered": "vip_answered",
+    "breaches": "breaches",
+}
+_END_SUMS = {
+    "n": "resolved",
+    "in_channel": "in_channel",
+    "escalated": "escalated",
+    "reopened": "reopened",
+    "met": "resolution_met",
+    "missed": "resolution_missed",
+    "changed": "changed",
+    "improved": "improved",
+    "worsened": "worsened",
+}
+_REPLY_SUMS = {"met": "first_response_met", "missed": "first_response_missed"}
+
+
+def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
+    """The volume, starts, first replies and ends of a range from its day counts, in one
+    query, as the facts give them."""
+    names = {
+        *_MESSAGE_SUMS,
+        *_START_SUMS.values(),
+        *_END_SUMS.values(),
+        *_REPLY_SUMS.values(),
+        "sentiment_first_total",
+        "sentiment_last_total",
+    }
+    row = {
+        name: int(value or 0)
+        for name, value in counts.aggregate(**{name: Sum(name) for name in names}).items()
+    }
+    volume = {name: row[name] for name in _MESSAGE_SUMS}
+    start = {key: row[name] for key, name in _START_SUMS.items()}
+    reply = {key: row[name] for key, name in _REPLY_SUMS.items()}
+    end: dict[str, Any] = {key: row[name] for key, name in _END_SUMS.items()}
+    changed = end["changed"]
+    end["first"] = row["sentiment_first_total"] / 1_000_000 / changed if changed else None
+    end["last"] = row["sentiment_last_total"] / 1_000_000 / changed if changed else None
+    return volume, start, reply, end
+
+
+_TIME_MEASURES: dict[str, int] = {
+    Metric.FIRST_RESPONSE_MEDIAN: DurationMeasure.FIRST_RESPONSE,
+    Metric.FIRST_RESPONSE_P90: DurationMeasure.FIRST_RESPONSE,
+    Metric.NEXT_RESPONSE_MEDIAN: DurationMeasure.NEXT_RESPONSE,
+    Metric.RESOLUTION_MEDIAN: DurationMeasure.RESOLUTION,
+    Metric.RESOLUTION_P90: DurationMeasure.RESOLUTION,
+}
+
+
 def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric: str) -> Any:
     """What ``Summary.value(metric)`` gives, from the one or two aggregates it depends on."""
     conversations = conversation_facts(user, filters)
@@ -848,12 +1138,16 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
-    if metric in (Metric.FIRST_RESPONSE_MEDIAN, Metric.FIRST_RESPONSE_P90):
-        seconds = spread(responses.filter(is_first=True), "seconds")
-    elif metric == Metric.NEXT_RESPONSE_MEDIAN:
-        seconds = spread(responses.filter(is_first=False), "seconds")
-    elif metric in (Metric.RESOLUTION_MEDIAN, Metric.RESOLUTION_P90):
-        seconds = spread(resolved, "resolution_seconds")
+    measure = _TIME_MEASURES.get(metric)
+    if measure is not None:
+        spreads = duration_spreads(user, filters, range_, [measure])
+        if spreads is not None:
+            seconds = spreads.get((None, measure), _NO_SPREAD)
+        elif measure == DurationMeasure.RESOLUTION:
+            seconds = spread(resolved, "resolution_seconds")
+        else:
+            first = measure == DurationMeasure.FIRST_RESPONSE
+            seconds = spread(responses.filter(is_first=first), "seconds")
     if seconds is not None:
         value = (
             seconds.p90
@@ -911,27 +1205,27 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
 
 
 def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
+    """The counts of resolved conversations, and the escalated among them by how their
+    escalation ended and where it went (one query over those escalated)."""
     labels = dict(EscalationOutcome.choices)
-    escalated = resolved.filter(escalations__gt=0)
-    by_outcome = [
-        (labels.get(row["escalation_outcome"], "Still open"), row["n"])
-        for row in escalated.values("escalation_outcome")
+    outcomes: dict[str, int] = defaultdict(int)
+    departments: dict[str | None, int] = defaultdict(int)
+    for row in (
+        resolved.filter(escalations__gt=0)
+        .values("escalation_outcome", "escalation_department__name")
         .annotate(n=Count("pk"))
-        .order_by("escalation_outcome")
-    ]
-    by_department = [
-        (row["escalation_department__name"] or "A manager", row["n"])
-        for row in escalated.values("escalation_department__name")
-        .annotate(n=Count("pk"))
-        .order_by("-n", "escalation_department__name")
-    ]
+        .order_by()
+    ):
+        outcomes[row["escalation_outcome"]] += row["n"]
+        departments[row["escalation_department__name"]] += row["n"]
+    by_department = sorted(departments.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
     return Outcomes(
         resolved=end["n"],
         in_channel=end["in_channel"],
         escalated=end["escalated"],
         reopened=end["reopened"],
-        by_outcome=by_outcome,
-        by_department=by_department,
+        by_outcome=[(labels.get(code, "Still open"), n) for code, n in sorted(outcomes.items())],
+        by_department=[(name or "A manager", n) for name, n in by_department],
     )
 
 
@@ -1002,9 +1296,18 @@ def _series(
         _counts_by_bucket(points, _by_bucket(counts.filter(_in(range_)), grain))
     else:
         _facts_by_bucket(points, user, filters, range_, grain)
-    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
-    for key, value in grouped_spread(first, "bucket", "seconds").items():
-        points[_as_date(key)]["first_response_median"] = value.median
+    first_response = DurationMeasure.FIRST_RESPONSE
+    spreads = duration_spreads(user, filters, range_, [first_response], grain=grain)
+    if spreads is not None:
+        medians = {group: value.median for (group, _), value in spreads.items()}
+    else:
+        first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
+        medians = {
+            _as_date(key): value.median
+            for key, value in grouped_spread(first, "bucket", "seconds").items()
+        }
+    for start, median in medians.items():
+        points[start]["first_response_median"] = median
     return [Point(**points[start]) for start in sorted(points)]
 
 
