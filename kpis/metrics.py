@@ -14,6 +14,7 @@ Which period a figure belongs to:
 - backlog: now, whatever the range.
 """
 
+import bisect
 import hashlib
 import math
 from collections import defaultdict
@@ -24,6 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
@@ -677,28 +679,31 @@ def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
 # the value of a rank is known without reading the facts; then only that bucket's facts are
 # read, in order, to pick the value. The result is what sorting every fact of the range gives.
 
-# Which facts each measure is read from: (model, column, day column, subset).
-_MEASURE_FACTS: dict[int, tuple[type[ResponseFact] | type[ConversationFact], str, str, Q]] = {
-    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", Q(is_first=True)),
+# Which facts each measure is read from: (model, column, day column, first responses or
+# next ones).
+_MEASURE_FACTS: dict[
+    int, tuple[type[ResponseFact] | type[ConversationFact], str, str, bool | None]
+] = {
+    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", True),
     DurationMeasure.FIRST_RESPONSE_BUSINESS: (
         ResponseFact,
         "business_seconds",
         "day",
-        Q(is_first=True),
+        True,
     ),
-    DurationMeasure.NEXT_RESPONSE: (ResponseFact, "seconds", "day", Q(is_first=False)),
+    DurationMeasure.NEXT_RESPONSE: (ResponseFact, "seconds", "day", False),
     DurationMeasure.NEXT_RESPONSE_BUSINESS: (
         ResponseFact,
         "business_seconds",
         "day",
-        Q(is_first=False),
+        False,
     ),
-    DurationMeasure.RESOLUTION: (ConversationFact, "resolution_seconds", "resolved_day", Q()),
+    DurationMeasure.RESOLUTION: (ConversationFact, "resolution_seconds", "resolved_day", None),
     DurationMeasure.RESOLUTION_BUSINESS: (
         ConversationFact,
         "resolution_business_seconds",
         "resolved_day",
-        Q(),
+        None,
     ),
 }
 # The spreads of a summary, by measure.
@@ -714,11 +719,30 @@ _FRACTIONS = (0.5, 0.9)
 _NO_SPREAD = Spread(n=0, median=None, p90=None, mean=None)
 
 
-def bucket_bounds(bucket: int) -> tuple[int | None, int | None]:
-    """The durations a bucket holds: from the lower bound, below the upper (None: open)."""
-    lower = DURATION_EDGES[bucket - 1] if bucket > 0 else None
-    upper = DURATION_EDGES[bucket] if bucket < len(DURATION_EDGES) else None
-    return lower, upper
+ZERO_BUCKET = 1
+
+
+def bucket_of(seconds: float) -> int:
+    """The bucket of a duration, as the triggers that keep the duration counts find it."""
+    if seconds < 0:
+        return 0
+    if seconds == 0:
+        return ZERO_BUCKET
+    return 2 + bisect.bisect_right(DURATION_EDGES, seconds)
+
+
+def bucket_bounds(bucket: int) -> tuple[float | None, float | None, bool]:
+    """The durations a bucket holds (see DURATION_EDGES): from the lower bound, below the
+    upper (None: open), and whether the lower bound itself is left out."""
+    if bucket == 0:
+        return None, 0.0, False
+    if bucket == ZERO_BUCKET:
+        return 0.0, 0.0, False
+    if bucket == 2:
+        return 0.0, float(DURATION_EDGES[0]), True
+    edge = bucket - 2
+    upper = float(DURATION_EDGES[edge]) if edge < len(DURATION_EDGES) else None
+    return float(DURATION_EDGES[edge - 1]), upper, False
 
 
 def _ranks(n: int, fraction: float) -> tuple[int, int, float]:
@@ -757,6 +781,36 @@ def _bands(counts: Sequence[int], ranks: Iterable[int]) -> list[tuple[int, int, 
     return found
 
 
+def _where(qs: QuerySet) -> tuple[str, list[Any]]:
+    """SQL of a queryset's conditions (its own columns, and subqueries), with parameters."""
+    compiler = qs.query.get_compiler(using=qs.db)
+    try:
+        sql, params = compiler.compile(qs.query.where)
+    except FullResultSet:  # no conditions
+        return "1 = 1", []
+    except EmptyResultSet:  # conditions nothing meets
+        return "1 = 0", []
+    return sql or "1 = 1", list(params)
+
+
+def _sums(qs: QuerySet, columns: Sequence[str], group_by: Sequence[str] = ()) -> list[tuple]:
+    """The sums of columns over a queryset's rows, per group: plain SQL, as building a
+    hundred aggregates through the ORM costs more than running them."""
+    where, params = _where(qs)
+    table = connection.ops.quote_name(qs.model._meta.db_table)
+    keys = [connection.ops.quote_name(c) for c in group_by]
+    sums = [f"SUM({connection.ops.quote_name(c)})" for c in columns]
+    sql = f"SELECT {', '.join([*keys, *sums])} FROM {table} WHERE {where}"
+    if keys:
+        sql += f" GROUP BY {', '.join(keys)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+_HISTOGRAM = ("n", "total", *(f"b{i}" for i in range(DURATION_BUCKETS)))
+
+
 def duration_spreads(
     user: AnyUser,
     filters: Filters,
@@ -772,55 +826,57 @@ def duration_spreads(
     counts = duration_counts(user, filters)
     if counts is None:
         return None
-    measures = list(measures)
-    rows = counts.filter(_in(range_), measure__in=measures)
-    group_by = ["measure"]
-    if grain is not None:
-        rows = _by_bucket(rows, grain)
-        group_by.insert(0, "bucket")
-    histograms = {}
-    for row in (
-        rows.values(*group_by).annotate(n=Sum("n"), total=Sum("total"), **_BUCKET_SUMS).order_by()
-    ):
-        if row["n"]:
-            group = _as_date(row["bucket"]) if grain is not None else None
-            histograms[(group, row["measure"])] = row
+    rows = counts.filter(_in(range_), measure__in=list(measures))
+    # Per day when grouped (a few hundred rows at most), added up per group here.
+    histograms: dict[tuple[Any, int], list[int]] = {}
+    for row in _sums(rows, _HISTOGRAM, ["measure", "day"] if grain else ["measure"]):
+        if grain is not None:
+            group: Any = _bucket(_as_date(_day(row[1])), grain)
+            sums = row[2:]
+        else:
+            group, sums = None, row[1:]
+        found = histograms.get((group, row[0]))
+        if found is None:
+            histograms[(group, row[0])] = [int(v or 0) for v in sums]
+        else:
+            for i, v in enumerate(sums):
+                found[i] += int(v or 0)
+    histograms = {key: h for key, h in histograms.items() if h[0]}
     bands: list[_Band] = []
-    for (group, measure), row in histograms.items():
-        wanted = [r for f in _FRACTIONS for r in _ranks(row["n"], f)[:2]]
-        buckets = [row[f"b{i}"] for i in range(DURATION_BUCKETS)]
-        if sum(buckets) != row["n"]:
+    for (group, measure), histogram in histograms.items():
+        n, buckets = histogram[0], histogram[2:]
+        if sum(buckets) != n:
             return None
+        wanted = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
         bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
     values = _band_values(user, filters, range_, grain, bands)
     if values is None:
         return None
     spreads = {}
-    for key, row in histograms.items():
-        n = row["n"]
+    for key, histogram in histograms.items():
+        n, total = histogram[0], histogram[1]
         at = values[key]
         percentiles = []
         for fraction in _FRACTIONS:
             low, high, position = _ranks(n, fraction)
             percentiles.append(at[low] + (at[high] - at[low]) * (position - low))
         spreads[key] = Spread(
-            n=n,
-            median=percentiles[0],
-            p90=percentiles[1],
-            mean=int(row["total"]) / 1_000_000 / n,
+            n=n, median=percentiles[0], p90=percentiles[1], mean=total / 1_000_000 / n
         )
     return spreads
 
 
-_BUCKET_SUMS = {f"b{i}": Sum(f"b{i}") for i in range(DURATION_BUCKETS)}
+def _day(value: Any) -> date:
+    """A date column's value (SQLite gives text through a plain cursor)."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _band_values(
     user: AnyUser, filters: Filters, range_: DateRange, grain: str | None, bands: list[_Band]
 ) -> dict[tuple[Any, int], dict[int, float]] | None:
     """The durations at the ranks the bands ask for, by (group, measure) and rank, read in
-    one statement: each band's facts of its days and bucket, in order. None if a band did
-    not find what the counts said it holds."""
+    one statement: each band's facts of its days and bucket, in order (plain SQL: it is
+    built for every band). None if a band did not find what the counts said it holds."""
     found: dict[tuple[Any, int], dict[int, float]] = defaultdict(dict)
     if not bands:
         return found
@@ -829,27 +885,50 @@ def _band_values(
     while day <= range_.end:
         days[_bucket(day, grain) if grain is not None else None].append(day)
         day += timedelta(days=1)
+    scopes = {
+        model: _where(_scoped(model, user, filters, agent_field=None))
+        for model in (ResponseFact, ConversationFact)
+    }
+    quote = connection.ops.quote_name
     parts, params = [], []
     for i, band in enumerate(bands):
-        model, column, day_field, subset = _MEASURE_FACTS[band.measure]
-        lower, upper = bucket_bounds(band.bucket)
-        qs = _scoped(model, user, filters, agent_field=None).filter(
-            subset, **{f"{day_field}__in": days[band.group], f"{column}__isnull": False}
-        )
+        if band.bucket == ZERO_BUCKET:  # zero alone: nothing to read
+            for k in range(band.count):
+                found[(band.group, band.measure)][band.first_rank + k] = 0.0
+            continue
+        model, column, day_field, is_first = _MEASURE_FACTS[band.measure]
+        scope, scope_params = scopes[model]
+        column, listed = quote(column), days[band.group]
+        where = [
+            scope,
+            f"{quote(day_field)} IN ({', '.join(['%s'] * len(listed))})",
+            f"{column} IS NOT NULL",
+        ]
+        params += [*scope_params, *listed]
+        if is_first is not None:
+            where.append(f"{quote('is_first')} = %s")
+            params.append(is_first)
+        lower, upper, above = bucket_bounds(band.bucket)
         if lower is not None:
-            qs = qs.filter(**{f"{column}__gte": lower})
+            where.append(f"{column} {'>' if above else '>='} %s")
+            params.append(lower)
         if upper is not None:
-            qs = qs.filter(**{f"{column}__lt": upper})
-        qs = qs.order_by(column).values_list(column)[band.offset : band.offset + band.count]
-        sql, band_params = qs.query.get_compiler(using=qs.db).as_sql()
-        parts.append(f"SELECT {i} AS band, v.{column} AS value FROM ({sql}) v")
-        params += band_params
+            where.append(f"{column} < %s")
+            params.append(upper)
+        parts.append(
+            f"SELECT {i} AS band, v.value FROM (SELECT {column} AS value"
+            f" FROM {quote(model._meta.db_table)} WHERE {' AND '.join(where)}"
+            f" ORDER BY {column} LIMIT {band.count} OFFSET {band.offset}) v"
+        )
     rows: dict[int, list[float]] = defaultdict(list)
-    with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts), params)
-        for i, value in cursor.fetchall():
-            rows[i].append(value)
+    if parts:
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            for i, value in cursor.fetchall():
+                rows[i].append(value)
     for i, band in enumerate(bands):
+        if band.bucket == ZERO_BUCKET:
+            continue
         values = sorted(rows[i])
         if len(values) != band.count:
             return None  # the facts changed since the counts were read
@@ -916,7 +995,7 @@ def _contacts(started: QuerySet) -> tuple[int, int]:
     """Contacts with a conversation started in a range, and those with two or more."""
     row = (
         started.values("contact")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by()
         .aggregate(contacts=Count("n"), repeat=Count("n", filter=Q(n__gte=2)))
     )
@@ -1107,9 +1186,10 @@ def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
         "sentiment_first_total",
         "sentiment_last_total",
     }
+    columns = sorted(names)
     row = {
         name: int(value or 0)
-        for name, value in counts.aggregate(**{name: Sum(name) for name in names}).items()
+        for name, value in zip(columns, _sums(counts, columns)[0], strict=True)
     }
     volume = {name: row[name] for name in _MESSAGE_SUMS}
     start = {key: row[name] for key, name in _START_SUMS.items()}

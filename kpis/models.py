@@ -149,7 +149,10 @@ class ConversationFact(_Dimensions):
 
     class Meta:
         indexes = [
-            models.Index(fields=["day"], name="kpi_conv_day_idx"),
+            # The conversations started in a range, and their contacts without the rows.
+            models.Index(
+                fields=["day", "contact"], include=["channel"], name="kpi_conv_day_contact_idx"
+            ),
             # The resolutions of a range, and those of one duration bucket among them.
             models.Index(
                 fields=["resolved_day", "resolution_seconds"],
@@ -165,6 +168,14 @@ class ConversationFact(_Dimensions):
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
+            # The escalated among the resolutions of a range (about one in twenty), by how and
+            # where their escalation went, without the rows.
+            models.Index(
+                fields=["resolved_day"],
+                condition=models.Q(escalations__gt=0),
+                include=["escalation_outcome", "escalation_department", "channel"],
+                name="kpi_conv_escalated_idx",
+            ),
             # The backlog: the few conversations open now, not every one ever started.
             models.Index(
                 fields=["started_at"],
@@ -346,10 +357,11 @@ class DayCounts(models.Model):
         return f"counts of {self.day} on channel {self.channel_id}"
 
 
-# Upper bounds of the duration buckets in whole seconds, about 10% apart from 1 second to 104
-# days: bucket i holds the durations from edge i-1 up to (not including) edge i, the first
-# everything under a second, the last everything from the last edge. Whole numbers, so the
-# database and Python compare a duration with them alike. Frozen in
+# Edges of the duration buckets in whole seconds, about 10% apart from 1 second to 104 days.
+# Bucket 0 holds durations below zero, bucket 1 those of exactly zero (replies before business
+# hours open: many), bucket 2 those between zero and a second, bucket 2 + i those from edge
+# i - 1 up to (not including) edge i, the last those from the last edge up. Whole numbers, so
+# the database and Python compare a duration with them alike. Frozen in
 # kpis/migrations/0008_duration_counts.py, which holds the triggers that count by them.
 DURATION_EDGES: tuple[int, ...] = (
     1,
@@ -507,7 +519,7 @@ DURATION_EDGES: tuple[int, ...] = (
     8176707,
     8994377,
 )
-DURATION_BUCKETS = len(DURATION_EDGES) + 1
+DURATION_BUCKETS = len(DURATION_EDGES) + 3
 
 
 class DurationMeasure(models.IntegerChoices):
@@ -555,7 +567,7 @@ class DurationCounts(models.Model):
         return f"{self.get_measure_display()} on {self.day}, channel {self.channel_id}"
 
 
-# One counter per bucket: b0 .. b154.
+# One counter per bucket: b0 .. b156.
 for _bucket in range(DURATION_BUCKETS):
     DurationCounts.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
 

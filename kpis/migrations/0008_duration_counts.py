@@ -7,9 +7,9 @@ the exact value. As with the day counts, every insert, update and delete of a fa
 what it counts, or takes it away, in the same statement: PostgreSQL with one statement-level
 trigger per table and event over the transition tables, SQLite with row triggers.
 
-A bucket is found by comparing the duration with whole-second edges (`EDGES`), on PostgreSQL
-by `width_bucket`, on SQLite by a binary search written as nested CASE: both compare the
-stored value with the same integers, as the reports' bucket bounds do. The definitions are
+A bucket is found by comparing the duration with zero and with whole-second edges (`EDGES`),
+on PostgreSQL by `width_bucket`, on SQLite by a binary search written as nested CASE: both
+compare the stored value with the same integers, as the reports' bucket bounds do. The definitions are
 frozen here, as a migration must be; a test holds `EDGES` to `kpis.models.DURATION_EDGES`.
 """
 
@@ -34,7 +34,10 @@ EDGES = (
     2865886, 3152474, 3467722, 3814494, 4195943, 4615538, 5077092, 5584801, 6143281,
     6757609, 7433370, 8176707, 8994377,
 )  # fmt: skip
-BUCKETS = len(EDGES) + 1
+# Bucket 0 holds what is below zero, bucket 1 exactly zero (a reply before business hours
+# open takes none of them: many do), bucket 2 what is between zero and the first edge, bucket
+# 2 + i what is from edge i - 1 up to edge i, the last what is from the last edge up.
+BUCKETS = len(EDGES) + 3
 KEY = ("day", "channel_id", "platform", "measure")
 COUNTERS = ("n", "total", *(f"b{i}" for i in range(BUCKETS)))
 
@@ -54,20 +57,23 @@ MEASURES: dict[str, list[tuple[str, str, str, str]]] = {
 
 
 def bucket_sql(value: str, vendor: str) -> str:
-    """SQL: the bucket of a duration, the number of edges it is not below."""
+    """SQL: the bucket of a duration (see BUCKETS)."""
     if vendor == "postgresql":
-        return f"width_bucket({value}, ARRAY[{', '.join(map(str, EDGES))}]::float8[])"
+        above = f"2 + width_bucket({value}, ARRAY[{', '.join(map(str, EDGES))}]::float8[])"
+    else:
 
-    def search(low: int, high: int) -> str:
-        if low == high:
-            return str(low)
-        middle = (low + high + 1) // 2
-        return (
-            f"CASE WHEN {value} >= {EDGES[middle - 1]} THEN {search(middle, high)}"
-            f" ELSE {search(low, middle - 1)} END"
-        )
+        def search(low: int, high: int) -> str:
+            # The number of edges the duration is not below, by halves.
+            if low == high:
+                return str(2 + low)
+            middle = (low + high + 1) // 2
+            return (
+                f"CASE WHEN {value} >= {EDGES[middle - 1]} THEN {search(middle, high)}"
+                f" ELSE {search(low, middle - 1)} END"
+            )
 
-    return search(0, len(EDGES))
+        above = search(0, len(EDGES))
+    return f"CASE WHEN {value} < 0 THEN 0 WHEN {value} = 0 THEN 1 ELSE {above} END"
 
 
 def select(table: str, rows: str, vendor: str, *, sign: str = "") -> str:

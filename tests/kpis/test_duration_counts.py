@@ -3,7 +3,6 @@ those of sorting every fact, on random durations that sit on bucket edges, just 
 tie, fall under a second or past the last edge; and the counts the triggers keep equal a
 rebuild's."""
 
-import bisect
 import importlib
 import math
 import random
@@ -41,6 +40,29 @@ def test_the_edges_are_those_the_triggers_count_by():
     assert migration.EDGES == DURATION_EDGES
     assert list(DURATION_EDGES) == sorted(set(DURATION_EDGES))
     assert all(isinstance(edge, int) for edge in DURATION_EDGES)
+
+
+def test_the_triggers_find_the_buckets_the_reports_read():
+    rng = random.Random(3)
+    _facts(rng, [ChannelFactory(platform="x")], conversations=0, responses=600)
+    expected = [0] * DURATION_BUCKETS
+    for seconds in ResponseFact.objects.filter(is_first=True).values_list("seconds", flat=True):
+        expected[metrics.bucket_of(seconds)] += 1
+    kept = [0] * DURATION_BUCKETS
+    for row in DurationCounts.objects.filter(measure=DurationMeasure.FIRST_RESPONSE):
+        for i in range(DURATION_BUCKETS):
+            kept[i] += getattr(row, f"b{i}")
+    assert kept == expected
+    assert expected[0] and expected[metrics.ZERO_BUCKET] and expected[2]  # below, at, above 0
+    for bucket in range(DURATION_BUCKETS):
+        lower, upper, above = metrics.bucket_bounds(bucket)
+        if bucket != metrics.ZERO_BUCKET:
+            if lower is not None:
+                assert metrics.bucket_of(math.nextafter(lower, math.inf)) == bucket
+                assert metrics.bucket_of(lower) == (bucket if not above else bucket - 1)
+            if upper is not None:
+                assert metrics.bucket_of(math.nextafter(upper, -math.inf)) == bucket
+                assert metrics.bucket_of(upper) == bucket + 1
 
 
 def test_ranks_are_found_in_the_bucket_that_holds_them():
@@ -198,7 +220,7 @@ def test_counts_that_disagree_with_the_facts_are_not_trusted():
     # A bucket holds one more duration than its facts have: the band comes back short.
     values = _sorted_values(next_response, days, Filters())
     low, _, _ = metrics._ranks(len(values), 0.5)
-    bucket = bisect.bisect_right(DURATION_EDGES, values[low])
+    bucket = metrics.bucket_of(values[low])
     row = DurationCounts.objects.filter(measure=next_response, **{f"b{bucket}__gt": 0}).first()
     assert row is not None
     DurationCounts.objects.filter(pk=row.pk).update(
