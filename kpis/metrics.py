@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
@@ -1080,11 +1080,18 @@ def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, in
 def _open_now(user: AnyUser, filters: Filters) -> dict[str, int]:
     """The backlog and the unassigned in it, whatever the range: read once for the summaries
     of a range and the one before, and the targets on them (cached until facts change)."""
-    return _cached("now", user, lambda: _now(conversation_facts(user, filters)), filters)
+    return _cached("now", user, lambda: _now(user, filters), filters)
 
 
-def _now(conversations: QuerySet) -> dict[str, int]:
-    return conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
+def _now(user: AnyUser, filters: Filters) -> dict[str, int]:
+    counts = day_counts(user, filters)
+    if counts is not None:
+        backlog, unassigned = _sums(counts, ["open", "open_unassigned"])[0]
+        return {"backlog": int(backlog or 0), "unassigned": int(unassigned or 0)}
+    open_ = conversation_facts(user, filters).filter(
+        status__in=ACTIVE_STATUSES, is_monitoring=False
+    )
+    return open_.aggregate(
         backlog=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
     )
 
@@ -1499,9 +1506,22 @@ def backlog_by_age(
 def _backlog_by_age(
     *, user: AnyUser, filters: Filters, now: datetime
 ) -> list[tuple[str, int, int]]:
+    """The open conversations by age: those started in the last days from the facts (a few
+    through the index of open conversations), the older ones, all in the last bucket, from
+    the day counts of the days they started."""
     open_ = conversation_facts(user, filters).filter(
         status__in=ACTIVE_STATUSES, is_monitoring=False
     )
+    older = (0, 0)
+    counts = day_counts(user, filters)
+    if counts is not None:
+        zone = timezone.get_default_timezone()
+        oldest = timezone.localdate(now - timedelta(hours=BACKLOG_BUCKETS[-2][1]), zone)
+        # The day bounds the rows exactly; the moment a day earlier, what the index reads.
+        recent = datetime.combine(oldest - timedelta(days=1), datetime.min.time(), UTC)
+        open_ = open_.filter(day__gte=oldest, started_at__gte=recent)
+        found = _sums(counts.filter(day__lt=oldest), ["open", "open_unassigned"])[0]
+        older = (int(found[0] or 0), int(found[1] or 0))
     aggregates = {}
     previous = 0.0
     for i, (_, upper) in enumerate(BACKLOG_BUCKETS):
@@ -1512,6 +1532,9 @@ def _backlog_by_age(
         aggregates[f"u{i}"] = Count("pk", filter=window & Q(assignee__isnull=True))
         previous = upper
     row = open_.aggregate(**aggregates)
+    last = len(BACKLOG_BUCKETS) - 1
+    row[f"o{last}"] += older[0]
+    row[f"u{last}"] += older[1]
     return [(label, row[f"o{i}"], row[f"u{i}"]) for i, (label, _) in enumerate(BACKLOG_BUCKETS)]
 
 

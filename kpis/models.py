@@ -312,6 +312,9 @@ class DayCounts(models.Model):
     vip = models.IntegerField(default=0)
     vip_answered = models.IntegerField(default=0)
     breaches = models.IntegerField(default=0)
+    # Of those started that day, the conversations in the backlog now, and the unassigned.
+    open = models.IntegerField(default=0)
+    open_unassigned = models.IntegerField(default=0)
 
     resolved = models.IntegerField(default=0)
     in_channel = models.IntegerField(default=0)

@@ -1,6 +1,8 @@
 """Day counts also hold how the customers' sentiment changed in the conversations resolved
 each day (`DayCounts.changed`, `improved`, `worsened`, and the first and last scores summed in
-millionths), so a range's figures of resolved conversations all come from them.
+millionths), so a range's figures of resolved conversations all come from them; and, by the
+day they started, the conversations open now and the unassigned among them (`open`,
+`open_unassigned`), so the backlog is read from them but for its last days.
 
 The triggers of `0005_day_counts` are replaced by the same triggers over the longer list of
 counters, and the counts computed anew from the facts. The definitions are frozen here, as a
@@ -34,6 +36,8 @@ def _flag(condition: str) -> str:
 
 
 _BOTH_SENTIMENTS = "r.sentiment_first IS NOT NULL AND r.sentiment_last IS NOT NULL"
+# In the backlog now (conversations.models.ACTIVE_STATUSES, not monitoring-only).
+_OPEN = "r.status IN ('new', 'open', 'pending', 'escalated') AND NOT r.is_monitoring"
 
 
 def _millionths(score: str) -> str:
@@ -68,6 +72,8 @@ COUNTS: dict[str, list[tuple[str, str, dict[str, str]]]] = {
                     "r.is_vip AND NOT r.is_monitoring AND r.first_response_at IS NOT NULL"
                 ),
                 "breaches": "r.breaches",
+                "open": _flag(_OPEN),
+                "open_unassigned": _flag(f"{_OPEN} AND r.assignee_id IS NULL"),
             },
         ),
         (
@@ -267,7 +273,7 @@ class Migration(migrations.Migration):
             migrations.AddField(
                 model_name="daycounts", name=name, field=models.IntegerField(default=0)
             )
-            for name in ("changed", "improved", "worsened")
+            for name in ("changed", "improved", "worsened", "open", "open_unassigned")
         ),
         *(
             migrations.AddField(

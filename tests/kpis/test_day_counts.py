@@ -96,6 +96,13 @@ def _figures(user: Any, range_: DateRange, filters: Filters) -> list[Any]:
         found.append(
             metrics._metric_value(user=user, range_=range_, filters=filters, metric=metric)
         )
+    found.append(metrics._now(user, filters))
+    # The backlog by age at moments that put its open conversations in every bucket.
+    latest = ConversationFact.objects.aggregate(at=Max("started_at"))["at"]
+    for days in (0, 1, 3, 6, 7, 8, 9, 30):
+        for hours in (0, 1, 13):
+            now = latest + timedelta(days=days, hours=hours)
+            found.append(metrics._backlog_by_age(user=user, filters=filters, now=now))
     return found
 
 
