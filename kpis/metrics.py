@@ -793,53 +793,22 @@ def _where(qs: QuerySet) -> tuple[str, list[Any]]:
     return sql or "1 = 1", list(params)
 
 
-def _sums(
-    qs: QuerySet,
-    sums: Sequence[str],
-    group_by: Sequence[str] = (),
-    *,
-    where: str = "",
-    params: Sequence[Any] = (),
-) -> list[tuple]:
-    """The sums of SQL expressions (quoted columns: `_columns`) over a queryset's rows and
-    any further condition, per group: plain SQL, as building a hundred aggregates through the
-    ORM costs more than running them."""
-    return _run(_sums_sql(qs, sums, group_by, where=where, params=params))
-
-
-def _sums_sql(
-    qs: QuerySet,
-    sums: Sequence[str],
-    group_by: Sequence[str] = (),
-    *,
-    where: str = "",
-    params: Sequence[Any] = (),
-    label: str = "",
-) -> tuple[str, list[Any]]:
-    conditions, found = _where(qs)
+def _sums(qs: QuerySet, columns: Sequence[str], group_by: Sequence[str] = ()) -> list[tuple]:
+    """The sums of columns over a queryset's rows, per group: plain SQL, as building a
+    hundred aggregates through the ORM costs more than running them."""
+    where, params = _where(qs)
     table = connection.ops.quote_name(qs.model._meta.db_table)
     keys = [connection.ops.quote_name(c) for c in group_by]
-    sql = f"SELECT {', '.join([*([label] if label else []), *keys, *(f'SUM({e})' for e in sums)])}"
-    sql += f" FROM {table} WHERE {conditions}" + (f" AND {where}" if where else "")
+    sums = [f"SUM({connection.ops.quote_name(c)})" for c in columns]
+    sql = f"SELECT {', '.join([*keys, *sums])} FROM {table} WHERE {where}"
     if keys:
         sql += f" GROUP BY {', '.join(keys)}"
-    return sql, [*found, *params]
-
-
-def _run(statement: tuple[str, list[Any]]) -> list[tuple]:
     with connection.cursor() as cursor:
-        cursor.execute(*statement)
+        cursor.execute(sql, params)
         return cursor.fetchall()
 
 
-def _columns(*names: str) -> list[str]:
-    return [connection.ops.quote_name(name) for name in names]
-
-
-# The buckets summed together by the first pass over the duration counts: summing ten columns
-# in one expression costs far less than an aggregate for each.
-_GROUP = 10
-_GROUPS = [range(g, min(g + _GROUP, DURATION_BUCKETS)) for g in range(0, DURATION_BUCKETS, _GROUP)]
+_HISTOGRAM = ("n", "total", *(f"b{i}" for i in range(DURATION_BUCKETS)))
 
 
 def duration_spreads(
@@ -858,15 +827,9 @@ def duration_spreads(
     if counts is None:
         return None
     rows = counts.filter(_in(range_), measure__in=list(measures))
-    # First the counts per group of ten buckets, per day when grouped (a few hundred rows at
-    # most), added up per group of days here; then the buckets of the groups that hold a
-    # rank; then the facts of the buckets that do.
-    coarse_sums = [
-        *_columns("n", "total"),
-        *(" + ".join(_columns(*(f"b{i}" for i in group))) for group in _GROUPS),
-    ]
+    # Per day when grouped (a few hundred rows at most), added up per group here.
     histograms: dict[tuple[Any, int], list[int]] = {}
-    for row in _sums(rows, coarse_sums, ["measure", "day"] if grain else ["measure"]):
+    for row in _sums(rows, _HISTOGRAM, ["measure", "day"] if grain else ["measure"]):
         if grain is not None:
             group: Any = _bucket(_as_date(_day(row[1])), grain)
             sums = row[2:]
@@ -879,31 +842,13 @@ def duration_spreads(
             for i, v in enumerate(sums):
                 found[i] += int(v or 0)
     histograms = {key: h for key, h in histograms.items() if h[0]}
-    wanted: dict[tuple[Any, int], list[int]] = {}
-    needed: list[tuple[Any, int, int]] = []  # (group, measure, group of buckets)
-    for key, histogram in histograms.items():
-        n, coarse = histogram[0], histogram[2:]
-        if sum(coarse) != n:
-            return None
-        wanted[key] = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
-        needed += sorted({(*key, g) for g, *_ in _bands(coarse, wanted[key])})
-    fine = _fine_counts(rows, range_, grain, needed)
     bands: list[_Band] = []
-    for key, histogram in histograms.items():
-        # The groups that hold a rank by their buckets, the others whole.
-        segments: list[tuple[int | None, int]] = []
-        for g, buckets in enumerate(_GROUPS):
-            counts_of = fine.get((*key, g))
-            if counts_of is None:
-                segments.append((None, histogram[2 + g]))
-                continue
-            if sum(counts_of) != histogram[2 + g]:
-                return None
-            segments += [(b, c) for b, c in zip(buckets, counts_of, strict=True)]
-        for segment, offset, count, first_rank in _bands([c for _, c in segments], wanted[key]):
-            bucket = segments[segment][0]
-            assert bucket is not None
-            bands.append(_Band(*key, bucket, offset, count, first_rank))
+    for (group, measure), histogram in histograms.items():
+        n, buckets = histogram[0], histogram[2:]
+        if sum(buckets) != n:
+            return None
+        wanted = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
+        bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
     values = _band_values(user, filters, range_, grain, bands)
     if values is None:
         return None
@@ -919,44 +864,6 @@ def duration_spreads(
             n=n, median=percentiles[0], p90=percentiles[1], mean=total / 1_000_000 / n
         )
     return spreads
-
-
-def _fine_counts(
-    rows: QuerySet, range_: DateRange, grain: str | None, needed: list[tuple[Any, int, int]]
-) -> dict[tuple[Any, int, int], list[int]]:
-    """The counts of each bucket of the groups of buckets asked for, by (group of days,
-    measure, group of buckets), in one statement."""
-    if not needed:
-        return {}
-    parts: list[str] = []
-    params: list[Any] = []
-    for i, (group, measure, g) in enumerate(needed):
-        where = f"{connection.ops.quote_name('measure')} = %s"
-        where_params: list[Any] = [measure]
-        if grain is not None:
-            first = max(group, range_.start)
-            last = min(_bucket_end(group, grain), range_.end)
-            where += f" AND {connection.ops.quote_name('day')} BETWEEN %s AND %s"
-            where_params += [first, last]
-        buckets = _columns(*(f"b{b}" for b in _GROUPS[g]))
-        buckets += ["0"] * (_GROUP - len(buckets))  # as many columns in every part
-        sql, part_params = _sums_sql(rows, buckets, where=where, params=where_params, label=str(i))
-        parts.append(sql)
-        params += part_params
-    found = {}
-    for row in _run((" UNION ALL ".join(parts), params)):
-        group, measure, g = needed[row[0]]
-        found[(group, measure, g)] = [int(v or 0) for v in row[1 : 1 + len(_GROUPS[g])]]
-    return found
-
-
-def _bucket_end(start: date, grain: str) -> date:
-    """The last day of a bucket of days."""
-    if grain == "week":
-        return start + timedelta(days=6)
-    if grain == "month":
-        return (start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-    return start
 
 
 def _day(value: Any) -> date:
@@ -1179,7 +1086,7 @@ def _open_now(user: AnyUser, filters: Filters) -> dict[str, int]:
 def _now(user: AnyUser, filters: Filters) -> dict[str, int]:
     counts = day_counts(user, filters)
     if counts is not None:
-        backlog, unassigned = _sums(counts, _columns("open", "open_unassigned"))[0]
+        backlog, unassigned = _sums(counts, ["open", "open_unassigned"])[0]
         return {"backlog": int(backlog or 0), "unassigned": int(unassigned or 0)}
     open_ = conversation_facts(user, filters).filter(
         status__in=ACTIVE_STATUSES, is_monitoring=False
@@ -1289,7 +1196,7 @@ def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
     columns = sorted(names)
     row = {
         name: int(value or 0)
-        for name, value in zip(columns, _sums(counts, _columns(*columns))[0], strict=True)
+        for name, value in zip(columns, _sums(counts, columns)[0], strict=True)
     }
     volume = {name: row[name] for name in _MESSAGE_SUMS}
     start = {key: row[name] for key, name in _START_SUMS.items()}
@@ -1613,7 +1520,7 @@ def _backlog_by_age(
         # The day bounds the rows exactly; the moment a day earlier, what the index reads.
         recent = datetime.combine(oldest - timedelta(days=1), datetime.min.time(), UTC)
         open_ = open_.filter(day__gte=oldest, started_at__gte=recent)
-        found = _sums(counts.filter(day__lt=oldest), _columns("open", "open_unassigned"))[0]
+        found = _sums(counts.filter(day__lt=oldest), ["open", "open_unassigned"])[0]
         older = (int(found[0] or 0), int(found[1] or 0))
     aggregates = {}
     previous = 0.0
