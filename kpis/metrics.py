@@ -1,10 +1,12 @@
 """The KPI figures, read from the fact tables (`kpis.facts`).
 
-Everything here is exact: medians and percentiles are computed from the individual responses
+Everything here is exact: medians and percentiles are the values of the individual responses
 and conversations (linear interpolation between the two nearest values, as PostgreSQL's
-`percentile_cont` and the usual spreadsheet PERCENTILE do), on PostgreSQL in the database and
-on SQLite in Python. Pages, CSV exports, targets, the digest and the API read the same
-functions, so a figure is the same wherever it is shown.
+`percentile_cont` and the usual spreadsheet PERCENTILE do), picked from the facts of the one
+bucket of the duration counts that holds each rank, or, for scopes the counts are not kept
+by, from all the facts sorted (on PostgreSQL in the database, on SQLite in Python). Counted
+figures come from the day counts where they serve the scope. Pages, CSV exports, targets, the
+digest and the API read the same functions, so a figure is the same wherever it is shown.
 
 Which period a figure belongs to:
 - messages: the day they were written; new conversations and contacts: the day it started;
@@ -1021,9 +1023,9 @@ _RESOLUTION_SPREADS = {
 }
 
 
-def _ends(resolved: QuerySet, *, spreads: bool = True) -> tuple[dict[str, Any], dict[str, Spread]]:
+def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
     """Counts of the conversations resolved in a range, the change of their customers'
-    sentiment, and (with ``spreads``) the spreads of their resolution times: one pass."""
+    sentiment, and the spreads of their resolution times: one pass."""
     counts: dict[str, Aggregate] = {
         **_END_COUNTS,
         "improved": Count(
@@ -1035,7 +1037,7 @@ def _ends(resolved: QuerySet, *, spreads: bool = True) -> tuple[dict[str, Any], 
         "last": Avg("sentiment_last", filter=_BOTH_SENTIMENTS),
         "first": Avg("sentiment_first", filter=_BOTH_SENTIMENTS),
     }
-    return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS if spreads else {})
+    return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS)
 
 
 _FIRST_REPLY_COUNTS = {
