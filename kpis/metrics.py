@@ -19,6 +19,7 @@ Which period a figure belongs to:
 import bisect
 import hashlib
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -378,14 +379,21 @@ def facts_changed() -> None:
     try:
         cache.incr(_VERSION_KEY)
     except ValueError:
-        cache.set(_VERSION_KEY, 1, None)
+        cache.set(_VERSION_KEY, _new_version(), None)
+
+
+def _new_version() -> int:
+    """A version no cached figure was keyed by: the cache may drop the version (a file cache
+    culls entries at random, Redis may evict it), and starting again from 1 would bring back
+    figures cached under an earlier 1."""
+    return time.time_ns()
 
 
 def _cached(
     name: str, user: AnyUser, compute: Callable[[], T], *parts: object, sorts: bool = False
 ) -> T:
     """The cached figure, else ``compute()``'s (with ``sorts``: it sorts many values)."""
-    version = cache.get_or_set(_VERSION_KEY, 1, None)
+    version = cache.get_or_set(_VERSION_KEY, _new_version, None)
     raw = repr((name, version, _scope_key(user), *parts)).encode()
     key = "kpis:" + hashlib.sha256(raw).hexdigest()
     value = cache.get(key)

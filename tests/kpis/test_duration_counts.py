@@ -258,3 +258,22 @@ def test_counts_kept_by_the_triggers_equal_a_rebuild(varied):  # noqa: F811
     assert _kept() == kept_by_triggers
     n = sum(counts[0] for key, counts in kept_by_triggers.items() if key[3] == 4)
     assert n == ConversationFact.objects.filter(resolution_seconds__isnull=False).count()
+
+
+def test_a_version_the_cache_dropped_brings_back_no_figure_cached_before():
+    from django.core.cache import cache
+
+    admin = UserFactory(role=Role.ADMIN)
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(1)
+        return len(computed)
+
+    cache.clear()
+    assert metrics._cached("figure", admin, compute) == 1
+    metrics.facts_changed()
+    cache.delete(metrics._VERSION_KEY)  # culled or evicted
+    metrics.facts_changed()
+    assert metrics._cached("figure", admin, compute) == 2
+    assert metrics._cached("figure", admin, compute) == 2  # and cached again
