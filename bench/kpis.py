@@ -875,10 +875,12 @@ def maintenance_measure(args: argparse.Namespace, vendor: str) -> Maintenance:
     )
     rounds: list[IngestRound] = []
     before = load_average()
+    # Channels and authors of this run: new ones also on a database an earlier run kept.
+    run = f"{int(time.time()) % 100_000}"
     for number in range(args.ingest_rounds):
         order = (False, True) if number % 2 == 0 else (True, False)
         for triggers in order:
-            tag = f"r{number}{'on' if triggers else 'off'}-"
+            tag = f"{run}r{number}{'on' if triggers else 'off'}-"
             channel = ChannelAccount.objects.create(
                 platform="demo",
                 name=f"KPI ingest {tag}",

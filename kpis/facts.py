@@ -52,6 +52,7 @@ from kpis.metrics import facts_changed
 from kpis.models import (
     ConversationFact,
     DayCounts,
+    DurationCounts,
     MessageDay,
     ResponseFact,
     StaleConversation,
@@ -590,14 +591,18 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
     return done
 
 
-# The day counts' definitions, frozen in the migration whose triggers keep them.
-_DAY_COUNTS = importlib.import_module("kpis.migrations.0005_day_counts")
+# The day and duration counts' definitions, frozen in the migrations whose triggers keep them.
+_DAY_COUNTS = importlib.import_module("kpis.migrations.0009_day_counts_sentiment")
+_DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 
 
 def counts_rebuild() -> None:
-    """Compute the day counts anew from the facts, by the definitions the triggers that keep
-    them follow: the same counts, without rows that came to hold only zeros."""
+    """Compute the day and duration counts anew from the facts, by the definitions the
+    triggers that keep them follow: the same counts, without rows that came to hold only
+    zeros."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(DayCounts._meta.db_table)}")
         cursor.execute(_DAY_COUNTS.fill_sql())
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(DurationCounts._meta.db_table)}")
+        cursor.execute(_DURATION_COUNTS.fill_sql(connection.vendor))
     _facts_changed()

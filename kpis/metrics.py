@@ -1,10 +1,12 @@
 """The KPI figures, read from the fact tables (`kpis.facts`).
 
-Everything here is exact: medians and percentiles are computed from the individual responses
+Everything here is exact: medians and percentiles are the values of the individual responses
 and conversations (linear interpolation between the two nearest values, as PostgreSQL's
-`percentile_cont` and the usual spreadsheet PERCENTILE do), on PostgreSQL in the database and
-on SQLite in Python. Pages, CSV exports, targets, the digest and the API read the same
-functions, so a figure is the same wherever it is shown.
+`percentile_cont` and the usual spreadsheet PERCENTILE do), picked from the facts of the one
+bucket of the duration counts that holds each rank, or, for scopes the counts are not kept
+by, from all the facts sorted (on PostgreSQL in the database, on SQLite in Python). Counted
+figures come from the day counts where they serve the scope. Pages, CSV exports, targets, the
+digest and the API read the same functions, so a figure is the same wherever it is shown.
 
 Which period a figure belongs to:
 - messages: the day they were written; new conversations and contacts: the day it started;
@@ -14,16 +16,19 @@ Which period a figure belongs to:
 - backlog: now, whatever the range.
 """
 
+import bisect
 import hashlib
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
@@ -42,7 +47,17 @@ from django.utils import timezone
 
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
 from governance.selectors import visible_channel_ids
-from kpis.models import ConversationFact, DayCounts, MessageDay, Metric, ResponseFact
+from kpis.models import (
+    DURATION_BUCKETS,
+    DURATION_EDGES,
+    ConversationFact,
+    DayCounts,
+    DurationCounts,
+    DurationMeasure,
+    MessageDay,
+    Metric,
+    ResponseFact,
+)
 from scrm.types import AnyUser
 
 T = TypeVar("T")
@@ -364,14 +379,21 @@ def facts_changed() -> None:
     try:
         cache.incr(_VERSION_KEY)
     except ValueError:
-        cache.set(_VERSION_KEY, 1, None)
+        cache.set(_VERSION_KEY, _new_version(), None)
+
+
+def _new_version() -> int:
+    """A version no cached figure was keyed by: the cache may drop the version (a file cache
+    culls entries at random, Redis may evict it), and starting again from 1 would bring back
+    figures cached under an earlier 1."""
+    return time.time_ns()
 
 
 def _cached(
     name: str, user: AnyUser, compute: Callable[[], T], *parts: object, sorts: bool = False
 ) -> T:
     """The cached figure, else ``compute()``'s (with ``sorts``: it sorts many values)."""
-    version = cache.get_or_set(_VERSION_KEY, 1, None)
+    version = cache.get_or_set(_VERSION_KEY, _new_version, None)
     raw = repr((name, version, _scope_key(user), *parts)).encode()
     key = "kpis:" + hashlib.sha256(raw).hexdigest()
     value = cache.get(key)
@@ -392,10 +414,15 @@ SORT_MEMORY = "64MB"
 
 @contextmanager
 def _sort_memory() -> Iterator[None]:
+    """On PostgreSQL: the sort memory, and one snapshot for the whole computation, so the
+    duration counts and the facts it reads by separate statements agree."""
     if connection.vendor != "postgresql":
         yield
         return
+    outermost = not connection.in_atomic_block
     with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
         yield
 
@@ -530,6 +557,23 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     return qs
 
 
+def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts] | None:
+    """The duration counts of a scope, or None if it is filtered by what they are not kept by
+    (a team, a priority, an agent, a tag): the spreads then come from the facts alone."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    qs = DurationCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
 def _in(range_: DateRange, field_name: str = "day") -> Q:
     return Q(**{f"{field_name}__gte": range_.start, f"{field_name}__lte": range_.end})
 
@@ -640,6 +684,269 @@ def grouped_spread(qs: QuerySet, group: str, column: str) -> dict[Any, Spread]:
     return {key: _spread_of(sorted(v)) for key, v in values.items()}
 
 
+# --- Spreads from the duration counts -----------------------------------------------------
+# The counts say how many durations of a range fall in each bucket, so the bucket that holds
+# the value of a rank is known without reading the facts; then only that bucket's facts are
+# read, in order, to pick the value. The result is what sorting every fact of the range gives.
+
+# Which facts each measure is read from: (model, column, day column, first responses or
+# next ones).
+_MEASURE_FACTS: dict[
+    int, tuple[type[ResponseFact] | type[ConversationFact], str, str, bool | None]
+] = {
+    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", True),
+    DurationMeasure.FIRST_RESPONSE_BUSINESS: (
+        ResponseFact,
+        "business_seconds",
+        "day",
+        True,
+    ),
+    DurationMeasure.NEXT_RESPONSE: (ResponseFact, "seconds", "day", False),
+    DurationMeasure.NEXT_RESPONSE_BUSINESS: (
+        ResponseFact,
+        "business_seconds",
+        "day",
+        False,
+    ),
+    DurationMeasure.RESOLUTION: (ConversationFact, "resolution_seconds", "resolved_day", None),
+    DurationMeasure.RESOLUTION_BUSINESS: (
+        ConversationFact,
+        "resolution_business_seconds",
+        "resolved_day",
+        None,
+    ),
+}
+# The spreads of a summary, by measure.
+_SPEED_FIELDS = {
+    DurationMeasure.FIRST_RESPONSE: "first_response",
+    DurationMeasure.FIRST_RESPONSE_BUSINESS: "first_response_business",
+    DurationMeasure.NEXT_RESPONSE: "next_response",
+    DurationMeasure.NEXT_RESPONSE_BUSINESS: "next_response_business",
+    DurationMeasure.RESOLUTION: "resolution",
+    DurationMeasure.RESOLUTION_BUSINESS: "resolution_business",
+}
+_FRACTIONS = (0.5, 0.9)
+_NO_SPREAD = Spread(n=0, median=None, p90=None, mean=None)
+
+
+ZERO_BUCKET = 1
+
+
+def bucket_of(seconds: float) -> int:
+    """The bucket of a duration, as the triggers that keep the duration counts find it."""
+    if seconds < 0:
+        return 0
+    if seconds == 0:
+        return ZERO_BUCKET
+    return 2 + bisect.bisect_right(DURATION_EDGES, seconds)
+
+
+def bucket_bounds(bucket: int) -> tuple[float | None, float | None, bool]:
+    """The durations a bucket holds (see DURATION_EDGES): from the lower bound, below the
+    upper (None: open), and whether the lower bound itself is left out."""
+    if bucket == 0:
+        return None, 0.0, False
+    if bucket == ZERO_BUCKET:
+        return 0.0, 0.0, False
+    if bucket == 2:
+        return 0.0, float(DURATION_EDGES[0]), True
+    edge = bucket - 2
+    upper = float(DURATION_EDGES[edge]) if edge < len(DURATION_EDGES) else None
+    return float(DURATION_EDGES[edge - 1]), upper, False
+
+
+def _ranks(n: int, fraction: float) -> tuple[int, int, float]:
+    """The two ranks (from 0) a percentile interpolates between, and its position."""
+    position = fraction * (n - 1)
+    low = math.floor(position)
+    return low, min(low + 1, n - 1), position
+
+
+@dataclass
+class _Band:
+    """Ranks wanted from one bucket of one group's durations: ``count`` values in order from
+    ``offset`` within the bucket."""
+
+    group: Any
+    measure: int
+    bucket: int
+    offset: int
+    count: int
+    first_rank: int
+
+
+def _bands(counts: Sequence[int], ranks: Iterable[int]) -> list[tuple[int, int, int, int]]:
+    """(bucket, offset in it, count, first rank) of runs of consecutive ranks per bucket."""
+    found: list[tuple[int, int, int, int]] = []
+    bucket, before = 0, 0
+    for rank in sorted(set(ranks)):
+        while before + counts[bucket] <= rank:
+            before += counts[bucket]
+            bucket += 1
+        last = found[-1] if found else None
+        if last and last[0] == bucket and last[3] + last[2] == rank:
+            found[-1] = (bucket, last[1], last[2] + 1, last[3])
+        else:
+            found.append((bucket, rank - before, 1, rank))
+    return found
+
+
+def _where(qs: QuerySet) -> tuple[str, list[Any]]:
+    """SQL of a queryset's conditions (its own columns, and subqueries), with parameters."""
+    compiler = qs.query.get_compiler(using=qs.db)
+    try:
+        sql, params = compiler.compile(qs.query.where)
+    except FullResultSet:  # no conditions
+        return "1 = 1", []
+    except EmptyResultSet:  # conditions nothing meets
+        return "1 = 0", []
+    return sql or "1 = 1", list(params)
+
+
+def _sums(qs: QuerySet, columns: Sequence[str], group_by: Sequence[str] = ()) -> list[tuple]:
+    """The sums of columns over a queryset's rows, per group: plain SQL, as building a
+    hundred aggregates through the ORM costs more than running them."""
+    where, params = _where(qs)
+    table = connection.ops.quote_name(qs.model._meta.db_table)
+    keys = [connection.ops.quote_name(c) for c in group_by]
+    sums = [f"SUM({connection.ops.quote_name(c)})" for c in columns]
+    sql = f"SELECT {', '.join([*keys, *sums])} FROM {table} WHERE {where}"
+    if keys:
+        sql += f" GROUP BY {', '.join(keys)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+_HISTOGRAM = ("n", "total", *(f"b{i}" for i in range(DURATION_BUCKETS)))
+
+
+def duration_spreads(
+    user: AnyUser,
+    filters: Filters,
+    range_: DateRange,
+    measures: Iterable[int],
+    *,
+    grain: str | None = None,
+) -> dict[tuple[Any, int], Spread] | None:
+    """Spreads of durations by (group, measure), the group a bucket of ``grain`` (None: the
+    whole range), from the duration counts and the facts of the buckets that hold the
+    percentiles; None if the counts do not serve the scope. A group and measure with no
+    durations is left out."""
+    counts = duration_counts(user, filters)
+    if counts is None:
+        return None
+    rows = counts.filter(_in(range_), measure__in=list(measures))
+    # Per day when grouped (a few hundred rows at most), added up per group here.
+    histograms: dict[tuple[Any, int], list[int]] = {}
+    for row in _sums(rows, _HISTOGRAM, ["measure", "day"] if grain else ["measure"]):
+        if grain is not None:
+            group: Any = _bucket(_as_date(_day(row[1])), grain)
+            sums = row[2:]
+        else:
+            group, sums = None, row[1:]
+        found = histograms.get((group, row[0]))
+        if found is None:
+            histograms[(group, row[0])] = [int(v or 0) for v in sums]
+        else:
+            for i, v in enumerate(sums):
+                found[i] += int(v or 0)
+    histograms = {key: h for key, h in histograms.items() if h[0]}
+    bands: list[_Band] = []
+    for (group, measure), histogram in histograms.items():
+        n, buckets = histogram[0], histogram[2:]
+        if sum(buckets) != n:
+            return None
+        wanted = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
+        bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
+    values = _band_values(user, filters, range_, grain, bands)
+    if values is None:
+        return None
+    spreads = {}
+    for key, histogram in histograms.items():
+        n, total = histogram[0], histogram[1]
+        at = values[key]
+        percentiles = []
+        for fraction in _FRACTIONS:
+            low, high, position = _ranks(n, fraction)
+            percentiles.append(at[low] + (at[high] - at[low]) * (position - low))
+        spreads[key] = Spread(
+            n=n, median=percentiles[0], p90=percentiles[1], mean=total / 1_000_000 / n
+        )
+    return spreads
+
+
+def _day(value: Any) -> date:
+    """A date column's value (SQLite gives text through a plain cursor)."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _band_values(
+    user: AnyUser, filters: Filters, range_: DateRange, grain: str | None, bands: list[_Band]
+) -> dict[tuple[Any, int], dict[int, float]] | None:
+    """The durations at the ranks the bands ask for, by (group, measure) and rank, read in
+    one statement: each band's facts of its days and bucket, in order (plain SQL: it is
+    built for every band). None if a band did not find what the counts said it holds."""
+    found: dict[tuple[Any, int], dict[int, float]] = defaultdict(dict)
+    if not bands:
+        return found
+    days: dict[Any, list[date]] = defaultdict(list)
+    day = range_.start
+    while day <= range_.end:
+        days[_bucket(day, grain) if grain is not None else None].append(day)
+        day += timedelta(days=1)
+    scopes = {
+        model: _where(_scoped(model, user, filters, agent_field=None))
+        for model in (ResponseFact, ConversationFact)
+    }
+    quote = connection.ops.quote_name
+    parts, params = [], []
+    for i, band in enumerate(bands):
+        if band.bucket == ZERO_BUCKET:  # zero alone: nothing to read
+            for k in range(band.count):
+                found[(band.group, band.measure)][band.first_rank + k] = 0.0
+            continue
+        model, column, day_field, is_first = _MEASURE_FACTS[band.measure]
+        scope, scope_params = scopes[model]
+        column, listed = quote(column), days[band.group]
+        where = [
+            scope,
+            f"{quote(day_field)} IN ({', '.join(['%s'] * len(listed))})",
+            f"{column} IS NOT NULL",
+        ]
+        params += [*scope_params, *listed]
+        if is_first is not None:
+            where.append(f"{quote('is_first')} = %s")
+            params.append(is_first)
+        lower, upper, above = bucket_bounds(band.bucket)
+        if lower is not None:
+            where.append(f"{column} {'>' if above else '>='} %s")
+            params.append(lower)
+        if upper is not None:
+            where.append(f"{column} < %s")
+            params.append(upper)
+        parts.append(
+            f"SELECT {i} AS band, v.value FROM (SELECT {column} AS value"
+            f" FROM {quote(model._meta.db_table)} WHERE {' AND '.join(where)}"
+            f" ORDER BY {column} LIMIT {band.count} OFFSET {band.offset}) v"
+        )
+    rows: dict[int, list[float]] = defaultdict(list)
+    if parts:
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            for i, value in cursor.fetchall():
+                rows[i].append(value)
+    for i, band in enumerate(bands):
+        if band.bucket == ZERO_BUCKET:
+            continue
+        values = sorted(rows[i])
+        if len(values) != band.count:
+            return None  # the facts changed since the counts were read
+        for k, value in enumerate(values):
+            found[(band.group, band.measure)][band.first_rank + k] = value
+    return found
+
+
 # --- The figures --------------------------------------------------------------------------
 
 
@@ -698,7 +1005,7 @@ def _contacts(started: QuerySet) -> tuple[int, int]:
     """Contacts with a conversation started in a range, and those with two or more."""
     row = (
         started.values("contact")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by()
         .aggregate(contacts=Count("n"), repeat=Count("n", filter=Q(n__gte=2)))
     )
@@ -783,11 +1090,18 @@ def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, in
 def _open_now(user: AnyUser, filters: Filters) -> dict[str, int]:
     """The backlog and the unassigned in it, whatever the range: read once for the summaries
     of a range and the one before, and the targets on them (cached until facts change)."""
-    return _cached("now", user, lambda: _now(conversation_facts(user, filters)), filters)
+    return _cached("now", user, lambda: _now(user, filters), filters)
 
 
-def _now(conversations: QuerySet) -> dict[str, int]:
-    return conversations.filter(status__in=ACTIVE_STATUSES, is_monitoring=False).aggregate(
+def _now(user: AnyUser, filters: Filters) -> dict[str, int]:
+    counts = day_counts(user, filters)
+    if counts is not None:
+        backlog, unassigned = _sums(counts, ["open", "open_unassigned"])[0]
+        return {"backlog": int(backlog or 0), "unassigned": int(unassigned or 0)}
+    open_ = conversation_facts(user, filters).filter(
+        status__in=ACTIVE_STATUSES, is_monitoring=False
+    )
+    return open_.aggregate(
         backlog=Count("pk"), unassigned=Count("pk", filter=Q(assignee__isnull=True))
     )
 
@@ -805,20 +1119,34 @@ def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
 
 
 def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
-    """Every figure of a range: the day counts (or the facts, filtered by agent or tag), one
-    pass over the responses and one over the conversations resolved in the range, their
-    contacts, and the backlog."""
+    """Every figure of a range: the day counts and the spreads from the duration counts (or
+    the facts, filtered by what the counts are not kept by), the contacts of the
+    conversations started, the escalations of those resolved, and the backlog."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
 
-    volume = _volume_in(user, filters, range_)
-    start = _starts_in(user, filters, range_)
+    counts = day_counts(user, filters)
+    if counts is None:
+        volume = _volume(message_days(user, filters).filter(_in(range_)))
+        start = _starts(started)
+        end, resolution = _ends(resolved)
+        reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
+        speed = Speed(**response, **resolution)
+    else:
+        volume, start, reply, end = _counted(counts.filter(_in(range_)))
+        speeds = duration_spreads(user, filters, range_, _SPEED_FIELDS)
+        if speeds is None:
+            _, resolution = figures(resolved, spreads=_RESOLUTION_SPREADS)
+            _, response = figures(responses, spreads=_RESPONSE_SPREADS)
+            speed = Speed(**response, **resolution)
+        else:
+            speed = Speed(
+                **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
+            )
     contacts, repeat = _contacts(started) if start["new"] else (0, 0)
-    end, resolution = _ends(resolved)
-    reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
     now = _open_now(user, filters)
     return Summary(
         range=range_,
@@ -826,7 +1154,7 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         outbound=volume["outbound"] or 0,
         new_conversations=start["new"],
         new_contacts=start["new_contacts"],
-        speed=Speed(**response, **resolution),
+        speed=speed,
         first_response_met=reply["met"],
         first_response_missed=reply["missed"],
         resolution_met=end["met"],
@@ -840,6 +1168,65 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
     )
 
 
+# What a summary reads from the day counts, by the name its figures take.
+_START_SUMS = {
+    "new": "started",
+    "new_contacts": "new_contacts",
+    "returning_30": "returning_30",
+    "returning_90": "returning_90",
+    "vip": "vip",
+    "vip_answered": "vip_answered",
+    "breaches": "breaches",
+}
+_END_SUMS = {
+    "n": "resolved",
+    "in_channel": "in_channel",
+    "escalated": "escalated",
+    "reopened": "reopened",
+    "met": "resolution_met",
+    "missed": "resolution_missed",
+    "changed": "changed",
+    "improved": "improved",
+    "worsened": "worsened",
+}
+_REPLY_SUMS = {"met": "first_response_met", "missed": "first_response_missed"}
+
+
+def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
+    """The volume, starts, first replies and ends of a range from its day counts, in one
+    query, as the facts give them."""
+    names = {
+        *_MESSAGE_SUMS,
+        *_START_SUMS.values(),
+        *_END_SUMS.values(),
+        *_REPLY_SUMS.values(),
+        "sentiment_first_total",
+        "sentiment_last_total",
+    }
+    columns = sorted(names)
+    row = {
+        name: int(value or 0)
+        for name, value in zip(columns, _sums(counts, columns)[0], strict=True)
+    }
+    volume = {name: row[name] for name in _MESSAGE_SUMS}
+    start = {key: row[name] for key, name in _START_SUMS.items()}
+    reply = {key: row[name] for key, name in _REPLY_SUMS.items()}
+    end: dict[str, Any] = {key: row[name] for key, name in _END_SUMS.items()}
+    changed = end["changed"]
+    end["first"] = row["sentiment_first_total"] / 1_000_000 / changed if changed else None
+    end["last"] = row["sentiment_last_total"] / 1_000_000 / changed if changed else None
+    return volume, start, reply, end
+
+
+_TIME_MEASURES: dict[str, int] = {
+    Metric.FIRST_RESPONSE_MEDIAN: DurationMeasure.FIRST_RESPONSE,
+    Metric.FIRST_RESPONSE_P90: DurationMeasure.FIRST_RESPONSE,
+    Metric.NEXT_RESPONSE_MEDIAN: DurationMeasure.NEXT_RESPONSE,
+    Metric.RESOLUTION_MEDIAN: DurationMeasure.RESOLUTION,
+    Metric.RESOLUTION_P90: DurationMeasure.RESOLUTION,
+}
+
+
 def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric: str) -> Any:
     """What ``Summary.value(metric)`` gives, from the one or two aggregates it depends on."""
     conversations = conversation_facts(user, filters)
@@ -848,12 +1235,16 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     resolved = conversations.filter(_in(range_, "resolved_day"))
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
-    if metric in (Metric.FIRST_RESPONSE_MEDIAN, Metric.FIRST_RESPONSE_P90):
-        seconds = spread(responses.filter(is_first=True), "seconds")
-    elif metric == Metric.NEXT_RESPONSE_MEDIAN:
-        seconds = spread(responses.filter(is_first=False), "seconds")
-    elif metric in (Metric.RESOLUTION_MEDIAN, Metric.RESOLUTION_P90):
-        seconds = spread(resolved, "resolution_seconds")
+    measure = _TIME_MEASURES.get(metric)
+    if measure is not None:
+        spreads = duration_spreads(user, filters, range_, [measure])
+        if spreads is not None:
+            seconds = spreads.get((None, measure), _NO_SPREAD)
+        elif measure == DurationMeasure.RESOLUTION:
+            seconds = spread(resolved, "resolution_seconds")
+        else:
+            first = measure == DurationMeasure.FIRST_RESPONSE
+            seconds = spread(responses.filter(is_first=first), "seconds")
     if seconds is not None:
         value = (
             seconds.p90
@@ -911,27 +1302,27 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
 
 
 def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
+    """The counts of resolved conversations, and the escalated among them by how their
+    escalation ended and where it went (one query over those escalated)."""
     labels = dict(EscalationOutcome.choices)
-    escalated = resolved.filter(escalations__gt=0)
-    by_outcome = [
-        (labels.get(row["escalation_outcome"], "Still open"), row["n"])
-        for row in escalated.values("escalation_outcome")
+    outcomes: dict[str, int] = defaultdict(int)
+    departments: dict[str | None, int] = defaultdict(int)
+    for row in (
+        resolved.filter(escalations__gt=0)
+        .values("escalation_outcome", "escalation_department__name")
         .annotate(n=Count("pk"))
-        .order_by("escalation_outcome")
-    ]
-    by_department = [
-        (row["escalation_department__name"] or "A manager", row["n"])
-        for row in escalated.values("escalation_department__name")
-        .annotate(n=Count("pk"))
-        .order_by("-n", "escalation_department__name")
-    ]
+        .order_by()
+    ):
+        outcomes[row["escalation_outcome"]] += row["n"]
+        departments[row["escalation_department__name"]] += row["n"]
+    by_department = sorted(departments.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
     return Outcomes(
         resolved=end["n"],
         in_channel=end["in_channel"],
         escalated=end["escalated"],
         reopened=end["reopened"],
-        by_outcome=by_outcome,
-        by_department=by_department,
+        by_outcome=[(labels.get(code, "Still open"), n) for code, n in sorted(outcomes.items())],
+        by_department=[(name or "A manager", n) for name, n in by_department],
     )
 
 
@@ -1002,9 +1393,18 @@ def _series(
         _counts_by_bucket(points, _by_bucket(counts.filter(_in(range_)), grain))
     else:
         _facts_by_bucket(points, user, filters, range_, grain)
-    first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
-    for key, value in grouped_spread(first, "bucket", "seconds").items():
-        points[_as_date(key)]["first_response_median"] = value.median
+    first_response = DurationMeasure.FIRST_RESPONSE
+    spreads = duration_spreads(user, filters, range_, [first_response], grain=grain)
+    if spreads is not None:
+        medians = {group: value.median for (group, _), value in spreads.items()}
+    else:
+        first = _by_bucket(response_facts(user, filters).filter(_in(range_), is_first=True), grain)
+        medians = {
+            _as_date(key): value.median
+            for key, value in grouped_spread(first, "bucket", "seconds").items()
+        }
+    for start, median in medians.items():
+        points[start]["first_response_median"] = median
     return [Point(**points[start]) for start in sorted(points)]
 
 
@@ -1116,9 +1516,22 @@ def backlog_by_age(
 def _backlog_by_age(
     *, user: AnyUser, filters: Filters, now: datetime
 ) -> list[tuple[str, int, int]]:
+    """The open conversations by age: those started in the last days from the facts (a few
+    through the index of open conversations), the older ones, all in the last bucket, from
+    the day counts of the days they started."""
     open_ = conversation_facts(user, filters).filter(
         status__in=ACTIVE_STATUSES, is_monitoring=False
     )
+    older = (0, 0)
+    counts = day_counts(user, filters)
+    if counts is not None:
+        zone = timezone.get_default_timezone()
+        oldest = timezone.localdate(now - timedelta(hours=BACKLOG_BUCKETS[-2][1]), zone)
+        # The day bounds the rows exactly; the moment a day earlier, what the index reads.
+        recent = datetime.combine(oldest - timedelta(days=1), datetime.min.time(), UTC)
+        open_ = open_.filter(day__gte=oldest, started_at__gte=recent)
+        found = _sums(counts.filter(day__lt=oldest), ["open", "open_unassigned"])[0]
+        older = (int(found[0] or 0), int(found[1] or 0))
     aggregates = {}
     previous = 0.0
     for i, (_, upper) in enumerate(BACKLOG_BUCKETS):
@@ -1129,6 +1542,9 @@ def _backlog_by_age(
         aggregates[f"u{i}"] = Count("pk", filter=window & Q(assignee__isnull=True))
         previous = upper
     row = open_.aggregate(**aggregates)
+    last = len(BACKLOG_BUCKETS) - 1
+    row[f"o{last}"] += older[0]
+    row[f"u{last}"] += older[1]
     return [(label, row[f"o{i}"], row[f"u{i}"]) for i, (label, _) in enumerate(BACKLOG_BUCKETS)]
 
 

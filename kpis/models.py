@@ -149,12 +149,33 @@ class ConversationFact(_Dimensions):
 
     class Meta:
         indexes = [
-            models.Index(fields=["day"], name="kpi_conv_day_idx"),
-            models.Index(fields=["resolved_day"], name="kpi_conv_resolved_idx"),
+            # The conversations started in a range, and their contacts without the rows.
+            models.Index(
+                fields=["day", "contact"], include=["channel"], name="kpi_conv_day_contact_idx"
+            ),
+            # The resolutions of a range, and those of one duration bucket among them.
+            models.Index(
+                fields=["resolved_day", "resolution_seconds"],
+                include=["channel"],
+                name="kpi_conv_resolution_idx",
+            ),
+            models.Index(
+                fields=["resolved_day", "resolution_business_seconds"],
+                include=["channel"],
+                name="kpi_conv_resolution_bus_idx",
+            ),
             models.Index(fields=["channel", "day"], name="kpi_conv_channel_idx"),
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
+            # The escalated among the resolutions of a range (about one in twenty), by how and
+            # where their escalation went, without the rows.
+            models.Index(
+                fields=["resolved_day"],
+                condition=models.Q(escalations__gt=0),
+                include=["escalation_outcome", "escalation_department", "channel"],
+                name="kpi_conv_escalated_idx",
+            ),
             # The backlog: the few conversations open now, not every one ever started.
             models.Index(
                 fields=["started_at"],
@@ -199,9 +220,17 @@ class ResponseFact(_Dimensions):
             models.Index(fields=["conversation"], name="kpi_response_conv_idx"),
             models.Index(fields=["day"], name="kpi_response_day_idx"),
             models.Index(fields=["agent", "day"], name="kpi_response_agent_idx"),
-            # First responses alone (about one in five): their medians per week and targets.
+            # First or next responses of a range, and those of one duration bucket among them
+            # (a day at a time: `day IN (...)`); first responses alone are about one in five.
             models.Index(
-                fields=["day"], condition=models.Q(is_first=True), name="kpi_response_first_idx"
+                fields=["is_first", "day", "seconds"],
+                include=["channel"],
+                name="kpi_response_seconds_idx",
+            ),
+            models.Index(
+                fields=["is_first", "day", "business_seconds"],
+                include=["channel"],
+                name="kpi_response_business_idx",
             ),
         ]
 
@@ -248,8 +277,9 @@ class MessageDay(_Dimensions):
 class DayCounts(models.Model):
     """What the counted figures add up to on one day, per channel, team and priority: messages
     (the day they were written), conversations started and their breaches (the day it started),
-    conversations resolved and how (the day of the resolution), first responses within SLA
-    and responses per time bucket (the day of the reply).
+    conversations resolved, how, and how their customers' sentiment changed (the day of the
+    resolution), first responses within SLA and responses per time bucket (the day of the
+    reply).
 
     Kept by database triggers on the three fact tables, in the statement that changes them, so
     these always equal what the facts add up to (`facts_rebuild()` also computes them anew).
@@ -282,6 +312,9 @@ class DayCounts(models.Model):
     vip = models.IntegerField(default=0)
     vip_answered = models.IntegerField(default=0)
     breaches = models.IntegerField(default=0)
+    # Of those started that day, the conversations in the backlog now, and the unassigned.
+    open = models.IntegerField(default=0)
+    open_unassigned = models.IntegerField(default=0)
 
     resolved = models.IntegerField(default=0)
     in_channel = models.IntegerField(default=0)
@@ -289,6 +322,14 @@ class DayCounts(models.Model):
     reopened = models.IntegerField(default=0)
     resolution_met = models.IntegerField(default=0)
     resolution_missed = models.IntegerField(default=0)
+    # Resolved conversations with a first and a last scored message, and how the score went.
+    changed = models.IntegerField(default=0)
+    improved = models.IntegerField(default=0)
+    worsened = models.IntegerField(default=0)
+    # Their first and last scores summed, in whole millionths (integers add up the same in
+    # any order, so the triggers and a rebuild agree).
+    sentiment_first_total = models.BigIntegerField(default=0)
+    sentiment_last_total = models.BigIntegerField(default=0)
 
     first_response_met = models.IntegerField(default=0)
     first_response_missed = models.IntegerField(default=0)
@@ -317,6 +358,221 @@ class DayCounts(models.Model):
 
     def __str__(self) -> str:
         return f"counts of {self.day} on channel {self.channel_id}"
+
+
+# Edges of the duration buckets in whole seconds, about 10% apart from 1 second to 104 days.
+# Bucket 0 holds durations below zero, bucket 1 those of exactly zero (replies before business
+# hours open: many), bucket 2 those between zero and a second, bucket 2 + i those from edge
+# i - 1 up to (not including) edge i, the last those from the last edge up. Whole numbers, so
+# the database and Python compare a duration with them alike. Frozen in
+# kpis/migrations/0008_duration_counts.py, which holds the triggers that count by them.
+DURATION_EDGES: tuple[int, ...] = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    16,
+    17,
+    19,
+    21,
+    23,
+    26,
+    28,
+    31,
+    34,
+    37,
+    41,
+    45,
+    50,
+    55,
+    60,
+    66,
+    73,
+    80,
+    88,
+    97,
+    107,
+    117,
+    129,
+    142,
+    156,
+    172,
+    189,
+    208,
+    229,
+    252,
+    277,
+    304,
+    335,
+    368,
+    405,
+    446,
+    490,
+    539,
+    593,
+    653,
+    718,
+    790,
+    869,
+    956,
+    1051,
+    1156,
+    1272,
+    1399,
+    1539,
+    1693,
+    1862,
+    2048,
+    2253,
+    2479,
+    2726,
+    2999,
+    3299,
+    3629,
+    3992,
+    4391,
+    4830,
+    5313,
+    5844,
+    6429,
+    7072,
+    7779,
+    8557,
+    9412,
+    10354,
+    11389,
+    12528,
+    13781,
+    15159,
+    16675,
+    18342,
+    20176,
+    22194,
+    24413,
+    26855,
+    29540,
+    32494,
+    35743,
+    39318,
+    43249,
+    47574,
+    52332,
+    57565,
+    63322,
+    69654,
+    76619,
+    84281,
+    92709,
+    101980,
+    112178,
+    123396,
+    135735,
+    149309,
+    164240,
+    180664,
+    198730,
+    218603,
+    240463,
+    264510,
+    290961,
+    320057,
+    352063,
+    387269,
+    425996,
+    468595,
+    515455,
+    567000,
+    623700,
+    686070,
+    754677,
+    830145,
+    913160,
+    1004475,
+    1104923,
+    1215415,
+    1336957,
+    1470653,
+    1617718,
+    1779490,
+    1957439,
+    2153182,
+    2368501,
+    2605351,
+    2865886,
+    3152474,
+    3467722,
+    3814494,
+    4195943,
+    4615538,
+    5077092,
+    5584801,
+    6143281,
+    6757609,
+    7433370,
+    8176707,
+    8994377,
+)
+DURATION_BUCKETS = len(DURATION_EDGES) + 3
+
+
+class DurationMeasure(models.IntegerChoices):
+    """Each duration whose spread the reports show, by where it is read from."""
+
+    FIRST_RESPONSE = 0, "First response"  # ResponseFact.seconds of first responses
+    FIRST_RESPONSE_BUSINESS = 1, "First response, business time"
+    NEXT_RESPONSE = 2, "Next response"  # ResponseFact.seconds of next responses
+    NEXT_RESPONSE_BUSINESS = 3, "Next response, business time"
+    RESOLUTION = 4, "Resolution"  # ConversationFact.resolution_seconds, by resolved_day
+    RESOLUTION_BUSINESS = 5, "Resolution, business time"
+
+
+class DurationCounts(models.Model):
+    """How many durations of each measure fell in each bucket of `DURATION_EDGES` on one day
+    (the day of the reply, of the resolution) and channel, and their sum in microseconds.
+
+    Kept by database triggers on the response and conversation facts, in the statement that
+    changes them, as `DayCounts` are. A report finds in them which bucket holds the median or
+    the 90th percentile, then reads only the facts of that bucket to pick the exact value.
+    Kept per channel only: a range filtered by team, priority, agent or tag reads the facts."""
+
+    day = models.DateField()
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    measure = models.PositiveSmallIntegerField(choices=DurationMeasure.choices)
+    n = models.IntegerField(default=0)
+    # Whole microseconds: integers add up the same whichever order the rows come in.
+    total = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "channel", "platform", "measure"], name="kpi_duration_counts_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_measure_display()} on {self.day}, channel {self.channel_id}"
+
+
+# One counter per bucket: b0 .. b156.
+for _bucket in range(DURATION_BUCKETS):
+    DurationCounts.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
 
 
 class Metric(models.TextChoices):
