@@ -59,49 +59,40 @@ logger = logging.getLogger(__name__)
 
 
 class Calendars:
-    """Business calendars for the ``business_hours`` condition, looked up when a rule needs
-    them (once per book). What a calendar says of a moment holds for a span from it (closed
-    until it next opens, or open for a while yet), and a batch's posts come in time order:
-    most are answered by the span of the one before, without working through the calendar."""
+    """Business calendars for the ``business_hours`` condition, read when a rule first needs
+    them, or given by the caller that has read them already (the SLA setup of the batch).
+    What a calendar says of a moment holds for a span from it (closed until it next opens,
+    open until its hours end), and a batch's posts come in time order: most are answered by
+    the span of the one before, without working through the calendar."""
 
-    def __init__(self) -> None:
-        self._set: setup_cache.CalendarSet | None = None
+    def __init__(self, calendar_set: setup_cache.CalendarSet | None = None) -> None:
+        self._set = calendar_set
         self._spans: dict[int | None, tuple[datetime, datetime, bool]] = {}
+
+    def calendar_set(self) -> setup_cache.CalendarSet:
+        """Every business calendar, read once for the batch."""
+        if self._set is None:
+            self._set = setup_cache.business_calendars()
+        return self._set
 
     def within(self, calendar_id: int | None, at: datetime) -> bool:
         span = self._spans.get(calendar_id)
         if span is not None and span[0] <= at < span[1]:
             return span[2]
-        if self._set is None:
-            self._set = setup_cache.business_calendars()
-        chosen = self._set.get(calendar_id)
+        chosen = self.calendar_set().get(calendar_id)
         # Without any calendar the organisation is taken to be always open.
         if chosen is None:
             return True
-        is_open, until = _open_from(chosen, at)
-        if until is not None:
-            self._spans[calendar_id] = (at, until, is_open)
-        return is_open
-
-
-# How far ahead an open calendar is checked to stay open: long enough to answer many posts.
-_OPEN_SPAN = timedelta(minutes=10)
-
-
-def _open_from(
-    calendar: business_hours.BusinessCalendar, at: datetime
-) -> tuple[bool, datetime | None]:
-    """Whether the calendar is open at ``at``, and until when that holds at least: when it
-    next opens, or ``_OPEN_SPAN`` on; None if it closes sooner or never opens again."""
-    try:
-        opens = calendar.next_opening(at)
-        if opens > at:
-            return False, opens
-        # Business time over the span equals its length only if it is open all along.
-        end = at + _OPEN_SPAN
-        return True, end if calendar.add(at, _OPEN_SPAN) == end else None
-    except business_hours.CalendarError:
-        return calendar.is_open(at), None
+        try:
+            until = chosen.open_until(at)
+            if until is not None:
+                self._spans[calendar_id] = (at, until, True)
+                return True
+            self._spans[calendar_id] = (at, chosen.next_opening(at), False)
+            return False
+        except business_hours.CalendarError:
+            # Never opens again: no span to remember.
+            return chosen.is_open(at)
 
 
 @dataclass

@@ -305,7 +305,7 @@ def inbound_posts_store(
     # inserted complete and only those that existed already need an UPDATE. Routing and SLA
     # clocks run here too, on the rows in memory.
     book = RuleBook.load()
-    setup = SlaSetup.load()
+    setup = SlaSetup.load(calendars=book.calendars.calendar_set)
     facts = _BatchFacts.load(
         book=book, setup=setup, contact_ids=contact_ids, conversation_ids=set(by_id)
     )

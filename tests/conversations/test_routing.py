@@ -355,12 +355,13 @@ def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeyp
     moments += chance.sample(moments, 200)  # and some out of order
 
     asked = []
-    next_opening = business_hours.BusinessCalendar.next_opening
-    monkeypatch.setattr(
-        business_hours.BusinessCalendar,
-        "next_opening",
-        lambda self, moment: asked.append(moment) or next_opening(self, moment),
-    )
+    for name in ("next_opening", "open_until"):
+        method = getattr(business_hours.BusinessCalendar, name)
+        monkeypatch.setattr(
+            business_hours.BusinessCalendar,
+            name,
+            lambda self, moment, method=method: asked.append(moment) or method(self, moment),
+        )
     calendars = Calendars()
     for calendar_id in (berlin.pk, new_york.pk, brief.pk, None):
         chosen = loaded.get(calendar_id)
@@ -369,13 +370,34 @@ def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeyp
         assert [calendars.within(calendar_id, m) for m in moments] == expected
         assert len(asked) < len(moments) / 3
 
-    # Posts three seconds apart in open hours: one look at the calendar per ten minutes.
+    # Posts three seconds apart in open hours: one look at the calendar per stretch of hours
+    # (Berlin's 08:00-12:00 then 12:00-20:00, summer time: until 10:00 UTC, then 18:00).
     asked.clear()
     monday = datetime(2026, 3, 30, 9, 0, tzinfo=UTC)
-    posts = [monday + timedelta(seconds=3 * n) for n in range(500)]
+    posts = [monday + timedelta(seconds=3 * n) for n in range(2000)]
     calendars = Calendars()
     assert all(calendars.within(berlin.pk, at) for at in posts)
-    assert len(asked) <= 1 + 3
+    assert asked == [monday, datetime(2026, 3, 30, 10, 0, tzinfo=UTC)]
+
+
+def test_a_batch_reads_the_calendars_once_for_the_sla_clocks_and_the_rules():
+    calendar = _calendar("Office", "UTC", {str(d): [["09:00", "17:00"]] for d in range(5)})
+    SlaPolicy.objects.create(name="Standard", first_response_minutes=60, calendar=calendar)
+    rule(
+        conditions=[{"field": "business_hours", "op": "outside", "value": calendar.pk}],
+        actions=[{"type": "set_priority", "value": Priority.HIGH}],
+    )
+
+    def calendar_reads(external_id):
+        with CaptureQueriesContext(connection) as captured:
+            ingest(channel=ChannelFactory(), posts=[post(external_id, author=external_id)])
+        return sum("conversations_businesscalendar" in q["sql"] for q in captured)
+
+    assert calendar_reads("p1") == 1
+    assert conversation_of("p1").first_response_due_at == MONDAY_NOON + timedelta(hours=1)
+    RoutingRule.objects.all().delete()
+    SlaPolicy.objects.update(calendar=None)
+    assert calendar_reads("p2") == 0  # nothing asks about business hours
 
 
 def test_business_hours_condition_uses_the_default_calendar():
