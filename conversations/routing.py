@@ -51,7 +51,6 @@ from conversations.rules import (
     rule_compile,
 )
 from governance.models import TeamMembership
-from governance.policy import policy_for
 from governance.services import Verdict, outbound_check
 from scrm.bulk import instances_insert, rows_insert
 
@@ -513,7 +512,7 @@ def acknowledgements_prepare(
     refused and held ones go on the timeline with the reasons. An acknowledgement is no
     response by a person: it neither meets an SLA target nor stops the customer's wait."""
     allowed: list[Acknowledgement] = []
-    policy = policy_for(channel) if decisions.acknowledgements else None
+    policy = setup_cache.publishing_policy(channel) if decisions.acknowledgements else None
     for ack in decisions.acknowledgements.values():
         name = ack.name.strip() or "there"
         ack.template = acknowledgement_render(
@@ -600,7 +599,7 @@ def _acknowledgements_queue(
     ]
     instances_insert(Message, messages)
     held = [(m, ack) for m, ack in zip(messages, acknowledgements, strict=True) if ack.held_for]
-    policy = policy_for(channel) if held else None
+    policy = setup_cache.publishing_policy(channel) if held else None
     for message, ack in held:
         approval_request(
             message=message,
