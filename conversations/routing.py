@@ -52,7 +52,7 @@ from conversations.rules import (
 )
 from governance.models import TeamMembership
 from governance.services import Verdict, outbound_check
-from scrm.bulk import instances_insert, rows_insert
+from scrm.bulk import rows_insert, rows_insert_returning
 
 logger = logging.getLogger(__name__)
 
@@ -573,34 +573,63 @@ def decisions_write(
             _escalate(conversation, target, rule_name, trigger)
 
 
+_ACKNOWLEDGEMENT_COLUMNS = (
+    "conversation",
+    "channel",
+    "direction",
+    "kind",
+    "in_reply_to_external_id",
+    "body",
+    "language",
+    "keywords",
+    "created_at",
+    "received_at",
+    "delivery_status",
+    "error",
+    "raw",
+)
+_ACKNOWLEDGEMENT_FIELDS = tuple(
+    f"{name}_id" if name in ("conversation", "channel") else name
+    for name in _ACKNOWLEDGEMENT_COLUMNS
+)
+
+
 def _acknowledgements_queue(
     channel: ChannelAccount, acknowledgements: Sequence[Acknowledgement], now: datetime
 ) -> None:
     from channels_ingest.tasks import send_messages
     from governance.approvals import approval_request
 
-    messages = [
-        Message(
-            conversation=ack.conversation,
-            channel=channel,
-            direction=Direction.OUT,
-            kind=MessageKind.DM
-            if ack.conversation.thread_key.startswith("dm:")
-            else MessageKind.REPLY,
-            in_reply_to_external_id=ack.reply_to,
-            body=ack.template,
-            created_at=now,
-            received_at=now,
-            delivery_status=DeliveryStatus.PENDING_APPROVAL
-            if ack.held_for
-            else DeliveryStatus.QUEUED,
+    # Rows rather than model instances: only a held one needs its instance, for its approval.
+    values: list[tuple[Any, ...]] = [
+        (
+            ack.conversation.pk,
+            channel.pk,
+            Direction.OUT,
+            MessageKind.DM if ack.conversation.thread_key.startswith("dm:") else MessageKind.REPLY,
+            ack.reply_to,
+            ack.template,
+            "",
+            [],
+            now,
+            now,
+            DeliveryStatus.PENDING_APPROVAL if ack.held_for else DeliveryStatus.QUEUED,
+            "",
+            {},
         )
         for ack in acknowledgements
     ]
-    instances_insert(Message, messages)
-    held = [(m, ack) for m, ack in zip(messages, acknowledgements, strict=True) if ack.held_for]
+    keys = [pk for (pk,) in rows_insert_returning(Message, _ACKNOWLEDGEMENT_COLUMNS, values)]
+    held = [
+        (pk, row, ack)
+        for pk, row, ack in zip(keys, values, acknowledgements, strict=True)
+        if ack.held_for
+    ]
     policy = setup_cache.publishing_policy(channel) if held else None
-    for message, ack in held:
+    for pk, row, ack in held:
+        message = Message(pk=pk, **dict(zip(_ACKNOWLEDGEMENT_FIELDS, row, strict=True)))
+        message.conversation = ack.conversation
+        message._state.adding = False
         approval_request(
             message=message,
             requested_by=None,
@@ -609,7 +638,7 @@ def _acknowledgements_queue(
             policy=policy,
             now=now,
         )
-    ids = [m.pk for m, ack in zip(messages, acknowledgements, strict=True) if not ack.held_for]
+    ids = [pk for pk, ack in zip(keys, acknowledgements, strict=True) if not ack.held_for]
     if ids:
         # One task for the batch: a worker enqueues each send, so the ingest does not pay
         # a broker round trip per acknowledgement.

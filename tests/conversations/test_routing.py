@@ -560,6 +560,38 @@ def test_an_acknowledgement_is_sent_through_the_channel_with_the_customers_name(
     assert conversation.first_response_at is None
 
 
+def test_acknowledgements_of_a_batch_are_stored_as_the_messages_they_are():
+    rule(
+        events=["conversation_created"],
+        actions=[{"type": "acknowledge", "value": "Thanks {first_name}!"}],
+    )
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[
+            post("dm1", author="a", kind="dm", thread="t1"),
+            post("m1", author="b"),
+            post("m2", author="c", reply_to="m1"),  # joins the first mention's conversation
+        ],
+    )
+    stored = {
+        m.conversation_id: m
+        for m in Message.objects.filter(direction=Direction.OUT).select_related("conversation")
+    }
+    assert len(stored) == 2
+    dm, mention = stored[conversation_of("dm1").pk], stored[conversation_of("m1").pk]
+    assert (dm.kind, dm.body, dm.in_reply_to_external_id) == ("dm", "Thanks Name!", "dm1")
+    assert (mention.kind, mention.in_reply_to_external_id) == ("reply", "m1")
+    for message in (dm, mention):
+        assert message.channel_id == channel.pk
+        assert message.delivery_status == DeliveryStatus.QUEUED
+        assert message.created_at == message.received_at == message.conversation.last_message_at
+        assert (message.language, message.keywords, message.raw, message.error) == ("", [], {}, "")
+        assert message.author_identity_id is None and message.author_user_id is None
+        assert message.external_id is None and message.sent_at is None
+        assert message.conversation.message_count == (2 if message is dm else 3)
+
+
 def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded():
     rule(actions=[{"type": "acknowledge", "value": "Thanks!"}])
     ingest(channel=ChannelFactory(mode=ChannelMode.LISTEN), posts=[post("p1")])
