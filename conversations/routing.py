@@ -127,6 +127,10 @@ class RuleBook:
             self.compiled = RuleSet(self.rules)
         self._compiled = self.compiled
 
+    @property
+    def adds_tags(self) -> bool:
+        return any(rule.added_tag_ids for rule in self.rules)
+
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
@@ -293,17 +297,19 @@ def decisions_take(
     at: datetime,
     key: str,
     name: str = "",
+    tags: frozenset[int] = frozenset(),
 ) -> None:
     """Apply what changes the conversation row itself now (in memory), note the rest. The
     rules that did something go on the timeline with what they did, in one entry per
     conversation and batch (``rule_applied_note``); one that matched but found everything as
-    it wanted is left out."""
+    it wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
+    adding again changes nothing."""
     for event, match in matches:
         rule = match.rule
         # The timeline entry, which each action that changes something adds its effect to.
         applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, applied, at, key, name, event)
+            _take(conversation, rule, action, decisions, applied, at, key, name, event, tags)
         if len(applied) > 3:
             rule_applied_note(decisions, conversation, applied, at=at)
 
@@ -341,6 +347,7 @@ def _take(
     key: str,
     name: str,
     event: str,
+    tags: frozenset[int],
 ) -> None:
     value = action.value
     if action.type == "set_priority" and conversation.priority != value:
@@ -373,7 +380,7 @@ def _take(
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
     elif action.type == "add_tags":
-        added = set(value) - decisions.tags[id(conversation)]
+        added = set(value) - decisions.tags[id(conversation)] - tags
         if added:
             decisions.tags[id(conversation)].update(added)
             effects["tags"] = sorted(added)
@@ -836,6 +843,7 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
             at=now,
             key=f"{event}:{now.isoformat()}",
             name=conversation.contact.name,
+            tags=facts.tag_ids,
         )
         auto_assign(decisions, now=now)
         acknowledgements = acknowledgements_prepare(

@@ -150,7 +150,9 @@ class _BatchFacts:
                     status=EscalationStatus.OPEN, conversation__contact_id__in=contact_ids
                 ).values_list("conversation__contact_id", flat=True)
             )
-        if "tags" in book.needed and conversation_ids:
+        # Read for the conditions on tags, and so that adding a tag the conversation has
+        # already is not recorded as a change.
+        if ("tags" in book.needed or book.adds_tags) and conversation_ids:
             through = Conversation.tags.through
             condition, params = where_in(
                 setup_cache.columns(through, ["conversation"]), conversation_ids
@@ -375,6 +377,11 @@ def inbound_posts_store(
             rule_events.insert(0, "conversation_reopened")
         priority_before = conversation.priority
         if book.rules:
+            tag_ids = frozenset(
+                facts.tags_of(conversation)
+                | decisions.tags[id(conversation)]
+                | {keyword_tags[k] for k in item.keywords if k in keyword_tags}
+            )
             matches = book.evaluate(
                 Facts(
                     event=rule_events[0],
@@ -387,11 +394,7 @@ def inbound_posts_store(
                     is_vip=identity.contact_id in facts.vip_contacts,
                     followers=identity.followers_count,
                     has_open_escalation=identity.contact_id in facts.escalated_contacts,
-                    tag_ids=frozenset(
-                        facts.tags_of(conversation)
-                        | decisions.tags[id(conversation)]
-                        | {keyword_tags[k] for k in item.keywords if k in keyword_tags}
-                    ),
+                    tag_ids=tag_ids,
                     priority=conversation.priority,
                     at=post.created_at,
                 ),
@@ -404,6 +407,7 @@ def inbound_posts_store(
                 at=post.created_at,
                 key=post.external_id,
                 name=identity.display_name or identity.handle,
+                tags=tag_ids,
             )
         is_vip = identity.contact_id in facts.vip_contacts
         if is_first:

@@ -172,18 +172,36 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
         ],
     }
 
-    # A later batch has an entry of its own, with what its rules did then.
+    # A later batch has an entry of its own, with what its rules did then: here nothing (the
+    # tags are there already, priority and monitoring as the rules want them), so none.
     latest = later + timedelta(minutes=5)
     ingest(
         channel=channel,
         posts=[post("d3", kind="dm", thread="t1", body="still not working", at=latest)],
     )
+    assert list(ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)) == [applied]
+
+
+def test_a_tag_the_conversation_has_from_an_earlier_batch_is_not_added_again():
+    vip, orders = TagFactory(name="vip"), TagFactory(name="orders")
+    tagging = rule(name="Tag", actions=[{"type": "add_tags", "value": [vip.pk, orders.pk]}])
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1", at=MONDAY_NOON)])
+    conversation = conversation_of("p1")
+    conversation.tags.remove(orders)  # an agent took one off; the other stays
+
+    later = MONDAY_NOON + timedelta(minutes=5)
+    ingest(channel=channel, posts=[post("p2", at=later)])
+    assert conversation_of("p2") == conversation
+    assert set(conversation.tags.all()) == {vip, orders}
     newest = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id")
-    assert newest.pk != applied.pk and newest.created_at == latest
-    assert [(e["name"], e.get("priority"), "at" in e) for e in newest.data["rules"]] == [
-        ("Outages", None, False),
-        ("Direct messages", None, False),
+    assert newest.created_at == later
+    assert newest.data["rules"] == [
+        {"rule": tagging.pk, "name": "Tag", "event": "message_received", "tags": [orders.pk]}
     ]
+
+    ingest(channel=channel, posts=[post("p3", at=later + timedelta(minutes=5))])
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id") == newest
 
 
 def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
