@@ -281,7 +281,6 @@ class Decisions:
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
-    changed: dict[int, Conversation] = field(default_factory=dict)
     # id(conv): the data of its one RULE_APPLIED event of the batch, and that event's time
     applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
@@ -352,11 +351,9 @@ def _take(
     value = action.value
     if action.type == "set_priority" and conversation.priority != value:
         effects["priority"] = [conversation.priority, value]
-        decisions.changed[id(conversation)] = conversation
         conversation.priority = value
     elif action.type == "set_team" and conversation.team_id != value:
         effects["team"] = [conversation.team_id, value]
-        decisions.changed[id(conversation)] = conversation
         conversation.team_id = value
     elif action.type == "assign":
         if value == "auto":
@@ -373,7 +370,6 @@ def _take(
                     at,
                 )
             )
-            decisions.changed[id(conversation)] = conversation
             effects["assign"] = value
             conversation.assignee_id = value
             decisions.auto_assign.pop(id(conversation), None)
@@ -462,7 +458,6 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
                 now,
             )
         )
-        decisions.changed[id(conversation)] = conversation
         conversation.assignee_id = chosen.user_id
         if conversation.status == Status.NEW:
             conversation.status = Status.OPEN

@@ -119,6 +119,13 @@ _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 _STORED = (*_ROLLUP_FIELDS, *_TRACKED)
 
 
+# The events a post raises for the rules, in the order they are evaluated.
+_CREATED: tuple[str, ...] = ("conversation_created", "message_received")
+_REOPENED: tuple[str, ...] = ("conversation_reopened", "message_received")
+_RECEIVED: tuple[str, ...] = ("message_received",)
+_NO_TAGS: frozenset[int] = frozenset()
+
+
 @dataclass
 class _BatchFacts:
     """What the rules and SLA policies of a batch need to know beyond the posts: loaded only
@@ -162,9 +169,6 @@ class _BatchFacts:
             ):
                 facts.tags.setdefault(conversation_id, set()).add(tag_id)
         return facts
-
-    def tags_of(self, conversation: Conversation) -> set[int]:
-        return self.tags.get(conversation.pk, set()) if conversation.pk else set()
 
 
 def _indexed_columns() -> frozenset[str]:
@@ -370,17 +374,26 @@ def inbound_posts_store(
         if conversation.is_monitoring and item.actionable and not always_monitor:
             conversation.is_monitoring = False
         is_first = id(conversation) in created and id(conversation) not in started
-        rule_events = ["message_received"]
         if is_first:
-            rule_events.insert(0, "conversation_created")
+            rule_events = _CREATED
         elif len(reopened) > reopened_before:
-            rule_events.insert(0, "conversation_reopened")
+            rule_events = _REOPENED
+        else:
+            rule_events = _RECEIVED
         priority_before = conversation.priority
         if book.rules:
-            tag_ids = frozenset(
-                facts.tags_of(conversation)
-                | decisions.tags[id(conversation)]
-                | {keyword_tags[k] for k in item.keywords if k in keyword_tags}
+            # The tags it has: stored, added by this batch's rules, and this post's keywords.
+            stored_tags = facts.tags.get(conversation.id)  # none for a new conversation
+            added_tags = decisions.tags.get(id(conversation))
+            keyword_tag_ids = (
+                [keyword_tags[k] for k in item.keywords if k in keyword_tags]
+                if keyword_tags
+                else ()
+            )
+            tag_ids = (
+                frozenset().union(stored_tags or (), added_tags or (), keyword_tag_ids)
+                if stored_tags or added_tags or keyword_tag_ids
+                else _NO_TAGS
             )
             matches = book.evaluate(
                 Facts(
@@ -400,15 +413,16 @@ def inbound_posts_store(
                 ),
                 rule_events,
             )
-            decisions_take(
-                conversation,
-                matches,
-                decisions,
-                at=post.created_at,
-                key=post.external_id,
-                name=identity.display_name or identity.handle,
-                tags=tag_ids,
-            )
+            if matches:
+                decisions_take(
+                    conversation,
+                    matches,
+                    decisions,
+                    at=post.created_at,
+                    key=post.external_id,
+                    name=identity.display_name or identity.handle,
+                    tags=tag_ids,
+                )
         is_vip = identity.contact_id in facts.vip_contacts
         if is_first:
             started.add(id(conversation))
