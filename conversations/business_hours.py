@@ -103,6 +103,15 @@ class BusinessCalendar:
         start, _ = next(self._intervals_from(_as_utc(moment)))
         return start
 
+    def open_until(self, moment: datetime) -> datetime | None:
+        """When the open hours ``moment`` falls in end (in UTC), or None if it is closed then.
+        Hours that follow on at once (12:00-20:00 after 08:00-12:00, or past midnight) may
+        extend the stretch beyond that: the calendar is open at least until then."""
+        moment = _as_utc(moment)
+        for opens, closes in self._intervals_from(moment, until=moment):
+            return closes if opens == moment else None
+        return None
+
     def add(self, start: datetime, duration: timedelta) -> datetime:
         """When ``duration`` of business time has elapsed after ``start``, in UTC."""
         if duration < timedelta(0):

@@ -51,57 +51,47 @@ from conversations.rules import (
     rule_compile,
 )
 from governance.models import TeamMembership
-from governance.policy import policy_for
 from governance.services import Verdict, outbound_check
-from scrm.bulk import instances_insert, rows_insert
+from scrm.bulk import rows_insert, rows_insert_returning
 
 logger = logging.getLogger(__name__)
 
 
 class Calendars:
-    """Business calendars for the ``business_hours`` condition, looked up when a rule needs
-    them (once per book). What a calendar says of a moment holds for a span from it (closed
-    until it next opens, or open for a while yet), and a batch's posts come in time order:
-    most are answered by the span of the one before, without working through the calendar."""
+    """Business calendars for the ``business_hours`` condition, read when a rule first needs
+    them, or given by the caller that has read them already (the SLA setup of the batch).
+    What a calendar says of a moment holds for a span from it (closed until it next opens,
+    open until its hours end), and a batch's posts come in time order: most are answered by
+    the span of the one before, without working through the calendar."""
 
-    def __init__(self) -> None:
-        self._set: setup_cache.CalendarSet | None = None
+    def __init__(self, calendar_set: setup_cache.CalendarSet | None = None) -> None:
+        self._set = calendar_set
         self._spans: dict[int | None, tuple[datetime, datetime, bool]] = {}
+
+    def calendar_set(self) -> setup_cache.CalendarSet:
+        """Every business calendar, read once for the batch."""
+        if self._set is None:
+            self._set = setup_cache.business_calendars()
+        return self._set
 
     def within(self, calendar_id: int | None, at: datetime) -> bool:
         span = self._spans.get(calendar_id)
         if span is not None and span[0] <= at < span[1]:
             return span[2]
-        if self._set is None:
-            self._set = setup_cache.business_calendars()
-        chosen = self._set.get(calendar_id)
+        chosen = self.calendar_set().get(calendar_id)
         # Without any calendar the organisation is taken to be always open.
         if chosen is None:
             return True
-        is_open, until = _open_from(chosen, at)
-        if until is not None:
-            self._spans[calendar_id] = (at, until, is_open)
-        return is_open
-
-
-# How far ahead an open calendar is checked to stay open: long enough to answer many posts.
-_OPEN_SPAN = timedelta(minutes=10)
-
-
-def _open_from(
-    calendar: business_hours.BusinessCalendar, at: datetime
-) -> tuple[bool, datetime | None]:
-    """Whether the calendar is open at ``at``, and until when that holds at least: when it
-    next opens, or ``_OPEN_SPAN`` on; None if it closes sooner or never opens again."""
-    try:
-        opens = calendar.next_opening(at)
-        if opens > at:
-            return False, opens
-        # Business time over the span equals its length only if it is open all along.
-        end = at + _OPEN_SPAN
-        return True, end if calendar.add(at, _OPEN_SPAN) == end else None
-    except business_hours.CalendarError:
-        return calendar.is_open(at), None
+        try:
+            until = chosen.open_until(at)
+            if until is not None:
+                self._spans[calendar_id] = (at, until, True)
+                return True
+            self._spans[calendar_id] = (at, chosen.next_opening(at), False)
+            return False
+        except business_hours.CalendarError:
+            # Never opens again: no span to remember.
+            return chosen.is_open(at)
 
 
 @dataclass
@@ -136,6 +126,10 @@ class RuleBook:
         if self.compiled is None:
             self.compiled = RuleSet(self.rules)
         self._compiled = self.compiled
+
+    @property
+    def adds_tags(self) -> bool:
+        return any(rule.added_tag_ids for rule in self.rules)
 
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
@@ -287,7 +281,6 @@ class Decisions:
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
-    changed: dict[int, Conversation] = field(default_factory=dict)
     # id(conv): the data of its one RULE_APPLIED event of the batch, and that event's time
     applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
@@ -303,17 +296,19 @@ def decisions_take(
     at: datetime,
     key: str,
     name: str = "",
+    tags: frozenset[int] = frozenset(),
 ) -> None:
     """Apply what changes the conversation row itself now (in memory), note the rest. The
     rules that did something go on the timeline with what they did, in one entry per
     conversation and batch (``rule_applied_note``); one that matched but found everything as
-    it wanted is left out."""
+    it wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
+    adding again changes nothing."""
     for event, match in matches:
         rule = match.rule
         # The timeline entry, which each action that changes something adds its effect to.
         applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, applied, at, key, name, event)
+            _take(conversation, rule, action, decisions, applied, at, key, name, event, tags)
         if len(applied) > 3:
             rule_applied_note(decisions, conversation, applied, at=at)
 
@@ -351,15 +346,14 @@ def _take(
     key: str,
     name: str,
     event: str,
+    tags: frozenset[int],
 ) -> None:
     value = action.value
     if action.type == "set_priority" and conversation.priority != value:
         effects["priority"] = [conversation.priority, value]
-        decisions.changed[id(conversation)] = conversation
         conversation.priority = value
     elif action.type == "set_team" and conversation.team_id != value:
         effects["team"] = [conversation.team_id, value]
-        decisions.changed[id(conversation)] = conversation
         conversation.team_id = value
     elif action.type == "assign":
         if value == "auto":
@@ -376,14 +370,13 @@ def _take(
                     at,
                 )
             )
-            decisions.changed[id(conversation)] = conversation
             effects["assign"] = value
             conversation.assignee_id = value
             decisions.auto_assign.pop(id(conversation), None)
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
     elif action.type == "add_tags":
-        added = set(value) - decisions.tags[id(conversation)]
+        added = set(value) - decisions.tags[id(conversation)] - tags
         if added:
             decisions.tags[id(conversation)].update(added)
             effects["tags"] = sorted(added)
@@ -465,7 +458,6 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
                 now,
             )
         )
-        decisions.changed[id(conversation)] = conversation
         conversation.assignee_id = chosen.user_id
         if conversation.status == Status.NEW:
             conversation.status = Status.OPEN
@@ -522,7 +514,7 @@ def acknowledgements_prepare(
     refused and held ones go on the timeline with the reasons. An acknowledgement is no
     response by a person: it neither meets an SLA target nor stops the customer's wait."""
     allowed: list[Acknowledgement] = []
-    policy = policy_for(channel) if decisions.acknowledgements else None
+    policy = setup_cache.publishing_policy(channel) if decisions.acknowledgements else None
     for ack in decisions.acknowledgements.values():
         name = ack.name.strip() or "there"
         ack.template = acknowledgement_render(
@@ -583,34 +575,63 @@ def decisions_write(
             _escalate(conversation, target, rule_name, trigger)
 
 
+_ACKNOWLEDGEMENT_COLUMNS = (
+    "conversation",
+    "channel",
+    "direction",
+    "kind",
+    "in_reply_to_external_id",
+    "body",
+    "language",
+    "keywords",
+    "created_at",
+    "received_at",
+    "delivery_status",
+    "error",
+    "raw",
+)
+_ACKNOWLEDGEMENT_FIELDS = tuple(
+    f"{name}_id" if name in ("conversation", "channel") else name
+    for name in _ACKNOWLEDGEMENT_COLUMNS
+)
+
+
 def _acknowledgements_queue(
     channel: ChannelAccount, acknowledgements: Sequence[Acknowledgement], now: datetime
 ) -> None:
     from channels_ingest.tasks import send_messages
     from governance.approvals import approval_request
 
-    messages = [
-        Message(
-            conversation=ack.conversation,
-            channel=channel,
-            direction=Direction.OUT,
-            kind=MessageKind.DM
-            if ack.conversation.thread_key.startswith("dm:")
-            else MessageKind.REPLY,
-            in_reply_to_external_id=ack.reply_to,
-            body=ack.template,
-            created_at=now,
-            received_at=now,
-            delivery_status=DeliveryStatus.PENDING_APPROVAL
-            if ack.held_for
-            else DeliveryStatus.QUEUED,
+    # Rows rather than model instances: only a held one needs its instance, for its approval.
+    values: list[tuple[Any, ...]] = [
+        (
+            ack.conversation.pk,
+            channel.pk,
+            Direction.OUT,
+            MessageKind.DM if ack.conversation.thread_key.startswith("dm:") else MessageKind.REPLY,
+            ack.reply_to,
+            ack.template,
+            "",
+            [],
+            now,
+            now,
+            DeliveryStatus.PENDING_APPROVAL if ack.held_for else DeliveryStatus.QUEUED,
+            "",
+            {},
         )
         for ack in acknowledgements
     ]
-    instances_insert(Message, messages)
-    held = [(m, ack) for m, ack in zip(messages, acknowledgements, strict=True) if ack.held_for]
-    policy = policy_for(channel) if held else None
-    for message, ack in held:
+    keys = [pk for (pk,) in rows_insert_returning(Message, _ACKNOWLEDGEMENT_COLUMNS, values)]
+    held = [
+        (pk, row, ack)
+        for pk, row, ack in zip(keys, values, acknowledgements, strict=True)
+        if ack.held_for
+    ]
+    policy = setup_cache.publishing_policy(channel) if held else None
+    for pk, row, ack in held:
+        message = Message(pk=pk, **dict(zip(_ACKNOWLEDGEMENT_FIELDS, row, strict=True)))
+        message.conversation = ack.conversation
+        message._state.adding = False
         approval_request(
             message=message,
             requested_by=None,
@@ -619,7 +640,7 @@ def _acknowledgements_queue(
             policy=policy,
             now=now,
         )
-    ids = [m.pk for m, ack in zip(messages, acknowledgements, strict=True) if not ack.held_for]
+    ids = [pk for pk, ack in zip(keys, acknowledgements, strict=True) if not ack.held_for]
     if ids:
         # One task for the batch: a worker enqueues each send, so the ingest does not pay
         # a broker round trip per acknowledgement.
@@ -817,6 +838,7 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
             at=now,
             key=f"{event}:{now.isoformat()}",
             name=conversation.contact.name,
+            tags=facts.tag_ids,
         )
         auto_assign(decisions, now=now)
         acknowledgements = acknowledgements_prepare(

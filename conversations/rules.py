@@ -110,8 +110,8 @@ class Action:
 
 
 # Not frozen: one is built for every post routed, and a frozen dataclass takes four times as
-# long to build. Nothing changes the facts once built.
-@dataclass
+# long to build (slots make it quicker still). Nothing changes the facts once built.
+@dataclass(slots=True)
 class Facts:
     event: str
     platform: str

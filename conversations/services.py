@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -119,6 +119,13 @@ _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 _STORED = (*_ROLLUP_FIELDS, *_TRACKED)
 
 
+# The events a post raises for the rules, in the order they are evaluated.
+_CREATED: tuple[str, ...] = ("conversation_created", "message_received")
+_REOPENED: tuple[str, ...] = ("conversation_reopened", "message_received")
+_RECEIVED: tuple[str, ...] = ("message_received",)
+_NO_TAGS: frozenset[int] = frozenset()
+
+
 @dataclass
 class _BatchFacts:
     """What the rules and SLA policies of a batch need to know beyond the posts: loaded only
@@ -150,7 +157,9 @@ class _BatchFacts:
                     status=EscalationStatus.OPEN, conversation__contact_id__in=contact_ids
                 ).values_list("conversation__contact_id", flat=True)
             )
-        if "tags" in book.needed and conversation_ids:
+        # Read for the conditions on tags, and so that adding a tag the conversation has
+        # already is not recorded as a change.
+        if ("tags" in book.needed or book.adds_tags) and conversation_ids:
             through = Conversation.tags.through
             condition, params = where_in(
                 setup_cache.columns(through, ["conversation"]), conversation_ids
@@ -161,8 +170,25 @@ class _BatchFacts:
                 facts.tags.setdefault(conversation_id, set()).add(tag_id)
         return facts
 
-    def tags_of(self, conversation: Conversation) -> set[int]:
-        return self.tags.get(conversation.pk, set()) if conversation.pk else set()
+
+def _indexed_columns() -> frozenset[str]:
+    """The conversation's columns (attribute names) that some index holds or filters on."""
+    meta = Conversation._meta
+    names = {f.name for f in meta.concrete_fields if getattr(f, "db_index", False) or f.unique}
+    for index in meta.indexes:
+        names.update(name.lstrip("-") for name in index.fields)
+        conditions = [index.condition] if index.condition is not None else []
+        while conditions:
+            for child in conditions.pop().children:
+                if isinstance(child, Q):
+                    conditions.append(child)
+                else:
+                    names.add(child[0].split("__")[0])
+    return frozenset(meta.get_field(name).attname for name in names)  # type: ignore[union-attr]
+
+
+# Columns SQLite must rewrite index entries for when an UPDATE sets them, changed or not.
+_INDEXED = _indexed_columns()
 
 
 def _changed_rows(
@@ -172,18 +198,40 @@ def _changed_rows(
 ) -> dict[tuple[str, ...], list[dict[str, Any]]]:
     """The UPDATEs of the batch's existing conversations, each row once, grouped by the
     columns they set. Most follow-ups move neither routing nor SLA columns, so those are
-    only set where they moved. On SQLite, which rewrites the index entries of every column
-    an UPDATE sets, each row sets only what changed (a follow-up: counts, preview and times,
-    half the columns or less); PostgreSQL writes a new row version whatever is set, so there
-    the two groups keep the statements per batch fixed."""
+    only set where they moved. On SQLite, which rewrites the index entries of every indexed
+    column an UPDATE sets, each row sets the indexed columns that changed (a follow-up: the
+    last message's time, and its status or wait when they moved), and its group the other
+    columns any of its rows changed: writing a value unchanged there costs next to nothing,
+    and one statement per combination of changed indexed columns far fewer statements than
+    one per combination of all changed columns. PostgreSQL writes a new row version whatever
+    is set, so there the two groups keep the statements per batch fixed."""
     narrow = connection.vendor == "sqlite"
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    if narrow:
+        # Rows by the indexed columns they change, with the other columns they change.
+        by_indexed: dict[frozenset[str], list[tuple[int, tuple[Any, ...], set[str]]]] = {}
+        for pk, c in sorted(conversations.items()):
+            values = tuple(getattr(c, name) for name in _STORED)
+            old = before.get(pk)
+            changed = (
+                {n for n, a, b in zip(_STORED, old, values, strict=True) if a != b}
+                if old is not None
+                else set(_STORED)
+            )
+            by_indexed.setdefault(frozenset(changed & _INDEXED), []).append((pk, values, changed))
+        for indexed, members in by_indexed.items():
+            wanted = indexed.union(*(changed for _, _, changed in members))
+            columns = tuple(n for n in _STORED if n in wanted)
+            rows = groups.setdefault((*columns, "updated_at"), [])
+            for pk, values, _ in members:
+                row = {"pk": pk, "updated_at": now}
+                row.update((n, v) for n, v in zip(_STORED, values, strict=True) if n in wanted)
+                rows.append(row)
+        return groups
     for pk, c in sorted(conversations.items()):
         values = tuple(getattr(c, name) for name in _STORED)
         old = before.get(pk)
-        if narrow and old is not None:
-            columns = tuple(n for n, a, b in zip(_STORED, old, values, strict=True) if a != b)
-        elif old is not None and values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
+        if old is not None and values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
             columns = _ROLLUP_FIELDS
         else:
             columns = _STORED
@@ -305,7 +353,7 @@ def inbound_posts_store(
     # inserted complete and only those that existed already need an UPDATE. Routing and SLA
     # clocks run here too, on the rows in memory.
     book = RuleBook.load()
-    setup = SlaSetup.load()
+    setup = SlaSetup.load(calendars=book.calendars.calendar_set)
     facts = _BatchFacts.load(
         book=book, setup=setup, contact_ids=contact_ids, conversation_ids=set(by_id)
     )
@@ -326,13 +374,27 @@ def inbound_posts_store(
         if conversation.is_monitoring and item.actionable and not always_monitor:
             conversation.is_monitoring = False
         is_first = id(conversation) in created and id(conversation) not in started
-        rule_events = ["message_received"]
         if is_first:
-            rule_events.insert(0, "conversation_created")
+            rule_events = _CREATED
         elif len(reopened) > reopened_before:
-            rule_events.insert(0, "conversation_reopened")
+            rule_events = _REOPENED
+        else:
+            rule_events = _RECEIVED
         priority_before = conversation.priority
         if book.rules:
+            # The tags it has: stored, added by this batch's rules, and this post's keywords.
+            stored_tags = facts.tags.get(conversation.id)  # none for a new conversation
+            added_tags = decisions.tags.get(id(conversation))
+            keyword_tag_ids = (
+                [keyword_tags[k] for k in item.keywords if k in keyword_tags]
+                if keyword_tags
+                else ()
+            )
+            tag_ids = (
+                frozenset().union(stored_tags or (), added_tags or (), keyword_tag_ids)
+                if stored_tags or added_tags or keyword_tag_ids
+                else _NO_TAGS
+            )
             matches = book.evaluate(
                 Facts(
                     event=rule_events[0],
@@ -345,24 +407,22 @@ def inbound_posts_store(
                     is_vip=identity.contact_id in facts.vip_contacts,
                     followers=identity.followers_count,
                     has_open_escalation=identity.contact_id in facts.escalated_contacts,
-                    tag_ids=frozenset(
-                        facts.tags_of(conversation)
-                        | decisions.tags[id(conversation)]
-                        | {keyword_tags[k] for k in item.keywords if k in keyword_tags}
-                    ),
+                    tag_ids=tag_ids,
                     priority=conversation.priority,
                     at=post.created_at,
                 ),
                 rule_events,
             )
-            decisions_take(
-                conversation,
-                matches,
-                decisions,
-                at=post.created_at,
-                key=post.external_id,
-                name=identity.display_name or identity.handle,
-            )
+            if matches:
+                decisions_take(
+                    conversation,
+                    matches,
+                    decisions,
+                    at=post.created_at,
+                    key=post.external_id,
+                    name=identity.display_name or identity.handle,
+                    tags=tag_ids,
+                )
         is_vip = identity.contact_id in facts.vip_contacts
         if is_first:
             started.add(id(conversation))

@@ -1,5 +1,6 @@
-"""What routing and SLA clocks are built from, built once per process and reused while the
-rows behind it stay the same.
+"""What routing and SLA clocks are built from (rules, SLA policies, business calendars, and
+the publishing policy acknowledgements are checked against), built once per process and
+reused while the rows behind it stay the same.
 
 Each load still reads those rows, with plain SQL and no model instances (a fraction of a
 millisecond for a typical setup), and compares them with the rows of the cached build; any
@@ -17,12 +18,16 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection
 from django.db.models import Model
 
 from conversations import business_hours
+
+if TYPE_CHECKING:
+    from channels_ingest.models import ChannelAccount
+    from governance.models import PublishingPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +126,21 @@ def _calendars_build(calendar_rows: Rows, holiday_rows: Rows) -> CalendarSet:
         except (business_hours.CalendarError, ValueError, TypeError, AttributeError):
             logger.exception("Business hours %s cannot be read", pk)
     return CalendarSet(by_id=by_id, default_id=default_id)
+
+
+def publishing_policy(channel: "ChannelAccount") -> "PublishingPolicy":
+    """``governance.policy.policy_for(channel)``, built once per process and reused while the
+    rows it is chosen from (the channel's own policy and the default) are unchanged: what
+    the acknowledgements of every ingest batch are checked against. The instance is shared:
+    callers must not change it."""
+    from governance.models import PublishingPolicy
+    from governance.policy import policy_for
+
+    names = [f.name for f in PublishingPolicy._meta.concrete_fields]
+    channel_column = columns(PublishingPolicy, ("channel",))
+    policy_rows = rows(
+        f"SELECT {columns(PublishingPolicy, names)} FROM {table(PublishingPolicy)}"
+        f" WHERE {channel_column} = %s OR {channel_column} IS NULL ORDER BY 1",
+        [channel.pk],
+    )
+    return built(f"publishing-policy:{channel.pk}", policy_rows, lambda: policy_for(channel))

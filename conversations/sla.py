@@ -16,6 +16,7 @@ write, so the ingest pipeline keeps one UPDATE per batch.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -70,9 +71,10 @@ class SlaSetup:
     calendars: dict[int, business_hours.BusinessCalendar] = field(default_factory=dict)
 
     @classmethod
-    def load(cls) -> "SlaSetup":
+    def load(cls, *, calendars: Callable[[], setup_cache.CalendarSet] | None = None) -> "SlaSetup":
         """The active policies as stored now, built once per process and reused while their
-        rows are unchanged (``setup_cache``); calendars likewise."""
+        rows are unchanged (``setup_cache``); calendars likewise, read only when a policy
+        names one, through ``calendars`` when given (so a batch reads them once)."""
         names = [f.name for f in SlaPolicy._meta.concrete_fields]
         policy_rows = setup_cache.rows(
             f"SELECT {setup_cache.columns(SlaPolicy, names)} FROM {setup_cache.table(SlaPolicy)}"
@@ -84,13 +86,15 @@ class SlaSetup:
             policy_rows,
             lambda: list(SlaPolicy.objects.filter(is_active=True).order_by("pk")),
         )
-        calendars = setup_cache.business_calendars().by_id
+        if not any(p.calendar_id is not None for p in policies):
+            return cls(policies=policies)
+        by_id = (calendars or setup_cache.business_calendars)().by_id
         return cls(
             policies=policies,
             calendars={
-                p.calendar_id: calendars[p.calendar_id]
+                p.calendar_id: by_id[p.calendar_id]
                 for p in policies
-                if p.calendar_id is not None and p.calendar_id in calendars
+                if p.calendar_id is not None and p.calendar_id in by_id
             },
         )
 

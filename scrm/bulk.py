@@ -238,11 +238,15 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-def where_in(column: str, values: Collection[Any]) -> tuple[str, list[Any]]:
-    """``column IN (…)`` as SQL and parameters: one array parameter on PostgreSQL, whatever the
-    number of values, and a placeholder each on SQLite (which binds up to 32766 since 3.32)."""
+def where_in(column: str, values: Collection[int | str]) -> tuple[str, list[Any]]:
+    """``column IN (…)`` of numbers or strings as SQL and parameters: one parameter whatever
+    the number of values, so the statement's text is the same for any list (SQLite then
+    prepares it once, and neither driver rewrites a placeholder per value): an array on
+    PostgreSQL, a JSON array read by ``json_each`` on SQLite."""
     if connection.vendor == "postgresql":
         return f"{column} = ANY(%s)", [list(values)]
+    if connection.vendor == "sqlite":
+        return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))]
     if not values:
         return "1 = 0", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)

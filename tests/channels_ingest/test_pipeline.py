@@ -288,6 +288,72 @@ def test_a_batch_costs_the_same_number_of_queries_whatever_its_size():
     assert len(large.captured_queries) < 30
 
 
+def test_follow_ups_changing_different_columns_share_statements_and_keep_their_values():
+    from conversations.models import Priority, RoutingRule
+    from tests.factories import TeamFactory
+
+    team = TeamFactory()
+    RoutingRule.objects.create(
+        name="Refunds",
+        events=["message_received"],
+        conditions=[{"field": "text", "op": "contains_any", "value": ["refund"]}],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+        position=0,
+    )
+    RoutingRule.objects.create(
+        name="Breakage",
+        events=["message_received"],
+        conditions=[{"field": "text", "op": "contains_any", "value": ["broken"]}],
+        actions=[{"type": "set_team", "value": team.pk}],
+        position=1,
+    )
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post(f"root{n}", author=f"a{n}", at=at(n)) for n in range(6)])
+    Conversation.objects.filter(messages__external_id="root1").update(
+        status=Status.RESOLVED, resolved_at=at(7)
+    )
+    with CaptureQueriesContext(connection) as captured:
+        ingest(
+            channel=channel,
+            posts=[
+                post("f1", author="a1", kind="reply", reply_to="root1", at=at(20)),  # reopens
+                post("f2", author="a2", body="thanks", at=at(21)),
+                post("f3", author="a3", body="a refund please", at=at(22)),  # priority
+                post("f4", author="a4", body="it is broken", at=at(23)),  # team
+                post("f5", author="a5", body="sent earlier", at=at(-30)),  # arrives late
+            ],
+        )
+    updates = [
+        q["sql"]
+        for q in captured.captured_queries
+        if 'UPDATE "conversations_conversation"' in q["sql"]
+    ]
+    # SQLite: one statement per set of changed indexed columns (the status, the last
+    # message's time, the team, none), the rest of each group's changes set on all its rows.
+    assert len(updates) == (4 if connection.vendor == "sqlite" else 2)
+
+    def stored(n):
+        c = Conversation.objects.get(messages__external_id=f"root{n}")
+        return (
+            c.status,
+            c.priority,
+            c.team_id,
+            c.message_count,
+            c.inbound_count,
+            c.last_message_at,
+            c.last_message_preview,
+            c.resolved_at,
+        )
+
+    body = "Where is my order?"
+    assert stored(1) == (Status.OPEN, Priority.NORMAL, None, 2, 2, at(20), body, None)
+    assert stored(2) == (Status.NEW, Priority.NORMAL, None, 2, 2, at(21), "thanks", None)
+    assert stored(3) == (Status.NEW, Priority.URGENT, None, 2, 2, at(22), "a refund please", None)
+    assert stored(4) == (Status.NEW, Priority.NORMAL, team.pk, 2, 2, at(23), "it is broken", None)
+    assert stored(5) == (Status.NEW, Priority.NORMAL, None, 2, 2, at(5), body, None)
+    assert stored(0) == (Status.NEW, Priority.NORMAL, None, 1, 1, at(0), body, None)
+
+
 def test_the_cursor_is_saved_with_the_batch():
     channel = ChannelFactory()
     ingest(channel=channel, posts=[post("1")], cursor={"since_id": "1"})

@@ -252,6 +252,23 @@ def test_opening_time_is_open_and_closing_time_is_not():
     assert OFFICE.is_open(berlin(2026, 1, 5, 17)) is False
 
 
+def test_open_until_is_the_end_of_the_hours_a_moment_falls_in():
+    assert OFFICE.open_until(berlin(2026, 1, 5, 9)) == berlin(2026, 1, 5, 17)
+    assert OFFICE.open_until(berlin(2026, 1, 5, 16, 59)) == berlin(2026, 1, 5, 17)
+    assert OFFICE.open_until(berlin(2026, 1, 5, 17)) is None
+    assert OFFICE.open_until(berlin(2026, 1, 5, 8, 59)) is None
+    assert OFFICE.open_until(berlin(2026, 1, 10, 12)) is None  # Saturday
+    assert WITH_LUNCH.open_until(berlin(2026, 1, 5, 10)) == berlin(2026, 1, 5, 12)
+    assert WITH_LUNCH.open_until(berlin(2026, 1, 5, 12, 30)) is None
+    assert OFFICE.open_until(berlin(2026, 1, 5, 10)).tzinfo is UTC
+    # On a holiday, and on the spring-forward Sunday whose day is 23 hours long.
+    assert (
+        calendar(OFFICE.weekly, holidays=[date(2026, 1, 5)]).open_until(berlin(2026, 1, 5, 10))
+        is None
+    )
+    assert SUNDAYS_ONLY_ALL_DAY.open_until(berlin(2026, 3, 29, 1)) == berlin(2026, 3, 30)
+
+
 def test_between_counts_only_the_open_part_of_the_range():
     assert OFFICE.between(berlin(2026, 1, 5, 8), berlin(2026, 1, 5, 10)) == H
     assert OFFICE.between(berlin(2026, 1, 5, 16), berlin(2026, 1, 6, 10)) == 2 * H

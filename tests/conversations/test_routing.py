@@ -172,18 +172,36 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
         ],
     }
 
-    # A later batch has an entry of its own, with what its rules did then.
+    # A later batch has an entry of its own, with what its rules did then: here nothing (the
+    # tags are there already, priority and monitoring as the rules want them), so none.
     latest = later + timedelta(minutes=5)
     ingest(
         channel=channel,
         posts=[post("d3", kind="dm", thread="t1", body="still not working", at=latest)],
     )
+    assert list(ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)) == [applied]
+
+
+def test_a_tag_the_conversation_has_from_an_earlier_batch_is_not_added_again():
+    vip, orders = TagFactory(name="vip"), TagFactory(name="orders")
+    tagging = rule(name="Tag", actions=[{"type": "add_tags", "value": [vip.pk, orders.pk]}])
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1", at=MONDAY_NOON)])
+    conversation = conversation_of("p1")
+    conversation.tags.remove(orders)  # an agent took one off; the other stays
+
+    later = MONDAY_NOON + timedelta(minutes=5)
+    ingest(channel=channel, posts=[post("p2", at=later)])
+    assert conversation_of("p2") == conversation
+    assert set(conversation.tags.all()) == {vip, orders}
     newest = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id")
-    assert newest.pk != applied.pk and newest.created_at == latest
-    assert [(e["name"], e.get("priority"), "at" in e) for e in newest.data["rules"]] == [
-        ("Outages", None, False),
-        ("Direct messages", None, False),
+    assert newest.created_at == later
+    assert newest.data["rules"] == [
+        {"rule": tagging.pk, "name": "Tag", "event": "message_received", "tags": [orders.pk]}
     ]
+
+    ingest(channel=channel, posts=[post("p3", at=later + timedelta(minutes=5))])
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id") == newest
 
 
 def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
@@ -355,12 +373,13 @@ def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeyp
     moments += chance.sample(moments, 200)  # and some out of order
 
     asked = []
-    next_opening = business_hours.BusinessCalendar.next_opening
-    monkeypatch.setattr(
-        business_hours.BusinessCalendar,
-        "next_opening",
-        lambda self, moment: asked.append(moment) or next_opening(self, moment),
-    )
+    for name in ("next_opening", "open_until"):
+        method = getattr(business_hours.BusinessCalendar, name)
+        monkeypatch.setattr(
+            business_hours.BusinessCalendar,
+            name,
+            lambda self, moment, method=method: asked.append(moment) or method(self, moment),
+        )
     calendars = Calendars()
     for calendar_id in (berlin.pk, new_york.pk, brief.pk, None):
         chosen = loaded.get(calendar_id)
@@ -369,13 +388,34 @@ def test_business_hours_of_posts_in_time_order_are_those_of_the_calendar(monkeyp
         assert [calendars.within(calendar_id, m) for m in moments] == expected
         assert len(asked) < len(moments) / 3
 
-    # Posts three seconds apart in open hours: one look at the calendar per ten minutes.
+    # Posts three seconds apart in open hours: one look at the calendar per stretch of hours
+    # (Berlin's 08:00-12:00 then 12:00-20:00, summer time: until 10:00 UTC, then 18:00).
     asked.clear()
     monday = datetime(2026, 3, 30, 9, 0, tzinfo=UTC)
-    posts = [monday + timedelta(seconds=3 * n) for n in range(500)]
+    posts = [monday + timedelta(seconds=3 * n) for n in range(2000)]
     calendars = Calendars()
     assert all(calendars.within(berlin.pk, at) for at in posts)
-    assert len(asked) <= 1 + 3
+    assert asked == [monday, datetime(2026, 3, 30, 10, 0, tzinfo=UTC)]
+
+
+def test_a_batch_reads_the_calendars_once_for_the_sla_clocks_and_the_rules():
+    calendar = _calendar("Office", "UTC", {str(d): [["09:00", "17:00"]] for d in range(5)})
+    SlaPolicy.objects.create(name="Standard", first_response_minutes=60, calendar=calendar)
+    rule(
+        conditions=[{"field": "business_hours", "op": "outside", "value": calendar.pk}],
+        actions=[{"type": "set_priority", "value": Priority.HIGH}],
+    )
+
+    def calendar_reads(external_id):
+        with CaptureQueriesContext(connection) as captured:
+            ingest(channel=ChannelFactory(), posts=[post(external_id, author=external_id)])
+        return sum("conversations_businesscalendar" in q["sql"] for q in captured)
+
+    assert calendar_reads("p1") == 1
+    assert conversation_of("p1").first_response_due_at == MONDAY_NOON + timedelta(hours=1)
+    RoutingRule.objects.all().delete()
+    SlaPolicy.objects.update(calendar=None)
+    assert calendar_reads("p2") == 0  # nothing asks about business hours
 
 
 def test_business_hours_condition_uses_the_default_calendar():
@@ -536,6 +576,38 @@ def test_an_acknowledgement_is_sent_through_the_channel_with_the_customers_name(
     # An automatic message is no response by a person: the customer still waits.
     assert conversation.waiting_since is not None
     assert conversation.first_response_at is None
+
+
+def test_acknowledgements_of_a_batch_are_stored_as_the_messages_they_are():
+    rule(
+        events=["conversation_created"],
+        actions=[{"type": "acknowledge", "value": "Thanks {first_name}!"}],
+    )
+    channel = ChannelFactory()
+    ingest(
+        channel=channel,
+        posts=[
+            post("dm1", author="a", kind="dm", thread="t1"),
+            post("m1", author="b"),
+            post("m2", author="c", reply_to="m1"),  # joins the first mention's conversation
+        ],
+    )
+    stored = {
+        m.conversation_id: m
+        for m in Message.objects.filter(direction=Direction.OUT).select_related("conversation")
+    }
+    assert len(stored) == 2
+    dm, mention = stored[conversation_of("dm1").pk], stored[conversation_of("m1").pk]
+    assert (dm.kind, dm.body, dm.in_reply_to_external_id) == ("dm", "Thanks Name!", "dm1")
+    assert (mention.kind, mention.in_reply_to_external_id) == ("reply", "m1")
+    for message in (dm, mention):
+        assert message.channel_id == channel.pk
+        assert message.delivery_status == DeliveryStatus.QUEUED
+        assert message.created_at == message.received_at == message.conversation.last_message_at
+        assert (message.language, message.keywords, message.raw, message.error) == ("", [], {}, "")
+        assert message.author_identity_id is None and message.author_user_id is None
+        assert message.external_id is None and message.sent_at is None
+        assert message.conversation.message_count == (2 if message is dm else 3)
 
 
 def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded():

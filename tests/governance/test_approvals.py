@@ -463,6 +463,44 @@ def test_an_acknowledgement_on_a_listen_only_channel_is_refused_even_with_approv
     assert not OutboundApproval.objects.exists()
 
 
+def test_each_batch_checks_acknowledgements_against_the_policy_as_it_is_then(world):
+    """The policy is built once and reused, but a change by any means (the form, a bulk
+    update, a new policy of the channel, a deletion) reaches the next batch."""
+    _acknowledging_rule()
+
+    def outcome(external_id):
+        ingest(channel=world.channel_a, posts=[post(external_id, author=external_id)])
+        conversation = Conversation.objects.get(messages__external_id=external_id)
+        ack = Message.objects.filter(conversation=conversation, direction=Direction.OUT).first()
+        return ack.delivery_status if ack else "refused"
+
+    assert outcome("p1") == DeliveryStatus.QUEUED  # the built-in default
+    default = PublishingPolicy.objects.create(approval=ApprovalRequirement.EVERYONE)
+    assert outcome("p2") == DeliveryStatus.PENDING_APPROVAL
+    PublishingPolicy.objects.filter(pk=default.pk).update(approval=ApprovalRequirement.NONE)
+    assert outcome("p3") == DeliveryStatus.QUEUED
+    own = PublishingPolicy.objects.create(
+        channel=world.channel_a, banned_terms=["thanks"], banned_action=PolicyAction.BLOCK
+    )
+    assert outcome("p4") == "refused"
+    own.delete()
+    assert outcome("p5") == DeliveryStatus.QUEUED
+
+
+def test_an_unchanged_policy_is_reused_and_read_in_one_plain_query(world):
+    from conversations import setup_cache
+
+    PublishingPolicy.objects.create(channel=world.channel_a, banned_terms=["refund"])
+    first = setup_cache.publishing_policy(world.channel_a)
+    with CaptureQueriesContext(connection) as queries:
+        again = setup_cache.publishing_policy(world.channel_a)
+    assert again is first
+    assert again.banned_terms == ["refund"]
+    assert len(queries) == 1
+    assert "governance_publishingpolicy" in queries[0]["sql"]
+    assert setup_cache.publishing_policy(world.channel_b).pk is None  # the built-in default
+
+
 # --- The approvals page ----------------------------------------------------------------
 
 

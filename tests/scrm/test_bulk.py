@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from contacts.models import Contact, SocialIdentity
-from scrm.bulk import rows_insert_returning, rows_select, rows_set, sql_in
+from scrm.bulk import rows_insert_returning, rows_select, rows_set, sql_in, where_in
 from tests.factories import ContactFactory, IdentityFactory
 
 pytestmark = pytest.mark.django_db
@@ -109,3 +109,22 @@ def test_times_in_any_zone_are_stored_as_the_same_instant():
     contact = Contact.objects.get(pk=pk)
     assert (contact.first_seen_at, contact.last_seen_at) == (T0, later)
     assert Contact.objects.filter(first_seen_at=rome, last_seen_at__gt=T0).exists()
+
+
+def test_where_in_selects_the_rows_of_any_list_with_one_statement_text():
+    contacts = [ContactFactory(name=name) for name in ("Ann", "Bo", "Zoë ✓", "O'Hara")]
+    column = connection.ops.quote_name("id")
+    name = connection.ops.quote_name("name")
+
+    def selected(column_sql, values):
+        condition, params = where_in(column_sql, values)
+        rows = rows_select(Contact, ["name"], where=condition, params=params)
+        return condition, sorted(n for (n,) in rows)
+
+    first, names = selected(column, [contacts[0].pk, contacts[2].pk, 10**9])
+    assert names == ["Ann", "Zoë ✓"]
+    second, names = selected(column, {c.pk for c in contacts})
+    assert names == sorted(c.name for c in contacts)
+    assert second == first  # a longer list is the same statement: prepared once
+    assert selected(column, [])[1] == []
+    assert selected(name, ["Bo", "O'Hara", "nobody"])[1] == ["Bo", "O'Hara"]
