@@ -91,7 +91,7 @@ def test_an_event_marks_only_if_the_facts_read_its_kind(conversation, kind):
 
 def test_sqlite_event_triggers_compare_the_kind_without_an_in_list():
     """SQLite builds a temporary index of an IN list for every row a trigger's WHEN sees,
-    which cost more than the rest of an event's insert (0008)."""
+    which cost more than the rest of an event's insert (0011)."""
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL compares with the array as it is")
     with connection.cursor() as cursor:

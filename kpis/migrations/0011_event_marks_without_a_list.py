@@ -72,6 +72,6 @@ def _backward(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("kpis", "0007_first_responses_index")]
+    dependencies = [("kpis", "0010_contacts_and_escalations_from_indexes")]
 
     operations = [migrations.RunPython(_forward, _backward)]
