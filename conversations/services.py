@@ -56,7 +56,14 @@ from conversations.sla import (
     sla_start,
 )
 from governance.selectors import replyable_channel_ids, visible_channel_ids
-from scrm.bulk import instances_insert, rows_insert, rows_select, rows_update, where_in
+from scrm.bulk import (
+    instances_insert,
+    rows_copy,
+    rows_insert,
+    rows_select,
+    rows_update,
+    where_in,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,7 +454,8 @@ def inbound_posts_store(
     auto_assign(decisions, now=now)
     acknowledgements = acknowledgements_prepare(decisions, channel=channel, now=now)
     instances_insert(Conversation, new_conversations)
-    rows_insert(
+    # By COPY on PostgreSQL: the batch's messages are new (checked under the channel's lock).
+    rows_copy(
         Message,
         _MESSAGE_COLUMNS,
         [

@@ -14,6 +14,7 @@ import io
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import date, datetime
 from typing import Any, Literal, cast
 
@@ -98,7 +99,17 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
                 for row in rows
             ]
         text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in rows)
-        raw.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.StringIO(text))
+
+        def copy(sql: str, params: object, many: bool, context: object) -> None:
+            with connection.wrap_database_errors:
+                raw.copy_expert(sql, io.StringIO(text))
+
+        # Through the connection's execute wrappers and, when queries are logged, into the
+        # log: the statement counts and is timed like any other.
+        sql = f"COPY {table} ({columns}) FROM STDIN"
+        logged = getattr(cursor, "debug_sql", None)
+        with logged(sql) if logged is not None else nullcontext():
+            cursor._execute_with_wrappers(sql, None, False, copy)
     return len(rows)
 
 

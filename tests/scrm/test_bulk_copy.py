@@ -4,6 +4,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from conversations.models import ConversationEvent
 from kpis.models import ResponseFact
@@ -95,3 +97,25 @@ def test_copied_numbers_dates_and_nulls_read_back_as_inserted():
 
     assert stored(False) == stored(True)
     assert len(stored(False)) == len(SECONDS)
+
+
+def test_copy_is_a_statement_like_any_other():
+    """Counted and timed by whoever watches the connection, and its errors are Django's."""
+    conversation = ConversationFactory()
+    fields = ["id", "conversation", "kind", "data", "created_at"]
+    row = [10**9, conversation.pk, "note", {}, MOMENTS[0]]
+    seen: list[str] = []
+
+    def watch(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch), CaptureQueriesContext(connection) as captured:
+        rows_copy(ConversationEvent, fields, [row])
+    assert len(seen) == len(captured.captured_queries) == 1
+    verb = "COPY" if connection.vendor == "postgresql" else "INSERT"
+    assert seen[0].startswith(verb) and verb in captured.captured_queries[0]["sql"]
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_copy(ConversationEvent, fields, [row])  # the same primary key again
+    assert ConversationEvent.objects.filter(pk=10**9).count() == 1
