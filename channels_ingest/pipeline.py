@@ -9,6 +9,7 @@ last guard. The cursor is saved in the same transaction, so it only moves if the
 import json
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -128,14 +129,16 @@ def _ingest_batch(
             conversation_ids=[],
         )
         if new_posts:
-            identities = identities_resolve(
-                platform=channel.platform, authors=_seen_authors(new_posts)
-            )
             keyword_lists = list(
                 KeywordList.objects.filter(is_active=True).values_list("name", "terms", "tag_id")
             )
             matcher = KeywordMatcher.build([(name, terms) for name, terms, _ in keyword_lists])
-            classified = [_classify(post, matcher) for post in new_posts]
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="classify") as pool:
+                classifying = _classify_all(pool, new_posts, matcher)
+                identities = identities_resolve(
+                    platform=channel.platform, authors=_seen_authors(new_posts)
+                )
+                classified = classifying.result()
             stored_result = inbound_posts_store(
                 channel=channel,
                 posts=classified,
@@ -157,6 +160,23 @@ def _ingest_batch(
                 raise LeaseLost(f"The poll of {channel} was taken over; its batch is dropped.")
             channel.cursor = cursor
     return result
+
+
+# From this many posts the classification runs in a thread while the identities are resolved:
+# it is pure Python, and the database does its share of the work meanwhile (the driver lets go
+# of the interpreter while it waits). For fewer posts a thread costs more than it saves.
+OVERLAP_FROM = 32
+
+
+def _classify_all(
+    pool: ThreadPoolExecutor, posts: Sequence[InboundPost], matcher: KeywordMatcher
+) -> "Future[list[ClassifiedPost]]":
+    """The posts' classification, under way in ``pool`` or, for a few posts, done already."""
+    if len(posts) >= OVERLAP_FROM:
+        return pool.submit(lambda: [_classify(post, matcher) for post in posts])
+    done: Future[list[ClassifiedPost]] = Future()
+    done.set_result([_classify(post, matcher) for post in posts])
+    return done
 
 
 def _classify(post: InboundPost, matcher: KeywordMatcher) -> ClassifiedPost:

@@ -1,4 +1,5 @@
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -510,3 +511,60 @@ def test_each_reply_records_how_long_the_customer_waited():
         (False, 10 * 60.0),
         (False, None),
     ]
+
+
+# --- Classification beside identity resolution --------------------------------------------
+
+
+def test_a_large_batch_is_classified_in_a_thread_with_the_same_results(monkeypatch):
+    from channels_ingest import pipeline
+    from channels_ingest.classify import sentiment_score
+
+    threads: list[str] = []
+    real_classify = pipeline._classify
+
+    def recording(item, matcher):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real_classify(item, matcher)
+
+    monkeypatch.setattr(pipeline, "_classify", recording)
+    channel = ChannelFactory()
+    moods = ["I love this, thank you!", "This is awful and broken", "Where is my order?"]
+    big = [
+        post(f"b{n}", author=f"b{n}", body=moods[n % 3], at=at(n))
+        for n in range(pipeline.OVERLAP_FROM)
+    ]
+    assert ingest(channel=channel, posts=big).stored == len(big)
+    assert len(threads) == len(big)
+    assert all(name.startswith("classify") for name in threads)
+    stored = dict(Message.objects.values_list("external_id", "sentiment"))
+    assert stored == {p.external_id: sentiment_score(p.body) for p in big}
+
+    threads.clear()
+    small = [post(f"s{n}", author=f"s{n}", at=at(100 + n)) for n in range(3)]
+    assert ingest(channel=channel, posts=small).stored == 3
+    assert threads == [threading.current_thread().name] * 3
+
+
+def test_a_post_that_fails_classification_in_the_thread_becomes_a_dead_letter(monkeypatch):
+    from channels_ingest import pipeline
+
+    real_score = pipeline.sentiment_score
+
+    def fails_on_poison(text):  # type: ignore[no-untyped-def]
+        if "poison" in text:
+            raise ValueError("cannot judge this one")
+        return real_score(text)
+
+    monkeypatch.setattr(pipeline, "sentiment_score", fails_on_poison)
+    channel = ChannelFactory()
+    batch = [
+        post(f"p{n}", author=f"a{n}", body="poison" if n == 7 else "Hello?", at=at(n))
+        for n in range(pipeline.OVERLAP_FROM + 1)
+    ]
+    result = ingest(channel=channel, posts=batch)
+    assert result.stored == len(batch) - 1
+    assert not Message.objects.filter(external_id="p7").exists()
+    letter = DeadLetter.objects.get()
+    assert "cannot judge this one" in letter.error
+    assert '"p7"' in letter.raw
