@@ -217,10 +217,22 @@ def _datetime_adapter() -> Adapter | None:
     return as_text
 
 
+# What ``json.dumps(value, check_circular=False)`` writes, from an encoder built once:
+# ``json.dumps`` builds a new one per call, which costs more than encoding a small value.
+_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+
+
 def _json(value: Any) -> str:
     """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
     try:
-        text = json.dumps(value)  # the shared C encoder: most values need nothing more
+        # Values the plain encoder cannot write (a Decimal, a time) raise TypeError.
+        text = "".join(_ENCODE(value, 0)) if _ENCODE is not None else json.dumps(value)
     except TypeError:
         text = json.dumps(value, cls=DjangoJSONEncoder)
     if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
