@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model
 
 Combine = Literal["set", "greatest"]
@@ -59,8 +59,9 @@ def rows_insert(
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
     values_of = _values_adapter(model_fields)
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    quote = connection.ops.quote_name  # each read of ``connection`` goes through a proxy
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     # Stay under SQLite's bound-parameter cap; PostgreSQL takes the whole batch at once.
     per_statement = max(1, 999 // len(fields)) if connection.vendor == "sqlite" else len(rows)
@@ -188,20 +189,29 @@ def _adapter(field: "Field[Any, Any]") -> Adapter | None:
     return prepare
 
 
+# Times adapted to SQLite's text, per time zone: bounded, cleared when full.
+_adapted_times: dict[Any, dict[Any, Any]] = {}
+_ADAPTED_TIMES_KEPT = 20_000
+
+
 def _datetime_adapter() -> Adapter | None:
     """What the backend does to a datetime parameter, without its per-call overhead.
 
     PostgreSQL's driver adapts aware datetimes itself (None: nothing to do). SQLite stores
     text: the instant in the connection's time zone (UTC unless the database's settings say
-    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value,
-    since the rows of one batch share most of their times."""
-    if connection.vendor == "postgresql":
+    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value
+    across inserts, since the rows of one batch share most of their times (a message's, its
+    conversation's, its timeline entries')."""
+    database = connections[DEFAULT_DB_ALIAS]  # ``connection``, read through its proxy once
+    if database.vendor == "postgresql":
         return None
-    adapt = connection.ops.adapt_datetimefield_value
-    if connection.vendor != "sqlite" or not settings.USE_TZ:
+    adapt = database.ops.adapt_datetimefield_value
+    if database.vendor != "sqlite" or not settings.USE_TZ:
         return adapt
-    zone = connection.timezone
-    adapted: dict[Any, Any] = {}
+    zone = database.timezone
+    adapted = _adapted_times.setdefault(zone, {})
+    if len(adapted) > _ADAPTED_TIMES_KEPT:
+        adapted.clear()
 
     def as_text(value: Any) -> Any:
         text = adapted.get(value)
@@ -281,11 +291,12 @@ def rows_insert_returning(
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
     values_of = _values_adapter(model_fields)
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     returned = [_field(model, name) for name in returning]
-    returned_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in returned)
+    returned_columns = ", ".join(quote(str(f.column)) for f in returned)
     conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     per_statement = max(1, _max_params() // len(fields))
     results: list[tuple[Any, ...]] = []
@@ -315,8 +326,9 @@ def rows_select(
     database gives them. For hot paths where compiling a queryset costs more than running it."""
     meta = model._meta
     selected = [_field(model, name) for name in fields]
-    columns = [connection.ops.quote_name(str(f.column)) for f in selected]
-    table = connection.ops.quote_name(meta.db_table)
+    quote = connection.ops.quote_name
+    columns = [quote(str(f.column)) for f in selected]
+    table = quote(meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join([*columns, *extra])} FROM {table} WHERE {where}", params)
         results = cursor.fetchall()
