@@ -108,9 +108,12 @@ class RuleBook:
         """The rules as stored now. Compiled once per process and reused while the rows (and
         the teams, tags and users they name) are unchanged: see ``setup_cache``."""
         rule_rows = setup_cache.rows(
-            f"SELECT {setup_cache.columns(RoutingRule, _RULE_COLUMNS)}"
-            f" FROM {setup_cache.table(RoutingRule)} WHERE {_active(RoutingRule)}"
-            f" ORDER BY {setup_cache.columns(RoutingRule, ('position', 'id'))}"
+            setup_cache.statement(
+                "rules",
+                lambda: f"SELECT {setup_cache.columns(RoutingRule, _RULE_COLUMNS)}"
+                f" FROM {setup_cache.table(RoutingRule)} WHERE {_active(RoutingRule)}"
+                f" ORDER BY {setup_cache.columns(RoutingRule, ('position', 'id'))}",
+            )
         )
         compiled = setup_cache.built("rules", rule_rows, lambda: _rules_compile(rule_rows))
         wanted = _targets(compiled)
@@ -193,23 +196,31 @@ def _present(wanted: dict[str, frozenset[int]]) -> dict[str, frozenset[int]]:
     from governance.models import Team
 
     models: dict[str, type[Model]] = {"team": Team, "tag": Tag, "user": get_user_model()}
-    parts, params = [], []
+    sizes, params = [], []
     for kind in _TARGET_KINDS:
         ids = sorted(wanted[kind])
-        if not ids:
-            continue
-        model = models[kind]
-        condition = f"{setup_cache.columns(model, ('id',))} IN ({', '.join(['%s'] * len(ids))})"
-        if kind == "user":
-            condition += f" AND {_active(model)}"
-        parts.append(
-            f"SELECT %s, {setup_cache.columns(model, ('id',))} FROM "
-            f"{setup_cache.table(model)} WHERE {condition}"
-        )
-        params += [kind, *ids]
+        sizes.append(len(ids))
+        params += [kind, *ids] if ids else []
+
+    def build() -> str:
+        parts = []
+        for kind, size in zip(_TARGET_KINDS, sizes, strict=True):
+            if not size:
+                continue
+            model = models[kind]
+            condition = f"{setup_cache.columns(model, ('id',))} IN ({', '.join(['%s'] * size)})"
+            if kind == "user":
+                condition += f" AND {_active(model)}"
+            parts.append(
+                f"SELECT %s, {setup_cache.columns(model, ('id',))} FROM "
+                f"{setup_cache.table(model)} WHERE {condition}"
+            )
+        return " UNION ALL ".join(parts)
+
     found: dict[str, set[int]] = {kind: set() for kind in _TARGET_KINDS}
-    if parts:
-        for kind, pk in setup_cache.rows(" UNION ALL ".join(parts), params):
+    if params:
+        sql = setup_cache.statement(("targets", *sizes), build)
+        for kind, pk in setup_cache.rows(sql, params):
             found[kind].add(pk)
     return {kind: frozenset(ids) for kind, ids in found.items()}
 
@@ -331,7 +342,7 @@ def rule_applied_note(
     data, first_at = noted
     if at != first_at:
         applied["at"] = at.isoformat()
-    if all(entry["rule"] != applied["rule"] for entry in data["rules"]):
+    if applied["rule"] not in [entry["rule"] for entry in data["rules"]]:
         data["name"] = f"{data['name']}, {applied['name']}"
     data["rules"].append(applied)
 
@@ -376,7 +387,9 @@ def _take(
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
     elif action.type == "add_tags":
-        added = set(value) - decisions.tags[id(conversation)] - tags
+        # ``value`` holds each tag once; most conversations have no tag from the batch yet.
+        noted = decisions.tags.get(id(conversation))
+        added = [t for t in value if t not in tags and (noted is None or t not in noted)]
         if added:
             decisions.tags[id(conversation)].update(added)
             effects["tags"] = sorted(added)
