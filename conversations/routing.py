@@ -296,7 +296,8 @@ class Decisions:
     applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
-        return {(c.pk, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
+        # ``id`` rather than ``pk``, a property: read for every conversation of the batch.
+        return {(c.id, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
 
 
 def decisions_take(
@@ -573,7 +574,7 @@ def decisions_write(
     rows_insert(
         ConversationEvent,
         ("conversation", "kind", "data", "created_at"),
-        [(c.pk, kind, data, at) for c, kind, data, at in decisions.events],
+        [(c.id, kind, data, at) for c, kind, data, at in decisions.events],
     )
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)
