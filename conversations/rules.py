@@ -684,8 +684,16 @@ def _keywords_finder(keywords: Sequence[str]) -> Matcher:
 def _keywords_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
     # Whole words and phrases only: "refund" matches "Refund!" but not "refunded", and the
     # words of a phrase may be separated by any whitespace. Searched in the lowered text.
-    phrases = dict.fromkeys(r"\s+".join(map(re.escape, k.lower().split())) for k in keywords)
-    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)")
+    # "No word character before" is checked just after the first character, (?<!\w.), not
+    # before it, (?<!\w): a pattern that starts with a character lets the search skip to
+    # the places where one of the first characters stands instead of trying every place.
+    phrases = dict.fromkeys(_phrase_pattern(k.lower().split()) for k in keywords)
+    return re.compile(r"(?:" + "|".join(phrases) + r")(?!\w)")
+
+
+def _phrase_pattern(words: Sequence[str]) -> str:
+    first = re.escape(words[0][0])
+    return first + r"(?<!\w.)" + r"\s+".join(map(re.escape, words))[len(first) :]
 
 
 def _action(kind: str, value: Any) -> Action:
