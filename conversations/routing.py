@@ -364,8 +364,8 @@ def _take(
     if action.type == "set_priority" and conversation.priority != value:
         effects["priority"] = [conversation.priority, value]
         conversation.priority = value
-    elif action.type == "set_team" and conversation.team_id != value:
-        effects["team"] = [conversation.team_id, value]
+    elif action.type == "set_team" and (team_id := conversation.team_id) != value:
+        effects["team"] = [team_id, value]
         conversation.team_id = value
     elif action.type == "assign":
         if value == "auto":

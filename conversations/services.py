@@ -363,9 +363,13 @@ def inbound_posts_store(
     created = {id(c) for c in new_conversations}
     started: set[int] = set()
     reopened: list[tuple[Conversation, datetime]] = []
+    # Read once: ``pk`` and a foreign key's id are descriptors, costly for every post.
+    platform, channel_id = channel.platform, channel.pk
     for item, conversation in placed:
         post = item.post
         identity = identities[post.author.platform_user_id]
+        contact_id = identity.contact_id
+        is_vip = contact_id in facts.vip_contacts
         previous_status = conversation.status
         was_waiting = conversation.waiting_since is not None
         was_monitoring = conversation.is_monitoring
@@ -398,15 +402,15 @@ def inbound_posts_store(
             matches = book.evaluate(
                 Facts(
                     event=rule_events[0],
-                    platform=channel.platform,
-                    channel_id=channel.pk,
+                    platform=platform,
+                    channel_id=channel_id,
                     kind=post.kind,
                     text=post.body,
                     sentiment=item.sentiment,
                     language=item.language,
-                    is_vip=identity.contact_id in facts.vip_contacts,
+                    is_vip=is_vip,
                     followers=identity.followers_count,
-                    has_open_escalation=identity.contact_id in facts.escalated_contacts,
+                    has_open_escalation=contact_id in facts.escalated_contacts,
                     tag_ids=tag_ids,
                     priority=conversation.priority,
                     at=post.created_at,
@@ -423,7 +427,6 @@ def inbound_posts_store(
                     name=identity.display_name or identity.handle,
                     tags=tag_ids,
                 )
-        is_vip = identity.contact_id in facts.vip_contacts
         if is_first:
             started.add(id(conversation))
         if conversation.is_monitoring:
