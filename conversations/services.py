@@ -56,7 +56,14 @@ from conversations.sla import (
     sla_start,
 )
 from governance.selectors import replyable_channel_ids, visible_channel_ids
-from scrm.bulk import instances_insert, rows_insert, rows_select, rows_update, where_in
+from scrm.bulk import (
+    id_rows_insert,
+    instances_insert,
+    rows_insert,
+    rows_select,
+    rows_update,
+    where_in,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,8 @@ _SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in 
 _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 # Every column the pipeline may change on a conversation that exists, rollups first.
 _STORED = (*_ROLLUP_FIELDS, *_TRACKED)
+# The rollups and what routing rules may change: the first columns of ``_STORED``.
+_ROUTED_STORED = (*_ROLLUP_FIELDS, *_ROUTED_FIELDS)
 
 
 # The events a post raises for the rules, in the order they are evaluated.
@@ -204,7 +213,9 @@ def _changed_rows(
     columns any of its rows changed: writing a value unchanged there costs next to nothing,
     and one statement per combination of changed indexed columns far fewer statements than
     one per combination of all changed columns. PostgreSQL writes a new row version whatever
-    is set, so there the two groups keep the statements per batch fixed."""
+    is set, so there rows go in at most three groups, which keep the statements per batch
+    few: the rollups only, with the routing columns when a rule moved them, with every
+    column when an SLA column moved (each value sent is a parameter its driver quotes)."""
     narrow = connection.vendor == "sqlite"
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     if narrow:
@@ -231,8 +242,12 @@ def _changed_rows(
     for pk, c in sorted(conversations.items()):
         values = tuple(getattr(c, name) for name in _STORED)
         old = before.get(pk)
-        if old is not None and values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
+        if old is None:
+            columns = _STORED
+        elif values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
             columns = _ROLLUP_FIELDS
+        elif values[len(_ROUTED_STORED) :] == old[len(_ROUTED_STORED) :]:
+            columns = _ROUTED_STORED
         else:
             columns = _STORED
         row = {"pk": pk, "updated_at": now}
@@ -492,7 +507,7 @@ def inbound_posts_store(
             for name in item.keywords
             if name in keyword_tags
         }
-    rows_insert(
+    id_rows_insert(
         Conversation.tags.through,
         ("conversation", "tag"),
         sorted(tag_pairs),
