@@ -131,6 +131,7 @@ class RuleBook:
         if self.compiled is None:
             self.compiled = RuleSet(self.rules)
         self._compiled = self.compiled
+        self._within = self.calendars.within  # bound once, not for every post
 
     @property
     def adds_tags(self) -> bool:
@@ -139,7 +140,7 @@ class RuleBook:
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
-        return self._compiled.evaluate(facts, events, self.calendars.within)
+        return self._compiled.evaluate(facts, events, self._within)
 
 
 _RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
@@ -317,13 +318,16 @@ def decisions_take(
     conversation and batch (``rule_applied_note``); one that matched but found everything as
     it wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
     adding again changes nothing."""
+    # What each action changes, for the rule's timeline entry: most matches of a batch
+    # change nothing that is not so already, and then build no entry.
+    effects: dict[str, Any] = {}
     for event, match in matches:
         rule = match.rule
-        # The timeline entry, which each action that changes something adds its effect to.
-        applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, applied, at, key, name, event, tags)
-        if len(applied) > 3:
+            _take(conversation, rule, action, decisions, effects, at, key, name, event, tags)
+        if effects:
+            applied = {"rule": rule.id, "name": rule.name, "event": event, **effects}
+            effects.clear()
             rule_applied_note(decisions, conversation, applied, at=at)
 
 
