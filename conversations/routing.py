@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Model, Q
 from django.utils import timezone
 
@@ -52,7 +52,7 @@ from conversations.rules import (
 )
 from governance.models import TeamMembership
 from governance.services import Verdict, outbound_check
-from scrm.bulk import rows_insert, rows_insert_returning
+from scrm.bulk import rows_copy, rows_insert, rows_insert_returning
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +108,14 @@ class RuleBook:
         """The rules as stored now. Compiled once per process and reused while the rows (and
         the teams, tags and users they name) are unchanged: see ``setup_cache``."""
         rule_rows = setup_cache.rows(
-            f"SELECT {setup_cache.columns(RoutingRule, _RULE_COLUMNS)}"
-            f" FROM {setup_cache.table(RoutingRule)} WHERE {_active(RoutingRule)}"
-            f" ORDER BY {setup_cache.columns(RoutingRule, ('position', 'id'))}"
+            setup_cache.statement(
+                "rules",
+                lambda: (
+                    f"SELECT {setup_cache.columns(RoutingRule, _RULE_COLUMNS)}"
+                    f" FROM {setup_cache.table(RoutingRule)} WHERE {_active(RoutingRule)}"
+                    f" ORDER BY {setup_cache.columns(RoutingRule, ('position', 'id'))}"
+                ),
+            )
         )
         compiled = setup_cache.built("rules", rule_rows, lambda: _rules_compile(rule_rows))
         wanted = _targets(compiled)
@@ -126,6 +131,7 @@ class RuleBook:
         if self.compiled is None:
             self.compiled = RuleSet(self.rules)
         self._compiled = self.compiled
+        self._within = self.calendars.within  # bound once, not for every post
 
     @property
     def adds_tags(self) -> bool:
@@ -134,7 +140,7 @@ class RuleBook:
     def evaluate(self, facts: Facts, events: Sequence[str]) -> list[tuple[str, RuleMatch]]:
         """Rules matching any of the events, each rule once, in order. The changes of earlier
         matches are visible to later rules; a matching rule that stops processing ends it."""
-        return self._compiled.evaluate(facts, events, self.calendars.within)
+        return self._compiled.evaluate(facts, events, self._within)
 
 
 _RULE_COLUMNS = ("id", "name", "events", "match", "conditions", "actions", "stop_processing")
@@ -193,23 +199,31 @@ def _present(wanted: dict[str, frozenset[int]]) -> dict[str, frozenset[int]]:
     from governance.models import Team
 
     models: dict[str, type[Model]] = {"team": Team, "tag": Tag, "user": get_user_model()}
-    parts, params = [], []
+    sizes, params = [], []
     for kind in _TARGET_KINDS:
         ids = sorted(wanted[kind])
-        if not ids:
-            continue
-        model = models[kind]
-        condition = f"{setup_cache.columns(model, ('id',))} IN ({', '.join(['%s'] * len(ids))})"
-        if kind == "user":
-            condition += f" AND {_active(model)}"
-        parts.append(
-            f"SELECT %s, {setup_cache.columns(model, ('id',))} FROM "
-            f"{setup_cache.table(model)} WHERE {condition}"
-        )
-        params += [kind, *ids]
+        sizes.append(len(ids))
+        params += [kind, *ids] if ids else []
+
+    def build() -> str:
+        parts = []
+        for kind, size in zip(_TARGET_KINDS, sizes, strict=True):
+            if not size:
+                continue
+            model = models[kind]
+            condition = f"{setup_cache.columns(model, ('id',))} IN ({', '.join(['%s'] * size)})"
+            if kind == "user":
+                condition += f" AND {_active(model)}"
+            parts.append(
+                f"SELECT %s, {setup_cache.columns(model, ('id',))} FROM "
+                f"{setup_cache.table(model)} WHERE {condition}"
+            )
+        return " UNION ALL ".join(parts)
+
     found: dict[str, set[int]] = {kind: set() for kind in _TARGET_KINDS}
-    if parts:
-        for kind, pk in setup_cache.rows(" UNION ALL ".join(parts), params):
+    if params:
+        sql = setup_cache.statement(("targets", *sizes), build)
+        for kind, pk in setup_cache.rows(sql, params):
             found[kind].add(pk)
     return {kind: frozenset(ids) for kind, ids in found.items()}
 
@@ -285,7 +299,8 @@ class Decisions:
     applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
-        return {(c.pk, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
+        # ``id`` rather than ``pk``, a property: read for every conversation of the batch.
+        return {(c.id, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
 
 
 def decisions_take(
@@ -303,13 +318,16 @@ def decisions_take(
     conversation and batch (``rule_applied_note``); one that matched but found everything as
     it wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
     adding again changes nothing."""
+    # What each action changes, for the rule's timeline entry: most matches of a batch
+    # change nothing that is not so already, and then build no entry.
+    effects: dict[str, Any] = {}
     for event, match in matches:
         rule = match.rule
-        # The timeline entry, which each action that changes something adds its effect to.
-        applied: dict[str, Any] = {"rule": rule.id, "name": rule.name, "event": event}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, applied, at, key, name, event, tags)
-        if len(applied) > 3:
+            _take(conversation, rule, action, decisions, effects, at, key, name, event, tags)
+        if effects:
+            applied = {"rule": rule.id, "name": rule.name, "event": event, **effects}
+            effects.clear()
             rule_applied_note(decisions, conversation, applied, at=at)
 
 
@@ -331,7 +349,7 @@ def rule_applied_note(
     data, first_at = noted
     if at != first_at:
         applied["at"] = at.isoformat()
-    if all(entry["rule"] != applied["rule"] for entry in data["rules"]):
+    if applied["rule"] not in [entry["rule"] for entry in data["rules"]]:
         data["name"] = f"{data['name']}, {applied['name']}"
     data["rules"].append(applied)
 
@@ -352,8 +370,8 @@ def _take(
     if action.type == "set_priority" and conversation.priority != value:
         effects["priority"] = [conversation.priority, value]
         conversation.priority = value
-    elif action.type == "set_team" and conversation.team_id != value:
-        effects["team"] = [conversation.team_id, value]
+    elif action.type == "set_team" and (team_id := conversation.team_id) != value:
+        effects["team"] = [team_id, value]
         conversation.team_id = value
     elif action.type == "assign":
         if value == "auto":
@@ -376,7 +394,9 @@ def _take(
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
     elif action.type == "add_tags":
-        added = set(value) - decisions.tags[id(conversation)] - tags
+        # ``value`` holds each tag once; most conversations have no tag from the batch yet.
+        noted = decisions.tags.get(id(conversation))
+        added = [t for t in value if t not in tags and (noted is None or t not in noted)]
         if added:
             decisions.tags[id(conversation)].update(added)
             effects["tags"] = sorted(added)
@@ -557,10 +577,14 @@ def decisions_write(
 ) -> None:
     """After the conversations are stored: timeline, acknowledgements, notifications, webhooks
     and escalations. Tags are written by the caller with its own."""
-    rows_insert(
+    # PostgreSQL's driver quotes each parameter of an INSERT at a cost above the row's own:
+    # COPY takes the rows as text. SQLite runs a multi-row INSERT for less than a COPY's
+    # statement per row.
+    insert = rows_copy if connection.vendor == "postgresql" else rows_insert
+    insert(
         ConversationEvent,
         ("conversation", "kind", "data", "created_at"),
-        [(c.pk, kind, data, at) for c, kind, data, at in decisions.events],
+        [(c.id, kind, data, at) for c, kind, data, at in decisions.events],
     )
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)

@@ -275,11 +275,14 @@ class RuleSet:
         return _plan_run(plan, facts, within_hours)
 
 
-# One rule to try: what a match returns, the predicate, the rule's id, whether it was tried
-# for an earlier event of the sequence (then skipped if it matched there), whether it comes
-# again for a later one (then its match is remembered), and what later rules see of a match:
-# the priority it sets, the tags it adds, whether it stops processing.
-_Step = tuple[tuple[str, RuleMatch], Matcher, int, bool, bool, int | None, frozenset[int], bool]
+# One rule to try: the predicate, then what a match of it means: what it returns, the rule's
+# id, whether it was tried for an earlier event of the sequence (then skipped if it matched
+# there), whether it comes again for a later one (then its match is remembered), and what
+# later rules see of it: the priority it sets, the tags it adds, whether it stops processing.
+# Most posts fail most predicates, so only a match unpacks the rest.
+_Step = tuple[
+    Matcher, tuple[tuple[str, RuleMatch], int, bool, bool, int | None, frozenset[int], bool]
+]
 
 
 def _plan(
@@ -292,14 +295,16 @@ def _plan(
     for event, rule in order:
         steps.append(
             (
-                (event, RuleMatch(rule=rule, actions=rule.actions)),
                 rule.test,
-                rule.id,
-                rule.id in tried,
-                times[rule.id] > 1,
-                rule.set_priority,
-                rule.added_tag_ids,
-                rule.stop_processing,
+                (
+                    (event, RuleMatch(rule=rule, actions=rule.actions)),
+                    rule.id,
+                    rule.id in tried,
+                    times[rule.id] > 1,
+                    rule.set_priority,
+                    rule.added_tag_ids,
+                    rule.stop_processing,
+                ),
             )
         )
         tried.add(rule.id)
@@ -312,13 +317,16 @@ def _plan_run(
     within_hours: Callable[[int | None, datetime], bool],
 ) -> list[tuple[str, RuleMatch]]:
     # Runs for every post: plain tuples and locals, no per-rule allocation but the matches.
+    # The predicates are pure, so testing one before knowing whether its rule already
+    # matched changes nothing but the cost, which is lower that way round.
     subject = _Subject(facts, within_hours)
     found: list[tuple[str, RuleMatch]] = []
     done: set[int] = set()
-    for found_match, test, rule_id, tried, again, priority, tag_ids, stops in plan:
-        if tried and rule_id in done:
-            continue
+    for test, step in plan:
         if not test(subject):
+            continue
+        found_match, rule_id, tried, again, priority, tag_ids, stops = step
+        if tried and rule_id in done:
             continue
         if again:
             done.add(rule_id)
@@ -676,8 +684,16 @@ def _keywords_finder(keywords: Sequence[str]) -> Matcher:
 def _keywords_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
     # Whole words and phrases only: "refund" matches "Refund!" but not "refunded", and the
     # words of a phrase may be separated by any whitespace. Searched in the lowered text.
-    phrases = dict.fromkeys(r"\s+".join(map(re.escape, k.lower().split())) for k in keywords)
-    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)")
+    # "No word character before" is checked just after the first character, (?<!\w.), not
+    # before it, (?<!\w): a pattern that starts with a character lets the search skip to
+    # the places where one of the first characters stands instead of trying every place.
+    phrases = dict.fromkeys(_phrase_pattern(k.lower().split()) for k in keywords)
+    return re.compile(r"(?:" + "|".join(phrases) + r")(?!\w)")
+
+
+def _phrase_pattern(words: Sequence[str]) -> str:
+    first = re.escape(words[0][0])
+    return first + r"(?<!\w.)" + r"\s+".join(map(re.escape, words))[len(first) :]
 
 
 def _action(kind: str, value: Any) -> Action:

@@ -57,9 +57,9 @@ from conversations.sla import (
 )
 from governance.selectors import replyable_channel_ids, visible_channel_ids
 from scrm.bulk import (
+    id_rows_insert,
     instances_insert,
     rows_copy,
-    rows_insert,
     rows_select,
     rows_update,
     where_in,
@@ -124,6 +124,8 @@ _SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in 
 _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 # Every column the pipeline may change on a conversation that exists, rollups first.
 _STORED = (*_ROLLUP_FIELDS, *_TRACKED)
+# The rollups and what routing rules may change: the first columns of ``_STORED``.
+_ROUTED_STORED = (*_ROLLUP_FIELDS, *_ROUTED_FIELDS)
 
 
 # The events a post raises for the rules, in the order they are evaluated.
@@ -211,7 +213,9 @@ def _changed_rows(
     columns any of its rows changed: writing a value unchanged there costs next to nothing,
     and one statement per combination of changed indexed columns far fewer statements than
     one per combination of all changed columns. PostgreSQL writes a new row version whatever
-    is set, so there the two groups keep the statements per batch fixed."""
+    is set, so there rows go in at most three groups, which keep the statements per batch
+    few: the rollups only, with the routing columns when a rule moved them, with every
+    column when an SLA column moved (each value sent is a parameter its driver quotes)."""
     narrow = connection.vendor == "sqlite"
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     if narrow:
@@ -238,8 +242,12 @@ def _changed_rows(
     for pk, c in sorted(conversations.items()):
         values = tuple(getattr(c, name) for name in _STORED)
         old = before.get(pk)
-        if old is not None and values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
+        if old is None:
+            columns = _STORED
+        elif values[len(_ROLLUP_FIELDS) :] == old[len(_ROLLUP_FIELDS) :]:
             columns = _ROLLUP_FIELDS
+        elif values[len(_ROUTED_STORED) :] == old[len(_ROUTED_STORED) :]:
+            columns = _ROUTED_STORED
         else:
             columns = _STORED
         row = {"pk": pk, "updated_at": now}
@@ -370,9 +378,13 @@ def inbound_posts_store(
     created = {id(c) for c in new_conversations}
     started: set[int] = set()
     reopened: list[tuple[Conversation, datetime]] = []
+    # Read once: ``pk`` and a foreign key's id are descriptors, costly for every post.
+    platform, channel_id = channel.platform, channel.pk
     for item, conversation in placed:
         post = item.post
         identity = identities[post.author.platform_user_id]
+        contact_id = identity.contact_id
+        is_vip = contact_id in facts.vip_contacts
         previous_status = conversation.status
         was_waiting = conversation.waiting_since is not None
         was_monitoring = conversation.is_monitoring
@@ -405,15 +417,15 @@ def inbound_posts_store(
             matches = book.evaluate(
                 Facts(
                     event=rule_events[0],
-                    platform=channel.platform,
-                    channel_id=channel.pk,
+                    platform=platform,
+                    channel_id=channel_id,
                     kind=post.kind,
                     text=post.body,
                     sentiment=item.sentiment,
                     language=item.language,
-                    is_vip=identity.contact_id in facts.vip_contacts,
+                    is_vip=is_vip,
                     followers=identity.followers_count,
-                    has_open_escalation=identity.contact_id in facts.escalated_contacts,
+                    has_open_escalation=contact_id in facts.escalated_contacts,
                     tag_ids=tag_ids,
                     priority=conversation.priority,
                     at=post.created_at,
@@ -430,7 +442,6 @@ def inbound_posts_store(
                     name=identity.display_name or identity.handle,
                     tags=tag_ids,
                 )
-        is_vip = identity.contact_id in facts.vip_contacts
         if is_first:
             started.add(id(conversation))
         if conversation.is_monitoring:
@@ -497,7 +508,7 @@ def inbound_posts_store(
             for name in item.keywords
             if name in keyword_tags
         }
-    rows_insert(
+    id_rows_insert(
         Conversation.tags.through,
         ("conversation", "tag"),
         sorted(tag_pairs),

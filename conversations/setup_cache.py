@@ -57,6 +57,20 @@ def built(name: str, key: Any, build: Callable[[], T]) -> T:
 
 def clear() -> None:
     _built.clear()
+    _statements.clear()
+
+
+_statements: dict[tuple[str, Any], str] = {}
+
+
+def statement(key: Any, build: Callable[[], str]) -> str:
+    """SQL text that depends on nothing but the database's kind: ``build()`` once per kind,
+    since quoting names through ``connection`` costs more than reading a few rows."""
+    full_key = (connection.vendor, key)
+    text = _statements.get(full_key)
+    if text is None:
+        text = _statements[full_key] = build()
+    return text
 
 
 def table(model: type[Model]) -> str:
@@ -65,8 +79,9 @@ def table(model: type[Model]) -> str:
 
 def columns(model: type[Model], names: Sequence[str]) -> str:
     meta = model._meta
+    quote = connection.ops.quote_name  # each read of ``connection`` goes through a proxy
     return ", ".join(
-        connection.ops.quote_name(str(meta.get_field(name).column))  # type: ignore[union-attr]
+        quote(str(meta.get_field(name).column))  # type: ignore[union-attr]
         for name in names
     )
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.models import Field, Model
 
 Combine = Literal["set", "greatest"]
@@ -60,8 +60,9 @@ def rows_insert(
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
     values_of = _values_adapter(model_fields)
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    quote = connection.ops.quote_name  # each read of ``connection`` goes through a proxy
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     # Stay under SQLite's bound-parameter cap; PostgreSQL takes the whole batch at once.
     per_statement = max(1, 999 // len(fields)) if connection.vendor == "sqlite" else len(rows)
@@ -74,6 +75,42 @@ def rows_insert(
                 + conflict,
                 [value for row in chunk for value in values_of(row)],
             )
+    return len(rows)
+
+
+def id_rows_insert(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[int]],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """``rows_insert`` for rows of whole numbers (ids), sent as one JSON array parameter and
+    read by ``json_each`` on SQLite, ``jsonb_array_elements`` on PostgreSQL: the statement's
+    text is the same for any number of rows (SQLite prepares it once), and neither driver
+    quotes a parameter per value, which on PostgreSQL costs more than the row itself."""
+    if not rows:
+        return 0
+    meta = model._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(str(cast(Field, meta.get_field(name)).column)) for name in fields)
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(fields)))
+        # SQLite needs a WHERE before ON CONFLICT to tell it from a join's ON.
+        source = "json_each(%s) WHERE true"
+    elif vendor == "postgresql":
+        values = ", ".join(f"(value ->> {i})::bigint" for i in range(len(fields)))
+        source = "jsonb_array_elements(%s::jsonb)"
+    else:
+        return rows_insert(model, fields, rows, ignore_conflicts=ignore_conflicts)
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {source}{conflict}",
+            [json_text(rows)],
+        )
     return len(rows)
 
 
@@ -199,20 +236,29 @@ def _adapter(field: "Field[Any, Any]") -> Adapter | None:
     return prepare
 
 
+# Times adapted to SQLite's text, per time zone: bounded, cleared when full.
+_adapted_times: dict[Any, dict[Any, Any]] = {}
+_ADAPTED_TIMES_KEPT = 20_000
+
+
 def _datetime_adapter() -> Adapter | None:
     """What the backend does to a datetime parameter, without its per-call overhead.
 
     PostgreSQL's driver adapts aware datetimes itself (None: nothing to do). SQLite stores
     text: the instant in the connection's time zone (UTC unless the database's settings say
-    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value,
-    since the rows of one batch share most of their times."""
-    if connection.vendor == "postgresql":
+    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value
+    across inserts, since the rows of one batch share most of their times (a message's, its
+    conversation's, its timeline entries')."""
+    database = connections[DEFAULT_DB_ALIAS]  # ``connection``, read through its proxy once
+    if database.vendor == "postgresql":
         return None
-    adapt = connection.ops.adapt_datetimefield_value
-    if connection.vendor != "sqlite" or not settings.USE_TZ:
+    adapt = database.ops.adapt_datetimefield_value
+    if database.vendor != "sqlite" or not settings.USE_TZ:
         return adapt
-    zone = connection.timezone
-    adapted: dict[Any, Any] = {}
+    zone = database.timezone
+    adapted = _adapted_times.setdefault(zone, {})
+    if len(adapted) > _ADAPTED_TIMES_KEPT:
+        adapted.clear()
 
     def as_text(value: Any) -> Any:
         text = adapted.get(value)
@@ -228,10 +274,27 @@ def _datetime_adapter() -> Adapter | None:
     return as_text
 
 
+# What ``json.dumps(value, check_circular=False)`` writes, from an encoder built once:
+# ``json.dumps`` builds a new one per call, which costs more than encoding a small value.
+_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)`` for values of the plain JSON types; TypeError for others."""
+    return "".join(_ENCODE(value, 0)) if _ENCODE is not None else json.dumps(value)
+
+
 def _json(value: Any) -> str:
     """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
     try:
-        text = json.dumps(value)  # the shared C encoder: most values need nothing more
+        # Values the plain encoder cannot write (a Decimal, a time) raise TypeError.
+        text = "".join(_ENCODE(value, 0)) if _ENCODE is not None else json.dumps(value)
     except TypeError:
         text = json.dumps(value, cls=DjangoJSONEncoder)
     if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
@@ -253,8 +316,12 @@ def where_in(column: str, values: Collection[int | str]) -> tuple[str, list[Any]
     """``column IN (…)`` of numbers or strings as SQL and parameters: one parameter whatever
     the number of values, so the statement's text is the same for any list (SQLite then
     prepares it once, and neither driver rewrites a placeholder per value): an array on
-    PostgreSQL, a JSON array read by ``json_each`` on SQLite."""
+    PostgreSQL, a JSON array read by ``json_each`` on SQLite. Whole numbers go to PostgreSQL
+    as the text of an array: psycopg2 would quote a list's numbers one by one, which for the
+    hundreds of ids of a batch costs more than the query."""
     if connection.vendor == "postgresql":
+        if all(type(value) is int for value in values):
+            return f"{column} = ANY(%s::bigint[])", ["{" + ",".join(map(str, values)) + "}"]
         return f"{column} = ANY(%s)", [list(values)]
     if connection.vendor == "sqlite":
         return f"{column} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))]
@@ -280,11 +347,12 @@ def rows_insert_returning(
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
     values_of = _values_adapter(model_fields)
-    table = connection.ops.quote_name(meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    columns = ", ".join(quote(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
     returned = [_field(model, name) for name in returning]
-    returned_columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in returned)
+    returned_columns = ", ".join(quote(str(f.column)) for f in returned)
     conflicts = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     per_statement = max(1, _max_params() // len(fields))
     results: list[tuple[Any, ...]] = []
@@ -314,8 +382,9 @@ def rows_select(
     database gives them. For hot paths where compiling a queryset costs more than running it."""
     meta = model._meta
     selected = [_field(model, name) for name in fields]
-    columns = [connection.ops.quote_name(str(f.column)) for f in selected]
-    table = connection.ops.quote_name(meta.db_table)
+    quote = connection.ops.quote_name
+    columns = [quote(str(f.column)) for f in selected]
+    table = quote(meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {', '.join([*columns, *extra])} FROM {table} WHERE {where}", params)
         results = cursor.fetchall()

@@ -336,6 +336,29 @@ def test_keywords_match_the_same_with_and_without_their_quick_word_test(keywords
     assert reference is expected
 
 
+@pytest.mark.parametrize(
+    "keywords",
+    [["refund", "money back"], ["#deal", "(paren)", "-x"], ["ünï", "c++", "a"], ["ad on tv"]],
+)
+def test_keywords_are_found_where_no_word_character_comes_before_them(keywords):
+    import re
+
+    # The plain definition, which tries every place in the text.
+    phrases = [r"\s+".join(map(re.escape, k.lower().split())) for k in keywords]
+    plain = re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)")
+    texts = [
+        f"{before}{keyword}{after}"
+        for keyword in keywords
+        for before in ("", " ", "x", "é", "#", "-", "(", "\n", "1", "_")
+        for after in ("", " ", "x", "!", "\n")
+    ]
+    texts += ["bad on tv", "ad  on\ttv", "a#deal", "refunds", "say a word", "ba a"]
+    pattern = rules._keywords_pattern(keywords)
+    for text in texts:
+        found, expected = pattern.search(text), plain.search(text)
+        assert (found and found.span()) == (expected and expected.span()), text
+
+
 @pytest.mark.parametrize(("match", "expected"), [("all", [2]), ("any", [1, 2, 3])])
 def test_rules_with_three_conditions_need_all_or_any_of_them(match, expected):
     vip, dm, lawyer = ("vip", "is", True), ("kind", "is", ["dm"]), ("sentiment", "below", 0)

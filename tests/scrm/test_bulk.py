@@ -128,3 +128,26 @@ def test_where_in_selects_the_rows_of_any_list_with_one_statement_text():
     assert second == first  # a longer list is the same statement: prepared once
     assert selected(column, [])[1] == []
     assert selected(name, ["Bo", "O'Hara", "nobody"])[1] == ["Bo", "O'Hara"]
+
+
+def test_id_rows_go_in_one_statement_for_any_number_of_rows():
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.models import Conversation
+    from scrm.bulk import id_rows_insert
+    from tests.factories import ConversationFactory, TagFactory
+
+    through = Conversation.tags.through
+    conversations = [ConversationFactory() for _ in range(3)]
+    tags = [TagFactory() for _ in range(400)]
+    few = [(conversations[0].pk, tags[0].pk), (conversations[1].pk, tags[1].pk)]
+    # More values than SQLite takes as parameters of one statement.
+    many = [(c.pk, t.pk) for c in conversations for t in tags]
+    with CaptureQueriesContext(connection) as first:
+        assert id_rows_insert(through, ("conversation", "tag"), few) == 2
+    with CaptureQueriesContext(connection) as second:
+        # Pairs stored already are skipped when asked, the others written.
+        id_rows_insert(through, ("conversation", "tag"), many, ignore_conflicts=True)
+    assert len(first.captured_queries) == len(second.captured_queries) == 1
+    stored = set(through.objects.values_list("conversation_id", "tag_id"))
+    assert stored == set(many)
