@@ -45,11 +45,13 @@ from django.db.models import (
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
+from channels_ingest.models import ChannelAccount
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
-from governance.selectors import visible_channel_ids
+from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
+    ContactCounts,
     ConversationFact,
     DayCounts,
     DurationCounts,
@@ -557,6 +559,38 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     return qs
 
 
+def contact_counts(user: AnyUser, filters: Filters) -> tuple[QuerySet[ContactCounts], str] | None:
+    """The contact counts of a scope and which of them serve it ("" for those of every channel
+    together, "channel_" for those of one channel), or None if none do: a scope of some of
+    several channels (a contact may have conversations on more than one), or filtered by
+    team, priority, agent or tag. The contacts then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    qs = ContactCounts.objects.all()
+    if filters.channel is None:
+        seen = seen_channel_ids(user=user)
+        if seen is None and not filters.platform:
+            return qs, ""
+        if seen is not None and len(seen) > 1 and not filters.platform:
+            return None
+        channels = ChannelAccount.objects.filter(
+            Q(platform=filters.platform) if filters.platform else Q()
+        )
+        if seen is not None:
+            channels = channels.filter(pk__in=seen)
+        ids = list(channels.values_list("pk", flat=True)[:2])
+        if len(ids) > 1:
+            return None
+        return qs.filter(channel_id__in=ids), "channel_"
+    qs = qs.filter(channel_id=filters.channel)
+    if filters.platform:
+        qs = qs.filter(platform=filters.platform)
+    visible = visible_channel_ids(user=user)
+    if visible is not None:
+        qs = qs.filter(channel_id__in=visible)
+    return qs, "channel_"
+
+
 def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts] | None:
     """The duration counts of a scope, or None if it is filtered by what they are not kept by
     (a team, a priority, an agent, a tag): the spreads then come from the facts alone."""
@@ -1001,6 +1035,27 @@ def _starts(started: QuerySet) -> dict[str, int]:
     return row
 
 
+def _contacts_in(
+    user: AnyUser, filters: Filters, range_: DateRange, started: QuerySet, n: int
+) -> tuple[int, int]:
+    """Contacts with a conversation started in a range (``n`` of them, ``started`` the facts
+    of those), and those with two or more: from the contact counts where they serve the
+    scope. A contact counts for its first conversation in the range, and has two or more if
+    its second one's previous started in the range."""
+    if not n:
+        return 0, 0
+    counts = contact_counts(user, filters)
+    if counts is None:
+        return _contacts(started)
+    rows, prefix = counts
+    previous, second = _sums(
+        rows.filter(_in(range_), earlier_day__gte=range_.start),
+        [f"{prefix}previous", f"{prefix}second_previous"],
+    )[0]
+    previous, second = int(previous or 0), int(second or 0)
+    return n - previous, previous - second
+
+
 def _contacts(started: QuerySet) -> tuple[int, int]:
     """Contacts with a conversation started in a range, and those with two or more."""
     row = (
@@ -1146,7 +1201,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
             speed = Speed(
                 **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
             )
-    contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    if counts is None:
+        contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    else:
+        contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
     now = _open_now(user, filters)
     return Summary(
         range=range_,
