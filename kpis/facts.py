@@ -51,6 +51,7 @@ from conversations.models import (
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import (
+    AgentCounts,
     ContactCounts,
     ConversationFact,
     DayCounts,
@@ -685,10 +686,11 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
 _DAY_COUNTS = importlib.import_module("kpis.migrations.0009_day_counts_sentiment")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 _CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
+_AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")
 
 
 def counts_rebuild() -> None:
-    """Compute the day, duration and contact counts anew from the facts, by the definitions
+    """Compute the day, duration, contact and agent counts anew from the facts, by the definitions
     the triggers that keep them follow: the same counts, without rows that came to hold only
     zeros."""
     with transaction.atomic(), connection.cursor() as cursor:
@@ -698,4 +700,6 @@ def counts_rebuild() -> None:
         cursor.execute(_DURATION_COUNTS.fill_sql(connection.vendor))
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(ContactCounts._meta.db_table)}")
         cursor.execute(_CONTACT_COUNTS.fill_sql())
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(AgentCounts._meta.db_table)}")
+        cursor.execute(_AGENT_COUNTS.fill_sql())
     _facts_changed()

@@ -51,6 +51,7 @@ from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
+    AgentCounts,
     ContactCounts,
     ConversationFact,
     DayCounts,
@@ -1616,6 +1617,72 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         _in(range_, "resolved_day"), resolved_by__isnull=False
     )
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    kept = agent_counts(user, filters)
+    if kept is None:
+        _agent_counts(counts, responses, resolved)
+    else:
+        for pk, *sums in _sums(kept.filter(_in(range_)), _AGENT_SUMS, ["agent_id"]):
+            n, met, missed, handled, handled_met, handled_missed = (int(v or 0) for v in sums)
+            if n or handled:
+                c = counts[pk]
+                c.update(responses=n, handled=handled)
+                c.update(met=met + handled_met, missed=missed + handled_missed)
+    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
+    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
+    names = {
+        u.pk: (u.get_full_name() or u.get_username())
+        for u in get_user_model().objects.filter(pk__in=counts)
+    }
+    rows = [
+        AgentRow(
+            agent_id=pk,
+            name=names.get(pk, f"#{pk}"),
+            handled=c["handled"],
+            responses=c["responses"],
+            first_response_median=first[pk].median if pk in first else None,
+            resolution_median=resolution[pk].median if pk in resolution else None,
+            sla_met=c["met"],
+            sla_missed=c["missed"],
+        )
+        for pk, c in counts.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.handled, -r.responses, r.name))
+
+
+_AGENT_SUMS = [
+    "responses",
+    "responses_met",
+    "responses_missed",
+    "resolved",
+    "resolved_met",
+    "resolved_missed",
+]
+
+
+def agent_counts(user: AnyUser, filters: Filters) -> QuerySet[AgentCounts] | None:
+    """The agent counts of a scope, or None if it is filtered by what they are not kept by (a
+    team, a priority, a tag): the agents' figures then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.agent is not None:
+        q &= Q(agent_id=filters.agent)
+    qs = AgentCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+def _agent_counts(
+    counts: dict[int, dict[str, int]], responses: QuerySet, resolved: QuerySet
+) -> None:
+    """Per agent, responses and conversations resolved, and how many met their SLA, from the
+    facts."""
     for row in (
         responses.values("agent")
         .annotate(
@@ -1639,26 +1706,6 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         c["handled"] = resolver["n"]
         c["met"] += resolver["met"]
         c["missed"] += resolver["missed"]
-    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
-    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
-    names = {
-        u.pk: (u.get_full_name() or u.get_username())
-        for u in get_user_model().objects.filter(pk__in=counts)
-    }
-    rows = [
-        AgentRow(
-            agent_id=pk,
-            name=names.get(pk, f"#{pk}"),
-            handled=c["handled"],
-            responses=c["responses"],
-            first_response_median=first[pk].median if pk in first else None,
-            resolution_median=resolution[pk].median if pk in resolution else None,
-            sla_met=c["met"],
-            sla_missed=c["missed"],
-        )
-        for pk, c in counts.items()
-    ]
-    return sorted(rows, key=lambda r: (-r.handled, -r.responses, r.name))
 
 
 def per_dimension(

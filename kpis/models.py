@@ -409,6 +409,47 @@ class ContactCounts(models.Model):
         return f"contacts of {self.day} back to {self.earlier_day}, channel {self.channel_id}"
 
 
+class AgentCounts(models.Model):
+    """What an agent did on one day and channel: responses and how many met their SLA (the
+    day of the reply), conversations they resolved and how many within SLA (the day of the
+    resolution). Kept by database triggers on the response and conversation facts, as
+    `DayCounts` are; the agents page reads them unless filtered by team, priority or tag."""
+
+    day = models.DateField()
+    # Deleting a user sets the facts' references to NULL, which takes their counts away.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    responses = models.IntegerField(default=0)
+    responses_met = models.IntegerField(default=0)
+    responses_missed = models.IntegerField(default=0)
+    resolved = models.IntegerField(default=0)
+    resolved_met = models.IntegerField(default=0)
+    resolved_missed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "agent", "channel", "platform"], name="kpi_agent_counts_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"agent {self.agent_id} on {self.day}, channel {self.channel_id}"
+
+
 # Edges of the duration buckets in whole seconds, about 10% apart from 1 second to 104 days.
 # Bucket 0 holds durations below zero, bucket 1 those of exactly zero (replies before business
 # hours open: many), bucket 2 those between zero and a second, bucket 2 + i those from edge
