@@ -298,12 +298,15 @@ def _facts_store(facts: _Facts) -> bool:
         rows_copy(model, columns, new)
         changed = changed or bool(gone or new)
     if facts.stale:
+        # Only conversations with stored facts: one without is marked since it was inserted.
         table = connection.ops.quote_name(StaleConversation._meta.db_table)
-        marks = ", ".join(f"({int(pk)}, 1)" for pk in facts.stale)
+        fact_table = connection.ops.quote_name(ConversationFact._meta.db_table)
         version = f"{table}.version" if connection.vendor == "postgresql" else "version"
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (conversation_id, version) VALUES {marks}"
+                f"INSERT INTO {table} (conversation_id, version)"
+                f" SELECT conversation_id, 1 FROM {fact_table}"
+                f" WHERE {_among('conversation_id', facts.stale)} ORDER BY 1"
                 f" ON CONFLICT (conversation_id) DO UPDATE SET version = {version} + 1"
             )
     return changed
