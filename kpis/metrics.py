@@ -45,7 +45,6 @@ from django.db.models import (
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
-from channels_ingest.models import ChannelAccount
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
 from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
@@ -560,36 +559,28 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     return qs
 
 
-def contact_counts(user: AnyUser, filters: Filters) -> tuple[QuerySet[ContactCounts], str] | None:
-    """The contact counts of a scope and which of them serve it ("" for those of every channel
-    together, "channel_" for those of one channel), or None if none do: a scope of some of
-    several channels (a contact may have conversations on more than one), or filtered by
-    team, priority, agent or tag. The contacts then come from the facts."""
+def contact_counts(
+    user: AnyUser, filters: Filters
+) -> tuple[QuerySet[ContactCounts], str, bool] | None:
+    """The contact counts of a scope, which of them serve it ("" for those of every channel
+    together, "channel_" for those of each channel), and whether the scope holds several
+    channels but not all (a contact on more than one is then counted once per channel, and
+    the few contacts who changed channels in a range are counted again from their facts).
+    None if filtered by team, priority, agent or tag: the contacts then come from the facts."""
     if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
         return None
     qs = ContactCounts.objects.all()
-    if filters.channel is None:
-        seen = seen_channel_ids(user=user)
-        if seen is None and not filters.platform:
-            return qs, ""
-        if seen is not None and len(seen) > 1 and not filters.platform:
-            return None
-        channels = ChannelAccount.objects.filter(
-            Q(platform=filters.platform) if filters.platform else Q()
-        )
-        if seen is not None:
-            channels = channels.filter(pk__in=seen)
-        ids = list(channels.values_list("pk", flat=True)[:2])
-        if len(ids) > 1:
-            return None
-        return qs.filter(channel_id__in=ids), "channel_"
-    qs = qs.filter(channel_id=filters.channel)
+    seen = seen_channel_ids(user=user)
+    if filters.channel is None and seen is None and not filters.platform:
+        return qs, "", False
+    if filters.channel is not None:
+        qs = qs.filter(channel_id=filters.channel)
     if filters.platform:
         qs = qs.filter(platform=filters.platform)
-    visible = visible_channel_ids(user=user)
-    if visible is not None:
-        qs = qs.filter(channel_id__in=visible)
-    return qs, "channel_"
+    if seen is not None:
+        qs = qs.filter(channel_id__in=seen)
+    several = filters.channel is None and (seen is None or len(seen) > 1)
+    return qs, "channel_", several
 
 
 def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts] | None:
@@ -1042,19 +1033,40 @@ def _contacts_in(
     """Contacts with a conversation started in a range (``n`` of them, ``started`` the facts
     of those), and those with two or more: from the contact counts where they serve the
     scope. A contact counts for its first conversation in the range, and has two or more if
-    its second one's previous started in the range."""
+    its second one's previous started in the range (on the same channel, for a scope of
+    some channels)."""
     if not n:
         return 0, 0
     counts = contact_counts(user, filters)
     if counts is None:
         return _contacts(started)
-    rows, prefix = counts
+    rows, prefix, several = counts
     previous, second = _sums(
         rows.filter(_in(range_), earlier_day__gte=range_.start),
         [f"{prefix}previous", f"{prefix}second_previous"],
     )[0]
     previous, second = int(previous or 0), int(second or 0)
-    return n - previous, previous - second
+    contacts, repeat = n - previous, previous - second
+    if several:
+        # Counted per channel, a contact on k channels of the scope counts k times, and one
+        # with a conversation on each of two channels has none with two. Each such contact
+        # has a conversation whose previous one started in the range on another channel.
+        start = range_.start
+        switched = started.filter(previous_day__gte=start).filter(
+            Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start)
+        )
+        per_contact: dict[int, list[int]] = defaultdict(list)
+        for contact_id, _, n_here in (
+            started.filter(contact_id__in=switched.values("contact_id"))
+            .values_list("contact_id", "channel_id")
+            .annotate(n=Count("*"))
+            .order_by()
+        ):
+            per_contact[contact_id].append(n_here)
+        for channels in per_contact.values():
+            contacts -= len(channels) - 1
+            repeat += (sum(channels) >= 2) - sum(1 for n_here in channels if n_here >= 2)
+    return contacts, repeat
 
 
 def _contacts(started: QuerySet) -> tuple[int, int]:

@@ -172,7 +172,13 @@ class ConversationFact(_Dimensions):
                 include=["channel"],
                 name="kpi_conv_resolution_bus_idx",
             ),
-            models.Index(fields=["channel", "day"], name="kpi_conv_channel_idx"),
+            # A channel's conversations started in a range, and those among them whose
+            # contact came back from another channel, without the rows.
+            models.Index(
+                fields=["channel", "day"],
+                include=["contact", "previous_day", "channel_previous_day"],
+                name="kpi_conv_channel_contacts_idx",
+            ),
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),

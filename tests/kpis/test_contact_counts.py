@@ -94,7 +94,7 @@ def test_a_contact_on_two_channels_counts_once_everywhere_and_once_per_channel(w
             Filters(channel=world["facebook"].pk),
             Filters(channel=world["other"].pk),
             Filters(platform="facebook"),
-            Filters(platform="x"),  # two channels: from the facts
+            Filters(platform="x"),  # two channels
             Filters(team=TeamFactory().pk),
         ):
             assert loyalty(admin, filters, range_) == from_facts(admin, filters, range_), (
@@ -105,26 +105,36 @@ def test_a_contact_on_two_channels_counts_once_everywhere_and_once_per_channel(w
 
 def test_which_scopes_the_counts_serve(world):
     admin = UserFactory(role=Role.ADMIN)
-    assert metrics.contact_counts(admin, Filters())[1] == ""
-    assert metrics.contact_counts(admin, Filters(platform="facebook"))[1] == "channel_"
-    assert metrics.contact_counts(admin, Filters(platform="x")) is None
-    assert metrics.contact_counts(admin, Filters(priority=2)) is None
+
+    def served(filters: Filters) -> tuple[str, bool] | None:
+        found = metrics.contact_counts(admin, filters)
+        return None if found is None else found[1:]
+
+    assert served(Filters()) == ("", False)
+    assert served(Filters(channel=world["x"].pk)) == ("channel_", False)
+    assert served(Filters(platform="x")) == ("channel_", True)
+    assert served(Filters(priority=2)) is None
 
 
-@pytest.mark.parametrize("channels", [["facebook"], ["x", "facebook"], ["x", "other"]])
+@pytest.mark.parametrize(
+    "channels", [["facebook"], ["x", "facebook"], ["x", "other"], ["facebook", "other"]]
+)
 def test_a_manager_of_some_channels(world, channels):
     team = TeamFactory()
     manager = UserFactory(role=Role.MANAGER)
     TeamMembership.objects.create(team=team, user=manager)
     for name in channels:
         ChannelAccess.objects.create(team=team, channel=world[name])
-    # One channel is read from the counts; some of several from the facts.
-    assert (metrics.contact_counts(manager, Filters()) is None) == (len(channels) > 1)
+    # Several channels are counted per channel, then the contacts on more than one again.
+    assert metrics.contact_counts(manager, Filters())[2] == (len(channels) > 1)
     for range_ in ranges():
         for filters in (Filters(), Filters(channel=world["x"].pk), Filters(platform="x")):
             assert loyalty(manager, filters, range_) == from_facts(manager, filters, range_)
     if channels == ["facebook"]:
         assert loyalty(manager, Filters()) == (4, 3, 1)
+    if channels == ["x", "facebook"]:
+        # Ann counts once, with three conversations: two on X, one on Facebook.
+        assert loyalty(manager, Filters()) == (6, 3, 2)
 
 
 def counts() -> dict[tuple[Any, ...], tuple[int, ...]]:
