@@ -1055,12 +1055,17 @@ def _contacts_in(
         switched = started.filter(previous_day__gte=start).filter(
             Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start)
         )
+        # Their ids first, then their conversations by contact: as one query PostgreSQL
+        # read every conversation of the range to find the few.
+        ids = list(switched.values_list("contact_id", flat=True).distinct().order_by())
         per_contact: dict[int, list[int]] = defaultdict(list)
         for contact_id, _, n_here in (
-            started.filter(contact_id__in=switched.values("contact_id"))
+            started.filter(contact_id__in=ids)
             .values_list("contact_id", "channel_id")
             .annotate(n=Count("*"))
             .order_by()
+            if ids
+            else ()
         ):
             per_contact[contact_id].append(n_here)
         for channels in per_contact.values():
