@@ -291,13 +291,14 @@ def load(args: argparse.Namespace, vendor: str) -> tuple[Any, Load]:
 
 
 def fact_counts() -> dict[str, int]:
-    from kpis.models import ConversationFact, DayCounts, MessageDay, ResponseFact
+    from kpis.models import ContactCounts, ConversationFact, DayCounts, MessageDay, ResponseFact
 
     return {
         "conversation facts": ConversationFact.objects.count(),
         "response facts": ResponseFact.objects.count(),
         "message days": MessageDay.objects.count(),
         "day counts": DayCounts.objects.count(),
+        "contact counts": ContactCounts.objects.count(),
     }
 
 
@@ -317,6 +318,7 @@ def sizes(vendor: str) -> dict[str, float]:
             "kpis_responsefact",
             "kpis_messageday",
             "kpis_daycounts",
+            "kpis_contactcounts",
         ):
             cursor.execute(
                 "SELECT pg_relation_size(%s::regclass), pg_indexes_size(%s::regclass)",

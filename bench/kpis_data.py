@@ -1006,6 +1006,7 @@ CONVERSATION_FACTS_SQL = f"""
 INSERT INTO kpis_conversationfact (
     conversation_id, channel_id, platform, team_id, priority, assignee_id, contact_id, status,
     is_monitoring, started_at, day, inbound, outbound, new_contact, days_since_previous,
+    previous_day, second_previous_day, channel_previous_day, channel_second_previous_day,
     __VIP_COLUMN__
     first_response_at, first_response_seconds, first_response_business_seconds,
     first_response_met, resolved_at, resolved_day, resolution_seconds,
@@ -1015,7 +1016,9 @@ SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.
        c.status, c.is_monitoring, c.created_at, (c.created_at AT TIME ZONE %(tz)s)::date,
        coalesce(m.inbound, 0), coalesce(m.outbound, 0),
        h.previous IS NULL AND ct.source = 'social',
-       extract(epoch FROM c.created_at - h.previous)::float8 / 86400,__VIP_VALUE__
+       extract(epoch FROM c.created_at - h.previous)::float8 / 86400,
+       h.previous_day, h.second_previous_day, h.channel_previous_day,
+       h.channel_second_previous_day,__VIP_VALUE__
        fr.at, fr.seconds,
        bench_kpi_clock(fr.at) - bench_kpi_clock(fr.at - fr.seconds * interval '1 second'),
        fr.met,
@@ -1136,8 +1139,21 @@ GROUP BY m.conversation_id, 2, c.channel_id, ch.platform, c.team_id, c.priority,
 
 HISTORY_SQL = """
 CREATE TEMPORARY TABLE bench_kpi_history AS
-SELECT id, lag(created_at) OVER (PARTITION BY contact_id ORDER BY created_at, id) AS previous
-FROM conversations_conversation
+SELECT id, previous,
+       (previous AT TIME ZONE %(tz)s)::date AS previous_day,
+       (second_previous AT TIME ZONE %(tz)s)::date AS second_previous_day,
+       (channel_previous AT TIME ZONE %(tz)s)::date AS channel_previous_day,
+       (channel_second_previous AT TIME ZONE %(tz)s)::date AS channel_second_previous_day
+FROM (
+    SELECT id,
+           lag(created_at, 1) OVER everywhere AS previous,
+           lag(created_at, 2) OVER everywhere AS second_previous,
+           lag(created_at, 1) OVER here AS channel_previous,
+           lag(created_at, 2) OVER here AS channel_second_previous
+    FROM conversations_conversation
+    WINDOW everywhere AS (PARTITION BY contact_id ORDER BY created_at, id),
+           here AS (PARTITION BY contact_id, channel_id ORDER BY created_at, id)
+) AS h
 """
 
 
@@ -1156,7 +1172,7 @@ def facts_sql(*, chunk: int, progress: Callable[[str], None], time_zone: str) ->
         cursor.execute(BUSINESS_CLOCK_SQL)
         started = time.perf_counter()
         cursor.execute("DROP TABLE IF EXISTS bench_kpi_history")
-        cursor.execute(HISTORY_SQL)
+        cursor.execute(HISTORY_SQL, {"tz": time_zone})
         cursor.execute("CREATE INDEX ON bench_kpi_history (id)")
         cursor.execute("ANALYZE bench_kpi_history")
         seconds["history"] = time.perf_counter() - started

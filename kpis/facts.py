@@ -15,6 +15,7 @@ Definitions (the README's KPI section says the same in words):
   default calendar; without any calendar it is not computed.
 """
 
+import bisect
 import importlib
 import json
 import logging
@@ -50,6 +51,8 @@ from conversations.models import (
 from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import (
+    AgentCounts,
+    ContactCounts,
     ConversationFact,
     DayCounts,
     DurationCounts,
@@ -115,10 +118,19 @@ def _business(
     return calendar.between(start, end).total_seconds()
 
 
-def facts_compute(conversation_ids: Sequence[int], *, calendars: Calendars | None = None) -> int:
+def facts_compute(
+    conversation_ids: Sequence[int],
+    *,
+    calendars: Calendars | None = None,
+    mark_next: bool = True,
+) -> int:
     """Compute and store the facts of these conversations, replacing their old ones; facts of
-    conversations that no longer exist are removed. Returns how many were computed."""
-    facts = _facts_build(conversation_ids, calendars or Calendars.load())
+    conversations that no longer exist are removed. Returns how many were computed.
+
+    A conversation that is new, deleted, or moved to another contact, channel or start also
+    changes its contact's next conversations' previous ones: those are marked stale, unless
+    ``mark_next`` is off (a rebuild, which computes them all anyway)."""
+    facts = _facts_build(conversation_ids, calendars or Calendars.load(), mark_next=mark_next)
     if facts is None:
         return 0
     with transaction.atomic():
@@ -135,9 +147,13 @@ class _Facts:
     conversations: list[list[Any]]
     responses: list[list[Any]]
     days: list[list[Any]]
+    # Other conversations whose previous conversations these changed: to be marked stale.
+    stale: list[int]
 
 
-def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Facts | None:
+def _facts_build(
+    conversation_ids: Sequence[int], calendars: Calendars, *, mark_next: bool = True
+) -> _Facts | None:
     """Read what the facts are computed from and compute them, without writing.
 
     Rows are read with plain SQL and the facts built as plain values: model instances and
@@ -149,7 +165,18 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
     with connection.cursor() as cursor:
         cursor.execute(_sql(_CONVERSATIONS_SQL, _among("c.id", ids)))
         conversations = cursor.fetchall()
+        stored: dict[int, tuple[int, int, datetime]] = {}
+        if mark_next:
+            cursor.execute(_sql(_STORED_SQL, _among("conversation_id", ids)))
+            stored = {pk: (contact, channel, _utc(at)) for pk, contact, channel, at in cursor}
         contact_ids = sorted({int(row[6]) for row in conversations})
+        cursor.execute(
+            _sql(
+                _HISTORY_SQL,
+                _among("contact_id", sorted({*contact_ids, *(p[0] for p in stored.values())})),
+            )
+        )
+        history = _Histories(cursor.fetchall())
         cursor.execute(_sql(_CONTACTS_SQL, _among("id", contact_ids)))
         contacts = {row[0]: row[1:] for row in cursor.fetchall()}
         in_ids = _among("conversation_id", ids)
@@ -187,7 +214,6 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
         is_monitoring,
         resolved_at,
         calendar_id,
-        previous,
     ) in conversations:
         source, is_vip, _ = contacts.get(contact_id, (None, False, None))
         started_at = _utc(created_at)
@@ -220,10 +246,22 @@ def _facts_build(conversation_ids: Sequence[int], calendars: Calendars) -> _Fact
         )
         if pk in escalations:
             _escalations(fact, escalations[pk])
-        _history(fact, _utc(previous), is_social=source == ContactSource.SOCIAL)
+        _history(fact, history, zone, is_social=source == ContactSource.SOCIAL)
         facts.append([fact[name] for name in _FACT_COLUMNS])
 
-    return _Facts(ids=ids, conversations=facts, responses=responses, days=days)
+    stale: set[int] = set()
+    if mark_next:
+        now = {row[0]: (row[6], row[1], _utc(row[7])) for row in conversations}
+        for pk in ids:
+            was, is_ = stored.get(pk), now.get(pk)
+            if was == is_:
+                continue
+            for place in (was, is_):
+                if place is not None:
+                    contact_id, channel_id, started_at = place
+                    stale.update(history.next(contact_id, channel_id, started_at, pk))
+        stale.difference_update(ids)
+    return _Facts(ids=ids, conversations=facts, responses=responses, days=days, stale=sorted(stale))
 
 
 def _facts_store(facts: _Facts) -> bool:
@@ -259,6 +297,18 @@ def _facts_store(facts: _Facts) -> bool:
                 cursor.execute(f"DELETE FROM {table} WHERE {_among(pk_column, sorted(gone))}")
         rows_copy(model, columns, new)
         changed = changed or bool(gone or new)
+    if facts.stale:
+        # Only conversations with stored facts: one without is marked since it was inserted.
+        table = connection.ops.quote_name(StaleConversation._meta.db_table)
+        fact_table = connection.ops.quote_name(ConversationFact._meta.db_table)
+        version = f"{table}.version" if connection.vendor == "postgresql" else "version"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (conversation_id, version)"
+                f" SELECT conversation_id, 1 FROM {fact_table}"
+                f" WHERE {_among('conversation_id', facts.stale)} ORDER BY 1"
+                f" ON CONFLICT (conversation_id) DO UPDATE SET version = {version} + 1"
+            )
     return changed
 
 
@@ -305,23 +355,20 @@ _DAY_COLUMNS = (
 # Where each label's count sits in a day's bucket: [inbound, outbound, *labels].
 _LABEL_SLOT: dict[str, int] = {Sentiment.POSITIVE: 2, Sentiment.NEUTRAL: 3, Sentiment.NEGATIVE: 4}
 
-# The conversation with what the facts copy from its channel and SLA policy, and when the
-# same contact's previous conversation (by start, then id) started: NULL for the first. The
-# contact's conversations are found through an index, one contact at a time.
+# The conversation with what the facts copy from its channel and SLA policy.
 _CONVERSATIONS_SQL = """
 SELECT c.id, c.channel_id, ch.platform, c.team_id, c.assignee_id, c.priority, c.contact_id,
-    c.created_at, c.status, c.is_monitoring, c.resolved_at, p.calendar_id,
-    (
-        SELECT MAX(o.created_at) FROM {conversation} o
-        WHERE o.contact_id = c.contact_id
-            AND (o.created_at < c.created_at OR (o.created_at = c.created_at AND o.id < c.id))
-    )
+    c.created_at, c.status, c.is_monitoring, c.resolved_at, p.calendar_id
 FROM {conversation} c
 INNER JOIN {channel} ch ON ch.id = c.channel_id
 LEFT JOIN {policy} p ON p.id = c.sla_policy_id
 WHERE {ids}
 ORDER BY c.id
 """
+# Every conversation of the contacts, whose order gives each its previous ones.
+_HISTORY_SQL = "SELECT contact_id, created_at, id, channel_id FROM {conversation} WHERE {ids}"
+# Where the stored facts put each conversation: its contact, channel and start.
+_STORED_SQL = "SELECT conversation_id, contact_id, channel_id, started_at FROM {fact} WHERE {ids}"
 _CONTACTS_SQL = "SELECT id, source, is_vip, attributes FROM {contact} WHERE {ids}"
 # Messages that reached us or left us; notes are no messages.
 _MESSAGES_SQL = f"""
@@ -370,6 +417,7 @@ def _sql(template: str, ids: str) -> str:
         "message": Message,
         "event": ConversationEvent,
         "escalation": Escalation,
+        "fact": ConversationFact,
     }
     return template.format(
         ids=ids,
@@ -524,11 +572,56 @@ def _escalations(fact: dict[str, Any], rows: Sequence[tuple[Any, ...]]) -> None:
     fact["escalation_outcome"] = outcome or ""
 
 
-def _history(fact: dict[str, Any], previous: datetime | None, *, is_social: bool) -> None:
-    if previous is None:
+class _Histories:
+    """Contacts' conversations in order of start, then id: on any channel, and per channel."""
+
+    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self.anywhere: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+        self.here: dict[tuple[int, int], list[tuple[datetime, int]]] = defaultdict(list)
+        for contact_id, created_at, pk, channel_id in sorted(
+            (contact_id, _utc(created_at), pk, channel_id)
+            for contact_id, created_at, pk, channel_id in rows
+        ):
+            self.anywhere[contact_id].append((created_at, pk))
+            self.here[contact_id, channel_id].append((created_at, pk))
+
+    def before(
+        self, contact_id: int, channel_id: int, started_at: datetime, pk: int
+    ) -> tuple[list[datetime], list[datetime]]:
+        """When the two conversations before this one started, latest first: on any channel,
+        and on its channel."""
+        found = []
+        for conversations in (self.anywhere[contact_id], self.here[contact_id, channel_id]):
+            at = bisect.bisect_left(conversations, (started_at, pk))
+            found.append([moment for moment, _ in conversations[max(0, at - 2) : at][::-1]])
+        return found[0], found[1]
+
+    def next(self, contact_id: int, channel_id: int, started_at: datetime, pk: int) -> set[int]:
+        """The ids of the two conversations after this place, on any channel and on this
+        channel, but for the conversation itself."""
+        found = set()
+        for conversations in (self.anywhere[contact_id], self.here[contact_id, channel_id]):
+            at = bisect.bisect_right(conversations, (started_at, pk))
+            found.update([other for _, other in conversations[at : at + 3] if other != pk][:2])
+        return found
+
+
+def _history(fact: dict[str, Any], history: _Histories, zone: tzinfo, *, is_social: bool) -> None:
+    anywhere, here = history.before(
+        fact["contact_id"], fact["channel_id"], fact["started_at"], fact["conversation_id"]
+    )
+    if not anywhere:
         fact["new_contact"] = is_social
     else:
-        fact["days_since_previous"] = (fact["started_at"] - previous).total_seconds() / 86400
+        fact["days_since_previous"] = (fact["started_at"] - anywhere[0]).total_seconds() / 86400
+    for name, moments, i in (
+        ("previous_day", anywhere, 0),
+        ("second_previous_day", anywhere, 1),
+        ("channel_previous_day", here, 0),
+        ("channel_second_previous_day", here, 1),
+    ):
+        if len(moments) > i:
+            fact[name] = moments[i].astimezone(zone).date()
 
 
 def facts_refresh(*, limit: int = 5000) -> int:
@@ -580,7 +673,7 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
         )
         if not ids:
             break
-        done += facts_compute(ids, calendars=calendars)
+        done += facts_compute(ids, calendars=calendars, mark_next=False)
         last = ids[-1]
     # Facts of conversations that were deleted since (NOT EXISTS: an anti-join, fast however
     # many conversations there are).
@@ -591,18 +684,25 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
     return done
 
 
-# The day and duration counts' definitions, frozen in the migrations whose triggers keep them.
+# The day, duration and contact counts' definitions, frozen in the migrations whose triggers
+# keep them.
 _DAY_COUNTS = importlib.import_module("kpis.migrations.0009_day_counts_sentiment")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
+_CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
+_AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")
 
 
 def counts_rebuild() -> None:
-    """Compute the day and duration counts anew from the facts, by the definitions the
-    triggers that keep them follow: the same counts, without rows that came to hold only
+    """Compute the day, duration, contact and agent counts anew from the facts, by the definitions
+    the triggers that keep them follow: the same counts, without rows that came to hold only
     zeros."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(DayCounts._meta.db_table)}")
         cursor.execute(_DAY_COUNTS.fill_sql())
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(DurationCounts._meta.db_table)}")
         cursor.execute(_DURATION_COUNTS.fill_sql(connection.vendor))
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(ContactCounts._meta.db_table)}")
+        cursor.execute(_CONTACT_COUNTS.fill_sql())
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(AgentCounts._meta.db_table)}")
+        cursor.execute(_AGENT_COUNTS.fill_sql())
     _facts_changed()

@@ -46,10 +46,12 @@ from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
 from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
-from governance.selectors import visible_channel_ids
+from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
+    AgentCounts,
+    ContactCounts,
     ConversationFact,
     DayCounts,
     DurationCounts,
@@ -557,6 +559,30 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     return qs
 
 
+def contact_counts(
+    user: AnyUser, filters: Filters
+) -> tuple[QuerySet[ContactCounts], str, bool] | None:
+    """The contact counts of a scope, which of them serve it ("" for those of every channel
+    together, "channel_" for those of each channel), and whether the scope holds several
+    channels but not all (a contact on more than one is then counted once per channel, and
+    the few contacts who changed channels in a range are counted again from their facts).
+    None if filtered by team, priority, agent or tag: the contacts then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    qs = ContactCounts.objects.all()
+    seen = seen_channel_ids(user=user)
+    if filters.channel is None and seen is None and not filters.platform:
+        return qs, "", False
+    if filters.channel is not None:
+        qs = qs.filter(channel_id=filters.channel)
+    if filters.platform:
+        qs = qs.filter(platform=filters.platform)
+    if seen is not None:
+        qs = qs.filter(channel_id__in=seen)
+    several = filters.channel is None and (seen is None or len(seen) > 1)
+    return qs, "channel_", several
+
+
 def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts] | None:
     """The duration counts of a scope, or None if it is filtered by what they are not kept by
     (a team, a priority, an agent, a tag): the spreads then come from the facts alone."""
@@ -1001,6 +1027,53 @@ def _starts(started: QuerySet) -> dict[str, int]:
     return row
 
 
+def _contacts_in(
+    user: AnyUser, filters: Filters, range_: DateRange, started: QuerySet, n: int
+) -> tuple[int, int]:
+    """Contacts with a conversation started in a range (``n`` of them, ``started`` the facts
+    of those), and those with two or more: from the contact counts where they serve the
+    scope. A contact counts for its first conversation in the range, and has two or more if
+    its second one's previous started in the range (on the same channel, for a scope of
+    some channels)."""
+    if not n:
+        return 0, 0
+    counts = contact_counts(user, filters)
+    if counts is None:
+        return _contacts(started)
+    rows, prefix, several = counts
+    previous, second = _sums(
+        rows.filter(_in(range_), earlier_day__gte=range_.start),
+        [f"{prefix}previous", f"{prefix}second_previous"],
+    )[0]
+    previous, second = int(previous or 0), int(second or 0)
+    contacts, repeat = n - previous, previous - second
+    if several:
+        # Counted per channel, a contact on k channels of the scope counts k times, and one
+        # with a conversation on each of two channels has none with two. Each such contact
+        # has a conversation whose previous one started in the range on another channel.
+        start = range_.start
+        switched = started.filter(previous_day__gte=start).filter(
+            Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start)
+        )
+        # Their ids first, then their conversations by contact: as one query PostgreSQL
+        # read every conversation of the range to find the few.
+        ids = list(switched.values_list("contact_id", flat=True).distinct().order_by())
+        per_contact: dict[int, list[int]] = defaultdict(list)
+        for contact_id, _, n_here in (
+            started.filter(contact_id__in=ids)
+            .values_list("contact_id", "channel_id")
+            .annotate(n=Count("*"))
+            .order_by()
+            if ids
+            else ()
+        ):
+            per_contact[contact_id].append(n_here)
+        for channels in per_contact.values():
+            contacts -= len(channels) - 1
+            repeat += (sum(channels) >= 2) - sum(1 for n_here in channels if n_here >= 2)
+    return contacts, repeat
+
+
 def _contacts(started: QuerySet) -> tuple[int, int]:
     """Contacts with a conversation started in a range, and those with two or more."""
     row = (
@@ -1146,7 +1219,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
             speed = Speed(
                 **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
             )
-    contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    if counts is None:
+        contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    else:
+        contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
     now = _open_now(user, filters)
     return Summary(
         range=range_,
@@ -1558,6 +1634,72 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         _in(range_, "resolved_day"), resolved_by__isnull=False
     )
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    kept = agent_counts(user, filters)
+    if kept is None:
+        _agent_counts(counts, responses, resolved)
+    else:
+        for pk, *sums in _sums(kept.filter(_in(range_)), _AGENT_SUMS, ["agent_id"]):
+            n, met, missed, handled, handled_met, handled_missed = (int(v or 0) for v in sums)
+            if n or handled:
+                c = counts[pk]
+                c.update(responses=n, handled=handled)
+                c.update(met=met + handled_met, missed=missed + handled_missed)
+    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
+    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
+    names = {
+        u.pk: (u.get_full_name() or u.get_username())
+        for u in get_user_model().objects.filter(pk__in=counts)
+    }
+    rows = [
+        AgentRow(
+            agent_id=pk,
+            name=names.get(pk, f"#{pk}"),
+            handled=c["handled"],
+            responses=c["responses"],
+            first_response_median=first[pk].median if pk in first else None,
+            resolution_median=resolution[pk].median if pk in resolution else None,
+            sla_met=c["met"],
+            sla_missed=c["missed"],
+        )
+        for pk, c in counts.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.handled, -r.responses, r.name))
+
+
+_AGENT_SUMS = [
+    "responses",
+    "responses_met",
+    "responses_missed",
+    "resolved",
+    "resolved_met",
+    "resolved_missed",
+]
+
+
+def agent_counts(user: AnyUser, filters: Filters) -> QuerySet[AgentCounts] | None:
+    """The agent counts of a scope, or None if it is filtered by what they are not kept by (a
+    team, a priority, a tag): the agents' figures then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.agent is not None:
+        q &= Q(agent_id=filters.agent)
+    qs = AgentCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+def _agent_counts(
+    counts: dict[int, dict[str, int]], responses: QuerySet, resolved: QuerySet
+) -> None:
+    """Per agent, responses and conversations resolved, and how many met their SLA, from the
+    facts."""
     for row in (
         responses.values("agent")
         .annotate(
@@ -1581,26 +1723,6 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         c["handled"] = resolver["n"]
         c["met"] += resolver["met"]
         c["missed"] += resolver["missed"]
-    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
-    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
-    names = {
-        u.pk: (u.get_full_name() or u.get_username())
-        for u in get_user_model().objects.filter(pk__in=counts)
-    }
-    rows = [
-        AgentRow(
-            agent_id=pk,
-            name=names.get(pk, f"#{pk}"),
-            handled=c["handled"],
-            responses=c["responses"],
-            first_response_median=first[pk].median if pk in first else None,
-            resolution_median=resolution[pk].median if pk in resolution else None,
-            sla_met=c["met"],
-            sla_missed=c["missed"],
-        )
-        for pk, c in counts.items()
-    ]
-    return sorted(rows, key=lambda r: (-r.handled, -r.responses, r.name))
 
 
 def per_dimension(

@@ -109,6 +109,13 @@ class ConversationFact(_Dimensions):
     new_contact = models.BooleanField(default=False)
     # Days since the same contact's previous conversation started; empty for the first one.
     days_since_previous = models.FloatField(null=True, blank=True)
+    # The days the same contact's previous and second previous conversations started (by
+    # start, then id), on any channel and on this one's; empty where there is none. A range's
+    # contacts are counted from them (`ContactCounts`) instead of from its conversations.
+    previous_day = models.DateField(null=True, blank=True)
+    second_previous_day = models.DateField(null=True, blank=True)
+    channel_previous_day = models.DateField(null=True, blank=True)
+    channel_second_previous_day = models.DateField(null=True, blank=True)
 
     first_response_at = models.DateTimeField(null=True, blank=True)
     first_response_seconds = models.FloatField(null=True, blank=True)
@@ -153,18 +160,25 @@ class ConversationFact(_Dimensions):
             models.Index(
                 fields=["day", "contact"], include=["channel"], name="kpi_conv_day_contact_idx"
             ),
-            # The resolutions of a range, and those of one duration bucket among them.
+            # The resolutions of a range, and those of one duration bucket among them; and
+            # who resolved them, for the agents' medians, without the rows.
             models.Index(
                 fields=["resolved_day", "resolution_seconds"],
-                include=["channel"],
-                name="kpi_conv_resolution_idx",
+                include=["channel", "resolved_by"],
+                name="kpi_conv_resolution_by_idx",
             ),
             models.Index(
                 fields=["resolved_day", "resolution_business_seconds"],
                 include=["channel"],
                 name="kpi_conv_resolution_bus_idx",
             ),
-            models.Index(fields=["channel", "day"], name="kpi_conv_channel_idx"),
+            # A channel's conversations started in a range, and those among them whose
+            # contact came back from another channel, without the rows.
+            models.Index(
+                fields=["channel", "day"],
+                include=["contact", "previous_day", "channel_previous_day"],
+                name="kpi_conv_channel_contacts_idx",
+            ),
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
             models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
@@ -222,10 +236,11 @@ class ResponseFact(_Dimensions):
             models.Index(fields=["agent", "day"], name="kpi_response_agent_idx"),
             # First or next responses of a range, and those of one duration bucket among them
             # (a day at a time: `day IN (...)`); first responses alone are about one in five.
+            # With the agent, for the agents' medians, without the rows.
             models.Index(
                 fields=["is_first", "day", "seconds"],
-                include=["channel"],
-                name="kpi_response_seconds_idx",
+                include=["channel", "agent"],
+                name="kpi_response_agent_secs_idx",
             ),
             models.Index(
                 fields=["is_first", "day", "business_seconds"],
@@ -358,6 +373,89 @@ class DayCounts(models.Model):
 
     def __str__(self) -> str:
         return f"counts of {self.day} on channel {self.channel_id}"
+
+
+class ContactCounts(models.Model):
+    """Conversations started on one day and channel whose contact's previous conversation
+    started on an earlier day (`earlier_day`, which may be the same day): on any channel
+    (`previous`), on the same channel (`channel_previous`), and as much for the second
+    previous conversation. Kept by database triggers on the conversation facts, as
+    `DayCounts` are.
+
+    A contact with conversations started in a range counts once, for its first one there: the
+    range's contacts are its conversations less those whose previous conversation started in
+    the range, and the contacts with two or more those whose previous one started in the range
+    less those whose second previous one did. A range of n days reads at most n (n + 1) / 2
+    rows per channel, whatever the number of conversations. The counts on any channel serve
+    every channel together, those on the same channel one channel; a scope of some of several
+    channels, or filtered by team, priority, agent or tag, counts its contacts from the facts."""
+
+    day = models.DateField()
+    earlier_day = models.DateField()
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    previous = models.IntegerField(default=0)
+    second_previous = models.IntegerField(default=0)
+    channel_previous = models.IntegerField(default=0)
+    channel_second_previous = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "earlier_day", "channel", "platform"],
+                name="kpi_contact_counts_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"contacts of {self.day} back to {self.earlier_day}, channel {self.channel_id}"
+
+
+class AgentCounts(models.Model):
+    """What an agent did on one day and channel: responses and how many met their SLA (the
+    day of the reply), conversations they resolved and how many within SLA (the day of the
+    resolution). Kept by database triggers on the response and conversation facts, as
+    `DayCounts` are; the agents page reads them unless filtered by team, priority or tag."""
+
+    day = models.DateField()
+    # Deleting a user sets the facts' references to NULL, which takes their counts away.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    responses = models.IntegerField(default=0)
+    responses_met = models.IntegerField(default=0)
+    responses_missed = models.IntegerField(default=0)
+    resolved = models.IntegerField(default=0)
+    resolved_met = models.IntegerField(default=0)
+    resolved_missed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "agent", "channel", "platform"], name="kpi_agent_counts_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"agent {self.agent_id} on {self.day}, channel {self.channel_id}"
 
 
 # Edges of the duration buckets in whole seconds, about 10% apart from 1 second to 104 days.

@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 from django.db.models import Max, Min
 
+from channels_ingest.models import ChannelAccount
 from conversations.models import Conversation
-from governance.models import Role
+from governance.models import ChannelAccess, Role, TeamMembership
 from kpis import metrics
 from kpis.facts import counts_rebuild, facts_compute, facts_refresh
 from kpis.metrics import DateRange, Filters
 from kpis.models import (
+    AgentCounts,
+    ContactCounts,
     ConversationFact,
     DayCounts,
     MessageDay,
@@ -22,7 +25,7 @@ from kpis.models import (
     ResponseFact,
     StaleConversation,
 )
-from tests.factories import UserFactory
+from tests.factories import TeamFactory, UserFactory
 from tests.kpis.test_facts_reference import varied  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +48,17 @@ def kept() -> dict[tuple[Any, ...], tuple[int, ...]]:
     return rows
 
 
+def other_counts() -> dict[str, set[tuple[Any, ...]]]:
+    """The contact and agent counts, leaving out rows that hold only zeros."""
+    found = {}
+    for model, key in ((ContactCounts, 4), (AgentCounts, 4)):
+        columns = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
+        found[model.__name__] = {
+            row for row in model.objects.values_list(*columns) if any(row[key:])
+        }
+    return found
+
+
 def test_counts_kept_by_the_triggers_equal_a_rebuild(varied):  # noqa: F811
     facts_compute(varied)
     assert DayCounts.objects.exists()
@@ -57,9 +71,11 @@ def test_counts_kept_by_the_triggers_equal_a_rebuild(varied):  # noqa: F811
     Conversation.objects.get(pk=varied[3]).delete()
     MessageDay.objects.exclude(team=None).update(team=None)
     StaleConversation.objects.all().delete()
-    kept_by_triggers = kept()
+    kept_by_triggers, others = kept(), other_counts()
+    assert all(others.values())
     counts_rebuild()
     assert kept() == kept_by_triggers
+    assert other_counts() == others
     assert sum(row[COUNTERS.index("started")] for row in kept_by_triggers.values()) == (
         ConversationFact.objects.count()
     )
@@ -89,6 +105,7 @@ def _figures(user: Any, range_: DateRange, filters: Filters) -> list[Any]:
     found: list[Any] = [
         metrics._summary(user=user, range_=range_, filters=filters),
         metrics._response_distribution(user=user, range_=range_, filters=filters),
+        metrics._agents(user=user, range_=range_, filters=filters),
     ]
     for grain in metrics.GRAINS:
         found.append(metrics._series(user=user, range_=range_, filters=filters, grain=grain))
@@ -121,9 +138,20 @@ def test_figures_from_the_counts_equal_those_from_the_facts(varied, monkeypatch)
         Filters(team=fact.team_id),
         Filters(priority=fact.priority),
     ]
-    from_counts = [_figures(admin, r, f) for r in (whole, part) for f in scopes]
+    # A manager who sees one channel, and one who sees both.
+    managers = []
+    for channels in ([fact.channel_id], ChannelAccount.objects.values_list("pk", flat=True)):
+        manager, team = UserFactory(role=Role.MANAGER), TeamFactory()
+        TeamMembership.objects.create(team=team, user=manager)
+        for pk in channels:
+            ChannelAccess.objects.create(team=team, channel_id=pk)
+        managers.append(manager)
+    users = [admin, *managers]
+    from_counts = [_figures(u, r, f) for u in users for r in (whole, part) for f in scopes]
     monkeypatch.setattr(metrics, "day_counts", lambda user, filters: None)
     monkeypatch.setattr(metrics, "duration_counts", lambda user, filters: None)
-    from_facts = [_figures(admin, r, f) for r in (whole, part) for f in scopes]
+    monkeypatch.setattr(metrics, "contact_counts", lambda user, filters: None)
+    monkeypatch.setattr(metrics, "agent_counts", lambda user, filters: None)
+    from_facts = [_figures(u, r, f) for u in users for r in (whole, part) for f in scopes]
     assert same_figures(from_counts, from_facts)
     assert from_counts[0][0].inbound > 0 and from_counts[0][0].new_conversations > 0

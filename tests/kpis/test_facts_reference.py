@@ -176,6 +176,11 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             fact.escalation_department_id = escalations[-1].department_id
             fact.escalation_outcome = escalations[-1].outcome or ""
 
+        same_channel = set(
+            Conversation.objects.filter(
+                contact_id=c.contact_id, channel_id=c.channel_id
+            ).values_list("pk", flat=True)
+        )
         earlier = list(
             Conversation.objects.filter(contact_id=c.contact_id)
             .order_by("created_at", "pk")
@@ -188,6 +193,14 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             fact.days_since_previous = (
                 c.created_at - earlier[position - 1][1]
             ).total_seconds() / 86400
+            fact.previous_day = _local_day(earlier[position - 1][1])
+        if position > 1:
+            fact.second_previous_day = _local_day(earlier[position - 2][1])
+        here = [at for pk, at in earlier[:position] if pk in same_channel]
+        if here:
+            fact.channel_previous_day = _local_day(here[-1])
+        if len(here) > 1:
+            fact.channel_second_previous_day = _local_day(here[-2])
         facts.append(fact)
     return facts, responses, days
 
