@@ -525,7 +525,7 @@ def test_a_large_batch_is_classified_in_a_thread_with_the_same_results(monkeypat
     threads: list[str] = []
     real_classify = pipeline._classify
 
-    def recording(item, matcher):  # type: ignore[no-untyped-def]
+    def recording(item, matcher):
         threads.append(threading.current_thread().name)
         return real_classify(item, matcher)
 
@@ -553,7 +553,7 @@ def test_a_post_that_fails_classification_in_the_thread_becomes_a_dead_letter(mo
 
     real_score = pipeline.sentiment_score
 
-    def fails_on_poison(text):  # type: ignore[no-untyped-def]
+    def fails_on_poison(text):
         if "poison" in text:
             raise ValueError("cannot judge this one")
         return real_score(text)

@@ -106,7 +106,7 @@ def test_copy_is_a_statement_like_any_other():
     row = [10**9, conversation.pk, "note", {}, MOMENTS[0]]
     seen: list[str] = []
 
-    def watch(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def watch(execute, sql, params, many, context):
         seen.append(sql)
         return execute(sql, params, many, context)
 
