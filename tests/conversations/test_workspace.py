@@ -370,7 +370,7 @@ def test_the_workspace_offers_the_agents_and_responses_the_querysets_name(world)
     admin_by_group = User.objects.create_user("zed", first_name="Al", last_name="Zed")
     admin_by_group.groups.add(Group.objects.get_or_create(name=Role.ADMIN)[0])
     User.objects.create_user("gone", first_name="Al", is_active=False, is_superuser=True)
-    User.objects.create_user("boss", first_name="Al", is_superuser=True)
+    boss = User.objects.create_user("boss", first_name="Al", is_superuser=True)
     listening = TeamFactory(name="Listeners")
     ChannelAccess.objects.create(team=listening, channel=world.channel_a, can_reply=False)
     listener = User.objects.create_user("ear", first_name="Al")
@@ -396,7 +396,9 @@ def test_the_workspace_offers_the_agents_and_responses_the_querysets_name(world)
     # Admins by flag or by group; not the inactive one, nor a team that may only listen.
     assert {"Al Zed", "Al"} <= {a["name"] for a in agents}
     assert listener.pk not in {a["pk"] for a in agents}
-    assert [a["name"] for a in agents][:2] == ["Al", "Al Zed"]  # boss, zed: by user name
+    order = [a["pk"] for a in agents]
+    # By first name, then user name: Al (boss) before Al (zed).
+    assert order.index(boss.pk) < order.index(admin_by_group.pk)
 
 
 def test_the_workspace_reads_the_escalation_targets_the_panel_would(world):
