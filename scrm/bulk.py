@@ -293,8 +293,7 @@ def json_text(value: Any) -> str:
 def _json(value: Any) -> str:
     """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
     try:
-        # Values the plain encoder cannot write (a Decimal, a time) raise TypeError.
-        text = "".join(_ENCODE(value, 0)) if _ENCODE is not None else json.dumps(value)
+        text = json_text(value)  # a Decimal or a time raises TypeError: written below
     except TypeError:
         text = json.dumps(value, cls=DjangoJSONEncoder)
     if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
