@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
 from typing import Any, TypeGuard
 
 EVENTS: dict[str, str] = {
@@ -128,32 +127,6 @@ class Facts:
     at: datetime
 
 
-class _Subject:
-    """The facts as the next rule sees them: earlier matching rules may have changed the
-    priority and added tags."""
-
-    __slots__ = ("_lowered_text", "facts", "priority", "tag_ids", "within_hours")
-
-    def __init__(self, facts: Facts, within_hours: Callable[[int | None, datetime], bool]) -> None:
-        self.facts = facts
-        self.priority = facts.priority
-        self.tag_ids = facts.tag_ids
-        self.within_hours = within_hours
-        self._lowered_text: str | None = None
-
-    def lowered_text(self) -> str:
-        if self._lowered_text is None:
-            self._lowered_text = self.facts.text.lower()
-        return self._lowered_text
-
-
-Matcher = Callable[[_Subject], bool]
-
-
-def _always(subject: _Subject) -> bool:
-    return True
-
-
 @dataclass(frozen=True)
 class CompiledRule:
     id: int
@@ -162,12 +135,11 @@ class CompiledRule:
     stop_processing: bool
     actions: tuple[Action, ...]
     match_all: bool = True
-    matchers: tuple[Matcher, ...] = field(default=(), repr=False, compare=False)
+    # (field, op, value), cheapest first: what the evaluation tests, in this order.
+    conditions: tuple[tuple[str, str, Any], ...] = field(default=(), repr=False, compare=False)
     fields: frozenset[str] = frozenset()
     set_priority: int | None = None
     added_tag_ids: frozenset[int] = frozenset()
-    # The conditions combined into one predicate: evaluating the rule is a single call.
-    test: Matcher = field(default=_always, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -199,7 +171,6 @@ def rule_compile(
     compiled_actions = tuple(_action(a["type"], a.get("value")) for a in actions)
     priorities = [a.value for a in compiled_actions if a.type == "set_priority"]
     tags = [a.value for a in compiled_actions if a.type == "add_tags"]
-    matchers = tuple(_matcher(c["field"], c["op"], c["value"]) for c in ordered)
     return CompiledRule(
         id=id,
         name=name,
@@ -207,11 +178,10 @@ def rule_compile(
         stop_processing=bool(stop_processing),
         actions=compiled_actions,
         match_all=match == "all",
-        matchers=matchers,
+        conditions=tuple((c["field"], c["op"], c["value"]) for c in ordered),
         fields=frozenset(c["field"] for c in conditions),
         set_priority=priorities[0] if priorities else None,
         added_tag_ids=frozenset().union(*tags),
-        test=_combined(matchers, match_all=match == "all"),
     )
 
 
@@ -242,12 +212,15 @@ def rules_evaluate_events(
     """The rules listening to any of ``events`` (``by_event``: each event's rules in order)
     that match, each rule once, event by event. A match's priority and tags are visible to
     every later rule, of the same event or the next; one that stops processing ends it."""
-    return _plan_run(_plan(by_event, events), facts, within_hours)
+    return _evaluator(by_event, events)(facts, within_hours)
+
+
+Evaluator = Callable[[Facts, Callable[[int | None, datetime], bool]], list[tuple[str, RuleMatch]]]
 
 
 class RuleSet:
     """Rules ready for evaluation, kept as long as the rules are: for each sequence of events
-    asked about, the rules to try in order with what a match of each returns, worked out once."""
+    asked about, an evaluator of the rules to try, built once (``_evaluator``)."""
 
     def __init__(self, rules: Sequence[CompiledRule]) -> None:
         self.rules = list(rules)
@@ -256,7 +229,7 @@ class RuleSet:
         for rule in self.rules:
             for event in sorted(rule.events):
                 self._by_event.setdefault(event, []).append(rule)
-        self._plans: dict[tuple[str, ...], tuple[_Step, ...]] = {}
+        self._evaluators: dict[tuple[str, ...], Evaluator] = {}
 
     def listening(self, event: str) -> bool:
         return event in self._by_event
@@ -269,104 +242,131 @@ class RuleSet:
     ) -> list[tuple[str, RuleMatch]]:
         """As ``rules_evaluate_events`` with these rules."""
         key = tuple(events)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = _plan(self._by_event, key)
-        return _plan_run(plan, facts, within_hours)
+        evaluator = self._evaluators.get(key)
+        if evaluator is None:
+            evaluator = self._evaluators[key] = _evaluator(self._by_event, key)
+        return evaluator(facts, within_hours)
 
 
-# One rule to try: the predicate, then what a match of it means: what it returns, the rule's
-# id, whether it was tried for an earlier event of the sequence (then skipped if it matched
-# there), whether it comes again for a later one (then its match is remembered), and what
-# later rules see of it: the priority it sets, the tags it adds, whether it stops processing.
-# Most posts fail most predicates, so only a match unpacks the rest.
-_Step = tuple[
-    Matcher, tuple[tuple[str, RuleMatch], int, bool, bool, int | None, frozenset[int], bool]
-]
+def _evaluator(by_event: Mapping[str, Sequence[CompiledRule]], events: Sequence[str]) -> Evaluator:
+    """One function that evaluates the rules of ``events`` in order, written out as Python
+    source and compiled: every condition is an expression in its body, every match a few
+    statements, so a post costs no call per rule or condition (it runs for every post, and
+    most posts fail most conditions). The rules' values are never written into the source:
+    it names them, and they are handed to it in its namespace.
 
-
-def _plan(
-    by_event: Mapping[str, Sequence[CompiledRule]], events: Sequence[str]
-) -> tuple[_Step, ...]:
+    The function reads ``facts``, keeps the priority and tags the matches so far have set, and
+    the text lowered once, on first need. A rule listening to two of the events is tried for
+    the second only if it did not match for the first; one that stops processing returns."""
     order = [(event, rule) for event in events for rule in by_event.get(event, ())]
     times = Counter(rule.id for _, rule in order)
-    tried: set[int] = set()
-    steps = []
+    namespace: dict[str, Any] = {}
+
+    def name(value: Any) -> str:
+        key = f"_{len(namespace)}"
+        namespace[key] = value
+        return key
+
+    flags: dict[int, str] = {}  # rule id: the local that says it matched for an earlier event
+    body: list[str] = []
     for event, rule in order:
-        steps.append(
-            (
-                rule.test,
-                (
-                    (event, RuleMatch(rule=rule, actions=rule.actions)),
-                    rule.id,
-                    rule.id in tried,
-                    times[rule.id] > 1,
-                    rule.set_priority,
-                    rule.added_tag_ids,
-                    rule.stop_processing,
-                ),
-            )
+        test = _rule_source(rule, name)
+        flag = flags.get(rule.id)
+        if flag is not None:
+            test = f"not {flag} and ({test})"
+        body.append(f"    if {test}:")
+        body.append(
+            f"        found.append({name((event, RuleMatch(rule=rule, actions=rule.actions)))})"
         )
-        tried.add(rule.id)
-    return tuple(steps)
+        if times[rule.id] > 1:
+            if flag is None:
+                flag = flags[rule.id] = f"matched_{len(flags)}"
+            body.append(f"        {flag} = True")
+        if rule.set_priority is not None:
+            body.append(f"        priority = {name(rule.set_priority)}")
+        if rule.added_tag_ids:
+            body.append(f"        tag_ids = tag_ids | {name(rule.added_tag_ids)}")
+        if rule.stop_processing:
+            body.append("        return found")
+    source = "\n".join(
+        [
+            "def evaluate(facts, within_hours):",
+            "    found = []",
+            "    priority = facts.priority",
+            "    tag_ids = facts.tag_ids",
+            "    text = None",
+            *(f"    {flag} = False" for flag in flags.values()),
+            *body,
+            "    return found",
+        ]
+    )
+    exec(compile(source, f"<rules for {', '.join(events) or 'no event'}>", "exec"), namespace)
+    evaluate: Evaluator = namespace["evaluate"]
+    return evaluate
 
 
-def _plan_run(
-    plan: Sequence[_Step],
-    facts: Facts,
-    within_hours: Callable[[int | None, datetime], bool],
-) -> list[tuple[str, RuleMatch]]:
-    # Runs for every post: plain tuples and locals, no per-rule allocation but the matches.
-    # The predicates are pure, so testing one before knowing whether its rule already
-    # matched changes nothing but the cost, which is lower that way round.
-    subject = _Subject(facts, within_hours)
-    found: list[tuple[str, RuleMatch]] = []
-    done: set[int] = set()
-    for test, step in plan:
-        if not test(subject):
-            continue
-        found_match, rule_id, tried, again, priority, tag_ids, stops = step
-        if tried and rule_id in done:
-            continue
-        if again:
-            done.add(rule_id)
-        found.append(found_match)
-        if priority is not None:
-            subject.priority = priority
-        if tag_ids:
-            subject.tag_ids = subject.tag_ids | tag_ids
-        if stops:
-            break
-    return found
+def _rule_source(rule: CompiledRule, name: Callable[[Any], str]) -> str:
+    """The rule's conditions as one expression, cheapest first. Without conditions a rule
+    always matches, whether it needs all of them or any."""
+    if not rule.conditions:
+        return "True"
+    parts = [f"({_condition_source(*condition, name)})" for condition in rule.conditions]
+    return (" and " if rule.match_all else " or ").join(parts)
 
 
-def _combined(matchers: Sequence[Matcher], *, match_all: bool) -> Matcher:
-    """The rule's conditions as one predicate, in the order given (cheapest first). Without
-    conditions a rule always matches, whether it needs all of them or any."""
-    if not matchers:
-        return _always
-    if len(matchers) == 1:
-        return matchers[0]
-    if len(matchers) == 2:
-        first, second = matchers
-        if match_all:
-            return lambda s: first(s) and second(s)
-        return lambda s: first(s) or second(s)
-    chain = tuple(matchers)
+# What each condition field reads of the facts.
+_FACT_ATTRIBUTES = {
+    "platform": "platform",
+    "channel": "channel_id",
+    "kind": "kind",
+    "language": "language",
+    "sentiment": "sentiment",
+    "followers": "followers",
+    "vip": "is_vip",
+    "open_escalation": "has_open_escalation",
+}
+# The text, lowered on first need and then kept in the local ``text``.
+_LOWERED = "(text := facts.text.lower() if text is None else text)"
 
-    def every(subject: _Subject) -> bool:
-        for matcher in chain:  # noqa: SIM110 (a generator costs more than the test)
-            if not matcher(subject):
-                return False
-        return True
 
-    def some(subject: _Subject) -> bool:
-        for matcher in chain:  # noqa: SIM110
-            if matcher(subject):
-                return True
-        return False
-
-    return every if match_all else some
+def _condition_source(field: str, op: str, value: Any, name: Callable[[Any], str]) -> str:
+    """One validated condition as an expression of the evaluator (``_evaluator``): ``facts``
+    and the locals ``priority``, ``tag_ids`` and ``text``; ``name`` turns a value into the name
+    it has there."""
+    if field in ("platform", "channel", "kind", "language"):
+        negation = "not " if op == "is_not" else ""
+        return f"facts.{_FACT_ATTRIBUTES[field]} {negation}in {name(frozenset(value))}"
+    if field == "text" and op == "matches_regex":
+        return f"{name(re.compile(value, re.IGNORECASE).search)}(facts.text) is not None"
+    if field == "text":
+        # A keyword cannot match unless its longest word is in the lowered text, a test much
+        # cheaper than the search that most posts fail: the search runs only after it.
+        words = dict.fromkeys(max(k.lower().split(), key=len) for k in value)
+        quick = " or ".join(
+            f"{name(word)} in {_LOWERED if index == 0 else 'text'}"
+            for index, word in enumerate(words)
+        )
+        found = f"({quick}) and {name(_keywords_pattern(value).search)}(text) is not None"
+        return found if op == "contains_any" else f"not ({found})"
+    if field in ("sentiment", "followers"):
+        comparison = "<" if op == "below" else ">"
+        return (
+            f"(v := facts.{_FACT_ATTRIBUTES[field]}) is not None and v {comparison} {name(value)}"
+        )
+    if field in ("vip", "open_escalation"):
+        return f"facts.{_FACT_ATTRIBUTES[field]} == {name(value)}"
+    if field == "business_hours":
+        negation = "" if op == "within" else "not "
+        return f"{negation}within_hours({name(value)}, facts.at)"
+    if field == "tags":
+        tags = name(frozenset(value))
+        if op == "has_any":
+            return f"not {tags}.isdisjoint(tag_ids)"
+        if op == "has_all":
+            return f"{tags} <= tag_ids"
+        return f"{tags}.isdisjoint(tag_ids)"
+    comparison = {"at_least": ">=", "at_most": "<="}.get(op, "==")
+    return f"priority {comparison} {name(value)}"
 
 
 def facts_needed(rules: Sequence[CompiledRule]) -> frozenset[str]:
@@ -606,79 +606,6 @@ def _extra_keys(value: dict[Any, Any], allowed: set[str]) -> list[Any]:
 
 
 # Compilation
-
-
-def _matcher(name: str, op: str, value: Any) -> Matcher:
-    # Each fact is read by a plain attribute access: these run for every rule and post.
-    if name in ("platform", "channel", "kind", "language"):
-        values = frozenset(value)
-        read = _FACT_READERS[name]
-        if op == "is":
-            return lambda s: read(s) in values
-        return lambda s: read(s) not in values
-    if name == "text" and op == "matches_regex":
-        pattern = re.compile(value, re.IGNORECASE)
-        return lambda s: pattern.search(s.facts.text) is not None
-    if name == "text":
-        found = _keywords_finder(value)
-        if op == "contains_any":
-            return found
-        return lambda s: not found(s)
-    if name in ("sentiment", "followers"):
-        read, threshold = _FACT_READERS[name], value
-        if op == "below":
-            return lambda s: (v := read(s)) is not None and v < threshold
-        return lambda s: (v := read(s)) is not None and v > threshold
-    if name in ("vip", "open_escalation"):
-        read = _FACT_READERS[name]
-        return lambda s: read(s) == value
-    if name == "business_hours":
-        wanted = op == "within"
-        return lambda s: bool(s.within_hours(value, s.facts.at)) is wanted
-    if name == "tags":
-        tags = frozenset(value)
-        if op == "has_any":
-            return lambda s: not tags.isdisjoint(s.tag_ids)
-        if op == "has_all":
-            return lambda s: tags <= s.tag_ids
-        return lambda s: tags.isdisjoint(s.tag_ids)
-    if op == "at_least":
-        return lambda s: s.priority >= value
-    if op == "at_most":
-        return lambda s: s.priority <= value
-    return lambda s: s.priority == value
-
-
-_FACT_READERS: dict[str, Callable[[_Subject], Any]] = {
-    name: attrgetter(f"facts.{attribute}")
-    for name, attribute in {
-        "platform": "platform",
-        "channel": "channel_id",
-        "kind": "kind",
-        "language": "language",
-        "sentiment": "sentiment",
-        "followers": "followers",
-        "vip": "is_vip",
-        "open_escalation": "has_open_escalation",
-    }.items()
-}
-
-
-def _keywords_finder(keywords: Sequence[str]) -> Matcher:
-    """Whether the text contains one of the keywords. A keyword cannot match unless its
-    longest word is in the lowered text, a test much cheaper than the search that most posts
-    fail, so the search runs only on the few that pass it."""
-    pattern = _keywords_pattern(keywords)
-    words = tuple(dict.fromkeys(max(k.lower().split(), key=len) for k in keywords))
-
-    def found(subject: _Subject) -> bool:
-        text = subject.lowered_text()
-        for word in words:
-            if word in text:
-                return pattern.search(text) is not None
-        return False
-
-    return found
 
 
 def _keywords_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
