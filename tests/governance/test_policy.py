@@ -81,6 +81,28 @@ def test_two_cards_in_one_run_of_digits_are_both_found():
     assert len(pii_reasons("4111111111111111 5500000000000004")) == 2
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Without a digit only the email check can find something, without "@" only the others.
+        ("write to ana@example.org", ["It contains an email address (a…@example.org)."]),
+        ("call +49 30 1234567", ["It contains a phone number (…67)."]),
+        (
+            "ana@example.org or +49 30 1234567",
+            [
+                "It contains an email address (a…@example.org).",
+                "It contains a phone number (…67).",
+            ],
+        ),
+        ("Thanks, we will call you back.", []),
+        # Digits of other scripts are digits too.
+        ("card ٤١١١١١١١١١١١١١١١", ["It contains a payment card number (…١١١١)."]),
+    ],
+)
+def test_texts_without_a_digit_or_an_at_sign_are_checked_as_fully_as_others(text, expected):
+    assert pii_reasons(text) == expected
+
+
 def test_an_iban_with_a_valid_checksum_is_personal_data_and_a_wrong_one_is_not():
     assert pii_reasons("Pay to DE89 3704 0044 0532 0130 00 please") == [
         "It contains a bank account number (IBAN …3000)."
@@ -300,6 +322,23 @@ def test_approve_hits_send_the_message_for_approval_with_every_reason(world):
 @pytest.mark.django_db
 def test_checks_set_to_allow_are_ignored(world):
     _policy(pii_action=PolicyAction.OFF, links_action=PolicyAction.OFF)
+    decision = check(world.agent_a, world.channel_a, "Call +49 30 1234567 or www.acme.test")
+    assert decision.verdict == Verdict.ALLOWED
+
+
+@pytest.mark.django_db
+def test_checks_set_to_allow_are_not_even_run(world, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a check set to allow ran")
+
+    for name in ("banned_term_reasons", "pii_reasons", "link_reasons", "quiet_hours_reasons"):
+        monkeypatch.setattr(f"governance.policy.{name}", fail)
+    _policy(
+        banned_action=PolicyAction.OFF,
+        pii_action=PolicyAction.OFF,
+        links_action=PolicyAction.OFF,
+        quiet_hours_action=PolicyAction.OFF,
+    )
     decision = check(world.agent_a, world.channel_a, "Call +49 30 1234567 or www.acme.test")
     assert decision.verdict == Verdict.ALLOWED
 
