@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection, transaction
@@ -52,7 +53,7 @@ from conversations.rules import (
 )
 from governance.models import TeamMembership
 from governance.services import Verdict, outbound_check
-from scrm.bulk import rows_copy, rows_insert, rows_insert_returning
+from scrm.bulk import EncodedJSON, json_value_text, rows_copy, rows_insert, rows_insert_returning
 
 logger = logging.getLogger(__name__)
 
@@ -288,15 +289,17 @@ class Acknowledgement:
 class Decisions:
     """Everything the rules of one batch want done beyond the conversation rows themselves."""
 
-    events: list[tuple[Conversation, str, dict[str, Any], datetime]] = field(default_factory=list)
+    events: list[tuple[Conversation, str, "dict[str, Any] | RuleApplied", datetime]] = field(
+        default_factory=list
+    )
     tags: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # id(conv)
     acknowledgements: dict[int, Acknowledgement] = field(default_factory=dict)
     escalations: list[tuple[Conversation, dict[str, Any], str, str]] = field(default_factory=list)
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
-    # id(conv): the data of its one RULE_APPLIED event of the batch, and that event's time
-    applied: dict[int, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
+    # id(conv): its one RULE_APPLIED event of the batch
+    applied: dict[int, "RuleApplied"] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
         # ``id`` rather than ``pk``, a property: read for every conversation of the batch.
@@ -315,43 +318,64 @@ def decisions_take(
 ) -> None:
     """Apply what changes the conversation row itself now (in memory), note the rest. The
     rules that did something go on the timeline with what they did, in one entry per
-    conversation and batch (``rule_applied_note``); one that matched but found everything as
-    it wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
+    conversation and batch (``RuleApplied``); one that matched but found everything as it
+    wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
     adding again changes nothing."""
-    # What each action changes, for the rule's timeline entry: most matches of a batch
-    # change nothing that is not so already, and then build no entry.
-    effects: dict[str, Any] = {}
     for event, match in matches:
         rule = match.rule
+        # What each action changes, for the rule's timeline entry: most matches of a batch
+        # change nothing that is not so already, and then add no entry.
+        effects: dict[str, Any] = {}
         for action in match.actions:
             _take(conversation, rule, action, decisions, effects, at, key, name, event, tags)
         if effects:
-            applied = {"rule": rule.id, "name": rule.name, "event": event, **effects}
-            effects.clear()
-            rule_applied_note(decisions, conversation, applied, at=at)
+            applied = decisions.applied.get(id(conversation))
+            if applied is None:
+                applied = decisions.applied[id(conversation)] = RuleApplied(at)
+                decisions.events.append((conversation, EventKind.RULE_APPLIED, applied, at))
+            applied.add(rule, event, effects, at)
 
 
-def rule_applied_note(
-    decisions: Decisions, conversation: Conversation, applied: dict[str, Any], *, at: datetime
-) -> None:
-    """Add a rule's entry to the conversation's RULE_APPLIED event of the batch:
-    ``{"name": "A, B", "rules": [{"rule", "name", "event", and what it did}, ...]}``, the
-    rules in the order they applied, at the time of the first; an entry of a later message of
-    the batch has its own ``at``. ``name`` lists the rules for the timeline, as it named the
-    one rule of an entry before. One row per conversation rather than per rule keeps the
-    timeline short and the ingest cheap."""
-    noted = decisions.applied.get(id(conversation))
-    if noted is None:
-        data = {"name": applied["name"], "rules": [applied]}
-        decisions.applied[id(conversation)] = (data, at)
-        decisions.events.append((conversation, EventKind.RULE_APPLIED, data, at))
-        return
-    data, first_at = noted
-    if at != first_at:
-        applied["at"] = at.isoformat()
-    if applied["rule"] not in [entry["rule"] for entry in data["rules"]]:
-        data["name"] = f"{data['name']}, {applied['name']}"
-    data["rules"].append(applied)
+class RuleApplied(EncodedJSON):
+    """A conversation's one RULE_APPLIED event of a batch: ``{"name": "A, B", "rules":
+    [{"rule", "name", "event", and what it did}, ...]}``, the rules in the order they applied,
+    at the time of the first; an entry of a later message of the batch has its own ``at``.
+    ``name`` lists the rules for the timeline, as it named the one rule of an entry before.
+    One row per conversation rather than per rule keeps the timeline short and the ingest
+    cheap.
+
+    Kept as the JSON text of its entries, the part naming the rule and the event encoded once
+    per rule (``_entry_start``): most conversations of a batch get one, and encoding each
+    whole cost the ingest more than evaluating the rules."""
+
+    __slots__ = ("at", "entries", "names", "rule_ids")
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self.entries: list[str] = []
+        self.names: list[str] = []
+        self.rule_ids: set[int] = set()
+
+    def add(self, rule: CompiledRule, event: str, effects: dict[str, Any], at: datetime) -> None:
+        if at != self.at:
+            effects["at"] = at.isoformat()
+        if rule.id not in self.rule_ids:
+            self.rule_ids.add(rule.id)
+            self.names.append(rule.name)
+        # "{...}" of the effects, spliced in after the rule and the event.
+        self.entries.append(
+            f"{_entry_start(rule.id, rule.name, event)}, {json_value_text(effects)[1:]}"
+        )
+
+    def json_text(self) -> str:
+        names = json_value_text(", ".join(self.names))
+        return f'{{"name": {names}, "rules": [{", ".join(self.entries)}]}}'
+
+
+@lru_cache(maxsize=1024)
+def _entry_start(rule_id: int, name: str, event: str) -> str:
+    """``{"rule": …, "name": …, "event": …`` without its closing brace."""
+    return json_value_text({"rule": rule_id, "name": name, "event": event})[:-1]
 
 
 def _take(
@@ -513,7 +537,10 @@ def named_assignments_check(decisions: Decisions) -> None:
     named = [
         (c, data)
         for c, kind, data, _ in decisions.events
-        if kind == EventKind.ASSIGNED and "rule" in data and c.assignee_id == data["assignee"]
+        if kind == EventKind.ASSIGNED
+        and isinstance(data, dict)
+        and "rule" in data
+        and c.assignee_id == data["assignee"]
     ]
     if not named:
         return

@@ -132,7 +132,10 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
         is_json = [f.get_internal_type() == "JSONField" for f in model_fields]
         if any(is_json):
             rows = [
-                [_json(value) if j else value for j, value in zip(is_json, row, strict=True)]
+                [
+                    json_value_text(value) if j else value
+                    for j, value in zip(is_json, row, strict=True)
+                ]
                 for row in rows
             ]
         text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in rows)
@@ -221,7 +224,7 @@ def _adapter(field: "Field[Any, Any]") -> Adapter | None:
     if internal in _PLAIN:
         return None
     if internal == "JSONField":
-        return _json
+        return json_value_text
     if internal == "DateTimeField":
         return _datetime_adapter()
 
@@ -290,14 +293,27 @@ def json_text(value: Any) -> str:
     return "".join(_ENCODE(value, 0)) if _ENCODE is not None else json.dumps(value)
 
 
-def _json(value: Any) -> str:
+class EncodedJSON:
+    """A value of a JSON field that encodes itself (``json_text``), given to the bulk inserts
+    in place of the value: for values built from parts that are encoded once and reused."""
+
+    __slots__ = ()
+
+    def json_text(self) -> str:
+        raise NotImplementedError
+
+
+def json_value_text(value: Any) -> str:
     """JSON text a database accepts: PostgreSQL refuses the NUL character in JSON."""
-    try:
-        text = json_text(value)  # a Decimal or a time raises TypeError: written below
-    except TypeError:
-        text = json.dumps(value, cls=DjangoJSONEncoder)
+    if isinstance(value, EncodedJSON):
+        text = value.json_text()
+    else:
+        try:
+            text = json_text(value)  # a Decimal or a time raises TypeError: written below
+        except TypeError:
+            text = json.dumps(value, cls=DjangoJSONEncoder)
     if "\\u0000" in text:  # rare: clean the value itself rather than patching escaped text
-        text = json.dumps(_without_nul(value), cls=DjangoJSONEncoder)
+        text = json.dumps(_without_nul(json.loads(text)))
     return text
 
 
