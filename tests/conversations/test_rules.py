@@ -192,6 +192,18 @@ def test_keywords_are_literal_text_not_patterns():
     assert not matches(("text", "contains_any", ["a.c"]), text="abc")
 
 
+@pytest.mark.parametrize(
+    "keyword",
+    ['") or True or ("', "' or 1 or '", "__import__('os')", "x\\n    return found", "{_0}"],
+)
+def test_keywords_that_read_as_code_are_only_ever_text(keyword):
+    # The rules' evaluator is compiled from source: the values it tests are handed to it,
+    # never written into that source.
+    assert not matches(("text", "contains_any", [keyword]), text="Hello there")
+    assert matches(("text", "contains_any", [keyword]), text=f"see {keyword} here")
+    assert matches(("text", "contains_none", [keyword]), text="Hello there")
+
+
 def test_regex_is_searched_case_insensitively_anywhere_in_the_text():
     assert matches(("text", "matches_regex", "^help"), text="HELP me")
     assert not matches(("text", "matches_regex", "^help"), text="please help")
