@@ -792,24 +792,27 @@ def test_a_superuser_counts_as_an_admin_for_auto_assignment():
     assert conversation_of("p1").assignee == boss
 
 
+def _compiled_rule(rule_id, name):
+    from conversations.rules import rule_compile
+
+    return rule_compile(
+        id=rule_id,
+        name=name,
+        events=["message_received", "conversation_created"],
+        match="all",
+        conditions=[],
+        actions=[{"type": "mark_monitoring"}],
+        stop_processing=False,
+    )
+
+
 def test_a_rule_applied_entry_is_the_json_of_its_rules_whatever_their_names():
     import json
 
     from conversations.routing import RuleApplied
-    from conversations.rules import rule_compile
 
-    def compiled(rule_id, name):
-        return rule_compile(
-            id=rule_id,
-            name=name,
-            events=["message_received", "conversation_created"],
-            match="all",
-            conditions=[],
-            actions=[{"type": "mark_monitoring"}],
-            stop_processing=False,
-        )
-
-    quoted, other = compiled(1, 'The "VIP" rule \\ ünïcode ☎'), compiled(2, "Tab\there")
+    quoted = _compiled_rule(1, 'The "VIP" rule \\ ünïcode ☎')
+    other = _compiled_rule(2, "Tab\there")
     later = MONDAY_NOON + timedelta(minutes=1)
     applied = RuleApplied(MONDAY_NOON)
     applied.add(quoted, "conversation_created", {"priority": [2, 4], "tags": [3]}, MONDAY_NOON)
@@ -846,19 +849,11 @@ def test_a_rule_applied_entry_is_the_json_of_its_rules_whatever_their_names():
 
 def test_a_rule_applied_entry_with_a_nul_character_is_stored_without_it():
     from conversations.routing import RuleApplied
-    from conversations.rules import rule_compile
     from scrm.bulk import json_value_text
 
-    named = rule_compile(
-        id=1,
-        name="Nul\x00here",
-        events=["message_received"],
-        match="all",
-        conditions=[],
-        actions=[{"type": "mark_monitoring"}],
-        stop_processing=False,
-    )
     applied = RuleApplied(MONDAY_NOON)
-    applied.add(named, "message_received", {"monitoring": True}, MONDAY_NOON)
+    applied.add(
+        _compiled_rule(1, "Nul\x00here"), "message_received", {"monitoring": True}, MONDAY_NOON
+    )
     assert "\\u0000" not in json_value_text(applied)
     assert "Nulhere" in json_value_text(applied)
