@@ -45,7 +45,7 @@ from django.db.models import (
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
-from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
+from conversations.models import ACTIVE_STATUSES, Conversation, Department, EscalationOutcome
 from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
@@ -56,6 +56,7 @@ from kpis.models import (
     DayCounts,
     DurationCounts,
     DurationMeasure,
+    EscalationCounts,
     MessageDay,
     Metric,
     ResponseFact,
@@ -1236,7 +1237,7 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         resolution_met=end["met"],
         resolution_missed=end["missed"],
         breaches=start["breaches"],
-        outcomes=_outcomes(resolved, end),
+        outcomes=_outcomes(_escalations(user, filters, range_, resolved), end),
         sentiment=_sentiment(volume, end),
         loyalty=_loyalty(start, contacts, repeat),
         backlog=now["backlog"],
@@ -1377,20 +1378,67 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     return rates[metric]
 
 
-def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
+# The escalation counts' columns, by the outcome they count ("": none yet).
+_ESCALATION_OUTCOMES = {
+    "still_open": "",
+    "resolved_in_channel": EscalationOutcome.RESOLVED_IN_CHANNEL.value,
+    "resolved_by_department": EscalationOutcome.RESOLVED_BY_DEPARTMENT.value,
+    "moved_offline": EscalationOutcome.MOVED_OFFLINE.value,
+    "abandoned": EscalationOutcome.ABANDONED.value,
+}
+
+
+def escalation_counts(user: AnyUser, filters: Filters) -> QuerySet[EscalationCounts] | None:
+    """The escalation counts of a scope, or None if it is filtered by what they are not kept by
+    (a team, a priority, an agent, a tag): the escalations then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    qs = EscalationCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+def _escalations(
+    user: AnyUser, filters: Filters, range_: DateRange, resolved: QuerySet
+) -> list[tuple[str, str | None, int]]:
+    """The escalated conversations resolved in a range: (outcome, department's name, how
+    many), from the escalation counts where they serve the scope, else from the facts."""
+    counts = escalation_counts(user, filters)
+    if counts is None:
+        return [
+            (row["escalation_outcome"], row["escalation_department__name"], row["n"])
+            for row in resolved.filter(escalations__gt=0)
+            .values("escalation_outcome", "escalation_department__name")
+            .annotate(n=Count("pk"))
+            .order_by()
+        ]
+    rows = _sums(counts.filter(_in(range_)), list(_ESCALATION_OUTCOMES), ["department_key"])
+    keys = {row[0] for row in rows} - {0}
+    names = dict(Department.objects.filter(pk__in=keys).values_list("pk", "name")) if keys else {}
+    return [
+        (outcome, names.get(row[0]), int(n))
+        for row in rows
+        for outcome, n in zip(_ESCALATION_OUTCOMES.values(), row[1:], strict=True)
+        if n
+    ]
+
+
+def _outcomes(escalations: list[tuple[str, str | None, int]], end: dict[str, int]) -> Outcomes:
     """The counts of resolved conversations, and the escalated among them by how their
-    escalation ended and where it went (one query over those escalated)."""
+    escalation ended and where it went."""
     labels = dict(EscalationOutcome.choices)
     outcomes: dict[str, int] = defaultdict(int)
     departments: dict[str | None, int] = defaultdict(int)
-    for row in (
-        resolved.filter(escalations__gt=0)
-        .values("escalation_outcome", "escalation_department__name")
-        .annotate(n=Count("pk"))
-        .order_by()
-    ):
-        outcomes[row["escalation_outcome"]] += row["n"]
-        departments[row["escalation_department__name"]] += row["n"]
+    for outcome, department, n in escalations:
+        outcomes[outcome] += n
+        departments[department] += n
     by_department = sorted(departments.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
     return Outcomes(
         resolved=end["n"],
