@@ -332,6 +332,30 @@ class Summary:
         return values[metric]
 
 
+# What a baseline holds: every figure but the 90th percentiles.
+BASELINE_METRICS = tuple(
+    m for m in Metric if m not in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The figures of a range that another range's are compared with: every figure
+    `Summary.value` gives but the 90th percentiles, and the medians of the calendar-time
+    speeds (seconds), each equal to the summary's. Read instead of a whole summary for the
+    period before a report's: it leaves out what a comparison does not show (the contacts,
+    business-time spreads, percentiles, where escalations went)."""
+
+    range: DateRange
+    values: dict[str, float | None]
+    first_response_median: float | None
+    next_response_median: float | None
+    resolution_median: float | None
+
+    def value(self, metric: str) -> float | None:
+        return self.values[metric]
+
+
 @dataclass(frozen=True)
 class Point:
     """One bucket of a time series."""
@@ -450,6 +474,19 @@ def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
         "summary",
         user,
         lambda: _summary(user=user, range_=range_, filters=filters),
+        range_,
+        filters,
+        sorts=True,
+    )
+
+
+def baseline(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Baseline:
+    """The figures of a range a comparison reads (cached until facts change)."""
+    filters = filters or Filters()
+    return _cached(
+        "baseline",
+        user,
+        lambda: _baseline(user=user, range_=range_, filters=filters),
         range_,
         filters,
         sorts=True,
@@ -855,11 +892,13 @@ def duration_spreads(
     measures: Iterable[int],
     *,
     grain: str | None = None,
+    fractions: Sequence[float] = _FRACTIONS,
 ) -> dict[tuple[Any, int], Spread] | None:
     """Spreads of durations by (group, measure), the group a bucket of ``grain`` (None: the
     whole range), from the duration counts and the facts of the buckets that hold the
     percentiles; None if the counts do not serve the scope. A group and measure with no
-    durations is left out."""
+    durations is left out. Only the ``fractions`` asked for (of the median, 0.5, and the
+    90th percentile, 0.9) are found; the others are None."""
     counts = duration_counts(user, filters)
     if counts is None:
         return None
@@ -884,7 +923,7 @@ def duration_spreads(
         n, buckets = histogram[0], histogram[2:]
         if sum(buckets) != n:
             return None
-        wanted = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
+        wanted = [r for f in fractions for r in _ranks(n, f)[:2]]
         bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
     values = _band_values(user, filters, range_, grain, bands)
     if values is None:
@@ -893,12 +932,15 @@ def duration_spreads(
     for key, histogram in histograms.items():
         n, total = histogram[0], histogram[1]
         at = values[key]
-        percentiles = []
-        for fraction in _FRACTIONS:
+        percentiles = {}
+        for fraction in fractions:
             low, high, position = _ranks(n, fraction)
-            percentiles.append(at[low] + (at[high] - at[low]) * (position - low))
+            percentiles[fraction] = at[low] + (at[high] - at[low]) * (position - low)
         spreads[key] = Spread(
-            n=n, median=percentiles[0], p90=percentiles[1], mean=total / 1_000_000 / n
+            n=n,
+            median=percentiles.get(0.5),
+            p90=percentiles.get(0.9),
+            mean=total / 1_000_000 / n,
         )
     return spreads
 
@@ -1192,10 +1234,14 @@ def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
     )
 
 
-def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+def _summary(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None, compared: bool = False
+) -> Summary:
     """Every figure of a range: the day counts and the spreads from the duration counts (or
     the facts, filtered by what the counts are not kept by), the contacts of the
-    conversations started, the escalations of those resolved, and the backlog."""
+    conversations started, the escalations of those resolved, and the backlog. With
+    ``compared``, only what a `Baseline` holds: the contacts, the escalations by outcome and
+    department, the business-time spreads and the 90th percentiles are then left empty."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
@@ -1211,7 +1257,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         speed = Speed(**response, **resolution)
     else:
         volume, start, reply, end = _counted(counts.filter(_in(range_)))
-        speeds = duration_spreads(user, filters, range_, _SPEED_FIELDS)
+        measures = _CALENDAR_MEASURES if compared else _SPEED_FIELDS
+        speeds = duration_spreads(
+            user, filters, range_, measures, fractions=(0.5,) if compared else _FRACTIONS
+        )
         if speeds is None:
             _, resolution = figures(resolved, spreads=_RESOLUTION_SPREADS)
             _, response = figures(responses, spreads=_RESPONSE_SPREADS)
@@ -1220,10 +1269,14 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
             speed = Speed(
                 **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
             )
-    if counts is None:
-        contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    if compared:
+        contacts, repeat, escalations = 0, 0, []
     else:
-        contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
+        if counts is None:
+            contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+        else:
+            contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
+        escalations = _escalations(user, filters, range_, resolved)
     now = _open_now(user, filters)
     return Summary(
         range=range_,
@@ -1237,11 +1290,30 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         resolution_met=end["met"],
         resolution_missed=end["missed"],
         breaches=start["breaches"],
-        outcomes=_outcomes(_escalations(user, filters, range_, resolved), end),
+        outcomes=_outcomes(escalations, end),
         sentiment=_sentiment(volume, end),
         loyalty=_loyalty(start, contacts, repeat),
         backlog=now["backlog"],
         unassigned=now["unassigned"],
+    )
+
+
+# The speeds a baseline holds the medians of.
+_CALENDAR_MEASURES = (
+    DurationMeasure.FIRST_RESPONSE,
+    DurationMeasure.NEXT_RESPONSE,
+    DurationMeasure.RESOLUTION,
+)
+
+
+def _baseline(*, user: AnyUser, range_: DateRange, filters: Filters) -> Baseline:
+    found = _summary(user=user, range_=range_, filters=filters, compared=True)
+    return Baseline(
+        range=range_,
+        values={metric: found.value(metric) for metric in BASELINE_METRICS},
+        first_response_median=found.speed.first_response.median,
+        next_response_median=found.speed.next_response.median,
+        resolution_median=found.speed.resolution.median,
     )
 
 
