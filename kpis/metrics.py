@@ -553,6 +553,26 @@ def metric_value(
     )
 
 
+def metric_values(
+    *, user: AnyUser, wanted: Iterable[tuple[DateRange, Filters, str]]
+) -> dict[tuple[DateRange, Filters, str], float | None]:
+    """``metric_value`` of each (range, filters, metric), computed together and cached as one
+    (until facts change): what the targets of a page read."""
+    keys = list(dict.fromkeys(wanted))
+    return _cached(
+        "metrics",
+        user,
+        lambda: {
+            (range_, filters, metric): _metric_value(
+                user=user, range_=range_, filters=filters, metric=metric
+            )
+            for range_, filters, metric in keys
+        },
+        tuple(keys),
+        sorts=any(metric in TIME_METRICS for _, _, metric in keys),
+    )
+
+
 # --- Scoping ------------------------------------------------------------------------------
 
 
@@ -1385,8 +1405,11 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
     measure = _TIME_MEASURES.get(metric)
+    p90 = metric in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
     if measure is not None:
-        spreads = duration_spreads(user, filters, range_, [measure])
+        spreads = duration_spreads(
+            user, filters, range_, [measure], fractions=(0.9 if p90 else 0.5,)
+        )
         if spreads is not None:
             seconds = spreads.get((None, measure), _NO_SPREAD)
         elif measure == DurationMeasure.RESOLUTION:
@@ -1395,11 +1418,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
             first = measure == DurationMeasure.FIRST_RESPONSE
             seconds = spread(responses.filter(is_first=first), "seconds")
     if seconds is not None:
-        value = (
-            seconds.p90
-            if metric in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
-            else (seconds.median)
-        )
+        value = seconds.p90 if p90 else seconds.median
         return None if value is None else value / 60
     if metric in (Metric.INBOUND, Metric.OUTBOUND, Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE):
         volume = _volume_in(user, filters, range_)
@@ -1590,7 +1609,9 @@ def _series(
     else:
         _facts_by_bucket(points, user, filters, range_, grain)
     first_response = DurationMeasure.FIRST_RESPONSE
-    spreads = duration_spreads(user, filters, range_, [first_response], grain=grain)
+    spreads = duration_spreads(
+        user, filters, range_, [first_response], grain=grain, fractions=(0.5,)
+    )
     if spreads is not None:
         medians = {group: value.median for (group, _), value in spreads.items()}
     else:
