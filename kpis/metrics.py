@@ -51,6 +51,7 @@ from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
     AgentCounts,
+    AgentDurations,
     ContactCounts,
     ConversationFact,
     DayCounts,
@@ -1785,8 +1786,22 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
                 c = counts[pk]
                 c.update(responses=n, handled=handled)
                 c.update(met=met + handled_met, missed=missed + handled_missed)
-    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
-    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
+    medians = agent_medians(user, filters, range_)
+    if medians is None:
+        medians = {
+            DurationMeasure.FIRST_RESPONSE: {
+                pk: s.median
+                for pk, s in grouped_spread(
+                    responses.filter(is_first=True), "agent", "seconds"
+                ).items()
+            },
+            DurationMeasure.RESOLUTION: {
+                pk: s.median
+                for pk, s in grouped_spread(resolved, "resolved_by", "resolution_seconds").items()
+            },
+        }
+    first = medians[DurationMeasure.FIRST_RESPONSE]
+    resolution = medians[DurationMeasure.RESOLUTION]
     names = {
         u.pk: (u.get_full_name() or u.get_username())
         for u in get_user_model().objects.filter(pk__in=counts)
@@ -1797,8 +1812,8 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
             name=names.get(pk, f"#{pk}"),
             handled=c["handled"],
             responses=c["responses"],
-            first_response_median=first[pk].median if pk in first else None,
-            resolution_median=resolution[pk].median if pk in resolution else None,
+            first_response_median=first.get(pk),
+            resolution_median=resolution.get(pk),
             sla_met=c["met"],
             sla_missed=c["missed"],
         )
@@ -1834,6 +1849,131 @@ def agent_counts(user: AnyUser, filters: Filters) -> QuerySet[AgentCounts] | Non
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
+
+
+def agent_durations(user: AnyUser, filters: Filters) -> QuerySet[AgentDurations] | None:
+    """The agents' duration counts of a scope, or None if it is filtered by what they are not
+    kept by (a team, a priority, a tag): the agents' medians then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.agent is not None:
+        q &= Q(agent_id=filters.agent)
+    qs = AgentDurations.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+# What the agents' medians are read from, by measure: (model, column, day column, agent
+# column, first responses only).
+_AGENT_FACTS: dict[int, tuple[type[ResponseFact] | type[ConversationFact], str, str, str, bool]] = {
+    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", "agent_id", True),
+    DurationMeasure.RESOLUTION: (
+        ConversationFact,
+        "resolution_seconds",
+        "resolved_day",
+        "resolved_by_id",
+        False,
+    ),
+}
+
+
+def agent_medians(
+    user: AnyUser, filters: Filters, range_: DateRange
+) -> dict[int, dict[int, float | None]] | None:
+    """Each agent's median first response and resolution in a range, by measure and agent,
+    from the agents' duration counts and the facts of the buckets that hold the medians;
+    None if the counts do not serve the scope or disagree with the facts. The facts of one
+    bucket are read once for every agent whose median it holds, numbered per agent."""
+    counts = agent_durations(user, filters)
+    if counts is None:
+        return None
+    rows = counts.filter(_in(range_), measure__in=list(_AGENT_FACTS))
+    columns = ["n", *(f"b{i}" for i in range(DURATION_BUCKETS))]
+    # (measure, bucket) -> {agent: (offset in the bucket, count)}, and the ranks per agent.
+    wanted: dict[tuple[int, int], dict[int, tuple[int, int, int]]] = defaultdict(dict)
+    sizes: dict[tuple[int, int], int] = {}
+    for measure, agent, n, *buckets in _sums(rows, columns, ["measure", "agent_id"]):
+        n, buckets = int(n or 0), [int(v or 0) for v in buckets]
+        if not n:
+            continue
+        if sum(buckets) != n:
+            return None
+        sizes[(measure, agent)] = n
+        low, high, _ = _ranks(n, 0.5)
+        for bucket, offset, count, first_rank in _bands(buckets, [low, high]):
+            wanted[(measure, bucket)][agent] = (offset, count, first_rank)
+    values: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+    days = [range_.start + timedelta(days=i) for i in range(range_.days)]
+    quote = connection.ops.quote_name
+    parts, params = [], []
+    for (measure, bucket), agents in wanted.items():
+        if bucket == ZERO_BUCKET:  # zero alone: nothing to read
+            for agent, (_, count, first_rank) in agents.items():
+                for k in range(count):
+                    values[(measure, agent)][first_rank + k] = 0.0
+            continue
+        model, column, day_field, agent_field, first_only = _AGENT_FACTS[measure]
+        scope, scope_params = _where(_scoped(model, user, filters, agent_field=None))
+        column, agent_column = quote(column), quote(agent_field)
+        where = [
+            scope,
+            f"{quote(day_field)} IN ({', '.join(['%s'] * len(days))})",
+            f"{column} IS NOT NULL",
+            f"{agent_column} IN ({', '.join(['%s'] * len(agents))})",
+        ]
+        params += [*scope_params, *days, *agents]
+        if first_only:
+            where.append(f"{quote('is_first')} = %s")
+            params.append(True)
+        lower, upper, above = bucket_bounds(bucket)
+        if lower is not None:
+            where.append(f"{column} {'>' if above else '>='} %s")
+            params.append(lower)
+        if upper is not None:
+            where.append(f"{column} < %s")
+            params.append(upper)
+        # The ranks within the bucket (from 1) each agent needs.
+        ranks = [
+            (agent, offset + 1 + k)
+            for agent, (offset, count, _) in agents.items()
+            for k in range(count)
+        ]
+        parts.append(
+            f"SELECT {measure} AS measure, {bucket} AS bucket, w.agent, w.place, w.value FROM ("
+            f"SELECT {agent_column} AS agent, {column} AS value, ROW_NUMBER() OVER"
+            f" (PARTITION BY {agent_column} ORDER BY {column}) AS place"
+            f" FROM {quote(model._meta.db_table)} WHERE {' AND '.join(where)}) w"
+            f" WHERE (w.agent, w.place) IN (VALUES {', '.join(['(%s, %s)'] * len(ranks))})"
+        )
+        params += [v for pair in ranks for v in pair]
+    if parts:
+        found: dict[tuple[int, int, int], dict[int, float]] = defaultdict(dict)
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            for measure, bucket, agent, place, value in cursor.fetchall():
+                found[(measure, bucket, agent)][place - 1] = value
+        for (measure, bucket), agents in wanted.items():
+            if bucket == ZERO_BUCKET:
+                continue
+            for agent, (offset, count, first_rank) in agents.items():
+                at = found[(measure, bucket, agent)]
+                if len(at) != count:
+                    return None  # the facts changed since the counts were read
+                for k in range(count):
+                    values[(measure, agent)][first_rank + k] = at[offset + k]
+    medians: dict[int, dict[int, float | None]] = {measure: {} for measure in _AGENT_FACTS}
+    for (measure, agent), n in sizes.items():
+        at = values[(measure, agent)]
+        low, high, position = _ranks(n, 0.5)
+        medians[measure][agent] = at[low] + (at[high] - at[low]) * (position - low)
+    return medians
 
 
 def _agent_counts(

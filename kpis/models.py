@@ -709,6 +709,49 @@ for _bucket in range(DURATION_BUCKETS):
     DurationCounts.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
 
 
+class AgentDurations(models.Model):
+    """How many of an agent's first responses (the day of the reply) and resolutions (the day
+    of the resolution) fell in each bucket of `DURATION_EDGES`, per day and channel. Kept by
+    database triggers on the response and conversation facts, as `DurationCounts` are; the
+    agents page finds each agent's medians from them and the facts of the bucket that holds
+    them, unless filtered by team, priority or tag."""
+
+    day = models.DateField()
+    # Deleting a user sets the facts' references to NULL, which takes their counts away.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    measure = models.PositiveSmallIntegerField(choices=DurationMeasure.choices)
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "agent", "channel", "platform", "measure"],
+                name="kpi_agent_durations_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_measure_display()} of agent {self.agent_id} on {self.day}"
+
+
+for _bucket in range(DURATION_BUCKETS):
+    AgentDurations.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
+
+
 class Metric(models.TextChoices):
     """Every figure a target can be set on. Times are in minutes, shares in percent."""
 

@@ -17,6 +17,7 @@ from kpis.facts import counts_rebuild, facts_compute, facts_refresh
 from kpis.metrics import DateRange, Filters
 from kpis.models import (
     AgentCounts,
+    AgentDurations,
     ContactCounts,
     ConversationFact,
     DayCounts,
@@ -50,9 +51,15 @@ def kept() -> dict[tuple[Any, ...], tuple[int, ...]]:
 
 
 def other_counts() -> dict[str, set[tuple[Any, ...]]]:
-    """The contact, agent and escalation counts, leaving out rows that hold only zeros."""
+    """The contact, agent, agent duration and escalation counts, leaving out rows that hold
+    only zeros."""
     found = {}
-    for model, key in ((ContactCounts, 4), (AgentCounts, 4), (EscalationCounts, 4)):
+    for model, key in (
+        (ContactCounts, 4),
+        (AgentCounts, 4),
+        (AgentDurations, 5),
+        (EscalationCounts, 4),
+    ):
         columns = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
         found[model.__name__] = {
             row for row in model.objects.values_list(*columns) if any(row[key:])
@@ -154,6 +161,7 @@ def test_figures_from_the_counts_equal_those_from_the_facts(varied, monkeypatch)
     monkeypatch.setattr(metrics, "contact_counts", lambda user, filters: None)
     monkeypatch.setattr(metrics, "agent_counts", lambda user, filters: None)
     monkeypatch.setattr(metrics, "escalation_counts", lambda user, filters: None)
+    monkeypatch.setattr(metrics, "agent_durations", lambda user, filters: None)
     from_facts = [_figures(u, r, f) for u in users for r in (whole, part) for f in scopes]
     assert same_figures(from_counts, from_facts)
     assert from_counts[0][0].inbound > 0 and from_counts[0][0].new_conversations > 0
