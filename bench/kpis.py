@@ -503,15 +503,22 @@ class CallFigure:
 
 def metric_calls(user: Any, range_: Any, today: date) -> list[tuple[str, Callable[[], Any]]]:
     """What the overview computes, one call each (as ``kpis.views.reports`` makes them)."""
-    from kpis.metrics import Filters, backlog_by_age, response_distribution, series, summary
+    from kpis.metrics import (
+        Filters,
+        backlog_by_age,
+        baseline,
+        response_distribution,
+        series,
+        summary,
+    )
     from kpis.targets import targets_status
 
     filters = Filters()
     return [
         ("summary (range)", lambda: summary(user=user, range_=range_, filters=filters)),
         (
-            "summary (previous range)",
-            lambda: summary(user=user, range_=range_.previous(), filters=filters),
+            "baseline (previous range)",
+            lambda: baseline(user=user, range_=range_.previous(), filters=filters),
         ),
         (
             "series (week)",

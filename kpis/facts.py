@@ -52,10 +52,12 @@ from governance.subject_rights import ERASED_ATTRIBUTE
 from kpis.metrics import facts_changed
 from kpis.models import (
     AgentCounts,
+    AgentDurations,
     ContactCounts,
     ConversationFact,
     DayCounts,
     DurationCounts,
+    EscalationCounts,
     MessageDay,
     ResponseFact,
     StaleConversation,
@@ -684,18 +686,19 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
     return done
 
 
-# The day, duration and contact counts' definitions, frozen in the migrations whose triggers
-# keep them.
+# The counts' definitions, frozen in the migrations whose triggers keep them.
 _DAY_COUNTS = importlib.import_module("kpis.migrations.0009_day_counts_sentiment")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 _CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
 _AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")
+_ESCALATION_COUNTS = importlib.import_module("kpis.migrations.0016_escalation_counts")
+_AGENT_DURATIONS = importlib.import_module("kpis.migrations.0017_agent_durations")
 
 
 def counts_rebuild() -> None:
-    """Compute the day, duration, contact and agent counts anew from the facts, by the definitions
-    the triggers that keep them follow: the same counts, without rows that came to hold only
-    zeros."""
+    """Compute the day, duration, contact, agent, agent duration and escalation counts anew
+    from the facts, by the definitions the triggers that keep them follow: the same counts,
+    without rows that came to hold only zeros."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(DayCounts._meta.db_table)}")
         cursor.execute(_DAY_COUNTS.fill_sql())
@@ -705,4 +708,8 @@ def counts_rebuild() -> None:
         cursor.execute(_CONTACT_COUNTS.fill_sql())
         cursor.execute(f"DELETE FROM {connection.ops.quote_name(AgentCounts._meta.db_table)}")
         cursor.execute(_AGENT_COUNTS.fill_sql())
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(EscalationCounts._meta.db_table)}")
+        cursor.execute(_ESCALATION_COUNTS.fill_sql())
+        cursor.execute(f"DELETE FROM {connection.ops.quote_name(AgentDurations._meta.db_table)}")
+        cursor.execute(_AGENT_DURATIONS.fill_sql(connection.vendor))
     _facts_changed()

@@ -45,17 +45,19 @@ from django.db.models import (
 from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
-from conversations.models import ACTIVE_STATUSES, Conversation, EscalationOutcome
+from conversations.models import ACTIVE_STATUSES, Conversation, Department, EscalationOutcome
 from governance.selectors import seen_channel_ids, visible_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
     AgentCounts,
+    AgentDurations,
     ContactCounts,
     ConversationFact,
     DayCounts,
     DurationCounts,
     DurationMeasure,
+    EscalationCounts,
     MessageDay,
     Metric,
     ResponseFact,
@@ -331,6 +333,30 @@ class Summary:
         return values[metric]
 
 
+# What a baseline holds: every figure but the 90th percentiles.
+BASELINE_METRICS = tuple(
+    m for m in Metric if m not in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The figures of a range that another range's are compared with: every figure
+    `Summary.value` gives but the 90th percentiles, and the medians of the calendar-time
+    speeds (seconds), each equal to the summary's. Read instead of a whole summary for the
+    period before a report's: it leaves out what a comparison does not show (the contacts,
+    business-time spreads, percentiles, where escalations went)."""
+
+    range: DateRange
+    values: dict[str, float | None]
+    first_response_median: float | None
+    next_response_median: float | None
+    resolution_median: float | None
+
+    def value(self, metric: str) -> float | None:
+        return self.values[metric]
+
+
 @dataclass(frozen=True)
 class Point:
     """One bucket of a time series."""
@@ -455,6 +481,19 @@ def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
     )
 
 
+def baseline(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Baseline:
+    """The figures of a range a comparison reads (cached until facts change)."""
+    filters = filters or Filters()
+    return _cached(
+        "baseline",
+        user,
+        lambda: _baseline(user=user, range_=range_, filters=filters),
+        range_,
+        filters,
+        sorts=True,
+    )
+
+
 def series(
     *, user: AnyUser, range_: DateRange, filters: Filters | None = None, grain: str = "day"
 ) -> list["Point"]:
@@ -512,6 +551,26 @@ def metric_value(
         filters,
         metric,
         sorts=metric in TIME_METRICS,
+    )
+
+
+def metric_values(
+    *, user: AnyUser, wanted: Iterable[tuple[DateRange, Filters, str]]
+) -> dict[tuple[DateRange, Filters, str], float | None]:
+    """``metric_value`` of each (range, filters, metric), computed together and cached as one
+    (until facts change): what the targets of a page read."""
+    keys = list(dict.fromkeys(wanted))
+    return _cached(
+        "metrics",
+        user,
+        lambda: {
+            (range_, filters, metric): _metric_value(
+                user=user, range_=range_, filters=filters, metric=metric
+            )
+            for range_, filters, metric in keys
+        },
+        tuple(keys),
+        sorts=any(metric in TIME_METRICS for _, _, metric in keys),
     )
 
 
@@ -854,11 +913,13 @@ def duration_spreads(
     measures: Iterable[int],
     *,
     grain: str | None = None,
+    fractions: Sequence[float] = _FRACTIONS,
 ) -> dict[tuple[Any, int], Spread] | None:
     """Spreads of durations by (group, measure), the group a bucket of ``grain`` (None: the
     whole range), from the duration counts and the facts of the buckets that hold the
     percentiles; None if the counts do not serve the scope. A group and measure with no
-    durations is left out."""
+    durations is left out. Only the ``fractions`` asked for (of the median, 0.5, and the
+    90th percentile, 0.9) are found; the others are None."""
     counts = duration_counts(user, filters)
     if counts is None:
         return None
@@ -883,7 +944,7 @@ def duration_spreads(
         n, buckets = histogram[0], histogram[2:]
         if sum(buckets) != n:
             return None
-        wanted = [r for f in _FRACTIONS for r in _ranks(n, f)[:2]]
+        wanted = [r for f in fractions for r in _ranks(n, f)[:2]]
         bands += [_Band(group, measure, *band) for band in _bands(buckets, wanted)]
     values = _band_values(user, filters, range_, grain, bands)
     if values is None:
@@ -892,12 +953,15 @@ def duration_spreads(
     for key, histogram in histograms.items():
         n, total = histogram[0], histogram[1]
         at = values[key]
-        percentiles = []
-        for fraction in _FRACTIONS:
+        percentiles = {}
+        for fraction in fractions:
             low, high, position = _ranks(n, fraction)
-            percentiles.append(at[low] + (at[high] - at[low]) * (position - low))
+            percentiles[fraction] = at[low] + (at[high] - at[low]) * (position - low)
         spreads[key] = Spread(
-            n=n, median=percentiles[0], p90=percentiles[1], mean=total / 1_000_000 / n
+            n=n,
+            median=percentiles.get(0.5),
+            p90=percentiles.get(0.9),
+            mean=total / 1_000_000 / n,
         )
     return spreads
 
@@ -1191,10 +1255,14 @@ def _loyalty(start: dict[str, int], contacts: int, repeat: int) -> Loyalty:
     )
 
 
-def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
+def _summary(
+    *, user: AnyUser, range_: DateRange, filters: Filters | None = None, compared: bool = False
+) -> Summary:
     """Every figure of a range: the day counts and the spreads from the duration counts (or
     the facts, filtered by what the counts are not kept by), the contacts of the
-    conversations started, the escalations of those resolved, and the backlog."""
+    conversations started, the escalations of those resolved, and the backlog. With
+    ``compared``, only what a `Baseline` holds: the contacts, the escalations by outcome and
+    department, the business-time spreads and the 90th percentiles are then left empty."""
     filters = filters or Filters()
     conversations = conversation_facts(user, filters)
     started = conversations.filter(_in(range_))
@@ -1210,7 +1278,10 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         speed = Speed(**response, **resolution)
     else:
         volume, start, reply, end = _counted(counts.filter(_in(range_)))
-        speeds = duration_spreads(user, filters, range_, _SPEED_FIELDS)
+        measures = _CALENDAR_MEASURES if compared else _SPEED_FIELDS
+        speeds = duration_spreads(
+            user, filters, range_, measures, fractions=(0.5,) if compared else _FRACTIONS
+        )
         if speeds is None:
             _, resolution = figures(resolved, spreads=_RESOLUTION_SPREADS)
             _, response = figures(responses, spreads=_RESPONSE_SPREADS)
@@ -1219,10 +1290,14 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
             speed = Speed(
                 **{name: speeds.get((None, m), _NO_SPREAD) for m, name in _SPEED_FIELDS.items()}
             )
-    if counts is None:
-        contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+    if compared:
+        contacts, repeat, escalations = 0, 0, []
     else:
-        contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
+        if counts is None:
+            contacts, repeat = _contacts(started) if start["new"] else (0, 0)
+        else:
+            contacts, repeat = _contacts_in(user, filters, range_, started, start["new"])
+        escalations = _escalations(user, filters, range_, resolved)
     now = _open_now(user, filters)
     return Summary(
         range=range_,
@@ -1236,11 +1311,30 @@ def _summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None
         resolution_met=end["met"],
         resolution_missed=end["missed"],
         breaches=start["breaches"],
-        outcomes=_outcomes(resolved, end),
+        outcomes=_outcomes(escalations, end),
         sentiment=_sentiment(volume, end),
         loyalty=_loyalty(start, contacts, repeat),
         backlog=now["backlog"],
         unassigned=now["unassigned"],
+    )
+
+
+# The speeds a baseline holds the medians of.
+_CALENDAR_MEASURES = (
+    DurationMeasure.FIRST_RESPONSE,
+    DurationMeasure.NEXT_RESPONSE,
+    DurationMeasure.RESOLUTION,
+)
+
+
+def _baseline(*, user: AnyUser, range_: DateRange, filters: Filters) -> Baseline:
+    found = _summary(user=user, range_=range_, filters=filters, compared=True)
+    return Baseline(
+        range=range_,
+        values={metric: found.value(metric) for metric in BASELINE_METRICS},
+        first_response_median=found.speed.first_response.median,
+        next_response_median=found.speed.next_response.median,
+        resolution_median=found.speed.resolution.median,
     )
 
 
@@ -1312,8 +1406,11 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     responses = response_facts(user, filters).filter(_in(range_))
     seconds: Spread | None = None
     measure = _TIME_MEASURES.get(metric)
+    p90 = metric in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
     if measure is not None:
-        spreads = duration_spreads(user, filters, range_, [measure])
+        spreads = duration_spreads(
+            user, filters, range_, [measure], fractions=(0.9 if p90 else 0.5,)
+        )
         if spreads is not None:
             seconds = spreads.get((None, measure), _NO_SPREAD)
         elif measure == DurationMeasure.RESOLUTION:
@@ -1322,11 +1419,7 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
             first = measure == DurationMeasure.FIRST_RESPONSE
             seconds = spread(responses.filter(is_first=first), "seconds")
     if seconds is not None:
-        value = (
-            seconds.p90
-            if metric in (Metric.FIRST_RESPONSE_P90, Metric.RESOLUTION_P90)
-            else (seconds.median)
-        )
+        value = seconds.p90 if p90 else seconds.median
         return None if value is None else value / 60
     if metric in (Metric.INBOUND, Metric.OUTBOUND, Metric.POSITIVE_SHARE, Metric.NEGATIVE_SHARE):
         volume = _volume_in(user, filters, range_)
@@ -1377,20 +1470,67 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     return rates[metric]
 
 
-def _outcomes(resolved: QuerySet, end: dict[str, int]) -> Outcomes:
+# The escalation counts' columns, by the outcome they count ("": none yet).
+_ESCALATION_OUTCOMES = {
+    "still_open": "",
+    "resolved_in_channel": EscalationOutcome.RESOLVED_IN_CHANNEL.value,
+    "resolved_by_department": EscalationOutcome.RESOLVED_BY_DEPARTMENT.value,
+    "moved_offline": EscalationOutcome.MOVED_OFFLINE.value,
+    "abandoned": EscalationOutcome.ABANDONED.value,
+}
+
+
+def escalation_counts(user: AnyUser, filters: Filters) -> QuerySet[EscalationCounts] | None:
+    """The escalation counts of a scope, or None if it is filtered by what they are not kept by
+    (a team, a priority, an agent, a tag): the escalations then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.agent, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    qs = EscalationCounts.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+def _escalations(
+    user: AnyUser, filters: Filters, range_: DateRange, resolved: QuerySet
+) -> list[tuple[str, str | None, int]]:
+    """The escalated conversations resolved in a range: (outcome, department's name, how
+    many), from the escalation counts where they serve the scope, else from the facts."""
+    counts = escalation_counts(user, filters)
+    if counts is None:
+        return [
+            (row["escalation_outcome"], row["escalation_department__name"], row["n"])
+            for row in resolved.filter(escalations__gt=0)
+            .values("escalation_outcome", "escalation_department__name")
+            .annotate(n=Count("pk"))
+            .order_by()
+        ]
+    rows = _sums(counts.filter(_in(range_)), list(_ESCALATION_OUTCOMES), ["department_key"])
+    keys = {row[0] for row in rows} - {0}
+    names = dict(Department.objects.filter(pk__in=keys).values_list("pk", "name")) if keys else {}
+    return [
+        (outcome, names.get(row[0]), int(n))
+        for row in rows
+        for outcome, n in zip(_ESCALATION_OUTCOMES.values(), row[1:], strict=True)
+        if n
+    ]
+
+
+def _outcomes(escalations: list[tuple[str, str | None, int]], end: dict[str, int]) -> Outcomes:
     """The counts of resolved conversations, and the escalated among them by how their
-    escalation ended and where it went (one query over those escalated)."""
+    escalation ended and where it went."""
     labels = dict(EscalationOutcome.choices)
     outcomes: dict[str, int] = defaultdict(int)
     departments: dict[str | None, int] = defaultdict(int)
-    for row in (
-        resolved.filter(escalations__gt=0)
-        .values("escalation_outcome", "escalation_department__name")
-        .annotate(n=Count("pk"))
-        .order_by()
-    ):
-        outcomes[row["escalation_outcome"]] += row["n"]
-        departments[row["escalation_department__name"]] += row["n"]
+    for outcome, department, n in escalations:
+        outcomes[outcome] += n
+        departments[department] += n
     by_department = sorted(departments.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
     return Outcomes(
         resolved=end["n"],
@@ -1470,7 +1610,9 @@ def _series(
     else:
         _facts_by_bucket(points, user, filters, range_, grain)
     first_response = DurationMeasure.FIRST_RESPONSE
-    spreads = duration_spreads(user, filters, range_, [first_response], grain=grain)
+    spreads = duration_spreads(
+        user, filters, range_, [first_response], grain=grain, fractions=(0.5,)
+    )
     if spreads is not None:
         medians = {group: value.median for (group, _), value in spreads.items()}
     else:
@@ -1644,8 +1786,22 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
                 c = counts[pk]
                 c.update(responses=n, handled=handled)
                 c.update(met=met + handled_met, missed=missed + handled_missed)
-    first = grouped_spread(responses.filter(is_first=True), "agent", "seconds")
-    resolution = grouped_spread(resolved, "resolved_by", "resolution_seconds")
+    medians = agent_medians(user, filters, range_)
+    if medians is None:
+        medians = {
+            DurationMeasure.FIRST_RESPONSE: {
+                pk: s.median
+                for pk, s in grouped_spread(
+                    responses.filter(is_first=True), "agent", "seconds"
+                ).items()
+            },
+            DurationMeasure.RESOLUTION: {
+                pk: s.median
+                for pk, s in grouped_spread(resolved, "resolved_by", "resolution_seconds").items()
+            },
+        }
+    first = medians[DurationMeasure.FIRST_RESPONSE]
+    resolution = medians[DurationMeasure.RESOLUTION]
     names = {
         u.pk: (u.get_full_name() or u.get_username())
         for u in get_user_model().objects.filter(pk__in=counts)
@@ -1656,8 +1812,8 @@ def _agents(*, user: AnyUser, range_: DateRange, filters: Filters | None = None)
             name=names.get(pk, f"#{pk}"),
             handled=c["handled"],
             responses=c["responses"],
-            first_response_median=first[pk].median if pk in first else None,
-            resolution_median=resolution[pk].median if pk in resolution else None,
+            first_response_median=first.get(pk),
+            resolution_median=resolution.get(pk),
             sla_met=c["met"],
             sla_missed=c["missed"],
         )
@@ -1693,6 +1849,131 @@ def agent_counts(user: AnyUser, filters: Filters) -> QuerySet[AgentCounts] | Non
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
+
+
+def agent_durations(user: AnyUser, filters: Filters) -> QuerySet[AgentDurations] | None:
+    """The agents' duration counts of a scope, or None if it is filtered by what they are not
+    kept by (a team, a priority, a tag): the agents' medians then come from the facts."""
+    if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
+        return None
+    q = Q()
+    if filters.channel is not None:
+        q &= Q(channel_id=filters.channel)
+    if filters.platform:
+        q &= Q(platform=filters.platform)
+    if filters.agent is not None:
+        q &= Q(agent_id=filters.agent)
+    qs = AgentDurations.objects.filter(q)
+    ids = visible_channel_ids(user=user)
+    if ids is not None:
+        qs = qs.filter(channel_id__in=ids)
+    return qs
+
+
+# What the agents' medians are read from, by measure: (model, column, day column, agent
+# column, first responses only).
+_AGENT_FACTS: dict[int, tuple[type[ResponseFact] | type[ConversationFact], str, str, str, bool]] = {
+    DurationMeasure.FIRST_RESPONSE: (ResponseFact, "seconds", "day", "agent_id", True),
+    DurationMeasure.RESOLUTION: (
+        ConversationFact,
+        "resolution_seconds",
+        "resolved_day",
+        "resolved_by_id",
+        False,
+    ),
+}
+
+
+def agent_medians(
+    user: AnyUser, filters: Filters, range_: DateRange
+) -> dict[int, dict[int, float | None]] | None:
+    """Each agent's median first response and resolution in a range, by measure and agent,
+    from the agents' duration counts and the facts of the buckets that hold the medians;
+    None if the counts do not serve the scope or disagree with the facts. The facts of one
+    bucket are read once for every agent whose median it holds, numbered per agent."""
+    counts = agent_durations(user, filters)
+    if counts is None:
+        return None
+    rows = counts.filter(_in(range_), measure__in=list(_AGENT_FACTS))
+    columns = ["n", *(f"b{i}" for i in range(DURATION_BUCKETS))]
+    # (measure, bucket) -> {agent: (offset in the bucket, count)}, and the ranks per agent.
+    wanted: dict[tuple[int, int], dict[int, tuple[int, int, int]]] = defaultdict(dict)
+    sizes: dict[tuple[int, int], int] = {}
+    for measure, agent, n, *buckets in _sums(rows, columns, ["measure", "agent_id"]):
+        n, buckets = int(n or 0), [int(v or 0) for v in buckets]
+        if not n:
+            continue
+        if sum(buckets) != n:
+            return None
+        sizes[(measure, agent)] = n
+        low, high, _ = _ranks(n, 0.5)
+        for bucket, offset, count, first_rank in _bands(buckets, [low, high]):
+            wanted[(measure, bucket)][agent] = (offset, count, first_rank)
+    values: dict[tuple[int, int], dict[int, float]] = defaultdict(dict)
+    days = [range_.start + timedelta(days=i) for i in range(range_.days)]
+    quote = connection.ops.quote_name
+    parts, params = [], []
+    for (measure, bucket), agents in wanted.items():
+        if bucket == ZERO_BUCKET:  # zero alone: nothing to read
+            for agent, (_, count, first_rank) in agents.items():
+                for k in range(count):
+                    values[(measure, agent)][first_rank + k] = 0.0
+            continue
+        model, column, day_field, agent_field, first_only = _AGENT_FACTS[measure]
+        scope, scope_params = _where(_scoped(model, user, filters, agent_field=None))
+        column, agent_column = quote(column), quote(agent_field)
+        where = [
+            scope,
+            f"{quote(day_field)} IN ({', '.join(['%s'] * len(days))})",
+            f"{column} IS NOT NULL",
+            f"{agent_column} IN ({', '.join(['%s'] * len(agents))})",
+        ]
+        params += [*scope_params, *days, *agents]
+        if first_only:
+            where.append(f"{quote('is_first')} = %s")
+            params.append(True)
+        lower, upper, above = bucket_bounds(bucket)
+        if lower is not None:
+            where.append(f"{column} {'>' if above else '>='} %s")
+            params.append(lower)
+        if upper is not None:
+            where.append(f"{column} < %s")
+            params.append(upper)
+        # The ranks within the bucket (from 1) each agent needs.
+        ranks = [
+            (agent, offset + 1 + k)
+            for agent, (offset, count, _) in agents.items()
+            for k in range(count)
+        ]
+        parts.append(
+            f"SELECT {measure} AS measure, {bucket} AS bucket, w.agent, w.place, w.value FROM ("
+            f"SELECT {agent_column} AS agent, {column} AS value, ROW_NUMBER() OVER"
+            f" (PARTITION BY {agent_column} ORDER BY {column}) AS place"
+            f" FROM {quote(model._meta.db_table)} WHERE {' AND '.join(where)}) w"
+            f" WHERE (w.agent, w.place) IN (VALUES {', '.join(['(%s, %s)'] * len(ranks))})"
+        )
+        params += [v for pair in ranks for v in pair]
+    if parts:
+        found: dict[tuple[int, int, int], dict[int, float]] = defaultdict(dict)
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            for measure, bucket, agent, place, value in cursor.fetchall():
+                found[(measure, bucket, agent)][place - 1] = value
+        for (measure, bucket), agents in wanted.items():
+            if bucket == ZERO_BUCKET:
+                continue
+            for agent, (offset, count, first_rank) in agents.items():
+                at = found[(measure, bucket, agent)]
+                if len(at) != count:
+                    return None  # the facts changed since the counts were read
+                for k in range(count):
+                    values[(measure, agent)][first_rank + k] = at[offset + k]
+    medians: dict[int, dict[int, float | None]] = {measure: {} for measure in _AGENT_FACTS}
+    for (measure, agent), n in sizes.items():
+        at = values[(measure, agent)]
+        low, high, position = _ranks(n, 0.5)
+        medians[measure][agent] = at[low] + (at[high] - at[low]) * (position - low)
+    return medians
 
 
 def _agent_counts(

@@ -458,6 +458,42 @@ class AgentCounts(models.Model):
         return f"agent {self.agent_id} on {self.day}, channel {self.channel_id}"
 
 
+class EscalationCounts(models.Model):
+    """Conversations resolved on one day and channel after an escalation, per department their
+    last escalation went to, by how it ended. Kept by database triggers on the conversation
+    facts, as `DayCounts` are; a summary reads them unless filtered by team, priority, agent
+    or tag."""
+
+    day = models.DateField(help_text="The day of the resolution")
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    # The department's id, 0 for none: a key column must not be NULL for the triggers' upserts.
+    department_key = models.BigIntegerField()
+    # Resolved while the escalation was still open (no outcome).
+    still_open = models.IntegerField(default=0)
+    resolved_in_channel = models.IntegerField(default=0)
+    resolved_by_department = models.IntegerField(default=0)
+    moved_offline = models.IntegerField(default=0)
+    abandoned = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "channel", "platform", "department_key"],
+                name="kpi_escalation_counts_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"escalations resolved on {self.day}, channel {self.channel_id}"
+
+
 # Edges of the duration buckets in whole seconds, about 10% apart from 1 second to 104 days.
 # Bucket 0 holds durations below zero, bucket 1 those of exactly zero (replies before business
 # hours open: many), bucket 2 those between zero and a second, bucket 2 + i those from edge
@@ -671,6 +707,49 @@ class DurationCounts(models.Model):
 # One counter per bucket: b0 .. b156.
 for _bucket in range(DURATION_BUCKETS):
     DurationCounts.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
+
+
+class AgentDurations(models.Model):
+    """How many of an agent's first responses (the day of the reply) and resolutions (the day
+    of the resolution) fell in each bucket of `DURATION_EDGES`, per day and channel. Kept by
+    database triggers on the response and conversation facts, as `DurationCounts` are; the
+    agents page finds each agent's medians from them and the facts of the bucket that holds
+    them, unless filtered by team, priority or tag."""
+
+    day = models.DateField()
+    # Deleting a user sets the facts' references to NULL, which takes their counts away.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    channel = models.ForeignKey(
+        "channels_ingest.ChannelAccount",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    platform = models.CharField(max_length=20)
+    measure = models.PositiveSmallIntegerField(choices=DurationMeasure.choices)
+    n = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "agent", "channel", "platform", "measure"],
+                name="kpi_agent_durations_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_measure_display()} of agent {self.agent_id} on {self.day}"
+
+
+for _bucket in range(DURATION_BUCKETS):
+    AgentDurations.add_to_class(f"b{_bucket}", models.IntegerField(default=0))
 
 
 class Metric(models.TextChoices):

@@ -26,6 +26,7 @@ from kpis.metrics import (
     DateRange,
     Filters,
     metric_value,
+    metric_values,
 )
 from kpis.models import KpiTarget, Metric, Period
 from scrm.types import AnyUser
@@ -211,8 +212,15 @@ def targets_status(
     *, user: AnyUser, today: date | None = None, targets: QuerySet[KpiTarget] | None = None
 ) -> list[TargetStatus]:
     """Every target in force that the user may see (unless given), evaluated: each reads only
-    its own metric, and a figure shared between targets is read once."""
+    its own metric, a figure shared between targets is read once, and all are computed (and
+    cached) together."""
     today = today or timezone.localdate(timezone.now(), timezone.get_default_timezone())
-    targets = targets if targets is not None else active_targets(user, today)
-    cache: dict = {}
-    return [evaluate(t, user=user, today=today, cache=cache) for t in targets]
+    in_force = list(targets if targets is not None else active_targets(user, today))
+    wanted = []
+    for target in in_force:
+        ranges = [period_range(target.period, today)]
+        if target.metric not in SNAPSHOT_METRICS:
+            ranges.append(previous_period(target.period, today))
+        wanted += [(range_, scope_of(target), target.metric) for range_ in ranges]
+    cache: dict = dict(metric_values(user=user, wanted=wanted))
+    return [evaluate(t, user=user, today=today, cache=cache) for t in in_force]

@@ -30,6 +30,7 @@ from kpis.metrics import (
     SHARE_METRICS,
     SNAPSHOT_METRICS,
     TIME_METRICS,
+    Baseline,
     DateRange,
     Filters,
     Point,
@@ -37,6 +38,7 @@ from kpis.metrics import (
     Summary,
     agents,
     backlog_by_age,
+    baseline,
     conversation_facts,
     per_dimension,
     response_distribution,
@@ -200,7 +202,7 @@ def change_text(metric: str, value: float | None, previous: float | None) -> str
     return f"{diff:+,.0f}"
 
 
-def compare(metric: str, current: Summary, previous: Summary) -> Comparison:
+def compare(metric: str, current: Summary, previous: Summary | Baseline) -> Comparison:
     value = current.value(metric)
     snapshot = metric in SNAPSHOT_METRICS
     before = None if snapshot else previous.value(metric)
@@ -236,7 +238,7 @@ class SpeedRow:
     name: str
     calendar: Spread
     business: Spread
-    previous: Spread
+    previous: float | None  # the median of the period before, in seconds
 
     def texts(self, spread: Spread) -> list[str]:
         return [duration_text(spread.median), duration_text(spread.p90), duration_text(spread.mean)]
@@ -251,19 +253,25 @@ class SpeedRow:
 
     @property
     def previous_median(self) -> str:
-        return duration_text(self.previous.median)
+        return duration_text(self.previous)
 
 
-def speed_rows(current: Summary, previous: Summary) -> list[SpeedRow]:
-    now, before = current.speed, previous.speed
+def speed_rows(current: Summary, previous: Baseline) -> list[SpeedRow]:
+    now = current.speed
     return [
         SpeedRow(
-            "First response", now.first_response, now.first_response_business, before.first_response
+            "First response",
+            now.first_response,
+            now.first_response_business,
+            previous.first_response_median,
         ),
         SpeedRow(
-            "Next response", now.next_response, now.next_response_business, before.next_response
+            "Next response",
+            now.next_response,
+            now.next_response_business,
+            previous.next_response_median,
         ),
-        SpeedRow("Resolution", now.resolution, now.resolution_business, before.resolution),
+        SpeedRow("Resolution", now.resolution, now.resolution_business, previous.resolution_median),
     ]
 
 
@@ -369,7 +377,7 @@ def reports(request: AuthedRequest) -> HttpResponse:
     user, range_, filters, grain = request.user, form.date_range, form.filters, form.bucket
     previous_range = range_.previous()
     current = summary(user=user, range_=range_, filters=filters)
-    previous = summary(user=user, range_=previous_range, filters=filters)
+    previous = baseline(user=user, range_=previous_range, filters=filters)
     points = series(user=user, range_=range_, filters=filters, grain=grain)
     distribution = response_distribution(user=user, range_=range_, filters=filters)
     backlog = backlog_by_age(user=user, filters=filters)

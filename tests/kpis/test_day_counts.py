@@ -17,9 +17,11 @@ from kpis.facts import counts_rebuild, facts_compute, facts_refresh
 from kpis.metrics import DateRange, Filters
 from kpis.models import (
     AgentCounts,
+    AgentDurations,
     ContactCounts,
     ConversationFact,
     DayCounts,
+    EscalationCounts,
     MessageDay,
     Metric,
     ResponseFact,
@@ -49,9 +51,15 @@ def kept() -> dict[tuple[Any, ...], tuple[int, ...]]:
 
 
 def other_counts() -> dict[str, set[tuple[Any, ...]]]:
-    """The contact and agent counts, leaving out rows that hold only zeros."""
+    """The contact, agent, agent duration and escalation counts, leaving out rows that hold
+    only zeros."""
     found = {}
-    for model, key in ((ContactCounts, 4), (AgentCounts, 4)):
+    for model, key in (
+        (ContactCounts, 4),
+        (AgentCounts, 4),
+        (AgentDurations, 5),
+        (EscalationCounts, 4),
+    ):
         columns = [f.attname for f in model._meta.concrete_fields if f.attname != "id"]
         found[model.__name__] = {
             row for row in model.objects.values_list(*columns) if any(row[key:])
@@ -152,6 +160,39 @@ def test_figures_from_the_counts_equal_those_from_the_facts(varied, monkeypatch)
     monkeypatch.setattr(metrics, "duration_counts", lambda user, filters: None)
     monkeypatch.setattr(metrics, "contact_counts", lambda user, filters: None)
     monkeypatch.setattr(metrics, "agent_counts", lambda user, filters: None)
+    monkeypatch.setattr(metrics, "escalation_counts", lambda user, filters: None)
+    monkeypatch.setattr(metrics, "agent_durations", lambda user, filters: None)
     from_facts = [_figures(u, r, f) for u in users for r in (whole, part) for f in scopes]
     assert same_figures(from_counts, from_facts)
     assert from_counts[0][0].inbound > 0 and from_counts[0][0].new_conversations > 0
+
+
+@pytest.mark.parametrize("from_facts", [False, True])
+def test_a_baseline_holds_the_figures_of_the_summary(varied, monkeypatch, from_facts):  # noqa: F811
+    facts_compute(varied)
+    admin = UserFactory(role=Role.ADMIN)
+    days = ConversationFact.objects.aggregate(first=Min("day"), last=Max("day"))
+    fact = ConversationFact.objects.exclude(team=None).first()
+    assert fact is not None
+    if from_facts:
+        for name in ("day_counts", "duration_counts", "contact_counts", "escalation_counts"):
+            monkeypatch.setattr(metrics, name, lambda user, filters: None)
+    ranges = [
+        DateRange(days["first"], days["last"]),
+        DateRange(days["first"] + timedelta(days=3), days["first"] + timedelta(days=20)),
+    ]
+    for range_ in ranges:
+        for filters in (Filters(), Filters(channel=fact.channel_id), Filters(team=fact.team_id)):
+            found = metrics._summary(user=admin, range_=range_, filters=filters)
+            baseline = metrics._baseline(user=admin, range_=range_, filters=filters)
+            assert baseline.values == {m: found.value(m) for m in metrics.BASELINE_METRICS}
+            assert (
+                baseline.first_response_median,
+                baseline.next_response_median,
+                baseline.resolution_median,
+            ) == (
+                found.speed.first_response.median,
+                found.speed.next_response.median,
+                found.speed.resolution.median,
+            )
+            assert found.speed.first_response.median is not None
