@@ -603,6 +603,7 @@ def dashboard_measure(
 
     from kpis.metrics import DateRange
     from kpis.models import ConversationFact
+    from scrm.startup import startup_objects_freeze
 
     end = ConversationFact.objects.aggregate(end=Max("day"))["end"]
     if end is None:
@@ -626,6 +627,8 @@ def dashboard_measure(
         ),
         ("agents, 90 days", "admin", f"/reports/agents/?{query}"),
     ]
+    # What a web server's worker does once the application is loaded (``scrm/wsgi.py``).
+    startup_objects_freeze()
     before = load_average()
     pages = [
         page_measure(clients[user], page=page, user=user, url=url, args=args, cold=cold)
