@@ -39,15 +39,11 @@ def counted(model: type[models.Model]) -> set[tuple[Any, ...]]:
     hold only zeros, the triggers may keep them. The key is what the table's unique constraint
     names; every other column counts."""
     [unique] = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
-    keys = [model._meta.get_field(name).attname for name in unique.fields]
-    counters = [
-        f.attname for f in model._meta.concrete_fields if f.attname not in keys and f.name != "id"
-    ]
-    return {
-        (*row[: len(keys)], *row[len(keys) :])
-        for row in model.objects.values_list(*keys, *counters)
-        if any(row[len(keys) :])
-    }
+    fields = {f.name: f.attname for f in model._meta.concrete_fields}
+    keys = [fields[name] for name in unique.fields]
+    counters = [attname for name, attname in fields.items() if attname not in keys and name != "id"]
+    rows = model._default_manager.values_list(*keys, *counters)
+    return {row for row in rows if any(row[len(keys) :])}
 
 
 def all_counted() -> dict[str, set[tuple[Any, ...]]]:
