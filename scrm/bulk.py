@@ -181,7 +181,7 @@ def _copy_text(value: Any) -> str:
     if value is False:
         return "f"
     if isinstance(value, date):  # datetimes too: with their offset, as psycopg sends them
-        return value.isoformat()
+        return _iso_text(value) if type(value) is datetime else value.isoformat()
     if isinstance(value, int):
         return int.__repr__(value)  # the number, also for an IntegerChoices member
     if isinstance(value, float):
@@ -245,16 +245,19 @@ _ADAPTED_TIMES_KEPT = 20_000
 
 
 def _datetime_adapter() -> Adapter | None:
-    """What the backend does to a datetime parameter, without its per-call overhead.
+    """What the backend does to a datetime parameter, without its per-call overhead,
+    remembered per value across inserts, since the rows of one batch share most of their
+    times (a message's, its conversation's, its timeline entries').
 
-    PostgreSQL's driver adapts aware datetimes itself (None: nothing to do). SQLite stores
-    text: the instant in the connection's time zone (UTC unless the database's settings say
-    otherwise), as Django's ``adapt_datetimefield_value`` writes it, remembered per value
-    across inserts, since the rows of one batch share most of their times (a message's, its
-    conversation's, its timeline entries')."""
+    PostgreSQL: an aware datetime as its ISO text with its offset, what psycopg2 sends for it
+    but for the cast (every statement here either casts its parameters or inserts them into
+    the column, which reads the text as the column's type); psycopg2 formats each datetime
+    anew, at a cost above most rows' other values together. SQLite stores text: the instant
+    in the connection's time zone (UTC unless the database's settings say otherwise), as
+    Django's ``adapt_datetimefield_value`` writes it."""
     database = connections[DEFAULT_DB_ALIAS]  # ``connection``, read through its proxy once
     if database.vendor == "postgresql":
-        return None
+        return _iso_text
     adapt = database.ops.adapt_datetimefield_value
     if database.vendor != "sqlite" or not settings.USE_TZ:
         return adapt
@@ -275,6 +278,22 @@ def _datetime_adapter() -> Adapter | None:
         return text
 
     return as_text
+
+
+_iso_texts: dict[Any, str] = {}
+
+
+def _iso_text(value: Any) -> Any:
+    """A datetime's ISO text (with its offset when it has one), remembered (bounded);
+    anything else as it is."""
+    text = _iso_texts.get(value)
+    if text is None:
+        if type(value) is not datetime:
+            return value
+        if len(_iso_texts) > _ADAPTED_TIMES_KEPT:
+            _iso_texts.clear()
+        text = _iso_texts[value] = value.isoformat()
+    return text
 
 
 # What ``json.dumps(value, check_circular=False)`` writes, from an encoder built once:
