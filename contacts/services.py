@@ -123,9 +123,9 @@ def identities_resolve(
         combine={"last_seen_at": "greatest"},
     )
     names = _identity_attnames()
+    alias = connection.alias  # read through the connection proxy once, not per identity
     return {
-        user_id: SocialIdentity.from_db(connection.alias, names, row)
-        for user_id, row in identities.items()
+        user_id: SocialIdentity.from_db(alias, names, row) for user_id, row in identities.items()
     }
 
 

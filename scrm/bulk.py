@@ -599,7 +599,8 @@ def instances_insert(model: type[Model], instances: Sequence[Model]) -> None:
     keys = rows_insert_returning(
         model, names, [tuple(getattr(i, name) for name in names) for i in instances]
     )
+    alias = connection.alias  # read through the connection proxy once, not per instance
     for instance, (pk,) in zip(instances, keys, strict=True):
         instance.pk = pk
         instance._state.adding = False
-        instance._state.db = connection.alias
+        instance._state.db = alias
