@@ -1835,25 +1835,22 @@ _AGENT_SUMS = [
 def agent_counts(user: AnyUser, filters: Filters) -> QuerySet[AgentCounts] | None:
     """The agent counts of a scope, or None if it is filtered by what they are not kept by (a
     team, a priority, a tag): the agents' figures then come from the facts."""
-    if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
-        return None
-    q = Q()
-    if filters.channel is not None:
-        q &= Q(channel_id=filters.channel)
-    if filters.platform:
-        q &= Q(platform=filters.platform)
-    if filters.agent is not None:
-        q &= Q(agent_id=filters.agent)
-    qs = AgentCounts.objects.filter(q)
-    ids = visible_channel_ids(user=user)
-    if ids is not None:
-        qs = qs.filter(channel_id__in=ids)
-    return qs
+    return _agent_scope(AgentCounts, user, filters)
 
 
 def agent_durations(user: AnyUser, filters: Filters) -> QuerySet[AgentDurations] | None:
     """The agents' duration counts of a scope, or None if it is filtered by what they are not
     kept by (a team, a priority, a tag): the agents' medians then come from the facts."""
+    return _agent_scope(AgentDurations, user, filters)
+
+
+_AgentRows = TypeVar("_AgentRows", AgentCounts, AgentDurations)
+
+
+def _agent_scope(
+    model: type[_AgentRows], user: AnyUser, filters: Filters
+) -> QuerySet[_AgentRows] | None:
+    """The rows of a per-agent count table (by day, agent, channel and platform) a scope sees."""
     if any(v is not None for v in (filters.team, filters.priority, filters.tag)):
         return None
     q = Q()
@@ -1863,7 +1860,7 @@ def agent_durations(user: AnyUser, filters: Filters) -> QuerySet[AgentDurations]
         q &= Q(platform=filters.platform)
     if filters.agent is not None:
         q &= Q(agent_id=filters.agent)
-    qs = AgentDurations.objects.filter(q)
+    qs = model._default_manager.filter(q)
     ids = visible_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
