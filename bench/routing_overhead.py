@@ -9,7 +9,8 @@ PostgreSQL runs use Django's throwaway test database of a name unique to this pr
 (``test_<name>_routing_<pid>``), so a benchmark running at the same time on the same server
 is not clobbered.
 
-    python bench/routing_overhead.py --posts 10000 --batch 500 [--rounds 3] [--json out.json]
+    python bench/routing_overhead.py --posts 10000 --batch 500 [--rounds 3] [--json out.json] \
+        [--sections]
 
 The issue's target: rule evaluation adds at most 10% to the benchmark's time, i.e. the row
 "rules only"; the SLA clocks' cost is shown beside it. Figures only: the exit status is 0
@@ -78,6 +79,8 @@ def run_once(
     ]
     if routing:
         command += ["--routing", routing]
+    if args.sections:
+        command.append("--sections")
     environ = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_URL_FILE")
     }
@@ -102,6 +105,7 @@ def run_once(
         "vendor": figures["database"]["vendor"],
         "server_version": figures["database"]["server_version"],
         "routing": figures["routing"],
+        "sections": {part["label"]: part["seconds"] for part in phase.get("sections") or []},
     }
 
 
@@ -163,9 +167,38 @@ def compare(
                 "posts_per_second_runs_without": [r["posts_per_second"] for r in runs["off"]],
                 "posts_per_second_runs_with": [r["posts_per_second"] for r in runs[name]],
                 "routing": runs[name][0]["routing"],
+                "sections": {
+                    part: {
+                        "seconds_without": statistics.median(
+                            r["sections"][part] for r in runs["off"]
+                        ),
+                        "seconds_with": statistics.median(r["sections"][part] for r in runs[name]),
+                    }
+                    for part in runs[name][0]["sections"]
+                },
             }
         )
     return rows
+
+
+def sections_table(row: dict[str, Any]) -> str:
+    """The pipeline's parts (``run.py --sections``), median wall time without and with a
+    variant, and what the variant adds to each, against the phase's median time without."""
+    base = row["seconds_without"]
+    lines = [
+        f"{row['database']} {row['variant']}: parts of the pipeline, median ms "
+        "(inclusive; indented parts are within the one above)",
+        f"  {'part':<40} {'without':>8} {'with':>8} {'added':>8} {'of phase':>9}",
+    ]
+    for label, part in row["sections"].items():
+        if not part["seconds_without"] and not part["seconds_with"]:
+            continue  # not called on this database
+        added = part["seconds_with"] - part["seconds_without"]
+        lines.append(
+            f"  {label:<40} {part['seconds_without'] * 1000:>8.1f} "
+            f"{part['seconds_with'] * 1000:>8.1f} {added * 1000:>+8.1f} {added / base:>+9.1%}"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
@@ -223,6 +256,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--skip-sqlite", action="store_true", help="only PostgreSQL (needs DATABASE_URL)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
+    parser.add_argument(
+        "--sections",
+        action="store_true",
+        help="also time the pipeline's parts in every run (run.py --sections) and compare them",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be positive")
@@ -273,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "; with "
             + ", ".join(f"{v:,.0f}" for v in row["posts_per_second_runs_with"])
         )
+    if args.sections:
+        for row in rows:
+            print()
+            print(sections_table(row))
     if args.json:
         args.json.write_text(
             json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": rows}, indent=2)

@@ -40,7 +40,7 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -325,6 +325,8 @@ class PhaseResult:
     maxrss_mib: float
     db_seconds: float
     top_call_sites: list[dict[str, Any]]
+    # With --sections: the pipeline's parts, their calls and wall time (bench/sections.py).
+    sections: list[dict[str, Any]] | None = None
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -346,12 +348,15 @@ def run_phase(
     *,
     trace_memory: bool,
     profile_to: Path | None = None,
+    sections: bool = False,
 ) -> PhaseResult:
     """Ingest the batches in order, one ``ingest`` call each, as a poller would; with
-    ``profile_to``, under cProfile, the statistics written there."""
+    ``profile_to``, under cProfile, the statistics written there; with ``sections``, the wall
+    time of the pipeline's parts (``bench/sections.py``)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from bench.sections import Timing, sections_rows, sections_timed
     from channels_ingest.pipeline import ingest
 
     messages_before, conversations_before, contacts_before = _row_counts()
@@ -366,7 +371,8 @@ def run_phase(
     if trace_memory:
         tracemalloc.reset_peak()
     profiler = cProfile.Profile() if profile_to else None
-    with connection.execute_wrapper(profile):
+    timed: AbstractContextManager[list[Timing]] = sections_timed() if sections else nullcontext([])
+    with connection.execute_wrapper(profile), timed as timings:
         if profiler:
             profiler.enable()
         started = time.perf_counter()
@@ -418,6 +424,7 @@ def run_phase(
         tracemalloc_peak_mib=traced_peak,
         maxrss_mib=peak_rss_mib(),
         db_seconds=db_seconds,
+        sections=sections_rows(timings, seconds) if sections else None,
         top_call_sites=[
             {
                 "call_site": site.label,
@@ -638,6 +645,25 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
                 ],
             )
         )
+        if p.sections:
+            lines.append(
+                "  parts of the pipeline by wall time (inclusive: a part holds those it calls; "
+                "* per post, its timer's cost included):"
+            )
+            lines.append(
+                _table(
+                    ["  part", "calls", "total ms", "share"],
+                    [
+                        [
+                            f"  {part['label']}{' *' if part['per_post'] else ''}",
+                            f"{part['calls']:,}",
+                            f"{part['seconds'] * 1000:.1f}",
+                            f"{part['share_of_phase']:.1%}",
+                        ]
+                        for part in p.sections
+                    ],
+                )
+            )
     lines += _routing_outcome(meta["routing"])
     return "\n".join(lines)
 
@@ -679,6 +705,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="PATH",
         help="write cProfile statistics of the full pipeline phase here (slows it)",
+    )
+    parser.add_argument(
+        "--sections",
+        action="store_true",
+        help="time the pipeline's parts in the full pipeline phase (bench/sections.py)",
     )
     parser.add_argument(
         "--tracemalloc",
@@ -736,6 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     batches,
                     trace_memory=trace_memory,
                     profile_to=args.profile,
+                    sections=args.sections,
                 ),
                 run_phase("duplicate storm", channel, batches, trace_memory=trace_memory),
             ]
