@@ -442,17 +442,16 @@ def worker_started() -> None:
     the task modules, finalize the app, load its result backend and open a producer. The
     pipeline runs in workers; without this the first batch that publishes a task (a rule's
     acknowledgement) would pay for all of it, tens of milliseconds a worker pays once. Last,
-    what a worker holds once started is put out of the garbage collector's reach, as the
-    worker's ``worker_process_init`` handler does."""
-    from scrm.celery import app
-    from scrm.startup import startup_objects_freeze
+    what the worker's ``worker_process_init`` handler does: build the app's task sender and
+    put what the process holds out of the garbage collector's reach."""
+    from scrm.celery import app, worker_process_started
 
     app.loader.import_default_modules()
     app.finalize(auto=True)
     app.backend  # noqa: B018 (loaded on first use)
     with app.producer_or_acquire() as producer:
         producer.connection.ensure_connection()
-    startup_objects_freeze()
+    worker_process_started()
 
 
 def _count_published_tasks() -> Counter[str]:

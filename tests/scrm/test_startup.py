@@ -32,9 +32,11 @@ def test_the_wsgi_application_freezes_what_it_loaded(frozen):
 
 @pytest.mark.parametrize("signal", [signals.worker_process_init, signals.worker_ready])
 def test_workers_freeze_once_started(signal, frozen):
-    from scrm.celery import worker_objects_freeze
+    from scrm.celery import app, worker_process_started
 
     receivers = [receiver() for _, receiver in signal.receivers]
-    assert worker_objects_freeze in receivers
-    worker_objects_freeze(sender=None)
+    assert worker_process_started in receivers
+    app.amqp.__dict__.pop("send_task_message", None)
+    worker_process_started(sender=None)
     assert gc.get_freeze_count() > 0
+    assert "send_task_message" in app.amqp.__dict__  # built, not left to the first publish
