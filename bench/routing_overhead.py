@@ -104,6 +104,7 @@ def run_once(
         "sample_batch_queries": phase["sample_batch_queries"],
         "vendor": figures["database"]["vendor"],
         "server_version": figures["database"]["server_version"],
+        "machine": figures["database"]["machine"],
         "routing": figures["routing"],
         "sections": {part["label"]: part["seconds"] for part in phase.get("sections") or []},
     }
@@ -149,6 +150,7 @@ def compare(
                 "variant": name,
                 "vendor": runs["off"][0]["vendor"],
                 "server_version": runs["off"][0]["server_version"],
+                "machine": runs["off"][0]["machine"],
                 "posts_per_second_without": median("off", "posts_per_second"),
                 "posts_per_second_with": median(name, "posts_per_second"),
                 "seconds_without": median("off", "seconds"),
@@ -292,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"seed {args.seed}; median of {args.rounds} runs each, alternating which goes first."
     )
     if rows:
+        print(f"Machine: {rows[-1]['machine']}")
         print(f"Routing: {rows[-1]['routing']['setup']}")
         print(f"Not exercised: {rows[-1]['routing']['left_out']}")
     print()

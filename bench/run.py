@@ -118,6 +118,8 @@ def database_description() -> dict[str, str]:
     import django
     from django.db import connection
 
+    from bench.support import machine_description
+
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SHOW server_version")
@@ -133,6 +135,7 @@ def database_description() -> dict[str, str]:
         "driver": f"{driver.__name__} {getattr(driver, '__version__', '')}".strip(),
         "django": django.get_version(),
         "python": platform.python_version(),
+        "machine": machine_description(),
     }
 
 
@@ -568,6 +571,7 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
         f"Database : {db['vendor']} {db['server_version']} via {db['driver']}, "
         f"throwaway '{db['name']}' (removed at exit)",
         f"Runtime  : Python {db['python']}, Django {db['django']}, {platform.platform()}",
+        f"Machine  : {db['machine']}",
         f"Workload : {work['posts']} posts in batches of {work['batch']}, population "
         f"{work['population']} ({work['distinct_authors']} distinct authors), seed {work['seed']}",
         f"           {work['known_share']:.1%} from contacts known beforehand "

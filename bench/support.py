@@ -2,6 +2,7 @@
 care their teardown needs. The developer's own database is never opened."""
 
 import os
+import platform
 import signal
 import sys
 from collections.abc import Iterator
@@ -110,3 +111,25 @@ def overdue(signum: int, frame: FrameType | None) -> None:
 def terminated(signum: int, frame: FrameType | None) -> None:
     """On SIGTERM, leave through the normal way out, so cleanup runs."""
     sys.exit(128 + signum)
+
+
+def machine_description() -> str:
+    """The processor's model and the CPUs this process may run on, for the reports: the
+    figures of one machine do not carry over to another (two runs of the same code on two
+    machines of the same kind here differed by a fifth)."""
+    model, clock = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            # The last processor's fields, the same as the first's on the machines measured.
+            fields = {
+                key.strip(): value.strip()
+                for key, _, value in (line.partition(":") for line in info)
+                if value
+            }
+    except OSError:
+        fields = {}
+    model = fields.get("model name", model)
+    if mhz := fields.get("cpu MHz"):
+        clock = f" at {float(mhz):,.0f} MHz"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}{clock}, {cpus} CPUs"
