@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -286,16 +287,22 @@ def _statement(sql: str) -> str:
 def _caller(frame: FrameType | None) -> str:
     """The innermost frame in the project's own code (not Django, not this harness)."""
     while frame is not None:
-        path = Path(frame.f_code.co_filename)
-        if (
-            path.is_relative_to(REPO_ROOT)
-            and not path.is_relative_to(VENV_DIR)
-            and path != THIS_FILE
-        ):
-            where = path.relative_to(REPO_ROOT)
+        where = _project_path(frame.f_code.co_filename)
+        if where is not None:
             return f"{where}:{frame.f_lineno} {frame.f_code.co_name}"
         frame = frame.f_back
     return "(outside the project)"
+
+
+@cache
+def _project_path(filename: str) -> str | None:
+    """The file's path in the project, None outside it (Django, the harness). Asked for every
+    frame of every query's stack: once per file, so the harness's own cost does not grow
+    with the stack walks of a run that sends more queries."""
+    path = Path(filename)
+    if path.is_relative_to(REPO_ROOT) and not path.is_relative_to(VENV_DIR) and path != THIS_FILE:
+        return str(path.relative_to(REPO_ROOT))
+    return None
 
 
 def peak_rss_mib() -> float:
