@@ -493,9 +493,12 @@ def routing_outcome(published: Counter[str]) -> dict[str, Any]:
     names = dict(RoutingRule.objects.values_list("pk", "name"))
     by_rule: Counter[int] = Counter()
     routed: set[int] = set()
-    applied = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED, created_at__gte=START)
+    applied = ConversationEvent.objects.filter(
+        kind__in=(EventKind.RULE_APPLIED, EventKind.CREATED), created_at__gte=START
+    )
     for conversation_id, data in applied.values_list("conversation_id", "data"):
-        # One event per conversation and batch lists the rules that did something.
+        # One event per conversation and batch lists the rules that did something: the
+        # conversation's creation when they applied as it was created.
         for entry in data.get("rules", ()):
             by_rule[entry["rule"]] += 1
             routed.add(conversation_id)

@@ -298,12 +298,33 @@ class Decisions:
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
-    # id(conv): its one RULE_APPLIED event of the batch
-    applied: dict[int, "RuleApplied"] = field(default_factory=dict)
+    # id(conv): the conversation and the rules applied to it in the batch, its one
+    # RULE_APPLIED event (``timeline``) unless its CREATED event carries them (``created``)
+    applied: dict[int, tuple[Conversation, "RuleApplied"]] = field(default_factory=dict)
 
     def tag_pairs(self, conversations: Iterable[Conversation]) -> set[tuple[int, int]]:
         # ``id`` rather than ``pk``, a property: read for every conversation of the batch.
         return {(c.id, tag_id) for c in conversations for tag_id in self.tags.get(id(c), ())}
+
+    def created(self, conversation: Conversation) -> "dict[str, Any] | RuleApplied":
+        """The data of a new conversation's CREATED event: the rules applied as it was
+        created, if any, which then have no RULE_APPLIED event of their own. Most new
+        conversations meet some rule: one row for both keeps the ingest's writes fewer."""
+        entry = self.applied.get(id(conversation))
+        if entry is None or entry[1].at != conversation.created_at:
+            return {}
+        del self.applied[id(conversation)]
+        return entry[1]
+
+    def timeline(self) -> list[tuple[Conversation, str, "dict[str, Any] | RuleApplied", datetime]]:
+        """Every event to write: those noted, then the rules applied to each conversation."""
+        return [
+            *self.events,
+            *(
+                (c, EventKind.RULE_APPLIED, applied, applied.at)
+                for c, applied in self.applied.values()
+            ),
+        ]
 
 
 def decisions_take(
@@ -329,11 +350,10 @@ def decisions_take(
         for action in match.actions:
             _take(conversation, rule, action, decisions, effects, at, key, name, event, tags)
         if effects:
-            applied = decisions.applied.get(id(conversation))
-            if applied is None:
-                applied = decisions.applied[id(conversation)] = RuleApplied(at)
-                decisions.events.append((conversation, EventKind.RULE_APPLIED, applied, at))
-            applied.add(rule, event, effects, at)
+            entry = decisions.applied.get(id(conversation))
+            if entry is None:
+                entry = decisions.applied[id(conversation)] = (conversation, RuleApplied(at))
+            entry[1].add(rule, event, effects, at)
 
 
 class RuleApplied(EncodedJSON):
@@ -611,7 +631,7 @@ def decisions_write(
     insert(
         ConversationEvent,
         ("conversation", "kind", "data", "created_at"),
-        [(c.id, kind, data, at) for c, kind, data, at in decisions.events],
+        [(c.id, kind, data, at) for c, kind, data, at in decisions.timeline()],
     )
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)

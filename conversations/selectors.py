@@ -939,24 +939,35 @@ def conversation_timeline(
     timeline: list[TimelineEntry] = []
     for _, kind, created_at, data, username, first_name, last_name in found[:size]:
         data = data if isinstance(data, dict) else {}
-        target = str(data.get("target") or "")
-        escalated = kind == EventKind.ESCALATED
-        status = str(data.get("status") or "")
+        if kind == EventKind.CREATED and data.get("rules"):
+            # The rules applied as the conversation was created share its event: shown as
+            # an entry of their own, above the creation.
+            timeline.append(_timeline_entry(EventKind.RULE_APPLIED, created_at, data, ""))
+            data = {}
         timeline.append(
-            {
-                "kind_label": _EVENT_LABELS.get(kind, kind),
-                "actor": _person_name(username, first_name, last_name),
-                "created_at": created_at,
-                "tag": str(data.get("tag") or ""),
-                "status": _STATUS_LABELS.get(status, status),
-                "name": str(data.get("name") or ""),
-                # first_response -> first: the SLA targets, briefly.
-                "target": "" if escalated else target.replace("_response", "").replace("_", ""),
-                "escalated_to": target if escalated else None,
-                "auto": bool(data.get("auto")),
-            }
+            _timeline_entry(kind, created_at, data, _person_name(username, first_name, last_name))
         )
     return TimelinePage(entries=timeline, older=older)
+
+
+def _timeline_entry(
+    kind: str, created_at: datetime, data: dict[str, Any], actor: str
+) -> TimelineEntry:
+    target = str(data.get("target") or "")
+    escalated = kind == EventKind.ESCALATED
+    status = str(data.get("status") or "")
+    return {
+        "kind_label": _EVENT_LABELS.get(kind, kind),
+        "actor": actor,
+        "created_at": created_at,
+        "tag": str(data.get("tag") or ""),
+        "status": _STATUS_LABELS.get(status, status),
+        "name": str(data.get("name") or ""),
+        # first_response -> first: the SLA targets, briefly.
+        "target": "" if escalated else target.replace("_response", "").replace("_", ""),
+        "escalated_to": target if escalated else None,
+        "auto": bool(data.get("auto")),
+    }
 
 
 TAG_SUGGESTIONS = 200

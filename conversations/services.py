@@ -497,7 +497,7 @@ def inbound_posts_store(
         rows_update(Conversation, rows, columns)
     # Inbound messages are facts in their own table; the timeline records changes of state.
     decisions.events[:0] = [
-        *((c, EventKind.CREATED, {}, c.created_at) for c in new_conversations),
+        *((c, EventKind.CREATED, decisions.created(c), c.created_at) for c in new_conversations),
         *((c, EventKind.REOPENED, {}, at) for c, at in reopened),
     ]
     tag_pairs = decisions.tag_pairs(c for _, c in placed)

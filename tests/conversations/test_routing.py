@@ -8,6 +8,7 @@ import pytest
 import responses
 from django.core import mail
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 
 from channels_ingest.models import ChannelMode
@@ -70,6 +71,17 @@ def conversation_of(external_id: str) -> Conversation:
     return Conversation.objects.get(messages__external_id=external_id)
 
 
+def rules_applied(**filters) -> list[ConversationEvent]:
+    """The timeline events listing rules applied, oldest first: those of their own, and the
+    creation of a conversation the rules applied to as it was created."""
+    return list(
+        ConversationEvent.objects.filter(
+            Q(kind=EventKind.RULE_APPLIED) | Q(kind=EventKind.CREATED, data__has_key="rules"),
+            **filters,
+        ).order_by("id")
+    )
+
+
 def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     billing = TeamFactory(name="Billing")
     tag = TagFactory(name="refund")
@@ -92,7 +104,10 @@ def test_a_matching_rule_sets_priority_team_and_tags_and_is_on_the_timeline():
     assert refund.priority == Priority.URGENT
     assert refund.team == billing
     assert list(refund.tags.values_list("name", flat=True)) == ["refund"]
-    applied = ConversationEvent.objects.get(conversation=refund, kind=EventKind.RULE_APPLIED)
+    # Applied as the conversation was created: its creation lists them, in one event.
+    [applied] = rules_applied(conversation=refund)
+    assert applied.kind == EventKind.CREATED
+    assert not refund.events.filter(kind=EventKind.RULE_APPLIED).exists()
     assert applied.data == {
         "name": "Refunds",
         "rules": [
@@ -146,8 +161,9 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
 
     conversation = conversation_of("d1")
     assert conversation_of("d2") == conversation
-    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    [applied] = rules_applied()
     assert applied.conversation == conversation
+    assert applied.kind == EventKind.CREATED
     assert applied.created_at == MONDAY_NOON
     # The rule that found the priority as it wanted is left out; the second message's
     # rule carries the time of that message.
@@ -179,7 +195,7 @@ def test_the_rules_a_batch_applies_to_a_conversation_share_one_timeline_entry():
         channel=channel,
         posts=[post("d3", kind="dm", thread="t1", body="still not working", at=latest)],
     )
-    assert list(ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)) == [applied]
+    assert rules_applied() == [applied]
 
 
 def test_a_tag_the_conversation_has_from_an_earlier_batch_is_not_added_again():
@@ -194,14 +210,15 @@ def test_a_tag_the_conversation_has_from_an_earlier_batch_is_not_added_again():
     ingest(channel=channel, posts=[post("p2", at=later)])
     assert conversation_of("p2") == conversation
     assert set(conversation.tags.all()) == {vip, orders}
-    newest = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id")
+    newest = rules_applied()[-1]
+    assert newest.kind == EventKind.RULE_APPLIED
     assert newest.created_at == later
     assert newest.data["rules"] == [
         {"rule": tagging.pk, "name": "Tag", "event": "message_received", "tags": [orders.pk]}
     ]
 
     ingest(channel=channel, posts=[post("p3", at=later + timedelta(minutes=5))])
-    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).latest("id") == newest
+    assert rules_applied()[-1] == newest
 
 
 def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
@@ -224,7 +241,7 @@ def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
             post("p3", reply_to="p1", body="urgent again", at=times[2]),
         ],
     )
-    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    [applied] = rules_applied()
     assert applied.data["name"] == "Urgent, Calm"
     assert [(e["name"], e["priority"], e.get("at")) for e in applied.data["rules"]] == [
         ("Urgent", [Priority.NORMAL, Priority.URGENT], None),
@@ -234,6 +251,29 @@ def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():
     assert conversation_of("p1").priority == Priority.URGENT
 
 
+def test_rules_first_applied_to_a_later_message_of_a_new_conversation_have_their_own_entry():
+    rule(
+        name="Urgent",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["urgent"]}],
+        actions=[{"type": "set_priority", "value": Priority.URGENT}],
+    )
+    later = MONDAY_NOON + timedelta(minutes=3)
+    ingest(
+        channel=ChannelFactory(),
+        posts=[
+            post("p1", body="hello", at=MONDAY_NOON),
+            post("p2", reply_to="p1", body="urgent", at=later),
+        ],
+    )
+    # Nothing applied as it was created: the creation stays bare, the rule has its entry
+    # at the time of the message it applied to.
+    created = ConversationEvent.objects.get(kind=EventKind.CREATED)
+    assert created.data == {}
+    [applied] = rules_applied()
+    assert (applied.kind, applied.created_at) == (EventKind.RULE_APPLIED, later)
+    assert [e["name"] for e in applied.data["rules"]] == ["Urgent"]
+
+
 def test_the_timeline_names_every_rule_a_batch_applied(login, world):
     tag = TagFactory(name="vip")
     rule(name="Tag them", actions=[{"type": "add_tags", "value": [tag.pk]}])
@@ -241,8 +281,10 @@ def test_the_timeline_names_every_rule_a_batch_applied(login, world):
     ingest(channel=world.channel_a, posts=[post("p1", author="new-author")])
     conversation = conversation_of("p1")
     page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
-    assert "Routing rule applied" in page
-    assert "“Tag them, Make it urgent”" in page
+    # One event for both: shown as two entries, the rules above the creation.
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert re.search(r"Routing rule applied “Tag them, Make it urgent”.*Conversation created", text)
+    assert "Conversation created “" not in text
 
 
 def test_a_rule_on_existing_conversations_updates_them():
@@ -262,7 +304,8 @@ def test_a_rule_on_existing_conversations_updates_them():
 def test_a_rule_that_finds_everything_as_it_wants_leaves_no_timeline_entry():
     rule(actions=[{"type": "set_priority", "value": Priority.NORMAL}])
     ingest(channel=ChannelFactory(), posts=[post("p1")])
-    assert not ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).exists()
+    assert not rules_applied()
+    assert ConversationEvent.objects.get(kind=EventKind.CREATED).data == {}
 
 
 def test_conversation_created_rules_run_once_for_the_first_message_only():
@@ -272,7 +315,7 @@ def test_conversation_created_rules_run_once_for_the_first_message_only():
     ingest(channel=channel, posts=[post("p1"), post("p2", reply_to="p1")])
     conversation = conversation_of("p1")
     assert conversation_of("p2") == conversation
-    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+    assert len(rules_applied()) == 1
 
 
 def test_stop_processing_keeps_later_rules_from_running():
@@ -284,7 +327,7 @@ def test_stop_processing_keeps_later_rules_from_running():
     rule(name="Second", actions=[{"type": "set_priority", "value": Priority.LOW}])
     ingest(channel=ChannelFactory(), posts=[post("p1")])
     assert conversation_of("p1").priority == Priority.HIGH
-    [applied] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    [applied] = rules_applied()
     assert [entry["name"] for entry in applied.data["rules"]] == ["First"]
 
 
