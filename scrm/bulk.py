@@ -64,8 +64,8 @@ def rows_insert(
     table = quote(meta.db_table)
     columns = ", ".join(quote(str(f.column)) for f in model_fields)
     placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    # Stay under SQLite's bound-parameter cap; PostgreSQL takes the whole batch at once.
-    per_statement = max(1, 999 // len(fields)) if connection.vendor == "sqlite" else len(rows)
+    # As many rows a statement as the database's bound-parameter cap lets in.
+    per_statement = max(1, _max_params() // len(fields))
     conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):

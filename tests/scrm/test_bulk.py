@@ -151,3 +151,25 @@ def test_id_rows_go_in_one_statement_for_any_number_of_rows():
     assert len(first.captured_queries) == len(second.captured_queries) == 1
     stored = set(through.objects.values_list("conversation_id", "tag_id"))
     assert stored == set(many)
+
+
+def test_rows_go_in_as_few_statements_as_the_parameter_cap_allows(monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.models import ConversationEvent
+    from scrm import bulk
+    from tests.factories import ConversationFactory
+
+    conversation = ConversationFactory()
+    fields = ("conversation", "kind", "data", "created_at")
+    rows = [(conversation.pk, "created", {"n": n}, T0 + timedelta(seconds=n)) for n in range(300)]
+    with CaptureQueriesContext(connection) as whole:
+        bulk.rows_insert(ConversationEvent, fields, rows[:250])
+    # 250 rows of 4 values: over the 999 Django assumes for SQLite, under any real cap.
+    assert len(whole.captured_queries) == 1
+    monkeypatch.setattr(bulk, "_max_params", lambda: 4 * 20)
+    with CaptureQueriesContext(connection) as chunked:
+        bulk.rows_insert(ConversationEvent, fields, rows[250:])
+    assert len(chunked.captured_queries) == 3  # 20, 20 and 10 rows
+    stored = ConversationEvent.objects.filter(conversation=conversation)
+    assert sorted(stored.values_list("data__n", flat=True)) == list(range(300))
