@@ -99,6 +99,7 @@ def run_once(
         "posts_per_second": phase["posts_per_second"],
         "seconds": phase["seconds"],
         "cpu_seconds": phase["cpu_seconds"],
+        "work_seconds": work_seconds(figures["database"]["vendor"], phase),
         "db_seconds": phase["db_seconds"],
         "queries_per_batch": phase["queries_per_batch_mean"],
         "sample_batch_queries": phase["sample_batch_queries"],
@@ -108,6 +109,28 @@ def run_once(
         "routing": figures["routing"],
         "sections": {part["label"]: part["seconds"] for part in phase.get("sections") or []},
     }
+
+
+def work_seconds(vendor: str, phase: dict[str, Any]) -> float | None:
+    """The CPU time the phase cost the machine: on SQLite this process's, which holds the
+    database's work; on PostgreSQL this process's and the server's for its connection, when
+    the server runs here. Unlike wall time it moves little with what else the machine runs."""
+    if vendor == "sqlite":
+        return float(phase["cpu_seconds"])
+    server = phase.get("server_cpu_seconds")
+    return None if server is None else float(phase["cpu_seconds"]) + float(server)
+
+
+def paired_overhead(
+    without: Sequence[dict[str, Any]], with_: Sequence[dict[str, Any]], key: str
+) -> float | None:
+    """The median over rounds of each round's ratio, minus one: the runs of one round follow
+    each other, so a machine that slows for minutes moves both sides of a ratio alike. None
+    when a run lacks the figure."""
+    pairs = list(zip(without, with_, strict=True))
+    if not pairs or any(off.get(key) is None or run.get(key) is None for off, run in pairs):
+        return None
+    return statistics.median(run[key] / off[key] for off, run in pairs) - 1
 
 
 def compare(
@@ -142,8 +165,16 @@ def compare(
     def best(name: str, key: str) -> float:
         return min(r[key] for r in runs[name])
 
+    def work(name: str) -> float | None:
+        values = [r["work_seconds"] for r in runs[name]]
+        return None if None in values else statistics.median(values)
+
+    def paired(name: str, key: str) -> float | None:
+        return paired_overhead(runs["off"], runs[name], key)
+
     rows = []
     for name in names[1:]:
+        work_without, work_with = work("off"), work(name)
         rows.append(
             {
                 "database": label,
@@ -157,9 +188,16 @@ def compare(
                 "seconds_with": median(name, "seconds"),
                 "overhead": median(name, "seconds") / median("off", "seconds") - 1,
                 "overhead_best": best(name, "seconds") / best("off", "seconds") - 1,
+                "overhead_paired": paired(name, "seconds"),
                 "cpu_seconds_without": median("off", "cpu_seconds"),
                 "cpu_seconds_with": median(name, "cpu_seconds"),
                 "cpu_overhead": median(name, "cpu_seconds") / median("off", "cpu_seconds") - 1,
+                "work_seconds_without": work_without,
+                "work_seconds_with": work_with,
+                "work_overhead": (
+                    work_with / work_without - 1 if work_with and work_without else None
+                ),
+                "work_overhead_paired": paired(name, "work_seconds"),
                 "sql_seconds_without": median("off", "db_seconds"),
                 "sql_seconds_with": median(name, "db_seconds"),
                 "queries_per_batch_without": median("off", "queries_per_batch"),
@@ -211,9 +249,14 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         "posts/s with",
         "overhead",
         "best runs",
+        "paired",
         "CPU s without",
         "with",
         "CPU overhead",
+        "CPU with server s without",
+        "with",
+        "overhead",
+        "paired",
         "queries/batch without",
         "with",
         "SQL s without",
@@ -227,9 +270,20 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['posts_per_second_with']:,.0f}",
             f"{r['overhead']:+.1%}",
             f"{r['overhead_best']:+.1%}",
+            f"{r['overhead_paired']:+.1%}",
             f"{r['cpu_seconds_without']:.2f}",
             f"{r['cpu_seconds_with']:.2f}",
             f"{r['cpu_overhead']:+.1%}",
+            *(
+                (
+                    f"{r['work_seconds_without']:.2f}",
+                    f"{r['work_seconds_with']:.2f}",
+                    f"{r['work_overhead']:+.1%}",
+                    f"{r['work_overhead_paired']:+.1%}",
+                )
+                if r["work_overhead"] is not None and r["work_overhead_paired"] is not None
+                else ("-", "-", "-", "-")
+            ),
             f"{r['queries_per_batch_without']:.1f}",
             f"{r['queries_per_batch_with']:.1f}",
             f"{r['sql_seconds_without']:.2f}",
@@ -289,6 +343,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+LEGEND = "\n".join(
+    (
+        "overhead: median time of the phase with the rules, the SLA policies or both over the "
+        "median without any, minus one;",
+        "the issue's target is on 'rules only': rule evaluation adds at most +10%;",
+        "best runs: the same from the fastest run of each kind, the least disturbed by other "
+        "work on the machine;",
+        "paired: the median over rounds of each round's ratio, runs close in time compared with "
+        "each other;",
+        "CPU: this process's CPU time in the phase (on PostgreSQL the server's is not in it);",
+        "CPU with server: that and, on PostgreSQL, the CPU time of the server's process for the "
+        "connection (when the server",
+        "runs on this machine): the work, which moves far less with other load than wall time;",
+        "queries/batch: mean over all batches, transaction control left out; SQL s: time spent "
+        "executing SQL.",
+    )
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     targets: list[tuple[str, str | None]] = []
@@ -317,14 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Not exercised: {rows[-1]['routing']['left_out']}")
     print()
     print(table(rows))
-    print(
-        "overhead: median time of the phase with the rules, the SLA policies or both over the "
-        "median without any, minus one;\nthe issue's target is on 'rules only': rule evaluation "
-        "adds at most +10%;\nbest runs: the same from the fastest run of each kind, "
-        "the least disturbed by other work on the machine;\nCPU: this process's CPU time in "
-        "the phase (on PostgreSQL the server's is not in it); queries/batch: mean over all "
-        "batches, transaction control left out; SQL s: time spent executing SQL."
-    )
+    print(LEGEND)
     for row in rows:
         print(
             f"{row['database']} {row['variant']} posts/s per run: without "

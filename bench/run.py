@@ -318,6 +318,8 @@ class PhaseResult:
     batches: int
     seconds: float
     cpu_seconds: float  # this process's CPU time: all of it on SQLite, PostgreSQL's excluded
+    # The PostgreSQL process serving the connection, when on this machine (bench/support.py).
+    server_cpu_seconds: float | None
     posts_per_second: float
     batch_ms_median: float
     batch_ms_p95: float
@@ -367,6 +369,7 @@ def run_phase(
     from django.test.utils import CaptureQueriesContext
 
     from bench.sections import Timing, sections_rows, sections_timed
+    from bench.support import server_process, server_process_same
     from channels_ingest.pipeline import ingest
 
     messages_before, conversations_before, contacts_before = _row_counts()
@@ -377,6 +380,7 @@ def run_phase(
     profile = QueryProfile()
     position = 0
 
+    server = server_process(connection)
     gc.collect()
     if trace_memory:
         tracemalloc.reset_peak()
@@ -385,6 +389,7 @@ def run_phase(
     with connection.execute_wrapper(profile), timed as timings:
         if profiler:
             profiler.enable()
+        server_cpu_started = server.cpu_seconds() if server else None
         started = time.perf_counter()
         cpu_started = time.process_time()
         for index, batch in enumerate(batches):
@@ -401,11 +406,20 @@ def run_phase(
             stored += result.stored
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu_started
+        server_cpu_ended = server.cpu_seconds() if server else None
         if profiler and profile_to:
             profiler.disable()
             profiler.dump_stats(profile_to)
     traced_peak = tracemalloc.get_traced_memory()[1] / (1024 * 1024) if trace_memory else None
 
+    server_cpu_seconds = (
+        server_cpu_ended - server_cpu_started
+        if server
+        and server_cpu_started is not None
+        and server_cpu_ended is not None
+        and server_process_same(connection, server)
+        else None
+    )
     messages_after, conversations_after, contacts_after = _row_counts()
     total_queries = sum(
         site.queries for site in profile.sites.values() if not site.transaction_control
@@ -418,6 +432,7 @@ def run_phase(
         batches=len(batches),
         seconds=seconds,
         cpu_seconds=cpu_seconds,
+        server_cpu_seconds=server_cpu_seconds,
         posts_per_second=position / seconds if seconds else 0.0,
         batch_ms_median=statistics.median(durations) * 1000,
         batch_ms_p95=_percentile(durations, 0.95) * 1000,
@@ -638,8 +653,13 @@ def report(meta: dict[str, Any], phases: list[PhaseResult]) -> str:
             f"sample batch #{p.sample_batch} ({p.sample_batch_posts} posts) "
             f"ran {p.sample_batch_queries} queries (+{p.sample_batch_transaction_statements} tx)"
         )
+        server_cpu = (
+            f", {p.server_cpu_seconds:.2f} s of the database server's"
+            if p.server_cpu_seconds is not None
+            else ""
+        )
         lines.append(
-            f"  {p.seconds:.2f} s in all ({p.cpu_seconds:.2f} s CPU of this process): "
+            f"  {p.seconds:.2f} s in all ({p.cpu_seconds:.2f} s CPU of this process{server_cpu}): "
             f"{p.db_seconds:.2f} s executing SQL, "
             f"{p.seconds - p.db_seconds:.2f} s in Python (ORM, classification); "
             "call sites by SQL execution time:"

@@ -133,3 +133,69 @@ def machine_description() -> str:
         clock = f" at {float(mhz):,.0f} MHz"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}{clock}, {cpus} CPUs"
+
+
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """A process's name and the fields after it in ``/proc/<pid>/stat``; None where there is
+    no such file (another system, a process gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
+            return stat_parse(stat.read())
+    except OSError:
+        return None
+
+
+def stat_parse(text: str) -> tuple[str, list[str]]:
+    """The name in a ``/proc/<pid>/stat`` line, which may hold spaces and parentheses itself,
+    and the fields after it."""
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 1 :].split()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system) a process of this machine has used so far."""
+    stat = _stat(pid)
+    if stat is None:
+        return None
+    # proc(5) numbers the fields from 1, the pid: utime is 14, stime 15, the state (3) first
+    # after the name.
+    fields = stat[1]
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class ServerProcess:
+    """The PostgreSQL process serving a connection, on this machine."""
+
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self.pid)
+
+
+def server_process(connection: Any) -> ServerProcess | None:
+    """The database server's process serving ``connection`` (Django's), when it is PostgreSQL
+    on this machine and its ``/proc`` entry can be read; else None. On SQLite all the
+    database's work is the caller's own CPU time; on PostgreSQL most of it is this process's,
+    which a benchmark adds to its own to weigh work rather than wall time."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        # No address: a Unix socket, so this machine.
+        cursor.execute("SELECT pg_backend_pid(), host(inet_server_addr())")
+        pid, address = cursor.fetchone()
+    if address is not None and not loopback(address):
+        return None
+    # A server in a container reached through a forwarded port would name a pid of its own
+    # namespace: the process must be PostgreSQL's here.
+    stat = _stat(pid)
+    if stat is None or not stat[0].startswith("postgres"):
+        return None
+    return ServerProcess(pid)
+
+
+def server_process_same(connection: Any, server: ServerProcess) -> bool:
+    """Whether ``connection`` is still served by ``server``: a connection closed and opened
+    again in between has another process, whose CPU time cannot be subtracted."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0]) == server.pid

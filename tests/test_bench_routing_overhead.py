@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.routing_overhead import parse_args
+from bench.routing_overhead import paired_overhead, parse_args, work_seconds
 
 
 def test_every_variant_is_compared_unless_told_otherwise():
@@ -19,3 +19,27 @@ def test_an_unknown_or_empty_variant_is_refused(given, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--variants", given])
     assert "choose among rules, sla and all" in capsys.readouterr().err
+
+
+def test_the_work_of_a_sqlite_run_is_this_process_cpu_time():
+    assert work_seconds("sqlite", {"cpu_seconds": 1.5, "server_cpu_seconds": None}) == 1.5
+
+
+def test_the_work_of_a_postgresql_run_adds_the_server_cpu_time_when_known():
+    assert work_seconds("postgresql", {"cpu_seconds": 1.5, "server_cpu_seconds": 0.75}) == 2.25
+    assert work_seconds("postgresql", {"cpu_seconds": 1.5, "server_cpu_seconds": None}) is None
+    # Figures written before the server's time was read.
+    assert work_seconds("postgresql", {"cpu_seconds": 1.5}) is None
+
+
+def test_the_paired_overhead_compares_the_runs_of_each_round():
+    # The machine slowed down in the second round: the ratios of medians would see +20%
+    # (1.2 / 1.0), each round's own ratio +10%.
+    without = [{"seconds": 1.0}, {"seconds": 2.0}, {"seconds": 1.0}]
+    with_rules = [{"seconds": 1.1}, {"seconds": 2.2}, {"seconds": 1.2}]
+    assert paired_overhead(without, with_rules, "seconds") == pytest.approx(0.10)
+
+
+def test_no_paired_overhead_without_the_figure_in_every_run():
+    assert paired_overhead([{"w": 1.0}], [{"w": None}], "w") is None
+    assert paired_overhead([], [], "w") is None
