@@ -213,8 +213,8 @@ def _changed_rows(
     columns any of its rows changed: writing a value unchanged there costs next to nothing,
     and one statement per combination of changed indexed columns far fewer statements than
     one per combination of all changed columns. PostgreSQL writes a new row version whatever
-    is set, so there rows go in at most three groups, which keep the statements per batch
-    few: the rollups only, with the routing columns when a rule moved them, with every
+    is set, so there rows go in at most two groups, which keep the statements per batch
+    few: the rollups, with the routing columns too when a rule moved them on any row; every
     column when an SLA column moved (each value sent is a parameter its driver quotes)."""
     narrow = connection.vendor == "sqlite"
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -239,6 +239,7 @@ def _changed_rows(
                 row.update((n, v) for n, v in zip(_STORED, values, strict=True) if n in wanted)
                 rows.append(row)
         return groups
+    levels: list[tuple[int, tuple[Any, ...], tuple[str, ...]]] = []
     for pk, c in sorted(conversations.items()):
         values = tuple(getattr(c, name) for name in _STORED)
         old = before.get(pk)
@@ -250,8 +251,16 @@ def _changed_rows(
             columns = _ROUTED_STORED
         else:
             columns = _STORED
+        levels.append((pk, values, columns))
+    # Every UPDATE statement of conversations runs the KPI marks' statement trigger once: rows
+    # with only their rollups moved go with those a rule routed, when there are any, their
+    # routing columns set as they are (the rows are locked since they were read).
+    routed = any(columns is _ROUTED_STORED for _, _, columns in levels)
+    for pk, values, columns in levels:
+        if routed and columns is _ROLLUP_FIELDS:
+            columns = _ROUTED_STORED
         row = {"pk": pk, "updated_at": now}
-        row.update((n, v) for n, v in zip(_STORED, values, strict=True) if n in columns)
+        row.update(zip(columns, values, strict=False))
         groups.setdefault((*columns, "updated_at"), []).append(row)
     return groups
 
