@@ -111,27 +111,43 @@ def business_calendars() -> CalendarSet:
     around the form get here) is left out, so its clocks run around the clock, and logged."""
     from conversations.models import BusinessCalendar, Holiday
 
+    # One read for both: each calendar's row once per holiday it has (once if it has none).
     calendar_rows = rows(
-        f"SELECT {columns(BusinessCalendar, ('id', 'time_zone', 'weekly_hours', 'is_default'))}"
-        f" FROM {table(BusinessCalendar)} ORDER BY 1"
+        statement(
+            "calendars",
+            lambda: (
+                f"SELECT {_qualified(BusinessCalendar, ('id', 'time_zone', 'weekly_hours'))}, "
+                f"{_qualified(BusinessCalendar, ('is_default',))}, "
+                f"{_qualified(Holiday, ('date',))} FROM {table(BusinessCalendar)} "
+                f"LEFT JOIN {table(Holiday)} ON "
+                f"{_qualified(Holiday, ('calendar',))} = {_qualified(BusinessCalendar, ('id',))} "
+                "ORDER BY 1, 5"
+            ),
+        )
     )
-    holiday_rows = rows(
-        f"SELECT {columns(Holiday, ('calendar', 'date'))} FROM {table(Holiday)} ORDER BY 1, 2"
-    )
-    return built(
-        "calendars",
-        (calendar_rows, holiday_rows),
-        lambda: _calendars_build(calendar_rows, holiday_rows),
+    return built("calendars", calendar_rows, lambda: _calendars_build(calendar_rows))
+
+
+def _qualified(model: type[Model], names: Sequence[str]) -> str:
+    """Columns named with their table, for a join."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    return ", ".join(
+        f"{table(model)}.{quote(str(meta.get_field(name).column))}"  # type: ignore[union-attr]
+        for name in names
     )
 
 
-def _calendars_build(calendar_rows: Rows, holiday_rows: Rows) -> CalendarSet:
+def _calendars_build(calendar_rows: Rows) -> CalendarSet:
     days: dict[int, set[date]] = defaultdict(set)
-    for calendar_id, day in holiday_rows:
-        days[calendar_id].add(date_value(day))
+    calendars: dict[int, tuple[str, Any, bool]] = {}
+    for pk, time_zone, weekly_hours, is_default, day in calendar_rows:
+        calendars[pk] = (time_zone, weekly_hours, bool(is_default))
+        if day is not None:
+            days[pk].add(date_value(day))
     by_id = {}
     default_id = None
-    for pk, time_zone, weekly_hours, is_default in calendar_rows:
+    for pk, (time_zone, weekly_hours, is_default) in calendars.items():
         if is_default:
             default_id = pk
         try:

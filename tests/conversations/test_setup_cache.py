@@ -144,3 +144,28 @@ def test_a_calendar_that_cannot_be_read_is_left_out_and_logged(caplog):
     BusinessCalendar.objects.create(name="Broken", time_zone="Mars/Olympus", is_default=True)
     assert setup_cache.business_calendars().get(None) is None
     assert "cannot be read" in caplog.text
+
+
+def test_calendars_and_their_holidays_are_read_in_one_query():
+    weekdays = BusinessCalendar.objects.create(
+        name="Weekdays", time_zone="UTC", weekly_hours={"5": [["09:00", "17:00"]]}, is_default=True
+    )
+    always = BusinessCalendar.objects.create(
+        name="Always", time_zone="Europe/Berlin", weekly_hours={"5": [["00:00", "24:00"]]}
+    )
+    Holiday.objects.create(calendar=weekdays, date=date(2026, 1, 10))
+    Holiday.objects.create(calendar=weekdays, date=date(2026, 1, 17))
+    setup_cache.clear()
+    with CaptureQueriesContext(connection) as captured:
+        calendars = setup_cache.business_calendars()
+    assert len(captured) == 1
+    assert set(calendars.by_id) == {weekdays.pk, always.pk}
+    assert calendars.default_id == weekdays.pk
+    # Saturdays: both holidays close the default calendar; the other has none.
+    assert not calendars.get(None).is_open(SATURDAY_NOON)
+    assert not calendars.get(None).is_open(SATURDAY_NOON + timedelta(days=7))
+    assert calendars.get(None).is_open(SATURDAY_NOON + timedelta(days=14))
+    assert calendars.get(always.pk).is_open(SATURDAY_NOON)
+
+    Holiday.objects.filter(date=date(2026, 1, 17)).delete()
+    assert setup_cache.business_calendars().get(None).is_open(SATURDAY_NOON + timedelta(days=7))
