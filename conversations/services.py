@@ -239,7 +239,8 @@ def _changed_rows(
                 row.update((n, v) for n, v in zip(_STORED, values, strict=True) if n in wanted)
                 rows.append(row)
         return groups
-    levels: list[tuple[int, tuple[Any, ...], tuple[str, ...]]] = []
+    # Each row's columns are the first of ``_STORED``: those it must set.
+    planned: list[tuple[int, tuple[Any, ...], tuple[str, ...]]] = []
     for pk, c in sorted(conversations.items()):
         values = tuple(getattr(c, name) for name in _STORED)
         old = before.get(pk)
@@ -251,16 +252,16 @@ def _changed_rows(
             columns = _ROUTED_STORED
         else:
             columns = _STORED
-        levels.append((pk, values, columns))
+        planned.append((pk, values, columns))
     # Every UPDATE statement of conversations runs the KPI marks' statement trigger once: rows
     # with only their rollups moved go with those a rule routed, when there are any, their
     # routing columns set as they are (the rows are locked since they were read).
-    routed = any(columns is _ROUTED_STORED for _, _, columns in levels)
-    for pk, values, columns in levels:
+    routed = any(columns is _ROUTED_STORED for _, _, columns in planned)
+    for pk, values, columns in planned:
         if routed and columns is _ROLLUP_FIELDS:
             columns = _ROUTED_STORED
         row = {"pk": pk, "updated_at": now}
-        row.update(zip(columns, values, strict=False))
+        row.update(zip(columns, values, strict=False))  # the values of those columns
         groups.setdefault((*columns, "updated_at"), []).append(row)
     return groups
 

@@ -77,11 +77,13 @@ def table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def columns(model: type[Model], names: Sequence[str]) -> str:
+def columns(model: type[Model], names: Sequence[str], *, qualified: bool = False) -> str:
+    """The columns' quoted names; ``qualified``: each with its table's, for a join."""
     meta = model._meta
     quote = connection.ops.quote_name  # each read of ``connection`` goes through a proxy
+    prefix = f"{table(model)}." if qualified else ""
     return ", ".join(
-        quote(str(meta.get_field(name).column))  # type: ignore[union-attr]
+        prefix + quote(str(meta.get_field(name).column))  # type: ignore[union-attr]
         for name in names
     )
 
@@ -106,6 +108,9 @@ class CalendarSet:
         return self.by_id.get(calendar_id if calendar_id is not None else self.default_id or 0)
 
 
+_CALENDAR_COLUMNS = ("id", "time_zone", "weekly_hours", "is_default")
+
+
 def business_calendars() -> CalendarSet:
     """Every business calendar with its holidays. One that cannot be read (only hours written
     around the form get here) is left out, so its clocks run around the clock, and logged."""
@@ -116,26 +121,14 @@ def business_calendars() -> CalendarSet:
         statement(
             "calendars",
             lambda: (
-                f"SELECT {_qualified(BusinessCalendar, ('id', 'time_zone', 'weekly_hours'))}, "
-                f"{_qualified(BusinessCalendar, ('is_default',))}, "
-                f"{_qualified(Holiday, ('date',))} FROM {table(BusinessCalendar)} "
-                f"LEFT JOIN {table(Holiday)} ON "
-                f"{_qualified(Holiday, ('calendar',))} = {_qualified(BusinessCalendar, ('id',))} "
-                "ORDER BY 1, 5"
+                f"SELECT {columns(BusinessCalendar, _CALENDAR_COLUMNS, qualified=True)}, "
+                f"{columns(Holiday, ('date',), qualified=True)} FROM {table(BusinessCalendar)} "
+                f"LEFT JOIN {table(Holiday)} ON {columns(Holiday, ('calendar',), qualified=True)}"
+                f" = {columns(BusinessCalendar, ('id',), qualified=True)} ORDER BY 1, 5"
             ),
         )
     )
     return built("calendars", calendar_rows, lambda: _calendars_build(calendar_rows))
-
-
-def _qualified(model: type[Model], names: Sequence[str]) -> str:
-    """Columns named with their table, for a join."""
-    meta = model._meta
-    quote = connection.ops.quote_name
-    return ", ".join(
-        f"{table(model)}.{quote(str(meta.get_field(name).column))}"  # type: ignore[union-attr]
-        for name in names
-    )
 
 
 def _calendars_build(calendar_rows: Rows) -> CalendarSet:
