@@ -21,7 +21,11 @@ from tests.factories import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = {"rule_editor": "/tmp/rule_editor.png", "dry_run": "/tmp/dry_run.png"}
+SCREENSHOTS = {
+    "rule_editor": "/tmp/rule_editor.png",
+    "dry_run": "/tmp/dry_run.png",
+    "rule_timeline": "/tmp/rule_timeline.png",
+}
 
 
 @pytest.fixture
@@ -114,6 +118,13 @@ def test_an_admin_builds_a_rule_that_routes_the_next_post(page, live_server, set
     timeline = page.locator("ol.timeline")
     expect(timeline).to_contain_text("Routing rule applied")
     expect(timeline).to_contain_text("Refunds are urgent")
+    # Applied as the conversation was created: listed above its creation, newest first.
+    entries = timeline.locator(":scope > li")
+    expect(entries).to_have_count(2)
+    expect(entries.nth(0)).to_contain_text("Routing rule applied")
+    expect(entries.nth(1)).to_contain_text("Conversation created")
+    timeline.scroll_into_view_if_needed()
+    page.screenshot(path=SCREENSHOTS["rule_timeline"], full_page=True)
 
     page.goto(f"{live_server.url}/routing/dry-run/")
     page.get_by_label("Message text").fill("Can I get a refund for my order?")
