@@ -114,7 +114,8 @@ def run_once(
 def work_seconds(vendor: str, phase: dict[str, Any]) -> float | None:
     """The CPU time the phase cost the machine: on SQLite this process's, which holds the
     database's work; on PostgreSQL this process's and the server's for its connection, when
-    the server runs here. Unlike wall time it moves little with what else the machine runs."""
+    the server runs here. Unlike wall time it leaves out waiting for other processes, but it
+    still moves with the machine's speed."""
     if vendor == "sqlite":
         return float(phase["cpu_seconds"])
     server = phase.get("server_cpu_seconds")
@@ -355,7 +356,7 @@ LEGEND = "\n".join(
         "CPU: this process's CPU time in the phase (on PostgreSQL the server's is not in it);",
         "CPU with server: that and, on PostgreSQL, the CPU time of the server's process for the "
         "connection (when the server",
-        "runs on this machine): the work, which moves far less with other load than wall time;",
+        "runs on this machine): the work, without the time spent waiting for other processes;",
         "queries/batch: mean over all batches, transaction control left out; SQL s: time spent "
         "executing SQL.",
     )
