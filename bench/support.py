@@ -175,8 +175,8 @@ class ServerProcess:
 def server_process(connection: Any) -> ServerProcess | None:
     """The database server's process serving ``connection`` (Django's), when it is PostgreSQL
     on this machine and its ``/proc`` entry can be read; else None. On SQLite all the
-    database's work is the caller's own CPU time; on PostgreSQL most of it is this process's,
-    which a benchmark adds to its own to weigh work rather than wall time."""
+    database's work is the caller's own CPU time; on PostgreSQL most of it is the server
+    process's, which a benchmark adds to its own CPU time to weigh the whole work."""
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
