@@ -179,13 +179,21 @@ def _create_identities(
             matches.append(sql_in(f"LOWER({connection.ops.quote_name('email')})", len(emails)))
         if phones:
             matches.append(sql_in(connection.ops.quote_name("phone"), len(phones)))
-        for contact_id, email, phone in rows_select(
-            Contact, ["pk", "email", "phone"], where=" OR ".join(matches), params=[*emails, *phones]
+        # A contact merged into another is hidden and keeps its old details: never a match.
+        # Of two that match, the oldest is the one the customer has been known by longest.
+        merged = connection.ops.quote_name("merged_into_id")
+        for contact_id, email, phone in sorted(
+            rows_select(
+                Contact,
+                ["pk", "email", "phone"],
+                where=f"{merged} IS NULL AND ({' OR '.join(matches)})",
+                params=[*emails, *phones],
+            )
         ):
             if email:
-                known[email.lower()] = contact_id
+                known.setdefault(email.lower(), contact_id)
             if phone:
-                known[phone] = contact_id
+                known.setdefault(phone, contact_id)
 
     owner: dict[str, int] = {}
     to_create: list[SeenAuthor] = []

@@ -95,6 +95,30 @@ def test_a_new_identity_joins_the_contact_with_the_same_phone():
     assert Contact.objects.count() == 1
 
 
+def test_a_new_identity_joins_the_contact_kept_by_a_merge_not_the_one_merged_away():
+    kept = ContactFactory(email="Dana@example.com")
+    # Newer than the kept one (the usual merge) and still holding the same address.
+    merged = ContactFactory(email="dana@example.com", merged_into=kept)
+    found = identities_resolve(platform="demo", authors=[seen("n1", email="dana@example.com")])
+    assert found["n1"].contact_id == kept.pk != merged.pk
+    assert Contact.objects.count() == 2
+
+
+def test_a_new_identity_with_only_a_merged_contacts_details_gets_a_contact_of_its_own():
+    kept = ContactFactory(email="old@example.com")
+    merged = ContactFactory(phone="+3912345", merged_into=kept)
+    found = identities_resolve(platform="demo", authors=[seen("n1", phone="+3912345")])
+    assert found["n1"].contact_id not in (kept.pk, merged.pk)
+    assert Contact.objects.get(pk=found["n1"].contact_id).merged_into_id is None
+
+
+def test_of_two_contacts_with_the_same_email_the_oldest_gets_the_new_identity():
+    oldest = ContactFactory(email="sam@example.com")
+    ContactFactory(email="SAM@example.com")
+    found = identities_resolve(platform="demo", authors=[seen("n1", email="sam@example.com")])
+    assert found["n1"].contact_id == oldest.pk
+
+
 def test_profile_changes_are_stored_and_returned_and_blanks_erase_nothing():
     identity = IdentityFactory(
         platform="demo", platform_user_id="k1", handle="old", display_name="Dana", followers_count=5
