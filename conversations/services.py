@@ -271,6 +271,12 @@ def _is_dm(thread_key: str) -> bool:
     return thread_key.startswith("dm:")
 
 
+def _thread_of(thread_key: str, contact_id: int) -> tuple[str, int | None]:
+    """What makes a conversation the open one of a thread: the thread itself if private, the
+    thread and the customer if public."""
+    return (thread_key, None) if _is_dm(thread_key) else (thread_key, contact_id)
+
+
 def _thread_key(post: InboundPost) -> str:
     if post.kind == MessageKind.DM:
         return f"dm:{post.thread_id or post.author.platform_user_id}"
@@ -325,11 +331,14 @@ def inbound_posts_store(
     by_id: dict[int, Conversation] = {
         c.pk: c for c in candidates.select_for_update().order_by("last_message_at")
     }
-    open_by_thread: dict[str, Conversation] = {}
+    # A public thread is shared by everyone who answers the same post (the brand's own, often,
+    # which is not stored): each customer in it has a conversation of their own. A private
+    # thread is one customer's.
+    open_by_thread: dict[tuple[str, int | None], Conversation] = {}
     open_by_contact: dict[int, Conversation] = {}
     for candidate in by_id.values():  # oldest first, so the newest wins each key
         if candidate.status in ACTIVE_STATUSES:
-            open_by_thread[candidate.thread_key] = candidate
+            open_by_thread[_thread_of(candidate.thread_key, candidate.contact_id)] = candidate
             if not _is_dm(candidate.thread_key):
                 open_by_contact[candidate.contact_id] = candidate
 
@@ -353,7 +362,7 @@ def inbound_posts_store(
         if conversation is not None and conversation.status == Status.CLOSED:
             conversation = None
         if conversation is None:
-            conversation = open_by_thread.get(key)
+            conversation = open_by_thread.get(_thread_of(key, identity.contact_id))
         if conversation is None and post.kind != MessageKind.DM:
             conversation = open_by_contact.get(identity.contact_id)
         if conversation is None:
@@ -368,7 +377,7 @@ def inbound_posts_store(
                 last_message_at=post.created_at,
             )
             new_conversations.append(conversation)
-            open_by_thread[key] = conversation
+            open_by_thread[_thread_of(key, identity.contact_id)] = conversation
             if not _is_dm(key):
                 open_by_contact[identity.contact_id] = conversation
         conversation_of_post[post.external_id] = conversation

@@ -186,6 +186,50 @@ def test_a_direct_message_does_not_join_the_contacts_public_conversation():
     assert Conversation.objects.count() == 2
 
 
+def test_customers_answering_the_brands_own_post_each_get_a_conversation_of_their_own():
+    # The brand's post ("brand-1") is not stored: every answer to it shares its thread.
+    channel = ChannelFactory()
+    answers = [
+        post(f"c{n}", author=a, kind="reply", reply_to="brand-1", thread="brand-1", at=at(n))
+        for n, a in enumerate(["a", "b", "a", "c", "b"])
+    ]
+    ingest(channel=channel, posts=answers[:2])
+    ingest(channel=channel, posts=answers[2:])
+    conversations = Conversation.objects.order_by("pk")
+    assert [c.contact.name for c in conversations] == ["Name a", "Name b", "Name c"]
+    assert [c.message_count for c in conversations] == [2, 2, 1]
+    for conversation in conversations:
+        authors = {m.author_identity.contact_id for m in conversation.messages.all()}
+        assert authors == {conversation.contact_id}
+
+
+def test_a_customers_later_answer_in_a_shared_thread_joins_their_own_conversation():
+    # Someone else's conversation in the thread is newer; the customer's own is still theirs.
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("a1", author="a", kind="reply", thread="t", reply_to="x")])
+    ingest(
+        channel=channel,
+        posts=[post("b1", author="b", kind="reply", thread="t", reply_to="x", at=at(5))],
+    )
+    ingest(
+        channel=channel,
+        posts=[post("a2", author="a", kind="reply", thread="t", reply_to="y", at=at(9))],
+    )
+    own = Message.objects.get(external_id="a2").conversation
+    assert own == Message.objects.get(external_id="a1").conversation
+    assert own != Message.objects.get(external_id="b1").conversation
+
+
+def test_an_answer_to_another_customers_stored_post_joins_that_conversation():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("a1", author="a", thread="t")])
+    ingest(
+        channel=channel,
+        posts=[post("b1", author="b", kind="reply", thread="t", reply_to="a1", at=at(5))],
+    )
+    assert Conversation.objects.count() == 1
+
+
 def test_a_new_post_by_a_contact_with_an_open_conversation_joins_it():
     channel = ChannelFactory()
     ingest(channel=channel, posts=[post("1")])
