@@ -1267,7 +1267,11 @@ class DryRunSerializer(serializers.Serializer[Any]):
         "only the event (and the time, if given) are used",
     )
     text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    event = serializers.ChoiceField(choices=EVENT_CHOICES)
+    event = serializers.ChoiceField(
+        choices=EVENT_CHOICES,
+        help_text="A conversation created or reopened also raises message_received after it, "
+        "as the ingest does",
+    )
     channel = serializers.IntegerField(required=False, allow_null=True, help_text="A channel's id")
     platform = serializers.ChoiceField(
         choices=Platform.choices,

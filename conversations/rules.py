@@ -20,6 +20,19 @@ EVENTS: dict[str, str] = {
     "conversation_reopened": "Conversation reopened",
     "sla_breached": "SLA breached",
 }
+# The events a message raises for the rules, in the order they are evaluated: a conversation's
+# first message also creates it, a message to a closed or resolved one reopens it.
+RAISED_WITH: dict[str, tuple[str, ...]] = {
+    "conversation_created": ("conversation_created", "message_received"),
+    "conversation_reopened": ("conversation_reopened", "message_received"),
+}
+
+
+def events_raised(event: str) -> tuple[str, ...]:
+    """The events the rules are evaluated for, in order, when ``event`` happens."""
+    return RAISED_WITH.get(event, (event,))
+
+
 MATCH_MODES: dict[str, str] = {"all": "All conditions match", "any": "Any condition matches"}
 CONDITION_FIELDS: dict[str, tuple[str, ...]] = {
     "platform": ("is", "is_not"),

@@ -44,7 +44,7 @@ from conversations.routing import (
     decisions_take,
     decisions_write,
 )
-from conversations.rules import Facts
+from conversations.rules import Facts, events_raised
 from conversations.sla import (
     SLA_FIELDS,
     SlaSetup,
@@ -129,9 +129,9 @@ _ROUTED_STORED = (*_ROLLUP_FIELDS, *_ROUTED_FIELDS)
 
 
 # The events a post raises for the rules, in the order they are evaluated.
-_CREATED: tuple[str, ...] = ("conversation_created", "message_received")
-_REOPENED: tuple[str, ...] = ("conversation_reopened", "message_received")
-_RECEIVED: tuple[str, ...] = ("message_received",)
+_CREATED = events_raised("conversation_created")
+_REOPENED = events_raised("conversation_reopened")
+_RECEIVED = events_raised("message_received")
 _NO_TAGS: frozenset[int] = frozenset()
 
 

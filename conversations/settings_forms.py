@@ -51,6 +51,7 @@ from conversations.rules import (
     Facts,
     Known,
     RuleError,
+    events_raised,
     rule_describe,
     rule_validate,
 )
@@ -1008,7 +1009,12 @@ class DryRunForm(forms.Form):
     text = forms.CharField(
         label="Message text", required=False, widget=forms.Textarea(attrs={"rows": 4})
     )
-    event = forms.ChoiceField(label="Event", choices=list(EVENTS.items()))
+    event = forms.ChoiceField(
+        label="Event",
+        choices=list(EVENTS.items()),
+        help_text="A conversation created or reopened by the message also raises "
+        "“Message received” after it, as the ingest does.",
+    )
     channel = forms.ModelChoiceField(
         queryset=ChannelAccount.objects.all(), required=False, empty_label="No channel"
     )
@@ -1136,36 +1142,46 @@ class DryRun:
 
 
 def rules_dry_run(*, facts: Facts, catalog: Catalog) -> DryRun:
-    """What the active rules would do with an event, in order; nothing is written."""
+    """What the active rules would do with an event, in order; nothing is written. The rules
+    are evaluated as the ingest evaluates them: a conversation created or reopened by a
+    message also raises "message received" after it, and a rule that stops processing stops
+    both."""
     book = RuleBook.load()
-    matches = {match.rule.id: match for _, match in book.evaluate(facts, [facts.event])}
+    events = events_raised(facts.event)
+    found = book.evaluate(facts, events)
+    matches = {match.rule.id: match for _, match in found}
+    # Where the evaluation stopped, in its order (each event's rules in turn): what comes
+    # after it was not run.
+    order = [(event, rule.id) for event in events for rule in book.rules if event in rule.events]
+    stop_at, stopped_by = len(order), ""
+    for event, match in found:
+        if match.rule.stop_processing:
+            stop_at, stopped_by = order.index((event, match.rule.id)), match.rule.name
+            break
+    ran = {rule_id for _, rule_id in order[: stop_at + 1]}
+    priority, added_tags = facts.priority, list[int]()
+    for _, match in found:  # in the order the actions are taken
+        for action in match.actions:
+            if action.type == "set_priority":
+                priority = action.value
+            elif action.type == "add_tags":
+                added_tags += [t for t in action.value if t not in added_tags]
     stored = RoutingRule.objects.in_bulk([rule.id for rule in book.rules])
     names = catalog.names()
     rows = []
-    stopped_by = ""
-    priority, added_tags = facts.priority, list[int]()
     for compiled in book.rules:
         rule = stored.get(compiled.id)
         if rule is None:  # deleted since the rules were loaded
             continue
         if compiled.id in matches:
-            state = "matched"
-            for action in matches[compiled.id].actions:
-                if action.type == "set_priority":
-                    priority = action.value
-                elif action.type == "add_tags":
-                    added_tags += [t for t in action.value if t not in added_tags]
-        elif stopped_by:
-            state = "skipped"
-        elif facts.event not in compiled.events:
-            state = "other_event"
+            state, by = "matched", ""
+        elif compiled.events.isdisjoint(events):
+            state, by = "other_event", ""
+        elif compiled.id not in ran:
+            state, by = "skipped", stopped_by
         else:
-            state = "no_match"
-        rows.append(
-            DryRunRow(rule=rule, summary=rule_summary(rule, names), state=state, by=stopped_by)
-        )
-        if state == "matched" and compiled.stop_processing:
-            stopped_by = compiled.name
+            state, by = "no_match", ""
+        rows.append(DryRunRow(rule=rule, summary=rule_summary(rule, names), state=state, by=by))
     return DryRun(rows=rows, matched=len(matches), priority=priority, added_tags=added_tags)
 
 

@@ -9,6 +9,7 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from channels_ingest.pipeline import ingest
 from conversations.models import (
     BusinessCalendar,
     Conversation,
@@ -16,6 +17,7 @@ from conversations.models import (
     Department,
     EscalationLevel,
     EscalationPath,
+    Message,
     RoutingRule,
     SlaPolicy,
     WebhookEndpoint,
@@ -31,6 +33,7 @@ from tests.factories import (
     SlaPolicyFactory,
     TagFactory,
     WebhookEndpointFactory,
+    post,
 )
 
 pytestmark = pytest.mark.django_db
@@ -483,6 +486,62 @@ def test_the_dry_run_shows_matches_in_order_and_where_processing_stopped(login, 
     assert response.context["outcome"]["tags"] == ["billing"]
     assert response.context["outcome"]["priority"] == "Urgent"
     assert (Conversation.objects.count(), ConversationEvent.objects.count()) == before
+
+
+def _dry_run(client, event: str, text: str = "I want a refund"):
+    return client.post(
+        "/routing/dry-run/",
+        {"text": text, "event": event, "kind": "mention", "priority": "2"},
+    )
+
+
+def test_a_dry_run_of_a_new_conversation_also_runs_the_message_received_rules_as_ingest_does(
+    login, world
+):
+    new = TagFactory(name="new")
+    RoutingRuleFactory(
+        name="Refunds are urgent",
+        conditions=[{"field": "text", "op": "contains_any", "value": ["refund"]}],
+        actions=[{"type": "set_priority", "value": 4}],
+    )
+    RoutingRuleFactory(
+        name="Tag new ones",
+        events=["conversation_created"],
+        actions=[{"type": "add_tags", "value": [new.pk]}],
+    )
+    response = _dry_run(login(world.admin), "conversation_created")
+    states = [(r["rule"].name, r["state"]) for r in response.context["results"]]
+    assert states == [("Refunds are urgent", "matched"), ("Tag new ones", "matched")]
+    assert response.context["outcome"]["priority"] == "Urgent"
+    assert response.context["outcome"]["tags"] == ["new"]
+
+    # The ingest of the same post does the same.
+    ingest(channel=world.channel_a, posts=[post("dry-1", author="dry", body="I want a refund")])
+    conversation = Message.objects.get(external_id="dry-1").conversation
+    assert conversation.priority == 4
+    assert [t.name for t in conversation.tags.all()] == ["new"]
+
+
+def test_a_rule_of_the_creation_that_stops_processing_stops_the_message_received_rules(
+    login, world
+):
+    RoutingRuleFactory(name="Any message", actions=[{"type": "set_priority", "value": 4}])
+    RoutingRuleFactory(
+        name="New: normal, and stop",
+        events=["conversation_created"],
+        actions=[{"type": "set_priority", "value": 2}],
+        stop_processing=True,
+    )
+    client = login(world.admin)
+    created = _dry_run(client, "conversation_created")
+    assert [(r["rule"].name, r["state"], r["by"]) for r in created.context["results"]] == [
+        ("Any message", "skipped", "New: normal, and stop"),
+        ("New: normal, and stop", "matched", ""),
+    ]
+    assert created.context["outcome"]["priority"] == "Normal"
+    received = _dry_run(client, "message_received")
+    assert [r["state"] for r in received.context["results"]] == ["matched", "other_event"]
+    assert received.context["outcome"]["priority"] == "Urgent"
 
 
 def test_the_dry_run_computes_sentiment_and_language_when_left_empty(login, world):
