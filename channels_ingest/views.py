@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 
 from channels_ingest.forms import ChannelForm
 from channels_ingest.models import ChannelAccount, DeadLetter, DeadLetterStatus
+from channels_ingest.platforms import Platform
 from channels_ingest.selectors import channels_with_health
 from channels_ingest.services import (
     CREDENTIAL_FIELDS,
@@ -49,11 +50,11 @@ def channel_edit(request: AuthedRequest, pk: int | None = None) -> HttpResponse:
             "form": form,
             "channel": channel,
             "settings_fields": [f for f in form if f.name not in form.secret_names()],
-            "secret_groups": {
-                platform: [form[name] for name in names]
+            "secret_groups": [
+                (platform, f"{Platform(platform).label} credentials", [form[n] for n in names])
                 for platform, names in CREDENTIAL_FIELDS.items()
                 if names
-            },
+            ],
             "webhook_url": request.build_absolute_uri(webhook_path) if webhook_path else "",
         },
     )

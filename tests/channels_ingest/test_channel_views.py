@@ -341,6 +341,18 @@ def test_the_add_form_lets_the_platform_be_chosen(admin_client):
     assert "disabled" not in select.group(0)
 
 
+def test_each_platforms_credentials_are_titled_with_its_name(admin_client):
+    page = admin_client.get("/channels/new/").content.decode()
+    legends = dict(
+        re.findall(r'<fieldset class="secrets" data-platform="(\w+)">\s*<legend>([^<]+?) <', page)
+    )
+    assert legends == {
+        "x": "X credentials",
+        "facebook": "Facebook credentials",
+        "api": "Inbound API credentials",
+    }
+
+
 # --- The list ---------------------------------------------------------------------------
 
 
