@@ -131,6 +131,16 @@ def test_a_manager_reads_filters_and_exports_the_dashboard(page, live_server, sc
     expect(page.get_by_role("heading", name="Reports per agent")).to_be_visible()
     expect(page.locator("table.data tbody tr").first).to_be_visible()
     _keep(screenshot, "reports_agents")
+    # Dates typed on a page of its own make a custom range there too.
+    page.get_by_label("From", exact=True).fill("2020-01-01")
+    page.get_by_label("To", exact=True).fill("2020-01-07")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"range=custom.*start=2020-01-01"))
+    expect(page.locator(".report-head").first).to_contain_text("Jan 1, 2020")
+    page.get_by_role("link", name="Channels", exact=True).click()
+    page.get_by_label("From", exact=True).fill("2020-01-02")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(".report-head").first).to_contain_text("Jan 2, 2020")
 
     # A target set in advance shows on the dashboard with its status.
     page.get_by_role("link", name="Targets", exact=True).click()
