@@ -1753,7 +1753,9 @@ def _backlog_by_age(
     aggregates = {}
     previous = 0.0
     for i, (_, upper) in enumerate(BACKLOG_BUCKETS):
-        window = Q(started_at__lte=now - timedelta(hours=previous))
+        # The youngest bucket has no lower bound on the age: ``now`` is taken at the minute,
+        # and a conversation started since belongs there too, as in the backlog's total.
+        window = Q(started_at__lte=now - timedelta(hours=previous)) if previous else Q()
         if upper != math.inf:
             window &= Q(started_at__gt=now - timedelta(hours=upper))
         aggregates[f"o{i}"] = Count("pk", filter=window)

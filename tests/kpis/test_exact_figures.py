@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from channels_ingest.pipeline import ingest
 from conversations import services
 from conversations.models import (
     Conversation,
@@ -27,7 +28,7 @@ from kpis.metrics import (
     summary,
 )
 from kpis.models import ConversationFact, Metric, ResponseFact, StaleConversation
-from tests.factories import TagFactory, TeamFactory, UserFactory
+from tests.factories import TagFactory, TeamFactory, UserFactory, post
 from tests.kpis.conftest import NOW, WEEK
 
 pytestmark = pytest.mark.django_db
@@ -180,6 +181,17 @@ def test_distribution_and_backlog(history):
         for label, open_, unassigned in backlog_by_age(user=history["manager"], now=NOW)
     }
     assert backlog["1-3 days"] == (2, 2)
+
+
+def test_a_conversation_started_within_the_minute_is_in_the_youngest_backlog_bucket(history):
+    ingest(channel=history["x"], posts=[post("e1", author="eve", at=NOW + timedelta(seconds=20))])
+    facts_refresh()
+    later = NOW + timedelta(seconds=40)  # the same minute
+    backlog = backlog_by_age(user=history["manager"], now=later)
+    assert backlog[0][0] == "under 1 h"
+    assert backlog[0][1:] == (1, 1)
+    total = summary(user=history["manager"], range_=WEEK).value(Metric.BACKLOG)
+    assert sum(open_ for _, open_, _ in backlog) == total
 
 
 def test_a_rebuild_gives_the_same_rows(history):
