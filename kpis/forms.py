@@ -1,5 +1,6 @@
 """What a report is asked for (range, grain, filters) and the targets managers set."""
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -194,11 +195,12 @@ class ReportForm(forms.Form):
                 params[name] = value
         return urlencode(params)
 
-    def filter_labels(self) -> list[str]:
-        """The filters in use, in words."""
+    def filter_labels(self, hidden: Sequence[str] = ()) -> list[str]:
+        """The filters in use, in words; ``hidden``: those a page splits its figures by, and
+        so does not apply."""
         labels = []
         for name in FILTER_FIELDS:
-            value = self.cleaned_data.get(name)
+            value = self.cleaned_data.get(name) if name not in hidden else None
             if value in (None, ""):
                 continue
             field = self.fields[name]

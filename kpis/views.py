@@ -450,7 +450,7 @@ def _dimension_page(
     )
     context.update(
         range=form.date_range,
-        filter_labels=form.filter_labels(),
+        filter_labels=form.filter_labels(hidden=[dimension]),
         figures=[metric_label(m) for m in DIMENSION_FIGURES],
         rows=[
             (
@@ -499,7 +499,7 @@ def agent_report(request: AuthedRequest) -> HttpResponse:
     rows = agents(user=request.user, range_=form.date_range, filters=form.filters)
     context.update(
         range=form.date_range,
-        filter_labels=form.filter_labels(),
+        filter_labels=form.filter_labels(hidden=["agent"]),
         rows=[
             (
                 row,

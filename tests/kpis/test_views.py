@@ -236,6 +236,21 @@ def test_per_channel_and_team_pages_link_to_the_filtered_dashboard(login, world)
 
 
 @pytest.mark.django_db
+def test_a_page_does_not_name_the_filter_it_splits_its_figures_by(login, world):
+    stories(world, 2)
+    client = login(world.admin)
+    a, team = world.channel_a.pk, world.team_a.pk
+    channels = client.get(f"/reports/channels/?channel={a}&team={team}")
+    assert channels.context["filter_labels"] == ["Team A"]
+    teams = client.get(f"/reports/teams/?channel={a}&team={team}")
+    assert teams.context["filter_labels"] == ["Channel A"]
+    agents = client.get(f"/reports/agents/?agent={world.agent_a.pk}&channel={a}")
+    assert agents.context["filter_labels"] == ["Channel A"]
+    overview = client.get(f"/reports/?agent={world.agent_a.pk}&channel={a}")
+    assert len(overview.context["filter_labels"]) == 2
+
+
+@pytest.mark.django_db
 def test_the_agents_page_compares_agents(login, world):
     stories(world, 6)
     response = login(world.manager).get("/reports/agents/")
