@@ -279,6 +279,11 @@ class TargetStatusSerializer(serializers.Serializer[Any]):
     target = serializers.FloatField()
     goal = serializers.FloatField(help_text="The target, prorated while a count's period runs")
     previous = serializers.FloatField(allow_null=True, help_text="The whole period before")
+    previous_pace = serializers.FloatField(
+        allow_null=True,
+        help_text="What the trend compares with: the period before, a count prorated to the "
+        "share of its period gone by, as the goal is",
+    )
     status = serializers.ChoiceField(choices=["met", "at_risk", "missed", "no_data"])
 
 
@@ -302,6 +307,7 @@ class KpiTargetsView(APIView):
                 "target": s.target.value,
                 "goal": s.goal,
                 "previous": s.previous,
+                "previous_pace": s.previous_pace,
                 "status": s.status,
             }
             for s in targets_status(user=request_user(request), today=today)

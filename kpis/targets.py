@@ -108,8 +108,12 @@ class TargetStatus:
     range: DateRange
     value: float | None
     goal: float  # the target, prorated for growing counts while the period runs
-    previous: float | None
+    previous: float | None  # the whole period before
     status: str
+    # What the trend compares with: the period before, a growing count prorated to the share
+    # of its period gone by, as the goal is (a week's count on its Tuesday against the whole
+    # week before would always look worse).
+    previous_pace: float | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -117,9 +121,10 @@ class TargetStatus:
 
     @property
     def change(self) -> float | None:
-        if self.value is None or self.previous is None:
+        before = self.previous if self.previous_pace is None else self.previous_pace
+        if self.value is None or before is None:
             return None
-        return self.value - self.previous
+        return self.value - before
 
     @property
     def improved(self) -> bool | None:
@@ -177,10 +182,12 @@ def evaluate(
 
     value = figure(current)
     previous = None if target.metric in SNAPSHOT_METRICS else figure(before)
-    goal = target.value
+    goal, pace = target.value, previous
     if target.metric in _GROWING:
         length = (_period_end(target.period, current.start) - current.start).days + 1
         goal = target.value * current.days / length
+        if previous is not None:
+            pace = previous * current.days / length
     return TargetStatus(
         target=target,
         range=current,
@@ -188,6 +195,7 @@ def evaluate(
         goal=goal,
         previous=previous,
         status=judge(target.metric, value, goal, target.at_risk_margin),
+        previous_pace=pace,
     )
 
 

@@ -19,6 +19,7 @@ from kpis.targets import (
     judge,
     period_range,
     previous_period,
+    scope_of,
     targets_status,
 )
 from tests.factories import UserFactory
@@ -89,6 +90,32 @@ def test_targets_against_the_history(history):
     assert [s.target for s in statuses] == list(
         KpiTarget.objects.order_by("metric", "period", "pk")
     )
+
+
+def test_a_counts_trend_compares_with_the_period_before_at_the_same_pace():
+    target = KpiTarget(metric=Metric.NEW_CONVERSATIONS, value=80, period=Period.WEEK)
+    tuesday = date(2026, 11, 17)
+    this_week, last_week = period_range(Period.WEEK, tuesday), previous_period(Period.WEEK, tuesday)
+    scope = scope_of(target)
+
+    def status(now: float, before: float):
+        figures = {
+            (this_week, scope, target.metric): now,
+            (last_week, scope, target.metric): before,
+        }
+        return evaluate(target, user=None, today=tuesday, cache=figures)
+
+    # 30 in two days is 15 a day; the week before had 88, 12.6 a day: better, not worse.
+    quicker = status(30, 88)
+    assert quicker.previous == 88
+    assert quicker.previous_pace == pytest.approx(88 * 2 / 7)
+    assert quicker.improved is True
+    assert status(20, 88).improved is False
+    # Medians and shares are not counts: compared as they are.
+    median = KpiTarget(metric=Metric.FIRST_RESPONSE_MEDIAN, value=15, period=Period.WEEK)
+    figures = {(this_week, scope, median.metric): 10, (last_week, scope, median.metric): 12}
+    judged = evaluate(median, user=None, today=tuesday, cache=figures)
+    assert (judged.previous_pace, judged.change, judged.improved) == (12, -2, True)
 
 
 def test_targets_not_yet_in_force_are_left_out(history):
