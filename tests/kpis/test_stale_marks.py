@@ -12,6 +12,8 @@ from django.db import connection
 from django.db.models import Model
 
 from channels_ingest.pipeline import ingest
+from contacts.models import Contact, ContactSource
+from contacts.services import ContactData, contact_update
 from conversations.models import (
     Conversation,
     ConversationEvent,
@@ -27,7 +29,7 @@ from conversations.models import (
     Status,
 )
 from kpis import facts
-from kpis.models import StaleConversation
+from kpis.models import ConversationFact, StaleConversation
 from tests.factories import (
     ChannelFactory,
     ContactFactory,
@@ -188,6 +190,76 @@ def test_ingest_marks_new_conversations_and_those_that_got_a_message():
     later = AT + timedelta(hours=1)
     ingest(channel=channel, posts=[post("p3", author="a", reply_to="p1", at=later)])
     assert marked() == {Conversation.objects.get(messages__external_id="p1").pk}
+
+
+# --- Contacts -------------------------------------------------------------------------------
+
+
+def test_the_contact_columns_the_facts_read_are_watched():
+    contact_marks = importlib.import_module("kpis.migrations.0018_contact_marks")
+    read = _read_columns(facts._CONTACTS_SQL, Contact)
+    # The attributes are read for an erasure, which removes the VIP mark: watched through it.
+    assert read - {"attributes"} <= set(contact_marks.COLUMNS)
+
+
+def test_a_contacts_vip_mark_or_source_marks_all_its_conversations():
+    contact = ContactFactory(is_vip=False)
+    mine = {ConversationFactory(contact=contact).pk for _ in range(2)}
+    ConversationFactory()  # someone else's
+    StaleConversation.objects.all().delete()
+    contact_update(
+        contact=contact,
+        data=ContactData(name=contact.name, email=contact.email, is_vip=True),
+        actor=UserFactory(),
+    )
+    assert marked() == mine
+    StaleConversation.objects.all().delete()
+    Contact.objects.filter(pk=contact.pk).update(source=ContactSource.IMPORT)
+    assert marked() == mine
+
+
+def test_contact_changes_the_facts_do_not_read_do_not_mark():
+    contact = ContactFactory(is_vip=True)
+    ConversationFactory(contact=contact)
+    StaleConversation.objects.all().delete()
+    contact.name, contact.company = "Someone else", "Elsewhere"
+    contact.save()  # every column written, the two the facts read unchanged
+    Contact.objects.filter(pk=contact.pk).update(last_seen_at=AT + timedelta(days=1))
+    assert marked() == set()
+
+
+def test_a_refresh_after_a_vip_mark_gives_what_a_rebuild_gives():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("v1", author="vip"), post("v2", author="other", at=AT)])
+    facts.facts_refresh()
+    contact = Message.objects.get(external_id="v1").conversation.contact
+    Contact.objects.filter(pk=contact.pk).update(is_vip=True)
+    facts.facts_refresh()
+    refreshed = list(ConversationFact.objects.order_by("pk").values())
+    assert [f["is_vip"] for f in refreshed] == [True, False]
+    facts.facts_rebuild()
+    assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_contact_marks_migration_applies_and_reverses():
+    name = "kpis_contact_marks_update"
+
+    def present() -> bool:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT 1 FROM pg_trigger WHERE tgname = %s", [name])
+            else:
+                cursor.execute("SELECT 1 FROM sqlite_master WHERE name = %s", [name])
+            return cursor.fetchone() is not None
+
+    assert present()
+    try:
+        call_command("migrate", "kpis", "0017", verbosity=0)
+        assert not present()
+    finally:
+        call_command("migrate", "kpis", verbosity=0)
+    assert present()
 
 
 # --- Messages and escalations ---------------------------------------------------------------
