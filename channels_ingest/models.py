@@ -79,6 +79,9 @@ class DeadLetter(models.Model):
     source = models.CharField(max_length=20, help_text="poll or webhook")
     raw = models.TextField()
     error = models.TextField()
+    # A post read from ``raw`` that could not be stored, as it was read (``post_as_json``): a
+    # retry stores it without reading the payload again.
+    post = models.JSONField(null=True, blank=True)
     status = models.CharField(
         max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.NEW
     )

@@ -18,7 +18,7 @@ from django.db import InterfaceError, OperationalError, transaction
 
 from channels_ingest.classify import KeywordMatcher, asks_for_action, language_of, sentiment_score
 from channels_ingest.models import ChannelAccount, DeadLetter, KeywordList
-from channels_ingest.types import InboundPost, RejectedPayload
+from channels_ingest.types import InboundPost, RejectedPayload, post_as_json
 from contacts.services import SeenAuthor, identities_resolve
 from conversations.models import Message
 from conversations.services import ClassifiedPost, inbound_posts_store
@@ -79,6 +79,7 @@ def ingest(
                 RejectedPayload(
                     raw=json.dumps(post.raw, default=str),
                     error=f"Could not be stored: {type(exc).__name__}: {exc}"[:2000],
+                    post=post,
                 )
             )
     _ingest_batch(channel, [], cursor, failed, source, lease)
@@ -104,7 +105,13 @@ def _ingest_batch(
         ChannelAccount.objects.select_for_update().filter(pk=channel.pk).values_list("pk").get()
         if rejected:
             DeadLetter.objects.bulk_create(
-                DeadLetter(channel=channel, source=source, raw=r.raw, error=r.error)
+                DeadLetter(
+                    channel=channel,
+                    source=source,
+                    raw=r.raw,
+                    error=r.error,
+                    post=post_as_json(r.post) if r.post is not None else None,
+                )
                 for r in rejected
             )
 

@@ -4,10 +4,12 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -21,6 +23,8 @@ from channels_ingest.connectors.base import (
 from channels_ingest.models import ChannelAccount, ChannelHealth, DeadLetter, DeadLetterStatus
 from channels_ingest.pipeline import IngestResult, LeaseLost, ingest
 from channels_ingest.platforms import Platform
+from channels_ingest.types import InboundPost, post_from_json
+from channels_ingest.webhooks import webhook_parts
 from conversations.models import Conversation, ConversationEvent, DeliveryStatus, EventKind, Message
 from governance.audit import audit_change, audit_record
 
@@ -396,28 +400,90 @@ def dead_letter_retry(*, letter: DeadLetter, actor: User | None = None) -> DeadL
 
 
 def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
-    if letter.channel is None:
-        DeadLetter.objects.filter(pk=letter.pk).update(
-            error="Retry failed: the channel of this dead letter no longer exists."
-        )
-        letter.refresh_from_db()
-        return letter
+    channel = letter.channel
+    if channel is None:
+        return _retry_failed(letter, "the channel of this dead letter no longer exists.")
+    if letter.post is not None:
+        # Read once already: stored as it was read.
+        try:
+            posts = [post_from_json(letter.post)]
+        except (KeyError, TypeError, ValueError) as exc:
+            return _retry_failed(letter, f"the post kept with it is not one: {exc}")
+        return _retry_store(letter, [(channel, posts)], rejected=[])
     try:
         payload = json.loads(letter.raw)
-        parsed = connector_for(letter.channel.platform).parse(letter.channel, payload)
-    except (json.JSONDecodeError, ConnectorError) as exc:
-        DeadLetter.objects.filter(pk=letter.pk).update(error=f"Retry failed: {exc}")
-        letter.refresh_from_db()
-        return letter
-    if parsed.rejected or not parsed.posts:
-        reason = parsed.rejected[0].error if parsed.rejected else "It holds no posts."
-        DeadLetter.objects.filter(pk=letter.pk).update(error=f"Retry failed: {reason}")
-    else:
+    except json.JSONDecodeError as exc:
+        return _retry_failed(letter, f"{exc}")
+    # A webhook body may concern several accounts of one app: each part goes to its channel,
+    # as when it was delivered.
+    parts: list[tuple[ChannelAccount, list[InboundPost]]] = []
+    rejected: list[str] = []
+    for part_channel, part in webhook_parts(channel, payload):
+        try:
+            parsed = connector_for(part_channel.platform).parse(part_channel, part)
+        except ConnectorError as exc:
+            rejected.append(str(exc))
+            continue
+        parts.append((part_channel, parsed.posts))
+        rejected += [r.error for r in parsed.rejected]
+    if not any(posts for _, posts in parts):
+        reason = rejected[0] if rejected else "It holds no posts."
+        if not _reads_as_delivery(channel, payload):
+            reason = (
+                f"{reason} It holds one item of a poll or a delivery, which is read with the "
+                "page or delivery it came in; it cannot be read again alone."
+            )
+        return _retry_failed(letter, reason)
+    return _retry_store(letter, parts, rejected=rejected)
+
+
+def _reads_as_delivery(channel: ChannelAccount, payload: Any) -> bool:
+    """Whether the payload has the shape of a whole delivery for the channel's platform."""
+    if not isinstance(payload, dict):
+        return False
+    keys = {
+        "x": ("for_user_id", "tweet_create_events", "direct_message_events"),
+        "facebook": ("object", "entry"),
+        "api": ("messages",),
+    }.get(channel.platform)
+    return keys is None or any(key in payload for key in keys)
+
+
+def _retry_store(
+    letter: DeadLetter,
+    parts: Sequence[tuple[ChannelAccount, Sequence[InboundPost]]],
+    *,
+    rejected: Sequence[str],
+) -> DeadLetter:
+    """Ingest what the letter yielded (a post stored already counts once: the ingest skips
+    it). Done, unless part of it still cannot be read: then it stays, saying so, and a later
+    retry stores only what is still missing."""
+    try:
         with transaction.atomic():
-            ingest(channel=letter.channel, posts=parsed.posts, source=letter.source)
+            for part_channel, posts in parts:
+                if posts:
+                    ingest(channel=part_channel, posts=list(posts), source=letter.source)
+    except (OperationalError, InterfaceError):
+        raise  # the database is unavailable: nothing about the letter
+    except Exception as exc:  # noqa: BLE001 - the letter says why, as the ingest did
+        return _retry_failed(letter, f"could not be stored: {type(exc).__name__}: {exc}")
+    with transaction.atomic():
+        if rejected:
+            stored = sum(len(posts) for _, posts in parts)
+            DeadLetter.objects.filter(pk=letter.pk).update(
+                error=f"Retry stored {stored} post{'s' if stored != 1 else ''}; still "
+                f"unreadable: {'; '.join(rejected)}"[:2000]
+            )
+        else:
             DeadLetter.objects.filter(pk=letter.pk).update(
                 status=DeadLetterStatus.RETRIED, resolved_at=timezone.now()
             )
+    letter.refresh_from_db()
+    return letter
+
+
+def _retry_failed(letter: DeadLetter, reason: str) -> DeadLetter:
+    DeadLetter.objects.filter(pk=letter.pk).update(error=f"Retry failed: {reason}"[:2000])
     letter.refresh_from_db()
     return letter
 

@@ -1,7 +1,8 @@
 """The platform-free shape of what a connector reads and sends. Nothing after a connector
 knows which platform a post came from, beyond the channel it arrived on."""
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,12 +33,34 @@ class InboundPost:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
+def post_as_json(post: InboundPost) -> dict[str, Any]:
+    """The post as read, in JSON's types: kept with a dead letter when it could not be stored,
+    so that a retry stores it as it was read (``post_from_json``)."""
+    data = {**asdict(post), "created_at": post.created_at.isoformat()}
+    loaded: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return loaded
+
+
+def post_from_json(data: dict[str, Any]) -> InboundPost:
+    """The post ``post_as_json`` kept. Raises KeyError, TypeError or ValueError if it is not
+    one."""
+    return InboundPost(
+        **{
+            **data,
+            "author": InboundAuthor(**data["author"]),
+            "created_at": datetime.fromisoformat(data["created_at"]),
+        }
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RejectedPayload:
-    """A payload a connector could not read, kept whole for the dead letters."""
+    """A payload a connector could not read, kept whole for the dead letters; or a post that
+    was read but could not be stored (``post``), which a retry stores as it was read."""
 
     raw: str
     error: str
+    post: InboundPost | None = None
 
 
 @dataclass(frozen=True, slots=True)

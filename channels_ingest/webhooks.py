@@ -65,7 +65,7 @@ def webhook_process(*, delivery_id: int) -> int | None:
     stored = 0
     try:
         with transaction.atomic():
-            for target, part in _route(channel, payload):
+            for target, part in webhook_parts(channel, payload):
                 parsed = connector_for(target.platform).parse(target, part)
                 stored += ingest(
                     channel=target, posts=parsed.posts, rejected=parsed.rejected, source="webhook"
@@ -91,7 +91,7 @@ def webhook_process(*, delivery_id: int) -> int | None:
 _SIGNING_SECRET: dict[str, str] = {Platform.X: "consumer_secret", Platform.FACEBOOK: "app_secret"}
 
 
-def _route(channel: ChannelAccount, payload: Any) -> list[tuple[ChannelAccount, Any]]:
+def webhook_parts(channel: ChannelAccount, payload: Any) -> list[tuple[ChannelAccount, Any]]:
     """Hand each account's part of a body to that account's channel. An app has one callback
     address for all its accounts, so one body may concern several channels."""
     split: dict[str, Callable[[Any], dict[str, Any]]] = {

@@ -7,9 +7,16 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from channels_ingest.connectors import connector_for
-from channels_ingest.models import ChannelMode, DeadLetter
+from channels_ingest.models import ChannelMode, DeadLetter, DeadLetterStatus
 from channels_ingest.pipeline import ingest
-from channels_ingest.types import InboundPost, RejectedPayload
+from channels_ingest.services import dead_letter_retry
+from channels_ingest.types import (
+    InboundAuthor,
+    InboundPost,
+    RejectedPayload,
+    post_as_json,
+    post_from_json,
+)
 from contacts.models import Contact, SocialIdentity
 from conversations.models import (
     Conversation,
@@ -443,6 +450,41 @@ def test_a_post_that_cannot_be_stored_is_dead_lettered_and_the_rest_go_through(m
     assert '"poison"' in letter.raw
     channel.refresh_from_db()
     assert channel.cursor == {"since_id": "3"}
+
+    # The post was read: kept as it was read, a retry stores it once the fault is gone.
+    assert letter.post["external_id"] == "poison"
+    still = dead_letter_retry(letter=letter)
+    assert still.status == DeadLetterStatus.NEW
+    monkeypatch.setattr("channels_ingest.pipeline.inbound_posts_store", real_store)
+    done = dead_letter_retry(letter=letter)
+    assert done.status == DeadLetterStatus.RETRIED
+    stored = Message.objects.get(external_id="poison")
+    assert (stored.body, stored.created_at) == (batch[1].body, batch[1].created_at)
+    assert stored.author_identity.platform_user_id == batch[1].author.platform_user_id
+
+
+def test_a_post_kept_with_a_dead_letter_reads_back_as_it_was():
+    original = InboundPost(
+        external_id="k1",
+        kind="reply",
+        author=InboundAuthor(
+            platform_user_id="77",
+            handle="grete",
+            display_name="Grete Müller",
+            followers_count=12,
+            verified=True,
+            email="g@example.com",
+        ),
+        body="Wo ist mein Paket?",
+        created_at=datetime(2026, 1, 5, 12, 0, 7, tzinfo=UTC),
+        in_reply_to_id="k0",
+        thread_id="k0",
+        language="de",
+        raw={"id": "k1", "nested": {"n": [1, 2]}},
+    )
+    assert post_from_json(post_as_json(original)) == original
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        post_from_json({"external_id": "k1"})
 
 
 def test_nul_characters_are_dropped_rather_than_failing_the_post():

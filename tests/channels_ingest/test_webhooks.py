@@ -8,7 +8,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from channels_ingest.models import DeadLetter, WebhookDelivery, WebhookStatus
+from channels_ingest.models import DeadLetter, DeadLetterStatus, WebhookDelivery, WebhookStatus
+from channels_ingest.services import dead_letter_retry
 from channels_ingest.tasks import requeue_stale_webhooks
 from channels_ingest.webhooks import webhook_process
 from conversations.models import Conversation, Message
@@ -293,6 +294,47 @@ def test_one_apps_body_with_two_pages_feeds_each_pages_channel(fb_channel):
     assert webhook_process(delivery_id=delivery.pk) == 2
     assert Message.objects.get(channel=fb_channel).external_id == "111_a"
     assert Message.objects.get(channel=second).external_id == "222_b"
+
+
+def test_a_retried_dead_letter_body_feeds_each_pages_channel_as_a_delivery_does(fb_channel):
+    second = ChannelFactory(
+        platform="facebook",
+        external_account_id="9876543210",
+        credentials={"page_access_token": "t2", "app_secret": FB_SECRET},
+    )
+    letter = DeadLetter.objects.create(
+        channel=fb_channel, source="webhook", raw=_two_page_payload("9876543210"), error="Down"
+    )
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.RETRIED
+    assert Message.objects.get(channel=fb_channel).external_id == "111_a"
+    assert Message.objects.get(channel=second).external_id == "222_b"
+
+
+def test_a_retried_body_stores_what_reads_and_keeps_saying_what_does_not(fb_channel):
+    payload = json.loads(_two_page_payload("1111111111"))  # a page no channel has
+    letter = DeadLetter.objects.create(
+        channel=fb_channel, source="webhook", raw=json.dumps(payload), error="Down"
+    )
+    letter = dead_letter_retry(letter=letter)
+    assert Message.objects.get(channel=fb_channel).external_id == "111_a"
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error.startswith("Retry stored 1 post; still unreadable:")
+    assert "1111111111" in letter.error
+    # Retried again, it stores nothing twice.
+    letter = dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=fb_channel).count() == 1
+
+
+def test_a_retried_item_of_a_delivery_says_it_cannot_be_read_alone(fb_channel):
+    change = json.loads(fb_comment_payload())["entry"][0]["changes"][0]
+    letter = DeadLetter.objects.create(
+        channel=fb_channel, source="webhook", raw=json.dumps(change), error="Unreadable"
+    )
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error.startswith("Retry failed:")
+    assert "cannot be read again alone" in letter.error
 
 
 def test_a_page_of_another_app_is_not_fed_from_this_apps_body(fb_channel):
