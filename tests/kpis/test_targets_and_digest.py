@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime
 from unittest import mock
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.core import mail
 
 from governance.models import Role
@@ -103,7 +104,7 @@ def test_a_counts_trend_compares_with_the_period_before_at_the_same_pace():
             (this_week, scope, target.metric): now,
             (last_week, scope, target.metric): before,
         }
-        return evaluate(target, user=None, today=tuesday, cache=figures)
+        return evaluate(target, user=AnonymousUser(), today=tuesday, cache=figures)
 
     # 30 in two days is 15 a day; the week before had 88, 12.6 a day: better, not worse.
     quicker = status(30, 88)
@@ -114,7 +115,7 @@ def test_a_counts_trend_compares_with_the_period_before_at_the_same_pace():
     # Medians and shares are not counts: compared as they are.
     median = KpiTarget(metric=Metric.FIRST_RESPONSE_MEDIAN, value=15, period=Period.WEEK)
     figures = {(this_week, scope, median.metric): 10, (last_week, scope, median.metric): 12}
-    judged = evaluate(median, user=None, today=tuesday, cache=figures)
+    judged = evaluate(median, user=AnonymousUser(), today=tuesday, cache=figures)
     assert (judged.previous_pace, judged.change, judged.improved) == (12, -2, True)
 
 
