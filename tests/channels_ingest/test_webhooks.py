@@ -282,12 +282,17 @@ def _two_page_payload(other_page: str) -> str:
     return json.dumps(payload)
 
 
-def test_one_apps_body_with_two_pages_feeds_each_pages_channel(fb_channel):
-    second = ChannelFactory(
+def _second_page(app_secret: str = FB_SECRET):
+    """Another page's channel, of the same app unless another secret is given."""
+    return ChannelFactory(
         platform="facebook",
         external_account_id="9876543210",
-        credentials={"page_access_token": "t2", "app_secret": FB_SECRET},
+        credentials={"page_access_token": "t2", "app_secret": app_secret},
     )
+
+
+def test_one_apps_body_with_two_pages_feeds_each_pages_channel(fb_channel):
+    second = _second_page()
     delivery = WebhookDelivery.objects.create(
         channel=fb_channel, body=_two_page_payload("9876543210")
     )
@@ -297,11 +302,7 @@ def test_one_apps_body_with_two_pages_feeds_each_pages_channel(fb_channel):
 
 
 def test_a_retried_dead_letter_body_feeds_each_pages_channel_as_a_delivery_does(fb_channel):
-    second = ChannelFactory(
-        platform="facebook",
-        external_account_id="9876543210",
-        credentials={"page_access_token": "t2", "app_secret": FB_SECRET},
-    )
+    second = _second_page()
     letter = DeadLetter.objects.create(
         channel=fb_channel, source="webhook", raw=_two_page_payload("9876543210"), error="Down"
     )
@@ -338,11 +339,7 @@ def test_a_retried_item_of_a_delivery_says_it_cannot_be_read_alone(fb_channel):
 
 
 def test_a_page_of_another_app_is_not_fed_from_this_apps_body(fb_channel):
-    foreign = ChannelFactory(
-        platform="facebook",
-        external_account_id="9876543210",
-        credentials={"page_access_token": "t2", "app_secret": "another-apps-secret"},
-    )
+    foreign = _second_page(app_secret="another-apps-secret")
     delivery = WebhookDelivery.objects.create(
         channel=fb_channel, body=_two_page_payload("9876543210")
     )
