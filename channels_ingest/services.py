@@ -442,10 +442,10 @@ def _reads_as_delivery(channel: ChannelAccount, payload: Any) -> bool:
     if not isinstance(payload, dict):
         return False
     keys = {
-        "x": ("for_user_id", "tweet_create_events", "direct_message_events"),
-        "facebook": ("object", "entry"),
-        "api": ("messages",),
-    }.get(channel.platform)
+        Platform.X: ("for_user_id", "tweet_create_events", "direct_message_events"),
+        Platform.FACEBOOK: ("object", "entry"),
+        Platform.API: ("messages",),
+    }.get(Platform(channel.platform))
     return keys is None or any(key in payload for key in keys)
 
 
