@@ -756,9 +756,20 @@ class CalendarForm(forms.ModelForm[BusinessCalendar]):
                     is_default=False
                 )
             calendar.save()
-            Holiday.objects.filter(calendar=calendar).delete()
+            # Only the days that changed are written: a holiday added or removed makes the
+            # KPI facts of the conversations around its day compute their business time again.
+            names = dict(self.holidays)
+            stored = {h.date: h for h in Holiday.objects.filter(calendar=calendar)}
+            removed = [h.pk for d, h in stored.items() if d not in names]
+            Holiday.objects.filter(pk__in=removed).delete()
+            renamed = [h for d, h in stored.items() if d in names and h.name != names[d]]
+            for holiday in renamed:
+                holiday.name = names[holiday.date]
+            Holiday.objects.bulk_update(renamed, ["name"])
             Holiday.objects.bulk_create(
-                Holiday(calendar=calendar, date=day, name=name) for day, name in self.holidays
+                Holiday(calendar=calendar, date=day, name=name)
+                for day, name in self.holidays
+                if day not in stored
             )
         return calendar
 
