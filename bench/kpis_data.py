@@ -1009,7 +1009,7 @@ INSERT INTO kpis_conversationfact (
     previous_day, second_previous_day, channel_previous_day, channel_second_previous_day,
     __VIP_COLUMN__
     first_response_at, first_response_seconds, first_response_business_seconds,
-    first_response_met, resolved_at, resolved_day, resolution_seconds,
+    first_response_met, first_response_sla_day, resolved_at, resolved_day, resolution_seconds,
     resolution_business_seconds, resolution_met, resolved_by_id, reopens, breaches,
     escalations, escalation_department_id, escalation_outcome, sentiment_first, sentiment_last)
 SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.contact_id,
@@ -1021,7 +1021,8 @@ SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.
        h.channel_second_previous_day,__VIP_VALUE__
        fr.at, fr.seconds,
        bench_kpi_clock(fr.at) - bench_kpi_clock(fr.at - fr.seconds * interval '1 second'),
-       fr.met,
+       -- the load records no due times: a first response settles its target on its day
+       fr.met, CASE WHEN fr.met IS NOT NULL THEN (fr.at AT TIME ZONE %(tz)s)::date END,
        e.resolved_at, (e.resolved_at AT TIME ZONE %(tz)s)::date,
        -- greatest() would read a missing resolution as 0
        CASE WHEN e.resolved_at IS NOT NULL

@@ -336,6 +336,7 @@ CONVERSATION_FACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("first_response_seconds", "First response (s)"),
     ("first_response_business_seconds", "First response, business hours (s)"),
     ("first_response_met", "First response within SLA"),
+    ("first_response_sla_day", "First-response SLA settled on"),
     ("resolved_at", "Resolved at"),
     ("resolved_day", "Resolved on"),
     ("resolution_seconds", "Resolution (s)"),

@@ -45,6 +45,7 @@ from conversations.models import (
     MessageKind,
     Sentiment,
     SlaPolicy,
+    SlaTarget,
     Status,
     sentiment_label,
 )
@@ -515,6 +516,7 @@ def _timeline(
     resolution_met: bool | None = None
     resolved_by: int | None = None
     reopens = breaches = 0
+    first_due: datetime | None = None  # the first-response target that passed unanswered
     for _, kind, data, actor_id, created_at in rows:
         if kind == EventKind.REPLY_SENT:
             data = _json(data) or {}
@@ -543,6 +545,10 @@ def _timeline(
                 fact["first_response_seconds"] = waited
                 fact["first_response_business_seconds"] = business
                 fact["first_response_met"] = met
+                if met is not None:
+                    due = data.get("sla_due_at")
+                    settled = at if met or not due else _utc(due)
+                    fact["first_response_sla_day"] = settled.astimezone(zone).date()
         elif kind == EventKind.STATUS_CHANGED:
             data = _json(data) or {}
             previous, status = data.get("previous"), data.get("status")
@@ -555,6 +561,18 @@ def _timeline(
             reopens += 1
         elif kind == EventKind.SLA_BREACHED:
             breaches += 1
+            data = _json(data) or {}
+            if (
+                data.get("target") == SlaTarget.FIRST_RESPONSE
+                and fact["first_response_at"] is None
+                and first_due is None
+                and data.get("due_at")
+            ):
+                first_due = _utc(data["due_at"])
+    if fact["first_response_at"] is None and first_due is not None:
+        # Still unanswered: missed on the day it fell due, where a late reply counts it too.
+        fact["first_response_met"] = False
+        fact["first_response_sla_day"] = first_due.astimezone(zone).date()
     fact["reopens"] = reopens
     fact["breaches"] = breaches
     if fact["status"] in ENDED and resolved_at is not None:
@@ -687,7 +705,7 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
 
 
 # The counts' definitions, frozen in the migrations whose triggers keep them.
-_DAY_COUNTS = importlib.import_module("kpis.migrations.0009_day_counts_sentiment")
+_DAY_COUNTS = importlib.import_module("kpis.migrations.0020_first_response_sla_day")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 _CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
 _AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")

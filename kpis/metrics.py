@@ -1185,9 +1185,11 @@ def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
     return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS)
 
 
-_FIRST_REPLY_COUNTS = {
-    "met": Count("pk", filter=Q(is_first=True, sla_met=True)),
-    "missed": Count("pk", filter=Q(is_first=True, sla_met=False)),
+# Conversations whose first-response target was settled: met by the reply, or missed (late,
+# or passed with no reply yet), on the day it was settled.
+_FIRST_RESPONSE_SLA = {
+    "met": Count("pk", filter=Q(first_response_met=True)),
+    "missed": Count("pk", filter=Q(first_response_met=False)),
 }
 _RESPONSE_SPREADS = {
     "first_response": (Q(is_first=True), "seconds"),
@@ -1200,11 +1202,16 @@ _RESPONSE_SPREADS = {
 def _first_replies_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
     counts = day_counts(user, filters)
     if counts is None:
-        return response_facts(user, filters).filter(_in(range_)).aggregate(**_FIRST_REPLY_COUNTS)
+        return _first_response_sla(conversation_facts(user, filters), range_)
     row = counts.filter(_in(range_)).aggregate(
         met=Sum("first_response_met"), missed=Sum("first_response_missed")
     )
     return {name: value or 0 for name, value in row.items()}
+
+
+def _first_response_sla(conversations: QuerySet, range_: DateRange) -> dict[str, int]:
+    settled = conversations.filter(_in(range_, "first_response_sla_day"))
+    return settled.aggregate(**_FIRST_RESPONSE_SLA)
 
 
 def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
@@ -1274,7 +1281,8 @@ def _summary(
         volume = _volume(message_days(user, filters).filter(_in(range_)))
         start = _starts(started)
         end, resolution = _ends(resolved)
-        reply, response = figures(responses, counts=_FIRST_REPLY_COUNTS, spreads=_RESPONSE_SPREADS)
+        reply = _first_response_sla(conversations, range_)
+        _, response = figures(responses, spreads=_RESPONSE_SPREADS)
         speed = Speed(**response, **resolution)
     else:
         volume, start, reply, end = _counted(counts.filter(_in(range_)))

@@ -120,7 +120,15 @@ class ConversationFact(_Dimensions):
     first_response_at = models.DateTimeField(null=True, blank=True)
     first_response_seconds = models.FloatField(null=True, blank=True)
     first_response_business_seconds = models.FloatField(null=True, blank=True)
+    # Whether the first-response target was met: on the reply; not met also when it passed
+    # with no reply (the breach), so a conversation left unanswered counts as a miss.
     first_response_met = models.BooleanField(null=True, blank=True)
+    first_response_sla_day = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The day the first-response target was settled: the reply's if met, else "
+        "the day it fell due",
+    )
 
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_day = models.DateField(null=True, blank=True)

@@ -5,8 +5,11 @@ customer, a listen-only mention. Runs on SQLite and on PostgreSQL (percentiles i
 """
 
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.db.models import Sum
 
 from channels_ingest.pipeline import ingest
 from conversations import services
@@ -14,6 +17,7 @@ from conversations.models import (
     Conversation,
     Status,
 )
+from conversations.sla import sla_check
 from governance.models import ChannelAccess, Role, TeamMembership
 from kpis.facts import facts_rebuild, facts_refresh
 from kpis.metrics import (
@@ -27,9 +31,9 @@ from kpis.metrics import (
     series,
     summary,
 )
-from kpis.models import ConversationFact, Metric, ResponseFact, StaleConversation
+from kpis.models import ConversationFact, DayCounts, Metric, ResponseFact, StaleConversation
 from tests.factories import TagFactory, TeamFactory, UserFactory, post
-from tests.kpis.conftest import NOW, WEEK
+from tests.kpis.conftest import NOW, WEEK, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -271,6 +275,51 @@ def test_a_tag_filter_keeps_equal_values_apart(history):
     assert tagged.new_conversations == 4
 
 
+def test_a_first_response_target_passed_unanswered_is_a_miss_on_the_day_it_fell_due(history):
+    manager, alice = history["manager"], history["alice"]
+    c = Conversation.objects.get(messages__external_id="c1")
+    d = Conversation.objects.get(messages__external_id="d1")
+    # C and D came in on Wednesday 10:00 UTC (11:00 Berlin): their first responses fell due
+    # at 12:00 Berlin, and the beat sees both pass at 11:05 UTC.
+    assert {f.target for f in sla_check(now=utc(14, 11, 5))} == {"first_response"}
+    facts_refresh()
+    for fact in ConversationFact.objects.filter(conversation__in=[c, d]):
+        assert (fact.first_response_met, fact.first_response_sla_day) == (False, date(2026, 1, 14))
+        assert fact.first_response_at is None
+    tag = TagFactory()
+    for conversation in Conversation.objects.all():
+        conversation.tags.add(tag)
+    # A met; B answered late; C and D not answered.
+    for filters in (Filters(), Filters(tag=tag.pk)):  # from the day counts, from the facts
+        s = summary(user=manager, range_=WEEK, filters=filters)
+        assert (s.first_response_met, s.first_response_missed) == (1, 3), filters
+        assert s.first_response_sla == 25
+        assert metric_value(
+            user=manager, range_=WEEK, filters=filters, metric=Metric.FIRST_RESPONSE_SLA
+        ) == pytest.approx(25)
+        # Only the responses count in the response times.
+        assert s.speed.first_response.n == 2
+
+    # Alice answers C on Friday: still missed, still on Wednesday.
+    services.conversation_reply_create(
+        conversation=c, author=alice, body="Sorry", at=utc(16, 9), delivery_status="sent"
+    )
+    facts_refresh()
+    fact = ConversationFact.objects.get(conversation=c)
+    assert (fact.first_response_met, fact.first_response_sla_day) == (False, date(2026, 1, 14))
+    assert fact.first_response_at == utc(16, 9)
+    friday = DateRange(date(2026, 1, 16), date(2026, 1, 16))
+    for filters in (Filters(), Filters(tag=tag.pk)):
+        s = summary(user=manager, range_=WEEK, filters=filters)
+        assert (s.first_response_met, s.first_response_missed) == (1, 3), filters
+        s = summary(user=manager, range_=friday, filters=filters)
+        assert (s.first_response_met, s.first_response_missed) == (0, 0), filters
+        assert s.speed.first_response.n == 1  # the response itself is Friday's
+    refreshed = list(ConversationFact.objects.order_by("pk").values())
+    facts_rebuild()
+    assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
+
+
 def test_periods_shift_back_by_their_length():
     r = DateRange(date(2026, 1, 9), date(2026, 1, 15))
     assert r.previous() == DateRange(date(2026, 1, 2), date(2026, 1, 8))
@@ -313,3 +362,43 @@ def test_the_beat_refresh_stops_in_time_and_leaves_the_rest_for_the_next(history
     assert refresh_until_current(seconds=60, limit=2) == 3
     assert not StaleConversation.objects.exists()
     assert set(ConversationFact.objects.values_list("priority", flat=True)) == {3}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_response_sla_migration_moves_the_counts_and_settles_them_again(history):
+    sla_check(now=utc(14, 11, 5))  # C and D pass their first-response target unanswered
+    facts_refresh()
+
+    def first_response_sla() -> tuple[int, int]:
+        s = summary(user=history["manager"], range_=WEEK)
+        return s.first_response_met, s.first_response_missed
+
+    assert first_response_sla() == (1, 3)
+    try:
+        call_command("migrate", "kpis", "0019", verbosity=0)
+        # Before: first responses by the day of the reply, the unanswered nowhere.
+        row = DayCounts.objects.aggregate(
+            met=Sum("first_response_met"), missed=Sum("first_response_missed")
+        )
+        assert (row["met"], row["missed"]) == (1, 1)
+    finally:
+        call_command("migrate", "kpis", verbosity=0)
+    # The facts hold the replies' days; the misses are marked and settled by the refresh.
+    b, c, d = (Conversation.objects.get(messages__external_id=e).pk for e in ("b1", "c1", "d1"))
+    assert set(StaleConversation.objects.values_list("conversation_id", flat=True)) == {b, c, d}
+    facts_refresh()
+    assert first_response_sla() == (1, 3)
+    counted = day_counts()
+    facts_rebuild()
+    assert day_counts() == counted
+
+
+def day_counts() -> list[dict[str, Any]]:
+    """The day counts' rows that count something, without their ids."""
+    key = ("day", "channel_id", "platform", "team_key", "priority")
+    rows = DayCounts.objects.order_by(*key).values()
+    return [
+        {n: v for n, v in row.items() if n != "id"}
+        for row in rows
+        if any(v for n, v in row.items() if n not in ("id", *key))
+    ]

@@ -121,7 +121,7 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             fact.sentiment_first, fact.sentiment_last = scores[0], scores[-1]
         days.extend(by_day.values())
 
-        resolution_met = resolved_by = None
+        resolution_met = resolved_by = unanswered_due = None
         for e in ConversationEvent.objects.filter(conversation=c, kind__in=_EVENTS).order_by(
             "created_at", "pk"
         ):
@@ -152,6 +152,15 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                     fact.first_response_seconds = waited
                     fact.first_response_business_seconds = business
                     fact.first_response_met = data.get("sla_met")
+                    if fact.first_response_met is not None:
+                        # Met on the reply's day; missed on the day it fell due.
+                        due = data.get("sla_due_at")
+                        settled = (
+                            e.created_at
+                            if fact.first_response_met or not due
+                            else datetime.fromisoformat(due)
+                        )
+                        fact.first_response_sla_day = _local_day(settled)
             elif e.kind == EventKind.STATUS_CHANGED:
                 previous, status = data.get("previous"), data.get("status")
                 if status in ENDED and previous not in ENDED:
@@ -162,6 +171,17 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                 fact.reopens += 1
             else:
                 fact.breaches += 1
+                if (
+                    data.get("target") == "first_response"
+                    and data.get("due_at")
+                    and fact.first_response_at is None
+                    and unanswered_due is None
+                ):
+                    unanswered_due = datetime.fromisoformat(data["due_at"])
+        if fact.first_response_at is None and unanswered_due is not None:
+            # Never answered: the breach is the miss, on the day the target fell due.
+            fact.first_response_met = False
+            fact.first_response_sla_day = _local_day(unanswered_due)
         if c.status in ENDED and c.resolved_at is not None:
             fact.resolved_at = c.resolved_at
             fact.resolved_day = _local_day(c.resolved_at)
@@ -348,6 +368,19 @@ def varied(request, settings):
                         },
                     ]
                 )
+                if data.get("sla_met") is not None and rng.random() < 0.7:
+                    data["sla_due_at"] = (at - timedelta(hours=rng.randrange(48))).isoformat()
+            elif kind == EventKind.SLA_BREACHED:
+                data = rng.choice(
+                    [
+                        {},
+                        {"target": "next_response", "due_at": at.isoformat()},
+                        {
+                            "target": "first_response",
+                            "due_at": (at - timedelta(minutes=rng.randrange(3000))).isoformat(),
+                        },
+                    ]
+                )
             elif kind == EventKind.STATUS_CHANGED:
                 data = {
                     "previous": rng.choice([None, *Status]),
@@ -399,6 +432,15 @@ def test_computed_facts_equal_the_references(varied):
     assert MessageDay.objects.count() > 60
     assert facts.filter(resolution_business_seconds__gt=0).exists()
     assert facts.filter(reopens__gt=0, breaches__gt=0, escalations__gt=1).exists()
+    # First-response targets met, missed late and missed unanswered, some settled on another
+    # day than the reply's.
+    assert facts.filter(first_response_met=True).exists()
+    assert facts.filter(first_response_met=False, first_response_at__isnull=False).exists()
+    assert facts.filter(first_response_met=False, first_response_at__isnull=True).exists()
+    assert any(
+        f.first_response_sla_day != _local_day(f.first_response_at)
+        for f in facts.filter(first_response_met=False, first_response_at__isnull=False)
+    )
     assert facts.filter(new_contact=True).exists() and facts.filter(days_since_previous=0).exists()
     assert facts.filter(is_vip=True, contact__is_vip=False).exists()  # erased, kept
     assert facts.exclude(sentiment_first=None).exists()
