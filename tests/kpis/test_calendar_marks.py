@@ -8,10 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from conversations.models import BusinessCalendar, Holiday, SlaPolicy
+from conversations import services
+from conversations.models import BusinessCalendar, Conversation, Holiday, SlaPolicy
 from conversations.settings_forms import CalendarForm
 from kpis import facts
 from kpis.models import ConversationFact, ResponseFact, StaleConversation
+from tests.kpis.conftest import utc
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +62,23 @@ def test_a_holiday_within_a_conversations_span_marks_it(history, calendar):
     assert marked() <= answered(history)
     assert_refresh_gives_the_rebuild()
     assert a_facts(history).resolution_business_seconds == before - 3600
+
+
+def test_a_holiday_within_an_open_conversations_wait_marks_it(history, calendar):
+    # C came in on Wednesday 14 January 10:00 UTC; Alice answers on Friday 16th, C stays open.
+    c = Conversation.objects.get(messages__external_id="c1")
+    services.conversation_reply_create(
+        conversation=c, author=history["alice"], body="Here", at=utc(16, 9), delivery_status="sent"
+    )
+    facts.facts_refresh()
+    before = ConversationFact.objects.get(conversation=c).first_response_business_seconds
+    Holiday.objects.create(calendar=calendar, date=date(2026, 1, 20))  # after the reply
+    assert c.pk not in marked()
+    Holiday.objects.create(calendar=calendar, date=date(2026, 1, 15))  # while C waited
+    assert c.pk in marked()
+    assert_refresh_gives_the_rebuild()
+    after = ConversationFact.objects.get(conversation=c).first_response_business_seconds
+    assert after == before - 8 * 3600  # Thursday's 09:00-17:00 no longer counts
 
 
 def test_a_holiday_away_from_every_span_marks_nothing(history, calendar):
