@@ -65,17 +65,21 @@ triggers = _COUNTS.triggers
 _BEFORE = importlib.import_module(_SOURCE)
 
 
-def _swap(schema_editor, *, drop, create) -> None:
-    vendor = schema_editor.connection.vendor
-    for sql in drop.statements(vendor)[1]:
+def _drop(schema_editor, counts: ModuleType) -> None:
+    for sql in counts.statements(schema_editor.connection.vendor)[1]:
         schema_editor.execute(sql)
-    for sql in create.statements(vendor)[0]:
+
+
+def _create(schema_editor, counts: ModuleType) -> None:
+    for sql in counts.statements(schema_editor.connection.vendor)[0]:
         schema_editor.execute(sql)
     schema_editor.execute("DELETE FROM kpis_daycounts")
-    schema_editor.execute(create.fill_sql())
+    schema_editor.execute(counts.fill_sql())
 
 
 def _forward(apps, schema_editor) -> None:
+    # The old counts' triggers go first: the counts are computed anew at the end.
+    _drop(schema_editor, _BEFORE)
     # The reply's day for every fact with a first-response result; the misses and breaches
     # are computed again, to settle them on the day they fell due.
     schema_editor.execute(
@@ -97,11 +101,12 @@ def _forward(apps, schema_editor) -> None:
         ON CONFLICT (conversation_id) DO UPDATE SET version = {version} + 1
         """
     )
-    _swap(schema_editor, drop=_BEFORE, create=_COUNTS)
+    _create(schema_editor, _COUNTS)
 
 
 def _backward(apps, schema_editor) -> None:
-    _swap(schema_editor, drop=_COUNTS, create=_BEFORE)
+    _drop(schema_editor, _COUNTS)
+    _create(schema_editor, _BEFORE)
 
 
 class Migration(migrations.Migration):
