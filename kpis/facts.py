@@ -446,6 +446,16 @@ def _utc(value: Any) -> Any:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _moment(value: Any) -> datetime | None:
+    """A time an event's data records (ISO 8601), aware; None if it holds none that reads."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return _utc(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
 def _json(value: Any) -> Any:
     """A JSON column's value as the ORM reads it (Django's backends hand over its text)."""
     if not isinstance(value, str):
@@ -546,9 +556,8 @@ def _timeline(
                 fact["first_response_business_seconds"] = business
                 fact["first_response_met"] = met
                 if met is not None:
-                    due = data.get("sla_due_at")
-                    settled = at if met or not due else _utc(due)
-                    fact["first_response_sla_day"] = settled.astimezone(zone).date()
+                    due = None if met else _moment(data.get("sla_due_at"))
+                    fact["first_response_sla_day"] = (due or at).astimezone(zone).date()
         elif kind == EventKind.STATUS_CHANGED:
             data = _json(data) or {}
             previous, status = data.get("previous"), data.get("status")
@@ -566,9 +575,8 @@ def _timeline(
                 data.get("target") == SlaTarget.FIRST_RESPONSE
                 and fact["first_response_at"] is None
                 and first_due is None
-                and data.get("due_at")
             ):
-                first_due = _utc(data["due_at"])
+                first_due = _moment(data.get("due_at"))
     if fact["first_response_at"] is None and first_due is not None:
         # Still unanswered: missed on the day it fell due, where a late reply counts it too.
         fact["first_response_met"] = False

@@ -155,10 +155,11 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                     if fact.first_response_met is not None:
                         # Met on the reply's day; missed on the day it fell due.
                         due = data.get("sla_due_at")
+                        readable = due is not None and due != "soon"
                         settled = (
-                            e.created_at
-                            if fact.first_response_met or not due
-                            else datetime.fromisoformat(due)
+                            datetime.fromisoformat(due)
+                            if not fact.first_response_met and readable
+                            else e.created_at
                         )
                         fact.first_response_sla_day = _local_day(settled)
             elif e.kind == EventKind.STATUS_CHANGED:
@@ -173,7 +174,7 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                 fact.breaches += 1
                 if (
                     data.get("target") == "first_response"
-                    and data.get("due_at")
+                    and data.get("due_at") not in (None, "not a time")  # unreadable: ignored
                     and fact.first_response_at is None
                     and unanswered_due is None
                 ):
@@ -369,12 +370,15 @@ def varied(request, settings):
                     ]
                 )
                 if data.get("sla_met") is not None and rng.random() < 0.7:
-                    data["sla_due_at"] = (at - timedelta(hours=rng.randrange(48))).isoformat()
+                    data["sla_due_at"] = rng.choice(
+                        [(at - timedelta(hours=rng.randrange(48))).isoformat()] * 5 + ["soon"]
+                    )
             elif kind == EventKind.SLA_BREACHED:
                 data = rng.choice(
                     [
                         {},
                         {"target": "next_response", "due_at": at.isoformat()},
+                        {"target": "first_response", "due_at": "not a time"},
                         {
                             "target": "first_response",
                             "due_at": (at - timedelta(minutes=rng.randrange(3000))).isoformat(),
