@@ -155,12 +155,9 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                     if fact.first_response_met is not None:
                         # Met on the reply's day; missed on the day it fell due.
                         due = data.get("sla_due_at")
-                        readable = due is not None and due != "soon"
-                        settled = (
-                            datetime.fromisoformat(due)
-                            if not fact.first_response_met and readable
-                            else e.created_at
-                        )
+                        settled = e.created_at
+                        if not fact.first_response_met and due not in (None, "soon"):
+                            settled = datetime.fromisoformat(str(due))  # "soon": unreadable
                         fact.first_response_sla_day = _local_day(settled)
             elif e.kind == EventKind.STATUS_CHANGED:
                 previous, status = data.get("previous"), data.get("status")
