@@ -20,6 +20,10 @@ dashboard renders in p95 <= 200 ms, a rebuild is timed, and maintaining the fact
 4. Ingest posts through the pipeline (as ``bench/run.py`` does) with the stale-marking
    triggers on and off, alternating, and time ``facts_refresh()`` on what the ingest touched:
    overhead = (trigger cost + refresh time) / ingest time without triggers.
+5. PostgreSQL: ingest again, alternating rounds with the triggers off and rounds with the
+   triggers on and a refresher process beside the ingest, as a second worker runs the beat's
+   refresh: the throughput the ingest loses, the CPU time both add, and how long after the
+   ingest's end the facts are current.
 
 The database is Django's test database ``test_<name>`` of ``DATABASE_URL`` (PostgreSQL, loopback
 only), or a SQLite file, created for the run and dropped at the end unless ``--keep``;
@@ -971,6 +975,210 @@ def maintenance_measure(args: argparse.Namespace, vendor: str) -> Maintenance:
     )
 
 
+# --- 5. Maintenance beside the ingest --------------------------------------------------------
+
+
+@dataclass
+class BesideRound:
+    round: int
+    refresher: bool  # the stale-marking triggers on and a refresher beside, or neither
+    seconds: float
+    posts: int
+    stored: int
+    cpu_seconds: float  # the ingest's process
+    server_cpu_seconds: float | None  # the PostgreSQL process serving the ingest
+    refresher_cpu_seconds: float | None  # the refresher's process and its server process
+    refreshed: int  # conversations the refresher computed during the round
+    lag_seconds: float | None  # from the ingest's end until no conversation is stale
+
+
+@dataclass
+class Beside:
+    posts: int
+    batch: int
+    tick: float
+    rounds: list[BesideRound]
+    posts_per_second_without: float  # medians
+    posts_per_second_with: float
+    throughput_loss: float  # 1 - with / without, by the medians
+    throughput_loss_paired: float  # the median of each round's own
+    cpu_without: float | None  # the whole work of a round: both processes and their servers
+    cpu_with: float | None
+    lag_seconds: float
+    load_average: tuple[float, float]
+
+
+def _refresher(stop: Any, tick: float, results: Any) -> None:
+    """A worker that runs the beat's refresh every ``tick`` seconds until told to stop, then
+    reports what it computed and the CPU time it and its database process used. Runs in a
+    forked process, which opens its own connection (the parent closed its before the fork)."""
+    from django.db import connection
+
+    from bench.support import server_process
+    from kpis.tasks import refresh_until_current
+
+    connection.ensure_connection()
+    server = server_process(connection)
+    server_started = server.cpu_seconds() if server else None
+    cpu_started = time.process_time()
+    refreshed = 0
+    while True:
+        done = refresh_until_current(seconds=50.0)
+        refreshed += done
+        if stop.is_set() and not done:
+            break
+        if not done:
+            stop.wait(tick)
+    cpu = time.process_time() - cpu_started
+    server_ended = server.cpu_seconds() if server else None
+    connection.close()
+    results.put(
+        (
+            refreshed,
+            cpu + (server_ended - server_started)
+            if server_started is not None and server_ended is not None
+            else None,
+        )
+    )
+
+
+def beside_measure(args: argparse.Namespace, vendor: str) -> Beside | None:
+    """Ingest as ``maintenance_measure`` does, alternating rounds with the stale-marking
+    triggers off and nothing else running, and rounds with the triggers on and a refresher
+    process beside the ingest, as a second worker runs the beat's refresh: what keeping the
+    facts current costs the ingest's throughput when it runs where it is deployed. After each
+    round with the refresher, the time until the facts are current again (the lag).
+    PostgreSQL only: on SQLite one writer at a time would serialise the two processes."""
+    import multiprocessing
+
+    from django.db import connection
+
+    from bench import kpis_data
+    from bench.run import batched, build_workload
+    from bench.support import server_process
+    from channels_ingest.models import ChannelAccount
+    from channels_ingest.pipeline import ingest
+    from kpis.facts import facts_refresh
+    from kpis.models import StaleConversation
+
+    if vendor != "postgresql" or args.beside_rounds < 1:
+        return None
+    fork = multiprocessing.get_context("fork")
+    workload = build_workload(
+        count=args.ingest_posts, population=args.ingest_posts, known_target=0.2, seed=args.seed
+    )
+    rounds: list[BesideRound] = []
+    before = load_average()
+    run = f"{int(time.time()) % 100_000}"
+    for number in range(args.beside_rounds):
+        order = (False, True) if number % 2 == 0 else (True, False)
+        for refresher in order:
+            tag = f"{run}b{number}{'on' if refresher else 'off'}-"
+            channel = ChannelAccount.objects.create(
+                platform="demo",
+                name=f"KPI ingest {tag}",
+                handle=INGEST_BRAND,
+                settings={"flavour": "x"},
+                is_active=False,
+            )
+            for batch in batched(_rename_authors(workload.warmup, tag), args.ingest_batch):
+                ingest(channel=channel, posts=batch)
+            while facts_refresh():
+                pass
+            StaleConversation.objects.all().delete()
+            kpis_data.stale_triggers_set(enabled=refresher, vendor=vendor)
+            stop = fork.Event()
+            results = fork.Queue()
+            process = None
+            try:
+                if refresher:
+                    # The child opens its own connection; the parent's would be shared.
+                    connection.close()
+                    process = fork.Process(
+                        target=_refresher, args=(stop, args.refresh_tick, results)
+                    )
+                    process.start()
+                server = server_process(connection)
+                progress(
+                    f"ingest beside round {number + 1}, "
+                    f"{'triggers on, refresher beside' if refresher else 'triggers off'} ..."
+                )
+                posts = _rename_authors(workload.posts, tag)
+                server_started = server.cpu_seconds() if server else None
+                cpu_started = time.process_time()
+                started = time.perf_counter()
+                stored = 0
+                for index, batch in enumerate(batched(posts, args.ingest_batch)):
+                    stored += ingest(channel=channel, posts=batch, cursor={"seq": index}).stored
+                seconds = time.perf_counter() - started
+                cpu = time.process_time() - cpu_started
+                server_ended = server.cpu_seconds() if server else None
+                lag = None
+                refreshed, refresher_cpu = 0, None
+                if process is not None:
+                    while StaleConversation.objects.exists():
+                        time.sleep(0.02)
+                    lag = time.perf_counter() - started - seconds
+                    stop.set()
+                    refreshed, refresher_cpu = results.get(timeout=600)
+                    process.join(timeout=60)
+            finally:
+                stop.set()
+                if process is not None and process.is_alive():
+                    process.terminate()
+                kpis_data.stale_triggers_set(enabled=True, vendor=vendor)
+            rounds.append(
+                BesideRound(
+                    round=number + 1,
+                    refresher=refresher,
+                    seconds=round(seconds, 3),
+                    posts=len(posts),
+                    stored=stored,
+                    cpu_seconds=round(cpu, 3),
+                    server_cpu_seconds=(
+                        round(server_ended - server_started, 3)
+                        if server_started is not None and server_ended is not None
+                        else None
+                    ),
+                    refresher_cpu_seconds=(
+                        round(refresher_cpu, 3) if refresher_cpu is not None else None
+                    ),
+                    refreshed=refreshed,
+                    lag_seconds=round(lag, 3) if lag is not None else None,
+                )
+            )
+            caught_up = f"; refreshed {refreshed:,}, current {lag:.2f} s after" if lag else ""
+            progress(f"  {seconds:.2f} s, {len(posts) / seconds:,.0f} posts/s{caught_up}")
+    after = load_average()
+    on = [r for r in rounds if r.refresher]
+    off = [r for r in rounds if not r.refresher]
+    without = statistics.median(r.seconds for r in off)
+    with_ = statistics.median(r.seconds for r in on)
+    paired = [1 - b.seconds / a.seconds for a in on for b in off if a.round == b.round]
+
+    def work(r: BesideRound) -> float | None:
+        if r.server_cpu_seconds is None or (r.refresher and r.refresher_cpu_seconds is None):
+            return None
+        return r.cpu_seconds + r.server_cpu_seconds + (r.refresher_cpu_seconds or 0.0)
+
+    works_on = [w for w in map(work, on) if w is not None]
+    works_off = [w for w in map(work, off) if w is not None]
+    return Beside(
+        posts=args.ingest_posts,
+        batch=args.ingest_batch,
+        tick=args.refresh_tick,
+        rounds=rounds,
+        posts_per_second_without=round(args.ingest_posts / without, 1),
+        posts_per_second_with=round(args.ingest_posts / with_, 1),
+        throughput_loss=round(1 - without / with_, 4),
+        throughput_loss_paired=round(statistics.median(paired), 4),
+        cpu_without=round(statistics.median(works_off), 3) if works_off else None,
+        cpu_with=round(statistics.median(works_on), 3) if works_on else None,
+        lag_seconds=round(statistics.median(r.lag_seconds or 0.0 for r in on), 3),
+        load_average=(before, after),
+    )
+
+
 # --- Report ---------------------------------------------------------------------------------
 
 
@@ -1180,6 +1388,57 @@ def report(result: dict[str, Any]) -> str:
             )
             + f" (target <= {TARGET_OVERHEAD:.0%})",
         ]
+    beside: Beside | None = result.get("beside")
+    if beside is not None:
+        b = beside
+        lines += [
+            "",
+            f"Maintenance beside the ingest: {b.posts:,} posts a round in batches of {b.batch}; "
+            f"rounds with the triggers off and nothing beside, and with the triggers on and a "
+            f"refresher process running the beat's refresh (waiting {b.tick:g} s once nothing "
+            f"is stale), alternating (load average {b.load_average[0]:.2f} before, "
+            f"{b.load_average[1]:.2f} after)",
+            _table(
+                [
+                    "round",
+                    "refresher",
+                    "ingest s",
+                    "posts/s",
+                    "ingest CPU s",
+                    "its server CPU s",
+                    "refresher CPU s",
+                    "refreshed",
+                    "current after s",
+                ],
+                [
+                    [
+                        str(r.round),
+                        "beside" if r.refresher else "-",
+                        f"{r.seconds:.2f}",
+                        f"{r.posts / r.seconds:,.0f}",
+                        f"{r.cpu_seconds:.2f}",
+                        "-" if r.server_cpu_seconds is None else f"{r.server_cpu_seconds:.2f}",
+                        "-"
+                        if r.refresher_cpu_seconds is None
+                        else f"{r.refresher_cpu_seconds:.2f}",
+                        f"{r.refreshed:,}" if r.refresher else "-",
+                        "-" if r.lag_seconds is None else f"{r.lag_seconds:.2f}",
+                    ]
+                    for r in b.rounds
+                ],
+            ),
+            f"  medians: {b.posts_per_second_without:,.0f} posts/s without, "
+            f"{b.posts_per_second_with:,.0f} with the refresher beside: throughput "
+            f"{-b.throughput_loss:+.1%} ({-b.throughput_loss_paired:+.1%} paired by round; "
+            f"target: at most {TARGET_OVERHEAD:.0%} less); facts current "
+            f"{b.lag_seconds:.2f} s after the ingest's end",
+        ]
+        if b.cpu_without is not None and b.cpu_with is not None:
+            lines.append(
+                f"  CPU of a round, both processes and their servers: {b.cpu_without:.2f} s "
+                f"without, {b.cpu_with:.2f} s with ({b.cpu_with / b.cpu_without - 1:+.1%}): "
+                "the work the maintenance adds, done beside the ingest"
+            )
     return "\n".join(lines)
 
 
@@ -1256,6 +1515,19 @@ def parse_args(argv: Sequence[str] | None, vendor: str) -> argparse.Namespace:
     parser.add_argument("--ingest-posts", type=int, default=10_000, help="posts per round (10000)")
     parser.add_argument("--ingest-batch", type=int, default=500, help="posts per ingest call (500)")
     parser.add_argument("--ingest-rounds", type=int, default=3, help="rounds of each kind (3)")
+    parser.add_argument(
+        "--beside-rounds",
+        type=int,
+        default=3,
+        help="PostgreSQL: rounds of each kind with a refresher process beside the ingest, "
+        "against the triggers off (3; 0 to skip)",
+    )
+    parser.add_argument(
+        "--refresh-tick",
+        type=float,
+        default=1.0,
+        help="seconds the refresher beside the ingest waits once nothing is stale (1.0)",
+    )
     parser.add_argument("--skip-dashboard", action="store_true", help="do not time the pages")
     parser.add_argument("--skip-rebuild", action="store_true", help="do not time a rebuild")
     parser.add_argument(
@@ -1275,6 +1547,8 @@ def parse_args(argv: Sequence[str] | None, vendor: str) -> argparse.Namespace:
         )
     if args.repeat < 1 or args.ingest_rounds < 1 or args.ingest_posts < 1:
         parser.error("--repeat, --ingest-rounds and --ingest-posts must be positive")
+    if args.beside_rounds < 0 or args.refresh_tick <= 0:
+        parser.error("--beside-rounds must not be negative, --refresh-tick must be positive")
     if args.rebuild_conversations is None:
         args.rebuild_conversations = 100_000 if args.facts == "sql" else -1
     return args
@@ -1336,6 +1610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
             if not args.skip_maintenance:
                 result["maintenance"] = maintenance_measure(args, vendor)
+                result["beside"] = beside_measure(args, vendor)
     except KeyboardInterrupt:
         print("Interrupted; the database was dropped (unless --keep).", file=sys.stderr)
         return 130
