@@ -1010,7 +1010,8 @@ INSERT INTO kpis_conversationfact (
     __VIP_COLUMN__
     first_response_at, first_response_seconds, first_response_business_seconds,
     first_response_met, first_response_sla_day, resolved_at, resolved_day, resolution_seconds,
-    resolution_business_seconds, resolution_met, resolved_by_id, reopens, breaches,
+    resolution_business_seconds, resolution_met, resolution_sla_day, resolved_by_id, reopens,
+    breaches,
     escalations, escalation_department_id, escalation_outcome, sentiment_first, sentiment_last)
 SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.contact_id,
        c.status, c.is_monitoring, c.created_at, (c.created_at AT TIME ZONE %(tz)s)::date,
@@ -1029,6 +1030,9 @@ SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.
             THEN greatest(0, extract(epoch FROM e.resolved_at - c.created_at)::float8) END,
        bench_kpi_clock(e.resolved_at) - bench_kpi_clock(c.created_at),
        CASE WHEN e.resolved_at IS NOT NULL THEN rs.met END,
+       -- nor resolution due times or breaches: a result settles on the resolution's day
+       CASE WHEN e.resolved_at IS NOT NULL AND rs.met IS NOT NULL
+            THEN (e.resolved_at AT TIME ZONE %(tz)s)::date END,
        CASE WHEN e.resolved_at IS NOT NULL THEN rs.actor_id END,
        coalesce(ev.reopens, 0), coalesce(ev.breaches, 0),
        coalesce(es.n, 0), es.department_id, coalesce(es.outcome, ''),

@@ -342,6 +342,7 @@ CONVERSATION_FACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("resolution_seconds", "Resolution (s)"),
     ("resolution_business_seconds", "Resolution, business hours (s)"),
     ("resolution_met", "Resolution within SLA"),
+    ("resolution_sla_day", "Resolution SLA settled on"),
     ("resolved_by__username", "Resolved by"),
     ("reopens", "Reopenings"),
     ("breaches", "SLA breaches"),

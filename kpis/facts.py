@@ -524,9 +524,13 @@ def _timeline(
     resolved_at: datetime | None,
 ) -> None:
     resolution_met: bool | None = None
+    resolution_due: datetime | None = None  # the last resolution's target, when missed
     resolved_by: int | None = None
     reopens = breaches = 0
     first_due: datetime | None = None  # the first-response target that passed unanswered
+    # The resolution target of the round running now (from creation or the last reopening)
+    # that passed unresolved.
+    round_due: datetime | None = None
     for _, kind, data, actor_id, created_at in rows:
         if kind == EventKind.REPLY_SENT:
             data = _json(data) or {}
@@ -564,19 +568,30 @@ def _timeline(
             if status in ENDED and previous not in ENDED:
                 resolved_by = actor_id
                 resolution_met = data.get("sla_met")
+                resolution_due = (
+                    (_moment(data.get("sla_due_at")) or round_due)
+                    if resolution_met is False
+                    else None
+                )
+                round_due = None
             elif previous in ENDED and status not in ENDED:
                 reopens += 1
+                round_due = None
         elif kind == EventKind.REOPENED:
             reopens += 1
+            round_due = None
         elif kind == EventKind.SLA_BREACHED:
             breaches += 1
             data = _json(data) or {}
+            target = data.get("target")
             if (
-                data.get("target") == SlaTarget.FIRST_RESPONSE
+                target == SlaTarget.FIRST_RESPONSE
                 and fact["first_response_at"] is None
                 and first_due is None
             ):
                 first_due = _moment(data.get("due_at"))
+            elif target == SlaTarget.RESOLUTION and round_due is None:
+                round_due = _moment(data.get("due_at"))
     if fact["first_response_at"] is None and first_due is not None:
         # Still unanswered: missed on the day it fell due, where a late reply counts it too.
         fact["first_response_met"] = False
@@ -591,6 +606,16 @@ def _timeline(
         fact["resolution_business_seconds"] = _business(calendar, started_at, resolved_at)
         fact["resolution_met"] = resolution_met
         fact["resolved_by_id"] = resolved_by
+        if resolution_met is not None:
+            # Met on the resolution's day; missed on the day it fell due, however late the
+            # resolution came.
+            settled = resolved_at if resolution_met else (resolution_due or resolved_at)
+            fact["resolution_sla_day"] = settled.astimezone(zone).date()
+    elif fact["status"] not in ENDED and round_due is not None:
+        # Still unresolved past the target: missed on the day it fell due, where a late
+        # resolution counts it too.
+        fact["resolution_met"] = False
+        fact["resolution_sla_day"] = round_due.astimezone(zone).date()
 
 
 def _escalations(fact: dict[str, Any], rows: Sequence[tuple[Any, ...]]) -> None:
@@ -713,7 +738,7 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
 
 
 # The counts' definitions, frozen in the migrations whose triggers keep them.
-_DAY_COUNTS = importlib.import_module("kpis.migrations.0020_first_response_sla_day")
+_DAY_COUNTS = importlib.import_module("kpis.migrations.0021_resolution_sla_day")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 _CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
 _AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")

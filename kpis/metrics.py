@@ -1158,8 +1158,6 @@ _END_COUNTS = {
     ),
     "escalated": Count("pk", filter=Q(escalations__gt=0)),
     "reopened": Count("pk", filter=Q(reopens__gt=0)),
-    "met": Count("pk", filter=Q(resolution_met=True)),
-    "missed": Count("pk", filter=Q(resolution_met=False)),
     "changed": Count("pk", filter=_BOTH_SENTIMENTS),
 }
 _RESOLUTION_SPREADS = {
@@ -1185,12 +1183,6 @@ def _ends(resolved: QuerySet) -> tuple[dict[str, Any], dict[str, Spread]]:
     return figures(resolved, counts=counts, spreads=_RESOLUTION_SPREADS)
 
 
-# Conversations whose first-response target was settled: met by the reply, or missed (late,
-# or passed with no reply yet), on the day it was settled.
-_FIRST_RESPONSE_SLA = {
-    "met": Count("pk", filter=Q(first_response_met=True)),
-    "missed": Count("pk", filter=Q(first_response_met=False)),
-}
 _RESPONSE_SPREADS = {
     "first_response": (Q(is_first=True), "seconds"),
     "first_response_business": (Q(is_first=True), "business_seconds"),
@@ -1199,19 +1191,36 @@ _RESPONSE_SPREADS = {
 }
 
 
-def _first_replies_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+def _sla_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
     counts = day_counts(user, filters)
     if counts is None:
-        return _first_response_sla(conversation_facts(user, filters), range_)
+        return _sla_settled(conversation_facts(user, filters), range_)
+    # Aggregates named apart from the columns they sum, which the ORM would take for them.
     row = counts.filter(_in(range_)).aggregate(
-        met=Sum("first_response_met"), missed=Sum("first_response_missed")
+        **{f"sum_{key}": Sum(name) for key, name in _SLA_SUMS.items()}
     )
-    return {name: value or 0 for name, value in row.items()}
+    return {key: row[f"sum_{key}"] or 0 for key in _SLA_SUMS}
 
 
-def _first_response_sla(conversations: QuerySet, range_: DateRange) -> dict[str, int]:
-    settled = conversations.filter(_in(range_, "first_response_sla_day"))
-    return settled.aggregate(**_FIRST_RESPONSE_SLA)
+def _sla_settled(conversations: QuerySet, range_: DateRange) -> dict[str, int]:
+    """Conversations whose first-response or resolution target was settled in a range: met
+    (by the reply, by the resolution) or missed (late, or passed with nothing done yet), each
+    on the day it was settled."""
+    first = _in(range_, "first_response_sla_day")
+    resolution = _in(range_, "resolution_sla_day")
+    row = conversations.filter(first | resolution).aggregate(
+        met=Count("pk", filter=first & Q(first_response_met=True)),
+        missed=Count("pk", filter=first & Q(first_response_met=False)),
+        # Named apart from the column, which the ORM would take for the aggregate.
+        resolutions_met=Count("pk", filter=resolution & Q(resolution_met=True)),
+        resolutions_missed=Count("pk", filter=resolution & Q(resolution_met=False)),
+    )
+    return {
+        "met": row["met"],
+        "missed": row["missed"],
+        "resolution_met": row["resolutions_met"],
+        "resolution_missed": row["resolutions_missed"],
+    }
 
 
 def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
@@ -1225,8 +1234,6 @@ def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, in
         in_channel=Sum("in_channel"),
         escalated=Sum("escalated"),
         reopened=Sum("reopened"),
-        met=Sum("resolution_met"),
-        missed=Sum("resolution_missed"),
     )
     return {name: value or 0 for name, value in row.items()}
 
@@ -1281,7 +1288,7 @@ def _summary(
         volume = _volume(message_days(user, filters).filter(_in(range_)))
         start = _starts(started)
         end, resolution = _ends(resolved)
-        reply = _first_response_sla(conversations, range_)
+        reply = _sla_settled(conversations, range_)
         _, response = figures(responses, spreads=_RESPONSE_SPREADS)
         speed = Speed(**response, **resolution)
     else:
@@ -1316,8 +1323,8 @@ def _summary(
         speed=speed,
         first_response_met=reply["met"],
         first_response_missed=reply["missed"],
-        resolution_met=end["met"],
-        resolution_missed=end["missed"],
+        resolution_met=reply["resolution_met"],
+        resolution_missed=reply["resolution_missed"],
         breaches=start["breaches"],
         outcomes=_outcomes(escalations, end),
         sentiment=_sentiment(volume, end),
@@ -1361,23 +1368,27 @@ _END_SUMS = {
     "in_channel": "in_channel",
     "escalated": "escalated",
     "reopened": "reopened",
-    "met": "resolution_met",
-    "missed": "resolution_missed",
     "changed": "changed",
     "improved": "improved",
     "worsened": "worsened",
 }
-_REPLY_SUMS = {"met": "first_response_met", "missed": "first_response_missed"}
+# Targets settled: first response ("met", "missed") and resolution.
+_SLA_SUMS = {
+    "met": "first_response_met",
+    "missed": "first_response_missed",
+    "resolution_met": "resolution_met",
+    "resolution_missed": "resolution_missed",
+}
 
 
 def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
-    """The volume, starts, first replies and ends of a range from its day counts, in one
+    """The volume, starts, settled SLA targets and ends of a range from its day counts, in one
     query, as the facts give them."""
     names = {
         *_MESSAGE_SUMS,
         *_START_SUMS.values(),
         *_END_SUMS.values(),
-        *_REPLY_SUMS.values(),
+        *_SLA_SUMS.values(),
         "sentiment_first_total",
         "sentiment_last_total",
     }
@@ -1388,7 +1399,7 @@ def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
     }
     volume = {name: row[name] for name in _MESSAGE_SUMS}
     start = {key: row[name] for key, name in _START_SUMS.items()}
-    reply = {key: row[name] for key, name in _REPLY_SUMS.items()}
+    reply = {key: row[name] for key, name in _SLA_SUMS.items()}
     end: dict[str, Any] = {key: row[name] for key, name in _END_SUMS.items()}
     changed = end["changed"]
     end["first"] = row["sentiment_first_total"] / 1_000_000 / changed if changed else None
@@ -1444,8 +1455,11 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return mood.positive_share if metric == Metric.POSITIVE_SHARE else mood.negative_share
     if metric == Metric.FIRST_RESPONSE_SLA:
-        reply = _first_replies_in(user, filters, range_)
+        reply = _sla_in(user, filters, range_)
         return _share(reply["met"], reply["met"] + reply["missed"])
+    if metric == Metric.RESOLUTION_SLA:
+        reply = _sla_in(user, filters, range_)
+        return _share(reply["resolution_met"], reply["resolution_met"] + reply["resolution_missed"])
     if metric == Metric.BREACHES:
         return _starts_in(user, filters, range_)["breaches"]
     if metric in (Metric.NEW_CONVERSATIONS, Metric.NEW_CONTACTS, Metric.RETURNING_30):
@@ -1458,8 +1472,6 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
     if metric == Metric.VIP_COVERAGE:
         return _loyalty(_starts_in(user, filters, range_), 0, 0).vip_coverage
     end = _ends_in(user, filters, range_)
-    if metric == Metric.RESOLUTION_SLA:
-        return _share(end["met"], end["met"] + end["missed"])
     outcomes = Outcomes(
         resolved=end["n"],
         in_channel=end["in_channel"],

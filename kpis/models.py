@@ -134,7 +134,16 @@ class ConversationFact(_Dimensions):
     resolved_day = models.DateField(null=True, blank=True)
     resolution_seconds = models.FloatField(null=True, blank=True)
     resolution_business_seconds = models.FloatField(null=True, blank=True)
+    # Whether the resolution target was met: by the last resolution; not met also when the
+    # target of the round running now (from creation or the last reopening) passed before it
+    # was resolved, so a conversation left open counts as a miss.
     resolution_met = models.BooleanField(null=True, blank=True)
+    resolution_sla_day = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The day the resolution target was settled: the resolution's if met, else "
+        "the day it fell due",
+    )
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

@@ -320,6 +320,76 @@ def test_a_first_response_target_passed_unanswered_is_a_miss_on_the_day_it_fell_
     assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
 
 
+def test_a_resolution_target_passed_while_open_is_a_miss_on_the_day_it_fell_due(history):
+    manager, alice = history["manager"], history["alice"]
+    c = Conversation.objects.get(messages__external_id="c1")
+    d = Conversation.objects.get(messages__external_id="d1")
+    # C and D came in on Wednesday 11:00 Berlin: 8 business hours run out on Thursday 11:00
+    # Berlin (10:00 UTC), which the beat sees at 10:05 UTC (their first responses too).
+    assert {f.target for f in sla_check(now=utc(15, 10, 5))} == {
+        "first_response",
+        "resolution",
+    }
+    facts_refresh()
+    for fact in ConversationFact.objects.filter(conversation__in=[c, d]):
+        assert (fact.resolution_met, fact.resolution_sla_day) == (False, date(2026, 1, 15))
+        assert (fact.resolved_at, fact.resolved_day) == (None, None)
+    tag = TagFactory()
+    for conversation in Conversation.objects.all():
+        conversation.tags.add(tag)
+    # A and B resolved in time; C and D still open past their target.
+    for filters in (Filters(), Filters(tag=tag.pk)):  # from the day counts, from the facts
+        s = summary(user=manager, range_=WEEK, filters=filters)
+        assert (s.resolution_met, s.resolution_missed) == (2, 2), filters
+        assert s.resolution_sla == 50
+        assert metric_value(
+            user=manager, range_=WEEK, filters=filters, metric=Metric.RESOLUTION_SLA
+        ) == pytest.approx(50)
+        # Only resolutions count as resolved, and in the resolution times.
+        assert s.outcomes.resolved == 2
+        assert s.speed.resolution.n == 2
+    # The agents' compliance counts their own resolutions only.
+    rows = {r.name: r for r in agents(user=manager, range_=WEEK)}
+    assert (rows["Alice"].sla_met, rows["Alice"].sla_missed) == (2, 0)
+
+    # Alice resolves C on Friday: still missed, still on Thursday, and resolved on Friday.
+    services.conversation_status_set(
+        conversation=c, status=Status.RESOLVED, actor=alice, at=utc(16, 9)
+    )
+    facts_refresh()
+    fact = ConversationFact.objects.get(conversation=c)
+    assert (fact.resolution_met, fact.resolution_sla_day) == (False, date(2026, 1, 15))
+    assert fact.resolved_day == date(2026, 1, 16)
+    friday = DateRange(date(2026, 1, 16), date(2026, 1, 16))
+    for filters in (Filters(), Filters(tag=tag.pk)):
+        s = summary(user=manager, range_=WEEK, filters=filters)
+        assert (s.resolution_met, s.resolution_missed) == (2, 2), filters
+        s = summary(user=manager, range_=friday, filters=filters)
+        assert (s.resolution_met, s.resolution_missed) == (0, 0), filters
+        assert s.outcomes.resolved == 1  # the resolution itself is Friday's
+
+    # D's customer is answered and the conversation resolved, then reopened on Monday: the new
+    # round's target has not passed, so D counts nowhere until it is settled again.
+    services.conversation_status_set(
+        conversation=d, status=Status.RESOLVED, actor=alice, at=utc(16, 10)
+    )
+    services.conversation_status_set(conversation=d, status=Status.OPEN, actor=alice, at=utc(19, 9))
+    facts_refresh()
+    fact = ConversationFact.objects.get(conversation=d)
+    assert (fact.resolution_met, fact.resolution_sla_day, fact.reopens) == (None, None, 1)
+    s = summary(user=manager, range_=WEEK)
+    assert (s.resolution_met, s.resolution_missed) == (2, 1)
+    # Its new target, 8 business hours from Monday 10:00 Berlin (7 on Monday, 1 on Tuesday),
+    # passes on Tuesday at 10:00 Berlin: missed on Tuesday.
+    sla_check(now=utc(20, 9, 5))
+    facts_refresh()
+    fact = ConversationFact.objects.get(conversation=d)
+    assert (fact.resolution_met, fact.resolution_sla_day) == (False, date(2026, 1, 20))
+    refreshed = list(ConversationFact.objects.order_by("pk").values())
+    facts_rebuild()
+    assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
+
+
 def test_periods_shift_back_by_their_length():
     r = DateRange(date(2026, 1, 9), date(2026, 1, 15))
     assert r.previous() == DateRange(date(2026, 1, 2), date(2026, 1, 8))
@@ -388,6 +458,35 @@ def test_the_first_response_sla_migration_moves_the_counts_and_settles_them_agai
     assert set(StaleConversation.objects.values_list("conversation_id", flat=True)) == {b, c, d}
     facts_refresh()
     assert first_response_sla() == (1, 3)
+    counted = day_counts()
+    facts_rebuild()
+    assert day_counts() == counted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_resolution_sla_migration_moves_the_counts_and_settles_them_again(history):
+    sla_check(now=utc(15, 10, 5))  # C and D pass their resolution target while open
+    facts_refresh()
+
+    def resolution_sla() -> tuple[int, int]:
+        s = summary(user=history["manager"], range_=WEEK)
+        return s.resolution_met, s.resolution_missed
+
+    assert resolution_sla() == (2, 2)
+    try:
+        call_command("migrate", "kpis", "0020", verbosity=0)
+        # Before: resolutions by their day, the conversations still open nowhere.
+        row = DayCounts.objects.aggregate(
+            met=Sum("resolution_met"), missed=Sum("resolution_missed")
+        )
+        assert (row["met"], row["missed"]) == (2, 0)
+    finally:
+        call_command("migrate", "kpis", verbosity=0)
+    # The facts hold the resolutions' days; the open breached ones are marked and settled.
+    c, d = (Conversation.objects.get(messages__external_id=e).pk for e in ("c1", "d1"))
+    assert set(StaleConversation.objects.values_list("conversation_id", flat=True)) >= {c, d}
+    facts_refresh()
+    assert resolution_sla() == (2, 2)
     counted = day_counts()
     facts_rebuild()
     assert day_counts() == counted

@@ -122,6 +122,8 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
         days.extend(by_day.values())
 
         resolution_met = resolved_by = unanswered_due = None
+        # The last resolution's missed target; the running round's that passed unresolved.
+        resolution_due = round_due = None
         for e in ConversationEvent.objects.filter(conversation=c, kind__in=_EVENTS).order_by(
             "created_at", "pk"
         ):
@@ -163,12 +165,27 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
                 previous, status = data.get("previous"), data.get("status")
                 if status in ENDED and previous not in ENDED:
                     resolved_by, resolution_met = e.actor_id, data.get("sla_met")
+                    resolution_due = None
+                    if resolution_met is False:
+                        due = data.get("sla_due_at")
+                        resolution_due = (
+                            datetime.fromisoformat(due) if due not in (None, "soon") else round_due
+                        )
+                    round_due = None
                 elif previous in ENDED and status not in ENDED:
                     fact.reopens += 1
+                    round_due = None
             elif e.kind == EventKind.REOPENED:
                 fact.reopens += 1
+                round_due = None
             else:
                 fact.breaches += 1
+                if (
+                    data.get("target") == "resolution"
+                    and data.get("due_at") not in (None, "not a time")
+                    and round_due is None
+                ):
+                    round_due = datetime.fromisoformat(data["due_at"])
                 if (
                     data.get("target") == "first_response"
                     and data.get("due_at") not in (None, "not a time")  # unreadable: ignored
@@ -187,6 +204,14 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             fact.resolution_business_seconds = _business(calendar, c.created_at, c.resolved_at)
             fact.resolution_met = resolution_met
             fact.resolved_by_id = resolved_by
+            if resolution_met is not None:
+                # Met on the resolution's day; missed on the day it fell due.
+                settled = c.resolved_at if resolution_met else (resolution_due or c.resolved_at)
+                fact.resolution_sla_day = _local_day(settled)
+        elif c.status not in ENDED and round_due is not None:
+            # Open past the running round's target: missed on the day it fell due.
+            fact.resolution_met = False
+            fact.resolution_sla_day = _local_day(round_due)
 
         escalations = list(Escalation.objects.filter(conversation=c).order_by("created_at", "pk"))
         if escalations:
@@ -267,6 +292,9 @@ def _moment(rng: random.Random) -> datetime:
 def varied(request, settings):
     settings.TIME_ZONE = request.param
     rng = random.Random(request.param)
+    # What the resolution targets add draws from its own generator: the rest of the history,
+    # which other tests' expectations rest on, stays as it was.
+    resolution = random.Random(f"{request.param} resolution")
     berlin = BusinessCalendar.objects.create(
         name="Berlin",
         time_zone="Europe/Berlin",
@@ -382,12 +410,29 @@ def varied(request, settings):
                         },
                     ]
                 )
+                if not data and resolution.random() < 0.8:  # no target: now the resolution's
+                    data = resolution.choice(
+                        [
+                            {"target": "resolution", "due_at": "not a time"},
+                            {
+                                "target": "resolution",
+                                "due_at": (
+                                    at - timedelta(minutes=resolution.randrange(9000))
+                                ).isoformat(),
+                            },
+                        ]
+                    )
             elif kind == EventKind.STATUS_CHANGED:
                 data = {
                     "previous": rng.choice([None, *Status]),
                     "status": rng.choice(list(Status)),
                     "sla_met": rng.choice([True, False, None]),
                 }
+                if data["sla_met"] is not None and resolution.random() < 0.7:
+                    data["sla_due_at"] = resolution.choice(
+                        [(at - timedelta(hours=resolution.randrange(96))).isoformat()] * 5
+                        + ["soon"]
+                    )
             else:
                 data = {}
             events.append(
@@ -406,6 +451,24 @@ def varied(request, settings):
                     created_at=at,
                 )
             )
+    # Some resolved late, their target days before the resolution, and some in time.
+    resolved = [c for c in conversations if c.status in ENDED and c.resolved_at]
+    for c, met in zip(resolved, [False, False, False, True, True], strict=False):
+        due = c.resolved_at + timedelta(days=1) if met else c.resolved_at - timedelta(days=3)
+        events.append(
+            ConversationEvent(
+                conversation=c,
+                kind=EventKind.STATUS_CHANGED,
+                data={
+                    "previous": Status.OPEN,
+                    "status": c.status,
+                    "sla_met": met,
+                    "sla_due_at": due.isoformat(),
+                },
+                actor=users[1],
+                created_at=c.resolved_at + timedelta(days=6),  # the last
+            )
+        )
     Message.objects.bulk_create(messages)
     ConversationEvent.objects.bulk_create(events)
     Escalation.objects.bulk_create(escalations)
@@ -441,6 +504,14 @@ def test_computed_facts_equal_the_references(varied):
     assert any(
         f.first_response_sla_day != _local_day(f.first_response_at)
         for f in facts.filter(first_response_met=False, first_response_at__isnull=False)
+    )
+    # Resolution targets met, missed late (some settled on another day than the resolution's)
+    # and missed while open.
+    assert facts.filter(resolution_met=True).exists()
+    assert facts.filter(resolution_met=False, resolved_at__isnull=True).exists()
+    assert any(
+        f.resolution_sla_day != f.resolved_day
+        for f in facts.filter(resolution_met=False, resolved_at__isnull=False)
     )
     assert facts.filter(new_contact=True).exists() and facts.filter(days_since_previous=0).exists()
     assert facts.filter(is_vip=True, contact__is_vip=False).exists()  # erased, kept
