@@ -42,7 +42,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ("pk", "channel", "source", "status", "created_at")
     list_filter = ("status", "source", "channel")
     search_fields = ("error", "raw")
-    readonly_fields = ("raw", "error", "created_at")
+    readonly_fields = ("raw", "context", "error", "created_at")
 
 
 @admin.register(WebhookDelivery)

@@ -163,7 +163,17 @@ class ChannelViewSet(
 class DeadLetterSerializer(serializers.ModelSerializer[DeadLetter]):
     class Meta:
         model = DeadLetter
-        fields = ["id", "channel", "source", "raw", "error", "status", "created_at", "resolved_at"]
+        fields = [
+            "id",
+            "channel",
+            "source",
+            "raw",
+            "context",
+            "error",
+            "status",
+            "created_at",
+            "resolved_at",
+        ]
         read_only_fields = fields
 
 

@@ -1,3 +1,5 @@
+import json
+
 from django.db import models
 from django.utils import timezone
 
@@ -82,6 +84,9 @@ class DeadLetter(models.Model):
     # A post read from ``raw`` that could not be stored, as it was read (``post_as_json``): a
     # retry stores it without reading the payload again.
     post = models.JSONField(null=True, blank=True)
+    # For one item of a poll page or a delivery (``raw``), what its connector needs to read it
+    # again alone: the reader and the parts of the page it referred to (``read_item``).
+    context = models.JSONField(null=True, blank=True)
     status = models.CharField(
         max_length=10, choices=DeadLetterStatus.choices, default=DeadLetterStatus.NEW
     )
@@ -93,6 +98,11 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"Dead letter #{self.pk} ({self.source})"
+
+    @property
+    def context_json(self) -> str:
+        """The context, laid out for admins to read beside the payload."""
+        return json.dumps(self.context, indent=2, ensure_ascii=False) if self.context else ""
 
 
 class WebhookStatus(models.TextChoices):

@@ -111,6 +111,7 @@ def _ingest_batch(
                     raw=r.raw,
                     error=r.error,
                     post=post_as_json(r.post) if r.post is not None else None,
+                    context=r.context,
                 )
                 for r in rejected
             )

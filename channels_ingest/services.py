@@ -414,6 +414,8 @@ def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
         payload = json.loads(letter.raw)
     except json.JSONDecodeError as exc:
         return _retry_failed(letter, f"{exc}")
+    if letter.context is not None:
+        return _dead_letter_item_retry(letter, channel, payload)
     # A webhook body may concern several accounts of one app: each part goes to its channel,
     # as when it was delivered.
     parts: list[tuple[ChannelAccount, list[InboundPost]]] = []
@@ -435,6 +437,24 @@ def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
             )
         return _retry_failed(letter, reason)
     return _retry_store(letter, parts, rejected=rejected)
+
+
+def _dead_letter_item_retry(letter: DeadLetter, channel: ChannelAccount, item: Any) -> DeadLetter:
+    """One item of a poll page or a delivery, read again alone by the connector's reader that
+    rejected it, with what of its page was kept beside it (``letter.context``)."""
+    context = letter.context if isinstance(letter.context, dict) else {}
+    try:
+        parsed = connector_for(channel.platform).read_item(channel, context, item)
+    except ConnectorError as exc:
+        return _retry_failed(letter, str(exc))
+    if not parsed.posts:
+        reason = (
+            parsed.rejected[0].error
+            if parsed.rejected
+            else "It reads as nothing to store (the account's own post or a skipped event)."
+        )
+        return _retry_failed(letter, reason)
+    return _retry_store(letter, [(channel, parsed.posts)], rejected=[])
 
 
 def _reads_as_delivery(channel: ChannelAccount, payload: Any) -> bool:

@@ -56,11 +56,16 @@ def post_from_json(data: dict[str, Any]) -> InboundPost:
 @dataclass(frozen=True, slots=True)
 class RejectedPayload:
     """A payload a connector could not read, kept whole for the dead letters; or a post that
-    was read but could not be stored (``post``), which a retry stores as it was read."""
+    was read but could not be stored (``post``), which a retry stores as it was read.
+
+    When ``raw`` is one item of a poll page or a delivery, ``context`` is what the connector
+    needs to read it again without the rest (``Connector.read_item``): which of its readers
+    read it and the parts of the page it referred to. JSON's types only."""
 
     raw: str
     error: str
     post: InboundPost | None = None
+    context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,9 +128,30 @@ def inbound_messages_parse(payload: Any) -> ParseResult:
             posts.append(_post(item))
         except ValueError as error:
             rejected.append(
-                RejectedPayload(raw=json.dumps(item, default=str), error=f"#{index}: {error}")
+                RejectedPayload(
+                    raw=json.dumps(item, default=str),
+                    error=f"#{index}: {error}",
+                    context={"reader": "message"},
+                )
             )
     return ParseResult(posts=posts, rejected=rejected)
+
+
+def inbound_message_read(item: Any) -> ParseResult:
+    """One message of a body read again alone: the retry of its dead letter."""
+    try:
+        return ParseResult(posts=[_post(item)])
+    except ValueError as error:
+        return ParseResult(
+            posts=[],
+            rejected=[
+                RejectedPayload(
+                    raw=json.dumps(item, default=str),
+                    error=str(error),
+                    context={"reader": "message"},
+                )
+            ],
+        )
 
 
 class ApiConnector:
@@ -141,6 +162,11 @@ class ApiConnector:
 
     def parse(self, channel: "ChannelAccount", payload: Any) -> ParseResult:
         return inbound_messages_parse(payload)
+
+    def read_item(
+        self, channel: "ChannelAccount", context: dict[str, Any], item: Any
+    ) -> ParseResult:
+        return inbound_message_read(item)
 
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
         return SendResult(external_id=f"api-out-{message.pk}")

@@ -49,6 +49,16 @@ class Connector(Protocol):
         with their raw JSON and the reason, so the rest of the payload still goes through."""
         ...
 
+    def read_item(
+        self, channel: "ChannelAccount", context: dict[str, Any], item: Any
+    ) -> ParseResult:
+        """One item of a poll page or a delivery read again alone, for the retry of its dead
+        letter: ``context`` is what was kept with it when it was rejected (which reader, the
+        parts of the page it referred to). An item that still cannot be read comes back
+        rejected with the reason; a context this connector does not know raises
+        ConnectorError."""
+        ...
+
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
         """Publish an outbound message; returns the platform's id for it."""
         ...

@@ -288,30 +288,40 @@ class DemoConnector:
         posts, rejected = [], []
         for item in items:
             try:
-                posts.append(
-                    InboundPost(
-                        external_id=str(item["id"]),
-                        kind=item.get("kind", "mention"),
-                        author=InboundAuthor(
-                            platform_user_id=str(item["author_id"]),
-                            handle=item.get("handle", ""),
-                            display_name=item.get("name", ""),
-                        ),
-                        body=str(item["text"]),
-                        created_at=datetime.fromisoformat(item["created_at"]),
-                        in_reply_to_id=item.get("in_reply_to") or "",
-                        thread_id=item.get("thread") or "",
-                        raw=item,
-                    )
-                )
+                posts.append(_demo_post(item))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 rejected.append(
                     RejectedPayload(
-                        raw=json.dumps(item, default=str), error=f"Unreadable demo post: {exc!r}"
+                        raw=json.dumps(item, default=str),
+                        error=f"Unreadable demo post: {exc!r}",
+                        context={"reader": "post"},
                     )
                 )
         return ParseResult(posts=posts, rejected=rejected)
 
+    def read_item(
+        self, channel: "ChannelAccount", context: dict[str, Any], item: Any
+    ) -> ParseResult:
+        """A demo post rejected from a payload, read again alone."""
+        return self.parse(channel, [item])
+
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
         # Derived from our own id, so a retried send reports the same platform id.
         return SendResult(external_id=f"demo-out-{message.pk}")
+
+
+def _demo_post(item: Any) -> InboundPost:
+    return InboundPost(
+        external_id=str(item["id"]),
+        kind=item.get("kind", "mention"),
+        author=InboundAuthor(
+            platform_user_id=str(item["author_id"]),
+            handle=item.get("handle", ""),
+            display_name=item.get("name", ""),
+        ),
+        body=str(item["text"]),
+        created_at=datetime.fromisoformat(item["created_at"]),
+        in_reply_to_id=item.get("in_reply_to") or "",
+        thread_id=item.get("thread") or "",
+        raw=item,
+    )

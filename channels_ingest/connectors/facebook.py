@@ -149,16 +149,30 @@ class FacebookConnector:
                 if value.get("verb") != "add" or _is_page(value.get("from"), page_id):
                     continue
                 if value.get("item") == "comment":
-                    batch.read(value, _comment_from_webhook)
+                    batch.read(value, {"reader": "webhook_comment"})
                 elif value.get("item") in WEBHOOK_POST_ITEMS:
-                    batch.read(value, _post_from_webhook)
+                    batch.read(value, {"reader": "webhook_post"})
             for event in entry.get("messaging") or []:
                 message = event.get("message") if isinstance(event, dict) else None
                 if not isinstance(message, dict) or message.get("is_echo"):
                     continue
                 if _is_page(event.get("sender"), page_id):
                     continue
-                batch.read(event, _dm_from_webhook)
+                batch.read(event, {"reader": "webhook_message"})
+        return ParseResult(posts=batch.posts, rejected=batch.rejected)
+
+    def read_item(
+        self, channel: "ChannelAccount", context: dict[str, Any], item: Any
+    ) -> ParseResult:
+        """A post, comment or Messenger message rejected from a Graph page or a delivery, read
+        again by the reader that rejected it, with the post it was under if it is a comment
+        of the feed."""
+        if context.get("reader") not in _READERS:
+            raise ConnectorError(
+                f"No Facebook reader is called {context.get('reader')!r}: the item cannot be read."
+            )
+        batch = _Batch()
+        batch.read(item, context)
         return ParseResult(posts=batch.posts, rejected=batch.rejected)
 
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
@@ -389,7 +403,7 @@ def _read_feed_post(
     post_id = str(post.get("id", ""))
     _see(walk, post)
     if not _is_page(post.get("from"), page_id):
-        batch.read({k: v for k, v in post.items() if k != "comments"}, _post_from_feed)
+        batch.read({k: v for k, v in post.items() if k != "comments"}, {"reader": "feed_post"})
     comments = post.get("comments")
     for _ in range(COMMENT_PAGES_PER_POST):
         if not isinstance(comments, dict):
@@ -401,7 +415,7 @@ def _read_feed_post(
                 reached_older = True
                 continue
             if not _is_page(comment.get("from"), page_id):
-                batch.read(comment, lambda c: _comment_from_feed(c, post_id))
+                batch.read(comment, {"reader": "feed_comment", "post_id": post_id})
         next_query = _next_query(comments)
         if reached_older or next_query is None or not post_id:
             return
@@ -444,7 +458,10 @@ def _read_conversation(
             if created is not None and created < walk.floor:
                 return
             if not _is_page(message.get("from"), page_id):
-                batch.read(message, _dm_from_graph)
+                batch.read(
+                    message,
+                    {"reader": "messenger_message", "conversation_id": conversation.get("id")},
+                )
         next_query = _next_query(messages)
         if next_query is None or not conversation.get("id"):
             return
@@ -470,15 +487,21 @@ class _Batch:
     posts: list[InboundPost] = field(default_factory=list)
     rejected: list[RejectedPayload] = field(default_factory=list)
 
-    def read(self, item: dict[str, Any], build: Callable[[dict[str, Any]], InboundPost]) -> None:
+    def read(self, item: Any, context: dict[str, Any]) -> None:
+        """Read one item with the reader its context names; an item that cannot be read is
+        rejected with that context, which is all a retry needs to read it again alone."""
         try:
-            self.posts.append(build(item))
+            self.posts.append(_READERS[context["reader"]](item, context))
         except (_Unreadable, KeyError, TypeError, ValueError, AttributeError) as exc:
-            self.reject(item, f"Unreadable Facebook item: {exc}")
+            self.reject(item, f"Unreadable Facebook item: {exc}", context=context)
 
-    def reject(self, item: Any, error: str) -> None:
+    def reject(self, item: Any, error: str, *, context: dict[str, Any] | None = None) -> None:
         self.rejected.append(
-            RejectedPayload(raw=json.dumps(item, default=str, ensure_ascii=False), error=error)
+            RejectedPayload(
+                raw=json.dumps(item, default=str, ensure_ascii=False),
+                error=error,
+                context=context,
+            )
         )
 
 
@@ -618,6 +641,18 @@ def _dm_from_webhook(event: dict[str, Any]) -> InboundPost:
         thread_id=author.platform_user_id,
         raw=event,
     )
+
+
+# The readers by the name an item's context gives; a comment of the feed also needs the id of
+# the post it was read under, which the comment itself does not carry.
+_READERS: dict[str, Callable[[Any, dict[str, Any]], InboundPost]] = {
+    "feed_post": lambda post, _context: _post_from_feed(post),
+    "feed_comment": lambda comment, context: _comment_from_feed(comment, str(context["post_id"])),
+    "messenger_message": lambda message, _context: _dm_from_graph(message),
+    "webhook_post": lambda value, _context: _post_from_webhook(value),
+    "webhook_comment": lambda value, _context: _comment_from_webhook(value),
+    "webhook_message": lambda event, _context: _dm_from_webhook(event),
+}
 
 
 def payloads_by_account(payload: Any) -> dict[str, Any]:

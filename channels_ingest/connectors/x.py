@@ -121,8 +121,9 @@ class XConnector:
                     user_auth=as_user,
                 )
 
+        mention = _ItemReader("mention", own_id)
         for tweet, users in _tweet_stream(mentions_page, "mentions", cursor, new_cursor):
-            _take(tweet, users, _tweet_reader(own_id, "mention"), "post", posts, rejected)
+            _take(tweet, users, mention, posts, rejected)
 
         query = search_query(channel.settings)
         if query:
@@ -144,8 +145,9 @@ class XConnector:
 
             # A search hit is a post about the brand (a reply stays a reply); one that also
             # mentions the account has normally been taken from the mentions already.
+            hit = _ItemReader("search", own_id)
             for tweet, users in _tweet_stream(search_page, "search", cursor, new_cursor):
-                _take(tweet, users, _tweet_reader(own_id, "post"), "post", posts, rejected)
+                _take(tweet, users, hit, posts, rejected)
 
         # Reading DMs needs the account's tokens and an app allowed to read them; an admin whose
         # app is not can turn them off rather than see every poll fail.
@@ -163,8 +165,9 @@ class XConnector:
                         user_auth=True,
                     )
 
+            dm = _ItemReader("dm", own_id)
             for event, users in _dm_stream(dm_page, cursor, new_cursor):
-                _take(event, users, _dm_reader(own_id), "direct message", posts, rejected)
+                _take(event, users, dm, posts, rejected)
 
         return FetchResult(posts=list(posts.values()), cursor=new_cursor, rejected=rejected)
 
@@ -186,12 +189,37 @@ class XConnector:
 
         posts: dict[str, InboundPost] = {}
         rejected: list[RejectedPayload] = []
+        tweet_reader = _ItemReader("webhook_tweet", own_id)
         for tweet in _list(payload.get("tweet_create_events")):
-            _take(tweet, {}, _webhook_tweet_reader(own_id), "post", posts, rejected)
+            _take(tweet, {}, tweet_reader, posts, rejected)
         users = payload.get("users")
         users = users if isinstance(users, dict) else {}
+        dm_reader = _ItemReader("webhook_dm", own_id)
         for event in _list(payload.get("direct_message_events")):
-            _take(event, users, _webhook_dm_reader(own_id), "direct message", posts, rejected)
+            _take(event, users, dm_reader, posts, rejected)
+        return ParseResult(posts=list(posts.values()), rejected=rejected)
+
+    def read_item(
+        self, channel: "ChannelAccount", context: dict[str, Any], item: Any
+    ) -> ParseResult:
+        """A tweet or DM event rejected from a poll page or a delivery, read again by the
+        reader that rejected it, with the users of its page it referred to."""
+        name = context.get("reader")
+        if name not in _READERS:
+            raise ConnectorError(f"No X reader is called {name!r}: the item cannot be read.")
+        own_id = context.get("own_id")
+        if not isinstance(own_id, str):
+            own_id = channel.external_account_id
+        users = context.get("users")
+        posts: dict[str, InboundPost] = {}
+        rejected: list[RejectedPayload] = []
+        _take(
+            item,
+            users if isinstance(users, dict) else {},
+            _ItemReader(str(name), own_id),
+            posts,
+            rejected,
+        )
         return ParseResult(posts=list(posts.values()), rejected=rejected)
 
     def send(self, channel: "ChannelAccount", message: "Message") -> SendResult:
@@ -515,21 +543,53 @@ class _Unreadable(ValueError):
 Reader = Callable[[Any, dict[str, Any]], InboundPost | None]
 
 
+class _ItemReader:
+    """One of the readers below, by the name kept with the items it rejects so that their
+    dead letters can be read again alone (``XConnector.read_item``)."""
+
+    def __init__(self, name: str, own_id: str) -> None:
+        make, self.what = _READERS[name]
+        self.read = make(own_id)
+        self.name = name
+        self.own_id = own_id
+
+    def context(self, item: Any, users: dict[str, Any]) -> dict[str, Any]:
+        return {"reader": self.name, "own_id": self.own_id, "users": _users_of(item, users)}
+
+
 def _take(
     item: Any,
     users: dict[str, Any],
-    read: Reader,
-    what: str,
+    reader: _ItemReader,
     posts: dict[str, InboundPost],
     rejected: list[RejectedPayload],
 ) -> None:
     try:
-        post = read(item, users)
+        post = reader.read(item, users)
     except (_Unreadable, KeyError, TypeError, ValueError, AttributeError) as exc:
-        rejected.append(_rejected(item, f"Unreadable X {what}: {exc}"))
+        reason = f"Unreadable X {reader.what}: {exc}"
+        rejected.append(_rejected(item, reason, context=reader.context(item, users)))
         return
     if post is not None:
         posts.setdefault(post.external_id, post)
+
+
+def _users_of(item: Any, users: dict[str, Any]) -> dict[str, Any]:
+    """The users of its page an item refers to: its author or sender, the account it answers,
+    the participants of a direct message."""
+    if not isinstance(item, dict) or not users:
+        return {}
+    ids = [item.get("author_id"), item.get("sender_id"), item.get("in_reply_to_user_id")]
+    ids += _list(item.get("participant_ids"))
+    created = item.get("message_create")
+    if isinstance(created, dict):
+        target = created.get("target")
+        ids += [
+            created.get("sender_id"),
+            target.get("recipient_id") if isinstance(target, dict) else None,
+        ]
+    found = (str(user_id) for user_id in ids if isinstance(user_id, str | int))
+    return {user_id: users[user_id] for user_id in found if user_id in users}
 
 
 def _tweet_reader(own_id: str, plain_kind: str) -> Reader:
@@ -782,8 +842,20 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _rejected(item: Any, reason: str) -> RejectedPayload:
-    return RejectedPayload(raw=json.dumps(item, default=str, ensure_ascii=False), error=reason)
+def _rejected(item: Any, reason: str, *, context: dict[str, Any] | None = None) -> RejectedPayload:
+    return RejectedPayload(
+        raw=json.dumps(item, default=str, ensure_ascii=False), error=reason, context=context
+    )
+
+
+# The readers by the name a rejected item's context gives, with what they read (for errors).
+_READERS: dict[str, tuple[Callable[[str], Reader], str]] = {
+    "mention": (lambda own_id: _tweet_reader(own_id, "mention"), "post"),
+    "search": (lambda own_id: _tweet_reader(own_id, "post"), "post"),
+    "dm": (_dm_reader, "direct message"),
+    "webhook_tweet": (_webhook_tweet_reader, "post"),
+    "webhook_dm": (_webhook_dm_reader, "direct message"),
+}
 
 
 # --- Sending --------------------------------------------------------------------------------

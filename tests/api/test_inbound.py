@@ -1,9 +1,12 @@
 """The inbound API channel: systems of the company post messages into the pipeline."""
 
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
-from channels_ingest.models import DeadLetter
+from channels_ingest.models import DeadLetter, DeadLetterStatus
+from channels_ingest.services import dead_letter_retry
 from conversations.models import Conversation, Message
 from tests.factories import ChannelFactory
 
@@ -69,6 +72,23 @@ def test_unreadable_messages_become_dead_letters_and_the_rest_go_through(channel
     assert Message.objects.filter(channel=channel).count() == 1
     letters = DeadLetter.objects.filter(channel=channel)
     assert letters.count() == 2 and all("#" in letter.error for letter in letters)
+
+
+def test_an_unreadable_message_once_corrected_is_stored_by_the_retry_of_its_letter(channel):
+    without_body = {"external_id": "comment-2", "author": {"id": "user-18"}}
+    _post(channel, {"messages": [MESSAGE, without_body]})
+    letter = DeadLetter.objects.get(channel=channel)
+    assert letter.context == {"reader": "message"}
+
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error == "Retry failed: body is required and must be text."
+
+    DeadLetter.objects.filter(pk=letter.pk).update(raw=json.dumps(without_body | {"body": "Hi"}))
+    letter.refresh_from_db()
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.RETRIED
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=channel, external_id="comment-2").count() == 1
 
 
 def test_a_body_that_is_not_json_is_kept_as_a_dead_letter(channel):

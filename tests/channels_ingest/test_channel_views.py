@@ -436,6 +436,27 @@ def test_the_dead_letters_page_shows_raw_payloads_escaped(admin_client, world):
     assert "<script>alert(1)</script>" not in html
 
 
+def test_the_dead_letters_page_shows_what_an_item_is_read_again_with(admin_client, world):
+    context = {"reader": "mention", "own_id": "1", "users": {"5": {"username": "<b>bob</b>"}}}
+    _letter(world.channel_a, raw='{"id": "9", "author_id": "5"}', context=context)
+
+    html = admin_client.get("/channels/dead-letters/").content.decode()
+
+    assert "read again with what its page gave" in html
+    assert '"reader": "mention"' in html.replace("&quot;", '"')
+    assert "&lt;b&gt;bob&lt;/b&gt;" in html
+
+
+def test_retrying_an_item_letter_from_the_page_stores_its_post(admin_client, world):
+    letter = _letter(world.channel_a, raw=_demo_post("demo-dl-6"), context={"reader": "post"})
+
+    admin_client.post(f"/channels/dead-letters/{letter.pk}/retry/")
+
+    letter.refresh_from_db()
+    assert letter.status == DeadLetterStatus.RETRIED
+    assert Message.objects.filter(channel=world.channel_a, external_id="demo-dl-6").count() == 1
+
+
 def test_the_dead_letters_page_lists_new_letters_by_default(admin_client, world):
     fresh = _letter(world.channel_a, raw='{"marker": "fresh-one"}')
     done = _letter(world.channel_a, raw='{"marker": "done-one"}', status=DeadLetterStatus.RETRIED)

@@ -26,7 +26,10 @@ from channels_ingest.connectors.facebook import (
     handshake_challenge,
     signature_is_valid,
 )
+from channels_ingest.models import DeadLetter, DeadLetterStatus
 from channels_ingest.pipeline import ingest
+from channels_ingest.services import dead_letter_retry
+from channels_ingest.types import InboundAuthor
 from conversations.models import Conversation, Message
 from tests.factories import ChannelFactory, ConversationFactory, MessageFactory
 
@@ -732,3 +735,72 @@ def test_fetched_posts_are_stored_and_threaded_once(channel, page):
     assert (repeat.stored, repeat.duplicates) == (0, 8)
     assert Message.objects.filter(channel=channel).count() == 8
     assert Conversation.objects.filter(channel=channel).count() == result.conversations_created
+
+
+# Dead letters of one item ------------------------------------------------------------------
+
+AUTHORLESS_COMMENT = "1001_2004"
+JANES_POST = "1234567890_1001"
+
+
+def poll_into_dead_letters(channel) -> DeadLetter:
+    fetched = FacebookConnector().fetch(channel, CURSOR)
+    ingest(channel=channel, posts=fetched.posts, cursor=fetched.cursor, rejected=fetched.rejected)
+    return DeadLetter.objects.get(channel=channel)
+
+
+def test_a_rejected_comment_keeps_the_post_it_was_read_under(channel, page):
+    letter = poll_into_dead_letters(channel)
+    assert json.loads(letter.raw)["id"] == AUTHORLESS_COMMENT  # the comment alone
+    assert letter.context == {"reader": "feed_comment", "post_id": JANES_POST}
+
+
+def test_a_rejected_comment_still_unreadable_stays_with_the_new_reason(channel, page):
+    letter = dead_letter_retry(letter=poll_into_dead_letters(channel))
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error.startswith("Retry failed: Unreadable Facebook item: no author")
+    assert "cannot be read again alone" not in letter.error
+    assert not Message.objects.filter(external_id=AUTHORLESS_COMMENT).exists()
+
+
+def test_a_comment_readable_after_a_fix_is_stored_once_under_its_post(channel, page, monkeypatch):
+    letter = poll_into_dead_letters(channel)
+    read_author = fb._author
+
+    def anonymous_when_left_out(sender):
+        if sender is None:
+            return InboundAuthor(platform_user_id="anonymous", display_name="Facebook user")
+        return read_author(sender)
+
+    monkeypatch.setattr(fb, "_author", anonymous_when_left_out)
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.RETRIED
+    comment = Message.objects.get(channel=channel, external_id=AUTHORLESS_COMMENT)
+    post = Message.objects.get(channel=channel, external_id=JANES_POST)
+    assert (comment.kind, comment.in_reply_to_external_id) == ("comment", JANES_POST)
+    assert comment.conversation_id == post.conversation_id
+
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=channel, external_id=AUTHORLESS_COMMENT).count() == 1
+
+
+def test_a_corrected_messenger_message_is_stored_by_its_retry(channel, graph):
+    inbox = load("conversations")
+    messages = inbox["data"][0]["messages"]["data"]
+    messages[1]["created_time"] = 1714564860  # a number where Graph writes a time
+    graph.get(FEED_URL, json={"data": []})
+    graph.get(CONVERSATIONS_URL, json=inbox)
+    letter = poll_into_dead_letters(channel)
+    assert letter.context == {
+        "reader": "messenger_message",
+        "conversation_id": "t_1016100000000001",
+    }
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.NEW
+
+    fixed = json.loads(letter.raw) | {"created_time": "2024-05-01T12:01:00+0000"}
+    DeadLetter.objects.filter(pk=letter.pk).update(raw=json.dumps(fixed))
+    letter.refresh_from_db()
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.RETRIED
+    dm = Message.objects.get(channel=channel, external_id=messages[1]["id"])
+    first = Message.objects.get(channel=channel, external_id=messages[2]["id"])
+    assert (dm.kind, dm.conversation_id) == ("dm", first.conversation_id)

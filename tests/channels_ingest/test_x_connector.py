@@ -30,9 +30,11 @@ from channels_ingest.connectors.x import (
     search_query,
     signature_is_valid,
 )
-from channels_ingest.models import DeadLetter
+from channels_ingest.models import DeadLetter, DeadLetterStatus, WebhookDelivery
 from channels_ingest.pipeline import ingest
+from channels_ingest.services import dead_letter_retry
 from channels_ingest.types import InboundAuthor
+from channels_ingest.webhooks import webhook_process
 from conversations.models import Conversation, Direction, Message
 from conversations.services import conversation_reply_create
 from tests.factories import ChannelFactory, ConversationFactory, MessageFactory, UserFactory
@@ -827,3 +829,197 @@ def test_agents_answers_go_under_the_latest_post_and_to_the_dm_sender(api):
     tweet, dm = api.calls[-2].request, api.calls[-1].request
     assert json.loads(tweet.body)["reply"] == {"in_reply_to_tweet_id": CARA_REPLY}
     assert dm.url.endswith("/dm_conversations/with/1111111111/messages")
+
+
+# --- dead letters of one tweet or event ------------------------------------------------------
+
+BAD_TWEET = "1800000000000000130"
+GOOD_TWEET = "1800000000000000131"
+BAD_DM = "1790000000000000540"
+
+
+def user(user_id: str) -> dict:
+    users = (
+        payload("mentions_page1")["includes"]["users"]
+        + payload("dm_events_page1")["includes"]["users"]
+    )
+    return next(u for u in users if u["id"] == user_id)
+
+
+def tweet(tweet_id: str, author_id: str, **fields) -> dict:
+    return {
+        "id": tweet_id,
+        "edit_history_tweet_ids": [tweet_id],
+        "text": f"@acme tweet {tweet_id}",
+        "author_id": author_id,
+        "created_at": "2024-06-10T10:00:00.000Z",
+        "conversation_id": tweet_id,
+        "lang": "en",
+        **fields,
+    }
+
+
+def tweet_page(*tweets: dict, users: list[dict]) -> dict:
+    ids = [t["id"] for t in tweets]
+    return {
+        "data": list(tweets),
+        "includes": {"users": users},
+        "meta": {"result_count": len(ids), "newest_id": max(ids), "oldest_id": min(ids)},
+    }
+
+
+def poll_into_dead_letters(channel) -> DeadLetter:
+    """Fetch and ingest as the poll task does; the one dead letter it wrote."""
+    fetched = XConnector().fetch(channel, {})
+    ingest(channel=channel, posts=fetched.posts, cursor=fetched.cursor, rejected=fetched.rejected)
+    return DeadLetter.objects.get(channel=channel)
+
+
+def fix_raw(letter: DeadLetter, **fields) -> DeadLetter:
+    """The letter's item as an admin corrects it."""
+    DeadLetter.objects.filter(pk=letter.pk).update(raw=json.dumps(json.loads(letter.raw) | fields))
+    letter.refresh_from_db()
+    return letter
+
+
+@pytest.fixture
+def bad_mention(api):
+    """A mentions page with Cara's readable tweet and Bob's, whose time is a number."""
+    page = tweet_page(
+        tweet(BAD_TWEET, "2222222222", created_at=1718013600),
+        tweet(GOOD_TWEET, "3333333333"),
+        users=[user("2222222222"), user("3333333333")],
+    )
+    api.get(MENTIONS_URL, json=page)
+    channel = x_channel(credentials={"bearer_token": "b"}, settings={})
+    return channel, poll_into_dead_letters(channel)
+
+
+def test_a_rejected_mention_keeps_its_reader_and_its_authors_included_user(bad_mention):
+    channel, letter = bad_mention
+    assert list(Message.objects.filter(channel=channel).values_list("external_id", flat=True)) == [
+        GOOD_TWEET
+    ]
+    assert json.loads(letter.raw)["id"] == BAD_TWEET  # the item alone, for inspection
+    assert letter.context == {
+        "reader": "mention",
+        "own_id": OWN_ID,
+        "users": {"2222222222": user("2222222222")},
+    }
+
+
+def test_a_rejected_mention_still_unreadable_stays_with_the_new_reason(bad_mention):
+    channel, letter = bad_mention
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error == "Retry failed: Unreadable X post: it has no created_at"
+    assert Message.objects.filter(channel=channel).count() == 1
+
+
+def test_a_corrected_mention_is_stored_once_by_its_retry_with_the_kept_author(bad_mention):
+    channel, letter = bad_mention
+    letter = dead_letter_retry(letter=fix_raw(letter, created_at="2024-06-10T10:00:00.000Z"))
+    assert letter.status == DeadLetterStatus.RETRIED
+    assert letter.resolved_at is not None
+    stored = Message.objects.get(channel=channel, external_id=BAD_TWEET)
+    assert stored.kind == "mention"
+    assert stored.author_identity.handle == "bob_buys"  # from the page's includes.users
+
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=channel, external_id=BAD_TWEET).count() == 1
+
+
+def test_a_mention_is_read_again_with_the_readers_code_of_today(bad_mention, monkeypatch):
+    from channels_ingest.connectors import x
+
+    channel, letter = bad_mention
+    read_time = x._iso_time
+
+    def read_epoch_too(value):
+        if isinstance(value, int):
+            return datetime.fromtimestamp(value, tz=UTC)
+        return read_time(value)
+
+    monkeypatch.setattr(x, "_iso_time", read_epoch_too)
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.RETRIED
+    stored = Message.objects.get(channel=channel, external_id=BAD_TWEET)
+    assert stored.created_at == datetime.fromtimestamp(1718013600, tz=UTC)
+
+
+def test_a_search_hit_whose_author_x_left_out_stays_unreadable(api):
+    api.get(MENTIONS_URL, json={"meta": {"result_count": 0}})
+    api.get(
+        SEARCH_URL,
+        json=tweet_page(
+            tweet(BAD_TWEET, "5555555555"),
+            tweet(GOOD_TWEET, "3333333333"),
+            users=[user("3333333333")],
+        ),
+    )
+    channel = x_channel(credentials={"bearer_token": "b"})
+    letter = poll_into_dead_letters(channel)
+    assert letter.context == {"reader": "search", "own_id": OWN_ID, "users": {}}
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert "5555555555 is not among the users X included" in letter.error
+    assert "cannot be read again alone" not in letter.error
+
+
+def test_a_corrected_direct_message_is_stored_once_in_its_senders_thread(api):
+    page = payload("dm_events_page1")
+    bad = {**page["data"][0], "id": BAD_DM, "text": None}
+    page["data"].insert(0, bad)
+    api.get(MENTIONS_URL, json={"meta": {"result_count": 0}})
+    api.get(DM_EVENTS_URL, json=page, match=[paged("pagination_token")])
+    api.get(
+        DM_EVENTS_URL, json=payload("dm_events_page2"), match=[paged("pagination_token", DM_PAGE_2)]
+    )
+    channel = x_channel(settings={})
+    fetched = XConnector().fetch(channel, {"dm_newest_id": CURSOR["dm_newest_id"]})
+    ingest(channel=channel, posts=fetched.posts, cursor=fetched.cursor, rejected=fetched.rejected)
+    letter = DeadLetter.objects.get(channel=channel)
+    assert letter.context == {
+        "reader": "dm",
+        "own_id": OWN_ID,
+        "users": {"1111111111": user("1111111111")},
+    }
+    assert Message.objects.filter(channel=channel, external_id=ANN_DM).exists()
+
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.NEW
+    letter = dead_letter_retry(letter=fix_raw(letter, text="Any news on 5512?"))
+    assert letter.status == DeadLetterStatus.RETRIED
+    dm = Message.objects.get(channel=channel, external_id=BAD_DM)
+    assert (dm.kind, dm.body, dm.conversation.thread_key) == (
+        "dm",
+        "Any news on 5512?",
+        "dm:1111111111",
+    )
+    assert (
+        dm.conversation_id
+        == Message.objects.get(channel=channel, external_id=ANN_DM).conversation_id
+    )
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=channel, external_id=BAD_DM).count() == 1
+
+
+def test_a_corrected_event_of_a_webhook_delivery_is_stored_by_its_retry():
+    channel = x_channel()
+    body = payload("account_activity")
+    dm = body["direct_message_events"][0]
+    dm_id = dm["id"]
+    dm["message_create"].pop("message_data")
+    delivery = WebhookDelivery.objects.create(channel=channel, body=json.dumps(body))
+    assert webhook_process(delivery_id=delivery.pk) == 2  # the two tweets
+    letter = DeadLetter.objects.get(channel=channel)
+    sender = dm["message_create"]["sender_id"]
+    assert letter.context["reader"] == "webhook_dm"
+    assert letter.context["users"][sender] == body["users"][sender]
+
+    assert dead_letter_retry(letter=letter).status == DeadLetterStatus.NEW
+    assert "it has no message_data" in letter.error
+    created = json.loads(letter.raw)["message_create"] | {"message_data": {"text": "Hello?"}}
+    letter = dead_letter_retry(letter=fix_raw(letter, message_create=created))
+    assert letter.status == DeadLetterStatus.RETRIED
+    assert Message.objects.get(channel=channel, external_id=dm_id).body == "Hello?"
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=channel).count() == 3
