@@ -13,7 +13,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from channels_ingest.connectors import connector_for
+from channels_ingest.connectors import connector_for, facebook
 from channels_ingest.connectors.base import (
     ConnectorError,
     RateLimited,
@@ -414,7 +414,10 @@ def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
         payload = json.loads(letter.raw)
     except json.JSONDecodeError as exc:
         return _retry_failed(letter, f"{exc}")
-    if letter.context is not None:
+    if _is_page_entry(channel, letter.context):
+        # A Page's entry no channel served: delivered again, to whichever serves it now.
+        payload = {"object": "page", "entry": [payload]}
+    elif letter.context is not None:
         return _dead_letter_item_retry(letter, channel, payload)
     # A webhook body may concern several accounts of one app: each part goes to its channel,
     # as when it was delivered.
@@ -437,6 +440,14 @@ def _dead_letter_retry(letter: DeadLetter) -> DeadLetter:
             )
         return _retry_failed(letter, reason)
     return _retry_store(letter, parts, rejected=rejected)
+
+
+def _is_page_entry(channel: ChannelAccount, context: Any) -> bool:
+    return (
+        channel.platform == Platform.FACEBOOK
+        and isinstance(context, dict)
+        and context.get("reader") == facebook.ENTRY_READER
+    )
 
 
 def _dead_letter_item_retry(letter: DeadLetter, channel: ChannelAccount, item: Any) -> DeadLetter:

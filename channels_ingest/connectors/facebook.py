@@ -137,8 +137,13 @@ class FacebookConnector:
                 continue
             if page_id and str(entry.get("id", page_id)) != page_id:
                 # Webhook routing hands every Page its own entries; one left here belongs to a
-                # Page no channel (signed by this app) serves: keep it rather than drop it.
-                batch.reject(entry, f"An entry for Page {entry.get('id')}, not this channel's")
+                # Page no channel (signed by this app) serves: keep it rather than drop it. Its
+                # retry delivers it again, to the channel that serves its Page by then.
+                batch.reject(
+                    entry,
+                    f"An entry for Page {entry.get('id')}, not this channel's",
+                    context={"reader": ENTRY_READER},
+                )
                 continue
             for change in entry.get("changes") or []:
                 if not isinstance(change, dict) or change.get("field") != "feed":
@@ -480,6 +485,10 @@ def _see(walk: _Walk, item: Mapping[str, Any]) -> datetime | None:
 
 class _Unreadable(Exception):
     pass
+
+
+# The context of a delivery's entry kept whole: read again as a delivery of its own.
+ENTRY_READER = "webhook_entry"
 
 
 @dataclass

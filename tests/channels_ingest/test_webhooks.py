@@ -327,6 +327,28 @@ def test_a_retried_body_stores_what_reads_and_keeps_saying_what_does_not(fb_chan
     assert Message.objects.filter(channel=fb_channel).count() == 1
 
 
+def test_an_entry_for_a_page_no_channel_served_is_delivered_again_once_one_does(fb_channel):
+    delivery = WebhookDelivery.objects.create(
+        channel=fb_channel, body=_two_page_payload("9876543210")
+    )
+    assert webhook_process(delivery_id=delivery.pk) == 1
+    letter = DeadLetter.objects.get(channel=fb_channel)
+    assert json.loads(letter.raw)["id"] == "9876543210"  # the entry alone
+    assert letter.context == {"reader": "webhook_entry"}
+    # Retried before any channel serves the Page: kept, saying why.
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error.startswith("Retry failed:") and "Page 9876543210" in letter.error
+    # The admin connects the Page (same app): the retry feeds its channel, once.
+    second = _second_page()
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.RETRIED
+    assert Message.objects.get(channel=second).external_id == "222_b"
+    dead_letter_retry(letter=letter)
+    assert Message.objects.filter(channel=second).count() == 1
+    assert Message.objects.filter(channel=fb_channel).count() == 1
+
+
 def test_a_retried_item_of_a_delivery_says_it_cannot_be_read_alone(fb_channel):
     change = json.loads(fb_comment_payload())["entry"][0]["changes"][0]
     letter = DeadLetter.objects.create(
