@@ -17,6 +17,7 @@ from governance.selectors import channels_visible_to
 from kpis.metrics import GRAINS, SHARE_METRICS, DateRange, Filters
 from kpis.models import KpiTarget
 from scrm.types import AnyUser
+from scrm.widgets import Select
 
 # Rolling windows of the range picker, in days (also the short links `?days=7`).
 ROLLING = (7, 30, 90)
@@ -65,7 +66,7 @@ class _AgentChoice(forms.ModelChoiceField):
 class ReportForm(forms.Form):
     """The range, grain and filters of every report page and export, read from the query."""
 
-    range = forms.ChoiceField(choices=PRESETS, required=False, label="Range")
+    range = forms.ChoiceField(choices=PRESETS, required=False, label="Range", widget=Select)
     start = forms.DateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
     )
@@ -76,25 +77,41 @@ class ReportForm(forms.Form):
         choices=[("", "Automatic"), *((g, g.capitalize()) for g in GRAINS)],
         required=False,
         label="Per",
+        widget=Select,
     )
     channel = forms.ModelChoiceField(
-        queryset=ChannelAccount.objects.none(), required=False, empty_label="All channels"
+        queryset=ChannelAccount.objects.none(),
+        required=False,
+        empty_label="All channels",
+        widget=Select,
     )
-    platform = forms.ChoiceField(choices=[("", "All platforms"), *Platform.choices], required=False)
+    platform = forms.ChoiceField(
+        choices=[("", "All platforms"), *Platform.choices], required=False, widget=Select
+    )
     team = forms.ModelChoiceField(
-        queryset=Team.objects.order_by("name"), required=False, empty_label="All teams"
+        queryset=Team.objects.order_by("name"),
+        required=False,
+        empty_label="All teams",
+        widget=Select,
     )
     agent = _AgentChoice(
-        queryset=get_user_model().objects.none(), required=False, empty_label="All agents"
+        queryset=get_user_model().objects.none(),
+        required=False,
+        empty_label="All agents",
+        widget=Select,
     )
     priority = forms.TypedChoiceField(
         choices=[("", "All priorities"), *Priority.choices],
         coerce=int,
         empty_value=None,
         required=False,
+        widget=Select,
     )
     tag = forms.ModelChoiceField(
-        queryset=Tag.objects.order_by("name"), required=False, empty_label="All tags"
+        queryset=Tag.objects.order_by("name"),
+        required=False,
+        empty_label="All tags",
+        widget=Select,
     )
 
     def __init__(self, data: QueryDict, *, user: AnyUser, today: date) -> None:
