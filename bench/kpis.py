@@ -847,6 +847,30 @@ def _rename_authors(posts: Sequence[Any], prefix: str) -> list[Any]:
     return renamed
 
 
+def _round_channel(tag: str, warmup: Sequence[Any], batch: int) -> Any:
+    """A new channel for a round, with the contacts its posts know from before (the warm-up
+    posts, by authors renamed for the round) and nothing left stale."""
+    from bench.run import batched
+    from channels_ingest.models import ChannelAccount
+    from channels_ingest.pipeline import ingest
+    from kpis.facts import facts_refresh
+    from kpis.models import StaleConversation
+
+    channel = ChannelAccount.objects.create(
+        platform="demo",
+        name=f"KPI ingest {tag}",
+        handle=INGEST_BRAND,
+        settings={"flavour": "x"},
+        is_active=False,
+    )
+    for posts in batched(_rename_authors(warmup, tag), batch):
+        ingest(channel=channel, posts=posts)
+    while facts_refresh():
+        pass
+    StaleConversation.objects.all().delete()
+    return channel
+
+
 def _trigger_function_ms() -> float | None:
     from django.db import DatabaseError, connection
 
@@ -872,7 +896,6 @@ def maintenance_measure(args: argparse.Namespace, vendor: str) -> Maintenance:
 
     from bench import kpis_data
     from bench.run import batched, build_workload
-    from channels_ingest.models import ChannelAccount
     from channels_ingest.pipeline import ingest
     from kpis.facts import facts_refresh
     from kpis.models import StaleConversation
@@ -894,20 +917,9 @@ def maintenance_measure(args: argparse.Namespace, vendor: str) -> Maintenance:
         order = (False, True) if number % 2 == 0 else (True, False)
         for triggers in order:
             tag = f"{run}r{number}{'on' if triggers else 'off'}-"
-            channel = ChannelAccount.objects.create(
-                platform="demo",
-                name=f"KPI ingest {tag}",
-                handle=INGEST_BRAND,
-                settings={"flavour": "x"},
-                is_active=False,
-            )
+            channel = _round_channel(tag, workload.warmup, args.ingest_batch)
             kpis_data.stale_triggers_set(enabled=triggers, vendor=vendor)
             try:
-                for batch in batched(_rename_authors(workload.warmup, tag), args.ingest_batch):
-                    ingest(channel=channel, posts=batch)
-                while facts_refresh():
-                    pass
-                StaleConversation.objects.all().delete()
                 posts = _rename_authors(workload.posts, tag)
                 function_before = _trigger_function_ms()
                 progress(f"ingest round {number + 1}, triggers {'on' if triggers else 'off'} ...")
@@ -1056,9 +1068,7 @@ def beside_measure(args: argparse.Namespace, vendor: str) -> Beside | None:
     from bench import kpis_data
     from bench.run import batched, build_workload
     from bench.support import server_process
-    from channels_ingest.models import ChannelAccount
     from channels_ingest.pipeline import ingest
-    from kpis.facts import facts_refresh
     from kpis.models import StaleConversation
 
     if vendor != "postgresql" or args.beside_rounds < 1:
@@ -1074,18 +1084,7 @@ def beside_measure(args: argparse.Namespace, vendor: str) -> Beside | None:
         order = (False, True) if number % 2 == 0 else (True, False)
         for refresher in order:
             tag = f"{run}b{number}{'on' if refresher else 'off'}-"
-            channel = ChannelAccount.objects.create(
-                platform="demo",
-                name=f"KPI ingest {tag}",
-                handle=INGEST_BRAND,
-                settings={"flavour": "x"},
-                is_active=False,
-            )
-            for batch in batched(_rename_authors(workload.warmup, tag), args.ingest_batch):
-                ingest(channel=channel, posts=batch)
-            while facts_refresh():
-                pass
-            StaleConversation.objects.all().delete()
+            channel = _round_channel(tag, workload.warmup, args.ingest_batch)
             kpis_data.stale_triggers_set(enabled=refresher, vendor=vendor)
             stop = fork.Event()
             results = fork.Queue()
