@@ -1010,8 +1010,8 @@ INSERT INTO kpis_conversationfact (
     __VIP_COLUMN__
     first_response_at, first_response_seconds, first_response_business_seconds,
     first_response_met, first_response_sla_day, resolved_at, resolved_day, resolution_seconds,
-    resolution_business_seconds, resolution_met, resolution_sla_day, resolved_by_id, reopens,
-    breaches,
+    resolution_business_seconds, resolution_met, resolution_sla_day, resolved_by_id,
+    first_resolved_day, reopens, breaches,
     escalations, escalation_department_id, escalation_outcome, sentiment_first, sentiment_last)
 SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.contact_id,
        c.status, c.is_monitoring, c.created_at, (c.created_at AT TIME ZONE %(tz)s)::date,
@@ -1034,6 +1034,7 @@ SELECT c.id, c.channel_id, ch.platform, c.team_id, c.priority, c.assignee_id, c.
        CASE WHEN e.resolved_at IS NOT NULL AND rs.met IS NOT NULL
             THEN (e.resolved_at AT TIME ZONE %(tz)s)::date END,
        CASE WHEN e.resolved_at IS NOT NULL THEN rs.actor_id END,
+       (coalesce(ev.first_resolved, e.resolved_at) AT TIME ZONE %(tz)s)::date,
        coalesce(ev.reopens, 0), coalesce(ev.breaches, 0),
        coalesce(es.n, 0), es.department_id, coalesce(es.outcome, ''),
        m.sentiment_first, m.sentiment_last
@@ -1082,7 +1083,11 @@ LEFT JOIN (
                                 AND data->>'previous' IN {_ENDED}
                                 AND coalesce(data->>'status', '') NOT IN {_ENDED}))
                AS reopens,
-           count(*) FILTER (WHERE kind = 'sla_breached') AS breaches
+           count(*) FILTER (WHERE kind = 'sla_breached') AS breaches,
+           min(created_at) FILTER (WHERE kind = 'status_changed'
+                                   AND data->>'status' IN {_ENDED}
+                                   AND coalesce(data->>'previous', '') NOT IN {_ENDED})
+               AS first_resolved
     FROM conversations_conversationevent
     WHERE conversation_id BETWEEN %(low)s AND %(high)s
       AND kind IN ('status_changed', 'reopened', 'sla_breached')

@@ -78,10 +78,13 @@ class OutcomesSerializer(serializers.Serializer[Any]):
     resolved = serializers.IntegerField()
     in_channel = serializers.IntegerField()
     escalated = serializers.IntegerField()
-    reopened = serializers.IntegerField()
+    first_resolved = serializers.IntegerField(help_text="Conversations first resolved in the range")
+    reopened = serializers.IntegerField(help_text="Of those first resolved, reopened since")
     in_channel_rate = serializers.FloatField(allow_null=True, help_text="Percent")
     escalation_rate = serializers.FloatField(allow_null=True, help_text="Percent")
-    reopen_rate = serializers.FloatField(allow_null=True, help_text="Percent")
+    reopen_rate = serializers.FloatField(
+        allow_null=True, help_text="Percent of those first resolved in the range"
+    )
     by_outcome = CountSerializer(many=True)
     by_department = CountSerializer(many=True)
 

@@ -125,7 +125,8 @@ def summary_figures(s: Summary) -> list[Figure]:
         ("Outcome", "In-channel resolution rate", "%", outcomes.in_channel_rate),
         ("Outcome", "Escalated", "count", outcomes.escalated),
         ("Outcome", "Escalation rate", "%", outcomes.escalation_rate),
-        ("Outcome", "Reopened", "count", outcomes.reopened),
+        ("Outcome", "First resolved", "count", outcomes.first_resolved),
+        ("Outcome", "Reopened since first resolved", "count", outcomes.reopened),
         ("Outcome", "Reopen rate", "%", outcomes.reopen_rate),
     ]
     figures += [("Outcome", f"Escalations ended: {k}", "count", n) for k, n in outcomes.by_outcome]
@@ -344,6 +345,7 @@ CONVERSATION_FACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("resolution_met", "Resolution within SLA"),
     ("resolution_sla_day", "Resolution SLA settled on"),
     ("resolved_by__username", "Resolved by"),
+    ("first_resolved_day", "First resolved on"),
     ("reopens", "Reopenings"),
     ("breaches", "SLA breaches"),
     ("escalations", "Escalations"),

@@ -11,6 +11,9 @@ Definitions (the README's KPI section says the same in words):
   responses. Automatic acknowledgements are not responses.
 - Resolution time runs from the conversation's start to its last resolution (a reopened and
   resolved again conversation counts once, with its whole life).
+- The reopen rate counts each conversation on the day of its first resolution, reopened since
+  or not: a later reopening changes that day's rate, and a conversation reopened and still open
+  counts as reopened.
 - Business time is counted on the calendar of the conversation's SLA policy, else on the
   default calendar; without any calendar it is not computed.
 """
@@ -526,6 +529,7 @@ def _timeline(
     resolution_met: bool | None = None
     resolution_due: datetime | None = None  # the last resolution's target, when missed
     resolved_by: int | None = None
+    first_resolved: datetime | None = None  # the first resolution, whatever came after
     reopens = breaches = 0
     first_due: datetime | None = None  # the first-response target that passed unanswered
     # The resolution target of the round running now (from creation or the last reopening)
@@ -566,6 +570,8 @@ def _timeline(
             data = _json(data) or {}
             previous, status = data.get("previous"), data.get("status")
             if status in ENDED and previous not in ENDED:
+                if first_resolved is None:
+                    first_resolved = _utc(created_at)
                 resolved_by = actor_id
                 resolution_met = data.get("sla_met")
                 resolution_due = (
@@ -598,6 +604,11 @@ def _timeline(
         fact["first_response_sla_day"] = first_due.astimezone(zone).date()
     fact["reopens"] = reopens
     fact["breaches"] = breaches
+    if first_resolved is None and fact["status"] in ENDED:
+        first_resolved = resolved_at  # resolved with no status change on its timeline
+    if first_resolved is not None:
+        # The reopen rate's day: whether the first resolution held is counted there.
+        fact["first_resolved_day"] = first_resolved.astimezone(zone).date()
     if fact["status"] in ENDED and resolved_at is not None:
         started_at = fact["started_at"]
         fact["resolved_at"] = resolved_at
@@ -738,7 +749,7 @@ def facts_rebuild(*, chunk: int = CHUNK) -> int:
 
 
 # The counts' definitions, frozen in the migrations whose triggers keep them.
-_DAY_COUNTS = importlib.import_module("kpis.migrations.0021_resolution_sla_day")
+_DAY_COUNTS = importlib.import_module("kpis.migrations.0022_first_resolved_day")
 _DURATION_COUNTS = importlib.import_module("kpis.migrations.0008_duration_counts")
 _CONTACT_COUNTS = importlib.import_module("kpis.migrations.0012_contact_counts")
 _AGENT_COUNTS = importlib.import_module("kpis.migrations.0013_agent_counts")

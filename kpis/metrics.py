@@ -12,7 +12,9 @@ Which period a figure belongs to:
 - messages: the day they were written; new conversations and contacts: the day it started;
 - responses (first and next) and SLA on first responses: the day of the reply;
 - SLA breaches: the day the conversation started;
-- resolution time, SLA on resolution, outcomes, reopenings: the day of the resolution;
+- resolution time, outcomes: the day of the (last) resolution; SLA on resolution: the day
+  its target was settled;
+- reopenings: the day of the first resolution, whether it held or not;
 - backlog: now, whatever the range.
 """
 
@@ -204,6 +206,9 @@ class Outcomes:
     resolved: int
     in_channel: int
     escalated: int
+    # Of the conversations first resolved in the range (not those resolved), those reopened
+    # since: a resolution counts as failed once its conversation reopens, resolved again or not.
+    first_resolved: int
     reopened: int
     by_outcome: list[tuple[str, int]]  # escalated conversations by how they ended
     by_department: list[tuple[str, int]]
@@ -218,7 +223,7 @@ class Outcomes:
 
     @property
     def reopen_rate(self) -> float | None:
-        return _share(self.reopened, self.resolved)
+        return _share(self.reopened, self.first_resolved)
 
 
 @dataclass(frozen=True)
@@ -1157,7 +1162,6 @@ _END_COUNTS = {
         filter=Q(escalations=0) | Q(escalation_outcome=EscalationOutcome.RESOLVED_IN_CHANNEL),
     ),
     "escalated": Count("pk", filter=Q(escalations__gt=0)),
-    "reopened": Count("pk", filter=Q(reopens__gt=0)),
     "changed": Count("pk", filter=_BOTH_SENTIMENTS),
 }
 _RESOLUTION_SPREADS = {
@@ -1191,35 +1195,41 @@ _RESPONSE_SPREADS = {
 }
 
 
-def _sla_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
+def _settled_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, int]:
     counts = day_counts(user, filters)
     if counts is None:
-        return _sla_settled(conversation_facts(user, filters), range_)
+        return _settled(conversation_facts(user, filters), range_)
     # Aggregates named apart from the columns they sum, which the ORM would take for them.
     row = counts.filter(_in(range_)).aggregate(
-        **{f"sum_{key}": Sum(name) for key, name in _SLA_SUMS.items()}
+        **{f"sum_{key}": Sum(name) for key, name in _SETTLED_SUMS.items()}
     )
-    return {key: row[f"sum_{key}"] or 0 for key in _SLA_SUMS}
+    return {key: row[f"sum_{key}"] or 0 for key in _SETTLED_SUMS}
 
 
-def _sla_settled(conversations: QuerySet, range_: DateRange) -> dict[str, int]:
+def _settled(conversations: QuerySet, range_: DateRange) -> dict[str, int]:
     """Conversations whose first-response or resolution target was settled in a range: met
     (by the reply, by the resolution) or missed (late, or passed with nothing done yet), each
-    on the day it was settled."""
+    on the day it was settled; and those first resolved in the range, with how many of them
+    reopened since."""
     first = _in(range_, "first_response_sla_day")
     resolution = _in(range_, "resolution_sla_day")
-    row = conversations.filter(first | resolution).aggregate(
+    first_resolved = _in(range_, "first_resolved_day")
+    row = conversations.filter(first | resolution | first_resolved).aggregate(
         met=Count("pk", filter=first & Q(first_response_met=True)),
         missed=Count("pk", filter=first & Q(first_response_met=False)),
-        # Named apart from the column, which the ORM would take for the aggregate.
+        # Named apart from the columns, which the ORM would take for the aggregates.
         resolutions_met=Count("pk", filter=resolution & Q(resolution_met=True)),
         resolutions_missed=Count("pk", filter=resolution & Q(resolution_met=False)),
+        resolved_first=Count("pk", filter=first_resolved),
+        reopened_since=Count("pk", filter=first_resolved & Q(reopens__gt=0)),
     )
     return {
         "met": row["met"],
         "missed": row["missed"],
         "resolution_met": row["resolutions_met"],
         "resolution_missed": row["resolutions_missed"],
+        "first_resolved": row["resolved_first"],
+        "reopened": row["reopened_since"],
     }
 
 
@@ -1233,7 +1243,6 @@ def _ends_in(user: AnyUser, filters: Filters, range_: DateRange) -> dict[str, in
         n=Sum("resolved"),
         in_channel=Sum("in_channel"),
         escalated=Sum("escalated"),
-        reopened=Sum("reopened"),
     )
     return {name: value or 0 for name, value in row.items()}
 
@@ -1288,7 +1297,7 @@ def _summary(
         volume = _volume(message_days(user, filters).filter(_in(range_)))
         start = _starts(started)
         end, resolution = _ends(resolved)
-        reply = _sla_settled(conversations, range_)
+        reply = _settled(conversations, range_)
         _, response = figures(responses, spreads=_RESPONSE_SPREADS)
         speed = Speed(**response, **resolution)
     else:
@@ -1326,7 +1335,7 @@ def _summary(
         resolution_met=reply["resolution_met"],
         resolution_missed=reply["resolution_missed"],
         breaches=start["breaches"],
-        outcomes=_outcomes(escalations, end),
+        outcomes=_outcomes(escalations, end, reply),
         sentiment=_sentiment(volume, end),
         loyalty=_loyalty(start, contacts, repeat),
         backlog=now["backlog"],
@@ -1367,17 +1376,19 @@ _END_SUMS = {
     "n": "resolved",
     "in_channel": "in_channel",
     "escalated": "escalated",
-    "reopened": "reopened",
     "changed": "changed",
     "improved": "improved",
     "worsened": "worsened",
 }
-# Targets settled: first response ("met", "missed") and resolution.
-_SLA_SUMS = {
+# Targets settled: first response ("met", "missed") and resolution; first resolutions, and
+# whether they held.
+_SETTLED_SUMS = {
     "met": "first_response_met",
     "missed": "first_response_missed",
     "resolution_met": "resolution_met",
     "resolution_missed": "resolution_missed",
+    "first_resolved": "first_resolved",
+    "reopened": "reopened",
 }
 
 
@@ -1388,7 +1399,7 @@ def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
         *_MESSAGE_SUMS,
         *_START_SUMS.values(),
         *_END_SUMS.values(),
-        *_SLA_SUMS.values(),
+        *_SETTLED_SUMS.values(),
         "sentiment_first_total",
         "sentiment_last_total",
     }
@@ -1399,7 +1410,7 @@ def _counted(counts: QuerySet) -> tuple[dict[str, Any], ...]:
     }
     volume = {name: row[name] for name in _MESSAGE_SUMS}
     start = {key: row[name] for key, name in _START_SUMS.items()}
-    reply = {key: row[name] for key, name in _SLA_SUMS.items()}
+    reply = {key: row[name] for key, name in _SETTLED_SUMS.items()}
     end: dict[str, Any] = {key: row[name] for key, name in _END_SUMS.items()}
     changed = end["changed"]
     end["first"] = row["sentiment_first_total"] / 1_000_000 / changed if changed else None
@@ -1455,10 +1466,10 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         )
         return mood.positive_share if metric == Metric.POSITIVE_SHARE else mood.negative_share
     if metric == Metric.FIRST_RESPONSE_SLA:
-        reply = _sla_in(user, filters, range_)
+        reply = _settled_in(user, filters, range_)
         return _share(reply["met"], reply["met"] + reply["missed"])
     if metric == Metric.RESOLUTION_SLA:
-        reply = _sla_in(user, filters, range_)
+        reply = _settled_in(user, filters, range_)
         return _share(reply["resolution_met"], reply["resolution_met"] + reply["resolution_missed"])
     if metric == Metric.BREACHES:
         return _starts_in(user, filters, range_)["breaches"]
@@ -1471,19 +1482,22 @@ def _metric_value(*, user: AnyUser, range_: DateRange, filters: Filters, metric:
         return _loyalty(start, 0, 0).returning_30_share
     if metric == Metric.VIP_COVERAGE:
         return _loyalty(_starts_in(user, filters, range_), 0, 0).vip_coverage
+    if metric == Metric.REOPEN_RATE:
+        settled = _settled_in(user, filters, range_)
+        return _share(settled["reopened"], settled["first_resolved"])
     end = _ends_in(user, filters, range_)
     outcomes = Outcomes(
         resolved=end["n"],
         in_channel=end["in_channel"],
         escalated=end["escalated"],
-        reopened=end["reopened"],
+        first_resolved=0,
+        reopened=0,
         by_outcome=[],
         by_department=[],
     )
     rates: dict[str, float | None] = {
         Metric.IN_CHANNEL_RESOLUTION: outcomes.in_channel_rate,
         Metric.ESCALATION_RATE: outcomes.escalation_rate,
-        Metric.REOPEN_RATE: outcomes.reopen_rate,
     }
     if metric not in rates:
         raise ValueError(f"Unknown metric {metric!r}")
@@ -1542,9 +1556,11 @@ def _escalations(
     ]
 
 
-def _outcomes(escalations: list[tuple[str, str | None, int]], end: dict[str, int]) -> Outcomes:
+def _outcomes(
+    escalations: list[tuple[str, str | None, int]], end: dict[str, int], settled: dict[str, int]
+) -> Outcomes:
     """The counts of resolved conversations, and the escalated among them by how their
-    escalation ended and where it went."""
+    escalation ended and where it went; the first resolutions, and those reopened since."""
     labels = dict(EscalationOutcome.choices)
     outcomes: dict[str, int] = defaultdict(int)
     departments: dict[str | None, int] = defaultdict(int)
@@ -1556,7 +1572,8 @@ def _outcomes(escalations: list[tuple[str, str | None, int]], end: dict[str, int
         resolved=end["n"],
         in_channel=end["in_channel"],
         escalated=end["escalated"],
-        reopened=end["reopened"],
+        first_resolved=settled["first_resolved"],
+        reopened=settled["reopened"],
         by_outcome=[(labels.get(code, "Still open"), n) for code, n in sorted(outcomes.items())],
         by_department=[(name or "A manager", n) for name, n in by_department],
     )

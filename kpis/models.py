@@ -153,6 +153,12 @@ class ConversationFact(_Dimensions):
         db_index=False,
         db_constraint=False,
     )
+    first_resolved_day = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The day of the first resolution, the reopen rate's: whether it held counts "
+        "there",
+    )
 
     reopens = models.PositiveIntegerField(default=0)
     breaches = models.PositiveIntegerField(default=0)
@@ -310,6 +316,7 @@ class DayCounts(models.Model):
     """What the counted figures add up to on one day, per channel, team and priority: messages
     (the day they were written), conversations started and their breaches (the day it started),
     conversations resolved, how, and how their customers' sentiment changed (the day of the
+    resolution), conversations first resolved and those reopened since (the day of the first
     resolution), first responses within SLA and responses per time bucket (the day of the
     reply).
 
@@ -351,6 +358,8 @@ class DayCounts(models.Model):
     resolved = models.IntegerField(default=0)
     in_channel = models.IntegerField(default=0)
     escalated = models.IntegerField(default=0)
+    # Of the conversations first resolved that day, those reopened since (still open or not).
+    first_resolved = models.IntegerField(default=0)
     reopened = models.IntegerField(default=0)
     resolution_met = models.IntegerField(default=0)
     resolution_missed = models.IntegerField(default=0)

@@ -100,7 +100,9 @@ def test_the_week_in_figures(history):
     assert (s.resolution_met, s.resolution_missed) == (2, 0)
     assert s.breaches == 1
     o = s.outcomes
-    assert (o.resolved, o.in_channel, o.escalated, o.reopened) == (2, 1, 1, 1)
+    assert (o.resolved, o.in_channel, o.escalated) == (2, 1, 1)
+    # A and B were first resolved in the week, and B reopened since.
+    assert (o.first_resolved, o.reopened) == (2, 1)
     assert (o.in_channel_rate, o.escalation_rate, o.reopen_rate) == (50, 50, 50)
     assert o.by_outcome == [("Abandoned", 1)]
     assert o.by_department == [("Billing", 1)]
@@ -390,6 +392,64 @@ def test_a_resolution_target_passed_while_open_is_a_miss_on_the_day_it_fell_due(
     assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
 
 
+def test_a_reopening_counts_against_the_day_of_the_first_resolution(history):
+    manager, alice, a = history["manager"], history["alice"], history["a"]
+    monday = DateRange(date(2026, 1, 12), date(2026, 1, 12))
+    tuesday = DateRange(date(2026, 1, 13), date(2026, 1, 13))
+    tag = TagFactory()
+    for conversation in Conversation.objects.all():
+        conversation.tags.add(tag)
+
+    def reopen_rate(range_: DateRange, filters: Filters) -> tuple[int, int, float | None]:
+        o = summary(user=manager, range_=range_, filters=filters).outcomes
+        value = metric_value(
+            user=manager, range_=range_, filters=filters, metric=Metric.REOPEN_RATE
+        )
+        assert value == o.reopen_rate
+        return o.first_resolved, o.reopened, o.reopen_rate
+
+    for filters in (Filters(), Filters(tag=tag.pk)):  # from the day counts, from the facts
+        # B was first resolved on Tuesday, reopened and resolved again on Wednesday: Tuesday's
+        # resolution did not hold, though nothing was resolved for good that day.
+        assert reopen_rate(tuesday, filters) == (1, 1, 100), filters
+        assert summary(user=manager, range_=tuesday, filters=filters).outcomes.resolved == 0
+        # A, resolved on Monday, has held so far.
+        assert reopen_rate(monday, filters) == (1, 0, 0), filters
+
+    # Ann writes again on the next Monday: A reopens and stays open. Monday's resolution
+    # failed; A is resolved nowhere now.
+    ingest(channel=history["x"], posts=[post("a3", author="ann", reply_to="a2", at=utc(19, 9))])
+    a.refresh_from_db()
+    assert a.status not in ("resolved", "closed")
+    facts_refresh()
+    fact = ConversationFact.objects.get(conversation=a)
+    assert (fact.first_resolved_day, fact.resolved_day, fact.reopens) == (
+        date(2026, 1, 12),
+        None,
+        1,
+    )
+    for filters in (Filters(), Filters(tag=tag.pk)):
+        assert reopen_rate(monday, filters) == (1, 1, 100), filters
+        assert reopen_rate(WEEK, filters) == (2, 2, 100), filters
+        assert summary(user=manager, range_=WEEK, filters=filters).outcomes.resolved == 1
+
+    # Resolved again on Tuesday: still Monday's failure, and no first resolution on Tuesday.
+    services.conversation_status_set(
+        conversation=a, status=Status.RESOLVED, actor=alice, at=utc(20, 9)
+    )
+    facts_refresh()
+    next_tuesday = DateRange(date(2026, 1, 20), date(2026, 1, 20))
+    for filters in (Filters(), Filters(tag=tag.pk)):
+        assert reopen_rate(monday, filters) == (1, 1, 100), filters
+        assert reopen_rate(next_tuesday, filters) == (0, 0, None), filters
+        assert summary(user=manager, range_=next_tuesday, filters=filters).outcomes.resolved == 1
+    refreshed = list(ConversationFact.objects.order_by("pk").values())
+    counted = day_counts()
+    facts_rebuild()
+    assert list(ConversationFact.objects.order_by("pk").values()) == refreshed
+    assert day_counts() == counted
+
+
 def test_periods_shift_back_by_their_length():
     r = DateRange(date(2026, 1, 9), date(2026, 1, 15))
     assert r.previous() == DateRange(date(2026, 1, 2), date(2026, 1, 8))
@@ -487,6 +547,40 @@ def test_the_resolution_sla_migration_moves_the_counts_and_settles_them_again(hi
     assert set(StaleConversation.objects.values_list("conversation_id", flat=True)) >= {c, d}
     facts_refresh()
     assert resolution_sla() == (2, 2)
+    counted = day_counts()
+    facts_rebuild()
+    assert day_counts() == counted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_resolution_migration_moves_the_reopenings_and_settles_them_again(history):
+    tuesday = DateRange(date(2026, 1, 13), date(2026, 1, 13))
+
+    def reopenings(range_: DateRange) -> tuple[int, int]:
+        o = summary(user=history["manager"], range_=range_).outcomes
+        return o.first_resolved, o.reopened
+
+    assert reopenings(tuesday) == (1, 1)
+    try:
+        call_command("migrate", "kpis", "0021", verbosity=0)
+        # Before: B's reopening counted on Wednesday, with its last resolution.
+        by_day = dict(DayCounts.objects.values_list("day").annotate(n=Sum("reopened")).order_by())
+        assert (by_day.get(date(2026, 1, 13), 0), by_day[date(2026, 1, 14)]) == (0, 1)
+    finally:
+        call_command("migrate", "kpis", verbosity=0)
+    # A, never reopened, has its resolution's day; B is marked and its first resolution found.
+    a = ConversationFact.objects.get(conversation=history["a"])
+    assert a.first_resolved_day == date(2026, 1, 12)
+    assert set(StaleConversation.objects.values_list("conversation_id", flat=True)) == {
+        history["b"].pk
+    }
+    on_tuesday = DayCounts.objects.filter(day=date(2026, 1, 13)).aggregate(
+        first_resolved=Sum("first_resolved"), reopened=Sum("reopened")
+    )
+    assert on_tuesday == {"first_resolved": 0, "reopened": 0}
+    facts_refresh()
+    assert reopenings(tuesday) == (1, 1)
+    assert reopenings(WEEK) == (2, 1)
     counted = day_counts()
     facts_rebuild()
     assert day_counts() == counted

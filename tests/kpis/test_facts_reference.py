@@ -123,7 +123,7 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
 
         resolution_met = resolved_by = unanswered_due = None
         # The last resolution's missed target; the running round's that passed unresolved.
-        resolution_due = round_due = None
+        resolution_due = round_due = first_resolved = None
         for e in ConversationEvent.objects.filter(conversation=c, kind__in=_EVENTS).order_by(
             "created_at", "pk"
         ):
@@ -164,6 +164,8 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             elif e.kind == EventKind.STATUS_CHANGED:
                 previous, status = data.get("previous"), data.get("status")
                 if status in ENDED and previous not in ENDED:
+                    if first_resolved is None:
+                        first_resolved = e.created_at
                     resolved_by, resolution_met = e.actor_id, data.get("sla_met")
                     resolution_due = None
                     if resolution_met is False:
@@ -197,6 +199,10 @@ def reference(ids: list[int]) -> tuple[list[Any], list[Any], list[Any]]:
             # Never answered: the breach is the miss, on the day the target fell due.
             fact.first_response_met = False
             fact.first_response_sla_day = _local_day(unanswered_due)
+        if first_resolved is None and c.status in ENDED:
+            first_resolved = c.resolved_at  # no status change on the timeline
+        if first_resolved is not None:
+            fact.first_resolved_day = _local_day(first_resolved)
         if c.status in ENDED and c.resolved_at is not None:
             fact.resolved_at = c.resolved_at
             fact.resolved_day = _local_day(c.resolved_at)
@@ -513,6 +519,12 @@ def test_computed_facts_equal_the_references(varied):
         f.resolution_sla_day != f.resolved_day
         for f in facts.filter(resolution_met=False, resolved_at__isnull=False)
     )
+    # First resolutions: some on another day than the last, some of conversations open again.
+    assert any(
+        f.first_resolved_day != f.resolved_day
+        for f in facts.filter(resolved_day__isnull=False, first_resolved_day__isnull=False)
+    )
+    assert facts.filter(first_resolved_day__isnull=False, resolved_at__isnull=True).exists()
     assert facts.filter(new_contact=True).exists() and facts.filter(days_since_previous=0).exists()
     assert facts.filter(is_vip=True, contact__is_vip=False).exists()  # erased, kept
     assert facts.exclude(sentiment_first=None).exists()
