@@ -72,6 +72,9 @@ INGEST_BRAND = "@acme"
 # --- Environment and database ------------------------------------------------------------
 
 
+_BENCH_KEY = "BnskEupCeuz01rFT6KjATvPtwXfiLh1N73oQdMy9t0s="
+
+
 def prepare_environment() -> Path:
     """A throwaway data folder and safe settings, before Django reads them."""
     data_dir = Path(tempfile.mkdtemp(prefix="scrm-bench-kpis-"))
@@ -81,6 +84,9 @@ def prepare_environment() -> Path:
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["DB_CONN_MAX_AGE"] = "3600"  # one connection for the whole run
     os.environ["CELERY_BROKER_URL"] = "memory://localhost/"
+    # One key for every run, so a database kept by one run (--keep) can be read by the next
+    # (--skip-load): its channels' credentials are encrypted with it. Benchmark data only.
+    os.environ["SCRM_ENCRYPTION_KEYS"] = _BENCH_KEY
     for name in ("CELERY_BROKER_URL_FILE", "REDIS_URL", "REDIS_URL_FILE", "DATABASE_URL_FILE"):
         os.environ.pop(name, None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")

@@ -48,7 +48,7 @@ from django.db.models.functions import TruncMonth, TruncWeek
 from django.utils import timezone
 
 from conversations.models import ACTIVE_STATUSES, Conversation, Department, EscalationOutcome
-from governance.selectors import seen_channel_ids, visible_channel_ids
+from governance.selectors import seen_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
@@ -463,14 +463,8 @@ def _sort_memory() -> Iterator[None]:
 def _scope_key(user: AnyUser) -> str:
     """The channels the user may see, as part of a cache key; read once per user object (a
     request's)."""
-    if "_kpi_scope" not in user.__dict__:
-        ids = visible_channel_ids(user=user)
-        user.__dict__["_kpi_scope"] = (
-            "all"
-            if ids is None
-            else ",".join(str(r["channel_id"]) for r in ids.order_by("channel_id"))
-        )
-    return str(user.__dict__["_kpi_scope"])
+    ids = seen_channel_ids(user=user)
+    return "all" if ids is None else ",".join(map(str, ids))
 
 
 def summary(*, user: AnyUser, range_: DateRange, filters: Filters | None = None) -> Summary:
@@ -584,7 +578,7 @@ def metric_values(
 
 def _scoped(model: Any, user: AnyUser, filters: Filters, *, agent_field: str | None) -> QuerySet:
     qs = model.objects.filter(filters.q(agent_field=agent_field))
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
@@ -617,7 +611,7 @@ def day_counts(user: AnyUser, filters: Filters) -> QuerySet[DayCounts] | None:
     if filters.priority is not None:
         q &= Q(priority=filters.priority)
     qs = DayCounts.objects.filter(q)
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
@@ -658,7 +652,7 @@ def duration_counts(user: AnyUser, filters: Filters) -> QuerySet[DurationCounts]
     if filters.platform:
         q &= Q(platform=filters.platform)
     qs = DurationCounts.objects.filter(q)
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
@@ -1096,6 +1090,13 @@ def _starts(started: QuerySet) -> dict[str, int]:
     return row
 
 
+# Conversations whose contact's previous conversation was on another channel (the condition
+# of ConversationFact's index kpi_conv_switched_idx).
+_SWITCHED = Q(previous_day__isnull=False) & (
+    Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=F("previous_day"))
+)
+
+
 def _contacts_in(
     user: AnyUser, filters: Filters, range_: DateRange, started: QuerySet, n: int
 ) -> tuple[int, int]:
@@ -1121,20 +1122,18 @@ def _contacts_in(
         # with a conversation on each of two channels has none with two. Each such contact
         # has a conversation whose previous one started in the range on another channel.
         start = range_.start
-        switched = started.filter(previous_day__gte=start).filter(
-            Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start)
-        )
-        # Their ids first, then their conversations by contact: as one query PostgreSQL
-        # read every conversation of the range to find the few.
-        ids = list(switched.values_list("contact_id", flat=True).distinct().order_by())
+        switched = started.filter(
+            # The predicate of their partial index, which the planner must find written out.
+            _SWITCHED,
+            previous_day__gte=start,
+        ).filter(Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start))
+        # Their conversations of the range, by contact and channel, from the contact index.
         per_contact: dict[int, list[int]] = defaultdict(list)
         for contact_id, _, n_here in (
-            started.filter(contact_id__in=ids)
+            started.filter(contact_id__in=switched.values("contact_id"))
             .values_list("contact_id", "channel_id")
             .annotate(n=Count("*"))
             .order_by()
-            if ids
-            else ()
         ):
             per_contact[contact_id].append(n_here)
         for channels in per_contact.values():
@@ -1525,7 +1524,7 @@ def escalation_counts(user: AnyUser, filters: Filters) -> QuerySet[EscalationCou
     if filters.platform:
         q &= Q(platform=filters.platform)
     qs = EscalationCounts.objects.filter(q)
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs
@@ -1900,7 +1899,7 @@ def _agent_scope(
     if filters.agent is not None:
         q &= Q(agent_id=filters.agent)
     qs = model._default_manager.filter(q)
-    ids = visible_channel_ids(user=user)
+    ids = seen_channel_ids(user=user)
     if ids is not None:
         qs = qs.filter(channel_id__in=ids)
     return qs

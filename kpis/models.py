@@ -204,7 +204,22 @@ class ConversationFact(_Dimensions):
             ),
             models.Index(fields=["team", "day"], name="kpi_conv_team_idx"),
             models.Index(fields=["assignee", "day"], name="kpi_conv_assignee_idx"),
-            models.Index(fields=["contact", "day"], name="kpi_conv_contact_idx"),
+            # A contact's conversations of a range, and their channels, without the rows.
+            models.Index(
+                fields=["contact", "day"], include=["channel"], name="kpi_conv_contact_channel_idx"
+            ),
+            # The conversations whose contact's previous one was on another channel (about one
+            # in eight): for a scope of several channels, the contacts counted once per channel.
+            models.Index(
+                fields=["channel", "day"],
+                include=["contact", "previous_day", "channel_previous_day"],
+                condition=models.Q(previous_day__isnull=False)
+                & (
+                    models.Q(channel_previous_day__isnull=True)
+                    | models.Q(channel_previous_day__lt=models.F("previous_day"))
+                ),
+                name="kpi_conv_switched_idx",
+            ),
             # The escalated among the resolutions of a range (about one in twenty), by how and
             # where their escalation went, without the rows.
             models.Index(

@@ -460,7 +460,7 @@ def test_periods_shift_back_by_their_length():
 
 def test_figures_are_cached_until_facts_change(history, django_assert_num_queries):
     manager = history["manager"]
-    manager.__dict__.pop("_kpi_scope", None)
+    manager.__dict__.pop("_scrm_access", None)  # read afresh, then kept
     first = summary(user=manager, range_=WEEK)
     backlog = backlog_by_age(user=manager, now=NOW)
     target = metric_value(user=manager, range_=WEEK, metric=Metric.BACKLOG)
