@@ -75,8 +75,10 @@ INGEST_BRAND = "@acme"
 _BENCH_KEY = "BnskEupCeuz01rFT6KjATvPtwXfiLh1N73oQdMy9t0s="
 
 
-def prepare_environment() -> Path:
-    """A throwaway data folder and safe settings, before Django reads them."""
+def prepare_environment(redis_url: str | None = None) -> Path:
+    """A throwaway data folder and safe settings, before Django reads them; the figures cached
+    in Redis at ``redis_url`` if given (as deployed with docker-compose), else in files (as
+    without services)."""
     data_dir = Path(tempfile.mkdtemp(prefix="scrm-bench-kpis-"))
     os.environ["SCRM_DATA_DIR"] = str(data_dir)
     os.environ["DEBUG"] = "false"
@@ -89,6 +91,8 @@ def prepare_environment() -> Path:
     os.environ["SCRM_ENCRYPTION_KEYS"] = _BENCH_KEY
     for name in ("CELERY_BROKER_URL_FILE", "REDIS_URL", "REDIS_URL_FILE", "DATABASE_URL_FILE"):
         os.environ.pop(name, None)
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
@@ -1256,6 +1260,7 @@ def report(result: dict[str, Any]) -> str:
         + (" (kept)" if args["keep"] else " (dropped at exit)"),
         f"Runtime  : Python {platform.python_version()}, {platform.platform()}, "
         f"{os.cpu_count()} CPUs (shared: other work shows in the load average)",
+        f"Cache    : {result.get('cache', 'files (no Redis)')}",
     ]
     loaded: Load | None = result.get("load")
     if loaded is not None:
@@ -1542,6 +1547,13 @@ def parse_args(argv: Sequence[str] | None, vendor: str) -> argparse.Namespace:
         "--skip-load", action="store_true", help="reuse the database a --keep run left"
     )
     parser.add_argument("--keep", action="store_true", help="keep the database at the end")
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="cache the figures and sessions in Redis there, as a deployment with Redis does "
+        "(default: in files, as without services; the benchmark never reads REDIS_URL, so a "
+        "Redis in use is not written to unless named here)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     args = parser.parse_args(argv)
@@ -1562,7 +1574,7 @@ def parse_args(argv: Sequence[str] | None, vendor: str) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     vendor = check_database_url()
     args = parse_args(argv, vendor)
-    data_dir = prepare_environment()
+    data_dir = prepare_environment(args.redis_url)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     import django
@@ -1578,6 +1590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "vendor": vendor,
+        "cache": f"Redis at {args.redis_url}" if args.redis_url else "files (no Redis)",
     }
     try:
         with bench_database(data_dir=data_dir, keep=args.keep, reuse=args.skip_load) as name:
