@@ -1128,17 +1128,29 @@ def _contacts_in(
             previous_day__gte=start,
         ).filter(Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start))
         # Their conversations of the range, by contact and channel, from the contact index.
-        per_contact: dict[int, list[int]] = defaultdict(list)
-        for contact_id, _, n_here in (
+        pairs = (
             started.filter(contact_id__in=switched.values("contact_id"))
-            .values_list("contact_id", "channel_id")
+            .values("contact_id", "channel_id")
             .annotate(n=Count("*"))
             .order_by()
-        ):
-            per_contact[contact_id].append(n_here)
-        for channels in per_contact.values():
-            contacts -= len(channels) - 1
-            repeat += (sum(channels) >= 2) - sum(1 for n_here in channels if n_here >= 2)
+        )
+        try:
+            sql, params = pairs.query.sql_with_params()
+        except EmptyResultSet:  # a scope of no channel
+            return contacts, repeat
+        # A contact on k channels counted k times; two or more conversations in all counts
+        # once, where each channel's own two or more counted already.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COALESCE(SUM(k - 1), 0), COALESCE(SUM(CASE WHEN total >= 2 THEN 1 ELSE 0"
+                " END - twos), 0) FROM (SELECT contact_id, COUNT(*) AS k, SUM(n) AS total,"
+                " SUM(CASE WHEN n >= 2 THEN 1 ELSE 0 END) AS twos"
+                f" FROM ({sql}) pairs GROUP BY contact_id) contacts",
+                params,
+            )
+            extra, repeated = cursor.fetchone()
+        contacts -= int(extra)
+        repeat += int(repeated)
     return contacts, repeat
 
 
