@@ -133,7 +133,10 @@ class FacebookConnector:
             return ParseResult(posts=[], rejected=batch.rejected)
         for entry in payload.get("entry") or []:
             if not isinstance(entry, dict):
-                batch.reject(entry, "A webhook entry that is not an object")
+                # Kept as an entry: its retry reads it as one again, and says what is wrong.
+                batch.reject(
+                    entry, "A webhook entry that is not an object", context={"reader": ENTRY_READER}
+                )
                 continue
             if page_id and str(entry.get("id", page_id)) != page_id:
                 # Webhook routing hands every Page its own entries; one left here belongs to a

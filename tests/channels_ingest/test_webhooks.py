@@ -349,6 +349,19 @@ def test_an_entry_for_a_page_no_channel_served_is_delivered_again_once_one_does(
     assert Message.objects.filter(channel=fb_channel).count() == 1
 
 
+def test_a_malformed_entry_is_kept_as_an_entry_and_its_retry_says_what_is_wrong(fb_channel):
+    body = json.loads(fb_comment_payload())
+    body["entry"].append("not an entry")
+    delivery = WebhookDelivery.objects.create(channel=fb_channel, body=json.dumps(body))
+    assert webhook_process(delivery_id=delivery.pk) == 1  # the good entry's comment
+    letter = DeadLetter.objects.get(channel=fb_channel)
+    assert json.loads(letter.raw) == "not an entry"
+    assert letter.context == {"reader": "webhook_entry"}
+    letter = dead_letter_retry(letter=letter)
+    assert letter.status == DeadLetterStatus.NEW
+    assert letter.error == "Retry failed: A webhook entry that is not an object"
+
+
 def test_a_retried_item_of_a_delivery_says_it_cannot_be_read_alone(fb_channel):
     change = json.loads(fb_comment_payload())["entry"][0]["changes"][0]
     letter = DeadLetter.objects.create(
