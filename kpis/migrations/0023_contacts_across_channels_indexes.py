@@ -3,9 +3,9 @@
 The contact counts are kept per channel, so for a scope of some channels (a manager's) a
 contact with conversations on two of them is counted twice; the few who changed channels in the
 range are counted again from their facts. Those are the conversations whose contact's previous
-conversation was on another channel: a partial index holds only them (about one in eight), and
-their contacts' conversations of the range are read with their channels from the contact index,
-without the rows.
+conversation was on another channel: a partial index holds only them (one in fifteen in the
+benchmark), and their contacts' conversations of the range are read with their channels from
+the contact index, without the rows.
 """
 
 from django.db import migrations, models
