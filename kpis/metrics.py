@@ -52,6 +52,7 @@ from governance.selectors import seen_channel_ids
 from kpis.models import (
     DURATION_BUCKETS,
     DURATION_EDGES,
+    SWITCHED_CHANNEL,
     AgentCounts,
     AgentDurations,
     ContactCounts,
@@ -1090,13 +1091,6 @@ def _starts(started: QuerySet) -> dict[str, int]:
     return row
 
 
-# Conversations whose contact's previous conversation was on another channel (the condition
-# of ConversationFact's index kpi_conv_switched_idx).
-_SWITCHED = Q(previous_day__isnull=False) & (
-    Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=F("previous_day"))
-)
-
-
 def _contacts_in(
     user: AnyUser, filters: Filters, range_: DateRange, started: QuerySet, n: int
 ) -> tuple[int, int]:
@@ -1124,7 +1118,7 @@ def _contacts_in(
         start = range_.start
         switched = started.filter(
             # The predicate of their partial index, which the planner must find written out.
-            _SWITCHED,
+            SWITCHED_CHANNEL,
             previous_day__gte=start,
         ).filter(Q(channel_previous_day__isnull=True) | Q(channel_previous_day__lt=start))
         # Their conversations of the range, by contact and channel, from the contact index.

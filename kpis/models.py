@@ -54,6 +54,15 @@ class _Dimensions(models.Model):
         abstract = True
 
 
+# Conversations whose contact's previous conversation was on another channel: the condition of
+# ConversationFact's partial index kpi_conv_switched_idx, which a query must write out as is
+# for the planner to use the index.
+SWITCHED_CHANNEL = models.Q(previous_day__isnull=False) & (
+    models.Q(channel_previous_day__isnull=True)
+    | models.Q(channel_previous_day__lt=models.F("previous_day"))
+)
+
+
 class ConversationFact(_Dimensions):
     """One row per conversation: how it started, was answered, resolved and escalated."""
 
@@ -214,11 +223,7 @@ class ConversationFact(_Dimensions):
             models.Index(
                 fields=["channel", "day"],
                 include=["contact", "previous_day", "channel_previous_day"],
-                condition=models.Q(previous_day__isnull=False)
-                & (
-                    models.Q(channel_previous_day__isnull=True)
-                    | models.Q(channel_previous_day__lt=models.F("previous_day"))
-                ),
+                condition=SWITCHED_CHANNEL,
                 name="kpi_conv_switched_idx",
             ),
             # The escalated among the resolutions of a range (about one in twenty), by how and
