@@ -7,13 +7,14 @@ and a prepared statement executed per row on SQLite, where statements run in-pro
 
 ``rows_copy`` inserts many rows with PostgreSQL's ``COPY``, a few times faster than a
 multi-row ``INSERT`` (which the server must parse, and psycopg quote value by value); on SQLite
-with one prepared statement run per row.
+with one prepared statement run per row. Its text is written as it is sent, so the server is
+storing rows while this process writes the next ones. ``rows_insert_returning`` goes by COPY
+too when only the new keys are wanted back, taking them from the sequence first.
 """
 
-import io
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from datetime import date, datetime
 from typing import Any, Literal, cast
@@ -130,19 +131,20 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
         table = connection.ops.quote_name(meta.db_table)
         columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in model_fields)
         is_json = [f.get_internal_type() == "JSONField" for f in model_fields]
+        values: Iterable[Sequence[Any]] = rows
         if any(is_json):
-            rows = [
+            values = (
                 [
                     json_value_text(value) if j else value
                     for j, value in zip(is_json, row, strict=True)
                 ]
                 for row in rows
-            ]
-        text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in rows)
+            )
+        lines = ("\t".join(map(_copy_text, row)) + "\n" for row in values)
 
         def copy(sql: str, params: object, many: bool, context: object) -> None:
             with connection.wrap_database_errors:
-                raw.copy_expert(sql, io.StringIO(text))
+                raw.copy_expert(sql, _CopyText(lines), size=COPY_CHUNK)
 
         # Through the connection's execute wrappers and, when queries are logged, into the
         # log: the statement counts and is timed like any other.
@@ -151,6 +153,29 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
         with logged(sql) if logged is not None else nullcontext():
             cursor._execute_with_wrappers(sql, None, False, copy)
     return len(rows)
+
+
+# Characters of COPY text sent at a time. The rows are written out as they are sent, so the
+# server stores the rows of one chunk while this process writes the next: the two overlap.
+COPY_CHUNK = 32_768
+
+
+class _CopyText:
+    """COPY's text, read as a file: its lines joined into chunks of about ``size``
+    characters, written when asked for rather than all before the first is sent."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+
+    def read(self, size: int = -1) -> str:
+        chunk: list[str] = []
+        length = 0
+        for line in self._lines:
+            chunk.append(line)
+            length += len(line)
+            if 0 <= size <= length:
+                break
+        return "".join(chunk)
 
 
 def _sqlite_insert(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
@@ -375,11 +400,20 @@ def rows_insert_returning(
     """``rows_insert`` that gives back the ``returning`` fields of the rows it inserted, read
     as a query would read them, in the order of ``rows`` (the order Django's ``bulk_create``
     relies on too). With ``ignore_conflicts`` a row that breaks a unique constraint is left
-    out, and so is its result: callers match results by a key they returned."""
+    out, and so is its result: callers match results by a key they returned.
+
+    Rows that want only their keys back go in on PostgreSQL by ``rows_copy``, the keys taken
+    from the table's sequence beforehand: two statements, but the server stores the rows while
+    they are being written, which an INSERT's parameters do not allow."""
     if not rows:
         return []
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
+    if tuple(returning) == ("pk",) and not ignore_conflicts and _copies(model_fields):
+        keys = _keys_taken(model, len(rows))
+        key = cast(Field, meta.pk).attname
+        rows_copy(model, [key, *fields], [(pk, *row) for pk, row in zip(keys, rows, strict=True)])
+        return [(pk,) for pk in keys]
     values_of = _values_adapter(model_fields)
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
@@ -604,3 +638,29 @@ def instances_insert(model: type[Model], instances: Sequence[Model]) -> None:
         instance.pk = pk
         instance._state.adding = False
         instance._state.db = alias
+
+
+# What COPY's text writes as PostgreSQL reads it back: the plain types, times and JSON.
+_COPIED = _PLAIN | {"DateTimeField", "DateField", "JSONField"}
+
+
+def _copies(fields: "Sequence[Field[Any, Any]]") -> bool:
+    """Whether rows of these fields go in by COPY, their keys taken from the sequence first:
+    on PostgreSQL the server then stores the rows as they arrive while this process writes
+    the next ones, where an INSERT's rows must all be written before it starts."""
+    return connection.vendor == "postgresql" and all(
+        f.get_internal_type() in _COPIED for f in fields
+    )
+
+
+def _keys_taken(model: type[Model], count: int) -> list[int]:
+    """``count`` new primary keys of the model's table, taken from its sequence (as an INSERT
+    would take them), in one query."""
+    meta = model._meta
+    assert meta.pk is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, meta.pk.column, count],
+        )
+        return [pk for (pk,) in cursor.fetchall()]

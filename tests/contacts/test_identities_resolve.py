@@ -198,6 +198,8 @@ def test_resolution_costs_the_same_queries_for_three_authors_or_three_hundred():
         identities_resolve(platform="demo", authors=batch("s", 3))
     with CaptureQueriesContext(connection) as large:
         identities_resolve(platform="demo", authors=batch("l", 300))
-    # Lookup, profile update, email match, contacts, identities, handles, suggestions, touch.
-    assert len(small.captured_queries) == len(large.captured_queries) == 8
+    # Lookup, profile update, email match, contacts, identities, handles, suggestions, touch;
+    # on PostgreSQL the new contacts' keys are taken first, and the contacts go in by COPY.
+    expected = 9 if connection.vendor == "postgresql" else 8
+    assert len(small.captured_queries) == len(large.captured_queries) == expected
     assert MergeSuggestion.objects.count() == 2

@@ -1,4 +1,5 @@
-"""Rows written by COPY read back exactly as rows written by INSERT, awkward values included."""
+"""Rows written by COPY read back exactly as rows written by INSERT, awkward values included,
+however the text is cut into chunks on its way to the server."""
 
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
@@ -7,9 +8,11 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from contacts.models import Contact
 from conversations.models import ConversationEvent
 from kpis.models import ResponseFact
-from scrm.bulk import rows_copy, rows_insert
+from scrm import bulk
+from scrm.bulk import _CopyText, rows_copy, rows_insert, rows_insert_returning
 from tests.factories import ConversationFactory
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +122,64 @@ def test_copy_is_a_statement_like_any_other():
     with pytest.raises(IntegrityError), transaction.atomic():
         rows_copy(ConversationEvent, fields, [row])  # the same primary key again
     assert ConversationEvent.objects.filter(pk=10**9).count() == 1
+
+
+def test_copy_text_is_read_in_chunks_of_whole_lines():
+    lines = [f"row {n}\t{'x' * (n % 7)}\n" for n in range(50)]
+    reader = _CopyText(iter(lines))
+    chunks = list(iter(lambda: reader.read(40), ""))
+    assert "".join(chunks) == "".join(lines)
+    assert len(chunks) > 5
+    assert all(len(chunk) >= 40 for chunk in chunks[:-1])
+    assert all(chunk.endswith("\n") for chunk in chunks)
+    assert _CopyText(iter(lines)).read() == "".join(lines)  # no size: everything at once
+
+
+def test_rows_copied_over_many_chunks_are_each_stored_once(monkeypatch):
+    """Rows are written out while they are sent; with chunks far smaller than a row, every
+    row and every awkward character still arrives once, in order."""
+    monkeypatch.setattr(bulk, "COPY_CHUNK", 16)
+    conversation = ConversationFactory()
+    fields = ["conversation", "kind", "data", "created_at"]
+    rows = [
+        [conversation.pk, f"{n}:{TEXTS[n % len(TEXTS)]}", DATA[n % len(DATA)], MOMENTS[n % 3]]
+        for n in range(120)
+    ]
+    rows_copy(ConversationEvent, fields, rows)
+    stored = list(
+        ConversationEvent.objects.filter(conversation=conversation)
+        .order_by("pk")
+        .values_list("kind", "data", "created_at")
+    )
+    # The instants, in UTC: an ambiguous local time never equals a time of another zone.
+    assert stored == [(kind, data, at.astimezone(UTC)) for _, kind, data, at in rows]
+
+
+def test_rows_inserted_for_their_keys_go_by_copy_on_postgresql():
+    """Keys are taken from the table's sequence first, in the rows' order, and the rows follow
+    by COPY; elsewhere, and when conflicts are to be skipped, by INSERT … RETURNING."""
+    fields = ["name", "email", "phone", "company", "is_vip", "attributes", "first_seen_at"]
+    fields += ["last_seen_at", "external_crm_id", "external_crm_url", "source", "created_at"]
+    fields += ["updated_at"]
+    at = MOMENTS[2]
+    rows = [
+        (f"name {n}", f"c{n}@example.com", "", "tab\tco", n % 2 == 0, {"n": n, "t": "\t"})
+        for n in range(30)
+    ]
+    rows = [(*row, MOMENTS[n % 3], at, "", "", "social", at, at) for n, row in enumerate(rows)]
+    with CaptureQueriesContext(connection) as captured:
+        keys = rows_insert_returning(Contact, fields, rows)
+    statements = [q["sql"].split()[0] for q in captured.captured_queries]
+    if connection.vendor == "postgresql":
+        assert statements == ["SELECT", "COPY"]
+        assert "nextval" in captured.captured_queries[0]["sql"]
+    else:
+        assert statements == ["INSERT"]
+    assert len({pk for (pk,) in keys}) == len(rows)
+    stored = Contact.objects.in_bulk([pk for (pk,) in keys])
+    for (pk,), row in zip(keys, rows, strict=True):
+        contact = stored[pk]
+        assert tuple(getattr(contact, name) for name in fields[:6]) == row[:6]
+        assert contact.first_seen_at == row[6].astimezone(UTC)
+    # A key taken here is never taken again by an INSERT of the ORM.
+    assert Contact.objects.create(name="later").pk > max(pk for (pk,) in keys)
