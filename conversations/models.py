@@ -208,11 +208,8 @@ class Conversation(models.Model):
                 fields=["team", "status", "-last_message_at"], name="conv_team_status_idx"
             ),
             models.Index(fields=["-last_message_at", "-id"], name="conv_recent_idx"),
-            models.Index(fields=["waiting_since"], name="conv_waiting_idx"),
             models.Index(fields=["contact", "status"], name="conv_contact_status_idx"),
             models.Index(fields=["channel", "thread_key"], name="conv_thread_idx"),
-            # Reports: conversations opened in a time range.
-            models.Index(fields=["created_at"], name="conv_created_idx"),
         ]
 
     def __str__(self) -> str:
