@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.models import Field, Model
 
 Combine = Literal["set", "greatest"]
@@ -143,8 +143,16 @@ def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence
         lines = ("\t".join(map(_copy_text, row)) + "\n" for row in values)
 
         def copy(sql: str, params: object, many: bool, context: object) -> None:
-            with connection.wrap_database_errors:
-                raw.copy_expert(sql, _CopyText(lines), size=COPY_CHUNK)
+            reader = _CopyText(lines)
+            try:
+                with connection.wrap_database_errors:
+                    raw.copy_expert(sql, reader, size=COPY_CHUNK)
+            except DatabaseError:
+                # A row that could not be written, mid-way, ended the COPY: its own error,
+                # not the database's, is what the caller must see.
+                if reader.failure is not None:
+                    raise reader.failure from None
+                raise
 
         # Through the connection's execute wrappers and, when queries are logged, into the
         # log: the statement counts and is timed like any other.
@@ -166,15 +174,20 @@ class _CopyText:
 
     def __init__(self, lines: Iterator[str]) -> None:
         self._lines = lines
+        self.failure: Exception | None = None  # what writing a line raised, if anything
 
     def read(self, size: int = -1) -> str:
         chunk: list[str] = []
         length = 0
-        for line in self._lines:
-            chunk.append(line)
-            length += len(line)
-            if 0 <= size <= length:
-                break
+        try:
+            for line in self._lines:
+                chunk.append(line)
+                length += len(line)
+                if 0 <= size <= length:
+                    break
+        except Exception as exc:
+            self.failure = exc
+            raise
         return "".join(chunk)
 
 

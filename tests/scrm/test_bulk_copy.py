@@ -183,3 +183,18 @@ def test_rows_inserted_for_their_keys_go_by_copy_on_postgresql():
         assert contact.first_seen_at == row[6].astimezone(UTC)
     # A key taken here is never taken again by an INSERT of the ORM.
     assert Contact.objects.create(name="later").pk > max(pk for (pk,) in keys)
+
+
+def test_a_value_copy_cannot_write_fails_with_its_own_error_and_stores_nothing(monkeypatch):
+    """Far into the text, after chunks have gone: the caller sees the value's error, not the
+    database's (the ingest tells a bad post from an unavailable database by it)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes the rows by INSERT, and stores bytes as they are")
+    monkeypatch.setattr(bulk, "COPY_CHUNK", 64)
+    conversation = ConversationFactory()
+    fields = ["conversation", "kind", "data", "created_at"]
+    rows = [[conversation.pk, f"k{n}", {}, MOMENTS[0]] for n in range(200)]
+    rows.append([conversation.pk, b"bytes", {}, MOMENTS[0]])
+    with pytest.raises(TypeError, match="COPY cannot write bytes"), transaction.atomic():
+        rows_copy(ConversationEvent, fields, rows)
+    assert not ConversationEvent.objects.filter(conversation=conversation).exists()
