@@ -422,7 +422,7 @@ def rows_insert_returning(
         return []
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    if tuple(returning) == ("pk",) and not ignore_conflicts and _copies(model_fields):
+    if tuple(returning) == ("pk",) and not ignore_conflicts and _copies(model, model_fields):
         keys = _keys_taken(model, len(rows))
         key = cast(Field, meta.pk).attname
         rows_copy(model, [key, *fields], [(pk, *row) for pk, row in zip(keys, rows, strict=True)])
@@ -657,12 +657,20 @@ def instances_insert(model: type[Model], instances: Sequence[Model]) -> None:
 _COPIED = _PLAIN | {"DateTimeField", "DateField", "JSONField"}
 
 
-def _copies(fields: "Sequence[Field[Any, Any]]") -> bool:
+_SEQUENCED = frozenset({"AutoField", "BigAutoField", "SmallAutoField"})
+
+
+def _copies(model: type[Model], fields: "Sequence[Field[Any, Any]]") -> bool:
     """Whether rows of these fields go in by COPY, their keys taken from the sequence first:
     on PostgreSQL the server then stores the rows as they arrive while this process writes
-    the next ones, where an INSERT's rows must all be written before it starts."""
-    return connection.vendor == "postgresql" and all(
-        f.get_internal_type() in _COPIED for f in fields
+    the next ones, where an INSERT's rows must all be written before it starts. Only for
+    keys a sequence gives."""
+    pk = model._meta.pk
+    return (
+        connection.vendor == "postgresql"
+        and pk is not None
+        and pk.get_internal_type() in _SEQUENCED
+        and all(f.get_internal_type() in _COPIED for f in fields)
     )
 
 

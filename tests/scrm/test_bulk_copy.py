@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from contacts.models import Contact
 from conversations.models import ConversationEvent
-from kpis.models import ResponseFact
+from kpis.models import ResponseFact, StaleConversation
 from scrm import bulk
 from scrm.bulk import _CopyText, rows_copy, rows_insert, rows_insert_returning
 from tests.factories import ConversationFactory
@@ -198,3 +198,11 @@ def test_a_value_copy_cannot_write_fails_with_its_own_error_and_stores_nothing(m
     with pytest.raises(TypeError, match="COPY cannot write bytes"), transaction.atomic():
         rows_copy(ConversationEvent, fields, rows)
     assert not ConversationEvent.objects.filter(conversation=conversation).exists()
+
+
+def test_rows_whose_keys_no_sequence_gives_go_by_insert():
+    with CaptureQueriesContext(connection) as captured:
+        keys = rows_insert_returning(StaleConversation, ["conversation_id", "version"], [(7, 2)])
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
+    assert keys == [(7,)]
+    assert StaleConversation.objects.get(pk=7).version == 2
