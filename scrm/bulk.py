@@ -417,7 +417,9 @@ def rows_insert_returning(
 
     Rows that want only their keys back go in on PostgreSQL by ``rows_copy``, the keys taken
     from the table's sequence beforehand: two statements, but the server stores the rows while
-    they are being written, which an INSERT's parameters do not allow."""
+    they are being written, which an INSERT's parameters do not allow. For a handful of rows
+    the one INSERT would cost about 0.1 ms less (on the same host; the two break even near 25
+    rows of a contact's width); one way for any number keeps a batch's statements fixed."""
     if not rows:
         return []
     meta = model._meta
