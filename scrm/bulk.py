@@ -684,6 +684,8 @@ def _keys_taken(model: type[Model], count: int) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [meta.db_table, meta.pk.column, count],
+            # The table's name is read as SQL reads a name (folded to lower case unless
+            # quoted), the column's as it is.
+            [connection.ops.quote_name(meta.db_table), meta.pk.column, count],
         )
         return [pk for (pk,) in cursor.fetchall()]
