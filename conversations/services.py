@@ -43,6 +43,7 @@ from conversations.routing import (
     auto_assign,
     decisions_take,
     decisions_write,
+    rules_run,
 )
 from conversations.rules import Facts, events_raised
 from conversations.sla import (
@@ -889,6 +890,11 @@ def conversation_status_set(
         from conversations.escalations import escalations_settle
 
         escalations_settle(conversation_id=conversation.pk, status=status, at=at)
+    elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
+        # Reopened by hand: the rules for "conversation reopened" run as they do when the
+        # customer's message reopens it, and what they change is read back for the caller.
+        if rules_run(conversation_id=conversation.pk, event="conversation_reopened"):
+            conversation.refresh_from_db()
     return conversation
 
 

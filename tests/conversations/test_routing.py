@@ -38,6 +38,7 @@ from conversations.models import (
     WebhookCall,
     WebhookEndpoint,
 )
+from conversations.services import conversation_status_set
 from conversations.sla import sla_check
 from governance.models import TeamMembership
 from tests.factories import (
@@ -316,6 +317,92 @@ def test_conversation_created_rules_run_once_for_the_first_message_only():
     conversation = conversation_of("p1")
     assert conversation_of("p2") == conversation
     assert len(rules_applied()) == 1
+
+
+def _reopening_rule() -> tuple[RoutingRule, int]:
+    tag = TagFactory(name="reopened")
+    reopened = rule(
+        name="Reopened go up",
+        events=["conversation_reopened"],
+        actions=[
+            {"type": "set_priority", "value": Priority.HIGH},
+            {"type": "add_tags", "value": [tag.pk]},
+        ],
+    )
+    return reopened, tag.pk
+
+
+def test_a_customer_message_reopening_a_resolved_conversation_runs_the_reopened_rules():
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1"), post("o1", author="u2")])
+    conversation_status_set(
+        conversation=conversation_of("p1"), status=Status.RESOLVED, actor=UserFactory()
+    )
+    reopened, tag = _reopening_rule()
+
+    later = MONDAY_NOON + timedelta(hours=1)
+    ingest(
+        channel=channel,
+        posts=[
+            post("p2", reply_to="p1", body="It broke again", at=later),
+            post("o2", author="u2", reply_to="o1", body="Any news?", at=later),
+        ],
+    )
+
+    conversation = conversation_of("p2")
+    assert conversation == conversation_of("p1")
+    assert conversation.status == Status.OPEN
+    assert conversation.priority == Priority.HIGH
+    assert list(conversation.tags.values_list("pk", flat=True)) == [tag]
+    [applied] = rules_applied()
+    assert applied.conversation == conversation
+    assert applied.data["rules"] == [
+        {
+            "rule": reopened.pk,
+            "name": "Reopened go up",
+            "event": "conversation_reopened",
+            "priority": [Priority.NORMAL, Priority.HIGH],
+            "tags": [tag],
+        }
+    ]
+    # A message on a conversation that was open all along reopens nothing.
+    assert conversation_of("o2").priority == Priority.NORMAL
+
+
+def test_an_agent_reopening_a_conversation_runs_the_reopened_rules():
+    agent = UserFactory()
+    ingest(channel=ChannelFactory(), posts=[post("p1", body="The app is not working")])
+    conversation = conversation_of("p1")
+    reopened, tag = _reopening_rule()
+    # Resolving, and moving between open states, is no reopening.
+    conversation = conversation_status_set(
+        conversation=conversation, status=Status.PENDING, actor=agent
+    )
+    conversation = conversation_status_set(
+        conversation=conversation, status=Status.RESOLVED, actor=agent
+    )
+    assert not rules_applied()
+
+    conversation = conversation_status_set(
+        conversation=conversation, status=Status.OPEN, actor=agent
+    )
+
+    # What the rules changed is in the conversation handed back, and stored.
+    assert conversation.status == Status.OPEN
+    assert conversation.priority == Priority.HIGH
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.status, stored.priority) == (Status.OPEN, Priority.HIGH)
+    assert list(stored.tags.values_list("pk", flat=True)) == [tag]
+    [applied] = rules_applied()
+    assert applied.kind == EventKind.RULE_APPLIED
+    assert [(e["rule"], e["event"]) for e in applied.data["rules"]] == [
+        (reopened.pk, "conversation_reopened")
+    ]
+
+    # Closed, then reopened: the rules run again, and find everything as they want it.
+    conversation_status_set(conversation=conversation, status=Status.CLOSED, actor=agent)
+    conversation_status_set(conversation=conversation, status=Status.OPEN, actor=agent)
+    assert rules_applied() == [applied]
 
 
 def test_stop_processing_keeps_later_rules_from_running():
