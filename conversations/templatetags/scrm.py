@@ -71,8 +71,11 @@ def sla_badge(conversation: Any, now: datetime | None = None, zone: tzinfo | Non
         state, due = conversation.sla_state(now), conversation.sla_due_at
     if not state or due is None:
         return ""
+    # The state in words, not only in the badge's colour.
     if state == "breached":
         text = f"SLA breached {duration(now - due)} ago"
+    elif state == "at_risk":
+        text = f"SLA at risk: due in {duration(due - now)}"
     else:
         text = f"SLA due in {duration(due - now)}"
     return format_html(

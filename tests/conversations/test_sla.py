@@ -1,5 +1,6 @@
 """SLA timers through the real services: policies, business hours, pausing, breach detection."""
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -385,7 +386,13 @@ def test_the_inbox_filters_and_sorts_by_sla_state(client):
     assert listed("sla=at_risk") == [close.pk]
     assert listed("sla=ok") == [fine.pk]
     assert listed("sort=sla") == [late.pk, close.pk, fine.pk]
-    assert "SLA breached" in client.get("/inbox/").content.decode()
+    # Each state is said in words on its row, not only by the badge's colour.
+    page = client.get("/inbox/").content.decode()
+    badges = dict(re.findall(r'<span class="badge sla sla-([a-z-]+)"[^>]*>([^<]*)</span>', page))
+    assert set(badges) == {"breached", "at-risk", "ok"}
+    assert re.fullmatch(r"SLA breached \S.* ago", badges["breached"])
+    assert re.fullmatch(r"SLA at risk: due in \S.*", badges["at-risk"])
+    assert re.fullmatch(r"SLA due in \S.*", badges["ok"])
 
 
 def test_snoozing_pauses_and_waking_resumes():
