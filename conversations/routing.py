@@ -283,6 +283,7 @@ class Acknowledgement:
     name: str  # the customer's name as they show it
     reply_to: str  # the post acknowledged
     held_for: list[str] = field(default_factory=list)  # why it waits for approval, if it does
+    rule_name: str = ""
 
 
 @dataclass
@@ -451,7 +452,7 @@ def _take(
         # One acknowledgement per conversation and batch: the first rule's.
         if id(conversation) not in decisions.acknowledgements:
             decisions.acknowledgements[id(conversation)] = Acknowledgement(
-                conversation, value, rule.id, name, key
+                conversation, value, rule.id, name, key, rule_name=rule.name
             )
             effects["acknowledge"] = True
     elif action.type == "escalate":
@@ -597,7 +598,7 @@ def acknowledgements_prepare(
                 (
                     ack.conversation,
                     EventKind.RULE_APPLIED,
-                    {"rule": ack.rule_id, key: decision.reasons},
+                    {"rule": ack.rule_id, "name": ack.rule_name, key: decision.reasons},
                     now,
                 )
             )
@@ -819,7 +820,17 @@ def _escalate(
             conversation=conversation, status=EscalationStatus.OPEN
         ).exists()
     ):
-        return  # with a department already: another angry message does not climb a level
+        # With a department already: another angry message does not climb a level, and the
+        # timeline says so rather than leave the rule's "escalate" unexplained.
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.RULE_APPLIED,
+            data={
+                "name": rule_name,
+                "escalation_refused": "The conversation is already escalated.",
+            },
+        )
+        return
     try:
         escalation_open(
             conversation=conversation,

@@ -901,6 +901,15 @@ class TimelineEntry(TypedDict):
     target: str  # the SLA target it is about
     escalated_to: str | None
     auto: bool
+    detail: str  # why a rule's action did not happen: refused, held for approval
+
+
+# What a rule's entry says of an action that did not go through, and the key that holds why.
+_NOT_DONE = (
+    ("acknowledgement_refused", "acknowledgement refused"),
+    ("acknowledgement_held", "acknowledgement held for approval"),
+    ("escalation_refused", "escalation refused"),
+)
 
 
 _EVENT_LABELS = dict(EventKind.choices)
@@ -967,7 +976,17 @@ def _timeline_entry(
         "target": "" if escalated else target.replace("_response", "").replace("_", ""),
         "escalated_to": target if escalated else None,
         "auto": bool(data.get("auto")),
+        "detail": _not_done(data) if kind == EventKind.RULE_APPLIED else "",
     }
+
+
+def _not_done(data: dict[str, Any]) -> str:
+    for key, label in _NOT_DONE:
+        reasons = data.get(key)
+        if reasons:
+            why = "; ".join(map(str, reasons)) if isinstance(reasons, list) else str(reasons)
+            return f"{label}: {why}"
+    return ""
 
 
 TAG_SUGGESTIONS = 200

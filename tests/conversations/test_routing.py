@@ -740,9 +740,11 @@ def test_acknowledgements_of_a_batch_are_stored_as_the_messages_they_are():
         assert message.conversation.message_count == (2 if message is dm else 3)
 
 
-def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded():
-    rule(actions=[{"type": "acknowledge", "value": "Thanks!"}])
-    ingest(channel=ChannelFactory(mode=ChannelMode.LISTEN), posts=[post("p1")])
+def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded(login, world):
+    rule(name="Say thanks", actions=[{"type": "acknowledge", "value": "Thanks!"}])
+    world.channel_a.mode = ChannelMode.LISTEN
+    world.channel_a.save(update_fields=["mode"])
+    ingest(channel=world.channel_a, posts=[post("p1")])
     conversation = conversation_of("p1")
     assert not Message.objects.filter(conversation=conversation, direction=Direction.OUT).exists()
     refused = ConversationEvent.objects.get(
@@ -750,7 +752,14 @@ def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded():
         kind=EventKind.RULE_APPLIED,
         data__has_key="acknowledgement_refused",
     )
+    assert refused.data["name"] == "Say thanks"
     assert "listen-only" in refused.data["acknowledgement_refused"][0]
+    # The timeline names the rule and says why nothing was sent.
+    page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert re.search(
+        r"Routing rule applied “Say thanks” : acknowledgement refused: [^<]*listen-only", text
+    )
 
 
 def test_notify_reaches_team_members_in_app_and_by_email(django_capture_on_commit_callbacks):
@@ -911,6 +920,12 @@ def test_a_rule_escalating_along_a_path_does_not_climb_a_level_per_message():
     ingest(channel=channel, posts=[post("p3", reply_to="p1")])
     escalation = Escalation.objects.get()
     assert escalation.level == 0
+    # The rule's later "escalate" did nothing, and the timeline says why.
+    [skipped] = ConversationEvent.objects.filter(data__has_key="escalation_refused")
+    assert skipped.data == {
+        "name": "Rule",
+        "escalation_refused": "The conversation is already escalated.",
+    }
 
 
 def test_a_superuser_counts_as_an_admin_for_auto_assignment():
