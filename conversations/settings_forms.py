@@ -815,6 +815,15 @@ class DepartmentForm(forms.ModelForm[Department]):
         needed = self.NEEDS.get(data.get("delivery", ""))
         if needed and not data.get(needed[0]) and needed[0] not in self.errors:
             self.add_error(needed[0], needed[1])
+        endpoint = data.get("endpoint")
+        if data.get("delivery") == DepartmentDelivery.WEBHOOK and endpoint and not endpoint.secret:
+            # The department answers through the link back in the call: an unsigned call
+            # could be forged by anyone who knows the address.
+            self.add_error(
+                "endpoint",
+                f"“{endpoint.name}” has no secret, so its calls could not be signed. "
+                "Set a secret on the endpoint first.",
+            )
         return data
 
     def save(self, commit: bool = True) -> Department:
@@ -929,6 +938,17 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
             )
             if problem:
                 self.add_error("url", problem)
+        if data.get("clear_secret") and not data.get("new_secret") and self.instance.pk:
+            departments = Department.objects.filter(
+                endpoint=self.instance, delivery=DepartmentDelivery.WEBHOOK
+            ).order_by("name")
+            names = ", ".join(f"“{name}”" for name in departments.values_list("name", flat=True))
+            if names:
+                self.add_error(
+                    "clear_secret",
+                    f"Escalations to {names} are posted here and must stay signed: "
+                    "give those departments another endpoint first.",
+                )
         return data
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

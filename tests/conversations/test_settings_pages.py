@@ -833,6 +833,41 @@ def test_an_escalation_path_needs_known_levels(login, world):
     assert not EscalationPath.objects.exists()
 
 
+def test_a_webhook_department_needs_an_endpoint_that_signs_its_calls(login, world):
+    unsigned = WebhookEndpointFactory(name="Plain", secret="")
+    signed = WebhookEndpointFactory(name="Signed")
+    client = login(world.admin)
+    form = {"name": "Logistics", "delivery": "webhook", "endpoint": str(unsigned.pk)}
+    response = client.post("/routing/departments/new/", form)
+    assert response.context["form"].errors["endpoint"] == [
+        "“Plain” has no secret, so its calls could not be signed. "
+        "Set a secret on the endpoint first."
+    ]
+    assert not Department.objects.exists()
+
+    client.post("/routing/departments/new/", {**form, "endpoint": str(signed.pk)})
+    department = Department.objects.get(name="Logistics")
+    assert department.endpoint == signed
+    # Nor can the endpoint lose its secret while the department is reached through it.
+    response = client.post(
+        f"/routing/endpoints/{signed.pk}/",
+        {"name": "Signed", "url": signed.url, "is_active": "on", "clear_secret": "on"},
+    )
+    assert response.context["form"].errors["clear_secret"] == [
+        "Escalations to “Logistics” are posted here and must stay signed: "
+        "give those departments another endpoint first."
+    ]
+    signed.refresh_from_db()
+    assert signed.secret == "whsec-test"
+    # A new secret in place of the old one is fine.
+    client.post(
+        f"/routing/endpoints/{signed.pk}/",
+        {"name": "Signed", "url": signed.url, "is_active": "on", "new_secret": "rotated"},
+    )
+    signed.refresh_from_db()
+    assert signed.secret == "rotated"
+
+
 def test_an_endpoint_secret_is_write_only(login, world):
     client = login(world.admin)
     client.post(
