@@ -79,7 +79,7 @@ class Calendars:
         span = self._spans.get(calendar_id)
         if span is not None and span[0] <= at < span[1]:
             return span[2]
-        chosen = self.calendar_set().get(calendar_id)
+        chosen = self.calendar_set().named(calendar_id)
         # Without any calendar the organisation is taken to be always open.
         if chosen is None:
             return True

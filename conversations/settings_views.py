@@ -129,8 +129,13 @@ def _rules_warning(kind: str, pk: int) -> list[str]:
     if not rules:
         return []
     names = ", ".join(f"“{rule.name}”" for rule in rules)
+    meanwhile = (
+        "Their business-hours conditions use the default business hours until you edit them"
+        if kind == "calendar"
+        else "They skip that part until you edit them"
+    )
     return [
-        f"Routing rules that name it: {names}. They skip that part until you edit them, "
+        f"Routing rules that name it: {names}. {meanwhile}, "
         "and cannot be saved again until you choose something else."
     ]
 

@@ -102,10 +102,17 @@ def date_value(value: Any) -> date:
 class CalendarSet:
     by_id: dict[int, business_hours.BusinessCalendar]
     default_id: int | None
+    # Every calendar stored, those that cannot be read included.
+    stored: frozenset[int] = frozenset()
 
     def get(self, calendar_id: int | None) -> business_hours.BusinessCalendar | None:
         """The calendar named, else the organisation's default; None means always open."""
         return self.by_id.get(calendar_id if calendar_id is not None else self.default_id or 0)
+
+    def named(self, calendar_id: int | None) -> business_hours.BusinessCalendar | None:
+        """``get`` for what a rule names: a calendar deleted since the rule was saved gives the
+        organisation's default hours, as a rule naming none does."""
+        return self.get(calendar_id if calendar_id in self.stored else None)
 
 
 _CALENDAR_COLUMNS = ("id", "time_zone", "weekly_hours", "is_default")
@@ -149,7 +156,7 @@ def _calendars_build(calendar_rows: Rows) -> CalendarSet:
             )
         except (business_hours.CalendarError, ValueError, TypeError, AttributeError):
             logger.exception("Business hours %s cannot be read", pk)
-    return CalendarSet(by_id=by_id, default_id=default_id)
+    return CalendarSet(by_id=by_id, default_id=default_id, stored=frozenset(calendars))
 
 
 def publishing_policy(channel: "ChannelAccount") -> "PublishingPolicy":

@@ -571,6 +571,33 @@ def test_business_hours_condition_uses_the_default_calendar():
     assert conversation_of("night").tags.get().name == "after-hours"
 
 
+def test_a_rule_naming_a_deleted_calendar_uses_the_default_hours():
+    office = {str(day): [["09:00", "17:00"]] for day in range(5)}
+    _calendar("Office", "UTC", office, is_default=True)
+    nights = _calendar("Nights", "UTC", {str(day): [["20:00", "23:59"]] for day in range(7)})
+    tag = TagFactory(name="after-hours")
+    rule(
+        conditions=[{"field": "business_hours", "op": "outside", "value": nights.pk}],
+        actions=[{"type": "add_tags", "value": [tag.pk]}],
+    )
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("before", author="a", at=MONDAY_NOON)])
+    # Noon is outside the night shift's hours.
+    assert conversation_of("before").tags.get().name == "after-hours"
+
+    nights.delete()
+    ingest(
+        channel=channel,
+        posts=[
+            post("day", author="b", at=MONDAY_NOON + timedelta(minutes=1)),
+            post("night", author="c", at=datetime(2026, 1, 5, 22, 0, tzinfo=UTC)),
+        ],
+    )
+    # Not taken as always open (which no post is outside of): the default hours apply.
+    assert not conversation_of("day").tags.exists()
+    assert conversation_of("night").tags.get().name == "after-hours"
+
+
 def test_monitoring_rule_keeps_the_conversation_out_of_the_work_views():
     rule(
         conditions=[{"field": "text", "op": "contains_any", "value": ["love"]}],

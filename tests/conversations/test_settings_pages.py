@@ -943,8 +943,23 @@ def test_the_delete_page_warns_about_rules_that_name_the_thing(login, world, thi
         name="Escalate complaints",
         actions=[{"type": "escalate", "value": {"path": path.pk}}],
     )
-    content = login(world.admin).get(f"/routing/paths/{path.pk}/delete/").content.decode()
-    assert "Routing rules that name it: “Escalate complaints”" in content
+    client = login(world.admin)
+    content = client.get(f"/routing/paths/{path.pk}/delete/").content.decode()
+    assert (
+        "Routing rules that name it: “Escalate complaints”. They skip that part until you edit"
+        in content
+    )
+    # A business-hours condition is not skipped: it falls back to the default hours.
+    nights = BusinessCalendar.objects.create(name="Nights", time_zone="UTC", weekly_hours={})
+    RoutingRuleFactory(
+        name="Night owls",
+        conditions=[{"field": "business_hours", "op": "within", "value": nights.pk}],
+    )
+    content = client.get(f"/routing/hours/{nights.pk}/delete/").content.decode()
+    assert (
+        "Routing rules that name it: “Night owls”. Their business-hours conditions use the "
+        "default business hours until you edit them" in content
+    )
 
 
 # --- Auto-assignment -----------------------------------------------------------------------
