@@ -890,11 +890,14 @@ def conversation_status_set(
         from conversations.escalations import escalations_settle
 
         escalations_settle(conversation_id=conversation.pk, status=status, at=at)
-    elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
+    elif (
+        previous in (Status.RESOLVED, Status.CLOSED)
+        and status in ACTIVE_STATUSES
         # Reopened by hand: the rules for "conversation reopened" run as they do when the
         # customer's message reopens it, and what they change is read back for the caller.
-        if rules_run(conversation_id=conversation.pk, event="conversation_reopened"):
-            conversation.refresh_from_db()
+        and rules_run(conversation_id=conversation.pk, event="conversation_reopened")
+    ):
+        conversation.refresh_from_db()
     return conversation
 
 
