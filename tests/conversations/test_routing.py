@@ -319,7 +319,7 @@ def test_conversation_created_rules_run_once_for_the_first_message_only():
     assert len(rules_applied()) == 1
 
 
-def _reopening_rule() -> tuple[RoutingRule, int]:
+def _reopening_rule():
     tag = TagFactory(name="reopened")
     reopened = rule(
         name="Reopened go up",
