@@ -785,7 +785,7 @@ def test_an_acknowledgement_on_a_listen_only_channel_is_refused_and_recorded(log
     page = login(world.admin).get(f"/inbox/{conversation.pk}/").content.decode()
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
     assert re.search(
-        r"Routing rule applied “Say thanks” : acknowledgement refused: [^<]*listen-only", text
+        r"Routing rule applied “Say thanks” — acknowledgement refused: [^<]*listen-only", text
     )
 
 
