@@ -4,7 +4,7 @@ Every change that matters records a ConversationEvent, the timeline that KPIs ar
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,7 +61,6 @@ from scrm.bulk import (
     id_rows_insert,
     instances_insert,
     rows_copy,
-    rows_select,
     rows_update,
     where_in,
 )
@@ -139,7 +138,8 @@ _NO_TAGS: frozenset[int] = frozenset()
 @dataclass
 class _BatchFacts:
     """What the rules and SLA policies of a batch need to know beyond the posts: loaded only
-    when some rule or policy asks for it, one query each."""
+    when some rule or policy asks for it. The VIPs among the batch's contacts and the tags of
+    its conversations come in one statement."""
 
     vip_contacts: set[int] = field(default_factory=set)
     escalated_contacts: set[int] = field(default_factory=set)
@@ -150,35 +150,53 @@ class _BatchFacts:
         cls, *, book: RuleBook, setup: SlaSetup, contact_ids: set[int], conversation_ids: set[int]
     ) -> "_BatchFacts":
         facts = cls()
-        if ("vip" in book.needed or setup.needs_vip) and contact_ids:
-            condition, params = where_in(setup_cache.columns(Contact, ["id"]), contact_ids)
-            facts.vip_contacts = {
-                pk
-                for (pk,) in rows_select(
-                    Contact,
-                    ["id"],
-                    where=f"{setup_cache.columns(Contact, ['is_vip'])} AND {condition}",
-                    params=params,
-                )
-            }
+        vip = bool(("vip" in book.needed or setup.needs_vip) and contact_ids)
+        # Read for the conditions on tags, and so that adding a tag the conversation has
+        # already is not recorded as a change.
+        tags = bool(("tags" in book.needed or book.adds_tags) and conversation_ids)
+        if vip or tags:
+            parts, params = [], []
+            if vip:
+                condition, values = where_in(_facts_sql("contact"), contact_ids)
+                parts.append(f"{_facts_sql('vip')} AND {condition}")
+                params += values
+            if tags:
+                condition, values = where_in(_facts_sql("conversation"), conversation_ids)
+                parts.append(f"{_facts_sql('tags')} WHERE {condition}")
+                params += values
+            # A VIP's row has no conversation; a tag's row names its conversation.
+            for conversation_id, pk in setup_cache.rows(" UNION ALL ".join(parts), params):
+                if conversation_id is None:
+                    facts.vip_contacts.add(pk)
+                else:
+                    facts.tags.setdefault(conversation_id, set()).add(pk)
         if "open_escalation" in book.needed:
             facts.escalated_contacts = set(
                 Escalation.objects.filter(
                     status=EscalationStatus.OPEN, conversation__contact_id__in=contact_ids
                 ).values_list("conversation__contact_id", flat=True)
             )
-        # Read for the conditions on tags, and so that adding a tag the conversation has
-        # already is not recorded as a change.
-        if ("tags" in book.needed or book.adds_tags) and conversation_ids:
-            through = Conversation.tags.through
-            condition, params = where_in(
-                setup_cache.columns(through, ["conversation"]), conversation_ids
-            )
-            for conversation_id, tag_id in rows_select(
-                through, ["conversation", "tag"], where=condition, params=params
-            ):
-                facts.tags.setdefault(conversation_id, set()).add(tag_id)
         return facts
+
+
+def _facts_sql(part: str) -> str:
+    """A part of the batch's facts statement, written once per kind of database (quoting
+    names costs more than running the statement)."""
+    return setup_cache.statement(("batch-facts", part), lambda: _FACTS_SQL[part]())
+
+
+_FACTS_SQL: dict[str, Callable[[], str]] = {
+    "vip": lambda: (
+        f"SELECT NULL, {setup_cache.columns(Contact, ['id'])} FROM {setup_cache.table(Contact)}"
+        f" WHERE {setup_cache.columns(Contact, ['is_vip'])}"
+    ),
+    "contact": lambda: setup_cache.columns(Contact, ["id"]),
+    "tags": lambda: (
+        f"SELECT {setup_cache.columns(Conversation.tags.through, ['conversation', 'tag'])}"
+        f" FROM {setup_cache.table(Conversation.tags.through)}"
+    ),
+    "conversation": lambda: setup_cache.columns(Conversation.tags.through, ["conversation"]),
+}
 
 
 def _indexed_columns() -> frozenset[str]:

@@ -455,6 +455,46 @@ def test_vip_follower_and_kind_conditions_use_the_authors_facts():
     assert conversation_of("plain").priority == Priority.NORMAL
 
 
+def test_the_vips_and_the_tags_of_a_batch_are_read_in_one_statement():
+    known = TagFactory(name="known")
+    vip_tag = TagFactory(name="vip")
+    rule(
+        name="VIPs",
+        conditions=[{"field": "vip", "op": "is", "value": True}],
+        actions=[{"type": "add_tags", "value": [vip_tag.pk]}],
+    )
+    rule(
+        name="Known ones go up",
+        conditions=[{"field": "tags", "op": "has_any", "value": [known.pk]}],
+        actions=[{"type": "set_priority", "value": Priority.HIGH}],
+    )
+    channel = ChannelFactory()
+    ContactFactory(is_vip=True, email="star@example.com")
+    ingest(
+        channel=channel,
+        posts=[post("star", author="s", email="star@example.com"), post("plain", author="p")],
+    )
+    conversation_of("plain").tags.add(known)
+
+    with CaptureQueriesContext(connection) as captured:
+        ingest(
+            channel=channel,
+            posts=[
+                post("star2", author="s", reply_to="star", body="Me again"),
+                post("plain2", author="p", reply_to="plain", body="And me"),
+            ],
+        )
+
+    facts = [q["sql"] for q in captured if '"is_vip"' in q["sql"] or "_tags" in q["sql"]]
+    assert "UNION ALL" in facts[0]
+    assert len([sql for sql in facts if sql.startswith("SELECT")]) == 1
+    star, plain = conversation_of("star2"), conversation_of("plain2")
+    assert set(star.tags.values_list("name", flat=True)) == {"vip"}
+    assert star.priority == Priority.NORMAL
+    assert set(plain.tags.values_list("name", flat=True)) == {"known"}
+    assert plain.priority == Priority.HIGH
+
+
 def _calendar(name, time_zone, weekly_hours, holidays=(), is_default=False):
     calendar = BusinessCalendar.objects.create(
         name=name, time_zone=time_zone, weekly_hours=weekly_hours, is_default=is_default
