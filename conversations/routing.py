@@ -693,7 +693,11 @@ def _acknowledgements_queue(
         )
         for ack in acknowledgements
     ]
-    keys = [pk for (pk,) in rows_insert_returning(Message, _ACKNOWLEDGEMENT_COLUMNS, values)]
+    # A batch acknowledges a few conversations: one INSERT costs less than keys, then COPY.
+    keys = [
+        pk
+        for (pk,) in rows_insert_returning(Message, _ACKNOWLEDGEMENT_COLUMNS, values, by_copy=False)
+    ]
     held = [
         (pk, row, ack)
         for pk, row, ack in zip(keys, values, acknowledgements, strict=True)

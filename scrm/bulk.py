@@ -409,6 +409,7 @@ def rows_insert_returning(
     *,
     returning: Sequence[str] = ("pk",),
     ignore_conflicts: bool = False,
+    by_copy: bool = True,
 ) -> list[tuple[Any, ...]]:
     """``rows_insert`` that gives back the ``returning`` fields of the rows it inserted, read
     as a query would read them, in the order of ``rows`` (the order Django's ``bulk_create``
@@ -419,12 +420,18 @@ def rows_insert_returning(
     from the table's sequence beforehand: two statements, but the server stores the rows while
     they are being written, which an INSERT's parameters do not allow. For a handful of rows
     the one INSERT would cost about 0.1 ms less (on the same host; the two break even near 25
-    rows of a contact's width); one way for any number keeps a batch's statements fixed."""
+    rows of a contact's width); one way for any number keeps a batch's statements fixed.
+    ``by_copy=False`` is for callers whose rows are a handful as a rule: one INSERT."""
     if not rows:
         return []
     meta = model._meta
     model_fields = [cast(Field, meta.get_field(name)) for name in fields]
-    if tuple(returning) == ("pk",) and not ignore_conflicts and _copies(model, model_fields):
+    if (
+        by_copy
+        and tuple(returning) == ("pk",)
+        and not ignore_conflicts
+        and _copies(model, model_fields)
+    ):
         keys = _keys_taken(model, len(rows))
         key = cast(Field, meta.pk).attname
         rows_copy(model, [key, *fields], [(pk, *row) for pk, row in zip(keys, rows, strict=True)])

@@ -184,6 +184,12 @@ def test_rows_inserted_for_their_keys_go_by_copy_on_postgresql():
     # A key taken here is never taken again by an INSERT of the ORM.
     assert Contact.objects.create(name="later").pk > max(pk for (pk,) in keys)
 
+    # A caller whose rows are a handful asks for the one INSERT.
+    with CaptureQueriesContext(connection) as captured:
+        [(pk,)] = rows_insert_returning(Contact, fields, rows[:1], by_copy=False)
+    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["INSERT"]
+    assert Contact.objects.get(pk=pk).email == "c0@example.com"
+
 
 def test_a_value_copy_cannot_write_fails_with_its_own_error_and_stores_nothing(monkeypatch):
     """Far into the text, after chunks have gone: the caller sees the value's error, not the
