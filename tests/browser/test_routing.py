@@ -1,12 +1,14 @@
-"""An admin builds a routing rule in a real browser, a post comes in through the real pipeline,
-and the inbox and the conversation show what the rule did; then the dry run explains it."""
+"""An admin builds a routing rule in a real browser, the demo channel's next poll brings a post
+through the real pipeline, and the inbox and the conversation show what the rule did; then the
+dry run explains it."""
 
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from channels_ingest.pipeline import ingest
+from channels_ingest.connectors import connector_for
+from channels_ingest.services import channel_poll
 from conversations.models import RoutingRule, Tag
 from governance.models import Role
 from governance.services import roles_ensure
@@ -16,7 +18,6 @@ from tests.factories import (
     TeamFactory,
     TeamMembershipFactory,
     UserFactory,
-    post,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -51,6 +52,19 @@ def _log_in(page, live_server) -> None:
 
 def _last_row(page, group: str):
     return page.locator(f"[data-rows='{group}'] [data-row-list] > li").last
+
+
+def _demo_cursor_bringing(channel, word: str) -> tuple[dict, str]:
+    """A cursor from which the demo channel's next poll brings a single post, with ``word``
+    in it, and that post's text: what the demo produces follows from the channel and the
+    cursor alone."""
+    connector = connector_for(channel.platform)
+    for polls in range(10_000):
+        cursor = {"seq": 0, "polls": polls}
+        fetched = connector.fetch(channel, cursor)
+        if len(fetched.posts) == 1 and word in fetched.posts[0].body:
+            return cursor, fetched.posts[0].body
+    raise AssertionError(f"No demo poll brings a post with {word!r}")
 
 
 def test_an_admin_builds_a_rule_that_routes_the_next_post(page, live_server, setup):
@@ -106,10 +120,16 @@ def test_an_admin_builds_a_rule_that_routes_the_next_post(page, live_server, set
         {"type": "add_tags", "value": [setup["billing"].pk]},
     ]
 
-    ingest(channel=setup["channel"], posts=[post("x1", body="I want a refund now")])
+    # The demo channel is polled as the worker polls it, from a cursor whose poll brings one
+    # post about a refund.
+    channel = setup["channel"]
+    channel.cursor, body = _demo_cursor_bringing(channel, "refund")
+    channel.save(update_fields=["cursor"])
+    result = channel_poll(channel_id=channel.pk)
+    assert result is not None and result.stored == 1
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Inbox").click()
-    row = page.locator("a.row", has_text="I want a refund now")
+    row = page.locator("a.row", has_text=body)
     expect(row).to_be_visible()
     expect(row.locator(".badge.prio-4")).to_have_text("Urgent")
     expect(row.locator(".tag")).to_have_text("billing")
