@@ -926,6 +926,10 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
             name=conversation.contact.name,
             tags=facts.tag_ids,
         )
+        # The key names this run (for the webhooks' idempotency); an acknowledgement answers
+        # the customer's latest post, as an agent's reply does.
+        for ack in decisions.acknowledgements.values():
+            ack.reply_to = (last.external_id or "") if last else ""
         auto_assign(decisions, now=now)
         acknowledgements = acknowledgements_prepare(
             decisions, channel=conversation.channel, now=now

@@ -3,6 +3,7 @@
 Every change that matters records a ConversationEvent, the timeline that KPIs are built from.
 """
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ from scrm.bulk import (
     rows_update,
     where_in,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -869,7 +872,9 @@ def conversation_status_set(
     status: str,
     actor: User | None,
     at: datetime | None = None,
+    book: RuleBook | None = None,
 ) -> Conversation:
+    """``book``: the rules, for a caller setting many conversations' status at once."""
     if status not in Status.values:
         raise ValueError(f"Unknown status {status!r}.")
     conversation = _locked(conversation)
@@ -908,14 +913,20 @@ def conversation_status_set(
         from conversations.escalations import escalations_settle
 
         escalations_settle(conversation_id=conversation.pk, status=status, at=at)
-    elif (
-        previous in (Status.RESOLVED, Status.CLOSED)
-        and status in ACTIVE_STATUSES
+    elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
         # Reopened by hand: the rules for "conversation reopened" run as they do when the
         # customer's message reopens it, and what they change is read back for the caller.
-        and rules_run(conversation_id=conversation.pk, event="conversation_reopened")
-    ):
-        conversation.refresh_from_db()
+        # A rule that fails is logged; the agent's change stands.
+        try:
+            with transaction.atomic():
+                matched = rules_run(
+                    conversation_id=conversation.pk, event="conversation_reopened", book=book
+                )
+        except Exception:
+            logger.exception("Rules on the reopening of conversation %s failed", conversation.pk)
+            matched = 0
+        if matched:
+            conversation.refresh_from_db()
     return conversation
 
 
@@ -1091,6 +1102,7 @@ def conversations_bulk_apply(
     found = {c.pk: c for c in conversations_visible_to(user=user).filter(pk__in=wanted)}
     replyable = replyable_channel_ids(user=user) if action == "assign_me" else None
     chosen_tag = Tag.objects.get_or_create(name=name)[0] if action == "tag" else None
+    book: RuleBook | None = None
     outcomes = []
     for pk in wanted:
         conversation = found.get(pk)
@@ -1112,7 +1124,10 @@ def conversations_bulk_apply(
         elif action == "unassign":
             conversation_assign(conversation=conversation, assignee=None, actor=user)
         elif action == "status":
-            conversation_status_set(conversation=conversation, status=status, actor=user)
+            # The rules for reopened conversations, read once for all of them.
+            if book is None and status in ACTIVE_STATUSES:
+                book = RuleBook.load()
+            conversation_status_set(conversation=conversation, status=status, actor=user, book=book)
         elif chosen_tag is not None:
             conversation_tag(conversation=conversation, tag=chosen_tag, actor=user)
         outcomes.append(BulkOutcome(pk, True))

@@ -287,7 +287,7 @@ def conversation_status(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
     form = StatusForm(request.POST)
     if form.is_valid():
-        services.conversation_status_set(
+        conversation = services.conversation_status_set(
             conversation=conversation, status=form.cleaned_data["status"], actor=request.user
         )
         messages.success(request, f"Status set to {conversation.get_status_display().lower()}.")

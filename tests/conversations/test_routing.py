@@ -38,7 +38,8 @@ from conversations.models import (
     WebhookCall,
     WebhookEndpoint,
 )
-from conversations.services import conversation_status_set
+from conversations.routing import RuleBook
+from conversations.services import conversation_status_set, conversations_bulk_apply
 from conversations.sla import sla_check
 from governance.models import TeamMembership
 from tests.factories import (
@@ -403,6 +404,64 @@ def test_an_agent_reopening_a_conversation_runs_the_reopened_rules():
     conversation_status_set(conversation=conversation, status=Status.CLOSED, actor=agent)
     conversation_status_set(conversation=conversation, status=Status.OPEN, actor=agent)
     assert rules_applied() == [applied]
+
+
+def test_an_acknowledgement_on_reopening_by_hand_answers_the_customers_latest_post():
+    agent = UserFactory()
+    channel = ChannelFactory()
+    ingest(channel=channel, posts=[post("p1"), post("p2", reply_to="p1", body="Hello?")])
+    conversation = conversation_status_set(
+        conversation=conversation_of("p1"), status=Status.RESOLVED, actor=agent
+    )
+    rule(
+        events=["conversation_reopened"],
+        actions=[{"type": "acknowledge", "value": "We are back on it, {first_name}."}],
+    )
+    conversation_status_set(conversation=conversation, status=Status.OPEN, actor=agent)
+    [ack] = Message.objects.filter(direction=Direction.OUT)
+    assert (ack.body, ack.in_reply_to_external_id) == ("We are back on it, Name.", "p2")
+
+
+def test_a_failing_rule_does_not_undo_an_agents_reopening(monkeypatch, caplog):
+    agent = UserFactory()
+    ingest(channel=ChannelFactory(), posts=[post("p1")])
+    conversation = conversation_status_set(
+        conversation=conversation_of("p1"), status=Status.RESOLVED, actor=agent
+    )
+    _reopening_rule()
+
+    def broken(**kwargs):
+        Conversation.objects.filter(pk=conversation.pk).update(priority=Priority.URGENT)
+        raise RuntimeError("a rule broke")
+
+    monkeypatch.setattr("conversations.services.rules_run", broken)
+    conversation = conversation_status_set(
+        conversation=conversation, status=Status.OPEN, actor=agent
+    )
+    stored = Conversation.objects.get(pk=conversation.pk)
+    # The agent's change stands; what the failing rules did is undone.
+    assert (stored.status, stored.priority) == (Status.OPEN, Priority.NORMAL)
+    assert "Rules on the reopening of conversation" in caplog.text
+
+
+def test_reopening_in_bulk_reads_the_rules_once(login, world, monkeypatch):
+    agent = world.admin
+    ingest(channel=world.channel_a, posts=[post(f"b{i}", author=f"a{i}") for i in range(3)])
+    ids = [conversation_of(f"b{i}").pk for i in range(3)]
+    for pk in ids:
+        conversation_status_set(
+            conversation=Conversation.objects.get(pk=pk), status=Status.RESOLVED, actor=agent
+        )
+    _reopening_rule()
+    loads = []
+    real_load = RuleBook.load
+    monkeypatch.setattr(RuleBook, "load", classmethod(lambda cls: loads.append(1) or real_load()))
+    outcomes = conversations_bulk_apply(user=agent, ids=ids, action="status", status=Status.OPEN)
+    assert [o.done for o in outcomes] == [True, True, True]
+    assert len(loads) == 1
+    assert set(Conversation.objects.filter(pk__in=ids).values_list("priority", flat=True)) == {
+        Priority.HIGH
+    }
 
 
 def test_stop_processing_keeps_later_rules_from_running():

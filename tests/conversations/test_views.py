@@ -2,6 +2,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.messages import get_messages
 from django.utils import timezone
 
 from channels_ingest.models import ChannelMode
@@ -276,7 +277,8 @@ def test_claim_and_resolve_are_recorded(login, world):
     client = login(world.agent_a)
     pk = world.conversation_a.pk
     client.post(f"/inbox/{pk}/claim/")
-    client.post(f"/inbox/{pk}/status/", {"status": "resolved"})
+    response = client.post(f"/inbox/{pk}/status/", {"status": "resolved"})
+    assert [str(m) for m in get_messages(response.wsgi_request)][-1] == "Status set to resolved."
     conversation = Conversation.objects.get(pk=pk)
     assert conversation.assignee == world.agent_a
     assert conversation.status == Status.RESOLVED
