@@ -89,6 +89,7 @@ from conversations.settings_forms import (
     Catalog,
     DryRunForm,
     RuleMoveForm,
+    endpoint_secret_needed,
     rules_dry_run,
 )
 from conversations.webhook_calls import webhook_call_redeliver
@@ -1517,6 +1518,9 @@ class WebhookEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
         problem = webhook_address_problem(url, allow_private=allow)
         if problem:
             raise serializers.ValidationError({"url": [problem]})
+        endpoint = self.instance
+        if attrs.get("secret") == "" and endpoint and (problem := endpoint_secret_needed(endpoint)):
+            raise serializers.ValidationError({"secret": [problem]})
         return attrs
 
     def get_has_secret(self, endpoint: WebhookEndpoint) -> bool:

@@ -905,6 +905,25 @@ class EscalationPathForm(forms.ModelForm[EscalationPath]):
         return path
 
 
+def endpoint_secret_needed(endpoint: WebhookEndpoint) -> str:
+    """Why this endpoint must keep a secret: the webhook departments reached through it,
+    whose calls must stay signed (empty when none is)."""
+    names = ", ".join(
+        f"“{name}”"
+        for name in Department.objects.filter(
+            endpoint=endpoint, delivery=DepartmentDelivery.WEBHOOK
+        )
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+    if not names:
+        return ""
+    return (
+        f"Escalations to {names} are posted here and must stay signed: "
+        "give those departments another endpoint first."
+    )
+
+
 class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
     """The secret is write-only: never shown, kept when left empty."""
 
@@ -939,16 +958,9 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
             if problem:
                 self.add_error("url", problem)
         if data.get("clear_secret") and not data.get("new_secret") and self.instance.pk:
-            departments = Department.objects.filter(
-                endpoint=self.instance, delivery=DepartmentDelivery.WEBHOOK
-            ).order_by("name")
-            names = ", ".join(f"“{name}”" for name in departments.values_list("name", flat=True))
-            if names:
-                self.add_error(
-                    "clear_secret",
-                    f"Escalations to {names} are posted here and must stay signed: "
-                    "give those departments another endpoint first.",
-                )
+            problem = endpoint_secret_needed(self.instance)
+            if problem:
+                self.add_error("clear_secret", problem)
         return data
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

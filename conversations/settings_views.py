@@ -129,11 +129,13 @@ def _rules_warning(kind: str, pk: int) -> list[str]:
     if not rules:
         return []
     names = ", ".join(f"“{rule.name}”" for rule in rules)
-    meanwhile = (
-        "Their business-hours conditions use the default business hours until you edit them"
-        if kind == "calendar"
-        else "They skip that part until you edit them"
-    )
+    meanwhile = "They skip that part until you edit them"
+    if kind == "calendar":
+        meanwhile = (
+            "Their business-hours conditions use the default business hours until you edit them"
+            if BusinessCalendar.objects.filter(is_default=True).exclude(pk=pk).exists()
+            else "Their business-hours conditions take every hour as open until you edit them"
+        )
     return [
         f"Routing rules that name it: {names}. {meanwhile}, "
         "and cannot be saved again until you choose something else."

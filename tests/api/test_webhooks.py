@@ -34,7 +34,7 @@ from conversations.webhook_guard import WebhookTarget, webhook_post
 from governance.approvals import approval_reject, reply_submit
 from governance.models import OutboundApproval, PolicyAction, PublishingPolicy
 from governance.tasks import expire_approvals
-from tests.factories import ContactFactory, WebhookEndpointFactory, post
+from tests.factories import ContactFactory, DepartmentFactory, WebhookEndpointFactory, post
 
 pytestmark = pytest.mark.django_db
 
@@ -164,6 +164,25 @@ def test_the_endpoint_secret_is_never_returned(world, api, subscribed):
     row = api("admin").get(f"/api/v1/webhook-endpoints/{subscribed.pk}/").json()
     assert row["has_secret"] is True and "secret" not in row
     assert "whsec" not in json.dumps(row)
+
+
+def test_an_endpoint_keeps_its_secret_while_a_webhook_department_uses_it(world, api, subscribed):
+    DepartmentFactory(name="Logistics", delivery="webhook", team=None, endpoint=subscribed)
+    client = api("admin")
+    url = f"/api/v1/webhook-endpoints/{subscribed.pk}/"
+    refused = client.patch(url, {"secret": ""}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["fields"]["secret"] == [
+        "Escalations to “Logistics” are posted here and must stay signed: "
+        "give those departments another endpoint first."
+    ]
+    subscribed.refresh_from_db()
+    assert subscribed.secret == "whsec-test"
+    # A new secret in its place, or other changes, are fine.
+    assert client.patch(url, {"secret": "rotated"}, format="json").status_code == 200
+    assert client.patch(url, {"name": "Ops"}, format="json").status_code == 200
+    subscribed.refresh_from_db()
+    assert (subscribed.secret, subscribed.name) == ("rotated", "Ops")
 
 
 def test_contact_creation_by_the_pipeline_path_stays_quiet_without_subscribers(world):

@@ -2,6 +2,7 @@
 hours, departments, escalation paths, webhook endpoints and auto-assignment capacities."""
 
 import html
+import re
 from datetime import date
 
 import pytest
@@ -867,6 +868,12 @@ def test_a_webhook_department_needs_an_endpoint_that_signs_its_calls(login, worl
     signed.refresh_from_db()
     assert signed.secret == "rotated"
 
+    # One saved before secrets were required is pointed out on the list.
+    Department.objects.create(name="Legacy", delivery="webhook", endpoint=unsigned)
+    listing = client.get("/routing/departments/").content.decode()
+    assert listing.count("not signed") == 1
+    assert re.search(r"Plain\s*<span[^>]*>not signed</span>", listing)
+
 
 def test_an_endpoint_secret_is_write_only(login, world):
     client = login(world.admin)
@@ -950,6 +957,7 @@ def test_the_delete_page_warns_about_rules_that_name_the_thing(login, world, thi
         in content
     )
     # A business-hours condition is not skipped: it falls back to the default hours.
+    BusinessCalendar.objects.filter(pk=things["calendar"].pk).update(is_default=True)
     nights = BusinessCalendar.objects.create(name="Nights", time_zone="UTC", weekly_hours={})
     RoutingRuleFactory(
         name="Night owls",
@@ -960,6 +968,10 @@ def test_the_delete_page_warns_about_rules_that_name_the_thing(login, world, thi
         "Routing rules that name it: “Night owls”. Their business-hours conditions use the "
         "default business hours until you edit them" in content
     )
+    # Without other hours to fall back on, every hour is open.
+    BusinessCalendar.objects.exclude(pk=nights.pk).update(is_default=False)
+    content = client.get(f"/routing/hours/{nights.pk}/delete/").content.decode()
+    assert "Their business-hours conditions take every hour as open until you edit" in content
 
 
 # --- Auto-assignment -----------------------------------------------------------------------
