@@ -26,6 +26,7 @@ from conversations.webhook_calls import (
     webhook_signature,
 )
 from tests.factories import WebhookEndpointFactory
+from tests.plans import query_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -291,18 +292,7 @@ def test_the_sweep_finds_due_calls_through_the_partial_index(endpoint):
     _call(endpoint)
     with CaptureQueriesContext(connection) as captured:
         webhook_calls_due()
-    sql = captured.captured_queries[0]["sql"]
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # A table this small would be scanned anyway; ask whether the index can serve.
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute(f"EXPLAIN {sql}")
-        else:
-            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
-        plan = " ".join(str(row) for row in cursor.fetchall())
-
-    assert "webhook_call_due_idx" in plan
+    assert "webhook_call_due_idx" in query_plan(captured.captured_queries[0]["sql"])
 
 
 @responses.activate
