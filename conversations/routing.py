@@ -337,19 +337,25 @@ def decisions_take(
     key: str,
     name: str = "",
     tags: frozenset[int] = frozenset(),
+    reply_to: str | None = None,
 ) -> None:
     """Apply what changes the conversation row itself now (in memory), note the rest. The
     rules that did something go on the timeline with what they did, in one entry per
     conversation and batch (``RuleApplied``); one that matched but found everything as it
     wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
-    adding again changes nothing."""
+    adding again changes nothing. ``key`` names the post or run the rules acted on (webhook
+    calls are made once per key); an acknowledgement answers ``reply_to``, by default the
+    post ``key`` names."""
+    reply_to = key if reply_to is None else reply_to
     for event, match in matches:
         rule = match.rule
         # What each action changes, for the rule's timeline entry: most matches of a batch
         # change nothing that is not so already, and then add no entry.
         effects: dict[str, Any] = {}
         for action in match.actions:
-            _take(conversation, rule, action, decisions, effects, at, key, name, event, tags)
+            _take(
+                conversation, rule, action, decisions, effects, at, key, reply_to, name, event, tags
+            )
         if effects:
             entry = decisions.applied.get(id(conversation))
             if entry is None:
@@ -407,6 +413,7 @@ def _take(
     effects: dict[str, Any],
     at: datetime,
     key: str,
+    reply_to: str,
     name: str,
     event: str,
     tags: frozenset[int],
@@ -452,7 +459,7 @@ def _take(
         # One acknowledgement per conversation and batch: the first rule's.
         if id(conversation) not in decisions.acknowledgements:
             decisions.acknowledgements[id(conversation)] = Acknowledgement(
-                conversation, value, rule.id, name, key, rule_name=rule.name
+                conversation, value, rule.id, name, reply_to, rule_name=rule.name
             )
             effects["acknowledge"] = True
     elif action.type == "escalate":
@@ -925,11 +932,10 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
             key=f"{event}:{now.isoformat()}",
             name=conversation.contact.name,
             tags=facts.tag_ids,
+            # The key names this run; an acknowledgement answers the customer's latest post,
+            # as an agent's reply does.
+            reply_to=(last.external_id or "") if last else "",
         )
-        # The key names this run (for the webhooks' idempotency); an acknowledgement answers
-        # the customer's latest post, as an agent's reply does.
-        for ack in decisions.acknowledgements.values():
-            ack.reply_to = (last.external_id or "") if last else ""
         auto_assign(decisions, now=now)
         acknowledgements = acknowledgements_prepare(
             decisions, channel=conversation.channel, now=now
