@@ -535,6 +535,11 @@ class SlaEvent(models.Model):
     kind = models.CharField(max_length=10, choices=SlaEventKind.choices)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A breach's rules: when they are (still) to run, set while some rule listens for
+    # breaches and cleared once they ran or were given up on; tries so far; the last error.
+    rules_due_at = models.DateTimeField(null=True, blank=True)
+    rules_attempts = models.PositiveSmallIntegerField(default=0)
+    rules_error = models.TextField(blank=True)
 
     class Meta:
         constraints = [

@@ -134,6 +134,10 @@ class RuleBook:
         self._compiled = self.compiled
         self._within = self.calendars.within  # bound once, not for every post
 
+    def listening(self, event: str) -> bool:
+        """Whether some rule runs on ``event``."""
+        return self._compiled.listening(event)
+
     @property
     def adds_tags(self) -> bool:
         return any(rule.added_tag_ids for rule in self.rules)
@@ -862,18 +866,6 @@ def _escalate(
 
 
 # --- Rules on one conversation, outside the pipeline -----------------------------------
-
-
-def rules_run_on_breaches(*, conversation_ids: Sequence[int]) -> int:
-    """Run the rules listening for "SLA breached" on these conversations. Breaches are few, so
-    each conversation is routed on its own; returns how many rules matched."""
-    book = RuleBook.load()
-    if not any("sla_breached" in rule.events for rule in book.rules):
-        return 0
-    return sum(
-        rules_run(conversation_id=pk, event="sla_breached", book=book)
-        for pk in sorted(set(conversation_ids))
-    )
 
 
 def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None) -> int:

@@ -909,6 +909,7 @@ _NOT_DONE = (
     ("acknowledgement_refused", "acknowledgement refused"),
     ("acknowledgement_held", "acknowledgement held for approval"),
     ("escalation_refused", "escalation refused"),
+    ("rules_failed", "failed"),
 )
 
 

@@ -397,43 +397,105 @@ def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
         if conversation is None:
             return fired  # someone else holds it, or it changed since the scan
         policy = conversation.sla_policy
+        upcoming: list[datetime] = []
         if policy is None or not policy.is_active or conversation.is_monitoring:
             # Switched off, deleted, or only listened to: nothing is due any more.
             sla_clear(conversation)
-            conversation.save(update_fields=list(SLA_FIELDS))
-            return fired
-        warn = timedelta(minutes=policy.at_risk_minutes)
-        for target, due in _running(conversation):
-            kind = (
-                SlaEventKind.BREACHED
-                if due <= now
-                else SlaEventKind.AT_RISK
-                if due - warn <= now
-                else None
-            )
-            if kind is None:
-                continue
-            if _fire_once(conversation, policy, target, kind, due, now):
-                fired.append(SlaFired(conversation.pk, target, kind, due))
-        upcoming = [
-            moment
-            for _, due in _running(conversation)
-            for moment in (due - warn, due)
-            if moment > now
-        ]
+        else:
+            # A breach's rules are noted as due with it, in the same transaction: a worker
+            # dying before they ran loses neither, and the next beat fires both.
+            rules_due = now if book.listening("sla_breached") else None
+            warn = timedelta(minutes=policy.at_risk_minutes)
+            for target, due in _running(conversation):
+                kind = (
+                    SlaEventKind.BREACHED
+                    if due <= now
+                    else SlaEventKind.AT_RISK
+                    if due - warn <= now
+                    else None
+                )
+                if kind is None:
+                    continue
+                if _fire_once(conversation, policy, target, kind, due, now, rules_due=rules_due):
+                    fired.append(SlaFired(conversation.pk, target, kind, due))
+            upcoming = [
+                moment
+                for _, due in _running(conversation)
+                for moment in (due - warn, due)
+                if moment > now
+            ]
+        # Breaches whose rules wait: just fired, or failed before and to be tried again.
+        pending = list(
+            SlaEvent.objects.filter(conversation=conversation, rules_due_at__isnull=False)
+        )
+        rules_due_times = [e.rules_due_at for e in pending if e.rules_due_at is not None]
+        rules_now = any(moment <= now for moment in rules_due_times)
+        if rules_due_times and not rules_now:
+            upcoming.append(min(rules_due_times))
         conversation.sla_check_at = min(upcoming) if upcoming else None
-        conversation.save(update_fields=["sla_check_at"])
-        if any(f.kind == SlaEventKind.BREACHED for f in fired):
-            # In the same transaction as the breach: a worker dying here loses neither, and
-            # the next beat fires both. Rules that fail are logged; the breach stays recorded.
-            from conversations.routing import rules_run
-
-            try:
-                with transaction.atomic():
-                    rules_run(conversation_id=pk, event="sla_breached", book=book)
-            except Exception:
-                logger.exception("Rules on the SLA breach of conversation %s failed", pk)
+        conversation.save(update_fields=list(SLA_FIELDS))
+        if rules_now:
+            _breach_rules_run(conversation, pending, now, book)
     return fired
+
+
+# Rules on a breach that fail (a lock timeout, a department's row gone, a bug) are tried again
+# this many minutes after each failure, then given up on, which the timeline says.
+RULES_RETRY_MINUTES = (1, 5, 15)
+# Retries left waiting longer than this (their conversation was resolved meanwhile, which
+# ends its checks, and later reopened) are given up on rather than run on an old breach.
+RULES_RETRY_WINDOW = timedelta(hours=1)
+
+
+def _breach_rules_run(
+    conversation: Conversation, pending: list[SlaEvent], now: datetime, book: "RuleBook"
+) -> None:
+    """Run the rules on the conversation's breaches that wait for them, once for all of them
+    (a second target breached with the first does not escalate twice), in a savepoint: rules
+    that fail leave the breaches recorded and are tried again later (``RULES_RETRY_MINUTES``).
+    A conversation no longer active when they are retried has had its answer: they are given
+    up on, as are retries left waiting past ``RULES_RETRY_WINDOW``."""
+    from conversations.models import ACTIVE_STATUSES
+    from conversations.routing import rules_run
+
+    attempt = max(event.rules_attempts for event in pending) + 1
+    last_error = next((event.rules_error for event in pending if event.rules_error), "")
+    stale = ""
+    if conversation.status not in ACTIVE_STATUSES:
+        stale = f"the conversation is {conversation.get_status_display().lower()}"
+    elif now - min(event.created_at for event in pending) > RULES_RETRY_WINDOW:
+        # Resolved before a retry (which stops the clocks' checks) and reopened since.
+        stale = "the breach is over an hour old"
+    active = not stale
+    error = ""
+    if active:
+        try:
+            with transaction.atomic():
+                rules_run(conversation_id=conversation.pk, event="sla_breached", book=book)
+        except Exception as exc:
+            logger.exception("Rules on the SLA breach of conversation %s failed", conversation.pk)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+    else:
+        error = last_error or "not run"
+    retry_at = None
+    if error and active and attempt <= len(RULES_RETRY_MINUTES):
+        retry_at = now + timedelta(minutes=RULES_RETRY_MINUTES[attempt - 1])
+    SlaEvent.objects.filter(pk__in=[event.pk for event in pending]).update(
+        rules_due_at=retry_at, rules_attempts=attempt if active else attempt - 1, rules_error=error
+    )
+    if retry_at is not None:
+        # The rules may have moved the clocks before failing; their savepoint undid that.
+        check_at = conversation.sla_check_at
+        conversation.sla_check_at = min(check_at, retry_at) if check_at else retry_at
+        conversation.save(update_fields=["sla_check_at"])
+    elif error:
+        why = f"given up after {attempt} attempts" if active else f"not tried again: {stale}"
+        ConversationEvent.objects.create(
+            conversation=conversation,
+            kind=EventKind.RULE_APPLIED,
+            created_at=now,
+            data={"name": "Rules on the SLA breach", "rules_failed": f"{error} ({why})"},
+        )
 
 
 def _fire_once(
@@ -443,6 +505,8 @@ def _fire_once(
     kind: str,
     due: datetime,
     now: datetime,
+    *,
+    rules_due: datetime | None = None,
 ) -> bool:
     try:
         with transaction.atomic():
@@ -453,6 +517,7 @@ def _fire_once(
                 kind=kind,
                 due_at=due,
                 created_at=now,
+                rules_due_at=rules_due if kind == SlaEventKind.BREACHED else None,
             )
     except IntegrityError:
         return False

@@ -4,7 +4,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
 from channels_ingest.pipeline import ingest
@@ -24,7 +24,7 @@ from conversations.models import (
     SlaState,
     Status,
 )
-from conversations.sla import SlaSetup, sla_check
+from conversations.sla import RULES_RETRY_MINUTES, SlaSetup, sla_check
 from tests.factories import ChannelFactory, ContactFactory, UserFactory, post
 from tests.plans import query_plan
 
@@ -344,20 +344,145 @@ def test_a_check_that_runs_again_on_the_same_breach_fires_nothing_twice():
 
 def test_a_breach_runs_the_rules_listening_for_it():
     _policy(first_response_minutes=60, resolution_minutes=None)
-    RoutingRule.objects.create(
+    _breach_rule()
+    conversation = _conversation(ChannelFactory())
+    sla_check(now=FRIDAY_AFTERNOON + timedelta(hours=2))
+    conversation.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
+    breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
+    assert (breach.rules_due_at, breach.rules_attempts, breach.rules_error) == (None, 1, "")
+    applied = ConversationEvent.objects.get(conversation=conversation, kind=EventKind.RULE_APPLIED)
+    assert [(e["name"], e["event"]) for e in applied.data["rules"]] == [
+        ("Breached goes urgent", "sla_breached")
+    ]
+
+
+def _breach_rule() -> RoutingRule:
+    return RoutingRule.objects.create(
         name="Breached goes urgent",
         events=["sla_breached"],
         conditions=[],
         actions=[{"type": "set_priority", "value": Priority.URGENT}],
     )
+
+
+@pytest.fixture
+def failing_rules(monkeypatch):
+    """The breach rules fail the first ``failures["left"]`` times they are run."""
+    from conversations import routing
+
+    real = routing.rules_run
+    state = {"left": 0, "calls": 0}
+
+    def rules_run(**kwargs):
+        state["calls"] += 1
+        if state["left"]:
+            state["left"] -= 1
+            raise OperationalError("lock timeout")
+        return real(**kwargs)
+
+    monkeypatch.setattr(routing, "rules_run", rules_run)
+    return state
+
+
+def test_breach_rules_that_fail_are_tried_again_and_run_once(failing_rules):
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    _breach_rule()
+    conversation = _conversation(ChannelFactory())
+    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
+    failing_rules["left"] = 1
+
+    assert len(sla_check(now=breach_at)) == 1
+    breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
+    conversation.refresh_from_db()
+    # Recorded, the rules' work undone, and a retry a minute on, which the scan will find.
+    assert conversation.priority != Priority.URGENT
+    assert ConversationEvent.objects.filter(kind=EventKind.SLA_BREACHED).count() == 1
+    assert (breach.rules_attempts, breach.rules_due_at) == (1, breach_at + timedelta(minutes=1))
+    assert breach.rules_error == "OperationalError: lock timeout"
+    assert conversation.sla_check_at == breach_at + timedelta(minutes=1)
+
+    assert sla_check(now=breach_at + timedelta(seconds=30)) == []
+    assert failing_rules["calls"] == 1
+    assert sla_check(now=breach_at + timedelta(minutes=1)) == []  # no second breach
+    conversation.refresh_from_db()
+    breach.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
+    assert (breach.rules_attempts, breach.rules_due_at, breach.rules_error) == (2, None, "")
+    assert conversation.sla_check_at is None
+
+    sla_check(now=breach_at + timedelta(hours=2))
+    assert failing_rules["calls"] == 2
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+
+
+def test_breach_rules_that_keep_failing_are_given_up_on_and_the_timeline_says_so(
+    failing_rules, client
+):
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    _breach_rule()
+    conversation = _conversation(ChannelFactory())
+    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
+    failing_rules["left"] = 99
+
+    sla_check(now=breach_at)
+    moment = breach_at
+    for minutes in RULES_RETRY_MINUTES:
+        moment += timedelta(minutes=minutes)
+        sla_check(now=moment - timedelta(seconds=1))  # not yet
+        sla_check(now=moment)
+    assert failing_rules["calls"] == 1 + len(RULES_RETRY_MINUTES)
+    breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
+    assert (breach.rules_attempts, breach.rules_due_at) == (4, None)
+    conversation.refresh_from_db()
+    assert conversation.sla_check_at is None
+    sla_check(now=moment + timedelta(hours=1))
+    assert failing_rules["calls"] == 4
+
+    [failed] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
+    assert failed.data == {
+        "name": "Rules on the SLA breach",
+        "rules_failed": "OperationalError: lock timeout (given up after 4 attempts)",
+    }
+    client.force_login(UserFactory(role="admin"))
+    page = client.get(f"/inbox/{conversation.pk}/").content.decode()
+    assert "failed: OperationalError: lock timeout (given up after 4 attempts)" in page
+
+
+def test_breach_rules_are_not_retried_once_the_conversation_is_resolved(failing_rules):
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    _breach_rule()
+    conversation = _conversation(ChannelFactory())
+    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
+    failing_rules["left"] = 1
+    sla_check(now=breach_at)
+    services.conversation_status_set(
+        conversation=conversation, status=Status.RESOLVED, actor=UserFactory()
+    )
+    # Reopened after the retry window: the old breach's rules are not run then.
+    Conversation.objects.filter(pk=conversation.pk).update(
+        status=Status.OPEN, sla_check_at=breach_at + timedelta(hours=2)
+    )
+    sla_check(now=breach_at + timedelta(hours=2))
+    assert failing_rules["calls"] == 1
+    breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
+    assert (breach.rules_attempts, breach.rules_due_at) == (1, None)
+    conversation.refresh_from_db()
+    assert conversation.priority != Priority.URGENT
+    [given_up] = ConversationEvent.objects.filter(data__has_key="rules_failed")
+    assert given_up.data["rules_failed"] == (
+        "OperationalError: lock timeout (not tried again: the breach is over an hour old)"
+    )
+
+
+def test_without_rules_listening_a_breach_waits_for_none():
+    _policy(first_response_minutes=60, resolution_minutes=None)
     conversation = _conversation(ChannelFactory())
     sla_check(now=FRIDAY_AFTERNOON + timedelta(hours=2))
+    breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
+    assert (breach.rules_due_at, breach.rules_attempts) == (None, 0)
     conversation.refresh_from_db()
-    assert conversation.priority == Priority.URGENT
-    applied = ConversationEvent.objects.get(conversation=conversation, kind=EventKind.RULE_APPLIED)
-    assert [(e["name"], e["event"]) for e in applied.data["rules"]] == [
-        ("Breached goes urgent", "sla_breached")
-    ]
+    assert conversation.sla_check_at is None
 
 
 def test_the_check_finds_due_conversations_with_one_query_whatever_their_number(
