@@ -829,23 +829,33 @@ def _escalate(
     department = Department.objects.filter(pk=target.get("department") or 0).first()
     if path is None and department is None:
         return
-    if (
-        trigger == EscalationTrigger.RULE
-        and Escalation.objects.filter(
-            conversation=conversation, status=EscalationStatus.OPEN
-        ).exists()
-    ):
-        # With a department already: another angry message does not climb a level, and the
-        # timeline says so rather than leave the rule's "escalate" unexplained.
-        ConversationEvent.objects.create(
-            conversation=conversation,
-            kind=EventKind.RULE_APPLIED,
-            data={
-                "name": rule_name,
-                "escalation_refused": "The conversation is already escalated.",
-            },
+    if trigger == EscalationTrigger.RULE:
+        opened = (
+            Escalation.objects.filter(conversation=conversation, status=EscalationStatus.OPEN)
+            .values_list("created_at", flat=True)
+            .first()
         )
-        return
+        if opened is not None:
+            # With a department already: another angry message does not climb a level, and
+            # the timeline says so, once per rule and escalation, rather than leave the rule's
+            # "escalate" unexplained (or repeat it for every message a noisy customer sends).
+            said = ConversationEvent.objects.filter(
+                conversation=conversation,
+                kind=EventKind.RULE_APPLIED,
+                created_at__gte=opened,
+                data__name=rule_name,
+                data__has_key="escalation_refused",
+            ).exists()
+            if not said:
+                ConversationEvent.objects.create(
+                    conversation=conversation,
+                    kind=EventKind.RULE_APPLIED,
+                    data={
+                        "name": rule_name,
+                        "escalation_refused": "The conversation is already escalated.",
+                    },
+                )
+            return
     try:
         escalation_open(
             conversation=conversation,

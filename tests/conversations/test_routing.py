@@ -1044,9 +1044,11 @@ def test_a_rule_escalating_along_a_path_does_not_climb_a_level_per_message():
     channel = ChannelFactory()
     ingest(channel=channel, posts=[post("p1"), post("p2", reply_to="p1")])
     ingest(channel=channel, posts=[post("p3", reply_to="p1")])
+    ingest(channel=channel, posts=[post("p4", reply_to="p1")])
     escalation = Escalation.objects.get()
     assert escalation.level == 0
-    # The rule's later "escalate" did nothing, and the timeline says why.
+    # The rule's later "escalate" did nothing, and the timeline says why, once for the
+    # escalation however many messages follow.
     [skipped] = ConversationEvent.objects.filter(data__has_key="escalation_refused")
     assert skipped.data == {
         "name": "Rule",
