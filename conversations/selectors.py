@@ -909,7 +909,7 @@ _NOT_DONE = (
     ("acknowledgement_refused", "acknowledgement refused"),
     ("acknowledgement_held", "acknowledgement held for approval"),
     ("escalation_refused", "escalation refused"),
-    ("rules_failed", "failed"),
+    ("rules_failed", "on the SLA breach"),
 )
 
 
@@ -966,8 +966,9 @@ def _timeline_entry(
     target = str(data.get("target") or "")
     escalated = kind == EventKind.ESCALATED
     status = str(data.get("status") or "")
+    failed = kind == EventKind.RULE_APPLIED and bool(data.get("rules_failed"))
     return {
-        "kind_label": _EVENT_LABELS.get(kind, kind),
+        "kind_label": "Routing rules failed" if failed else _EVENT_LABELS.get(kind, kind),
         "actor": actor,
         "created_at": created_at,
         "tag": str(data.get("tag") or ""),

@@ -494,7 +494,7 @@ def _breach_rules_run(
             conversation=conversation,
             kind=EventKind.RULE_APPLIED,
             created_at=now,
-            data={"name": "Rules on the SLA breach", "rules_failed": f"{error} ({why})"},
+            data={"event": "sla_breached", "rules_failed": f"{error} ({why})"},
         )
 
 

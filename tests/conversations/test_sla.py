@@ -441,12 +441,13 @@ def test_breach_rules_that_keep_failing_are_given_up_on_and_the_timeline_says_so
 
     [failed] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
     assert failed.data == {
-        "name": "Rules on the SLA breach",
+        "event": "sla_breached",
         "rules_failed": "OperationalError: lock timeout (given up after 4 attempts)",
     }
     client.force_login(UserFactory(role="admin"))
     page = client.get(f"/inbox/{conversation.pk}/").content.decode()
-    assert "failed: OperationalError: lock timeout (given up after 4 attempts)" in page
+    said = "on the SLA breach: OperationalError: lock timeout (given up after 4 attempts)"
+    assert re.search(r"Routing rules failed\s*<span class=\"muted\">— " + re.escape(said), page)
 
 
 def test_breach_rules_are_not_retried_once_the_conversation_is_resolved(failing_rules):
