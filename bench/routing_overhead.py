@@ -108,6 +108,7 @@ def run_once(
         "machine": figures["database"]["machine"],
         "routing": figures["routing"],
         "sections": {part["label"]: part["seconds"] for part in phase.get("sections") or []},
+        "deciding": [part["label"] for part in phase.get("sections") or [] if part["deciding"]],
     }
 
 
@@ -217,6 +218,7 @@ def compare(
                     }
                     for part in runs[name][0]["sections"]
                 },
+                "deciding": runs[name][0]["deciding"],
             }
         )
     return rows
@@ -231,14 +233,24 @@ def sections_table(row: dict[str, Any]) -> str:
         "(inclusive; indented parts are within the one above)",
         f"  {'part':<40} {'without':>8} {'with':>8} {'added':>8} {'of phase':>9}",
     ]
+    deciding = 0.0
     for label, part in row["sections"].items():
         if not part["seconds_without"] and not part["seconds_with"]:
             continue  # not called on this database
         added = part["seconds_with"] - part["seconds_without"]
+        mark = "*" if label in row["deciding"] else " "
+        if mark == "*":
+            deciding += added
         lines.append(
-            f"  {label:<40} {part['seconds_without'] * 1000:>8.1f} "
+            f"  {label:<39}{mark} {part['seconds_without'] * 1000:>8.1f} "
             f"{part['seconds_with'] * 1000:>8.1f} {added * 1000:>+8.1f} {added / base:>+9.1%}"
         )
+    added_in_all = row["seconds_with"] - base
+    lines.append(
+        f"  * deciding what the rules do: {deciding * 1000:+.1f} ms, {deciding / base:+.1%} of the "
+        f"phase; the rest of the {added_in_all * 1000:+.1f} ms the rules add "
+        f"({(added_in_all - deciding) / base:+.1%}): writing what they decided, the commit, noise"
+    )
     return "\n".join(lines)
 
 

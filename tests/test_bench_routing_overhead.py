@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.routing_overhead import paired_overhead, parse_args, work_seconds
+from bench.routing_overhead import paired_overhead, parse_args, sections_table, work_seconds
 
 
 def test_every_variant_is_compared_unless_told_otherwise():
@@ -43,3 +43,30 @@ def test_the_paired_overhead_compares_the_runs_of_each_round():
 def test_no_paired_overhead_without_the_figure_in_every_run():
     assert paired_overhead([{"w": 1.0}], [{"w": None}], "w") is None
     assert paired_overhead([], [], "w") is None
+
+
+def test_the_parts_that_decide_are_marked_and_summed_apart_from_the_writing():
+    row = {
+        "database": "sqlite",
+        "variant": "rules",
+        "seconds_without": 2.0,
+        "seconds_with": 2.2,
+        "deciding": ["rules evaluated", "rule decisions taken"],
+        "sections": {
+            "rules evaluated": {"seconds_without": 0.0, "seconds_with": 0.03},
+            "rule decisions taken": {"seconds_without": 0.0, "seconds_with": 0.05},
+            "tags written": {"seconds_without": 0.0, "seconds_with": 0.04},
+            "of which timeline rows (PostgreSQL)": {"seconds_without": 0, "seconds_with": 0},
+        },
+    }
+    lines = sections_table(row).splitlines()
+    # The part not called on this database is left out.
+    assert [line.split() for line in lines[2:-1]] == [
+        ["rules", "evaluated", "*", "0.0", "30.0", "+30.0", "+1.5%"],
+        ["rule", "decisions", "taken", "*", "0.0", "50.0", "+50.0", "+2.5%"],
+        ["tags", "written", "0.0", "40.0", "+40.0", "+2.0%"],
+    ]
+    assert lines[-1] == (
+        "  * deciding what the rules do: +80.0 ms, +4.0% of the phase; the rest of the +200.0 ms"
+        " the rules add (+6.0%): writing what they decided, the commit, noise"
+    )
