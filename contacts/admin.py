@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from contacts.models import Contact, ContactImport, MergeSuggestion, SocialIdentity
 
@@ -32,6 +33,8 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ("name", "email", "phone", "company", "identities__handle", "external_crm_id")
     date_hierarchy = "first_seen_at"
     inlines = [SocialIdentityInline]
+    # A link typed without its scheme is taken as https, as the contact form takes it.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(SocialIdentity)
@@ -40,6 +43,7 @@ class SocialIdentityAdmin(admin.ModelAdmin):
     list_filter = ("platform", "verified")
     search_fields = ("handle", "display_name", "platform_user_id")
     raw_id_fields = ("contact",)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(MergeSuggestion)
