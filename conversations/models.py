@@ -535,8 +535,8 @@ class SlaEvent(models.Model):
     kind = models.CharField(max_length=10, choices=SlaEventKind.choices)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
-    # A breach's rules: when they are (still) to run, set while some rule listens for
-    # breaches and cleared once they ran or were given up on; tries so far; the last error.
+    # A breach's rules when they failed: when they are to run again (the beat's second scan
+    # finds it), cleared once they ran or were given up on; tries so far; the last error.
     rules_due_at = models.DateTimeField(null=True, blank=True)
     rules_attempts = models.PositiveSmallIntegerField(default=0)
     rules_error = models.TextField(blank=True)
@@ -547,7 +547,14 @@ class SlaEvent(models.Model):
                 fields=["conversation", "target", "kind", "due_at"], name="sla_event_once"
             ),
         ]
-        indexes = [models.Index(fields=["kind", "created_at"], name="sla_event_kind_idx")]
+        indexes = [
+            models.Index(fields=["kind", "created_at"], name="sla_event_kind_idx"),
+            models.Index(
+                fields=["rules_due_at"],
+                name="sla_event_rules_due_idx",
+                condition=models.Q(rules_due_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_target_display()} {self.get_kind_display().lower()}"

@@ -369,12 +369,19 @@ class SlaFired:
 def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired]:
     """Fire the warnings and breaches that are due: one indexed query finds the conversations,
     each is claimed under a row lock, and a unique row per target, kind and due time makes a
-    second run (or a second beat) fire nothing again. Breaches then go to the routing rules."""
+    second run (or a second beat) fire nothing again. Breaches then go to the routing rules;
+    a second indexed query finds the breaches whose rules failed and are due to be tried
+    again (``RULES_RETRY_MINUTES``)."""
     now = now or timezone.now()
     due_ids = list(
         Conversation.objects.filter(sla_check_at__lte=now)
         .order_by("sla_check_at")
         .values_list("pk", flat=True)[:limit]
+    )
+    retry_ids = set(
+        SlaEvent.objects.filter(rules_due_at__lte=now)
+        .order_by("rules_due_at")
+        .values_list("conversation_id", flat=True)[:limit]
     )
     from conversations.routing import RuleBook
 
@@ -382,11 +389,18 @@ def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired
     fired: list[SlaFired] = []
     for pk in due_ids:
         book = book or RuleBook.load()
-        fired.extend(_check_one(pk, now, book))
+        fired.extend(_check_one(pk, now, book, retry=pk in retry_ids))
+    for pk in sorted(retry_ids.difference(due_ids)):
+        book = book or RuleBook.load()
+        with transaction.atomic():
+            claimed = Conversation.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if claimed is not None:  # else another beat holds it
+                _breach_rules_due(claimed, now, book)
     return fired
 
 
-def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
+def _check_one(pk: int, now: datetime, book: "RuleBook", *, retry: bool) -> list[SlaFired]:
+    """``retry``: some breach of the conversation has rules to try again."""
     fired: list[SlaFired] = []
     with transaction.atomic():
         conversation = (
@@ -397,10 +411,10 @@ def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
         if conversation is None:
             return fired  # someone else holds it, or it changed since the scan
         policy = conversation.sla_policy
-        upcoming: list[datetime] = []
         if policy is None or not policy.is_active or conversation.is_monitoring:
             # Switched off, deleted, or only listened to: nothing is due any more.
             sla_clear(conversation)
+            conversation.save(update_fields=list(SLA_FIELDS))
         else:
             # A breach's rules are noted as due with it, in the same transaction: a worker
             # dying before they ran loses neither, and the next beat fires both.
@@ -424,78 +438,92 @@ def _check_one(pk: int, now: datetime, book: "RuleBook") -> list[SlaFired]:
                 for moment in (due - warn, due)
                 if moment > now
             ]
-        # Breaches whose rules wait: just fired, or failed before and to be tried again.
-        pending = list(
-            SlaEvent.objects.filter(conversation=conversation, rules_due_at__isnull=False)
-        )
-        rules_due_times = [e.rules_due_at for e in pending if e.rules_due_at is not None]
-        rules_now = any(moment <= now for moment in rules_due_times)
-        if rules_due_times and not rules_now:
-            upcoming.append(min(rules_due_times))
-        conversation.sla_check_at = min(upcoming) if upcoming else None
-        conversation.save(update_fields=list(SLA_FIELDS))
-        if rules_now:
-            _breach_rules_run(conversation, pending, now, book)
+            conversation.sla_check_at = min(upcoming) if upcoming else None
+            conversation.save(update_fields=["sla_check_at"])
+            retry = retry or (
+                rules_due is not None and any(f.kind == SlaEventKind.BREACHED for f in fired)
+            )
+        if retry:
+            _breach_rules_due(conversation, now, book)
     return fired
 
 
 # Rules on a breach that fail (a lock timeout, a department's row gone, a bug) are tried again
 # this many minutes after each failure, then given up on, which the timeline says.
 RULES_RETRY_MINUTES = (1, 5, 15)
-# Retries left waiting longer than this (their conversation was resolved meanwhile, which
-# ends its checks, and later reopened) are given up on rather than run on an old breach.
+# A breach whose rules still wait this long after it (the beat was down) is not acted on.
 RULES_RETRY_WINDOW = timedelta(hours=1)
 
 
-def _breach_rules_run(
-    conversation: Conversation, pending: list[SlaEvent], now: datetime, book: "RuleBook"
-) -> None:
-    """Run the rules on the conversation's breaches that wait for them, once for all of them
-    (a second target breached with the first does not escalate twice), in a savepoint: rules
-    that fail leave the breaches recorded and are tried again later (``RULES_RETRY_MINUTES``).
-    A conversation no longer active when they are retried has had its answer: they are given
-    up on, as are retries left waiting past ``RULES_RETRY_WINDOW``."""
-    from conversations.models import ACTIVE_STATUSES
+def _breach_rules_due(conversation: Conversation, now: datetime, book: "RuleBook") -> None:
+    """Run the rules on the conversation's breaches whose rules are due (just fired, or to
+    be tried again), once for all of them (a second target breached with the first does not
+    escalate twice), in a savepoint: rules that fail leave the breaches recorded and are
+    tried again ``RULES_RETRY_MINUTES`` later. None run on a conversation that no longer asks
+    for them (resolved, only monitored, its SLA policy switched off) or on breaches older than
+    ``RULES_RETRY_WINDOW``: those are given up on, and the timeline says so."""
     from conversations.routing import rules_run
 
-    attempt = max(event.rules_attempts for event in pending) + 1
-    last_error = next((event.rules_error for event in pending if event.rules_error), "")
-    stale = ""
-    if conversation.status not in ACTIVE_STATUSES:
-        stale = f"the conversation is {conversation.get_status_display().lower()}"
-    elif now - min(event.created_at for event in pending) > RULES_RETRY_WINDOW:
-        # Resolved before a retry (which stops the clocks' checks) and reopened since.
-        stale = "the breach is over an hour old"
-    active = not stale
+    due = list(SlaEvent.objects.filter(conversation=conversation, rules_due_at__lte=now))
+    if not due:
+        return
+    live = [event for event in due if now - event.created_at <= RULES_RETRY_WINDOW]
+    reason = _not_routed_because(conversation)
+    if not reason and not live:
+        reason = "the breach is over an hour old"
     error = ""
-    if active:
+    if not reason:
         try:
             with transaction.atomic():
                 rules_run(conversation_id=conversation.pk, event="sla_breached", book=book)
         except Exception as exc:
             logger.exception("Rules on the SLA breach of conversation %s failed", conversation.pk)
             error = f"{type(exc).__name__}: {exc}"[:500]
-    else:
-        error = last_error or "not run"
-    retry_at = None
-    if error and active and attempt <= len(RULES_RETRY_MINUTES):
-        retry_at = now + timedelta(minutes=RULES_RETRY_MINUTES[attempt - 1])
-    SlaEvent.objects.filter(pk__in=[event.pk for event in pending]).update(
-        rules_due_at=retry_at, rules_attempts=attempt if active else attempt - 1, rules_error=error
-    )
-    if retry_at is not None:
-        # The rules may have moved the clocks before failing; their savepoint undid that.
-        check_at = conversation.sla_check_at
-        conversation.sla_check_at = min(check_at, retry_at) if check_at else retry_at
-        conversation.save(update_fields=["sla_check_at"])
-    elif error:
-        why = f"given up after {attempt} attempts" if active else f"not tried again: {stale}"
+        if not error:
+            for event in due:
+                event.rules_due_at, event.rules_error = None, ""
+                event.rules_attempts += 1
+            SlaEvent.objects.bulk_update(due, ["rules_due_at", "rules_attempts", "rules_error"])
+            return
+    given_up: list[SlaEvent] = []
+    for event in due:
+        if not reason:
+            event.rules_attempts += 1
+            event.rules_error = error
+        attempts = event.rules_attempts
+        if not reason and event in live and attempts <= len(RULES_RETRY_MINUTES):
+            event.rules_due_at = now + timedelta(minutes=RULES_RETRY_MINUTES[attempts - 1])
+        else:
+            event.rules_due_at = None
+            given_up.append(event)
+    SlaEvent.objects.bulk_update(due, ["rules_due_at", "rules_attempts", "rules_error"])
+    if given_up:
+        last_error = error or next((e.rules_error for e in given_up if e.rules_error), "")
+        attempts = max(event.rules_attempts for event in given_up)
+        why = f"not tried again: {reason}" if reason else f"given up after {attempts} attempts"
         ConversationEvent.objects.create(
             conversation=conversation,
             kind=EventKind.RULE_APPLIED,
             created_at=now,
-            data={"event": "sla_breached", "rules_failed": f"{error} ({why})"},
+            data={
+                "event": "sla_breached",
+                "rules_failed": f"{last_error} ({why})" if last_error else why,
+            },
         )
+
+
+def _not_routed_because(conversation: Conversation) -> str:
+    """Why the rules on a breach no longer run on this conversation, or ""."""
+    from conversations.models import ACTIVE_STATUSES
+
+    if conversation.status not in ACTIVE_STATUSES:
+        return f"the conversation is {conversation.get_status_display().lower()}"
+    if conversation.is_monitoring:
+        return "the conversation is only monitored"
+    policy = conversation.sla_policy
+    if policy is None or not policy.is_active:
+        return "its SLA policy is switched off"
+    return ""
 
 
 def _fire_once(

@@ -24,7 +24,7 @@ from conversations.models import (
     SlaState,
     Status,
 )
-from conversations.sla import RULES_RETRY_MINUTES, SlaSetup, sla_check
+from conversations.sla import RULES_RETRY_MINUTES, RULES_RETRY_WINDOW, SlaSetup, sla_check
 from tests.factories import ChannelFactory, ContactFactory, UserFactory, post
 from tests.plans import query_plan
 
@@ -385,48 +385,70 @@ def failing_rules(monkeypatch):
     return state
 
 
-def test_breach_rules_that_fail_are_tried_again_and_run_once(failing_rules):
-    _policy(first_response_minutes=60, resolution_minutes=None)
+BREACH_AT = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
+
+
+def _failed_once(failing_rules, **policy) -> Conversation:
+    """A conversation whose first-response breach at ``BREACH_AT`` ran rules that failed."""
+    _policy(**({"first_response_minutes": 60, "resolution_minutes": None} | policy))
     _breach_rule()
     conversation = _conversation(ChannelFactory())
-    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
     failing_rules["left"] = 1
+    assert len(sla_check(now=BREACH_AT)) >= 1
+    assert failing_rules["calls"] == 1
+    return conversation
 
-    assert len(sla_check(now=breach_at)) == 1
+
+def _given_up() -> str:
+    [entry] = ConversationEvent.objects.filter(data__has_key="rules_failed")
+    assert entry.data["event"] == "sla_breached"
+    return entry.data["rules_failed"]
+
+
+def test_breach_rules_that_fail_are_tried_again_and_run_once(failing_rules):
+    conversation = _failed_once(failing_rules)
     breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
     conversation.refresh_from_db()
-    # Recorded, the rules' work undone, and a retry a minute on, which the scan will find.
+    # Recorded, the rules' work undone, and a retry a minute on.
     assert conversation.priority != Priority.URGENT
     assert ConversationEvent.objects.filter(kind=EventKind.SLA_BREACHED).count() == 1
-    assert (breach.rules_attempts, breach.rules_due_at) == (1, breach_at + timedelta(minutes=1))
+    assert (breach.rules_attempts, breach.rules_due_at) == (1, BREACH_AT + timedelta(minutes=1))
     assert breach.rules_error == "OperationalError: lock timeout"
-    assert conversation.sla_check_at == breach_at + timedelta(minutes=1)
 
-    assert sla_check(now=breach_at + timedelta(seconds=30)) == []
+    assert sla_check(now=BREACH_AT + timedelta(seconds=30)) == []
     assert failing_rules["calls"] == 1
-    assert sla_check(now=breach_at + timedelta(minutes=1)) == []  # no second breach
+    assert sla_check(now=BREACH_AT + timedelta(minutes=1)) == []  # no second breach
+    assert failing_rules["calls"] == 2
     conversation.refresh_from_db()
     breach.refresh_from_db()
     assert conversation.priority == Priority.URGENT
     assert (breach.rules_attempts, breach.rules_due_at, breach.rules_error) == (2, None, "")
-    assert conversation.sla_check_at is None
 
-    sla_check(now=breach_at + timedelta(hours=2))
+    sla_check(now=BREACH_AT + timedelta(hours=2))
     assert failing_rules["calls"] == 2
     assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+
+
+def test_an_agent_moving_the_clocks_before_the_retry_does_not_lose_it(failing_rules):
+    conversation = _failed_once(failing_rules)
+    # Waiting on the customer stops the clocks' checks: the retry has a scan of its own.
+    services.conversation_status_set(
+        conversation=conversation, status=Status.PENDING, actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    assert conversation.sla_check_at is None
+    sla_check(now=BREACH_AT + timedelta(minutes=1))
+    assert failing_rules["calls"] == 2
+    conversation.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
 
 
 def test_breach_rules_that_keep_failing_are_given_up_on_and_the_timeline_says_so(
     failing_rules, client
 ):
-    _policy(first_response_minutes=60, resolution_minutes=None)
-    _breach_rule()
-    conversation = _conversation(ChannelFactory())
-    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
+    conversation = _failed_once(failing_rules)
     failing_rules["left"] = 99
-
-    sla_check(now=breach_at)
-    moment = breach_at
+    moment = BREACH_AT
     for minutes in RULES_RETRY_MINUTES:
         moment += timedelta(minutes=minutes)
         sla_check(now=moment - timedelta(seconds=1))  # not yet
@@ -434,46 +456,78 @@ def test_breach_rules_that_keep_failing_are_given_up_on_and_the_timeline_says_so
     assert failing_rules["calls"] == 1 + len(RULES_RETRY_MINUTES)
     breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
     assert (breach.rules_attempts, breach.rules_due_at) == (4, None)
-    conversation.refresh_from_db()
-    assert conversation.sla_check_at is None
     sla_check(now=moment + timedelta(hours=1))
     assert failing_rules["calls"] == 4
 
-    [failed] = ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED)
-    assert failed.data == {
-        "event": "sla_breached",
-        "rules_failed": "OperationalError: lock timeout (given up after 4 attempts)",
-    }
+    said = "OperationalError: lock timeout (given up after 4 attempts)"
+    assert _given_up() == said
     client.force_login(UserFactory(role="admin"))
     page = client.get(f"/inbox/{conversation.pk}/").content.decode()
-    said = "on the SLA breach: OperationalError: lock timeout (given up after 4 attempts)"
-    assert re.search(r"Routing rules failed\s*<span class=\"muted\">— " + re.escape(said), page)
+    shown = 'Routing rules failed\\s*<span class="muted">— on the SLA breach: '
+    assert re.search(shown + re.escape(said), page)
 
 
-def test_breach_rules_are_not_retried_once_the_conversation_is_resolved(failing_rules):
-    _policy(first_response_minutes=60, resolution_minutes=None)
-    _breach_rule()
-    conversation = _conversation(ChannelFactory())
-    breach_at = FRIDAY_AFTERNOON + timedelta(minutes=60, seconds=1)
-    failing_rules["left"] = 1
-    sla_check(now=breach_at)
-    services.conversation_status_set(
-        conversation=conversation, status=Status.RESOLVED, actor=UserFactory()
-    )
-    # Reopened after the retry window: the old breach's rules are not run then.
-    Conversation.objects.filter(pk=conversation.pk).update(
-        status=Status.OPEN, sla_check_at=breach_at + timedelta(hours=2)
-    )
-    sla_check(now=breach_at + timedelta(hours=2))
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"status": Status.RESOLVED}, "the conversation is resolved"),
+        ({"is_monitoring": True}, "the conversation is only monitored"),
+        ("policy off", "its SLA policy is switched off"),
+    ],
+)
+def test_breach_rules_are_not_retried_on_a_conversation_that_no_longer_asks_for_them(
+    failing_rules, change, reason
+):
+    conversation = _failed_once(failing_rules)
+    if change == "policy off":
+        SlaPolicy.objects.update(is_active=False)
+    elif "status" in change:
+        services.conversation_status_set(
+            conversation=conversation, status=change["status"], actor=UserFactory()
+        )
+    else:
+        Conversation.objects.filter(pk=conversation.pk).update(**change)
+    sla_check(now=BREACH_AT + timedelta(minutes=1))
     assert failing_rules["calls"] == 1
     breach = SlaEvent.objects.get(kind=SlaEventKind.BREACHED)
     assert (breach.rules_attempts, breach.rules_due_at) == (1, None)
     conversation.refresh_from_db()
     assert conversation.priority != Priority.URGENT
-    [given_up] = ConversationEvent.objects.filter(data__has_key="rules_failed")
-    assert given_up.data["rules_failed"] == (
+    assert _given_up() == f"OperationalError: lock timeout (not tried again: {reason})"
+
+
+def test_breach_rules_not_retried_within_the_hour_are_given_up_on(failing_rules):
+    _failed_once(failing_rules)
+    # The beat was down past the retry window.
+    sla_check(now=BREACH_AT + RULES_RETRY_WINDOW + timedelta(minutes=2))
+    assert failing_rules["calls"] == 1
+    assert _given_up() == (
         "OperationalError: lock timeout (not tried again: the breach is over an hour old)"
     )
+
+
+def test_a_new_breach_runs_the_rules_though_an_old_one_waited_too_long(failing_rules):
+    conversation = _failed_once(failing_rules, resolution_minutes=180)
+    # The beat comes back two hours on: the old retry is stale, the resolution breach new.
+    fired = sla_check(now=BREACH_AT + timedelta(hours=2))
+    assert [f.target for f in fired] == ["resolution"]
+    assert failing_rules["calls"] == 2
+    conversation.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
+    assert not SlaEvent.objects.filter(rules_due_at__isnull=False).exists()
+
+
+def test_targets_breached_together_run_their_rules_once_and_retry_together(failing_rules):
+    _failed_once(failing_rules, resolution_minutes=60)
+    breaches = SlaEvent.objects.filter(kind=SlaEventKind.BREACHED)
+    assert sorted(breaches.values_list("target", "rules_attempts")) == [
+        ("first_response", 1),
+        ("resolution", 1),
+    ]
+    sla_check(now=BREACH_AT + timedelta(minutes=1))
+    assert failing_rules["calls"] == 2
+    assert not breaches.filter(rules_due_at__isnull=False).exists()
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
 
 
 def test_without_rules_listening_a_breach_waits_for_none():
@@ -493,7 +547,8 @@ def test_the_check_finds_due_conversations_with_one_query_whatever_their_number(
     channel = ChannelFactory()
     ingest(channel=channel, posts=[post(f"p{i}", author=f"a{i}") for i in range(5)])
     future = datetime(2026, 1, 1, tzinfo=UTC)
-    with django_assert_max_num_queries(1):
+    # One scan for the clocks, one for breach rules waiting to be tried again.
+    with django_assert_max_num_queries(2):
         assert sla_check(now=future) == []
 
 
@@ -513,6 +568,22 @@ def test_the_check_finds_every_due_conversation_in_one_scan_through_the_partial_
     assert len(scans) == 1
 
     assert "conv_sla_check_idx" in query_plan(scans[0])
+
+
+def test_breach_rules_waiting_for_a_retry_are_found_by_one_scan_through_their_index(
+    failing_rules,
+):
+    _failed_once(failing_rules)
+    with CaptureQueriesContext(connection) as captured:
+        sla_check(now=BREACH_AT + timedelta(minutes=1))
+    scans = [
+        q["sql"]
+        for q in captured.captured_queries
+        if 'ORDER BY "conversations_slaevent"."rules_due_at"' in q["sql"]
+    ]
+    assert len(scans) == 1
+    assert failing_rules["calls"] == 2
+    assert "sla_event_rules_due_idx" in query_plan(scans[0])
 
 
 def test_the_inbox_filters_and_sorts_by_sla_state(client):
