@@ -389,8 +389,11 @@ def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired
     fired: list[SlaFired] = []
     for pk in due_ids:
         book = book or RuleBook.load()
-        fired.extend(_check_one(pk, now, book, retry=pk in retry_ids))
-    for pk in sorted(retry_ids.difference(due_ids)):
+        checked = _check_one(pk, now, book, retry=pk in retry_ids)
+        if checked is not None:
+            fired.extend(checked)
+            retry_ids.discard(pk)
+    for pk in sorted(retry_ids):
         book = book or RuleBook.load()
         with transaction.atomic():
             claimed = Conversation.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
@@ -399,8 +402,9 @@ def sla_check(*, now: datetime | None = None, limit: int = 500) -> list[SlaFired
     return fired
 
 
-def _check_one(pk: int, now: datetime, book: "RuleBook", *, retry: bool) -> list[SlaFired]:
-    """``retry``: some breach of the conversation has rules to try again."""
+def _check_one(pk: int, now: datetime, book: "RuleBook", *, retry: bool) -> list[SlaFired] | None:
+    """What fired on the conversation, or None if it was not checked (another beat holds it,
+    or it changed since the scan). ``retry``: some breach of it has rules to try again."""
     fired: list[SlaFired] = []
     with transaction.atomic():
         conversation = (
@@ -409,7 +413,7 @@ def _check_one(pk: int, now: datetime, book: "RuleBook", *, retry: bool) -> list
             .first()
         )
         if conversation is None:
-            return fired  # someone else holds it, or it changed since the scan
+            return None
         policy = conversation.sla_policy
         if policy is None or not policy.is_active or conversation.is_monitoring:
             # Switched off, deleted, or only listened to: nothing is due any more.
@@ -449,58 +453,60 @@ def _check_one(pk: int, now: datetime, book: "RuleBook", *, retry: bool) -> list
 
 
 # Rules on a breach that fail (a lock timeout, a department's row gone, a bug) are tried again
-# this many minutes after each failure, then given up on, which the timeline says.
+# this many minutes after each failure (about 1, 6 and 21 minutes after the breach), then given
+# up on, which the timeline says.
 RULES_RETRY_MINUTES = (1, 5, 15)
 # A breach whose rules still wait this long after it (the beat was down) is not acted on.
 RULES_RETRY_WINDOW = timedelta(hours=1)
 
 
 def _breach_rules_due(conversation: Conversation, now: datetime, book: "RuleBook") -> None:
-    """Run the rules on the conversation's breaches whose rules are due (just fired, or to
-    be tried again), once for all of them (a second target breached with the first does not
-    escalate twice), in a savepoint: rules that fail leave the breaches recorded and are
-    tried again ``RULES_RETRY_MINUTES`` later. None run on a conversation that no longer asks
-    for them (resolved, only monitored, its SLA policy switched off) or on breaches older than
-    ``RULES_RETRY_WINDOW``: those are given up on, and the timeline says so."""
+    """Run the rules on the conversation's breaches whose rules wait, when one of them is
+    due (just fired, or to be tried again): once for all of them, so that a second target
+    breached while the first waits does not escalate twice, in a savepoint: rules that fail
+    leave the breaches recorded and are tried again ``RULES_RETRY_MINUTES`` later. None run
+    on a conversation that no longer asks for them (resolved or closed, only monitored, its
+    SLA policy switched off), nor for breaches older than ``RULES_RETRY_WINDOW``: those are
+    given up on, and the timeline says so."""
     from conversations.routing import rules_run
 
-    due = list(SlaEvent.objects.filter(conversation=conversation, rules_due_at__lte=now))
-    if not due:
-        return
-    live = [event for event in due if now - event.created_at <= RULES_RETRY_WINDOW]
+    waiting = list(SlaEvent.objects.filter(conversation=conversation, rules_due_at__isnull=False))
+    if not any(event.rules_due_at and event.rules_due_at <= now for event in waiting):
+        return  # another beat ran them meanwhile
     reason = _not_routed_because(conversation)
-    if not reason and not live:
-        reason = "the breach is over an hour old"
+    live = [] if reason else [e for e in waiting if now - e.created_at <= RULES_RETRY_WINDOW]
     error = ""
-    if not reason:
+    if live:
         try:
             with transaction.atomic():
                 rules_run(conversation_id=conversation.pk, event="sla_breached", book=book)
         except Exception as exc:
             logger.exception("Rules on the SLA breach of conversation %s failed", conversation.pk)
             error = f"{type(exc).__name__}: {exc}"[:500]
-        if not error:
-            for event in due:
-                event.rules_due_at, event.rules_error = None, ""
-                event.rules_attempts += 1
-            SlaEvent.objects.bulk_update(due, ["rules_due_at", "rules_attempts", "rules_error"])
-            return
-    given_up: list[SlaEvent] = []
-    for event in due:
-        if not reason:
+    # Why each breach given up on was: the timeline gets one entry per reason.
+    given_up: dict[str, list[SlaEvent]] = {}
+    for event in waiting:
+        if event in live:
             event.rules_attempts += 1
             event.rules_error = error
-        attempts = event.rules_attempts
-        if not reason and event in live and attempts <= len(RULES_RETRY_MINUTES):
-            event.rules_due_at = now + timedelta(minutes=RULES_RETRY_MINUTES[attempts - 1])
+            if not error:
+                event.rules_due_at = None
+                continue
+            if event.rules_attempts <= len(RULES_RETRY_MINUTES):
+                delay = RULES_RETRY_MINUTES[event.rules_attempts - 1]
+                event.rules_due_at = now + timedelta(minutes=delay)
+                continue
+            why = f"given up after {event.rules_attempts} attempts"
+        elif live and not error:
+            event.rules_due_at = None  # an older breach, answered by the rules that just ran
+            continue
         else:
-            event.rules_due_at = None
-            given_up.append(event)
-    SlaEvent.objects.bulk_update(due, ["rules_due_at", "rules_attempts", "rules_error"])
-    if given_up:
-        last_error = error or next((e.rules_error for e in given_up if e.rules_error), "")
-        attempts = max(event.rules_attempts for event in given_up)
-        why = f"not tried again: {reason}" if reason else f"given up after {attempts} attempts"
+            why = f"not tried again: {reason or 'the breach is over an hour old'}"
+        event.rules_due_at = None
+        given_up.setdefault(why, []).append(event)
+    SlaEvent.objects.bulk_update(waiting, ["rules_due_at", "rules_attempts", "rules_error"])
+    for why, events in given_up.items():
+        last_error = next((e.rules_error for e in events if e.rules_error), "")
         ConversationEvent.objects.create(
             conversation=conversation,
             kind=EventKind.RULE_APPLIED,

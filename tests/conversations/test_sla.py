@@ -517,6 +517,36 @@ def test_a_new_breach_runs_the_rules_though_an_old_one_waited_too_long(failing_r
     assert not SlaEvent.objects.filter(rules_due_at__isnull=False).exists()
 
 
+def test_a_breach_while_another_waits_for_its_retry_runs_the_rules_once_for_both(failing_rules):
+    conversation = _failed_once(failing_rules, resolution_minutes=61)
+    # The resolution target breaches a second before the first breach's retry is due.
+    fired = sla_check(now=BREACH_AT + timedelta(seconds=59))
+    assert [(f.target, f.kind) for f in fired] == [("resolution", SlaEventKind.BREACHED)]
+    assert failing_rules["calls"] == 2
+    sla_check(now=BREACH_AT + timedelta(minutes=1))
+    assert failing_rules["calls"] == 2
+    assert not SlaEvent.objects.filter(rules_due_at__isnull=False).exists()
+    conversation.refresh_from_db()
+    assert conversation.priority == Priority.URGENT
+    assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+
+
+def test_an_old_breach_given_up_on_beside_a_new_one_failing_says_why(failing_rules):
+    _failed_once(failing_rules, resolution_minutes=180)
+    failing_rules["left"] = 1
+    sla_check(now=BREACH_AT + timedelta(hours=2))
+    assert failing_rules["calls"] == 2
+    old, new = SlaEvent.objects.filter(kind=SlaEventKind.BREACHED).order_by("created_at")
+    assert (old.rules_attempts, old.rules_due_at) == (1, None)
+    assert (new.rules_attempts, new.rules_due_at) == (
+        1,
+        BREACH_AT + timedelta(hours=2, minutes=1),
+    )
+    assert _given_up() == (
+        "OperationalError: lock timeout (not tried again: the breach is over an hour old)"
+    )
+
+
 def test_targets_breached_together_run_their_rules_once_and_retry_together(failing_rules):
     _failed_once(failing_rules, resolution_minutes=60)
     breaches = SlaEvent.objects.filter(kind=SlaEventKind.BREACHED)
