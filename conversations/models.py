@@ -555,6 +555,7 @@ class SlaEvent(models.Model):
                 condition=models.Q(rules_due_at__isnull=False),
             ),
         ]
+        verbose_name = "SLA event"
 
     def __str__(self) -> str:
         return f"{self.get_target_display()} {self.get_kind_display().lower()}"

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from channels_ingest.pipeline import ingest
 from conversations import services
@@ -558,6 +559,41 @@ def test_targets_breached_together_run_their_rules_once_and_retry_together(faili
     assert failing_rules["calls"] == 2
     assert not breaches.filter(rules_due_at__isnull=False).exists()
     assert ConversationEvent.objects.filter(kind=EventKind.RULE_APPLIED).count() == 1
+
+
+def test_the_admin_lists_breaches_by_what_became_of_their_rules(failing_rules, client):
+    _policy(first_response_minutes=60, resolution_minutes=None)
+    _breach_rule()
+    channel = ChannelFactory()
+    other = _conversation(channel, "p0", at=FRIDAY_AFTERNOON - timedelta(minutes=10), author="b")
+    conversation = _conversation(channel, "p1")
+    sla_check(now=BREACH_AT - timedelta(minutes=5))  # the other's breach: its rules ran
+    failing_rules["left"] = 1
+    sla_check(now=BREACH_AT)
+    assert failing_rules["calls"] == 2
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    def listed(rules: str) -> set[int]:
+        response = client.get(f"/admin/conversations/slaevent/?kind=breached&rules={rules}")
+        assert response.status_code == 200
+        return {event.conversation_id for event in response.context["cl"].result_list}
+
+    # The first waits for a retry at BREACH_AT + 1 min (no beat ran at that time since).
+    assert listed("waiting") == {conversation.pk}
+    assert listed("ran") == {other.pk}
+    assert listed("given_up") == set()
+    page = client.get("/admin/conversations/slaevent/").content.decode()
+    retry_at = timezone.localtime(BREACH_AT + timedelta(minutes=1))
+    assert f"retry at {retry_at:%Y-%m-%d %H:%M} (1 try): OperationalError: lock timeout" in page
+    assert ">ran<" in page
+    assert client.get("/admin/conversations/slaevent/add/").status_code == 403
+
+    failing_rules["left"] = 99
+    for minutes in (1, 6, 21):
+        sla_check(now=BREACH_AT + timedelta(minutes=minutes))
+    assert (listed("waiting"), listed("given_up")) == (set(), {conversation.pk})
+    page = client.get("/admin/conversations/slaevent/").content.decode()
+    assert "given up (4 tries): OperationalError: lock timeout" in page
 
 
 def test_without_rules_listening_a_breach_waits_for_none():
