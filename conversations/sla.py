@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from conversations import business_hours, setup_cache
 from conversations.models import (
+    ACTIVE_STATUSES,
     Conversation,
     ConversationEvent,
     EventKind,
@@ -520,8 +521,6 @@ def _breach_rules_due(conversation: Conversation, now: datetime, book: "RuleBook
 
 def _not_routed_because(conversation: Conversation) -> str:
     """Why the rules on a breach no longer run on this conversation, or ""."""
-    from conversations.models import ACTIVE_STATUSES
-
     if conversation.status not in ACTIVE_STATUSES:
         return f"the conversation is {conversation.get_status_display().lower()}"
     if conversation.is_monitoring:
