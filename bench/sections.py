@@ -67,7 +67,7 @@ PARTS = (
     Part("new conversations inserted", "conversations.services", "instances_insert"),
     Part("messages written", "conversations.services", "rows_copy"),
     Part("conversations updated", "conversations.services", "rows_update"),
-    Part("tags written", "conversations.services", "id_rows_insert"),
+    Part("tags written", "conversations.services", "_tags_insert"),
     Part("timeline and actions written", "conversations.services", "decisions_write"),
     Part("  of which timeline rows (SQLite)", "conversations.routing", "rows_insert"),
     Part("  of which timeline rows (PostgreSQL)", "conversations.routing", "rows_copy"),

@@ -59,6 +59,7 @@ from conversations.sla import (
 )
 from governance.selectors import replyable_channel_ids, visible_channel_ids
 from scrm.bulk import (
+    id_rows_copy,
     id_rows_insert,
     instances_insert,
     rows_copy,
@@ -549,18 +550,25 @@ def inbound_posts_store(
             for name in item.keywords
             if name in keyword_tags
         }
-    id_rows_insert(
-        Conversation.tags.through,
-        ("conversation", "tag"),
-        sorted(tag_pairs),
-        ignore_conflicts=True,
-    )
+    _tags_insert(tag_pairs, new_ids={c.pk for c in new_conversations})
     decisions_write(decisions, channel=channel, acknowledgements=acknowledgements, now=now)
     _publish_inbound(channel_id=channel.pk, new_conversations=new_conversations, placed=placed)
     return StoreResult(
         messages=len(placed),
         conversations_created=len(new_conversations),
         conversation_ids=list({c.pk: None for _, c in placed}),
+    )
+
+
+def _tags_insert(pairs: set[tuple[int, int]], *, new_ids: set[int]) -> None:
+    """The batch's (conversation, tag) rows. A new conversation's cannot be there yet: they go
+    in without looking for conflicts. An existing one's may have been added meanwhile, by an
+    agent: those already there are skipped. Sorted, so that two transactions take the rows'
+    locks in the same order."""
+    through, fields = Conversation.tags.through, ("conversation", "tag")
+    id_rows_copy(through, fields, sorted(p for p in pairs if p[0] in new_ids))
+    id_rows_insert(
+        through, fields, sorted(p for p in pairs if p[0] not in new_ids), ignore_conflicts=True
     )
 
 

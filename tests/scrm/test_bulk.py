@@ -153,6 +153,26 @@ def test_id_rows_go_in_one_statement_for_any_number_of_rows():
     assert stored == set(many)
 
 
+def test_id_rows_that_cannot_be_there_yet_go_in_by_copy_on_postgresql():
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.models import Conversation
+    from scrm.bulk import id_rows_copy
+    from tests.factories import ConversationFactory, TagFactory
+
+    through = Conversation.tags.through
+    conversation = ConversationFactory()
+    tags = [TagFactory() for _ in range(3)]
+    rows = [(conversation.pk, t.pk) for t in tags]
+    with CaptureQueriesContext(connection) as captured:
+        assert id_rows_copy(through, ("conversation", "tag"), rows) == 3
+        assert id_rows_copy(through, ("conversation", "tag"), []) == 0
+    [statement] = [q["sql"] for q in captured.captured_queries]
+    assert statement.startswith("COPY" if connection.vendor == "postgresql" else "INSERT")
+    assert "ON CONFLICT" not in statement
+    assert set(conversation.tags.all()) == set(tags)
+
+
 def test_rows_go_in_as_few_statements_as_the_parameter_cap_allows(monkeypatch):
     from django.test.utils import CaptureQueriesContext
 
