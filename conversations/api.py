@@ -36,6 +36,7 @@ from channels_ingest.platforms import Platform
 from conversations import services
 from conversations.escalations import (
     ANSWER_OUTCOMES,
+    SUPPORT_STEERS,
     escalation_answer,
     escalation_answerable_by,
     escalation_is_addressed_to,
@@ -770,6 +771,8 @@ class ConversationViewSet(
         """Hand the conversation to an escalation path, a department or a person."""
 
         def do(conversation: Conversation, data: dict[str, Any]) -> None:
+            if not escalation_steerable_by(conversation=conversation, user=request_user(request)):
+                raise PermissionDenied(SUPPORT_STEERS)
             try:
                 escalation_open(
                     conversation=conversation,
@@ -833,7 +836,7 @@ class ConversationViewSet(
         if not escalation_steerable_by(
             conversation=escalation.conversation, user=request_user(self.request)
         ):
-            raise PermissionDenied("The department answers; support raises or takes back.")
+            raise PermissionDenied(SUPPORT_STEERS)
         return escalation
 
     def _escalation_answer(self, escalation: Escalation) -> Response:

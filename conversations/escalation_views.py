@@ -16,6 +16,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from conversations.escalations import (
     ANSWER_OUTCOMES,
+    SUPPORT_STEERS,
     escalation_answer,
     escalation_answerable_by,
     escalation_brief,
@@ -113,6 +114,10 @@ def _form_errors(request: HttpRequest, form: forms.Form) -> None:
 @require_POST
 def conversation_escalate(request: AuthedRequest, pk: int) -> HttpResponse:
     conversation = _conversation_or_404(request, pk)
+    # A department sees the conversations escalated to it; escalating, or raising by asking
+    # for the open escalation's path again, is support's.
+    if not escalation_steerable_by(conversation=conversation, user=request.user):
+        raise PermissionDenied(SUPPORT_STEERS)
     form = EscalateForm(request.POST)
     if not form.is_valid():
         _form_errors(request, form)
@@ -168,7 +173,7 @@ def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
 
 def _support_side_or_403(request: AuthedRequest, escalation: Escalation) -> None:
     if not escalation_steerable_by(conversation=escalation.conversation, user=request.user):
-        raise PermissionDenied("The department answers; support raises or takes back.")
+        raise PermissionDenied(SUPPORT_STEERS)
 
 
 @require_POST

@@ -681,6 +681,10 @@ def escalation_panel_context(
     }
 
 
+# Why one who may see a conversation may not escalate it, raise or take back its escalation.
+SUPPORT_STEERS = "The department answers; support escalates, raises or takes back."
+
+
 def escalation_steerable_by(*, conversation: Conversation, user: AnyUser) -> bool:
     """Raising and taking back are support's moves, for those who watch the channel; the
     department an escalation waits on answers instead."""

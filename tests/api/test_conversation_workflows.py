@@ -334,6 +334,15 @@ def test_escalation_actions_honour_the_version_read(world, api, escalated):
     assert raised.status_code == 200 and raised.json()["level"] == 1
 
 
+def test_the_department_cannot_escalate_or_raise_by_escalating_again(world, escalated, path):
+    dana = _client_for(_dana())
+    assert dana.get(_url(world)).status_code == 200  # while it waits on her team
+    for target in ({"path": path.pk}, {"department": DepartmentFactory().pk}):
+        response = dana.post(_url(world, "escalate"), {"reason": "Up", **target}, format="json")
+        assert response.status_code == 403, target
+    assert (Escalation.objects.get().level, Escalation.objects.count()) == (0, 1)
+
+
 def test_the_escalations_are_listed_current_first(world, api, escalated, path):
     client = api("agent_a")
     client.post(_url(world, "escalation/withdraw"), {}, format="json")

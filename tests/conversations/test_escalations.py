@@ -743,6 +743,38 @@ def test_the_department_answers_but_does_not_raise_or_take_back(world, conversat
     assert escalation.status == "open"
 
 
+def test_the_department_cannot_escalate_or_raise_through_the_escalate_page(
+    world, conversation, support_path, tier2, login
+):
+    escalation = _escalate(conversation, world.agent_a, path=support_path)
+    request_user = tier2.team.members.get()
+    client = login(request_user)
+    assert client.get(f"/inbox/{conversation.pk}/").status_code == 200
+    # The open escalation's path asked for again would raise it; another target escalate.
+    for target in (f"path:{support_path.pk}", f"department:{DepartmentFactory().pk}"):
+        response = client.post(
+            f"/escalations/{conversation.pk}/escalate/", {"target": target, "reason": "Up"}
+        )
+        assert response.status_code == 403, target
+    escalation.refresh_from_db()
+    assert (escalation.status, escalation.level) == ("open", 0)
+    assert Escalation.objects.count() == 1
+
+    escalation_answer(
+        escalation=escalation, answer="Refunded", outcome="", answered_by=request_user
+    )
+    # Answered and back with support: were the page shown to the department, it would offer
+    # nothing to escalate to.
+    request = RequestFactory().get("/")
+    request.user = request_user
+    html = render_to_string(
+        "conversations/_escalation_panel.html",
+        escalation_panel_context(conversation=conversation, user=request_user),
+        request=request,
+    )
+    assert "Escalate to" not in html
+
+
 def test_the_escalation_actions_take_posts_only(world, conversation, tier2, login):
     escalation = _escalate(conversation, world.agent_a, department=tier2)
     client = login(world.manager)
