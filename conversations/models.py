@@ -176,6 +176,9 @@ class Conversation(models.Model):
     sla_check_at = models.DateTimeField(null=True, blank=True)
     # Set while the clocks stand still: the customer has the ball, or nobody does.
     sla_paused_at = models.DateTimeField(null=True, blank=True)
+    # When the current round of clocks started: the first message asking something of us, or
+    # the last reopening (NULL: at creation). A target a new policy brings runs from here.
+    sla_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [

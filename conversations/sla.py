@@ -52,6 +52,7 @@ SLA_FIELDS = (
     "sla_warn_at",
     "sla_check_at",
     "sla_paused_at",
+    "sla_started_at",
 )
 
 _DUE_FIELDS = {
@@ -140,6 +141,7 @@ class SlaSetup:
 
 def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime) -> None:
     """Choose the conversation's policy and start its first response and resolution clocks."""
+    conversation.sla_started_at = at
     policy = setup.policy_for(
         priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
     )
@@ -169,6 +171,8 @@ def sla_on_inbound(
     previous_status: str,
 ) -> None:
     """A customer message arrived on an existing conversation."""
+    if previous_status in (Status.RESOLVED, Status.CLOSED):
+        conversation.sla_started_at = at  # a new round, whether or not a policy applies now
     policy = setup.policy(conversation.sla_policy_id)
     if policy is None:
         sla_clear(conversation)  # its policy was switched off or deleted: nothing runs any more
@@ -226,6 +230,8 @@ def sla_on_status(
     facts: dict[str, object] = {}
     status = conversation.status
     ended = (Status.RESOLVED, Status.CLOSED)
+    if previous in ended and status not in ended:
+        conversation.sla_started_at = at  # a new round, whether or not a policy applies now
     if status in ended:
         due = conversation.resolution_due_at
         if due is not None and previous not in ended:
@@ -259,7 +265,8 @@ def sla_policy_change(
     """The priority (or channel) changed: the policy that now applies takes over. A target
     that ran keeps the time it has used and gets the new target's length; one already
     breached stays as it was (the breach happened); one the old policy lacked starts from
-    when it would have."""
+    when it would have: the start of the current round (the first message, or the last
+    reopening). On a pending conversation the clocks stand still from now."""
     policy = setup.policy_for(
         priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
     )
@@ -273,14 +280,13 @@ def sla_policy_change(
     conversation.sla_policy = policy
     moment = conversation.sla_paused_at or at
     running = conversation.status not in (Status.RESOLVED, Status.CLOSED)
+    round_start = conversation.sla_started_at or conversation.created_at
     starts = {
-        "first_response": conversation.created_at
-        if conversation.first_response_at is None
-        else None,
+        "first_response": round_start if conversation.first_response_at is None else None,
         "next_response": conversation.waiting_since
         if conversation.first_response_at is not None
         else None,
-        "resolution": conversation.created_at,
+        "resolution": round_start,
     }
     for target, name in _DUE_FIELDS.items():
         minutes = getattr(policy, f"{target}_minutes")
@@ -300,6 +306,9 @@ def sla_policy_change(
             setattr(conversation, name, _add(setup, policy, moment, left))
         else:
             setattr(conversation, name, setup.add(policy, start, minutes))
+    if running and conversation.status == Status.PENDING and conversation.sla_paused_at is None:
+        # Without a policy nothing was paused: the new clocks stop until the customer answers.
+        conversation.sla_paused_at = at
     _summarise(conversation, policy)
 
 

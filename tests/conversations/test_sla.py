@@ -1,9 +1,11 @@
 """SLA timers through the real services: policies, business hours, pausing, breach detection."""
 
+import importlib
 import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -26,7 +28,13 @@ from conversations.models import (
     Status,
 )
 from conversations.sla import RULES_RETRY_MINUTES, RULES_RETRY_WINDOW, SlaSetup, sla_check
-from tests.factories import ChannelFactory, ContactFactory, UserFactory, post
+from tests.factories import (
+    ChannelFactory,
+    ContactFactory,
+    ConversationFactory,
+    UserFactory,
+    post,
+)
 from tests.plans import query_plan
 
 pytestmark = pytest.mark.django_db
@@ -704,3 +712,118 @@ def test_vip_contacts_get_the_vip_policy():
     conversation = Conversation.objects.get(messages__external_id="v1")
     assert conversation.contact_id == contact.pk
     assert conversation.sla_policy.name == "VIP"
+
+
+# --- A policy brought in by a priority change ----------------------------------------------
+
+
+def _urgent_policy(resolution_minutes=8 * 60):
+    return SlaPolicy.objects.create(
+        name="Urgent",
+        priority=Priority.URGENT,
+        first_response_minutes=60,
+        resolution_minutes=resolution_minutes,
+        at_risk_minutes=15,
+    )
+
+
+def test_a_policy_brought_to_a_pending_conversation_waits_for_the_customer():
+    _urgent_policy()
+    channel = ChannelFactory()
+    started = timezone.now() - timedelta(minutes=5)
+    ingest(channel=channel, posts=[post("p1", at=started)])
+    conversation = Conversation.objects.get(messages__external_id="p1")
+    assert conversation.sla_policy is None  # normal priority: no policy, no clock
+    services.conversation_status_set(conversation=conversation, status=Status.PENDING, actor=None)
+
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+
+    conversation.refresh_from_db()
+    assert (conversation.status, conversation.sla_policy.name) == (Status.PENDING, "Urgent")
+    assert conversation.sla_paused_at is not None
+    assert conversation.sla_due_at is conversation.sla_check_at is None  # the beat leaves it
+    # The customer answers: the clocks run again, with the time they had left.
+    ingest(channel=channel, posts=[post("p2", reply_to="p1", at=timezone.now())])
+    conversation.refresh_from_db()
+    assert conversation.sla_paused_at is None
+    assert conversation.first_response_due_at > timezone.now() + timedelta(minutes=50)
+
+
+@pytest.mark.parametrize("by", ["customer", "agent"])
+def test_a_target_a_new_policy_brings_after_a_reopening_runs_from_the_reopening(by):
+    SlaPolicy.objects.create(
+        name="Normal", first_response_minutes=60, resolution_minutes=None, at_risk_minutes=15
+    )
+    _urgent_policy()
+    channel = ChannelFactory()
+    now = timezone.now().replace(microsecond=0)
+    created = now - timedelta(days=3)
+    ingest(channel=channel, posts=[post("p1", at=created)])
+    conversation = Conversation.objects.get(messages__external_id="p1")
+    services.conversation_status_set(
+        conversation=conversation,
+        status=Status.RESOLVED,
+        actor=None,
+        at=created + timedelta(minutes=10),
+    )
+    reopened_at = now - timedelta(minutes=5)
+    if by == "customer":
+        ingest(channel=channel, posts=[post("p2", reply_to="p1", at=reopened_at)])
+    else:
+        services.conversation_status_set(
+            conversation=conversation, status=Status.OPEN, actor=UserFactory(), at=reopened_at
+        )
+    conversation.refresh_from_db()
+    assert (conversation.status, conversation.sla_started_at) == (Status.OPEN, reopened_at)
+
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+
+    conversation.refresh_from_db()
+    assert conversation.sla_policy.name == "Urgent"
+    # Urgent's 8 hours to resolve run from the reopening, not from the creation days ago.
+    assert conversation.resolution_due_at == reopened_at + timedelta(hours=8)
+    assert conversation.sla_state() != SlaState.BREACHED
+
+
+def test_the_round_of_a_conversation_reopened_before_the_field_existed_is_found():
+    migration = importlib.import_module("conversations.migrations.0014_sla_round_start")
+    t = timezone.now().replace(microsecond=0) - timedelta(days=2)
+    by_customer, by_agent, only_pending, resolved, never = (
+        ConversationFactory(status=status, created_at=t)
+        for status in (Status.OPEN, Status.OPEN, Status.PENDING, Status.RESOLVED, Status.OPEN)
+    )
+
+    def event(conversation, kind, at, **data):
+        ConversationEvent.objects.create(
+            conversation=conversation, kind=kind, data=data, created_at=at
+        )
+
+    event(by_customer, EventKind.REOPENED, t + timedelta(hours=1))
+    event(by_customer, EventKind.REOPENED, t + timedelta(hours=5))
+    event(
+        by_agent, EventKind.STATUS_CHANGED, t + timedelta(hours=2), previous="closed", status="open"
+    )
+    event(
+        only_pending,
+        EventKind.STATUS_CHANGED,
+        t + timedelta(hours=3),
+        previous="open",
+        status="pending",
+    )
+    event(resolved, EventKind.REOPENED, t + timedelta(hours=4))
+    Conversation.objects.update(sla_started_at=None)
+
+    migration._rounds_started(django_apps, None)
+
+    started = dict(Conversation.objects.values_list("pk", "sla_started_at"))
+    assert started == {
+        by_customer.pk: t + timedelta(hours=5),
+        by_agent.pk: t + timedelta(hours=2),
+        only_pending.pk: None,
+        resolved.pk: None,  # a new round starts when it is reopened
+        never.pk: None,
+    }
