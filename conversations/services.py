@@ -119,12 +119,18 @@ _ROLLUP_FIELDS = (
     "waiting_since",
     "resolved_at",
     "snoozed_until",
+    # Moved by a reopening, like the status: a rollup here, though the SLA code keeps it.
+    "sla_started_at",
 )
 
 
 # What routing rules may change on a conversation, and the SLA timers.
 _ROUTED_FIELDS = ("priority", "team_id", "assignee_id")
-_SLA_COLUMNS = tuple(f"{name}_id" if name == "sla_policy" else name for name in SLA_FIELDS)
+_SLA_COLUMNS = tuple(
+    f"{name}_id" if name == "sla_policy" else name
+    for name in SLA_FIELDS
+    if name not in _ROLLUP_FIELDS
+)
 _TRACKED = (*_ROUTED_FIELDS, *_SLA_COLUMNS)
 # Every column the pipeline may change on a conversation that exists, rollups first.
 _STORED = (*_ROLLUP_FIELDS, *_TRACKED)

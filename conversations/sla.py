@@ -141,7 +141,9 @@ class SlaSetup:
 
 def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime) -> None:
     """Choose the conversation's policy and start its first response and resolution clocks."""
-    conversation.sla_started_at = at
+    # NULL for a round that starts as the conversation does, as most do: the ingest's UPDATE
+    # of follow-ups then sends no datetime for it.
+    conversation.sla_started_at = None if at == conversation.created_at else at
     policy = setup.policy_for(
         priority=conversation.priority, channel_id=conversation.channel_id, is_vip=is_vip
     )

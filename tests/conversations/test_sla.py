@@ -762,6 +762,7 @@ def test_a_target_a_new_policy_brings_after_a_reopening_runs_from_the_reopening(
     created = now - timedelta(days=3)
     ingest(channel=channel, posts=[post("p1", at=created)])
     conversation = Conversation.objects.get(messages__external_id="p1")
+    assert conversation.sla_started_at is None  # the first round starts at the creation
     services.conversation_status_set(
         conversation=conversation,
         status=Status.RESOLVED,
