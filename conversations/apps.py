@@ -6,5 +6,10 @@ class ConversationsConfig(AppConfig):
     verbose_name = "Conversations"
 
     def ready(self) -> None:
+        from django.contrib.auth import user_logged_out
+
         # Connects the signals that keep the webhook subscriptions' cache fresh.
-        from conversations import webhook_events  # noqa: F401
+        from conversations import presence, webhook_events  # noqa: F401
+
+        # Whoever logs out is given no more work by auto-assignment.
+        user_logged_out.connect(presence.agent_logged_out, dispatch_uid="conversations.away")

@@ -61,6 +61,13 @@ def agent_away(*, user_id: int) -> None:
     cache.delete(_agent_key(user_id))
 
 
+def agent_logged_out(sender: object, request: object, user: object, **kwargs: object) -> None:
+    """Someone who logs out is away at once, not two minutes later: no more work for them."""
+    user_id = getattr(user, "pk", None)
+    if user_id is not None:
+        agent_away(user_id=user_id)
+
+
 def agents_online(*, user_ids: "set[int] | list[int]") -> set[int]:
     """The users among these seen in the last two minutes: one cache round trip."""
     if not user_ids:

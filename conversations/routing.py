@@ -10,7 +10,7 @@ Escalations, rare by nature, go through the escalation service one by one.
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -490,9 +490,18 @@ def agents_load(*, user_ids: Iterable[int]) -> dict[int, int]:
     )
 
 
-def auto_assign(decisions: Decisions, *, now: datetime) -> None:
+def auto_assign(
+    decisions: Decisions,
+    *,
+    now: datetime,
+    batch: Callable[[], Iterable[tuple[Conversation, int | None]]] | None = None,
+) -> None:
     """Round robin within each conversation's team, over members who are online and under
-    their capacity: the one assigned longest ago goes next. Two queries whatever the batch."""
+    their capacity: the one assigned longest ago goes next. Two queries whatever the batch.
+    ``batch``: the batch's conversations as they are in memory, each with the agent who held it
+    active in the database before (None: nobody, or new), asked for only when some
+    conversation is to be auto-assigned: what the batch moved (a reopening, a rule's named
+    assignment) counts towards capacity before the database has it."""
     named_assignments_check(decisions)
     wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
     if not wanted:
@@ -509,6 +518,13 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
         return
     may_reply = _reply_rights({m.user_id for m in members}, {c.channel_id for c in wanted})
     load = agents_load(user_ids={m.user_id for m in members})
+    for conversation, before in batch() if batch is not None else ():
+        after = conversation.assignee_id if conversation.status in ACTIVE_STATUSES else None
+        if after != before:
+            if after is not None:
+                load[after] = load.get(after, 0) + 1
+            if before is not None:
+                load[before] = load.get(before, 0) - 1
     never = datetime.min.replace(tzinfo=now.tzinfo)
     touched: dict[int, TeamMembership] = {}
     for turn, conversation in enumerate(wanted):
@@ -543,13 +559,16 @@ def auto_assign(decisions: Decisions, *, now: datetime) -> None:
 
 def _reply_rights(user_ids: set[int], channel_ids: set[int], *, reply: bool = True) -> Any:
     """Who of these may reply on (or only see) which of these channels, admins on all: two
-    queries. Work only goes to someone who can open the conversation and answer it."""
+    queries. Work and notifications only go to someone who can log in, open the conversation
+    and answer it: a deactivated account has no rights here."""
     from django.contrib.auth.models import User
 
     from governance.models import ChannelAccess, Role
 
     access = ChannelAccess.objects.filter(
-        channel_id__in=channel_ids, team__memberships__user_id__in=user_ids
+        channel_id__in=channel_ids,
+        team__memberships__user_id__in=user_ids,
+        team__memberships__user__is_active=True,
     )
     if reply:
         access = access.filter(can_reply=True)
@@ -557,7 +576,7 @@ def _reply_rights(user_ids: set[int], channel_ids: set[int], *, reply: bool = Tr
     # Admins as governance.roles counts them: the admin group, or a superuser.
     admins = set(
         User.objects.filter(
-            Q(groups__name=Role.ADMIN) | Q(is_superuser=True), pk__in=user_ids
+            Q(groups__name=Role.ADMIN) | Q(is_superuser=True), pk__in=user_ids, is_active=True
         ).values_list("pk", flat=True)
     )
     return lambda user_id, channel_id: user_id in admins or (user_id, channel_id) in pairs

@@ -510,7 +510,20 @@ def inbound_posts_store(
             if conversation.priority != priority_before:
                 sla_policy_change(conversation, setup=setup, is_vip=is_vip, at=post.created_at)
     now = timezone.now()
-    auto_assign(decisions, now=now)
+
+    def held() -> list[tuple[Conversation, int | None]]:
+        """Each conversation of the batch, and who held it active before the batch."""
+        status_at, assignee_at = _STORED.index("status"), _STORED.index("assignee_id")
+        pairs = []
+        for conversation in {id(c): c for _, c in placed}.values():
+            stored = None if id(conversation) in created else stored_before[conversation.pk]
+            before = None
+            if stored is not None and stored[status_at] in ACTIVE_STATUSES:
+                before = stored[assignee_at]
+            pairs.append((conversation, before))
+        return pairs
+
+    auto_assign(decisions, now=now, batch=held)
     acknowledgements = acknowledgements_prepare(decisions, channel=channel, now=now)
     instances_insert(Conversation, new_conversations)
     # By COPY on PostgreSQL: the batch's messages are new (checked under the channel's lock).
