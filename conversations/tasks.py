@@ -54,17 +54,31 @@ def send_escalation_email(escalation_id: int, actor_id: int | None) -> int:
     return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [address])
 
 
+# How much of the customer's message a notification email quotes.
+QUOTED_CHARACTERS = 1000
+
+
 @shared_task(acks_late=True)
 def send_notification_emails(emails: list[tuple[list[int], str, int]]) -> int:
-    """Rule notifications that asked for email, one message per recipient list. The customer's
-    words are read when the email is written, so a queued task holds none of them."""
-    from conversations.models import Conversation
+    """Rule notifications that asked for email, one message per recipient list, quoting the
+    customer's last message (not the conversation's last one, which may be our own
+    acknowledgement). Their words are read when the email is written, so a queued task holds
+    none of them."""
+    from django.db.models import OuterRef, Subquery
 
-    previews = dict(
-        Conversation.objects.filter(pk__in={c for _, _, c in emails}).values_list(
-            "pk", "last_message_preview"
-        )
+    from conversations.models import Conversation, Direction, Message
+
+    last_inbound = (
+        Message.objects.filter(conversation=OuterRef("pk"), direction=Direction.IN)
+        .order_by("-created_at", "-pk")
+        .values("body")[:1]
     )
+    previews = {
+        pk: (body or "")[:QUOTED_CHARACTERS]
+        for pk, body in Conversation.objects.filter(pk__in={c for _, _, c in emails})
+        .annotate(body=Subquery(last_inbound))
+        .values_list("pk", "body")
+    }
     sent = 0
     for user_ids, text, conversation_id in emails:
         addresses = list(
