@@ -1241,6 +1241,10 @@ class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
         def value(name: str, default: Any) -> Any:
             return attrs.get(name, getattr(self.instance, name) if self.instance else default)
 
+        # A change that leaves the definition alone (its name, switching it off, its place)
+        # is not refused because a team or tag it names was deleted since, as on the page.
+        if self.instance is not None and not _RULE_DEFINITION.intersection(attrs):
+            return attrs
         try:
             rule_validate(
                 events=value("events", []),
@@ -1252,6 +1256,9 @@ class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
         except RuleError as error:
             raise serializers.ValidationError(error.messages) from None
         return attrs
+
+
+_RULE_DEFINITION = frozenset({"events", "match", "conditions", "actions"})
 
 
 class RuleMoveSerializer(serializers.Serializer[Any]):
