@@ -235,8 +235,11 @@ def test_tags_of_new_conversations_go_in_apart_and_an_existing_ones_added_meanwh
             {(existing.pk, tag.pk), (existing.pk, other.pk), (new.pk, tag.pk)}, new_ids={new.pk}
         )
     statements = [q["sql"] for q in captured.captured_queries]
-    assert len(statements) == 2
-    assert "ON CONFLICT" not in statements[0] and "ON CONFLICT" in statements[1]
+    if connection.vendor == "postgresql":  # the new conversation's by COPY, then the others
+        assert len(statements) == 2
+        assert statements[0].startswith("COPY") and "ON CONFLICT" in statements[1]
+    else:  # SQLite: one statement, as cheap
+        assert len(statements) == 1 and "ON CONFLICT" in statements[0]
     assert set(existing.tags.all()) == {tag, other}
     assert list(new.tags.all()) == [tag]
 
