@@ -2,7 +2,15 @@
 
 import pytest
 
-from bench.routing_overhead import paired_overhead, parse_args, sections_table, work_seconds
+from bench.routing_overhead import (
+    intervals,
+    median_interval,
+    paired_interval,
+    paired_overhead,
+    parse_args,
+    sections_table,
+    work_seconds,
+)
 
 
 def test_every_variant_is_compared_unless_told_otherwise():
@@ -69,4 +77,42 @@ def test_the_parts_that_decide_are_marked_and_summed_apart_from_the_writing():
     assert lines[-1] == (
         "  * deciding what the rules do: +80.0 ms, +4.0% of the phase; the rest of the +200.0 ms"
         " the rules add (+6.0%): writing what they decided, the commit, noise"
+    )
+
+
+def test_fewer_than_six_values_give_no_95_percent_interval_for_the_median():
+    # Five values: all five on one side of the median has probability 2 / 32 > 5%.
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    low, high, coverage = median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    assert (low, high) == (1.0, 6.0)
+    assert coverage == pytest.approx(1 - 2 / 64)
+
+
+def test_fifteen_values_give_the_fourth_smallest_to_the_fourth_largest():
+    # P(at most 3 of 15 below the median) = 576 / 32768 <= 2.5% < P(at most 4) = 1941 / 32768.
+    low, high, coverage = median_interval([float(v) for v in range(15, 0, -1)])
+    assert (low, high) == (4.0, 12.0)
+    assert coverage == pytest.approx(1 - 2 * 576 / 32768)
+
+
+def test_the_paired_interval_is_over_each_round_s_ratio():
+    without = [{"s": 1.0}] * 6 + [{"s": 2.0}]
+    with_rules = [{"s": 1.0 + share} for share in (0.05, 0.06, 0.07, 0.08, 0.09, 0.12)]
+    with_rules.append({"s": 2.0 * 1.07})
+    low, high, _ = paired_interval(without, with_rules, "s")
+    assert low == pytest.approx(0.05) and high == pytest.approx(0.12)
+    assert paired_interval(without[:5], with_rules[:5], "s") is None
+    assert paired_interval([{"s": 1.0}] * 6, [{"s": None}] * 6, "s") is None
+
+
+def test_the_intervals_line_says_when_the_rounds_are_too_few():
+    row = {
+        "database": "sqlite",
+        "variant": "rules",
+        "overhead_paired_interval": (0.051, 0.093, 0.965),
+        "work_overhead_paired_interval": None,
+    }
+    assert "at least 6 rounds" in intervals([row], rounds=5)
+    assert intervals([row], rounds=15) == (
+        "sqlite rules: paired overhead +5.1% to +9.3% (96.5%), CPU with server -"
     )
