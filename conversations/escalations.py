@@ -79,8 +79,8 @@ def escalation_open(
 ) -> Escalation:
     """Hand a conversation to the first level of a path, a department, or a person.
 
-    A conversation already escalated moves up its path instead when asked again with that
-    path (or with no target); asking for another target is refused.
+    A conversation already escalated moves up its path instead when an SLA breach asks again
+    with that path (or with no target); any other repeat is refused, as is another target.
     """
     if trigger not in EscalationTrigger.values:
         raise ValueError(f"Unknown escalation trigger {trigger!r}.")
@@ -89,9 +89,21 @@ def escalation_open(
     conversation = _lock(conversation.pk)
     current = _open_escalation(conversation.pk)
     if current is not None:
-        if department is None and user is None and path in (None, current.path):
+        if (
+            trigger == EscalationTrigger.SLA
+            and department is None
+            and user is None
+            and path in (None, current.path)
+        ):
+            # Breach after breach climbs the path. An agent asking again (a second click, a
+            # page loaded before the first escalation) raises only by the raise action.
             return _raise(
                 conversation, current, actor=actor, reason=reason, trigger=trigger, rule=rule_name
+            )
+        if current.path is not None and path == current.path:
+            raise ValueError(
+                f"This conversation is already escalated along {current.path}, at level "
+                f"{current.level + 1} ({current.target_name}): raise it to go further."
             )
         raise ValueError(
             f"This conversation is already escalated to {current.target_name}: "
@@ -231,11 +243,14 @@ def _hand_over(
         path=escalation.path.name if escalation.path else None,
         level=escalation.level,
     )
-    _reach(conversation, escalation, actor=actor)
+    _reach(conversation, escalation, actor=actor, trigger=trigger)
 
 
-def _reach(conversation: Conversation, escalation: Escalation, *, actor: User | None) -> None:
-    """Tell the target: notifications in the app, an email, or a webhook call."""
+def _reach(
+    conversation: Conversation, escalation: Escalation, *, actor: User | None, trigger: str
+) -> None:
+    """Tell the target: notifications in the app, an email, or a webhook call, each saying
+    what brought it there now (``trigger``: a raise may come from another than the opening)."""
     department = escalation.department
     if department is None:
         recipients = [escalation.user_id] if escalation.user_id else []
@@ -250,12 +265,12 @@ def _reach(conversation: Conversation, escalation: Escalation, *, actor: User | 
             else []
         )
     elif department.delivery == DepartmentDelivery.EMAIL:
-        _send_email(conversation, escalation, actor=actor)
+        _send_email(escalation, actor=actor, trigger=trigger)
         return
     else:
-        _call_webhook(conversation, escalation, actor=actor)
+        _call_webhook(conversation, escalation, actor=actor, trigger=trigger)
         return
-    who = _who(actor, escalation.trigger)
+    who = _who(actor, trigger)
     text = f"{who} escalated this conversation to {escalation.target_name}"
     if escalation.reason:
         text += f": {escalation.reason}"
@@ -266,25 +281,36 @@ def _reach(conversation: Conversation, escalation: Escalation, *, actor: User | 
     )
 
 
-def _send_email(conversation: Conversation, escalation: Escalation, *, actor: User | None) -> None:
+def _send_email(escalation: Escalation, *, actor: User | None, trigger: str) -> None:
     """The email is written when a worker sends it, from what is stored then: the queued task
-    carries ids only, so an erasure in between leaves nothing personal waiting in the queue."""
+    carries ids only, so an erasure in between leaves nothing personal waiting in the queue.
+    It names the level it asks, so an email still queued when the escalation moves on is not
+    sent to the next level's department (which gets its own)."""
     from conversations.tasks import send_escalation_email
 
     actor_id = actor.pk if actor is not None else None
-    transaction.on_commit(lambda: send_escalation_email.delay(escalation.pk, actor_id))
-
-
-def escalation_email(*, escalation_id: int, actor_id: int | None) -> tuple[str, str, str] | None:
-    """Subject, body and address of the email to an email department, or None when there is
-    nothing to ask any more (answered or taken back before it went out)."""
-    escalation = (
-        Escalation.objects.select_related(
-            "department", "path", "conversation__channel", "conversation__contact"
-        )
-        .filter(pk=escalation_id, status=EscalationStatus.OPEN)
-        .first()
+    level = escalation.level
+    transaction.on_commit(
+        lambda: send_escalation_email.delay(escalation.pk, actor_id, level, trigger)
     )
+
+
+def escalation_email(
+    *,
+    escalation_id: int,
+    actor_id: int | None,
+    level: int | None = None,
+    trigger: str | None = None,
+) -> tuple[str, str, str] | None:
+    """Subject, body and address of the email to an email department, or None when there is
+    nothing to ask any more: answered or taken back before it went out, or moved on from
+    ``level`` (its link would not work)."""
+    found = Escalation.objects.select_related(
+        "department", "path", "conversation__channel", "conversation__contact"
+    ).filter(pk=escalation_id, status=EscalationStatus.OPEN)
+    if level is not None:
+        found = found.filter(level=level)
+    escalation = found.first()
     department = escalation.department if escalation is not None else None
     if escalation is None or department is None or not department.email:
         return None
@@ -292,7 +318,7 @@ def escalation_email(*, escalation_id: int, actor_id: int | None) -> tuple[str, 
     actor = User.objects.filter(pk=actor_id).first() if actor_id is not None else None
     brief = escalation_brief(escalation=escalation, conversation=conversation)
     lines = [
-        f"{_who(actor, escalation.trigger)} escalated a customer conversation to "
+        f"{_who(actor, trigger or escalation.trigger)} escalated a customer conversation to "
         f"{department.name} and asks for your help.",
         "",
         f"Why: {escalation.reason or '(no reason given)'}",
@@ -319,7 +345,7 @@ def escalation_email(*, escalation_id: int, actor_id: int | None) -> tuple[str, 
 
 
 def _call_webhook(
-    conversation: Conversation, escalation: Escalation, *, actor: User | None
+    conversation: Conversation, escalation: Escalation, *, actor: User | None, trigger: str
 ) -> None:
     department = escalation.department
     assert department is not None and department.endpoint is not None
@@ -331,9 +357,9 @@ def _call_webhook(
             "level": escalation.level,
             "path": escalation.path.name if escalation.path else None,
             "department": department.name,
-            "trigger": escalation.trigger,
+            "trigger": trigger,
             "reason": escalation.reason,
-            "escalated_by": _who(actor, escalation.trigger),
+            "escalated_by": _who(actor, trigger),
             "created_at": escalation.created_at.isoformat(),
         },
         "conversation": {
@@ -417,9 +443,9 @@ def escalation_answer(
         received_at=now,
         delivery_status=DeliveryStatus.SENT,
     )
-    if escalation.previous_assignee_id not in (None, _pk(answered_by)):
+    if conversation.assignee_id not in (None, _pk(answered_by)):
         Notification.objects.create(
-            recipient_id=escalation.previous_assignee_id,
+            recipient_id=conversation.assignee_id,
             conversation=conversation,
             actor=answered_by,
             text=f"{target} answered the escalation: {answer}"[:300],
@@ -467,10 +493,13 @@ def escalation_withdraw(*, escalation: Escalation, actor: User | None) -> Escala
 
 
 @transaction.atomic
-def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> int:
-    """The conversation was resolved or closed: escalations it still had end with it. An
-    answered one counts as resolved in the channel; one still waiting for
-    its department is abandoned. Returns how many ended; a fixed number of queries."""
+def escalations_settle(
+    *, conversation_id: int, status: str, at: datetime, actor: User | None = None
+) -> int:
+    """The conversation was resolved or closed (by ``actor``, or by the system): escalations
+    it still had end with it, each in the audit log. An answered one counts as resolved in the
+    channel; one still waiting for its department is abandoned. Returns how many ended; a
+    fixed number of queries for none."""
     if status not in (Status.RESOLVED, Status.CLOSED):
         return 0
     list(
@@ -506,6 +535,14 @@ def escalations_settle(*, conversation_id: int, status: str, at: datetime) -> in
         )
         for escalation in pending
     )
+    for escalation in pending:
+        _audit(
+            escalation,
+            "escalation.closed",
+            actor=actor,
+            outcome=escalation.outcome,
+            conversation_status=status,
+        )
     return len(pending)
 
 
@@ -525,10 +562,13 @@ def _give_back(
     conversation: Conversation, escalation: Escalation, *, actor: User | None, at: datetime
 ) -> None:
     """Back to whoever had the conversation before the escalation, as open (unless someone
-    moved it on meanwhile, say to pending)."""
+    moved it on meanwhile, say to pending). Back only from where the escalation put it: a
+    conversation support handed to someone else while it waited (an outside department's
+    escalation leaves it with support) stays with them."""
     previous_status = conversation.status
-    conversation.assignee_id = escalation.previous_assignee_id
-    conversation.team_id = escalation.previous_team_id
+    if _where_escalation_put(conversation, escalation):
+        conversation.assignee_id = escalation.previous_assignee_id
+        conversation.team_id = escalation.previous_team_id
     if previous_status == Status.ESCALATED:
         conversation.status = Status.OPEN
     sla_on_status(conversation, setup=SlaSetup.load(), previous=previous_status, at=at)
@@ -542,6 +582,21 @@ def _give_back(
             previous=previous_status,
             status=conversation.status,
         )
+
+
+def _where_escalation_put(conversation: Conversation, escalation: Escalation) -> bool:
+    """Whether the conversation is still where the escalation's current level put it (see
+    ``_hand_over``): in the in-app department's team (whoever there took it), with the person
+    escalated to, or with whom support had it."""
+    department = escalation.department
+    if department is not None and department.delivery == DepartmentDelivery.IN_APP:
+        return conversation.team_id == department.team_id
+    if escalation.user_id is not None:
+        return conversation.assignee_id == escalation.user_id
+    return (conversation.assignee_id, conversation.team_id) == (
+        escalation.previous_assignee_id,
+        escalation.previous_team_id,
+    )
 
 
 # --- The link back ----------------------------------------------------------------------
@@ -620,16 +675,14 @@ def escalation_panel_context(
     targets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the workspace's escalation panel shows, in at most three queries whatever the
-    data: the open escalation (or the last one answered), else the paths and departments to
-    escalate to; and whether this user may answer. ``escalated=False`` (the caller knows
-    there is no such escalation) skips looking for one; ``targets`` given (``{"pk", "name",
+    data: the latest escalation, whatever became of it (open, answered, or closed with its
+    outcome), and unless it is open the paths and departments to escalate to; and whether
+    this user may answer. ``escalated=False`` (the caller knows the conversation was never
+    escalated) skips looking for one; ``targets`` given (``{"pk", "name",
     "kind"}`` by kind, name and pk) are not read again."""
     # Most conversations were never escalated: a plain look first, the details only if found.
     latest = escalated and (
-        Escalation.objects.filter(
-            conversation_id=conversation.pk,
-            status__in=[EscalationStatus.OPEN, EscalationStatus.RETURNED],
-        )
+        Escalation.objects.filter(conversation_id=conversation.pk)
         .order_by("-created_at", "-pk")
         .values_list("pk", flat=True)
         .first()

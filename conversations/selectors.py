@@ -34,7 +34,6 @@ from conversations.models import (
     Escalation,
     EscalationLevel,
     EscalationPath,
-    EscalationStatus,
     EventKind,
     Message,
     MessageKind,
@@ -617,7 +616,7 @@ class Workspace:
     tags: list[TagShown]
     identities: list[IdentityShown]
     # Most conversations have neither: the page then does not look for them.
-    has_escalation: bool  # open, or answered and returned
+    has_escalation: bool  # escalated at some time
     has_merge_suggestions: bool  # open, for the conversation's contact
     agents: list["AgentShown"]  # who it may be assigned to (``assignable_agents``)
     canned_responses: list["CannedShown"]  # the user's to insert (``canned_responses_for``)
@@ -673,7 +672,6 @@ def conversation_workspace(*, user: AnyUser, pk: int) -> Workspace | None:
     }
     team_ids = sorted(access_of(user).team_ids)
     team_canned = f"c.team_id IN ({', '.join(['%s'] * len(team_ids))})" if team_ids else "1 = 0"
-    escalation_statuses = [EscalationStatus.OPEN.value, EscalationStatus.RETURNED.value]
     # kind, then per kind: names (t1..t3), flags (f1, f2), a number; sorted by kind, then s.
     sql = f"""
         SELECT 'conversation' AS kind,
@@ -682,8 +680,7 @@ def conversation_workspace(*, user: AnyUser, pk: int) -> Workspace | None:
             (SELECT username FROM {meta["people"]} WHERE id = %s) AS t3,
             (SELECT first_name FROM {meta["people"]} WHERE id = %s) AS t4,
             (SELECT last_name FROM {meta["people"]} WHERE id = %s) AS t5,
-            EXISTS (SELECT 1 FROM {meta["escalation"]}
-                WHERE conversation_id = %s AND status IN (%s, %s)) AS f1,
+            EXISTS (SELECT 1 FROM {meta["escalation"]} WHERE conversation_id = %s) AS f1,
             EXISTS (SELECT 1 FROM {meta["suggestion"]}
                 WHERE (contact_id = %s OR other_id = %s) AND status = %s) AS f2,
             CAST(NULL AS integer) AS n, '' AS s, 0 AS i
@@ -726,7 +723,6 @@ def conversation_workspace(*, user: AnyUser, pk: int) -> Workspace | None:
         conversation.sla_policy_id,
         *[conversation.assignee_id] * 3,
         conversation.pk,
-        *escalation_statuses,
         conversation.contact_id,
         conversation.contact_id,
         MergeSuggestionStatus.OPEN.value,

@@ -940,7 +940,7 @@ def conversation_status_set(
     if status in (Status.RESOLVED, Status.CLOSED):
         from conversations.escalations import escalations_settle
 
-        escalations_settle(conversation_id=conversation.pk, status=status, at=at)
+        escalations_settle(conversation_id=conversation.pk, status=status, at=at, actor=actor)
     elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
         # Reopened by hand: the rules for "conversation reopened" run as they do when the
         # customer's message reopens it, and what they change is read back for the caller.

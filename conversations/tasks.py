@@ -44,10 +44,14 @@ def send_email(subject: str, body: str, recipients: list[str]) -> int:
     retry_jitter=True,
     max_retries=6,
 )
-def send_escalation_email(escalation_id: int, actor_id: int | None) -> int:
+def send_escalation_email(
+    escalation_id: int, actor_id: int | None, level: int | None = None, trigger: str | None = None
+) -> int:
     from conversations.escalations import escalation_email
 
-    composed = escalation_email(escalation_id=escalation_id, actor_id=actor_id)
+    composed = escalation_email(
+        escalation_id=escalation_id, actor_id=actor_id, level=level, trigger=trigger
+    )
     if composed is None:
         return 0
     subject, body, address = composed

@@ -853,3 +853,184 @@ def test_the_workspace_shows_merge_suggestions_for_its_contact(login, world):
     # Either side of a suggestion counts.
     other_side = client.get(f"/inbox/{theirs.pk}/").context["merge_candidates"]
     assert [c.contact.pk for c in other_side] == [mine.pk]
+
+
+# --- Levels, hand-backs and the record of what became of an escalation -----------------
+
+
+def _email_department(name, address):
+    return DepartmentFactory(name=name, delivery=DepartmentDelivery.EMAIL, team=None, email=address)
+
+
+def _ladder(tier2, manager):
+    path = EscalationPathFactory(name="Ladder")
+    EscalationLevelFactory(path=path, position=0, department=tier2)
+    EscalationLevelFactory(path=path, position=1, user=manager)
+    return path
+
+
+def test_an_email_still_queued_when_the_escalation_moves_on_is_not_sent_to_the_next_level(
+    world, conversation, django_capture_on_commit_callbacks
+):
+    billing = _email_department("Billing", "billing@example.com")
+    logistics = _email_department("Logistics", "logistics@example.com")
+    path = EscalationPathFactory(name="Money")
+    EscalationLevelFactory(path=path, position=0, department=billing)
+    EscalationLevelFactory(path=path, position=1, department=logistics)
+
+    # The worker is behind: both levels' emails are still queued when it gets to them.
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        escalation = _escalate(conversation, world.agent_a, path=path)
+        escalation_raise(escalation=escalation, actor=world.agent_a, reason="No answer")
+    for callback in queued:
+        callback()
+
+    # Billing's link (level 1) no longer works, so it is not asked; Logistics is, once.
+    assert [m.to for m in mail.outbox] == [["logistics@example.com"]]
+    assert "Level 2: No answer" in mail.outbox[0].body
+    assert _answer_link_of(re.search(r"http\S+", mail.outbox[0].body)[0]).level == 1
+
+
+def test_the_answer_of_an_outside_department_keeps_a_reassignment_made_while_it_waited(
+    world, conversation, client
+):
+    from conversations.services import conversation_assign
+
+    carol = UserFactory(username="carol", role=Role.AGENT)
+    TeamMembershipFactory(team=world.team_a, user=carol)
+    logistics = _email_department("Logistics", "logistics@example.com")
+    escalation = _escalate(conversation, world.agent_a, department=logistics)
+    # Support keeps the conversation while an outside department works on it: Bob is off
+    # sick and the manager hands it to Carol.
+    conversation_assign(conversation=conversation, assignee=carol, actor=world.manager)
+    Notification.objects.all().delete()
+
+    link = urlsplit(escalation_answer_url(escalation=escalation)).path
+    client.post(link, {"name": "Lena", "answer": "Parcel is at the depot.", "outcome": ""})
+
+    conversation.refresh_from_db()
+    assert (conversation.status, conversation.assignee) == (Status.OPEN, carol)
+    assert list(Notification.objects.values_list("recipient__username", flat=True)) == ["carol"]
+
+
+def test_the_answer_of_an_in_app_department_returns_it_to_support_whoever_took_it_there(
+    world, conversation, tier2
+):
+    escalation = _escalate(conversation, world.agent_a, department=tier2)
+    dana = tier2.team.memberships.get().user
+    conversation.refresh_from_db()
+    conversation.assignee = dana  # taken from the department's queue
+    conversation.save(update_fields=["assignee"])
+
+    escalation_answer(escalation=escalation, answer="Refund approved", outcome="", answered_by=dana)
+
+    conversation.refresh_from_db()
+    assert (conversation.assignee, conversation.team) == (world.agent_a, world.team_a)
+    assert Notification.objects.filter(recipient=world.agent_a).exists()
+
+
+def test_the_panel_shows_the_latest_escalation_with_what_became_of_it(
+    login, world, conversation, tier2
+):
+    first = _escalate(conversation, world.agent_a, department=tier2)
+    escalation_answer(escalation=first, answer="OLD TIER2 ANSWER", outcome="", answered_by=None)
+    billing = _email_department("Billing", "billing@example.com")
+    second = _escalate(conversation, world.agent_a, department=billing)
+    escalation_answer(
+        escalation=second,
+        answer="Refunded by bank transfer",
+        outcome=EscalationOutcome.RESOLVED_BY_DEPARTMENT,
+        answered_by=None,
+        answered_by_name="Ben",
+    )
+
+    page = login(world.agent_a).get(f"/inbox/{conversation.pk}/")
+    panel = page.content.decode().split('id="escalation"', 1)[1].split("</section>", 1)[0]
+
+    assert page.context["escalation"].pk == second.pk
+    assert "Refunded by bank transfer" in panel
+    assert "Resolved by the department" in panel
+    assert "OLD TIER2 ANSWER" not in panel and "Not escalated." not in panel
+    assert 'name="target"' in panel  # it may be escalated again
+
+
+def test_an_escalation_taken_back_shows_as_abandoned_and_may_be_escalated_again(
+    login, world, conversation, tier2
+):
+    escalation = _escalate(conversation, world.agent_a, department=tier2)
+    escalation_withdraw(escalation=escalation, actor=world.agent_a)
+
+    panel = login(world.agent_a).get(f"/inbox/{conversation.pk}/").content.decode()
+    panel = panel.split('id="escalation"', 1)[1].split("</section>", 1)[0]
+
+    assert "Closed" in panel and "Abandoned" in panel
+    assert 'name="target"' in panel
+
+
+def test_escalations_ended_by_resolving_the_conversation_are_in_the_audit_log(
+    world, conversation, tier2
+):
+    from governance.models import AuditEntry
+
+    escalation = _escalate(conversation, world.agent_a, department=tier2)
+
+    conversation_status_set(conversation=conversation, status=Status.RESOLVED, actor=world.agent_a)
+
+    closed = AuditEntry.objects.get(action="escalation.closed", object_id=str(escalation.pk))
+    assert closed.actor == world.agent_a
+    assert closed.data["outcome"] == EscalationOutcome.ABANDONED
+    assert closed.data["conversation_status"] == Status.RESOLVED
+
+
+def test_a_raise_by_an_sla_breach_is_announced_as_the_breach_not_as_the_opening_agent(
+    world, conversation, tier2
+):
+    path = _ladder(tier2, world.manager)
+    _escalate(conversation, world.agent_a, path=path)
+    Notification.objects.all().delete()
+
+    escalation_open(
+        conversation=conversation,
+        trigger=EscalationTrigger.SLA,
+        actor=None,
+        reason="First response breached",
+        path=path,
+    )
+
+    [notification] = Notification.objects.filter(recipient=world.manager)
+    assert notification.text.startswith("An SLA breach escalated"), notification.text
+
+
+@responses.activate
+def test_a_raise_to_a_webhook_department_names_the_trigger_of_the_raise(world, conversation, tier2):
+    endpoint = WebhookEndpointFactory(url=HOOK_URL, secret="s3cret")
+    hook = DepartmentFactory(
+        name="Logistics", delivery=DepartmentDelivery.WEBHOOK, team=None, endpoint=endpoint
+    )
+    path = EscalationPathFactory(name="Ladder")
+    EscalationLevelFactory(path=path, position=0, department=tier2)
+    EscalationLevelFactory(path=path, position=1, department=hook)
+    _escalate(conversation, world.agent_a, path=path)
+
+    escalation_open(conversation=conversation, trigger=EscalationTrigger.SLA, actor=None, path=path)
+
+    payload = WebhookCall.objects.get().payload["escalation"]
+    assert (payload["trigger"], payload["escalated_by"]) == ("sla", "An SLA breach")
+
+
+def test_escalating_again_along_the_same_path_is_refused_not_raised(
+    login, world, conversation, tier2
+):
+    path = _ladder(tier2, world.manager)
+    client = login(world.agent_a)
+    form = {"target": f"path:{path.pk}", "reason": "Refund above the agent limit"}
+
+    client.post(f"/escalations/{conversation.pk}/escalate/", form)
+    again = client.post(f"/escalations/{conversation.pk}/escalate/", form, follow=True)
+
+    escalation = Escalation.objects.get(conversation=conversation)
+    assert (escalation.level, escalation.department) == (0, tier2)
+    assert [str(m) for m in again.context["messages"]][-1] == (
+        "This conversation is already escalated along Ladder, at level 1 (Tier 2): "
+        "raise it to go further."
+    )
