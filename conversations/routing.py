@@ -900,7 +900,7 @@ def _escalate(
 def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None) -> int:
     """Evaluate the rules for an event on a stored conversation and carry out what matches,
     with the facts of its latest customer message."""
-    from conversations.sla import SLA_FIELDS, SlaSetup, sla_policy_change
+    from conversations.sla import SLA_FIELDS, SlaSetup, sla_clear, sla_policy_change
 
     book = book or RuleBook.load()
     if not any(event in rule.events for rule in book.rules):
@@ -961,7 +961,10 @@ def rules_run(*, conversation_id: int, event: str, book: RuleBook | None = None)
         acknowledgements = acknowledgements_prepare(
             decisions, channel=conversation.channel, now=now
         )
-        if conversation.priority != priority_before:
+        if conversation.is_monitoring:
+            # Only listened to now (a rule marked it so): no clock runs, as in the ingest.
+            sla_clear(conversation)
+        elif conversation.priority != priority_before:
             sla_policy_change(
                 conversation, setup=SlaSetup.load(), is_vip=conversation.contact.is_vip, at=now
             )

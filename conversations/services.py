@@ -426,6 +426,9 @@ def inbound_posts_store(
     created = {id(c) for c in new_conversations}
     started: set[int] = set()
     reopened: list[tuple[Conversation, datetime]] = []
+    # id(conversation): the keyword lists' tags of the batch's posts so far, which the rules of
+    # its later posts see as the conversation's tags (stored after the loop).
+    keyword_tagged: dict[int, set[int]] = {}
     # Read once: ``pk`` and a foreign key's id are descriptors, costly for every post.
     platform, channel_id = channel.platform, channel.pk
     for item, conversation in placed:
@@ -449,19 +452,20 @@ def inbound_posts_store(
             rule_events = _RECEIVED
         priority_before = conversation.priority
         if book.rules:
-            # The tags it has: stored, added by this batch's rules, and this post's keywords.
+            # The tags it has: stored, added by this batch's rules, and the keyword lists' of
+            # this post and the batch's earlier ones.
             stored_tags = facts.tags.get(conversation.id)  # none for a new conversation
             added_tags = decisions.tags.get(id(conversation))
-            keyword_tag_ids = (
-                [keyword_tags[k] for k in item.keywords if k in keyword_tags]
-                if keyword_tags
-                else ()
-            )
+            keyword_tag_ids: set[int] | tuple[()] = ()
+            if keyword_tags:
+                keyword_tag_ids = keyword_tagged.setdefault(id(conversation), set())
+                keyword_tag_ids.update(keyword_tags[k] for k in item.keywords if k in keyword_tags)
             tag_ids = (
                 frozenset().union(stored_tags or (), added_tags or (), keyword_tag_ids)
                 if stored_tags or added_tags or keyword_tag_ids
                 else _NO_TAGS
             )
+            escalations_before = len(decisions.escalations)
             matches = book.evaluate(
                 Facts(
                     event=rule_events[0],
@@ -490,6 +494,9 @@ def inbound_posts_store(
                     name=identity.display_name or identity.handle,
                     tags=tag_ids,
                 )
+                if len(decisions.escalations) > escalations_before:
+                    # Opened once the batch's rows are written; its later posts see it open.
+                    facts.escalated_contacts.add(contact_id)
         if is_first:
             started.add(id(conversation))
         if conversation.is_monitoring:

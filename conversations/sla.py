@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -140,7 +140,9 @@ class SlaSetup:
 
 
 def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime) -> None:
-    """Choose the conversation's policy and start its first response and resolution clocks."""
+    """Choose the conversation's policy and start its clocks: first response (or, when we
+    answered already, as on a monitored conversation that now asks something of us, next
+    response) and resolution."""
     # NULL for a round that starts as the conversation does, as most do: the ingest's UPDATE
     # of follow-ups then sends no datetime for it.
     conversation.sla_started_at = None if at == conversation.created_at else at
@@ -156,7 +158,11 @@ def sla_start(conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: 
         if policy.first_response_minutes and conversation.first_response_at is None
         else None
     )
-    conversation.next_response_due_at = None
+    conversation.next_response_due_at = (
+        setup.add(policy, at, policy.next_response_minutes)
+        if policy.next_response_minutes and conversation.first_response_at is not None
+        else None
+    )
     conversation.resolution_due_at = (
         setup.add(policy, at, policy.resolution_minutes) if policy.resolution_minutes else None
     )
@@ -343,6 +349,35 @@ def sla_clear(conversation: Conversation) -> None:
     for name in (*_DUE_FIELDS.values(), "sla_due_at", "sla_warn_at", "sla_check_at"):
         setattr(conversation, name, None)
     conversation.sla_paused_at = None
+
+
+def sla_targets_shown(conversation: Conversation, *, now: datetime) -> list[dict[str, Any]]:
+    """The workspace's rows, one per target with a due time: its label, the due time, and
+    whether it is late. While the clocks stand still (``sla_paused_at``) a target not missed
+    before the pause is not late: its due time moves on when they run again, and ``left``
+    gives the business time it had left when they stopped (read through the policy's
+    calendar; only then are policies and calendars read)."""
+    rows = [
+        (target.label, due)
+        for target, name in _DUE_FIELDS.items()
+        if (due := getattr(conversation, name)) is not None
+    ]
+    paused = conversation.sla_paused_at
+    if paused is None or not rows:
+        return [{"label": label, "due": due, "late": due <= now} for label, due in rows]
+    setup = SlaSetup.load()
+    policy = setup.policy(conversation.sla_policy_id)
+    return [
+        {"label": label, "due": due, "late": True}
+        if due <= paused
+        else {
+            "label": label,
+            "due": due,
+            "late": False,
+            "left": setup.between(policy, paused, due) if policy else due - paused,
+        }
+        for label, due in rows
+    ]
 
 
 def _running(conversation: Conversation) -> list[tuple[str, datetime]]:

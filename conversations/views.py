@@ -48,6 +48,7 @@ from conversations.selectors import (
     notifications_for,
     tag_suggestions,
 )
+from conversations.sla import sla_targets_shown
 from governance.access import access_of
 from governance.approvals import reply_retry, reply_submit
 from governance.models import Team
@@ -195,6 +196,7 @@ def conversation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
         {
             "conversation": conversation,
             "workspace": workspace,
+            "sla_targets": sla_targets_shown(conversation, now=timezone.now()),
             "thread_html": fragment(request, "conversations/_thread.html", thread_context),
             "history": [
                 c
