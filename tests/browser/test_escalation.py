@@ -148,3 +148,41 @@ def test_a_department_answers_an_escalation_and_the_agent_gets_it_back(
     escalation = conversation.escalations.get()
     assert escalation.status == EscalationStatus.RETURNED
     assert escalation.answered_by == setup["billing_agent"]
+
+
+def test_a_settled_escalation_and_paused_clocks_read_as_such_in_the_workspace(
+    page, live_server, setup, screenshot
+):
+    from conversations.escalations import escalation_answer, escalation_open
+    from conversations.models import Department, EscalationOutcome, EscalationTrigger
+    from conversations.services import conversation_status_set
+
+    conversation = setup["conversation"]
+    escalation = escalation_open(
+        conversation=conversation,
+        trigger=EscalationTrigger.AGENT,
+        actor=setup["agent"],
+        reason="Double charge on order 1182",
+        department=Department.objects.get(name="Billing"),
+    )
+    escalation_answer(
+        escalation=escalation,
+        answer="Refunded the second charge.",
+        outcome=EscalationOutcome.RESOLVED_BY_DEPARTMENT,
+        answered_by=setup["billing_agent"],
+    )
+    conversation.refresh_from_db()
+    conversation_status_set(conversation=conversation, status=Status.PENDING, actor=setup["agent"])
+
+    _log_in(page, live_server, "jamie")
+    page.goto(f"{live_server.url}/inbox/{conversation.pk}/")
+    panel = page.locator("#escalation")
+    expect(panel).to_contain_text("Closed")
+    expect(panel).to_contain_text("Resolved by the department")
+    expect(panel).to_contain_text("Refunded the second charge.")
+    expect(panel.get_by_label("Escalate to")).to_be_visible()
+    service_level = page.get_by_role("region", name="Service level")
+    expect(service_level).to_contain_text(re.compile(r"First response\s*paused with 3h \d\dm left"))
+    expect(service_level).not_to_contain_text("overdue")
+    service_level.scroll_into_view_if_needed()
+    screenshot("escalation_settled_paused")
