@@ -499,7 +499,7 @@ def escalations_settle(
     """The conversation was resolved or closed (by ``actor``, or by the system): escalations
     it still had end with it, each in the audit log. An answered one counts as resolved in the
     channel; one still waiting for its department is abandoned. Returns how many ended; a
-    fixed number of queries for none."""
+    fixed number of queries and one audit entry for each that ended."""
     if status not in (Status.RESOLVED, Status.CLOSED):
         return 0
     list(
