@@ -17,25 +17,31 @@ from conversations.models import (
     DepartmentDelivery,
     Escalation,
     Priority,
-    RoutingRule,
     SlaPolicy,
     Status,
 )
 from conversations.sla import sla_check
-from tests.factories import ChannelFactory, TagFactory, TeamFactory, UserFactory, post
+from tests.factories import (
+    ChannelFactory,
+    RoutingRuleFactory,
+    TagFactory,
+    TeamFactory,
+    UserFactory,
+    post,
+)
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
-def _rule(name, events=("message_received",), conditions=(), actions=(), **fields):
-    return RoutingRule.objects.create(
+def _rule(name, *, events=("message_received",), conditions=(), actions=(), **fields):
+    """A rule after those made before it; unlike the factory's, no condition unless given."""
+    return RoutingRuleFactory(
         name=name,
         events=list(events),
         conditions=list(conditions),
         actions=list(actions),
-        position=RoutingRule.objects.count(),
         **fields,
     )
 
