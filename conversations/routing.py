@@ -349,22 +349,53 @@ def decisions_take(
     wanted is left out. ``tags``: those the conversation has (as the rules saw it), which
     adding again changes nothing. ``key`` names the post or run the rules acted on (webhook
     calls are made once per key); an acknowledgement answers ``reply_to``, by default the
-    post ``key`` names."""
+    post ``key`` names.
+
+    It runs for most posts of a batch: the actions rules use most (priority, team, tags,
+    monitoring) are taken here, the rest by ``_take``, and what each did is written as the
+    JSON members of its timeline entry as it is taken, without building a dict to encode."""
     reply_to = key if reply_to is None else reply_to
     for event, match in matches:
         rule = match.rule
         # What each action changes, for the rule's timeline entry: most matches of a batch
         # change nothing that is not so already, and then add no entry.
-        effects: dict[str, Any] = {}
+        effects: list[str] = []
         for action in match.actions:
-            _take(
-                conversation, rule, action, decisions, effects, at, key, reply_to, name, event, tags
-            )
+            kind, value = action.type, action.value
+            if kind == "set_priority":
+                if (priority := conversation.priority) != value:
+                    effects.append(f'"priority": [{priority}, {value}]')
+                    conversation.priority = value
+            elif kind == "add_tags":
+                # ``value`` holds each tag once; most conversations have no tag from the
+                # batch yet.
+                noted = decisions.tags.get(id(conversation))
+                added = [t for t in value if t not in tags and (noted is None or t not in noted)]
+                if added:
+                    decisions.tags[id(conversation)].update(added)
+                    added.sort()
+                    effects.append(f'"tags": [{", ".join(map(str, added))}]')
+            elif kind == "set_team":
+                if (team_id := conversation.team_id) != value:
+                    effects.append(f'"team": [{_json_id(team_id)}, {value}]')
+                    conversation.team_id = value
+            elif kind == "mark_monitoring":
+                if not conversation.is_monitoring:
+                    effects.append('"monitoring": true')
+                    conversation.is_monitoring = True
+            else:
+                _take(
+                    conversation, rule, action, decisions, effects, at, key, reply_to, name, event
+                )
         if effects:
             entry = decisions.applied.get(id(conversation))
             if entry is None:
                 entry = decisions.applied[id(conversation)] = (conversation, RuleApplied(at))
             entry[1].add(rule, event, effects, at)
+
+
+def _json_id(value: int | None) -> str:
+    return "null" if value is None else str(value)
 
 
 class RuleApplied(EncodedJSON):
@@ -376,8 +407,9 @@ class RuleApplied(EncodedJSON):
     cheap.
 
     Kept as the JSON text of its entries, the part naming the rule and the event encoded once
-    per rule (``_entry_start``): most conversations of a batch get one, and encoding each
-    whole cost the ingest more than evaluating the rules."""
+    per rule (``_entry_start``), what the rule did as the JSON members ``decisions_take``
+    wrote: most conversations of a batch get one, and encoding each whole cost the ingest
+    more than evaluating the rules."""
 
     __slots__ = ("at", "entries", "names", "rule_ids")
 
@@ -387,16 +419,14 @@ class RuleApplied(EncodedJSON):
         self.names: list[str] = []
         self.rule_ids: set[int] = set()
 
-    def add(self, rule: CompiledRule, event: str, effects: dict[str, Any], at: datetime) -> None:
+    def add(self, rule: CompiledRule, event: str, effects: list[str], at: datetime) -> None:
+        """``effects``: JSON members (``"key": value``), in the order the actions ran."""
         if at != self.at:
-            effects["at"] = at.isoformat()
+            effects.append(f'"at": {json_value_text(at.isoformat())}')
         if rule.id not in self.rule_ids:
             self.rule_ids.add(rule.id)
             self.names.append(rule.name)
-        # "{...}" of the effects, spliced in after the rule and the event.
-        self.entries.append(
-            f"{_entry_start(rule.id, rule.name, event)}, {json_value_text(effects)[1:]}"
-        )
+        self.entries.append(f"{_entry_start(rule.id, rule.name, event)}, {', '.join(effects)}}}")
 
     def json_text(self) -> str:
         names = json_value_text(", ".join(self.names))
@@ -414,26 +444,21 @@ def _take(
     rule: CompiledRule,
     action: Action,
     decisions: Decisions,
-    effects: dict[str, Any],
+    effects: list[str],
     at: datetime,
     key: str,
     reply_to: str,
     name: str,
     event: str,
-    tags: frozenset[int],
 ) -> None:
+    """The actions ``decisions_take`` leaves to it: assignments, acknowledgements,
+    escalations, notifications and webhook calls; what each did goes into ``effects``."""
     value = action.value
-    if action.type == "set_priority" and conversation.priority != value:
-        effects["priority"] = [conversation.priority, value]
-        conversation.priority = value
-    elif action.type == "set_team" and (team_id := conversation.team_id) != value:
-        effects["team"] = [team_id, value]
-        conversation.team_id = value
-    elif action.type == "assign":
+    if action.type == "assign":
         if value == "auto":
             if conversation.assignee_id is None:
                 decisions.auto_assign[id(conversation)] = conversation
-                effects["assign"] = "auto"
+                effects.append('"assign": "auto"')
         elif conversation.assignee_id != value:
             # Assignments are facts of their own (the KPIs time them), as when agents assign.
             decisions.events.append(
@@ -444,39 +469,29 @@ def _take(
                     at,
                 )
             )
-            effects["assign"] = value
+            effects.append(f'"assign": {value}')
             conversation.assignee_id = value
             decisions.auto_assign.pop(id(conversation), None)
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
-    elif action.type == "add_tags":
-        # ``value`` holds each tag once; most conversations have no tag from the batch yet.
-        noted = decisions.tags.get(id(conversation))
-        added = [t for t in value if t not in tags and (noted is None or t not in noted)]
-        if added:
-            decisions.tags[id(conversation)].update(added)
-            effects["tags"] = sorted(added)
-    elif action.type == "mark_monitoring" and not conversation.is_monitoring:
-        effects["monitoring"] = True
-        conversation.is_monitoring = True
     elif action.type == "acknowledge":
         # One acknowledgement per conversation and batch: the first rule's.
         if id(conversation) not in decisions.acknowledgements:
             decisions.acknowledgements[id(conversation)] = Acknowledgement(
                 conversation, value, rule.id, name, reply_to, rule_name=rule.name
             )
-            effects["acknowledge"] = True
+            effects.append('"acknowledge": true')
     elif action.type == "escalate":
         # A rule acting on a breach escalates because of the SLA.
         trigger = EscalationTrigger.SLA if event == "sla_breached" else EscalationTrigger.RULE
         decisions.escalations.append((conversation, dict(value), rule.name, trigger))
-        effects["escalate"] = {k: v for k, v in value.items() if v}
+        effects.append(f'"escalate": {json_value_text({k: v for k, v in value.items() if v})}')
     elif action.type == "notify":
         decisions.notifications.append((conversation, dict(value), rule.name))
-        effects["notify"] = True
+        effects.append('"notify": true')
     elif action.type == "webhook":
         decisions.webhooks.append((conversation, int(value), rule.name, rule.id, key))
-        effects["webhook"] = int(value)
+        effects.append(f'"webhook": {int(value)}')
 
 
 def agents_load(*, user_ids: Iterable[int]) -> dict[int, int]:

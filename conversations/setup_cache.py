@@ -167,11 +167,13 @@ def publishing_policy(channel: "ChannelAccount") -> "PublishingPolicy":
     from governance.models import PublishingPolicy
     from governance.policy import policy_for
 
-    names = [f.name for f in PublishingPolicy._meta.concrete_fields]
-    channel_column = columns(PublishingPolicy, ("channel",))
-    policy_rows = rows(
-        f"SELECT {columns(PublishingPolicy, names)} FROM {table(PublishingPolicy)}"
-        f" WHERE {channel_column} = %s OR {channel_column} IS NULL ORDER BY 1",
-        [channel.pk],
-    )
+    def build() -> str:
+        names = [f.name for f in PublishingPolicy._meta.concrete_fields]
+        channel_column = columns(PublishingPolicy, ("channel",))
+        return (
+            f"SELECT {columns(PublishingPolicy, names)} FROM {table(PublishingPolicy)}"
+            f" WHERE {channel_column} = %s OR {channel_column} IS NULL ORDER BY 1"
+        )
+
+    policy_rows = rows(statement("publishing-policy", build), [channel.pk])
     return built(f"publishing-policy:{channel.pk}", policy_rows, lambda: policy_for(channel))

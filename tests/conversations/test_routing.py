@@ -1109,9 +1109,9 @@ def test_a_rule_applied_entry_is_the_json_of_its_rules_whatever_their_names():
     other = _compiled_rule(2, "Tab\there")
     later = MONDAY_NOON + timedelta(minutes=1)
     applied = RuleApplied(MONDAY_NOON)
-    applied.add(quoted, "conversation_created", {"priority": [2, 4], "tags": [3]}, MONDAY_NOON)
-    applied.add(other, "message_received", {"team": [None, 7]}, later)
-    applied.add(quoted, "message_received", {"monitoring": True}, later)
+    applied.add(quoted, "conversation_created", ['"priority": [2, 4]', '"tags": [3]'], MONDAY_NOON)
+    applied.add(other, "message_received", ['"team": [null, 7]'], later)
+    applied.add(quoted, "message_received", ['"monitoring": true'], later)
     expected = {
         "name": 'The "VIP" rule \\ ünïcode ☎, Tab\there',
         "rules": [
@@ -1141,13 +1141,75 @@ def test_a_rule_applied_entry_is_the_json_of_its_rules_whatever_their_names():
     assert applied.json_text() == json.dumps(expected)
 
 
+def test_what_each_action_did_is_written_as_the_json_of_its_values():
+    """The timeline entry's members are written by hand for speed: they must read back as
+    what each action did, None and strings included."""
+    import json
+
+    from conversations.models import Conversation
+    from conversations.routing import Decisions, decisions_take
+    from conversations.rules import RuleMatch, rule_compile
+
+    rule = rule_compile(
+        id=9,
+        name="Everything",
+        events=["message_received"],
+        match="all",
+        conditions=[],
+        actions=[
+            {"type": "set_priority", "value": 4},
+            {"type": "set_team", "value": 7},
+            {"type": "add_tags", "value": [5, 3, 5]},
+            {"type": "mark_monitoring"},
+            {"type": "assign", "value": 11},
+            {"type": "acknowledge", "value": "Hi {first_name}"},
+            {"type": "escalate", "value": {"path": 2, "reason": 'Say "why"\u2026'}},
+            {"type": "notify", "value": {"users": [11], "message": "Look"}},
+            {"type": "webhook", "value": {"endpoint": 6}},
+        ],
+        stop_processing=False,
+    )
+    conversation = Conversation(id=1, priority=2, team_id=None, assignee_id=None, status="new")
+    decisions = Decisions()
+    decisions_take(
+        conversation,
+        [("message_received", RuleMatch(rule=rule, actions=rule.actions))],
+        decisions,
+        at=MONDAY_NOON,
+        key="post-1",
+        tags=frozenset({3}),
+    )
+    ((_, applied),) = decisions.applied.values()
+    assert json.loads(applied.json_text()) == {
+        "name": "Everything",
+        "rules": [
+            {
+                "rule": 9,
+                "name": "Everything",
+                "event": "message_received",
+                "priority": [2, 4],
+                "team": [None, 7],
+                "tags": [5],
+                "monitoring": True,
+                "assign": 11,
+                "acknowledge": True,
+                "escalate": {"path": 2, "reason": 'Say "why"\u2026'},
+                "notify": True,
+                "webhook": 6,
+            }
+        ],
+    }
+    assert (conversation.priority, conversation.team_id, conversation.assignee_id) == (4, 7, 11)
+    assert conversation.is_monitoring and decisions.tags[id(conversation)] == {5}
+
+
 def test_a_rule_applied_entry_with_a_nul_character_is_stored_without_it():
     from conversations.routing import RuleApplied
     from scrm.bulk import json_value_text
 
     applied = RuleApplied(MONDAY_NOON)
     applied.add(
-        _compiled_rule(1, "Nul\x00here"), "message_received", {"monitoring": True}, MONDAY_NOON
+        _compiled_rule(1, "Nul\x00here"), "message_received", ['"monitoring": true'], MONDAY_NOON
     )
     assert "\\u0000" not in json_value_text(applied)
     assert "Nulhere" in json_value_text(applied)
