@@ -12,12 +12,12 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import django_filters
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Max, Model, ProtectedError, QuerySet, RestrictedError
+from django.db.models import Field, Max, Model, ProtectedError, QuerySet, RestrictedError
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -87,11 +87,14 @@ from conversations.selectors import (
 )
 from conversations.settings_forms import (
     DRY_RUN_STATES,
+    SLA_TARGET_MAX_MINUTES,
+    SLA_TARGETS,
     Catalog,
     DryRunForm,
     RuleMoveForm,
     endpoint_secret_needed,
     rules_dry_run,
+    sla_policy_problems,
 )
 from conversations.webhook_calls import webhook_call_redeliver
 from conversations.webhook_events import WEBHOOK_EVENTS
@@ -1466,18 +1469,44 @@ class SlaPolicySerializer(serializers.ModelSerializer[SlaPolicy]):
         ]
         read_only_fields = ["created_at"]
         extra_kwargs = {
-            f"{target}_minutes": {"min_value": 1}
-            for target in ("first_response", "next_response", "resolution")
+            **{
+                f"{target}_minutes": {"min_value": 1, "max_value": SLA_TARGET_MAX_MINUTES}
+                for target in SLA_TARGETS
+            },
+            "at_risk_minutes": {
+                "help_text": "How long before a due time the conversation shows as at risk; "
+                "shorter than the shortest target. Default: 30, or half the shortest target "
+                "when that is shorter."
+            },
         }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        targets = ("first_response_minutes", "next_response_minutes", "resolution_minutes")
-        if not any(
-            attrs.get(t, getattr(self.instance, t) if self.instance else None) for t in targets
-        ):
+        def value(name: str) -> Any:
+            if name in attrs:
+                return attrs[name]
+            if self.instance is not None:
+                return getattr(self.instance, name)
+            return cast(Field, SlaPolicy._meta.get_field(name)).get_default()
+
+        targets = {target: value(f"{target}_minutes") for target in SLA_TARGETS}
+        if not any(targets.values()):
             raise serializers.ValidationError(
                 "Set at least one target: first response, next response or resolution."
             )
+        if self.instance is None and "at_risk_minutes" not in attrs:
+            # Not given: the default, or half the shortest target when that is shorter.
+            shortest = min(m for m in targets.values() if m)
+            attrs["at_risk_minutes"] = min(value("at_risk_minutes"), max(1, shortest // 2))
+        if problems := sla_policy_problems(
+            pk=self.instance.pk if self.instance is not None else None,
+            priority=value("priority"),
+            channel=value("channel"),
+            vip_only=bool(value("vip_only")),
+            is_active=bool(value("is_active")),
+            targets=targets,
+            at_risk_minutes=value("at_risk_minutes"),
+        ):
+            raise serializers.ValidationError(problems)
         return attrs
 
 

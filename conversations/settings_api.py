@@ -111,10 +111,22 @@ def _interval() -> serializers.ListField:
     )
 
 
+def _no_other_keys(self: serializers.Serializer[Any], data: Any) -> Any:
+    """Refuse keys other than the weekdays': a serializer leaves them out silently, and the
+    admin would believe the hours of a day "7" saved."""
+    unknown = sorted(str(k) for k in data if k not in self.fields) if isinstance(data, dict) else []
+    if unknown:
+        raise serializers.ValidationError(
+            f'Unknown weekday {", ".join(unknown)}: the days are "0" (Monday) to "6" (Sunday).'
+        )
+    return serializers.Serializer.to_internal_value(self, data)
+
+
 WeeklyHoursSerializer = type(
     "WeeklyHoursSerializer",
     (serializers.Serializer,),
     {
+        "to_internal_value": _no_other_keys,
         "__doc__": 'Open hours per weekday, "0" (Monday) to "6" (Sunday); a day left out is '
         "closed.",
         **{

@@ -527,6 +527,47 @@ SLA_TARGETS: dict[str, str] = {
     "resolution": "Resolution",
 }
 UNITS = [("minutes", "minutes"), ("hours", "hours")]
+# The longest target a policy may set: a year. Longer ones are typing mistakes, and the due
+# time of a target of years of business hours lies beyond what dates can hold.
+SLA_TARGET_MAX_MINUTES = 365 * 24 * 60
+
+
+def sla_policy_problems(
+    *,
+    pk: int | None,
+    priority: int | None,
+    channel: ChannelAccount | None,
+    vip_only: bool,
+    is_active: bool,
+    targets: Mapping[str, int | None],
+    at_risk_minutes: int | None,
+) -> list[str]:
+    """Why a policy cannot be saved, for the page and the API alike. ``targets``: minutes by
+    ``SLA_TARGETS`` key."""
+    problems = [
+        f"{SLA_TARGETS[target]}: at most 365 days ({SLA_TARGET_MAX_MINUTES:,} minutes)."
+        for target, minutes in targets.items()
+        if minutes and minutes > SLA_TARGET_MAX_MINUTES
+    ]
+    shortest = min((m for m in targets.values() if m), default=None)
+    if shortest is not None and at_risk_minutes is not None and at_risk_minutes >= shortest:
+        problems.append(
+            f"“At risk” ({at_risk_minutes} minutes before due) must be shorter than the "
+            f"shortest target ({shortest} minutes): otherwise every conversation is at risk "
+            "as it arrives."
+        )
+    if is_active:
+        others = SlaPolicy.objects.filter(
+            is_active=True, priority=priority, channel=channel, vip_only=vip_only
+        )
+        clash = (others.exclude(pk=pk) if pk is not None else others).first()
+        if clash is not None:
+            problems.append(
+                f"The active policy “{clash.name}” already applies to the same priority, "
+                "channel and contacts: only one of them could ever apply. Change the scope "
+                "of one, or switch one off."
+            )
+    return problems
 
 
 def minutes_display(minutes: int | None) -> str:
@@ -590,14 +631,27 @@ class SlaPolicyForm(forms.ModelForm[SlaPolicy]):
             raise forms.ValidationError(
                 "Set at least one target: first response, next response or resolution."
             )
+        if problems := sla_policy_problems(
+            pk=self.instance.pk,
+            priority=data.get("priority"),
+            channel=data.get("channel"),
+            vip_only=bool(data.get("vip_only")),
+            is_active=bool(data.get("is_active")),
+            targets={target: self._minutes(target) for target in SLA_TARGETS},
+            at_risk_minutes=data.get("at_risk_minutes"),
+        ):
+            raise forms.ValidationError(problems)
         return data
+
+    def _minutes(self, target: str) -> int | None:
+        amount = self.cleaned_data.get(f"{target}_amount")
+        factor = 60 if self.cleaned_data.get(f"{target}_unit") == "hours" else 1
+        return amount * factor if amount else None
 
     def save(self, commit: bool = True) -> SlaPolicy:
         policy = super().save(commit=False)
         for target in SLA_TARGETS:
-            amount = self.cleaned_data.get(f"{target}_amount")
-            factor = 60 if self.cleaned_data.get(f"{target}_unit") == "hours" else 1
-            setattr(policy, f"{target}_minutes", amount * factor if amount else None)
+            setattr(policy, f"{target}_minutes", self._minutes(target))
         policy.save()
         return policy
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Model, Prefetch, ProtectedError, RestrictedError
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -212,10 +212,16 @@ def rule_move(request: AuthedRequest, pk: int) -> HttpResponse:
 @require_POST
 @admins_only
 def rule_toggle(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Sets the state the button showed, rather than flipping it: a second click on the same
+    button, or one from a page opened before another admin's change, changes nothing."""
     rule = get_object_or_404(RoutingRule, pk=pk)
-    rule.is_active = not rule.is_active
-    with audit_change(rule, actor=request.user):
-        rule.save(update_fields=["is_active", "updated_at"])
+    wanted = request.POST.get("active")
+    if wanted not in ("0", "1"):
+        return HttpResponseBadRequest("Say which state the rule should be in: active=0 or 1.")
+    if rule.is_active != (wanted == "1"):
+        rule.is_active = wanted == "1"
+        with audit_change(rule, actor=request.user):
+            rule.save(update_fields=["is_active", "updated_at"])
     state = "active" if rule.is_active else "inactive"
     messages.success(request, f"Rule “{rule.name}” is {state}.")
     return redirect("routing:rules")

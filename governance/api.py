@@ -7,7 +7,7 @@ from typing import Any
 import django_filters
 from django.contrib.auth.models import Group, User
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import ProtectedError, Q, QuerySet, RestrictedError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -212,8 +212,18 @@ class TeamViewSet(viewsets.ModelViewSet[Team]):
     http_method_names = ["get", "post", "patch", "delete"]
 
     def perform_destroy(self, instance: Team) -> None:
-        with audit_deletion(instance, actor=request_user(self.request)):
-            instance.delete()
+        # Escalation departments keep their team (PROTECT): refused with what uses it.
+        from conversations.settings_forms import still_used_message
+
+        try:
+            with transaction.atomic(), audit_deletion(instance, actor=request_user(self.request)):
+                instance.delete()
+        except ProtectedError as error:
+            users = error.protected_objects
+            raise Conflict(still_used_message("Team", instance.name, users)) from error
+        except RestrictedError as error:
+            users = error.restricted_objects
+            raise Conflict(still_used_message("Team", instance.name, users)) from error
 
 
 class UserSerializer(serializers.ModelSerializer[User]):

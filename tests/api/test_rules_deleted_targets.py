@@ -32,7 +32,7 @@ def test_a_rule_naming_a_deleted_team_can_be_switched_off_through_the_api(world,
 
 def test_the_page_switches_the_same_rule_off(world, login):
     rule = _rule_naming_a_deleted_team()
-    response = login(world.admin).post(f"/routing/rules/{rule.pk}/toggle/")
+    response = login(world.admin).post(f"/routing/rules/{rule.pk}/toggle/", {"active": "0"})
     assert response.status_code == 302
     rule.refresh_from_db()
     assert rule.is_active is False

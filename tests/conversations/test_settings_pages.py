@@ -119,7 +119,7 @@ def test_managers_and_agents_are_refused(login, world, things, persona):
     rule = things["rule"]
     for url, data in (
         (f"/routing/rules/{rule.pk}/move/", {"direction": "down"}),
-        (f"/routing/rules/{rule.pk}/toggle/", {}),
+        (f"/routing/rules/{rule.pk}/toggle/", {"active": "0"}),
         (f"/routing/rules/{rule.pk}/delete/", {}),
         (f"/routing/endpoints/{things['endpoint'].pk}/delete/", {}),
         ("/routing/rules/new/", {"name": "x"}),
@@ -392,13 +392,27 @@ def test_rules_with_equal_positions_still_move(login, world):
     assert list(names) == ["b", "a"]
 
 
+def test_deactivating_from_two_pages_open_at_once_leaves_the_rule_inactive(login, world):
+    """The button sets the state it showed: the second of two "Deactivate" clicks, from a
+    page opened before the first, does not switch the rule back on."""
+    rule = RoutingRuleFactory(name="Refunds", is_active=True)
+    page = login(world.admin).get("/routing/").content.decode()
+    assert 'name="active" value="0"' in page
+    first, second = login(world.admin), login(world.admin)
+    first.post(f"/routing/rules/{rule.pk}/toggle/", {"active": "0"})
+    second.post(f"/routing/rules/{rule.pk}/toggle/", {"active": "0"})
+    rule.refresh_from_db()
+    assert rule.is_active is False
+    assert first.post(f"/routing/rules/{rule.pk}/toggle/").status_code == 400
+
+
 def test_a_rule_is_deactivated_activated_and_deleted_after_confirmation(login, world):
     rule = RoutingRuleFactory(name="Refunds")
     client = login(world.admin)
-    client.post(f"/routing/rules/{rule.pk}/toggle/")
+    client.post(f"/routing/rules/{rule.pk}/toggle/", {"active": "0"})
     rule.refresh_from_db()
     assert not rule.is_active
-    client.post(f"/routing/rules/{rule.pk}/toggle/")
+    client.post(f"/routing/rules/{rule.pk}/toggle/", {"active": "1"})
     rule.refresh_from_db()
     assert rule.is_active
     confirm = client.get(f"/routing/rules/{rule.pk}/delete/")

@@ -440,7 +440,7 @@ def test_a_rule_toggled_and_deleted_is_recorded(login, world):
     rule = RoutingRuleFactory(name="Refunds")
     client = login(world.admin)
 
-    client.post(f"/routing/rules/{rule.pk}/toggle/", REMOTE_ADDR=IP)
+    client.post(f"/routing/rules/{rule.pk}/toggle/", {"active": "0"}, REMOTE_ADDR=IP)
     client.post(f"/routing/rules/{rule.pk}/delete/", REMOTE_ADDR=IP)
 
     toggled = _only("routing_rule.updated")
