@@ -303,6 +303,9 @@ class Decisions:
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
+    # id(conv): conversations a rule's named assignment moved from New to Open, which go back
+    # to New if the assignment is refused (``named_assignments_check``)
+    opened_by_assignment: set[int] = field(default_factory=set)
     # id(conv): the conversation and the rules applied to it in the batch, its one
     # RULE_APPLIED event (``timeline``) unless its CREATED event carries them (``created``)
     applied: dict[int, tuple[Conversation, "RuleApplied"]] = field(default_factory=dict)
@@ -474,6 +477,7 @@ def _take(
             decisions.auto_assign.pop(id(conversation), None)
             if conversation.status == Status.NEW:
                 conversation.status = Status.OPEN
+                decisions.opened_by_assignment.add(id(conversation))
     elif action.type == "acknowledge":
         # One acknowledgement per conversation and batch: the first rule's.
         if id(conversation) not in decisions.acknowledgements:
@@ -617,6 +621,10 @@ def named_assignments_check(decisions: Decisions) -> None:
         if not may_reply(conversation.assignee_id, conversation.channel_id):
             conversation.assignee_id = data["previous"]
             data["refused"] = "The agent may not reply on this channel."
+            if conversation.assignee_id is None and id(conversation) in (
+                decisions.opened_by_assignment
+            ):
+                conversation.status = Status.NEW  # nobody took it after all
 
 
 def acknowledgements_prepare(

@@ -963,8 +963,15 @@ def _timeline_entry(
     escalated = kind == EventKind.ESCALATED
     status = str(data.get("status") or "")
     failed = kind == EventKind.RULE_APPLIED and bool(data.get("rules_failed"))
+    refused = kind == EventKind.ASSIGNED and bool(data.get("refused"))
+    if failed:
+        label = "Routing rules failed"
+    elif refused:
+        label = "Assignment refused"
+    else:
+        label = _EVENT_LABELS.get(kind, kind)
     return {
-        "kind_label": "Routing rules failed" if failed else _EVENT_LABELS.get(kind, kind),
+        "kind_label": label,
         "actor": actor,
         "created_at": created_at,
         "tag": str(data.get("tag") or ""),
@@ -974,7 +981,13 @@ def _timeline_entry(
         "target": "" if escalated else target.replace("_response", "").replace("_", ""),
         "escalated_to": target if escalated else None,
         "auto": bool(data.get("auto")),
-        "detail": _not_done(data) if kind == EventKind.RULE_APPLIED else "",
+        "detail": (
+            _not_done(data)
+            if kind == EventKind.RULE_APPLIED
+            else f"not assigned: {data['refused']}"
+            if refused
+            else ""
+        ),
     }
 
 

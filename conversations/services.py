@@ -976,12 +976,16 @@ def conversation_priority_set(
     if previous == priority:
         return conversation
     conversation.priority = priority
-    sla_policy_change(
-        conversation,
-        setup=SlaSetup.load(),
-        is_vip=Contact.objects.filter(pk=conversation.contact_id, is_vip=True).exists(),
-        at=timezone.now(),
-    )
+    if conversation.is_monitoring:
+        # Only listened to: no reply is expected, so no clock runs, whatever its priority.
+        sla_clear(conversation)
+    else:
+        sla_policy_change(
+            conversation,
+            setup=SlaSetup.load(),
+            is_vip=Contact.objects.filter(pk=conversation.contact_id, is_vip=True).exists(),
+            at=timezone.now(),
+        )
     conversation.save(update_fields=["priority", *SLA_FIELDS, "updated_at"])
     _record(
         conversation, EventKind.PRIORITY_CHANGED, actor=actor, previous=previous, priority=priority

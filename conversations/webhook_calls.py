@@ -32,6 +32,7 @@ Answer 2xx to accept; 408, 429 and 5xx are retried; any other 4xx fails the call
 import hashlib
 import hmac
 import json
+import logging
 import random
 import time
 from datetime import datetime, timedelta
@@ -50,6 +51,8 @@ from conversations.webhook_guard import (
     webhook_post,
     webhook_target,
 )
+
+logger = logging.getLogger(__name__)
 
 USER_AGENT = "SocialCRM-Webhook/1"
 TIMEOUT_SECONDS = 10
@@ -118,6 +121,17 @@ def webhook_call_deliver(*, call_id: int) -> WebhookCall:
     call = WebhookCall.objects.select_related("endpoint").get(pk=call_id)
     if not claimed:
         return call
+    try:
+        return _attempt(call)
+    except Exception as exc:
+        # A bug, or a secret that no longer decrypts: the attempt counts, the call is retried
+        # like any other failure and gives up after MAX_ATTEMPTS, and the row says why.
+        logger.exception("Webhook call %s failed unexpectedly", call.pk)
+        return _retry_or_fail(call, error=f"Unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _attempt(call: WebhookCall) -> WebhookCall:
+    """One claimed attempt of ``webhook_call_deliver``."""
     endpoint = call.endpoint
     if not endpoint.is_active:
         return _finish(call, status=WebhookCallStatus.FAILED, error="The endpoint is switched off.")

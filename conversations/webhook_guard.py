@@ -30,10 +30,27 @@ def _addresses(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits, which a
+# translator on the way reaches (NAT64, RFC 6052 and RFC 8215).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def _is_private(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _is_private(str(ip.ipv4_mapped))
+        # An IPv6 address that stands for IPv4 ones (6to4, Teredo, NAT64) reaches them on the
+        # way: it is private when one of them is.
+        embedded: list[ipaddress.IPv4Address] = []
+        if ip.sixtofour is not None:
+            embedded.append(ip.sixtofour)
+        if ip.teredo is not None:
+            embedded.extend(ip.teredo)
+        if any(ip in network for network in _NAT64):
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(_is_private(str(v4)) for v4 in embedded):
+            return True
     return not ip.is_global or ip.is_multicast
 
 

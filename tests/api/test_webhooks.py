@@ -127,6 +127,10 @@ def test_the_delivery_log_page_sends_a_call_again(world, login, subscribed):
         "http://10.0.0.5/hook",
         "http://192.168.1.2/hook",
         "http://[::1]/hook",
+        # IPv6 forms that a translator on the way turns into a private IPv4 address.
+        "http://[64:ff9b::a00:5]/hook",  # NAT64 of 10.0.0.5
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 of 169.254.169.254
+        "http://[2002:a00:5::1]/hook",  # 6to4 of 10.0.0.5
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(world, api, url):
@@ -504,3 +508,9 @@ def test_a_pinned_call_checks_the_certificate_against_the_host_name(tls_receiver
     with pytest.raises(requests.exceptions.SSLError):
         webhook_post(target, data=b"{}", headers={}, timeout=5)
     assert "body" not in seen
+
+
+def test_a_public_address_behind_nat64_is_allowed():
+    from conversations.webhook_guard import webhook_url_problem
+
+    assert webhook_url_problem("http://[64:ff9b::808:808]/hook", allow_private=False) is None

@@ -47,6 +47,7 @@ from tests.factories import (
     ChannelFactory,
     ContactFactory,
     ConversationFactory,
+    SlaPolicyFactory,
     TagFactory,
     TeamFactory,
     TeamMembershipFactory,
@@ -740,9 +741,17 @@ def test_a_named_agent_who_may_not_reply_on_the_channel_is_not_assigned():
     agent = UserFactory(role="agent")
     rule(actions=[{"type": "assign", "value": agent.pk}])
     ingest(channel=_channel_of(_team_with(agent), can_reply=False), posts=[post("p1")])
-    assert conversation_of("p1").assignee is None
+    conversation = conversation_of("p1")
+    assert conversation.assignee is None
+    # Nobody took it: it stays new, in the queue, and the timeline says why.
+    assert conversation.status == Status.NEW
     refused = ConversationEvent.objects.get(kind=EventKind.ASSIGNED)
     assert "may not reply" in refused.data["refused"]
+    from conversations.selectors import conversation_timeline
+
+    timeline = conversation_timeline(conversation=conversation).entries
+    (entry,) = [e for e in timeline if e["kind_label"] == "Assignment refused"]
+    assert entry["detail"] == "not assigned: The agent may not reply on this channel."
 
 
 def test_auto_assignment_skips_online_agents_without_access_to_the_channel():
@@ -1213,3 +1222,16 @@ def test_a_rule_applied_entry_with_a_nul_character_is_stored_without_it():
     )
     assert "\\u0000" not in json_value_text(applied)
     assert "Nulhere" in json_value_text(applied)
+
+
+def test_a_new_priority_starts_no_clock_on_a_conversation_only_monitored():
+    from conversations.services import conversation_priority_set
+
+    SlaPolicyFactory(name="Fast", first_response_minutes=10)
+    ingest(channel=ChannelFactory(mode=ChannelMode.LISTEN), posts=[post("p1")])
+    conversation = conversation_of("p1")
+    assert conversation.is_monitoring and conversation.sla_due_at is None
+    conversation_priority_set(conversation=conversation, priority=4, actor=UserFactory())
+    conversation.refresh_from_db()
+    assert (conversation.priority, conversation.sla_due_at) == (4, None)
+    assert conversation.first_response_due_at is None

@@ -308,3 +308,21 @@ def test_a_retry_after_the_sweep_delivers(endpoint):
     call.refresh_from_db()
     assert call.status == WebhookCallStatus.DELIVERED
     assert call.attempts == 2
+
+
+def test_an_unexpected_error_counts_as_a_failed_attempt_and_is_recorded(endpoint, monkeypatch):
+    """A bug, or a secret that no longer decrypts: the call is retried like any failure,
+    gives up after the last attempt, and says why, rather than staying pending for ever."""
+    from conversations import webhook_calls
+
+    def broken(*args, **kwargs):
+        raise ValueError("the secret no longer decrypts")
+
+    monkeypatch.setattr(webhook_calls, "webhook_post", broken)
+    call = _call(endpoint)
+    for _ in range(MAX_ATTEMPTS + 2):
+        result = webhook_call_deliver(call_id=call.pk)
+        _due(call)
+
+    assert (result.status, result.attempts) == (WebhookCallStatus.FAILED, MAX_ATTEMPTS)
+    assert "ValueError: the secret no longer decrypts" in result.last_error
