@@ -67,7 +67,9 @@ def send_notification_emails(emails: list[tuple[list[int], str, int]]) -> int:
     """Rule notifications that asked for email, one message per recipient list, quoting the
     customer's last message (not the conversation's last one, which may be our own
     acknowledgement). Their words are read when the email is written, so a queued task holds
-    none of them."""
+    none of them. Each message is sent by a ``send_email`` task of its own, retried while
+    the mail server is unreachable: a failure neither loses a message nor sends the others
+    again. Returns how many were queued."""
     from django.db.models import OuterRef, Subquery
 
     from conversations.models import Conversation, Direction, Message
@@ -92,7 +94,8 @@ def send_notification_emails(emails: list[tuple[list[int], str, int]]) -> int:
         )
         if addresses:
             body = f"{text}\n\n{previews.get(conversation_id, '')}".strip()
-            sent += send_mail(text[:120], body, settings.DEFAULT_FROM_EMAIL, addresses)
+            send_email.delay(text[:120], body, addresses)
+            sent += 1
     return sent
 
 

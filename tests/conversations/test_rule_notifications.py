@@ -72,3 +72,31 @@ def test_a_deactivated_team_member_gets_no_notification(django_capture_on_commit
     )
     ingest(channel=channel, posts=[post("p1")])
     assert set(Notification.objects.values_list("recipient_id", flat=True)) == {ann.pk}
+
+
+def test_notification_emails_are_retried_one_by_one_while_the_mail_server_is_down(monkeypatch):
+    """Each recipient list's email is a send task of its own, retried on SMTP errors: one
+    failing neither loses it nor sends the others again."""
+    import smtplib
+
+    from celery.exceptions import Retry
+
+    from conversations import tasks
+    from tests.factories import ConversationFactory
+
+    ann, bob = UserFactory(role="agent"), UserFactory(role="agent")
+    conversation = ConversationFactory()
+    sent: list[list[str]] = []
+
+    def flaky(subject, body, sender, recipients):
+        if recipients == [bob.email]:
+            raise smtplib.SMTPServerDisconnected("mail server down")
+        sent.append(recipients)
+        return 1
+
+    monkeypatch.setattr(tasks, "send_mail", flaky)
+    emails = [([ann.pk], "For Ann", conversation.pk), ([bob.pk], "For Bob", conversation.pk)]
+    # Run eagerly, the failed send raises Retry: a worker would send it again later.
+    with pytest.raises(Retry):
+        tasks.send_notification_emails.delay(emails)
+    assert sent == [[ann.email]]
