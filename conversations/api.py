@@ -92,6 +92,7 @@ from conversations.settings_forms import (
     Catalog,
     DryRunForm,
     RuleMoveForm,
+    endpoint_needed,
     endpoint_secret_needed,
     rules_dry_run,
     sla_policy_problems,
@@ -1560,6 +1561,9 @@ class WebhookEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
         endpoint = self.instance
         if attrs.get("secret") == "" and endpoint and (problem := endpoint_secret_needed(endpoint)):
             raise serializers.ValidationError({"secret": [problem]})
+        switched_off = attrs.get("is_active") is False and endpoint and endpoint.is_active
+        if switched_off and (problem := endpoint_needed(endpoint)):
+            raise serializers.ValidationError({"is_active": [problem]})
         return attrs
 
     def get_has_secret(self, endpoint: WebhookEndpoint) -> bool:

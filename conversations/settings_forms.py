@@ -870,7 +870,19 @@ class DepartmentForm(forms.ModelForm[Department]):
         if needed and not data.get(needed[0]) and needed[0] not in self.errors:
             self.add_error(needed[0], needed[1])
         endpoint = data.get("endpoint")
-        if data.get("delivery") == DepartmentDelivery.WEBHOOK and endpoint and not endpoint.secret:
+        if (
+            data.get("delivery") == DepartmentDelivery.WEBHOOK
+            and endpoint
+            and not endpoint.is_active
+        ):
+            self.add_error(
+                "endpoint",
+                f"“{endpoint.name}” is switched off, so escalations could not reach the "
+                "department. Switch it on, or choose another endpoint.",
+            )
+        elif (
+            data.get("delivery") == DepartmentDelivery.WEBHOOK and endpoint and not endpoint.secret
+        ):
             # The department answers through the link back in the call: an unsigned call
             # could be forged by anyone who knows the address.
             self.add_error(
@@ -959,10 +971,8 @@ class EscalationPathForm(forms.ModelForm[EscalationPath]):
         return path
 
 
-def endpoint_secret_needed(endpoint: WebhookEndpoint) -> str:
-    """Why this endpoint must keep a secret: the webhook departments reached through it,
-    whose calls must stay signed (empty when none is)."""
-    names = ", ".join(
+def _departments_reached_through(endpoint: WebhookEndpoint) -> str:
+    return ", ".join(
         f"“{name}”"
         for name in Department.objects.filter(
             endpoint=endpoint, delivery=DepartmentDelivery.WEBHOOK
@@ -970,11 +980,29 @@ def endpoint_secret_needed(endpoint: WebhookEndpoint) -> str:
         .order_by("name")
         .values_list("name", flat=True)
     )
+
+
+def endpoint_secret_needed(endpoint: WebhookEndpoint) -> str:
+    """Why this endpoint must keep a secret: the webhook departments reached through it,
+    whose calls must stay signed (empty when none is)."""
+    names = _departments_reached_through(endpoint)
     if not names:
         return ""
     return (
         f"Escalations to {names} are posted here and must stay signed: "
         "give those departments another endpoint first."
+    )
+
+
+def endpoint_needed(endpoint: WebhookEndpoint) -> str:
+    """Why this endpoint cannot be switched off: the webhook departments reached through it,
+    whose escalations would all fail (empty when none is)."""
+    names = _departments_reached_through(endpoint)
+    if not names:
+        return ""
+    return (
+        f"Escalations to {names} are posted here: give those departments another endpoint "
+        "before switching it off."
     )
 
 
@@ -1015,6 +1043,9 @@ class WebhookEndpointForm(forms.ModelForm[WebhookEndpoint]):
             problem = endpoint_secret_needed(self.instance)
             if problem:
                 self.add_error("clear_secret", problem)
+        switched_off = self.instance.pk and self.instance.is_active and not data.get("is_active")
+        if switched_off and (problem := endpoint_needed(self.instance)):
+            self.add_error("is_active", problem)
         return data
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -4,13 +4,14 @@ do not exist; and a team still used by a department is not deleted."""
 
 import pytest
 
-from conversations.models import SlaPolicy
+from conversations.models import Department, SlaPolicy
 from governance.models import Team
 from tests.factories import (
     BusinessCalendarFactory,
     DepartmentFactory,
     SlaPolicyFactory,
     TeamFactory,
+    WebhookEndpointFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -125,3 +126,45 @@ def test_an_unknown_weekday_is_refused_not_dropped(world, api):
     )
     assert response.status_code == 400
     assert "Unknown weekday 7" in str(response.json())
+
+
+def test_a_webhook_department_needs_an_endpoint_that_is_switched_on(world, api, login):
+    off = WebhookEndpointFactory(name="Old hook", is_active=False)
+    response = api("admin").post(
+        "/api/v1/departments/",
+        {"name": "Logistics", "delivery": "webhook", "endpoint": off.pk},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "“Old hook” is switched off" in str(response.json())
+    page = login(world.admin).post(
+        "/routing/departments/new/",
+        {"name": "Logistics", "delivery": "webhook", "endpoint": str(off.pk)},
+    )
+    assert page.status_code == 200
+    assert not Department.objects.exists()
+
+
+def test_an_endpoint_a_department_is_reached_through_is_not_switched_off(world, api, login):
+    endpoint = WebhookEndpointFactory(name="Logistics hook")
+    DepartmentFactory(name="Logistics", delivery="webhook", team=None, endpoint=endpoint)
+    client = api("admin")
+    response = client.patch(
+        f"/api/v1/webhook-endpoints/{endpoint.pk}/", {"is_active": False}, format="json"
+    )
+    assert response.status_code == 400
+    assert "Escalations to “Logistics” are posted here" in str(response.json())
+    page = login(world.admin).post(
+        f"/routing/endpoints/{endpoint.pk}/",
+        {"name": "Logistics hook", "url": endpoint.url, "events": []},
+    )
+    assert page.status_code == 200
+    endpoint.refresh_from_db()
+    assert endpoint.is_active
+    # Renamed, still on: saved.
+    assert (
+        client.patch(
+            f"/api/v1/webhook-endpoints/{endpoint.pk}/", {"name": "Hook"}, format="json"
+        ).status_code
+        == 200
+    )
