@@ -1561,8 +1561,12 @@ class WebhookEndpointSerializer(serializers.ModelSerializer[WebhookEndpoint]):
         endpoint = self.instance
         if attrs.get("secret") == "" and endpoint and (problem := endpoint_secret_needed(endpoint)):
             raise serializers.ValidationError({"secret": [problem]})
-        switched_off = attrs.get("is_active") is False and endpoint and endpoint.is_active
-        if switched_off and (problem := endpoint_needed(endpoint)):
+        if (
+            attrs.get("is_active") is False
+            and endpoint is not None
+            and endpoint.is_active
+            and (problem := endpoint_needed(endpoint))
+        ):
             raise serializers.ValidationError({"is_active": [problem]})
         return attrs
 
