@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import django_filters
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Field, Max, Model, ProtectedError, QuerySet, RestrictedError
+from django.db.models import Field, Model, ProtectedError, QuerySet, RestrictedError
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -94,6 +94,7 @@ from conversations.settings_forms import (
     RuleMoveForm,
     endpoint_needed,
     endpoint_secret_needed,
+    rule_position_take,
     rules_dry_run,
     sla_policy_problems,
 )
@@ -1236,8 +1237,10 @@ class RoutingRuleSerializer(serializers.ModelSerializer[RoutingRule]):
         read_only_fields = ["created_at", "updated_at"]
         extra_kwargs = {
             "position": {
-                "help_text": "The running order, lowest first; the move action swaps a rule "
-                "with its neighbour as the Rules page does"
+                "help_text": "The running order, lowest first. Given, the rule goes there and "
+                "the rules from there on move down one (rules are numbered 0..); left out, a "
+                "new rule goes last. The move action swaps a rule with its neighbour as the "
+                "Rules page does"
             }
         }
 
@@ -1383,12 +1386,21 @@ class RoutingRuleViewSet(_AuditedAdminViewSet):
     pagination_class = cursor_page("position", "pk")
     queryset = RoutingRule.objects.all()
 
+    def perform_create(self, serializer: Any) -> None:
+        with transaction.atomic():  # the other rules stay locked until this one is saved
+            super().perform_create(serializer)
+
+    def perform_update(self, serializer: Any) -> None:
+        with transaction.atomic():
+            super().perform_update(serializer)
+
     def before_save(self, instance: RoutingRule, *, created: bool) -> None:
         if created:
             instance.created_by = request_user(self.request)
-            if "position" not in self.request.data:
-                last = RoutingRule.objects.aggregate(last=Max("position"))["last"]
-                instance.position = 0 if last is None else last + 1
+        if created or "position" in self.request.data:
+            # A position given puts the rule there, moving the others down: no two share one.
+            at = instance.position if "position" in self.request.data else None
+            instance.position = rule_position_take(None if created else instance, at)
 
     @extend_schema(request=RuleMoveSerializer, responses=RoutingRuleSerializer)
     @action(detail=True, methods=["post"])

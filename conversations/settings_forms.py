@@ -17,7 +17,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists, Max, Model, OuterRef, QuerySet
+from django.db.models import Exists, Model, OuterRef, QuerySet
 from django.utils import timezone
 
 from channels_ingest.classify import language_of, sentiment_score
@@ -491,12 +491,35 @@ class RuleForm(forms.ModelForm[RoutingRule]):
         rule = super().save(commit=False)
         rule.conditions = self.conditions
         rule.actions = self.actions
-        if rule.pk is None:
-            last = RoutingRule.objects.aggregate(last=Max("position"))["last"]
-            rule.position = 0 if last is None else last + 1
-            rule.created_by = actor
-        rule.save()
+        with transaction.atomic():
+            if rule.pk is None:
+                rule.position = rule_position_take(None)
+                rule.created_by = actor
+            rule.save()
         return rule
+
+
+def rule_position_take(rule: RoutingRule | None, at: int | None = None) -> int:
+    """The position a rule being saved takes: after the last when ``at`` is None, else ``at``
+    (clamped to the running order), the others then numbered 0.. again around it. The other
+    rules are locked until the caller's transaction ends, so two saves at once never share a
+    position. ``rule``: the one saved, if it exists already."""
+    others = [
+        r
+        for r in RoutingRule.objects.select_for_update().order_by("position", "id")
+        if rule is None or r.pk != rule.pk
+    ]
+    if at is None:
+        return others[-1].position + 1 if others else 0
+    place = max(0, min(at, len(others)))
+    changed = []
+    for position, other in enumerate(others):
+        wanted = position if position < place else position + 1
+        if other.position != wanted:
+            other.position = wanted
+            changed.append(other)
+    RoutingRule.objects.bulk_update(changed, ["position"])
+    return place
 
 
 class RuleMoveForm(forms.Form):

@@ -495,6 +495,27 @@ def test_rules_move_up_and_down_as_on_the_page(world, api):
     assert _problems(wrong) == {"direction": ['"sideways" is not a valid choice.']}
 
 
+def test_a_position_given_puts_the_rule_there_and_no_two_share_one(world, api):
+    for position, name in enumerate("AB"):
+        RoutingRuleFactory(name=name, position=position)
+    client = api("admin")
+    rule = {"events": ["message_received"], "actions": [{"type": "set_priority", "value": 4}]}
+    created = client.post(
+        "/api/v1/routing-rules/", {**rule, "name": "X", "position": 0}, format="json"
+    )
+    assert created.status_code == 201, created.json()
+    last = client.post("/api/v1/routing-rules/", {**rule, "name": "Z"}, format="json")
+    assert last.json()["position"] == 3
+    order = list(RoutingRule.objects.order_by("position").values_list("name", "position"))
+    assert order == [("X", 0), ("A", 1), ("B", 2), ("Z", 3)]
+    moved = client.patch(
+        f"/api/v1/routing-rules/{created.json()['id']}/", {"position": 99}, format="json"
+    )
+    assert moved.json()["position"] == 3
+    order = list(RoutingRule.objects.order_by("position").values_list("name", "position"))
+    assert order == [("A", 0), ("B", 1), ("Z", 2), ("X", 3)]
+
+
 def test_a_rule_is_switched_off_and_on_with_an_audit_entry(world, api):
     rule = RoutingRuleFactory(name="Refunds")
     client = api("admin")
