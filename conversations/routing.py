@@ -687,6 +687,7 @@ def decisions_write(
         ("conversation", "kind", "data", "created_at"),
         [(c.id, kind, data, at) for c, kind, data, at in decisions.timeline()],
     )
+    _assignments_publish(decisions)
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)
     if decisions.notifications:
@@ -698,6 +699,35 @@ def decisions_write(
         if conversation.pk not in escalated:  # once per conversation and batch
             escalated.add(conversation.pk)
             _escalate(conversation, target, rule_name, trigger)
+
+
+def _assignments_publish(decisions: Decisions) -> None:
+    """The rules' assignments (named or automatic) as "conversation.assigned" webhook events,
+    as an agent's are; nothing, not even a query, when nobody subscribes. Keyed by the
+    conversation, the agent and the time, so the same assignment is never sent twice."""
+    from conversations.webhook_events import (
+        conversation_payload,
+        webhook_event_publish,
+        webhook_subscribed,
+    )
+
+    assigned = [
+        (conversation, data, at)
+        for conversation, kind, data, at in decisions.events
+        if kind == EventKind.ASSIGNED and isinstance(data, dict) and not data.get("refused")
+    ]
+    if not assigned or not webhook_subscribed("conversation.assigned"):
+        return
+    webhook_event_publish(
+        event="conversation.assigned",
+        items=[
+            (
+                f"rule:{conversation.pk}:{data['assignee']}:{at.isoformat()}",
+                {"conversation": conversation_payload(conversation), "details": data},
+            )
+            for conversation, data, at in assigned
+        ],
+    )
 
 
 _ACKNOWLEDGEMENT_COLUMNS = (

@@ -905,7 +905,6 @@ _NOT_DONE = (
     ("acknowledgement_refused", "acknowledgement refused"),
     ("acknowledgement_held", "acknowledgement held for approval"),
     ("escalation_refused", "escalation refused"),
-    ("rules_failed", "on the SLA breach"),
 )
 
 
@@ -991,7 +990,13 @@ def _timeline_entry(
     }
 
 
+# The event whose rules failed, for "Routing rules failed" entries.
+_FAILED_ON = {"conversation_reopened": "on the reopening", "sla_breached": "on the SLA breach"}
+
+
 def _not_done(data: dict[str, Any]) -> str:
+    if failed := data.get("rules_failed"):
+        return f"{_FAILED_ON.get(str(data.get('event')), 'on the SLA breach')}: {failed}"
     for key, label in _NOT_DONE:
         reasons = data.get(key)
         if reasons:

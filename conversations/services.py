@@ -951,14 +951,23 @@ def conversation_status_set(
     elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
         # Reopened by hand: the rules for "conversation reopened" run as they do when the
         # customer's message reopens it, and what they change is read back for the caller.
-        # A rule that fails is logged; the agent's change stands.
+        # A rule that fails is logged and said on the timeline; the agent's change stands.
         try:
             with transaction.atomic():
                 matched = rules_run(
                     conversation_id=conversation.pk, event="conversation_reopened", book=book
                 )
-        except Exception:
+        except Exception as exc:
             logger.exception("Rules on the reopening of conversation %s failed", conversation.pk)
+            ConversationEvent.objects.create(
+                conversation=conversation,
+                kind=EventKind.RULE_APPLIED,
+                created_at=at,
+                data={
+                    "event": "conversation_reopened",
+                    "rules_failed": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
             matched = 0
         if matched:
             conversation.refresh_from_db()
