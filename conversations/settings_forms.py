@@ -1338,15 +1338,16 @@ def rules_dry_run(*, facts: Facts, catalog: Catalog) -> DryRun:
 
 def rules_naming(kind: str, pk: int) -> list[RoutingRule]:
     """The rules whose definition names this calendar, path, department or endpoint: they are
-    not protected by the database, so the delete page warns about them."""
+    not protected by the database, so the delete page warns about them. "default-calendar":
+    the rules whose business-hours condition names none, using the default hours."""
 
     def names_it(rule: RoutingRule) -> bool:
         for condition in rule.conditions if isinstance(rule.conditions, list) else []:
             if (
-                kind == "calendar"
+                kind in ("calendar", "default-calendar")
                 and isinstance(condition, dict)
                 and condition.get("field") == "business_hours"
-                and condition.get("value") == pk
+                and condition.get("value") == (pk if kind == "calendar" else None)
             ):
                 return True
         for action in rule.actions if isinstance(rule.actions, list) else []:

@@ -142,6 +142,22 @@ def _rules_warning(kind: str, pk: int) -> list[str]:
     ]
 
 
+def _default_hours_warning(calendar: BusinessCalendar) -> list[str]:
+    """Deleting the default business hours also changes the rules whose business-hours
+    condition names no calendar: they use the default hours, and none would be left."""
+    if not calendar.is_default:  # there is one default at most
+        return []
+    rules = rules_naming("default-calendar", calendar.pk)
+    if not rules:
+        return []
+    names = ", ".join(f"“{rule.name}”" for rule in rules)
+    return [
+        f"Routing rules that use the default business hours: {names}. With no default hours "
+        "left, their business-hours conditions take every hour as open: make other hours the "
+        "default first, or edit those rules."
+    ]
+
+
 # --- Rules -----------------------------------------------------------------------------
 
 
@@ -356,7 +372,7 @@ def calendar_delete(request: AuthedRequest, pk: int) -> HttpResponse:
         noun="Business hours",
         back=reverse("routing:hours"),
         tab="hours",
-        warnings=_rules_warning("calendar", calendar.pk),
+        warnings=[*_rules_warning("calendar", calendar.pk), *_default_hours_warning(calendar)],
     )
 
 

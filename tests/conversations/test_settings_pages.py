@@ -988,6 +988,24 @@ def test_the_delete_page_warns_about_rules_that_name_the_thing(login, world, thi
     assert "Their business-hours conditions take every hour as open until you edit" in content
 
 
+def test_deleting_the_default_hours_warns_about_rules_on_the_default_hours(login, world):
+    office = BusinessCalendar.objects.create(
+        name="Office", time_zone="UTC", weekly_hours={"0": [["09:00", "17:00"]]}, is_default=True
+    )
+    RoutingRuleFactory(
+        name="After hours",
+        conditions=[{"field": "business_hours", "op": "outside", "value": None}],
+        actions=[{"type": "set_priority", "value": 4}],
+    )
+    client = login(world.admin)
+    content = client.get(f"/routing/hours/{office.pk}/delete/").content.decode()
+    assert "Routing rules that use the default business hours: “After hours”." in content
+    # Other hours, not the default, are no concern of theirs.
+    shop = BusinessCalendar.objects.create(name="Shop", time_zone="UTC", weekly_hours={})
+    content = client.get(f"/routing/hours/{shop.pk}/delete/").content.decode()
+    assert "use the default business hours" not in content
+
+
 # --- Auto-assignment -----------------------------------------------------------------------
 
 
