@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import re._parser as re_parser  # the parsed form, to refuse catastrophic patterns
 from collections import Counter
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -563,7 +564,42 @@ def _regex_problem(value: Any) -> str | None:
         re.compile(value, re.IGNORECASE)
     except (re.error, OverflowError, RecursionError) as error:
         return f"has an invalid regular expression: {error}."
+    if _unbounded_repeat_nested(re_parser.parse(value, re.IGNORECASE)):
+        return (
+            "has a repetition inside a repetition, such as (a+)+ or (\\w+\\s?)*: on some "
+            "messages it takes exponentially long, and every post is matched against it. "
+            "Repeat the group alone, such as (\\w|\\s)+."
+        )
     return None
+
+
+# Repeats without an upper bound, whatever their greediness. Possessive repeats give nothing
+# back, so nothing inside them is tried again: they are safe.
+_UNBOUNDED_REPEATS = (re_parser.MAX_REPEAT, re_parser.MIN_REPEAT)
+
+
+def _unbounded_repeat_nested(items: Any, inside: bool = False) -> bool:
+    """Whether an unbounded repeat (``+``, ``*``, ``{n,}``) holds another: the shape whose
+    backtracking grows exponentially with the text (catastrophic backtracking). A heuristic:
+    it refuses some patterns that would be harmless, and bounded repeats are let through."""
+    for op, argument in items:
+        children: list[Any] = []
+        within = inside
+        if op in _UNBOUNDED_REPEATS:
+            unbounded = argument[1] == re_parser.MAXREPEAT
+            if unbounded and inside:
+                return True
+            children, within = [argument[2]], inside or unbounded
+        elif op == re_parser.SUBPATTERN:
+            children = [argument[3]]
+        elif op == re_parser.BRANCH:
+            children = list(argument[1])
+        elif op in (re_parser.ASSERT, re_parser.ASSERT_NOT):
+            children = [argument[1]]
+        # An atomic group gives nothing back: what is inside it is never tried again.
+        if any(_unbounded_repeat_nested(child, within) for child in children):
+            return True
+    return False
 
 
 def _strings_problem(value: Any, noun: str, allowed: Container[str] | None) -> str | None:

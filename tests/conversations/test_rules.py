@@ -684,6 +684,21 @@ def test_an_invalid_regex_is_rejected_with_the_regex_error():
     ]
 
 
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"(\w+\s?)*!", r"(x+x+)+y", r"(?:[a-z]*,)+"])
+def test_a_regex_with_a_repetition_inside_a_repetition_is_rejected(pattern):
+    """Catastrophic backtracking: one crafted post would stall the ingest."""
+    [problem] = condition_problems("text", "matches_regex", pattern)
+    assert problem.startswith("Condition 1: 'text' has a repetition inside a repetition")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"#\d{6}\b", r"(\d{1,3}\.){3}\d{1,3}", r"(?:refund|money back)+", r"(?>a+)+", r"a++"],
+)
+def test_a_regex_with_bounded_or_single_repetitions_is_accepted(pattern):
+    assert condition_problems("text", "matches_regex", pattern) == []
+
+
 def test_a_condition_with_an_unexpected_key_is_rejected():
     condition = {"field": "vip", "op": "is", "value": True, "negate": True}
     assert problems(conditions=[condition]) == ["Condition 1: unexpected key 'negate'."]
