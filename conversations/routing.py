@@ -172,7 +172,7 @@ def _rules_compile(rule_rows: setup_cache.Rows) -> list[CompiledRule]:
                     stop_processing=bool(stop_processing),
                 )
             )
-        except (RuleError, ValueError, TypeError, KeyError):
+        except (RuleError, ValueError, TypeError, KeyError, RecursionError):
             # Only a definition written around the editor gets here; it must not stop
             # the channel, so it is skipped and logged.
             logger.exception("Routing rule %s cannot be compiled; skipped", pk)
@@ -711,10 +711,11 @@ def _assignments_publish(decisions: Decisions) -> None:
         webhook_subscribed,
     )
 
+    wanted = EventKind.ASSIGNED  # read once: a member's lookup costs more than the test
     assigned = [
         (conversation, data, at)
         for conversation, kind, data, at in decisions.events
-        if kind == EventKind.ASSIGNED and isinstance(data, dict) and not data.get("refused")
+        if kind == wanted and isinstance(data, dict) and not data.get("refused")
     ]
     if not assigned or not webhook_subscribed("conversation.assigned"):
         return

@@ -452,7 +452,8 @@ def _condition_value_problem(name: str, op: str, value: Any, known: Known | None
     if name == "business_hours" and value is not None:
         return _id_problem(value, "calendar", _pool(known, "calendar_ids"))
     if name == "text" and op == "matches_regex":
-        return _regex_problem(value)
+        # Patterns saved before the backtracking check keep running: it is a heuristic.
+        return _regex_problem(value, saving=known is not None)
     if name == "text" and not (_list_of(value, str) and all(v.strip() for v in value)):
         return "needs a non-empty list of keywords or phrases, none of them blank."
     if name == "language" and not (
@@ -555,7 +556,7 @@ def _note_problem(value: Any, noun: str) -> str | None:
     return None
 
 
-def _regex_problem(value: Any) -> str | None:
+def _regex_problem(value: Any, *, saving: bool = True) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return "needs a regular expression."
     if len(value) > REGEX_MAX_LENGTH:
@@ -564,7 +565,13 @@ def _regex_problem(value: Any) -> str | None:
         re.compile(value, re.IGNORECASE)
     except (re.error, OverflowError, RecursionError) as error:
         return f"has an invalid regular expression: {error}."
-    if _unbounded_repeat_nested(re_parser.parse(value, re.IGNORECASE)):
+    if not saving:
+        return None
+    try:
+        nested = _unbounded_repeat_nested(re_parser.parse(value, re.IGNORECASE))
+    except RecursionError:
+        return "has groups nested too deeply: write it with fewer nested groups."
+    if nested:
         return (
             "has a repetition inside a repetition, such as (a+)+ or (\\w+\\s?)*: on some "
             "messages it takes exponentially long, and every post is matched against it. "
@@ -596,6 +603,8 @@ def _unbounded_repeat_nested(items: Any, inside: bool = False) -> bool:
             children = list(argument[1])
         elif op in (re_parser.ASSERT, re_parser.ASSERT_NOT):
             children = [argument[1]]
+        elif op == re_parser.GROUPREF_EXISTS:  # (?(1)yes|no)
+            children = [branch for branch in argument[1:] if branch is not None]
         # An atomic group gives nothing back: what is inside it is never tried again.
         if any(_unbounded_repeat_nested(child, within) for child in children):
             return True

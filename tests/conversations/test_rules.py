@@ -942,3 +942,32 @@ def test_describe_falls_back_to_ids_without_names():
         conditions=[{"field": "tags", "op": "has_all", "value": [7]}],
         actions=[{"type": "set_team", "value": 3}],
     ) == ["Has all of the tags #7", "Set team to #3"]
+
+
+# 499 characters, under REGEX_MAX_LENGTH: 166 optional groups, one inside the other.
+_DEEP = "(" * 166 + "a" + ")?" * 166
+
+
+def test_a_regex_nested_too_deeply_to_check_is_refused_not_a_crash():
+    assert condition_problems("text", "matches_regex", _DEEP) == [
+        "Condition 1: 'text' has groups nested too deeply: write it with fewer nested groups."
+    ]
+
+
+def test_a_repetition_inside_a_repetition_in_a_conditional_group_is_refused():
+    [problem] = condition_problems("text", "matches_regex", r"(x)?(?(1)(a+)+c|b)")
+    assert "repetition inside a repetition" in problem
+
+
+@pytest.mark.django_db
+def test_stored_rules_the_backtracking_check_would_refuse_still_run():
+    """Saved before the check: it is a heuristic, so they are not dropped at run time; nor
+    does one nested too deeply to check stop the others."""
+    from conversations.routing import RuleBook
+    from tests.factories import RoutingRuleFactory
+
+    nested = RoutingRuleFactory(
+        conditions=[{"field": "text", "op": "matches_regex", "value": r"\d+(?:,\d+)*"}]
+    )
+    deep = RoutingRuleFactory(conditions=[{"field": "text", "op": "matches_regex", "value": _DEEP}])
+    assert {nested.pk, deep.pk} <= {rule.id for rule in RuleBook.load().rules}
