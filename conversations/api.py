@@ -1509,7 +1509,12 @@ class SlaPolicySerializer(serializers.ModelSerializer[SlaPolicy]):
         if self.instance is None and "at_risk_minutes" not in attrs:
             # Not given: the default, or half the shortest target when that is shorter.
             shortest = min(m for m in targets.values() if m)
-            attrs["at_risk_minutes"] = min(value("at_risk_minutes"), max(1, shortest // 2))
+            attrs["at_risk_minutes"] = min(value("at_risk_minutes"), shortest // 2)
+        changed = None
+        if self.instance is not None:  # an edit: what it changes, the targets as one
+            changed = {n for n, new in attrs.items() if getattr(self.instance, n) != new}
+            if changed & {f"{target}_minutes" for target in SLA_TARGETS}:
+                changed.add("targets")
         if problems := sla_policy_problems(
             pk=self.instance.pk if self.instance is not None else None,
             priority=value("priority"),
@@ -1518,6 +1523,7 @@ class SlaPolicySerializer(serializers.ModelSerializer[SlaPolicy]):
             is_active=bool(value("is_active")),
             targets=targets,
             at_risk_minutes=value("at_risk_minutes"),
+            changed=changed,
         ):
             raise serializers.ValidationError(problems)
         return attrs

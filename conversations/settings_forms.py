@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
+from itertools import pairwise
 from typing import Any, cast
 from zoneinfo import available_timezones
 
@@ -555,6 +556,10 @@ UNITS = [("minutes", "minutes"), ("hours", "hours")]
 SLA_TARGET_MAX_MINUTES = 365 * 24 * 60
 
 
+def _minutes_text(minutes: int) -> str:
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
 def sla_policy_problems(
     *,
     pk: int | None,
@@ -564,22 +569,32 @@ def sla_policy_problems(
     is_active: bool,
     targets: Mapping[str, int | None],
     at_risk_minutes: int | None,
+    changed: set[str] | None = None,
 ) -> list[str]:
     """Why a policy cannot be saved, for the page and the API alike. ``targets``: minutes by
-    ``SLA_TARGETS`` key."""
-    problems = [
-        f"{SLA_TARGETS[target]}: at most 365 days ({SLA_TARGET_MAX_MINUTES:,} minutes)."
-        for target, minutes in targets.items()
-        if minutes and minutes > SLA_TARGET_MAX_MINUTES
-    ]
-    shortest = min((m for m in targets.values() if m), default=None)
-    if shortest is not None and at_risk_minutes is not None and at_risk_minutes >= shortest:
-        problems.append(
-            f"“At risk” ({at_risk_minutes} minutes before due) must be shorter than the "
-            f"shortest target ({shortest} minutes): otherwise every conversation is at risk "
-            "as it arrives."
-        )
-    if is_active:
+    ``SLA_TARGETS`` key. ``changed``: the fields an edit changes (None for a new policy);
+    what it leaves alone is not checked again, so a policy saved before a check existed can
+    still be renamed or switched off."""
+
+    def touched(*names: str) -> bool:
+        return changed is None or bool(changed.intersection(names))
+
+    problems: list[str] = []
+    # The limits, when the targets change or the policy is switched on (not off).
+    if touched("targets", "at_risk_minutes") or (is_active and touched("is_active")):
+        problems += [
+            f"{SLA_TARGETS[target]}: at most 365 days ({SLA_TARGET_MAX_MINUTES:,} minutes)."
+            for target, minutes in targets.items()
+            if minutes and minutes > SLA_TARGET_MAX_MINUTES
+        ]
+        shortest = min((m for m in targets.values() if m), default=None)
+        if shortest is not None and at_risk_minutes is not None and at_risk_minutes >= shortest:
+            problems.append(
+                f"“At risk” ({_minutes_text(at_risk_minutes)} before due) must be shorter "
+                f"than the shortest target ({_minutes_text(shortest)}): otherwise every "
+                "conversation is at risk as it arrives."
+            )
+    if is_active and touched("priority", "channel", "vip_only", "is_active"):
         others = SlaPolicy.objects.filter(
             is_active=True, priority=priority, channel=channel, vip_only=vip_only
         )
@@ -662,9 +677,20 @@ class SlaPolicyForm(forms.ModelForm[SlaPolicy]):
             is_active=bool(data.get("is_active")),
             targets={target: self._minutes(target) for target in SLA_TARGETS},
             at_risk_minutes=data.get("at_risk_minutes"),
+            changed=self._changed() if self.instance.pk else None,
         ):
             raise forms.ValidationError(problems)
         return data
+
+    def _changed(self) -> set[str]:
+        """The fields this edit changes, the targets as one ("targets")."""
+        changed = set(self.changed_data)
+        if any(
+            self._minutes(target) != getattr(self.instance, f"{target}_minutes")
+            for target in SLA_TARGETS
+        ):
+            changed.add("targets")
+        return changed
 
     def _minutes(self, target: str) -> int | None:
         amount = self.cleaned_data.get(f"{target}_amount")
@@ -791,6 +817,10 @@ class CalendarForm(forms.ModelForm[BusinessCalendar]):
                     continue
                 end = "24:00" if midnight or closes == time(0) else _clock(closes)
                 weekly.setdefault(str(day), []).append([_clock(opens), end])
+            # Stored, they would be merged; typed, two that overlap are most likely a typo.
+            intervals = sorted(weekly.get(str(day), []))
+            if any(later[0] < earlier[1] for earlier, later in pairwise(intervals)):
+                problems.append(f"{name}: the two intervals overlap.")
         seen: set[date] = set()
         for row in self.holiday_rows:
             if not row["date"]:  # a cleared date removes the holiday

@@ -168,3 +168,40 @@ def test_an_endpoint_a_department_is_reached_through_is_not_switched_off(world, 
         ).status_code
         == 200
     )
+
+
+def test_overlapping_intervals_of_a_day_are_refused_and_adjacent_ones_accepted(world, api):
+    client = api("admin")
+
+    def hours(monday):
+        return {"name": "Office", "time_zone": "Europe/Berlin", "weekly_hours": {"0": monday}}
+
+    overlapping = client.post(
+        "/api/v1/business-hours/", hours([["09:00", "17:00"], ["12:00", "13:00"]]), format="json"
+    )
+    assert overlapping.status_code == 400
+    assert "Monday: the two intervals overlap." in str(overlapping.json())
+    adjacent = client.post(
+        "/api/v1/business-hours/", hours([["09:00", "12:00"], ["12:00", "17:00"]]), format="json"
+    )
+    assert adjacent.status_code == 201, adjacent.json()
+
+
+def test_a_policy_saved_before_the_limits_can_still_be_renamed_and_switched_off(world, api):
+    policy = SlaPolicyFactory(name="Legacy", first_response_minutes=15, at_risk_minutes=30)
+    client = api("admin")
+    url = f"/api/v1/sla-policies/{policy.pk}/"
+    assert client.patch(url, {"name": "Old"}, format="json").status_code == 200
+    assert client.patch(url, {"is_active": False}, format="json").status_code == 200
+    # Switched on again, or given new targets, it is checked.
+    assert client.patch(url, {"is_active": True}, format="json").status_code == 400
+    assert client.patch(url, {"first_response_minutes": 20}, format="json").status_code == 400
+    assert client.patch(url, {"at_risk_minutes": 5}, format="json").status_code == 200
+
+
+def test_a_one_minute_target_without_an_at_risk_margin_is_accepted(world, api):
+    response = api("admin").post(
+        "/api/v1/sla-policies/", {"name": "Fast", "first_response_minutes": 1}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["at_risk_minutes"] == 0
