@@ -564,6 +564,28 @@ class SlaEvent(models.Model):
         return f"{self.get_target_display()} {self.get_kind_display().lower()}"
 
 
+class QueuedAssignment(models.Model):
+    """A conversation a rule wanted auto-assigned while nobody in its team could take it
+    (everyone away or at capacity): it waits here, oldest first, until the beat
+    (``queued_assign``) finds an agent online with room, or it no longer needs one (someone
+    assigned it, it was resolved, it left its team)."""
+
+    conversation = models.OneToOneField(
+        Conversation, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # The team it waits in: moved to another since, it no longer waits here.
+    team = models.ForeignKey(
+        "governance.Team", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    queued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["queued_at", "conversation"], name="queued_assign_idx")]
+
+    def __str__(self) -> str:
+        return f"Conversation #{self.conversation_id} waiting for an agent"
+
+
 # --- Routing rules ----------------------------------------------------------------------
 
 

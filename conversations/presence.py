@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
+from django.db import transaction
 
 # The page reports every 5 seconds; someone silent for longer than this has left.
 STALE_AFTER = 15.0
@@ -49,12 +50,26 @@ def presence_report(
 ONLINE_FOR = 120
 
 
+# Set while some conversation may wait for an agent (``routing.queued_assign``): an agent
+# coming online then starts a hand-out at once rather than at the next beat. Only a hint: the
+# beat looks at the queue whatever it says.
+QUEUE_WAITING_KEY = "routing:queued-assignments"
+
+
 def _agent_key(user_id: int) -> str:
     return f"presence:agent:{user_id}"
 
 
 def agent_seen(*, user_id: int) -> None:
-    cache.set(_agent_key(user_id), time.time(), timeout=ONLINE_FOR)
+    """Note the agent as online; one who was not gets the conversations waiting for an
+    agent handed out at once, when some wait (else the beat's next run would)."""
+    key = _agent_key(user_id)
+    if not cache.add(key, time.time(), timeout=ONLINE_FOR):
+        cache.set(key, time.time(), timeout=ONLINE_FOR)
+    elif cache.get(QUEUE_WAITING_KEY):
+        from conversations.tasks import assign_queued_conversations
+
+        transaction.on_commit(assign_queued_conversations.delay)
 
 
 def agent_away(*, user_id: int) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, Model, Q
 from django.utils import timezone
@@ -37,6 +38,7 @@ from conversations.models import (
     Message,
     MessageKind,
     Notification,
+    QueuedAssignment,
     RoutingRule,
     Status,
     WebhookEndpoint,
@@ -303,6 +305,9 @@ class Decisions:
     notifications: list[tuple[Conversation, dict[str, Any], str]] = field(default_factory=list)
     webhooks: list[tuple[Conversation, int, str, int, str]] = field(default_factory=list)
     auto_assign: dict[int, Conversation] = field(default_factory=dict)
+    # Those of ``auto_assign`` nobody could take (everyone away or full): they wait in their
+    # team's queue (``QueuedAssignment``) for ``queued_assign``.
+    queued: list[Conversation] = field(default_factory=list)
     # id(conv): conversations a rule's named assignment moved from New to Open, which go back
     # to New if the assignment is refused (``named_assignments_check``)
     opened_by_assignment: set[int] = field(default_factory=set)
@@ -402,38 +407,32 @@ def _json_id(value: int | None) -> str:
 
 
 class RuleApplied(EncodedJSON):
-    """A conversation's one RULE_APPLIED event of a batch: ``{"name": "A, B", "rules":
-    [{"rule", "name", "event", and what it did}, ...]}``, the rules in the order they applied,
-    at the time of the first; an entry of a later message of the batch has its own ``at``.
-    ``name`` lists the rules for the timeline, as it named the one rule of an entry before.
-    One row per conversation rather than per rule keeps the timeline short and the ingest
-    cheap.
+    """A conversation's one RULE_APPLIED event of a batch: ``{"rules": [{"rule", "name",
+    "event", and what it did}, ...]}``, the rules in the order they applied, at the time of
+    the first; an entry of a later message of the batch has its own ``at``. The timeline
+    names the rules from the entries (events stored before also have a top-level ``name``
+    listing them). One row per conversation rather than per rule keeps the timeline short and
+    the ingest cheap.
 
     Kept as the JSON text of its entries, the part naming the rule and the event encoded once
     per rule (``_entry_start``), what the rule did as the JSON members ``decisions_take``
     wrote: most conversations of a batch get one, and encoding each whole cost the ingest
     more than evaluating the rules."""
 
-    __slots__ = ("at", "entries", "names", "rule_ids")
+    __slots__ = ("at", "entries")
 
     def __init__(self, at: datetime) -> None:
         self.at = at
         self.entries: list[str] = []
-        self.names: list[str] = []
-        self.rule_ids: set[int] = set()
 
     def add(self, rule: CompiledRule, event: str, effects: list[str], at: datetime) -> None:
         """``effects``: JSON members (``"key": value``), in the order the actions ran."""
         if at != self.at:
             effects.append(f'"at": {json_value_text(at.isoformat())}')
-        if rule.id not in self.rule_ids:
-            self.rule_ids.add(rule.id)
-            self.names.append(rule.name)
         self.entries.append(f"{_entry_start(rule.id, rule.name, event)}, {', '.join(effects)}}}")
 
     def json_text(self) -> str:
-        names = json_value_text(", ".join(self.names))
-        return f'{{"name": {names}, "rules": [{", ".join(self.entries)}]}}'
+        return f'{{"rules": [{", ".join(self.entries)}]}}'
 
 
 @lru_cache(maxsize=1024)
@@ -534,6 +533,7 @@ def auto_assign(
     online = presence.agents_online(user_ids={m.user_id for m in memberships})
     members = [m for m in memberships if m.user_id in online]
     if not members:
+        decisions.queued.extend(wanted)
         return
     may_reply = _reply_rights({m.user_id for m in members}, {c.channel_id for c in wanted})
     load = agents_load(user_ids={m.user_id for m in members})
@@ -555,7 +555,8 @@ def auto_assign(
             and (m.capacity is None or load.get(m.user_id, 0) < m.capacity)
         ]
         if not candidates:
-            continue  # everyone is away or full: it waits in the team's queue
+            decisions.queued.append(conversation)  # everyone is away or full: it waits
+            continue
         chosen = min(candidates, key=lambda m: (m.last_auto_assigned_at or never, m.pk))
         # Each turn a little later than the one before, so the order holds within a batch.
         chosen.last_auto_assigned_at = now + timedelta(microseconds=turn)
@@ -688,6 +689,8 @@ def decisions_write(
         [(c.id, kind, data, at) for c, kind, data, at in decisions.timeline()],
     )
     _assignments_publish(decisions)
+    if decisions.queued:
+        _queue(decisions.queued, now)
     if acknowledgements:
         _acknowledgements_queue(channel, acknowledgements, now)
     if decisions.notifications:
@@ -699,6 +702,102 @@ def decisions_write(
         if conversation.pk not in escalated:  # once per conversation and batch
             escalated.add(conversation.pk)
             _escalate(conversation, target, rule_name, trigger)
+
+
+def _queue(conversations: Sequence[Conversation], now: datetime) -> None:
+    """Put conversations nobody could take in their team's queue; one already there keeps
+    its place (a retried batch, or a later rule asking again), in the team it is in now."""
+    QueuedAssignment.objects.bulk_create(
+        [
+            QueuedAssignment(conversation_id=c.pk, team_id=c.team_id, queued_at=now)
+            for c in conversations
+            if c.team_id is not None
+        ],
+        update_conflicts=True,
+        unique_fields=["conversation"],
+        update_fields=["team"],
+    )
+    transaction.on_commit(lambda: cache.set(presence.QUEUE_WAITING_KEY, True, timeout=None))
+
+
+def queued_assign(*, now: datetime | None = None, page: int = 500) -> int:
+    """Hand out the conversations waiting for an agent, oldest first, as auto-assignment
+    does (round robin over the team's members online and under capacity); let go of those
+    that no longer wait: assigned by someone meanwhile, no longer active or escalated, or
+    moved to another team than the one they waited in. Run by the beat, and when an agent
+    comes online while some wait. The queue is read in pages of ``page``, a transaction
+    each, so a long wait in one team does not keep the others' from being handed out.
+    Returns how many it assigned."""
+    now = now or timezone.now()
+    assigned = 0
+    after: tuple[datetime, int] | None = None
+    while True:
+        count, last, full = _queued_assign_page(now=now, after=after, size=page)
+        assigned += count
+        if not full or last is None:
+            break
+        after = last
+    if not QueuedAssignment.objects.exists():
+        cache.delete(presence.QUEUE_WAITING_KEY)  # nothing waits
+    return assigned
+
+
+def _queued_assign_page(
+    *, now: datetime, after: tuple[datetime, int] | None, size: int
+) -> tuple[int, tuple[datetime, int] | None, bool]:
+    """One page of the queue from after ``after``: how many it assigned, the page's last
+    entry (None: nothing there), and whether the page was full (more may follow)."""
+    with transaction.atomic():
+        # Rows another run or an agent's change holds are left to the next run.
+        entries = QueuedAssignment.objects.select_for_update(
+            skip_locked=True, of=("self", "conversation")
+        ).select_related("conversation")
+        if after is not None:
+            entries = entries.filter(
+                Q(queued_at__gt=after[0]) | Q(queued_at=after[0], conversation_id__gt=after[1])
+            )
+        waiting = list(entries.order_by("queued_at", "conversation_id")[:size])
+        if not waiting:
+            return 0, None, False
+        decisions = Decisions()
+        queued_at: dict[int, datetime] = {}
+        released: list[int] = []
+        for entry in waiting:
+            conversation = entry.conversation
+            if (
+                conversation.assignee_id is not None
+                or conversation.status not in _QUEUED_STATUSES
+                or conversation.team_id != entry.team_id
+            ):
+                released.append(conversation.pk)
+            else:
+                decisions.auto_assign[id(conversation)] = conversation
+                queued_at[id(conversation)] = entry.queued_at
+        auto_assign(decisions, now=now)
+        assigned = [c for c in decisions.auto_assign.values() if c.assignee_id is not None]
+        if assigned:
+            for conversation in assigned:
+                conversation.updated_at = now
+            Conversation.objects.bulk_update(assigned, ["assignee", "status", "updated_at"])
+            for conversation, _, data, _ in decisions.events:
+                if isinstance(data, dict):
+                    data["queued_at"] = queued_at[id(conversation)].isoformat()
+            rows_insert(
+                ConversationEvent,
+                ("conversation", "kind", "data", "created_at"),
+                [(c.id, kind, data, at) for c, kind, data, at in decisions.events],
+            )
+            _assignments_publish(decisions)
+            released.extend(c.pk for c in assigned)
+        if released:
+            QueuedAssignment.objects.filter(pk__in=released).delete()
+    last = waiting[-1]
+    return len(assigned), (last.queued_at, last.conversation_id), len(waiting) == size
+
+
+# What a conversation waiting for an agent may be in to get one: an escalated one is with
+# the department it went to.
+_QUEUED_STATUSES = frozenset(ACTIVE_STATUSES) - {Status.ESCALATED}
 
 
 def _assignments_publish(decisions: Decisions) -> None:

@@ -975,7 +975,7 @@ def _timeline_entry(
         "created_at": created_at,
         "tag": str(data.get("tag") or ""),
         "status": _STATUS_LABELS.get(status, status),
-        "name": str(data.get("name") or ""),
+        "name": str(data.get("name") or _rule_names(data)),
         # first_response -> first: the SLA targets, briefly.
         "target": "" if escalated else target.replace("_response", "").replace("_", ""),
         "escalated_to": target if escalated else None,
@@ -985,9 +985,30 @@ def _timeline_entry(
             if kind == EventKind.RULE_APPLIED
             else f"not assigned: {data['refused']}"
             if refused
+            else _waited(data, created_at)
+            if kind == EventKind.ASSIGNED and data.get("queued_at")
             else ""
         ),
     }
+
+
+def _rule_names(data: dict[str, Any]) -> str:
+    """The rules of a RULE_APPLIED entry, each once, in the order they applied."""
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return ""
+    names = (str(r.get("name") or "") for r in rules if isinstance(r, dict))
+    return ", ".join(dict.fromkeys(n for n in names if n))
+
+
+def _waited(data: dict[str, Any], assigned_at: datetime) -> str:
+    """An automatic assignment from the team's queue, and how long the conversation waited."""
+    from conversations.templatetags.scrm import duration
+
+    since = parse_datetime(str(data["queued_at"]))
+    if since is None:
+        return "from the team's queue"
+    return f"from the team's queue, after {duration(assigned_at - since)}"
 
 
 # The event whose rules failed, for "Routing rules failed" entries.

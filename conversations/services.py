@@ -34,6 +34,7 @@ from conversations.models import (
     MessageKind,
     Notification,
     Priority,
+    QueuedAssignment,
     Status,
     Tag,
 )
@@ -889,6 +890,9 @@ def conversation_assign(
     if conversation.status == Status.NEW and assignee is not None:
         conversation.status = Status.OPEN
     conversation.save(update_fields=["assignee", "status", "updated_at"])
+    if assignee is not None:
+        # Someone took it: it no longer waits for auto-assignment, even if let go later.
+        QueuedAssignment.objects.filter(pk=conversation.pk).delete()
     _record(
         conversation,
         EventKind.ASSIGNED,

@@ -18,6 +18,14 @@ def wake_snoozed_conversations() -> int:
 
 
 @shared_task
+def assign_queued_conversations() -> int:
+    """Beat, and an agent coming online: hand out the conversations waiting for an agent."""
+    from conversations.routing import queued_assign
+
+    return queued_assign()
+
+
+@shared_task
 def check_slas() -> int:
     """Beat: fire the SLA warnings and breaches that are due (each once)."""
     return len(sla_check())

@@ -211,6 +211,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.check_slas",
         "schedule": env.float("SCRM_SLA_TICK_SECONDS", default=30.0),
     },
+    # Conversations a rule wanted auto-assigned while nobody could take them are handed out
+    # here once someone can (an agent coming online starts a hand-out at once).
+    "assign-queued-conversations": {
+        "task": "conversations.tasks.assign_queued_conversations",
+        "schedule": env.float("SCRM_ASSIGN_TICK_SECONDS", default=30.0),
+    },
     # Outbound webhook calls that failed are retried from here, so retries survive restarts.
     "retry-due-webhook-calls": {
         "task": "conversations.tasks.retry_due_webhook_calls",
