@@ -513,6 +513,7 @@ def auto_assign(
     *,
     now: datetime,
     batch: Callable[[], Iterable[tuple[Conversation, int | None]]] | None = None,
+    from_queue: bool = False,
 ) -> None:
     """Round robin within each conversation's team, over members who are online and under
     their capacity: the one assigned longest ago goes next. Two queries whatever the batch.
@@ -524,12 +525,28 @@ def auto_assign(
     wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
     if not wanted:
         return
+    if not from_queue and cache.get(presence.QUEUE_WAITING_KEY):
+        # Where conversations wait already, a new one goes behind them, not ahead: the queue
+        # is handed out oldest first as soon as this batch is written.
+        waiting = set(
+            QueuedAssignment.objects.filter(team_id__in={c.team_id for c in wanted})
+            .values_list("team_id", flat=True)
+            .distinct()
+        )
+        if waiting:
+            decisions.queued.extend(c for c in wanted if c.team_id in waiting)
+            wanted = [c for c in wanted if c.team_id not in waiting]
+            if not wanted:
+                return
     # Locked, so two batches at once cannot both hand an agent their last free place.
     memberships = list(
         TeamMembership.objects.select_for_update(of=("self",))
         .filter(team_id__in={c.team_id for c in wanted}, user__is_active=True)
         .order_by("pk")
     )
+    if from_queue:
+        # A hand-out that waited for the lock stamps its turns after those given meanwhile.
+        now = max(now, timezone.now())
     online = presence.agents_online(user_ids={m.user_id for m in memberships})
     members = [m for m in memberships if m.user_id in online]
     if not members:
@@ -558,8 +575,13 @@ def auto_assign(
             decisions.queued.append(conversation)  # everyone is away or full: it waits
             continue
         chosen = min(candidates, key=lambda m: (m.last_auto_assigned_at or never, m.pk))
-        # Each turn a little later than the one before, so the order holds within a batch.
-        chosen.last_auto_assigned_at = now + timedelta(microseconds=turn)
+        # Each turn a little later than the one before, so the order holds within a batch;
+        # never earlier than the agent's last turn (a run that waited for the lock).
+        stamp = now + timedelta(microseconds=turn)
+        previous = chosen.last_auto_assigned_at
+        if previous is not None and stamp <= previous:
+            stamp = previous + timedelta(microseconds=1)
+        chosen.last_auto_assigned_at = stamp
         touched[chosen.pk] = chosen
         load[chosen.user_id] = load.get(chosen.user_id, 0) + 1
         decisions.events.append(
@@ -717,7 +739,16 @@ def _queue(conversations: Sequence[Conversation], now: datetime) -> None:
         unique_fields=["conversation"],
         update_fields=["team"],
     )
-    transaction.on_commit(lambda: cache.set(presence.QUEUE_WAITING_KEY, True, timeout=None))
+    transaction.on_commit(_queue_waiting)
+
+
+def _queue_waiting() -> None:
+    """Note that some conversation waits, and start a hand-out: one queued behind others, or
+    while an agent frees a place, need not wait for the beat."""
+    from conversations.tasks import assign_queued_conversations
+
+    cache.set(presence.QUEUE_WAITING_KEY, True, timeout=None)
+    assign_queued_conversations.delay()
 
 
 def queued_assign(*, now: datetime | None = None, page: int = 500) -> int:
@@ -728,18 +759,32 @@ def queued_assign(*, now: datetime | None = None, page: int = 500) -> int:
     comes online while some wait. The queue is read in pages of ``page``, a transaction
     each, so a long wait in one team does not keep the others' from being handed out.
     Returns how many it assigned."""
-    now = now or timezone.now()
-    assigned = 0
-    after: tuple[datetime, int] | None = None
-    while True:
-        count, last, full = _queued_assign_page(now=now, after=after, size=page)
-        assigned += count
-        if not full or last is None:
-            break
-        after = last
-    if not QueuedAssignment.objects.exists():
-        cache.delete(presence.QUEUE_WAITING_KEY)  # nothing waits
-    return assigned
+    # One run at a time: two would skip each other's rows and could hand out a newer
+    # conversation before an older one. The lock expires on its own if a run dies.
+    if not cache.add(_HAND_OUT_LOCK, True, timeout=300):
+        return 0
+    try:
+        assigned = 0
+        after: tuple[datetime, int] | None = None
+        while True:
+            # The time of each page is taken as it starts: a page that waited for the
+            # members' lock must not stamp turns older than those given meanwhile.
+            count, last, full = _queued_assign_page(
+                now=now or timezone.now(), after=after, size=page
+            )
+            assigned += count
+            if not full or last is None:
+                break
+            after = last
+        cache.delete(presence.QUEUE_WAITING_KEY)
+        if QueuedAssignment.objects.exists():  # some still wait (or were queued meanwhile)
+            cache.set(presence.QUEUE_WAITING_KEY, True, timeout=None)
+        return assigned
+    finally:
+        cache.delete(_HAND_OUT_LOCK)
+
+
+_HAND_OUT_LOCK = "routing:queued-assign-running"
 
 
 def _queued_assign_page(
@@ -749,8 +794,11 @@ def _queued_assign_page(
     entry (None: nothing there), and whether the page was full (more may follow)."""
     with transaction.atomic():
         # Rows another run or an agent's change holds are left to the next run.
+        # Only the conversations are locked: whatever writes a queue row holds its
+        # conversation's lock, and a queue row locked while its conversation is skipped
+        # would hold up the ingest re-queueing it while this page waits for the members.
         entries = QueuedAssignment.objects.select_for_update(
-            skip_locked=True, of=("self", "conversation")
+            skip_locked=True, of=("conversation",)
         ).select_related("conversation")
         if after is not None:
             entries = entries.filter(
@@ -773,7 +821,7 @@ def _queued_assign_page(
             else:
                 decisions.auto_assign[id(conversation)] = conversation
                 queued_at[id(conversation)] = entry.queued_at
-        auto_assign(decisions, now=now)
+        auto_assign(decisions, now=now, from_queue=True)
         assigned = [c for c in decisions.auto_assign.values() if c.assignee_id is not None]
         if assigned:
             for conversation in assigned:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
@@ -38,6 +39,7 @@ from conversations.models import (
     Status,
     Tag,
 )
+from conversations.presence import QUEUE_WAITING_KEY
 from conversations.routing import (
     Decisions,
     RuleBook,
@@ -874,6 +876,19 @@ def _mentioned_colleagues(conversation: Conversation, body: str, author: User) -
     ]
 
 
+def _queue_leave(conversation: Conversation) -> None:
+    """The conversation no longer waits for auto-assignment."""
+    QueuedAssignment.objects.filter(pk=conversation.pk).delete()
+
+
+def _hand_out_soon() -> None:
+    """An agent has room again: hand out what waits, if anything does, after the commit."""
+    if cache.get(QUEUE_WAITING_KEY):
+        from conversations.tasks import assign_queued_conversations
+
+        transaction.on_commit(assign_queued_conversations.delay)
+
+
 @transaction.atomic
 def conversation_assign(
     *,
@@ -890,9 +905,11 @@ def conversation_assign(
     if conversation.status == Status.NEW and assignee is not None:
         conversation.status = Status.OPEN
     conversation.save(update_fields=["assignee", "status", "updated_at"])
-    if assignee is not None:
-        # Someone took it: it no longer waits for auto-assignment, even if let go later.
-        QueuedAssignment.objects.filter(pk=conversation.pk).delete()
+    # Someone took it or let it go: it no longer waits for auto-assignment, and one let go
+    # is theirs to hand on, not the queue's.
+    _queue_leave(conversation)
+    if previous is not None and conversation.status in ACTIVE_STATUSES:
+        _hand_out_soon()  # a place freed
     _record(
         conversation,
         EventKind.ASSIGNED,
@@ -952,6 +969,9 @@ def conversation_status_set(
         from conversations.escalations import escalations_settle
 
         escalations_settle(conversation_id=conversation.pk, status=status, at=at, actor=actor)
+        _queue_leave(conversation)
+        if conversation.assignee_id is not None:
+            _hand_out_soon()  # a place freed: some conversation may wait for it
     elif previous in (Status.RESOLVED, Status.CLOSED) and status in ACTIVE_STATUSES:
         # Reopened by hand: the rules for "conversation reopened" run as they do when the
         # customer's message reopens it, and what they change is read back for the caller.
