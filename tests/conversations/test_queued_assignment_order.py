@@ -15,56 +15,23 @@ from conversations.models import (
     ConversationEvent,
     EventKind,
     QueuedAssignment,
-    RoutingRule,
 )
 from conversations.routing import queued_assign
 from conversations.selectors import conversation_timeline
 from conversations.services import conversation_assign
-from governance.models import TeamMembership
+from tests.conversations.test_queued_assignment import (
+    T0,
+    _auto_rule,
+    _conversation,
+    _ingest,
+    _team,
+)
 from tests.factories import (
-    ChannelAccessFactory,
-    ChannelFactory,
-    TeamFactory,
-    TeamMembershipFactory,
     UserFactory,
     post,
 )
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-def _auto_rule(events=("message_received",)):
-    return RoutingRule.objects.create(
-        name="Auto",
-        events=list(events),
-        conditions=[],
-        actions=[{"type": "assign", "value": "auto"}],
-        position=RoutingRule.objects.count(),
-    )
-
-
-def _team(*agents, capacity=None):
-    team = TeamFactory()
-    for agent in agents:
-        TeamMembershipFactory(team=team, user=agent)
-    TeamMembership.objects.filter(team=team).update(capacity=capacity)
-    channel = ChannelFactory(default_team=team)
-    ChannelAccessFactory(channel=channel, team=team, can_reply=True)
-    return team, channel
-
-
-def _ingest(channel, *posts, capture):
-    with capture(execute=True):
-        ingest(channel=channel, posts=list(posts))
-
-
-def _conversation(external_id):
-    return Conversation.objects.get(messages__external_id=external_id)
-
-
-# --- Round robin across pages ------------------------------------------------------------
 
 
 def test_round_robin_stays_fair_when_the_queue_spans_several_pages(
