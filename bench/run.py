@@ -17,7 +17,8 @@ sites spend the database time. It reports figures only and never judges them.
 
 Without DATABASE_URL the database is a SQLite file in a temporary folder; with DATABASE_URL
 (PostgreSQL) it is Django's test database ``test_<name>``, dropped at the end. The developer's
-own database and data folder are never opened.
+own database and data folder are never opened. ``--schema-from`` copies a database migrated
+before instead of migrating (most of a short run's time goes into migrating).
 
     python bench/run.py --posts 20000 --batch 500 [--routing [rules|sla]] [--json results.json]
 """
@@ -86,8 +87,13 @@ def prepare_environment() -> Path:
 
 
 @contextmanager
-def throwaway_database(data_dir: Path) -> Iterator[str]:
-    """Create and migrate a database that exists only for this run; yields its name."""
+def throwaway_database(data_dir: Path, schema_from: str | None = None) -> Iterator[str]:
+    """Create and migrate a database that exists only for this run; yields its name.
+
+    ``schema_from``: a database migrated before, copied instead of migrating (a SQLite file,
+    or on PostgreSQL the name of a database on the same server, used as the template), for a
+    series of runs that would otherwise spend most of their time migrating. It must hold
+    every migration of this checkout, or the run stops."""
     from django.core.management import call_command
     from django.db import connection
 
@@ -96,8 +102,17 @@ def throwaway_database(data_dir: Path) -> Iterator[str]:
             name = Path(str(connection.settings_dict["NAME"])).resolve()
             if not name.is_relative_to(data_dir.resolve()):
                 raise SystemExit(f"Refusing to benchmark on {name}: not in the temporary folder.")
-            call_command("migrate", interactive=False, verbosity=0)
+            if schema_from:
+                connection.close()
+                shutil.copyfile(schema_from, name)
+                schema_check(schema_from)
+            else:
+                call_command("migrate", interactive=False, verbosity=0)
             yield str(name)
+        elif schema_from and connection.vendor == "postgresql":
+            with template_copy(schema_from) as test_name:
+                schema_check(schema_from)
+                yield test_name
         else:
             old_name = connection.settings_dict["NAME"]
             if connection.vendor == "sqlite" and not connection.settings_dict["TEST"].get("NAME"):
@@ -113,6 +128,40 @@ def throwaway_database(data_dir: Path) -> Iterator[str]:
     finally:
         connection.close()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def template_copy(template: str) -> Iterator[str]:
+    """Django's test database (``test_<name>``), created on PostgreSQL as a copy of the
+    database ``template``, and dropped at the end."""
+    from django.db import connection
+    from django.db.backends.base.creation import TEST_DATABASE_PREFIX
+
+    quote = connection.ops.quote_name
+    old_name = connection.settings_dict["NAME"]
+    test_name = connection.settings_dict["TEST"].get("NAME") or f"{TEST_DATABASE_PREFIX}{old_name}"
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {quote(test_name)}")
+        cursor.execute(f"CREATE DATABASE {quote(test_name)} TEMPLATE {quote(template)}")
+    connection.close()
+    connection.settings_dict["NAME"] = test_name
+    try:
+        yield test_name
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = old_name
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote(test_name)}")
+
+
+def schema_check(schema_from: str) -> None:
+    """Stop unless the copied database holds every migration of this checkout."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise SystemExit(f"{schema_from} lacks migrations of this checkout: migrate it again.")
 
 
 def database_description() -> dict[str, str]:
@@ -734,6 +783,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures here")
     parser.add_argument(
+        "--schema-from",
+        metavar="DATABASE",
+        help="start from a copy of this migrated database instead of migrating: a SQLite file "
+        "(without DATABASE_URL), or the name of a PostgreSQL database on DATABASE_URL's server; "
+        "routing_overhead.py migrates one for all its runs",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="PATH",
@@ -772,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from channels_ingest.models import ChannelAccount
     from channels_ingest.pipeline import ingest
 
-    with throwaway_database(data_dir) as db_name:
+    with throwaway_database(data_dir, args.schema_from) as db_name:
         description = database_description()
         workload = build_workload(
             count=args.posts, population=population, known_target=args.known_share, seed=args.seed

@@ -116,3 +116,16 @@ def test_the_intervals_line_says_when_the_rounds_are_too_few():
     assert intervals([row], rounds=15) == (
         "sqlite rules: paired overhead +5.1% to +9.3% (96.5%), CPU with server -"
     )
+
+
+@pytest.mark.django_db
+def test_a_copied_schema_that_lacks_a_migration_stops_the_run():
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from bench.run import schema_check
+
+    schema_check("migrated.sqlite3")  # the test database holds every migration
+    # Rolled back with the test's transaction.
+    MigrationRecorder.Migration.objects.filter(app="conversations").latest("id").delete()
+    with pytest.raises(SystemExit, match="migrated.sqlite3 lacks migrations"):
+        schema_check("migrated.sqlite3")
