@@ -33,6 +33,10 @@ def _addresses(host: str) -> list[str]:
 # IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits, which a
 # translator on the way reaches (NAT64, RFC 6052 and RFC 8215).
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+# IPv4-compatible addresses (``::a.b.c.d``), deprecated by RFC 4291 (2.5.5.1): no public host
+# has one, and a host still tunnelling them reaches the IPv4 address inside. Python counts
+# most of them as global.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
 def _is_private(address: str) -> bool:
@@ -40,6 +44,8 @@ def _is_private(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return _is_private(str(ip.ipv4_mapped))
+        if ip in _IPV4_COMPATIBLE:
+            return True
         # An IPv6 address that stands for IPv4 ones (6to4, Teredo, NAT64) reaches them on the
         # way: it is private when one of them is.
         embedded: list[ipaddress.IPv4Address] = []

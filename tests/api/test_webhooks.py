@@ -131,6 +131,9 @@ def test_the_delivery_log_page_sends_a_call_again(world, login, subscribed):
         "http://[64:ff9b::a00:5]/hook",  # NAT64 of 10.0.0.5
         "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 of 169.254.169.254
         "http://[2002:a00:5::1]/hook",  # 6to4 of 10.0.0.5
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible, deprecated
+        "http://[::a00:5]/hook",
+        "http://[::8.8.8.8]/hook",  # no public host has such an address either
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(world, api, url):
