@@ -853,6 +853,7 @@ def _assignments_publish(decisions: Decisions) -> None:
     as an agent's are; nothing, not even a query, when nobody subscribes. Keyed by the
     conversation, the agent and the time, so the same assignment is never sent twice."""
     from conversations.webhook_events import (
+        contacts_attach,
         conversation_payload,
         webhook_event_publish,
         webhook_subscribed,
@@ -866,6 +867,7 @@ def _assignments_publish(decisions: Decisions) -> None:
     ]
     if not assigned or not webhook_subscribed("conversation.assigned"):
         return
+    contacts_attach(conversation for conversation, _, _ in assigned)
     webhook_event_publish(
         event="conversation.assigned",
         items=[

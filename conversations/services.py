@@ -610,19 +610,26 @@ def _publish_inbound(
 ) -> None:
     """Webhook events of a batch (nothing, not even a query, when nobody subscribes)."""
     from conversations.webhook_events import (
+        contacts_attach,
         conversation_payload,
         webhook_event_publish,
         webhook_subscribed,
     )
 
-    if new_conversations and webhook_subscribed("conversation.created"):
+    created = bool(new_conversations) and webhook_subscribed("conversation.created")
+    received = bool(placed) and webhook_subscribed("message.received")
+    if received:
+        contacts_attach(c for _, c in placed)
+    elif created:
+        contacts_attach(new_conversations)
+    if created:
         webhook_event_publish(
             event="conversation.created",
             items=[
                 (str(c.pk), {"conversation": conversation_payload(c)}) for c in new_conversations
             ],
         )
-    if placed and webhook_subscribed("message.received"):
+    if received:
         webhook_event_publish(
             event="message.received",
             items=[

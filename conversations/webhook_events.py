@@ -86,6 +86,20 @@ def contact_payload(contact: Any) -> dict[str, Any]:
     }
 
 
+def contacts_attach(conversations: Iterable[Conversation]) -> None:
+    """Read, in one query, the contacts of those of ``conversations`` that do not hold theirs
+    yet, so that building a batch's payloads does not read them one by one."""
+    field = Conversation._meta.get_field("contact")
+    missing = [c for c in conversations if not field.is_cached(c)]
+    if not missing:
+        return
+    from contacts.models import Contact
+
+    contacts = Contact.objects.in_bulk({c.contact_id for c in missing})
+    for conversation in missing:
+        conversation.contact = contacts[conversation.contact_id]
+
+
 def conversation_payload(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": conversation.pk,
