@@ -124,8 +124,8 @@ def test_a_copied_schema_that_lacks_a_migration_stops_the_run():
 
     from bench.run import schema_check
 
-    schema_check("migrated.sqlite3")  # the test database holds every migration
+    schema_check("schema-copy")  # the test database holds every migration
     # Rolled back with the test's transaction.
     MigrationRecorder.Migration.objects.filter(app="conversations").latest("id").delete()
-    with pytest.raises(SystemExit, match="migrated.sqlite3 lacks migrations"):
-        schema_check("migrated.sqlite3")
+    with pytest.raises(SystemExit, match="schema-copy lacks migrations"):
+        schema_check("schema-copy")
