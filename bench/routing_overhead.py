@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,26 @@ def private_database_url(database_url: str) -> str:
 VARIANTS: dict[str, str | None] = {"off": None, "rules": "rules", "sla": "sla", "all": "all"}
 
 
+def _run(command: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run``, except that a run this process stops (Ctrl-C, ``kill``) is asked to
+    stop with SIGTERM, on which it drops its database, rather than killed outright."""
+    with subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            process.terminate()
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 @contextmanager
 def migrated_schema(database_url: str | None, folder: Path) -> Iterator[str]:
     """A database migrated once, which every run copies instead of migrating its own (20 s
@@ -85,9 +106,7 @@ def migrated_schema(database_url: str | None, folder: Path) -> Iterator[str]:
             schema = target.name
         else:
             schema = str(folder / "schema" / "scrm.sqlite3")
-        completed = subprocess.run(
-            command, cwd=REPO_ROOT, env=environ, capture_output=True, text=True, check=False
-        )
+        completed = _run(command, environ)
         if completed.returncode != 0:
             raise RuntimeError(f"migrate failed ({completed.returncode}):\n{completed.stderr}")
         yield schema
@@ -126,9 +145,7 @@ def run_once(
     }
     if database_url:
         environ["DATABASE_URL"] = database_url
-    completed = subprocess.run(
-        command, cwd=REPO_ROOT, env=environ, capture_output=True, text=True, check=False
-    )
+    completed = _run(command, environ)
     (folder / f"{tag}.txt").write_text(completed.stdout + completed.stderr)
     if completed.returncode != 0 or not output.exists():
         tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
@@ -486,6 +503,8 @@ LEGEND = "\n".join(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # A plain `kill` unwinds like Ctrl-C does, so the migrated template database is dropped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     targets: list[tuple[str, str | None]] = []
     if not args.skip_sqlite:
         targets.append(("sqlite", None))

@@ -104,7 +104,7 @@ def throwaway_database(data_dir: Path, schema_from: str | None = None) -> Iterat
                 raise SystemExit(f"Refusing to benchmark on {name}: not in the temporary folder.")
             if schema_from:
                 connection.close()
-                shutil.copyfile(schema_from, name)
+                sqlite_copy(schema_from, name)
                 schema_check(schema_from)
             else:
                 call_command("migrate", interactive=False, verbosity=0)
@@ -130,28 +130,50 @@ def throwaway_database(data_dir: Path, schema_from: str | None = None) -> Iterat
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def sqlite_copy(source: str, target: Path) -> None:
+    """Copy a SQLite database through SQLite's backup API: what the source's write-ahead log
+    holds is copied too, where copying the file alone would leave it out."""
+    import sqlite3
+
+    reader = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)
+    writer = sqlite3.connect(target)
+    try:
+        reader.backup(writer)
+    finally:
+        writer.close()
+        reader.close()
+
+
 @contextmanager
 def template_copy(template: str) -> Iterator[str]:
     """Django's test database (``test_<name>``), created on PostgreSQL as a copy of the
-    database ``template``, and dropped at the end."""
+    database ``template``, and dropped at the end (also when creating it is cut short). The
+    template may be neither the database the settings name nor that test database."""
     from django.db import connection
     from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
     quote = connection.ops.quote_name
     old_name = connection.settings_dict["NAME"]
     test_name = connection.settings_dict["TEST"].get("NAME") or f"{TEST_DATABASE_PREFIX}{old_name}"
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {quote(test_name)}")
-        cursor.execute(f"CREATE DATABASE {quote(test_name)} TEMPLATE {quote(template)}")
-    connection.close()
-    connection.settings_dict["NAME"] = test_name
+    if template in (old_name, test_name):
+        raise SystemExit(f"Refusing {template} as the template: it is the run's own database.")
+
+    def drop() -> None:
+        with connection._nodb_cursor() as cursor:
+            force = " WITH (FORCE)" if cursor.connection.server_version >= 130000 else ""
+            cursor.execute(f"DROP DATABASE IF EXISTS {quote(test_name)}{force}")
+
     try:
+        drop()
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {quote(test_name)} TEMPLATE {quote(template)}")
+        connection.close()
+        connection.settings_dict["NAME"] = test_name
         yield test_name
     finally:
         connection.close()
         connection.settings_dict["NAME"] = old_name
-        with connection._nodb_cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {quote(test_name)}")
+        drop()
 
 
 def schema_check(schema_from: str) -> None:

@@ -129,3 +129,36 @@ def test_a_copied_schema_that_lacks_a_migration_stops_the_run():
     MigrationRecorder.Migration.objects.filter(app="conversations").latest("id").delete()
     with pytest.raises(SystemExit, match="schema-copy lacks migrations"):
         schema_check("schema-copy")
+
+
+def test_a_sqlite_copy_holds_what_the_source_s_write_ahead_log_holds(tmp_path):
+    import sqlite3
+
+    from bench.run import sqlite_copy
+
+    source = tmp_path / "schema.sqlite3"
+    writer = sqlite3.connect(source)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
+    writer.commit()  # in the write-ahead log only, while the connection stays open
+    try:
+        sqlite_copy(str(source), tmp_path / "copy.sqlite3")
+    finally:
+        writer.close()
+    copy = sqlite3.connect(tmp_path / "copy.sqlite3")
+    try:
+        tables = copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    finally:
+        copy.close()
+    assert tables == [("kept",)]
+
+
+def test_the_run_s_own_database_is_refused_as_its_template():
+    from django.db import connection
+
+    from bench.run import template_copy
+
+    copy = template_copy(connection.settings_dict["NAME"])
+    with pytest.raises(SystemExit, match="it is the run's own database"):
+        copy.__enter__()
