@@ -30,13 +30,17 @@ def _addresses(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-# IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits, which a
-# translator on the way reaches (NAT64, RFC 6052 and RFC 8215).
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
-# IPv4-compatible addresses (``::a.b.c.d``), deprecated by RFC 4291 (2.5.5.1): no public host
-# has one, and a host still tunnelling them reaches the IPv4 address inside. Python counts
+# NAT64 (RFC 6052): a translator on the way reaches the IPv4 address in the last 32 bits of
+# an address of the well-known prefix. The local-use prefix (RFC 8215) is a network's own,
+# laid out as that network chose: its addresses are private.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# The reserved block ``::/8``, apart from NAT64 and ``::ffff:0:0/96`` (IPv4-mapped, checked
+# as the IPv4 address): IPv4-compatible (``::a.b.c.d``, deprecated by RFC 4291, 2.5.5.1) and
+# IPv4-translated (``::ffff:0:a.b.c.d``, RFC 2765) addresses, which a host still tunnelling
+# or translating them sends to the IPv4 address inside. No public host has one; Python counts
 # most of them as global.
-_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_RESERVED = ipaddress.IPv6Network("::/8")
 
 
 def _is_private(address: str) -> bool:
@@ -44,7 +48,7 @@ def _is_private(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return _is_private(str(ip.ipv4_mapped))
-        if ip in _IPV4_COMPATIBLE:
+        if ip in _NAT64_LOCAL or (ip in _RESERVED and ip not in _NAT64_WELL_KNOWN):
             return True
         # An IPv6 address that stands for IPv4 ones (6to4, Teredo, NAT64) reaches them on the
         # way: it is private when one of them is.
@@ -53,7 +57,7 @@ def _is_private(address: str) -> bool:
             embedded.append(ip.sixtofour)
         if ip.teredo is not None:
             embedded.extend(ip.teredo)
-        if any(ip in network for network in _NAT64):
+        if ip in _NAT64_WELL_KNOWN:
             embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         if any(_is_private(str(v4)) for v4 in embedded):
             return True

@@ -134,6 +134,9 @@ def test_the_delivery_log_page_sends_a_call_again(world, login, subscribed):
         "http://[::127.0.0.1]/hook",  # IPv4-compatible, deprecated
         "http://[::a00:5]/hook",
         "http://[::8.8.8.8]/hook",  # no public host has such an address either
+        "http://[::ffff:0:a9fe:a9fe]/latest/meta-data",  # IPv4-translated 169.254.169.254
+        "http://[64:ff9b:1:7f00:0:100::]/hook",  # local-use NAT64 (/48) of 127.0.0.1
+        "http://[64:ff9b:1::808:808]/hook",  # local-use NAT64: the network's own layout
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(world, api, url):
