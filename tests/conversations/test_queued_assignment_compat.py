@@ -42,34 +42,17 @@ def test_older_rule_applied_events_with_a_top_level_name_still_display():
 
 
 def test_a_hand_out_marks_the_conversation_stale_for_the_kpis(django_capture_on_commit_callbacks):
-    from channels_ingest.pipeline import ingest
     from conversations import presence
-    from conversations.models import Conversation, RoutingRule
+    from conversations.models import Conversation
     from conversations.routing import queued_assign
     from kpis.models import StaleConversation
-    from tests.factories import (
-        ChannelAccessFactory,
-        ChannelFactory,
-        TeamFactory,
-        TeamMembershipFactory,
-        UserFactory,
-        post,
-    )
+    from tests.conversations.test_queued_assignment import _auto_rule, _ingest, _team
+    from tests.factories import UserFactory, post
 
     ann = UserFactory(role="agent")
-    team = TeamFactory()
-    TeamMembershipFactory(team=team, user=ann)
-    channel = ChannelFactory(default_team=team)
-    ChannelAccessFactory(channel=channel, team=team, can_reply=True)
-    RoutingRule.objects.create(
-        name="Auto",
-        events=["message_received"],
-        conditions=[],
-        actions=[{"type": "assign", "value": "auto"}],
-        position=0,
-    )
-    with django_capture_on_commit_callbacks(execute=True):
-        ingest(channel=channel, posts=[post("p1")])
+    _, channel = _team(ann)
+    _auto_rule()
+    _ingest(channel, post("p1"), capture=django_capture_on_commit_callbacks)
     StaleConversation.objects.all().delete()
     presence.agent_seen(user_id=ann.pk)
     assert queued_assign() == 1

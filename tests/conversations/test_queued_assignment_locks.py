@@ -10,25 +10,16 @@ beat therefore locks only the conversations."""
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 
 from channels_ingest.pipeline import ingest
 from conversations import presence, routing
-from conversations.models import Conversation, QueuedAssignment, RoutingRule
-from governance.models import TeamMembership
-from tests.factories import (
-    ChannelAccessFactory,
-    ChannelFactory,
-    TeamFactory,
-    TeamMembershipFactory,
-    UserFactory,
-    post,
-)
-
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+from conversations.models import Conversation, QueuedAssignment
+from tests.conversations.test_queued_assignment import T0, _auto_rule, _team
+from tests.factories import UserFactory, post
 
 
 @pytest.mark.django_db(transaction=True)
@@ -36,18 +27,8 @@ def test_the_beat_and_the_ingest_of_a_queued_conversation_do_not_deadlock(monkey
     if connection.vendor != "postgresql":
         pytest.skip("row locks: PostgreSQL only")
     ann = UserFactory(role="agent")
-    team = TeamFactory()
-    TeamMembershipFactory(team=team, user=ann)
-    TeamMembership.objects.filter(team=team).update(capacity=None)
-    channel = ChannelFactory(default_team=team)
-    ChannelAccessFactory(channel=channel, team=team, can_reply=True)
-    RoutingRule.objects.create(
-        name="Auto",
-        events=["message_received"],
-        conditions=[],
-        actions=[{"type": "assign", "value": "auto"}],
-        position=0,
-    )
+    _, channel = _team(ann)
+    _auto_rule()
     # Ann is away: two conversations of her team wait.
     ingest(channel=channel, posts=[post("c1", author="a1", at=T0)])
     ingest(channel=channel, posts=[post("d1", author="a2", at=T0 + timedelta(minutes=1))])
