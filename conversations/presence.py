@@ -50,10 +50,19 @@ def presence_report(
 ONLINE_FOR = 120
 
 
-# Set while some conversation may wait for an agent (``routing.queued_assign``): an agent
-# coming online then starts a hand-out at once rather than at the next beat. Only a hint: the
-# beat looks at the queue whatever it says.
+# Whether some conversation may wait for an agent (``routing.queued_assign``): True while
+# some do, False once a hand-out found the queue empty. While some wait, an agent coming online
+# starts a hand-out at once rather than at the next beat, and a new conversation goes behind
+# them. Only a hint: the beat looks at the queue whatever it says.
 QUEUE_WAITING_KEY = "routing:queued-assignments"
+
+
+def queue_may_wait() -> bool:
+    """Whether some conversation may wait for an agent: the hint says so, or the hint is gone
+    (a cache emptied by a restart or an eviction, or not yet set), and then only the queue can
+    tell. Missing is not "none wait": taken so, new conversations would go ahead of those
+    waiting until the beat's next run set the hint again."""
+    return cache.get(QUEUE_WAITING_KEY) is not False
 
 
 def _agent_key(user_id: int) -> str:
@@ -66,7 +75,7 @@ def agent_seen(*, user_id: int) -> None:
     key = _agent_key(user_id)
     if not cache.add(key, time.time(), timeout=ONLINE_FOR):
         cache.set(key, time.time(), timeout=ONLINE_FOR)
-    elif cache.get(QUEUE_WAITING_KEY):
+    elif queue_may_wait():
         from conversations.tasks import assign_queued_conversations
 
         transaction.on_commit(assign_queued_conversations.delay)

@@ -525,7 +525,7 @@ def auto_assign(
     wanted = [c for c in decisions.auto_assign.values() if c.team_id and not c.assignee_id]
     if not wanted:
         return
-    if not from_queue and cache.get(presence.QUEUE_WAITING_KEY):
+    if not from_queue and presence.queue_may_wait():
         # Where conversations wait already, a new one goes behind them, not ahead: the queue
         # is handed out oldest first as soon as this batch is written.
         waiting = set(
@@ -776,7 +776,9 @@ def queued_assign(*, now: datetime | None = None, page: int = 500) -> int:
             if not full or last is None:
                 break
             after = last
-        cache.delete(presence.QUEUE_WAITING_KEY)
+        # "None wait" first, then the queue looked at: one queued in between has set the hint
+        # again after this, or is seen here. A lost hint is set again too.
+        cache.set(presence.QUEUE_WAITING_KEY, False, timeout=None)
         if QueuedAssignment.objects.exists():  # some still wait (or were queued meanwhile)
             cache.set(presence.QUEUE_WAITING_KEY, True, timeout=None)
         return assigned

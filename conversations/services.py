@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
@@ -39,7 +38,7 @@ from conversations.models import (
     Status,
     Tag,
 )
-from conversations.presence import QUEUE_WAITING_KEY
+from conversations.presence import queue_may_wait
 from conversations.routing import (
     Decisions,
     RuleBook,
@@ -890,7 +889,7 @@ def _queue_leave(conversation: Conversation) -> None:
 
 def _hand_out_soon() -> None:
     """An agent has room again: hand out what waits, if anything does, after the commit."""
-    if cache.get(QUEUE_WAITING_KEY):
+    if queue_may_wait():
         from conversations.tasks import assign_queued_conversations
 
         transaction.on_commit(assign_queued_conversations.delay)

@@ -103,7 +103,7 @@ def test_nobody_online_queues_the_conversation_and_an_agent_coming_online_gets_i
     ]
     assert assigned["auto"] and assigned["detail"].startswith("from the team's queue, after ")
     # Nothing waits any more: the next agent coming online starts no hand-out.
-    assert cache.get(presence.QUEUE_WAITING_KEY) is None
+    assert cache.get(presence.QUEUE_WAITING_KEY) is False
 
 
 def test_an_agent_coming_online_starts_a_hand_out_only_when_some_conversation_waits():

@@ -46,9 +46,9 @@ def test_a_hand_out_does_not_move_an_agents_turn_back_before_a_later_ingest(
     presence.agent_seen(user_id=ann.pk)
     presence.agent_seen(user_id=bob.pk)
     run_started = datetime.now(tz=UTC) - timedelta(seconds=5)  # a run whose pages took 5 s
-    # Meanwhile the ingest gave Bob a conversation (his turn: now); the hint is lost, so it
-    # does not queue behind p0.
-    cache.delete(presence.QUEUE_WAITING_KEY)
+    # Meanwhile the ingest gave Bob a conversation (his turn: now); it read the hint as it was
+    # before p0 was queued (none wait), so it does not queue behind p0.
+    cache.set(presence.QUEUE_WAITING_KEY, False)
     _ingest(channel, post("x", author="x", at=T0), capture=django_capture_on_commit_callbacks)
     first = _conversation("x").assignee_id
     # The run's page hands p0 to the other agent, stamped with the run's older start.
@@ -110,7 +110,9 @@ def test_an_auto_assignment_by_the_ingest_let_go_by_the_agent_is_not_handed_out_
     _ingest(channel, post("p1", author="a1", at=T0), capture=capture)
     assert QueuedAssignment.objects.count() == 1
     # Ann comes online (between two beats); the customer writes again: the ingest assigns.
-    cache.delete(presence.QUEUE_WAITING_KEY)  # keep the at-once hand-out out of the way
+    # Keep the at-once hand-out out of the way: the hint, read before p1 was queued, says
+    # none wait.
+    cache.set(presence.QUEUE_WAITING_KEY, False)
     presence.agent_seen(user_id=ann.pk)
     _ingest(
         channel,
@@ -152,6 +154,49 @@ def test_the_hint_is_not_lost_when_a_conversation_is_queued_as_the_beat_finishes
     # The next beat runs (Ann still away): it does not put the hint back either.
     queued_assign()
     assert cache.get(presence.QUEUE_WAITING_KEY), "a conversation waits but the hint is gone"
+
+
+def test_a_lost_hint_is_taken_as_some_may_wait_and_the_beat_sets_it_again(
+    django_capture_on_commit_callbacks,
+):
+    """The hint lives in the cache, which a restart or an eviction empties. Read as "none
+    wait", new conversations went ahead of those waiting until the beat's next run."""
+    from conversations.models import Status
+
+    ann = UserFactory(role="agent")
+    _, channel = _team(ann, capacity=1)
+    presence.agent_seen(user_id=ann.pk)
+    _auto_rule()
+    capture = django_capture_on_commit_callbacks
+    _ingest(channel, post("p1", author="a1", at=T0), capture=capture)
+    _ingest(channel, post("p2", author="a2", at=T0 + timedelta(minutes=1)), capture=capture)
+    assert QueuedAssignment.objects.get().conversation_id == _conversation("p2").pk
+    # Ann frees her place; the cache is emptied; a new customer writes before the beat.
+    Conversation.objects.filter(pk=_conversation("p1").pk).update(status=Status.RESOLVED)
+    cache.clear()
+    presence.agent_seen(user_id=ann.pk)
+    _ingest(channel, post("p3", author="a3", at=T0 + timedelta(hours=1)), capture=capture)
+    assert _conversation("p3").assignee_id is None, "a new conversation jumped the queue"
+    # p3 queued behind p2, and the hand-out its queueing started gave Ann p2.
+    assert _conversation("p2").assignee_id == ann.pk
+    assert QueuedAssignment.objects.get().conversation_id == _conversation("p3").pk
+    assert cache.get(presence.QUEUE_WAITING_KEY) is True
+    # The queue emptied and the hint lost again: the beat says none wait.
+    QueuedAssignment.objects.all().delete()
+    cache.delete(presence.QUEUE_WAITING_KEY)
+    queued_assign()
+    assert cache.get(presence.QUEUE_WAITING_KEY) is False
+
+
+def test_an_agent_coming_online_with_the_hint_lost_starts_a_hand_out():
+    ann = UserFactory(role="agent")
+    with mock.patch("conversations.presence.transaction.on_commit") as on_commit:
+        cache.set(presence.QUEUE_WAITING_KEY, False)
+        presence.agent_seen(user_id=ann.pk)  # none wait
+        presence.agent_away(user_id=ann.pk)
+        cache.delete(presence.QUEUE_WAITING_KEY)
+        presence.agent_seen(user_id=ann.pk)  # the hint is gone: some may wait
+    assert on_commit.call_count == 1
 
 
 # --- The queue jumped --------------------------------------------------------------------
