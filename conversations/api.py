@@ -1400,7 +1400,9 @@ class RoutingRuleViewSet(_AuditedAdminViewSet):
         if created or "position" in self.request.data:
             # A position given puts the rule there, moving the others down: no two share one.
             at = instance.position if "position" in self.request.data else None
-            instance.position = rule_position_take(None if created else instance, at)
+            instance.position = rule_position_take(
+                None if created else instance, at, actor=request_user(self.request)
+            )
 
     @extend_schema(request=RuleMoveSerializer, responses=RoutingRuleSerializer)
     @action(detail=True, methods=["post"])
@@ -1414,7 +1416,7 @@ class RoutingRuleViewSet(_AuditedAdminViewSet):
         if not form.is_valid():
             raise serializers.ValidationError(form_errors(form))
         with audit_change(rule, actor=request_user(request)):
-            form.save(rule=rule)
+            form.save(rule=rule, actor=request_user(request))
         rule.refresh_from_db()
         return Response(RoutingRuleSerializer(rule).data)
 

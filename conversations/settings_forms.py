@@ -500,11 +500,14 @@ class RuleForm(forms.ModelForm[RoutingRule]):
         return rule
 
 
-def rule_position_take(rule: RoutingRule | None, at: int | None = None) -> int:
+def rule_position_take(
+    rule: RoutingRule | None, at: int | None = None, *, actor: User | None = None
+) -> int:
     """The position a rule being saved takes: after the last when ``at`` is None, else ``at``
     (clamped to the running order), the others then numbered 0.. again around it. The other
     rules are locked until the caller's transaction ends, so two saves at once never share a
-    position. ``rule``: the one saved, if it exists already."""
+    position. ``rule``: the one saved, if it exists already; the caller records its change,
+    this the others' (``actor``: who made it)."""
     others = [
         r
         for r in RoutingRule.objects.select_for_update().order_by("position", "id")
@@ -513,34 +516,48 @@ def rule_position_take(rule: RoutingRule | None, at: int | None = None) -> int:
     if at is None:
         return others[-1].position + 1 if others else 0
     place = max(0, min(at, len(others)))
-    changed = []
-    for position, other in enumerate(others):
-        wanted = position if position < place else position + 1
-        if other.position != wanted:
-            other.position = wanted
-            changed.append(other)
-    RoutingRule.objects.bulk_update(changed, ["position"])
+    _positions_save(
+        [(n if n < place else n + 1, other) for n, other in enumerate(others)], actor=actor
+    )
     return place
+
+
+def _positions_save(
+    wanted: list[tuple[int, RoutingRule]], *, actor: User | None, recorded: int | None = None
+) -> None:
+    """Give rules the positions ``wanted``, each change in the audit log: moving one rule
+    moves others, and the running order is what an admin decides. ``recorded``: the rule
+    whose change the caller records itself."""
+    changed = []
+    for position, rule in wanted:
+        if rule.position != position:
+            if rule.pk != recorded:
+                audit_record(
+                    action="routing_rule.updated",
+                    actor=actor,
+                    obj=rule,
+                    before={"position": rule.position},
+                    after={"position": position},
+                )
+            rule.position = position
+            changed.append(rule)
+    RoutingRule.objects.bulk_update(changed, ["position"])
 
 
 class RuleMoveForm(forms.Form):
     direction = forms.ChoiceField(choices=[("up", "Up"), ("down", "Down")])
 
-    def save(self, *, rule: RoutingRule) -> None:
+    def save(self, *, rule: RoutingRule, actor: User | None = None) -> None:
         """Swap the rule with its neighbour, numbering all rules 0.. so equal positions from
-        elsewhere are resolved too."""
+        elsewhere are resolved too. The caller records the rule's own change; the others'
+        are recorded here (``actor``: who moved it)."""
         with transaction.atomic():
             rules = list(RoutingRule.objects.select_for_update().order_by("position", "id"))
             at = next(n for n, r in enumerate(rules) if r.pk == rule.pk)
             other = at - 1 if self.cleaned_data["direction"] == "up" else at + 1
             if 0 <= other < len(rules):
                 rules[at], rules[other] = rules[other], rules[at]
-            changed = []
-            for position, item in enumerate(rules):
-                if item.position != position:
-                    item.position = position
-                    changed.append(item)
-            RoutingRule.objects.bulk_update(changed, ["position"])
+            _positions_save(list(enumerate(rules)), actor=actor, recorded=rule.pk)
 
 
 # --- SLA policies ------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def rule_move(request: AuthedRequest, pk: int) -> HttpResponse:
     form = RuleMoveForm(request.POST)
     if form.is_valid():
         with audit_change(rule, actor=request.user):
-            form.save(rule=rule)
+            form.save(rule=rule, actor=request.user)
     return redirect("routing:rules")
 
 

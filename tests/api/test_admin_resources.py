@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from channels_ingest.models import ChannelAccount, DeadLetter, DeadLetterStatus
 from conversations.models import RoutingRule, SlaPolicy
 from governance.models import AuditEntry, TeamMembership
-from tests.factories import SlaPolicyFactory
+from tests.factories import RoutingRuleFactory, SlaPolicyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -145,3 +145,28 @@ def test_dead_letters_are_retried_and_discarded(world, api):
     assert client.post(f"/api/v1/dead-letters/{letter.pk}/retry/").status_code == 409
     listed = client.get("/api/v1/dead-letters/?status=discarded").json()["results"]
     assert [row["id"] for row in listed] == [letter.pk]
+
+
+def test_a_rule_placed_by_the_api_records_the_rules_it_moved_down(api, world):
+    """Placing a rule moves the ones after it: each such change is in the audit log."""
+    first, second = RoutingRuleFactory(name="First"), RoutingRuleFactory(name="Second")
+    RoutingRule.objects.filter(pk=first.pk).update(position=0)
+    RoutingRule.objects.filter(pk=second.pk).update(position=1)
+    client = api("admin")
+    response = client.patch(f"/api/v1/routing-rules/{second.pk}/", {"position": 0}, format="json")
+    assert response.status_code == 200, response.content
+    [passed] = AuditEntry.objects.filter(action="routing_rule.updated", object_id=str(first.pk))
+    assert (passed.before, passed.after, passed.actor) == (
+        {"position": 0},
+        {"position": 1},
+        world.admin,
+    )
+    response = client.post(f"/api/v1/routing-rules/{second.pk}/move/", {"direction": "down"})
+    assert response.status_code == 200, response.content
+    assert [
+        (e.object_id, e.before, e.after)
+        for e in AuditEntry.objects.filter(action="routing_rule.updated").order_by("pk")
+    ][-2:] == [
+        (str(first.pk), {"position": 1}, {"position": 0}),
+        (str(second.pk), {"position": 0}, {"position": 1}),
+    ]

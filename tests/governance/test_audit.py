@@ -526,6 +526,10 @@ def test_an_escalation_path_records_its_levels_and_a_moved_rule_its_position(log
     assert path.after["levels"] == ["Complaints level 1: Tier 2"]
     moved = _only("routing_rule.updated", object_id=str(second.pk))
     assert (moved.before, moved.after) == ({"position": 1}, {"position": 0})
+    # The rule it passed moved too: the running order changed for both.
+    passed = _only("routing_rule.updated", object_id=str(first.pk))
+    assert (passed.before, passed.after) == ({"position": 0}, {"position": 1})
+    assert (passed.actor, passed.ip) == (world.admin, IP)
 
 
 def test_a_two_factor_devices_key_is_never_recorded(world):
