@@ -413,6 +413,14 @@ class EscalationRaiseSerializer(_Precondition):
         default="",
         help_text="Why it goes further: the next level reads it after the first reason",
     )
+    level = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The level the client saw (0 for the first): raised since, by someone else "
+        "or the SLA, the request is refused rather than raise it a level further",
+    )
 
 
 class EscalationAnswerSerializer(_Precondition):
@@ -860,7 +868,10 @@ class ConversationViewSet(
         def do(conversation: Conversation, data: dict[str, Any]) -> Escalation:
             try:
                 return escalation_raise(
-                    escalation=escalation, actor=request_user(request), reason=data["reason"]
+                    escalation=escalation,
+                    actor=request_user(request),
+                    reason=data["reason"],
+                    from_level=data["level"],
                 )
             except ValueError as error:
                 raise Conflict(str(error)) from error
@@ -913,6 +924,7 @@ class ConversationViewSet(
                     answer=data["answer"],
                     outcome=data["outcome"],
                     answered_by=user,
+                    level=escalation.level,  # as checked above
                 )
             except ValueError as error:
                 raise Conflict(str(error)) from error

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from conversations.escalations import (
     ANSWER_OUTCOMES,
     SUPPORT_STEERS,
+    EscalationMoved,
     escalation_answer,
     escalation_answerable_by,
     escalation_brief,
@@ -148,6 +149,7 @@ def escalation_raise_view(request: AuthedRequest, pk: int) -> HttpResponse:
             escalation=escalation,
             actor=request.user,
             reason=request.POST.get("reason", "")[:2000],
+            from_level=_level_seen(request),
         )
     except ValueError as exc:
         messages.error(request, str(exc))
@@ -169,6 +171,12 @@ def escalation_withdraw_view(request: AuthedRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, f"Taken back from {escalation.target_name}.")
     return redirect("conversations:detail", pk=escalation.conversation_id)
+
+
+def _level_seen(request: AuthedRequest) -> int | None:
+    """The escalation's level the page showed (its raise form sends it), if given."""
+    value = request.POST.get("level", "")
+    return int(value) if value.isdigit() else None
 
 
 def _support_side_or_403(request: AuthedRequest, escalation: Escalation) -> None:
@@ -207,6 +215,8 @@ def escalation_answer_view(request: AuthedRequest, pk: int) -> HttpResponse:
             answer=form.cleaned_data["answer"],
             outcome=form.cleaned_data["outcome"],
             answered_by=request.user,
+            # As checked above: raised since, it is no longer theirs to answer.
+            level=escalation.level,
         )
     except ValueError as exc:
         messages.error(request, str(exc))
@@ -235,8 +245,12 @@ def escalation_answer_link(request: HttpRequest, token: str) -> HttpResponse:
                     outcome=form.cleaned_data["outcome"],
                     answered_by=None,
                     answered_by_name=form.cleaned_data["name"],
+                    level=escalation.level,  # the link's level
                 )
                 answered_now = True
+            except EscalationMoved:
+                # Raised meanwhile: this link no longer answers, as it would not if opened now.
+                return render(request, "conversations/escalation_link_invalid.html", status=404)
             except ValueError as exc:
                 # Answered by someone else a moment ago: shown as answered below.
                 escalation.refresh_from_db()

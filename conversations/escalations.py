@@ -62,6 +62,10 @@ ANSWER_OUTCOMES = [
 _ANSWER_OUTCOME_VALUES = frozenset(value for value, _ in ANSWER_OUTCOMES)
 
 
+class EscalationMoved(ValueError):
+    """An answer for a level the escalation has left: the next level is asked now."""
+
+
 # --- Opening and raising ----------------------------------------------------------------
 
 
@@ -147,10 +151,27 @@ def escalation_open(
 
 
 @transaction.atomic
-def escalation_raise(*, escalation: Escalation, actor: User | None, reason: str = "") -> Escalation:
-    """Move an open escalation to the next level of its path."""
+def escalation_raise(
+    *,
+    escalation: Escalation,
+    actor: User | None,
+    reason: str = "",
+    from_level: int | None = None,
+) -> Escalation:
+    """Move an open escalation to the next level of its path. ``from_level``: the level the
+    one raising saw (0 for the first); raised since, by a second click, a colleague or the
+    SLA, it goes no further."""
     conversation = _lock(escalation.conversation_id)
     escalation = _fresh(escalation.pk)
+    if (
+        from_level is not None
+        and escalation.status == EscalationStatus.OPEN
+        and escalation.level != from_level
+    ):
+        raise ValueError(
+            f"This escalation was raised meanwhile: it is at level {escalation.level + 1} "
+            f"({escalation.target_name}) now."
+        )
     trigger = EscalationTrigger.AGENT if actor is not None else escalation.trigger
     return _raise(conversation, escalation, actor=actor, reason=reason, trigger=trigger, rule="")
 
@@ -177,6 +198,11 @@ def _raise(
         raise ValueError(f"This escalation is already at the last level of {path}.")
     level = levels[following]
     _check_reachable(department=level.department, user=level.user)
+    if _support_keeps(escalation):
+        # While a department outside the app worked on it, support had the conversation, and
+        # may have handed it on: whoever has it now is whom it goes back to.
+        escalation.previous_assignee_id = conversation.assignee_id
+        escalation.previous_team_id = conversation.team_id
     reason = reason.strip()
     escalation.level = following
     escalation.department = level.department
@@ -184,10 +210,28 @@ def _raise(
     if reason:
         # The next level reads the whole story: the first reason and why it went further.
         escalation.reason = f"{escalation.reason}\n\nLevel {following + 1}: {reason}".strip()
-    escalation.save(update_fields=["level", "department", "user", "reason"])
+    escalation.save(
+        update_fields=[
+            "level",
+            "department",
+            "user",
+            "reason",
+            "previous_assignee",
+            "previous_team",
+        ]
+    )
     _hand_over(conversation, escalation, actor=actor, trigger=trigger, reason=reason, rule=rule)
     _audit(escalation, "escalation.raised", actor=actor, trigger=trigger, rule=rule)
     return escalation
+
+
+def _support_keeps(escalation: Escalation) -> bool:
+    """Whether support keeps the conversation at the escalation's level: a department outside
+    the app, which answers by email or webhook (see ``_hand_over``)."""
+    department = escalation.department
+    return escalation.user_id is None and (
+        department is None or department.delivery != DepartmentDelivery.IN_APP
+    )
 
 
 def _hand_over(
@@ -391,10 +435,13 @@ def escalation_answer(
     outcome: str,
     answered_by: User | None,
     answered_by_name: str = "",
+    level: int | None = None,
 ) -> Escalation:
     """The department's answer: stored, added to the conversation as an internal note, and the
     conversation goes back to whoever had it before. An outcome other than "" closes the
-    escalation (the department settled the matter itself)."""
+    escalation (the department settled the matter itself). ``level``: the level the answer
+    was given for (its link's, or the one checked in the app); raised since, the answer is
+    refused: the next level is asked now, not the one answering."""
     if outcome not in _ANSWER_OUTCOME_VALUES:
         raise ValueError(f"Unknown outcome {outcome!r}.")
     answer = answer.strip()
@@ -406,6 +453,10 @@ def escalation_answer(
         if escalation.answer:
             raise ValueError("This escalation was already answered.")
         raise ValueError("This escalation was closed: support took the conversation back.")
+    if level is not None and escalation.level != level:
+        raise EscalationMoved(
+            f"This escalation was raised meanwhile: {escalation.target_name} answers it now."
+        )
     now = timezone.now()
     target = escalation.target_name
     name = answered_by_name.strip() or (_name(answered_by) if answered_by else "")

@@ -230,6 +230,19 @@ def test_raising_moves_the_escalation_to_the_next_level_as_the_page_does(
     assert last.status_code == 409 and "last level" in last.json()["detail"]
 
 
+def test_a_raise_from_a_level_left_behind_is_refused(world, api, escalated):
+    """A client that says which level it saw raises from that one only: a repeated request,
+    or one racing a colleague's raise, does not climb a second level."""
+    client = api("agent_a")
+    url = _url(world, "escalation/raise")
+    first = client.post(url, {"level": 0}, format="json")
+    assert first.status_code == 200 and first.json()["level"] == 1
+    again = client.post(url, {"level": 0}, format="json")
+    assert again.status_code == 409 and "raised meanwhile" in again.json()["detail"]
+    escalated.refresh_from_db()
+    assert escalated.level == 1
+
+
 def test_taking_back_returns_the_conversation_to_support(world, api, escalated):
     client = api("agent_a")
     response = client.post(_url(world, "escalation/withdraw"), {}, format="json")

@@ -54,7 +54,6 @@ from tests.factories import (
     EscalationLevelFactory,
     EscalationPathFactory,
     MessageFactory,
-    TeamFactory,
     TeamMembershipFactory,
     UserFactory,
     WebhookEndpointFactory,
@@ -68,26 +67,6 @@ if not any(getattr(p, "namespace", None) == "escalations" for p in urlpatterns):
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
 HOOK_URL = "https://logistics.example.com/hooks/scrm"
-
-
-@pytest.fixture
-def tier2(world):
-    """A second-level team outside the channel's teams, with one member, as a department."""
-    team = TeamFactory(name="Tier 2")
-    dana = UserFactory(username="dana", role=Role.AGENT)
-    TeamMembershipFactory(team=team, user=dana)
-    department = DepartmentFactory(name="Tier 2", team=team)
-    return department
-
-
-@pytest.fixture
-def conversation(world):
-    """Conversation A, assigned to Bob on team A."""
-    conversation = world.conversation_a
-    conversation.assignee = world.agent_a
-    conversation.status = Status.OPEN
-    conversation.save()
-    return conversation
 
 
 def _escalate(conversation, actor, **target):
