@@ -271,8 +271,9 @@ def sla_policy_change(
     conversation: Conversation, *, setup: SlaSetup, is_vip: bool, at: datetime
 ) -> None:
     """The priority (or channel) changed: the policy that now applies takes over. A target
-    that ran keeps the time it has used and gets the new target's length; one already
-    breached stays as it was (the breach happened); one the old policy lacked starts from
+    that ran keeps the time it has used and gets the new target's length (breached when it
+    has used more than that); one already breached stays as it was (the breach happened);
+    one the old policy lacked starts from
     when it would have: the start of the current round (the first message, or the last
     reopening). On a pending conversation the clocks stand still from now."""
     policy = setup.policy_for(
@@ -310,8 +311,15 @@ def sla_policy_change(
                 timedelta(minutes=getattr(old, f"{target}_minutes"))
                 - setup.between(old, moment, due),
             )
-            left = max(timedelta(0), timedelta(minutes=minutes) - used)
-            setattr(conversation, name, _add(setup, policy, moment, left))
+            left = timedelta(minutes=minutes) - used
+            if left > timedelta(0):
+                setattr(conversation, name, _add(setup, policy, moment, left))
+            else:
+                # Used up already: breached when the new length ran out, ``-left`` of business
+                # time before now, not at the next opening (adding nothing out of hours).
+                ran = setup.between(policy, start, moment) + left
+                due = _add(setup, policy, start, max(timedelta(0), ran))
+                setattr(conversation, name, min(due, moment))
         else:
             setattr(conversation, name, setup.add(policy, start, minutes))
     if running and conversation.status == Status.PENDING and conversation.sla_paused_at is None:

@@ -242,6 +242,44 @@ def test_changing_the_priority_gives_running_targets_the_new_length_minus_time_u
     assert timedelta(minutes=4) < left <= timedelta(minutes=5)
 
 
+def test_a_shorter_target_used_up_out_of_hours_is_breached_when_it_ran_out(
+    monkeypatch, office_hours
+):
+    """Adding no business time out of hours gives the next opening: a target already used
+    up showed "due" all weekend, and fired its breach on Monday."""
+    _policy(name="Normal", calendar=office_hours, first_response_minutes=120)
+    _policy(
+        name="Urgent", priority=Priority.URGENT, calendar=office_hours, first_response_minutes=15
+    )
+    # Friday 16:00 in Berlin; Monday is a holiday: due Tuesday 10:00.
+    conversation = _conversation(ChannelFactory(), at=datetime(2026, 1, 9, 15, 0, tzinfo=UTC))
+    assert conversation.first_response_due_at == datetime(2026, 1, 13, 9, 0, tzinfo=UTC)
+    saturday = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
+    monkeypatch.setattr(timezone, "now", lambda: saturday)
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    # An hour of business time was used: the 15 minutes ran out on Friday at 16:15.
+    assert conversation.first_response_due_at == datetime(2026, 1, 9, 15, 15, tzinfo=UTC)
+    assert conversation.sla_state(now=saturday) == SlaState.BREACHED
+    assert [f.kind for f in sla_check(now=saturday)] == [SlaEventKind.BREACHED]
+
+
+def test_a_shorter_target_used_up_in_hours_is_breached_since_it_ran_out(monkeypatch):
+    _policy(name="Normal", first_response_minutes=240, resolution_minutes=None)
+    _policy(name="Urgent", priority=Priority.URGENT, first_response_minutes=15)
+    started = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    conversation = _conversation(ChannelFactory(), at=started)
+    now = started + timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    services.conversation_priority_set(
+        conversation=conversation, priority=Priority.URGENT, actor=UserFactory()
+    )
+    conversation.refresh_from_db()
+    assert conversation.first_response_due_at == started + timedelta(minutes=15)
+
+
 def test_a_breached_target_keeps_its_due_time_when_the_priority_changes():
     _policy(name="Normal", first_response_minutes=60, resolution_minutes=None)
     _policy(name="Urgent", priority=Priority.URGENT, first_response_minutes=15)
