@@ -99,7 +99,9 @@ def test_a_link_back_answer_racing_a_raise_does_not_answer_the_next_level(
         return found
 
     monkeypatch.setattr(escalation_views, "escalation_from_token", token_read_then_raised_meanwhile)
-    client.post(link, {"name": "Lena", "answer": "Parcel is at the depot.", "outcome": ""})
+    page = client.post(link, {"name": "Lena", "answer": "Parcel is at the depot.", "outcome": ""})
+    # As if opened now: the link no longer answers anything.
+    assert page.status_code == 404 and "This link is not valid" in page.content.decode()
 
     escalation.refresh_from_db()
     # Level 0's link no longer answers: the manager still has to answer level 2.
