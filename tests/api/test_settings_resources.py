@@ -477,12 +477,13 @@ def test_rules_move_up_and_down_as_on_the_page(world, api):
     assert moved.json()["position"] == 1
     order = list(RoutingRule.objects.order_by("position").values_list("name", "position"))
     assert order == [("A", 0), ("C", 1), ("B", 2)]
-    [entry] = _audit("routing_rule.updated")
-    assert (entry.object_id, entry.before, entry.after) == (
-        str(third.pk),
-        {"position": 5},
-        {"position": 1},
-    )
+    # Every rule whose position changed is recorded: the rules renumbered around it first,
+    # then the moved one.
+    assert [(e.object_id, e.before, e.after) for e in _audit("routing_rule.updated")] == [
+        (str(first.pk), {"position": 5}, {"position": 0}),
+        (str(second.pk), {"position": 5}, {"position": 2}),
+        (str(third.pk), {"position": 5}, {"position": 1}),
+    ]
     client.post(f"/api/v1/routing-rules/{first.pk}/move/", {"direction": "down"}, format="json")
     order = list(RoutingRule.objects.order_by("position").values_list("name", flat=True))
     assert order == ["C", "A", "B"]
